@@ -1,0 +1,245 @@
+//! Reverse-mode autograd: a topological sort of the recorded graph and one `match` over [`Op`]
+//! giving each op's vector-Jacobian product.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::cpu::conv::{self, Conv2dGeometry};
+use crate::cpu::elementwise::{self, Activation};
+use crate::cpu::{matmul::sgemm, pool, softmax};
+use crate::device::Storage;
+use crate::tensor::{Tensor, TensorId};
+use crate::{Error, Result};
+
+/// How a recorded tensor was computed: enough to send gradients to its inputs.
+pub enum Op {
+    /// Same data, new shape.
+    Reshape(Tensor),
+    /// `[m,k] x [k,n]`.
+    MatMul(Tensor, Tensor),
+    /// `x[..., in] · w[in, out] + b[out]`.
+    Linear { x: Tensor, w: Tensor, b: Option<Tensor> },
+    /// Elementwise sum of equal shapes.
+    Add(Tensor, Tensor),
+    /// Elementwise difference of equal shapes.
+    Sub(Tensor, Tensor),
+    /// Elementwise product of equal shapes.
+    Mul(Tensor, Tensor),
+    /// `x + b` with `b` broadcast along the last axis.
+    AddLastAxis(Tensor, Tensor),
+    /// `x * s` for a constant `s`.
+    Scale(Tensor, f32),
+    /// Pointwise activation; `y` is the output's own storage.
+    Activation { x: Tensor, act: Activation, y: Arc<Storage> },
+    /// Softmax over the last axis.
+    Softmax { y: Arc<Storage>, x: Tensor },
+    /// Log-softmax over the last axis.
+    LogSoftmax { y: Arc<Storage>, x: Tensor },
+    /// Sum of all elements.
+    Sum(Tensor),
+    /// Mean of all elements.
+    Mean(Tensor),
+    /// Channels-last 2-D convolution.
+    Conv2d { x: Tensor, w: Tensor, b: Option<Tensor>, geom: Conv2dGeometry },
+    /// Max pooling, with the flat index of each window's maximum.
+    MaxPool2d { x: Tensor, argmax: Vec<u32>, geom: pool::Pool2dGeometry },
+    /// Average pooling.
+    AvgPool2d { x: Tensor, geom: pool::Pool2dGeometry },
+    /// Mean over the spatial axes of `[b, spatial..., c]`.
+    GlobalAvgPool { x: Tensor, batch: usize, spatial: usize, channels: usize },
+    /// `x * mask` for a constant mask (dropout).
+    Mask { x: Tensor, mask: Vec<f32> },
+    /// A scalar whose gradient with respect to `x` was computed with the value (fused losses).
+    Precomputed { x: Tensor, grad: Vec<f32> },
+}
+
+/// Gradients of one backward pass, keyed by tensor.
+#[derive(Default)]
+pub struct Grads(HashMap<TensorId, Vec<f32>>);
+
+impl Grads {
+    /// The gradient of `t`, if it received one.
+    pub fn get(&self, t: &Tensor) -> Option<&[f32]> {
+        self.0.get(&t.id()).map(Vec::as_slice)
+    }
+
+    /// Takes the gradient of `t` out of the map.
+    pub fn remove(&mut self, t: &Tensor) -> Option<Vec<f32>> {
+        self.0.remove(&t.id())
+    }
+
+    fn accumulate(&mut self, t: &Tensor, g: Vec<f32>) {
+        match self.0.get_mut(&t.id()) {
+            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            None => {
+                self.0.insert(t.id(), g);
+            }
+        }
+    }
+}
+
+/// Gradients of the scalar `root` with respect to every tracked tensor it depends on.
+pub fn backward(root: &Tensor) -> Result<Grads> {
+    if root.len() != 1 {
+        return Err(Error::Invalid(format!(
+            "backward needs a scalar (one-element) result, got shape {:?}; reduce it with sum or mean first",
+            root.shape()
+        )));
+    }
+    backward_with_seed(root, vec![1.0])
+}
+
+/// Gradients of `sum(root * seed)`.
+pub fn backward_with_seed(root: &Tensor, seed: Vec<f32>) -> Result<Grads> {
+    if seed.len() != root.len() {
+        return Err(Error::shape("backward seed", root.shape(), seed.len()));
+    }
+    let mut grads = Grads::default();
+    if !root.tracks() {
+        return Ok(grads);
+    }
+    let order = topological_order(root);
+    grads.0.insert(root.id(), seed);
+    for node in order.iter().rev() {
+        let Some(op) = node.op() else { continue };
+        // Interior gradients are dropped as soon as they are used; leaves keep theirs.
+        let Some(g) = grads.0.remove(&node.id()) else { continue };
+        for (input, gi) in vjp(op, node, &g)? {
+            if input.tracks() {
+                grads.accumulate(&input, gi);
+            }
+        }
+    }
+    Ok(grads)
+}
+
+fn inputs(op: &Op) -> Vec<&Tensor> {
+    match op {
+        Op::Reshape(x)
+        | Op::Scale(x, _)
+        | Op::Sum(x)
+        | Op::Mean(x)
+        | Op::Activation { x, .. }
+        | Op::Softmax { x, .. }
+        | Op::LogSoftmax { x, .. }
+        | Op::MaxPool2d { x, .. }
+        | Op::AvgPool2d { x, .. }
+        | Op::GlobalAvgPool { x, .. }
+        | Op::Mask { x, .. }
+        | Op::Precomputed { x, .. } => vec![x],
+        Op::MatMul(a, b) | Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::AddLastAxis(a, b) => vec![a, b],
+        Op::Linear { x, w, b } | Op::Conv2d { x, w, b, .. } => {
+            let mut v = vec![x, w];
+            v.extend(b.iter());
+            v
+        }
+    }
+}
+
+fn topological_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    // Iterative post-order DFS: deep graphs (long unrolled sequences) must not overflow the stack.
+    let mut stack = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if let Some(op) = t.op() {
+            for i in inputs(op) {
+                if i.tracks() && !seen.contains(&i.id()) {
+                    stack.push((i.clone(), false));
+                }
+            }
+        }
+    }
+    order
+}
+
+/// The vector-Jacobian product of one op: the gradient for each input given the output's `g`.
+fn vjp(op: &Op, out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>> {
+    Ok(match op {
+        Op::Reshape(x) => vec![(x.clone(), g.to_vec())],
+        Op::MatMul(a, b) => {
+            let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+            let mut ga = vec![0.0; m * k];
+            let mut gb = vec![0.0; k * n];
+            if a.tracks() {
+                sgemm(m, k, n, g, false, b.data(), true, &mut ga, false, true);
+            }
+            if b.tracks() {
+                sgemm(k, n, m, a.data(), true, g, false, &mut gb, false, true);
+            }
+            vec![(a.clone(), ga), (b.clone(), gb)]
+        }
+        Op::Linear { x, w, b } => {
+            let (din, dout) = (w.shape()[0], w.shape()[1]);
+            let rows = x.len() / din;
+            let mut v = Vec::with_capacity(3);
+            if x.tracks() {
+                let mut gx = vec![0.0; rows * din];
+                sgemm(rows, din, dout, g, false, w.data(), true, &mut gx, false, true);
+                v.push((x.clone(), gx));
+            }
+            if w.tracks() {
+                let mut gw = vec![0.0; din * dout];
+                sgemm(din, dout, rows, x.data(), true, g, false, &mut gw, false, true);
+                v.push((w.clone(), gw));
+            }
+            if let Some(b) = b {
+                v.push((b.clone(), elementwise::sum_rows(g, dout)));
+            }
+            v
+        }
+        Op::Add(a, b) => vec![(a.clone(), g.to_vec()), (b.clone(), g.to_vec())],
+        Op::Sub(a, b) => vec![(a.clone(), g.to_vec()), (b.clone(), g.iter().map(|v| -v).collect())],
+        Op::Mul(a, b) => vec![
+            (a.clone(), elementwise::map_binary(g, b.data(), |g, b| g * b)),
+            (b.clone(), elementwise::map_binary(g, a.data(), |g, a| g * a)),
+        ],
+        Op::AddLastAxis(x, b) => vec![(x.clone(), g.to_vec()), (b.clone(), elementwise::sum_rows(g, b.len()))],
+        Op::Scale(x, s) => vec![(x.clone(), g.iter().map(|v| v * s).collect())],
+        Op::Activation { x, act, y } => {
+            vec![(x.clone(), elementwise::activation_backward(*act, x.data(), y.as_slice(), g))]
+        }
+        Op::Softmax { y, x } => {
+            let cols = *x.shape().last().unwrap_or(&1);
+            vec![(x.clone(), softmax::softmax_backward(y.as_slice(), g, cols))]
+        }
+        Op::LogSoftmax { y, x } => {
+            let cols = *x.shape().last().unwrap_or(&1);
+            vec![(x.clone(), softmax::log_softmax_backward(y.as_slice(), g, cols))]
+        }
+        Op::Sum(x) => vec![(x.clone(), vec![g[0]; x.len()])],
+        Op::Mean(x) => vec![(x.clone(), vec![g[0] / x.len() as f32; x.len()])],
+        Op::Conv2d { x, w, b, geom } => {
+            let mut v = Vec::with_capacity(3);
+            if x.tracks() {
+                v.push((x.clone(), conv::conv2d_backward_input(g, w.data(), geom)));
+            }
+            if w.tracks() {
+                v.push((w.clone(), conv::conv2d_backward_filter(x.data(), g, geom)));
+            }
+            if let Some(b) = b {
+                v.push((b.clone(), conv::conv2d_backward_bias(g, geom)));
+            }
+            v
+        }
+        Op::MaxPool2d { x, argmax, geom } => vec![(x.clone(), pool::max_pool2d_backward(g, argmax, geom))],
+        Op::AvgPool2d { x, geom } => vec![(x.clone(), pool::avg_pool2d_backward(g, geom))],
+        Op::GlobalAvgPool { x, batch, spatial, channels } => {
+            vec![(x.clone(), pool::global_avg_pool2d_backward(g, *batch, *spatial, *channels))]
+        }
+        Op::Mask { x, mask } => vec![(x.clone(), elementwise::map_binary(g, mask, |g, m| g * m))],
+        Op::Precomputed { x, grad } => {
+            let s = g[0];
+            debug_assert_eq!(out.len(), 1);
+            vec![(x.clone(), grad.iter().map(|v| v * s).collect())]
+        }
+    })
+}

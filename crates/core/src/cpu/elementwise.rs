@@ -1,0 +1,239 @@
+//! Elementwise activations and their derivatives, parallel over chunks for large tensors.
+
+use rayon::prelude::*;
+
+/// Below this many elements a map runs on one thread.
+const PAR_MIN: usize = 1 << 15;
+const CHUNK: usize = 1 << 13;
+
+/// Pointwise activations (softmax and log-softmax live in [`super::softmax`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// Identity.
+    Linear,
+    /// max(x, 0).
+    Relu,
+    /// 1 / (1 + e^-x).
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Exact GELU, x * Phi(x) (Keras default, approximate=False).
+    Gelu,
+    /// Tanh approximation of GELU.
+    GeluTanh,
+    /// x if x > 0 else alpha * (e^x - 1).
+    Elu(f32),
+    /// Scaled ELU with the self-normalising constants.
+    Selu,
+    /// x if x > 0 else slope * x.
+    LeakyRelu(f32),
+    /// x * sigmoid(x) (also called SiLU).
+    Swish,
+    /// ln(1 + e^x).
+    Softplus,
+}
+
+const SELU_ALPHA: f32 = 1.673_263_2;
+const SELU_SCALE: f32 = 1.050_701;
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_TANH_C: f32 = 0.044_715;
+
+/// Complementary error function, fractional error below 1.2e-7 everywhere (Numerical Recipes'
+/// Chebyshev fit), evaluated in f64 so GELU keeps its relative precision deep in the tail.
+pub fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let ans = t * poly.exp();
+    if x >= 0.0 {
+        ans
+    } else {
+        2.0 - ans
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl Activation {
+    /// Parses a Keras activation name (snake_case or camelCase). `None` for softmax-family names.
+    pub fn parse(name: &str) -> Option<Activation> {
+        Some(match name {
+            "linear" | "none" => Activation::Linear,
+            "relu" => Activation::Relu,
+            "sigmoid" => Activation::Sigmoid,
+            "tanh" => Activation::Tanh,
+            "gelu" => Activation::Gelu,
+            "gelu_tanh" | "geluTanh" => Activation::GeluTanh,
+            "elu" => Activation::Elu(1.0),
+            "selu" => Activation::Selu,
+            "leaky_relu" | "leakyRelu" => Activation::LeakyRelu(0.2),
+            "swish" | "silu" => Activation::Swish,
+            "softplus" => Activation::Softplus,
+            _ => return None,
+        })
+    }
+
+    /// f(x) for one value.
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Linear => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Tanh => x.tanh(),
+            Activation::Gelu => (0.5 * x as f64 * erfc(-(x as f64) * std::f64::consts::FRAC_1_SQRT_2)) as f32,
+            Activation::GeluTanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)).tanh()),
+            Activation::Elu(a) => if x > 0.0 { x } else { a * x.exp_m1() },
+            Activation::Selu => SELU_SCALE * if x > 0.0 { x } else { SELU_ALPHA * x.exp_m1() },
+            Activation::LeakyRelu(s) => if x > 0.0 { x } else { s * x },
+            Activation::Swish => x * sigmoid(x),
+            Activation::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+        }
+    }
+
+    /// f'(x), given x and y = f(x).
+    #[inline]
+    pub fn derivative(self, x: f32, y: f32) -> f32 {
+        match self {
+            Activation::Linear => 1.0,
+            Activation::Relu => if x > 0.0 { 1.0 } else { 0.0 },
+            Activation::Sigmoid => y * (1.0 - y),
+            Activation::Tanh => 1.0 - y * y,
+            Activation::Gelu => {
+                let xd = x as f64;
+                let cdf = 0.5 * erfc(-xd * std::f64::consts::FRAC_1_SQRT_2);
+                let pdf = (-0.5 * xd * xd).exp() / (2.0 * std::f64::consts::PI).sqrt();
+                (cdf + xd * pdf) as f32
+            }
+            Activation::GeluTanh => {
+                let t = (SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)).tanh();
+                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_C * x * x)
+            }
+            Activation::Elu(a) => if x > 0.0 { 1.0 } else { y + a },
+            Activation::Selu => if x > 0.0 { SELU_SCALE } else { y + SELU_SCALE * SELU_ALPHA },
+            Activation::LeakyRelu(s) => if x > 0.0 { 1.0 } else { s },
+            Activation::Swish => {
+                let s = sigmoid(x);
+                s + x * s * (1.0 - s)
+            }
+            Activation::Softplus => sigmoid(x),
+        }
+    }
+}
+
+/// y = f(x) elementwise.
+pub fn activation_forward(act: Activation, x: &[f32]) -> Vec<f32> {
+    map_unary(x, |v| act.apply(v))
+}
+
+/// dx = dy * f'(x).
+pub fn activation_backward(act: Activation, x: &[f32], y: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0.0; x.len()];
+    let kernel = |(dx, ((x, y), dy)): (&mut [f32], ((&[f32], &[f32]), &[f32]))| {
+        for i in 0..dx.len() {
+            dx[i] = dy[i] * act.derivative(x[i], y[i]);
+        }
+    };
+    if x.len() >= PAR_MIN {
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK)))
+            .for_each(kernel);
+    } else {
+        kernel((&mut dx, ((x, y), dy)));
+    }
+    dx
+}
+
+/// Applies `f` to every element, in parallel when the input is large.
+pub fn map_unary(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    if x.len() >= PAR_MIN {
+        let mut out = vec![0.0; x.len()];
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, i)| {
+            for (o, &v) in o.iter_mut().zip(i) {
+                *o = f(v);
+            }
+        });
+        out
+    } else {
+        x.iter().map(|&v| f(v)).collect()
+    }
+}
+
+/// Combines two equal-length slices elementwise, in parallel when large.
+pub fn map_binary(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    debug_assert_eq!(a.len(), b.len());
+    if a.len() >= PAR_MIN {
+        let mut out = vec![0.0; a.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(o, (a, b))| {
+                for i in 0..o.len() {
+                    o[i] = f(a[i], b[i]);
+                }
+            });
+        out
+    } else {
+        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+    }
+}
+
+/// Column sums of a `rows x cols` matrix (bias gradients).
+pub fn sum_rows(x: &[f32], cols: usize) -> Vec<f32> {
+    let mut acc = vec![0.0f32; cols];
+    for row in x.chunks_exact(cols) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derivatives_match_finite_differences() {
+        let acts = [
+            Activation::Relu,
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Gelu,
+            Activation::GeluTanh,
+            Activation::Elu(1.0),
+            Activation::Selu,
+            Activation::LeakyRelu(0.2),
+            Activation::Swish,
+            Activation::Softplus,
+        ];
+        for act in acts {
+            for &x in &[-3.1f32, -0.7, 0.4, 2.3] {
+                let h = 1e-3;
+                let fd = (act.apply(x + h) as f64 - act.apply(x - h) as f64) / (2.0 * h as f64);
+                let an = act.derivative(x, act.apply(x)) as f64;
+                assert!((fd - an).abs() < 2e-3, "{act:?} at {x}: {fd} vs {an}");
+            }
+        }
+    }
+
+    #[test]
+    fn erfc_is_accurate() {
+        // erfc(1) = 0.157299207050285, erfc(-2) = 1.995322265018953, erfc(3) = 2.209049699858544e-5
+        assert!((erfc(1.0) - 0.157_299_207_050_285).abs() < 1e-7);
+        assert!((erfc(-2.0) - 1.995_322_265_018_953).abs() < 1e-7);
+        assert!((erfc(3.0) / 2.209_049_699_858_544e-5 - 1.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,8 @@
+//! CPU kernels: plain functions over row-major `f32` slices, parallel with rayon.
+//! One file per op family; the autograd layer (`crate::ops`) calls these.
+
+pub mod conv;
+pub mod elementwise;
+pub mod matmul;
+pub mod pool;
+pub mod softmax;

@@ -1,0 +1,90 @@
+//! `dense`: `activation(x · kernel + bias)` on the last axis.
+
+use serde_json::{json, Value};
+
+use super::{ActivationSpec, Common, ForwardCtx, Layer};
+use crate::nn::init::Initializer;
+use crate::nn::options::Options;
+use crate::nn::param::Param;
+use crate::rng::Rng;
+use crate::{ops, Error, Result, Tensor};
+
+/// Fully connected layer.
+pub struct Dense {
+    common: Common,
+    units: usize,
+    activation: ActivationSpec,
+    use_bias: bool,
+    kernel_init: Initializer,
+    bias_init: Initializer,
+    kernel: Option<Param>,
+    bias: Option<Param>,
+}
+
+impl Dense {
+    pub(super) fn from_options(o: &mut Options, common: &Common) -> Result<Self> {
+        Ok(Dense {
+            common: common.clone(),
+            units: o.required_positive("units")?,
+            activation: ActivationSpec::read(o)?,
+            use_bias: o.bool("useBias")?.unwrap_or(true),
+            kernel_init: init_option(o, "kernelInitializer", Initializer::GlorotUniform)?,
+            bias_init: init_option(o, "biasInitializer", Initializer::Zeros)?,
+            kernel: None,
+            bias: None,
+        })
+    }
+}
+
+/// Reads an initializer option with a default.
+pub(super) fn init_option(o: &mut Options, key: &'static str, default: Initializer) -> Result<Initializer> {
+    o.value(key).map(|v| Initializer::parse(&v)).transpose().map(|i| i.unwrap_or(default))
+}
+
+fn not_built(name: &str) -> Error {
+    Error::Invalid(format!("layer '{name}' is used before it was built; call build(inputShape) first"))
+}
+
+impl Layer for Dense {
+    fn class_name(&self) -> &'static str {
+        "Dense"
+    }
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+    fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>> {
+        let Some(&din) = input_shape.last() else {
+            return Err(Error::shape(&format!("Dense '{}'", self.common.name), "an input of rank >= 1", input_shape));
+        };
+        let name = &self.common.name;
+        let shape = [din, self.units];
+        self.kernel = Some(Param::new(format!("{name}/kernel"), self.kernel_init.sample(&shape, rng), &shape, self.common.trainable)?);
+        self.bias = if self.use_bias {
+            let b = self.bias_init.sample(&[self.units], rng);
+            Some(Param::new(format!("{name}/bias"), b, &[self.units], self.common.trainable)?)
+        } else {
+            None
+        };
+        let mut out = input_shape.to_vec();
+        *out.last_mut().expect("rank checked") = self.units;
+        Ok(out)
+    }
+    fn forward(&self, x: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let kernel = self.kernel.as_ref().ok_or_else(|| not_built(&self.common.name))?;
+        let bias = self.bias.as_ref().map(Param::get);
+        let y = ops::linear(x, &kernel.get(), bias.as_ref())?;
+        self.activation.apply(&y)
+    }
+    fn params(&self) -> Vec<&Param> {
+        self.kernel.iter().chain(self.bias.iter()).collect()
+    }
+    fn config(&self) -> Value {
+        self.common.write(json!({
+            "units": self.units,
+            "activation": self.activation.name(),
+            "useBias": self.use_bias,
+            "kernelInitializer": self.kernel_init.to_json(),
+            "biasInitializer": self.bias_init.to_json(),
+        }))
+    }
+}

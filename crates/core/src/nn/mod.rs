@@ -1,0 +1,18 @@
+//! Keras-style building blocks: layers, initializers, losses, metrics, optimizers, the
+//! sequential model with its `fit` loop, and model files.
+
+pub mod callbacks;
+pub mod fit;
+pub mod init;
+pub mod io;
+pub mod layers;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod options;
+pub mod param;
+
+pub use layers::Layer;
+pub use model::Sequential;
+pub use param::Param;

@@ -1,0 +1,185 @@
+//! Optimizers with the Keras update rules: SGD (momentum, Nesterov), Adam, AdamW, RMSprop.
+
+use rayon::prelude::*;
+use serde_json::{json, Value};
+
+use super::options::Options;
+use crate::{Error, Result};
+
+/// Below this many values an update runs on one thread.
+const PAR_MIN: usize = 1 << 15;
+
+/// The update rule and its hyper-parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rule {
+    /// `v = m*v - lr*g; p += v` (Nesterov: `p += m*v - lr*g`).
+    Sgd { momentum: f32, nesterov: bool },
+    /// Adam in the Keras form `lr_t = lr*sqrt(1-b2^t)/(1-b1^t); p -= lr_t*m/(sqrt(v)+eps)`;
+    /// with `weight_decay > 0` it is AdamW (decoupled `p -= lr*wd*p` first).
+    Adam { beta1: f32, beta2: f32, epsilon: f32, weight_decay: f32 },
+    /// `v = rho*v + (1-rho)*g^2; p -= lr*g/(sqrt(v)+eps)`.
+    RmsProp { rho: f32, epsilon: f32 },
+}
+
+/// An optimizer: a rule, a learning rate and per-parameter state.
+#[derive(Clone, Debug)]
+pub struct Optimizer {
+    /// The rule.
+    pub rule: Rule,
+    /// Current learning rate (schedules change it between epochs).
+    pub learning_rate: f32,
+    iterations: u64,
+    /// Per parameter: the rule's slots (velocity / first and second moments).
+    slots: Vec<Vec<Vec<f32>>>,
+}
+
+impl Optimizer {
+    /// Parses `"adam"` or `{ "name": "sgd", "learningRate": 0.1, "momentum": 0.9 }`.
+    pub fn parse(v: &Value) -> Result<Optimizer> {
+        let (name, opts) = match v {
+            Value::String(s) => (s.clone(), Value::Null),
+            Value::Object(m) => {
+                let mut rest = m.clone();
+                match rest.remove("name") {
+                    Some(Value::String(n)) => (n, Value::Object(rest)),
+                    _ => return Err(Error::Invalid(format!("optimizer object needs a 'name', got {v}"))),
+                }
+            }
+            _ => return Err(Error::Invalid(format!("optimizer must be a name or an object, got {v}"))),
+        };
+        let mut o = Options::new(&format!("optimizer '{name}'"), &opts)?;
+        let lr = o.f32("learningRate")?;
+        let (rule, default_lr) = match name.to_ascii_lowercase().as_str() {
+            "sgd" => (
+                Rule::Sgd { momentum: o.f32("momentum")?.unwrap_or(0.0), nesterov: o.bool("nesterov")?.unwrap_or(false) },
+                0.01,
+            ),
+            "adam" | "adamw" => {
+                let adamw = name.eq_ignore_ascii_case("adamw");
+                let rule = Rule::Adam {
+                    beta1: o.f32("beta1")?.unwrap_or(0.9),
+                    beta2: o.f32("beta2")?.unwrap_or(0.999),
+                    epsilon: o.f32("epsilon")?.unwrap_or(1e-7),
+                    weight_decay: if adamw { o.f32("weightDecay")?.unwrap_or(0.004) } else { 0.0 },
+                };
+                (rule, 0.001)
+            }
+            "rmsprop" => {
+                (Rule::RmsProp { rho: o.f32("rho")?.unwrap_or(0.9), epsilon: o.f32("epsilon")?.unwrap_or(1e-7) }, 0.001)
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown optimizer '{other}'; expected one of: sgd, adam, adamw, rmsprop"
+                )))
+            }
+        };
+        o.finish()?;
+        let learning_rate = lr.unwrap_or(default_lr);
+        if learning_rate <= 0.0 {
+            return Err(Error::Invalid(format!("optimizer '{name}': learningRate must be positive, got {learning_rate}")));
+        }
+        Ok(Optimizer { rule, learning_rate, iterations: 0, slots: Vec::new() })
+    }
+
+    /// The config written to model files.
+    pub fn to_json(&self) -> Value {
+        let lr = self.learning_rate;
+        match self.rule {
+            Rule::Sgd { momentum, nesterov } => {
+                json!({"name": "sgd", "learningRate": lr, "momentum": momentum, "nesterov": nesterov})
+            }
+            Rule::Adam { beta1, beta2, epsilon, weight_decay } if weight_decay > 0.0 => json!({
+                "name": "adamw", "learningRate": lr, "beta1": beta1, "beta2": beta2, "epsilon": epsilon,
+                "weightDecay": weight_decay
+            }),
+            Rule::Adam { beta1, beta2, epsilon, .. } => {
+                json!({"name": "adam", "learningRate": lr, "beta1": beta1, "beta2": beta2, "epsilon": epsilon})
+            }
+            Rule::RmsProp { rho, epsilon } => json!({"name": "rmsprop", "learningRate": lr, "rho": rho, "epsilon": epsilon}),
+        }
+    }
+
+    /// Number of steps taken.
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    /// Starts an optimization step (advances the step counter used by Adam's bias correction).
+    pub fn begin_step(&mut self) {
+        self.iterations += 1;
+    }
+
+    /// Updates parameter number `index` in place from its gradient; call after [`Self::begin_step`].
+    pub fn update(&mut self, index: usize, p: &mut [f32], g: &[f32]) -> Result<()> {
+        let slot_count = match self.rule {
+            Rule::Sgd { momentum, .. } => usize::from(momentum != 0.0),
+            Rule::Adam { .. } => 2,
+            Rule::RmsProp { .. } => 1,
+        };
+        if self.slots.len() <= index {
+            self.slots.resize(index + 1, Vec::new());
+        }
+        if self.slots[index].is_empty() && slot_count > 0 {
+            self.slots[index] = vec![vec![0.0; p.len()]; slot_count];
+        }
+        let slots = &mut self.slots[index];
+        if p.len() != g.len() || slots.iter().any(|s| s.len() != p.len()) {
+            return Err(Error::shape("optimizer update", p.len(), g.len()));
+        }
+        let t = self.iterations.max(1) as i32;
+        let lr = self.learning_rate;
+        {
+            match self.rule {
+                Rule::Sgd { momentum, nesterov } => {
+                    if momentum == 0.0 {
+                        for_each2(p, g, |p, g| *p -= lr * g);
+                    } else {
+                        let (v, _) = slots.split_first_mut().expect("one slot");
+                        for_each3(p, g, v, |p, g, v| {
+                            *v = momentum * *v - lr * g;
+                            *p += if nesterov { momentum * *v - lr * g } else { *v };
+                        });
+                    }
+                }
+                Rule::Adam { beta1, beta2, epsilon, weight_decay } => {
+                    let alpha = lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t));
+                    let decay = lr * weight_decay;
+                    let (m, rest) = slots.split_first_mut().expect("two slots");
+                    let v = &mut rest[0];
+                    let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+                        for i in 0..p.len() {
+                            p[i] -= decay * p[i];
+                            m[i] += (g[i] - m[i]) * (1.0 - beta1);
+                            v[i] += (g[i] * g[i] - v[i]) * (1.0 - beta2);
+                            p[i] -= alpha * m[i] / (v[i].sqrt() + epsilon);
+                        }
+                    };
+                    if p.len() >= PAR_MIN {
+                        p.par_chunks_mut(4096)
+                            .zip(g.par_chunks(4096))
+                            .zip(m.par_chunks_mut(4096).zip(v.par_chunks_mut(4096)))
+                            .for_each(|((p, g), (m, v))| update(p, g, m, v));
+                    } else {
+                        update(p, g, m, v);
+                    }
+                }
+                Rule::RmsProp { rho, epsilon } => {
+                    let (v, _) = slots.split_first_mut().expect("one slot");
+                    for_each3(p, g, v, |p, g, v| {
+                        *v = rho * *v + (1.0 - rho) * g * g;
+                        *p -= lr * g / (v.sqrt() + epsilon);
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn for_each2(p: &mut [f32], g: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
+    p.iter_mut().zip(g).for_each(|(p, &g)| f(p, g));
+}
+
+fn for_each3(p: &mut [f32], g: &[f32], s: &mut [f32], f: impl Fn(&mut f32, f32, &mut f32) + Sync) {
+    p.iter_mut().zip(g).zip(s.iter_mut()).for_each(|((p, &g), s)| f(p, g, s));
+}

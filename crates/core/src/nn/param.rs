@@ -1,0 +1,51 @@
+//! A trainable weight: a named, swappable tensor.
+
+use std::sync::RwLock;
+
+use crate::{Error, Result, Tensor};
+
+/// A layer weight. Forward passes read a snapshot (`get`); optimizers install new values (`set`).
+pub struct Param {
+    /// Full name, `layer/weight`.
+    pub name: String,
+    value: RwLock<Tensor>,
+    /// Whether optimizers update it (Keras `trainable`).
+    pub trainable: bool,
+}
+
+impl Param {
+    /// A parameter holding `data` with `shape`.
+    pub fn new(name: String, data: Vec<f32>, shape: &[usize], trainable: bool) -> Result<Param> {
+        Ok(Param { name, value: RwLock::new(Tensor::variable(data, shape)?), trainable })
+    }
+
+    /// The current value, a gradient leaf.
+    pub fn get(&self) -> Tensor {
+        self.value.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> Vec<usize> {
+        self.get().shape().to_vec()
+    }
+
+    /// Changes the value in place (copying first only if a forward pass still holds it).
+    pub fn update<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        let mut guard = self.value.write().unwrap_or_else(|e| e.into_inner());
+        if guard.data_mut().is_none() {
+            let copy = Tensor::variable(guard.to_vec(), guard.shape()).expect("same shape");
+            *guard = copy;
+        }
+        f(guard.data_mut().expect("sole owner after the copy"))
+    }
+
+    /// Replaces the value; the length must match.
+    pub fn set(&self, data: Vec<f32>) -> Result<()> {
+        let shape = self.shape();
+        if data.len() != crate::tensor::numel(&shape) {
+            return Err(Error::shape(&format!("setWeights for '{}'", self.name), &shape, data.len()));
+        }
+        *self.value.write().unwrap_or_else(|e| e.into_inner()) = Tensor::variable(data, &shape)?;
+        Ok(())
+    }
+}

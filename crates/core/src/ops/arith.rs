@@ -1,0 +1,152 @@
+//! Linear algebra, elementwise arithmetic and reductions.
+
+use crate::backprop::Op;
+use crate::cpu::elementwise::{map_binary, map_unary};
+use crate::cpu::matmul::sgemm;
+use crate::{Error, Result, Tensor};
+
+fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::shape(op, a.shape(), b.shape()));
+    }
+    Ok(())
+}
+
+/// Matrix product of `[m,k]` and `[k,n]`.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.rank() != 2 || b.rank() != 2 || a.shape()[1] != b.shape()[0] {
+        return Err(Error::shape(
+            "matMul",
+            format!("[m, k] and [k, n] with matching k (lhs is {:?})", a.shape()),
+            b.shape(),
+        ));
+    }
+    let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+    let mut out = vec![0.0; m * n];
+    sgemm(m, n, k, a.data(), false, b.data(), false, &mut out, false, true);
+    Ok(Tensor::from_op(out, vec![m, n], |_| Op::MatMul(a.clone(), b.clone()), &[a, b]))
+}
+
+/// `x[..., in] · w[in, out] (+ b[out])`: the dense layer's affine map on the last axis.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let din = *x.shape().last().unwrap_or(&0);
+    if w.rank() != 2 || w.shape()[0] != din || x.rank() == 0 {
+        return Err(Error::shape("dense", format!("input [..., {}]", w.shape()[0]), x.shape()));
+    }
+    let dout = w.shape()[1];
+    if let Some(b) = b {
+        if b.shape() != [dout] {
+            return Err(Error::shape("dense bias", [dout], b.shape()));
+        }
+    }
+    let rows = x.len() / din.max(1);
+    let mut out = vec![0.0; rows * dout];
+    if let Some(b) = b {
+        for row in out.chunks_exact_mut(dout) {
+            row.copy_from_slice(b.data());
+        }
+    }
+    sgemm(rows, dout, din, x.data(), false, w.data(), false, &mut out, b.is_some(), true);
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank checked") = dout;
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    Ok(Tensor::from_op(
+        out,
+        shape,
+        |_| Op::Linear { x: x.clone(), w: w.clone(), b: b.cloned() },
+        &inputs,
+    ))
+}
+
+/// Elementwise `a + b` (equal shapes).
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same_shape("add", a, b)?;
+    let out = map_binary(a.data(), b.data(), |x, y| x + y);
+    Ok(Tensor::from_op(out, a.shape().to_vec(), |_| Op::Add(a.clone(), b.clone()), &[a, b]))
+}
+
+/// Elementwise `a - b` (equal shapes).
+pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same_shape("sub", a, b)?;
+    let out = map_binary(a.data(), b.data(), |x, y| x - y);
+    Ok(Tensor::from_op(out, a.shape().to_vec(), |_| Op::Sub(a.clone(), b.clone()), &[a, b]))
+}
+
+/// Elementwise `a * b` (equal shapes).
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same_shape("mul", a, b)?;
+    let out = map_binary(a.data(), b.data(), |x, y| x * y);
+    Ok(Tensor::from_op(out, a.shape().to_vec(), |_| Op::Mul(a.clone(), b.clone()), &[a, b]))
+}
+
+/// `x + b` with `b` (shape `[c]`) broadcast along the last axis of `x`.
+pub fn add_last_axis(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let c = *x.shape().last().unwrap_or(&0);
+    if b.shape() != [c] {
+        return Err(Error::shape("bias add", [c], b.shape()));
+    }
+    let mut out = x.to_vec();
+    for row in out.chunks_exact_mut(c.max(1)) {
+        row.iter_mut().zip(b.data()).for_each(|(o, v)| *o += v);
+    }
+    Ok(Tensor::from_op(out, x.shape().to_vec(), |_| Op::AddLastAxis(x.clone(), b.clone()), &[x, b]))
+}
+
+/// `x * s` for a constant scalar.
+pub fn scale(x: &Tensor, s: f32) -> Tensor {
+    let out = map_unary(x.data(), |v| v * s);
+    Tensor::from_op(out, x.shape().to_vec(), |_| Op::Scale(x.clone(), s), &[x])
+}
+
+/// Sum of all elements (a scalar).
+pub fn sum(x: &Tensor) -> Tensor {
+    let s = x.data().iter().map(|&v| v as f64).sum::<f64>() as f32;
+    Tensor::from_op(vec![s], vec![], |_| Op::Sum(x.clone()), &[x])
+}
+
+/// Mean of all elements (a scalar).
+pub fn mean(x: &Tensor) -> Tensor {
+    let s = x.data().iter().map(|&v| v as f64).sum::<f64>() / x.len().max(1) as f64;
+    Tensor::from_op(vec![s as f32], vec![], |_| Op::Mean(x.clone()), &[x])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backprop::backward;
+
+    #[test]
+    fn linear_gradients_match_finite_differences() {
+        let x = Tensor::variable((0..6).map(|i| i as f32 * 0.3 - 0.8).collect(), &[2, 3]).unwrap();
+        let w = Tensor::variable((0..12).map(|i| (i as f32 * 0.7).sin()).collect(), &[3, 4]).unwrap();
+        let b = Tensor::variable(vec![0.1, -0.2, 0.3, 0.05], &[4]).unwrap();
+        let f = |x: &Tensor, w: &Tensor| {
+            let y = linear(x, w, Some(&b)).unwrap();
+            sum(&mul(&y, &y).unwrap())
+        };
+        let loss = f(&x, &w);
+        let grads = backward(&loss).unwrap();
+        let gw = grads.get(&w).unwrap();
+        for i in 0..12 {
+            let mut plus = w.to_vec();
+            plus[i] += 1e-2;
+            let mut minus = w.to_vec();
+            minus[i] -= 1e-2;
+            let fd = (f(&x, &Tensor::new(plus, &[3, 4]).unwrap()).item().unwrap()
+                - f(&x, &Tensor::new(minus, &[3, 4]).unwrap()).item().unwrap())
+                / 2e-2;
+            assert!((fd - gw[i]).abs() < 1e-2 * (1.0 + fd.abs()), "{i}: {fd} vs {}", gw[i]);
+        }
+        assert_eq!(grads.get(&b).unwrap().len(), 4);
+        assert_eq!(grads.get(&x).unwrap().len(), 6);
+    }
+
+    #[test]
+    fn shape_errors_say_what_was_expected() {
+        let a = Tensor::zeros(&[2, 3]);
+        let b = Tensor::zeros(&[4, 2]);
+        let e = matmul(&a, &b).unwrap_err().to_string();
+        assert!(e.contains("matMul") && e.contains("[4, 2]"), "{e}");
+    }
+}

@@ -1,0 +1,115 @@
+//! Neural-network ops: activations, softmax, convolution, pooling, dropout.
+
+use crate::backprop::Op;
+use crate::cpu::conv::{self, Conv2dGeometry, Padding};
+use crate::cpu::elementwise::{self, Activation};
+use crate::cpu::{pool, softmax};
+use crate::rng::Rng;
+use crate::{Error, Result, Tensor};
+
+/// Pointwise activation.
+pub fn activation(x: &Tensor, act: Activation) -> Tensor {
+    if act == Activation::Linear {
+        return x.clone();
+    }
+    let y = elementwise::activation_forward(act, x.data());
+    Tensor::from_op(y, x.shape().to_vec(), |s| Op::Activation { x: x.clone(), act, y: s.clone() }, &[x])
+}
+
+fn last_axis(op: &str, x: &Tensor) -> Result<usize> {
+    match x.shape().last() {
+        Some(&c) if c > 0 => Ok(c),
+        _ => Err(Error::shape(op, "a tensor of rank >= 1 with a non-empty last axis", x.shape())),
+    }
+}
+
+/// Softmax over the last axis.
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    let c = last_axis("softmax", x)?;
+    let y = softmax::softmax_forward(x.data(), c);
+    Ok(Tensor::from_op(y, x.shape().to_vec(), |s| Op::Softmax { y: s.clone(), x: x.clone() }, &[x]))
+}
+
+/// Log-softmax over the last axis.
+pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    let c = last_axis("logSoftmax", x)?;
+    let y = softmax::log_softmax_forward(x.data(), c);
+    Ok(Tensor::from_op(y, x.shape().to_vec(), |s| Op::LogSoftmax { y: s.clone(), x: x.clone() }, &[x]))
+}
+
+/// Channels-last 2-D convolution with a `[kh, kw, in, out]` kernel.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    strides: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+) -> Result<Tensor> {
+    let geom = Conv2dGeometry::new(x.shape(), w.shape(), strides, dilation, padding)?;
+    if let Some(b) = b {
+        if b.shape() != [geom.out_c] {
+            return Err(Error::shape("conv2d bias", [geom.out_c], b.shape()));
+        }
+    }
+    let y = conv::conv2d_forward(x.data(), w.data(), b.map(|b| b.data()), &geom);
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    Ok(Tensor::from_op(
+        y,
+        geom.output_shape(),
+        |_| Op::Conv2d { x: x.clone(), w: w.clone(), b: b.cloned(), geom: geom.clone() },
+        &inputs,
+    ))
+}
+
+/// Max pooling over NHWC windows.
+pub fn max_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
+    let geom = pool::Pool2dGeometry::new(x.shape(), pool_size, strides, padding)?;
+    let (y, argmax) = pool::max_pool2d_forward(x.data(), &geom);
+    Ok(Tensor::from_op(
+        y,
+        geom.output_shape(),
+        |_| Op::MaxPool2d { x: x.clone(), argmax, geom: geom.clone() },
+        &[x],
+    ))
+}
+
+/// Average pooling over NHWC windows (TensorFlow `same`: padding is not counted).
+pub fn avg_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
+    let geom = pool::Pool2dGeometry::new(x.shape(), pool_size, strides, padding)?;
+    let y = pool::avg_pool2d_forward(x.data(), &geom);
+    Ok(Tensor::from_op(y, geom.output_shape(), |_| Op::AvgPool2d { x: x.clone(), geom: geom.clone() }, &[x]))
+}
+
+/// Mean over every axis between the batch and the channels: `[b, ..., c] -> [b, c]`.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    if x.rank() < 3 {
+        return Err(Error::shape("globalAveragePooling", "[batch, ..., channels] (rank >= 3)", x.shape()));
+    }
+    let batch = x.shape()[0];
+    let channels = *x.shape().last().expect("rank checked");
+    let spatial = x.len() / (batch * channels).max(1);
+    let y = pool::global_avg_pool2d_forward(x.data(), batch, spatial, channels);
+    Ok(Tensor::from_op(
+        y,
+        vec![batch, channels],
+        |_| Op::GlobalAvgPool { x: x.clone(), batch, spatial, channels },
+        &[x],
+    ))
+}
+
+/// Inverted dropout: zeroes each value with probability `rate` and scales the rest by
+/// `1 / (1 - rate)`, so inference needs no rescaling.
+pub fn dropout(x: &Tensor, rate: f32, rng: &mut Rng) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&rate) {
+        return Err(Error::Invalid(format!("dropout rate must be in [0, 1), got {rate}")));
+    }
+    if rate == 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 / (1.0 - rate);
+    let mask: Vec<f32> = (0..x.len()).map(|_| if rng.uniform() < rate { 0.0 } else { keep }).collect();
+    let y = elementwise::map_binary(x.data(), &mask, |v, m| v * m);
+    Ok(Tensor::from_op(y, x.shape().to_vec(), |_| Op::Mask { x: x.clone(), mask }, &[x]))
+}

@@ -1,0 +1,212 @@
+//! [`Tensor`]: shared, immutable f32 storage plus a shape and the op that produced it.
+//!
+//! Cloning a tensor is cheap (an `Arc`); reshaping shares storage. A tensor records its op only
+//! while gradients are enabled and one of its inputs needs a gradient, so inference builds no
+//! graph at all.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::backprop::Op;
+use crate::device::{Device, Storage};
+use crate::{Error, Result};
+
+/// Unique identity of a tensor, used as the key of gradient maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(usize);
+
+impl TensorId {
+    fn fresh() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        TensorId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+struct Inner {
+    id: TensorId,
+    shape: Vec<usize>,
+    storage: Arc<Storage>,
+    op: Option<Op>,
+    requires_grad: bool,
+}
+
+/// An n-dimensional f32 array (row-major), immutable once made.
+#[derive(Clone)]
+pub struct Tensor(Arc<Inner>);
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor{:?}", self.shape())
+    }
+}
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` without recording ops (inference, optimizer updates).
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let before = GRAD_ENABLED.with(|g| g.replace(false));
+    let out = f();
+    GRAD_ENABLED.with(|g| g.set(before));
+    out
+}
+
+/// Whether ops are being recorded on this thread.
+pub fn grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// A constant tensor from values and a shape; errors when the lengths disagree.
+    pub fn new(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(Error::Invalid(format!(
+                "tensor data has {} values but shape {:?} needs {}",
+                data.len(),
+                shape,
+                numel(shape)
+            )));
+        }
+        Ok(Tensor::from_parts(Arc::new(Storage::Cpu(data)), shape.to_vec(), None, false))
+    }
+
+    /// A leaf that gradients flow to (a model weight or a user variable).
+    pub fn variable(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        let t = Tensor::new(data, shape)?;
+        Ok(Tensor::from_parts(t.0.storage.clone(), shape.to_vec(), None, true))
+    }
+
+    /// Same values, now tracked (or not) as a gradient leaf.
+    pub fn with_requires_grad(&self, requires_grad: bool) -> Tensor {
+        Tensor::from_parts(self.0.storage.clone(), self.0.shape.clone(), None, requires_grad)
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::new(vec![0.0; numel(shape)], shape).expect("length matches by construction")
+    }
+
+    /// A scalar (shape `[]`).
+    pub fn scalar(v: f32) -> Tensor {
+        Tensor::new(vec![v], &[]).expect("length matches by construction")
+    }
+
+    pub(crate) fn from_parts(storage: Arc<Storage>, shape: Vec<usize>, op: Option<Op>, requires_grad: bool) -> Tensor {
+        Tensor(Arc::new(Inner { id: TensorId::fresh(), shape, storage, op, requires_grad }))
+    }
+
+    /// The result of an op: records `op` when gradients are enabled and an input needs one.
+    /// `op` receives the output's storage, for ops whose backward needs their own output.
+    pub(crate) fn from_op(
+        data: Vec<f32>,
+        shape: Vec<usize>,
+        op: impl FnOnce(&Arc<Storage>) -> Op,
+        inputs: &[&Tensor],
+    ) -> Tensor {
+        debug_assert_eq!(data.len(), numel(&shape));
+        let storage = Arc::new(Storage::Cpu(data));
+        let track = grad_enabled() && inputs.iter().any(|t| t.tracks());
+        let op = if track { Some(op(&storage)) } else { None };
+        Tensor::from_parts(storage, shape, op, track)
+    }
+
+    /// Unique id.
+    pub fn id(&self) -> TensorId {
+        self.0.id
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.0.shape.len()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        numel(&self.0.shape)
+    }
+
+    /// True for a tensor with no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The device holding the data.
+    pub fn device(&self) -> Device {
+        self.0.storage.device()
+    }
+
+    /// The values (host memory).
+    pub fn data(&self) -> &[f32] {
+        self.0.storage.as_slice()
+    }
+
+    /// A copy of the values.
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.data().to_vec()
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f32> {
+        match self.data() {
+            [v] => Ok(*v),
+            d => Err(Error::Invalid(format!("item() needs a one-element tensor, got {} elements", d.len()))),
+        }
+    }
+
+    /// Whether gradients flow through this tensor.
+    pub fn tracks(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    /// The op that produced this tensor, if it was recorded.
+    pub fn op(&self) -> Option<&Op> {
+        self.0.op.as_ref()
+    }
+
+    /// Mutable access to the values when nothing else shares this tensor or its storage
+    /// (optimizers update weights in place this way once the graph is gone).
+    pub(crate) fn data_mut(&mut self) -> Option<&mut [f32]> {
+        let inner = Arc::get_mut(&mut self.0)?;
+        match Arc::get_mut(&mut inner.storage)? {
+            Storage::Cpu(v) => Some(v.as_mut_slice()),
+        }
+    }
+
+    /// Same storage under another shape of equal size.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.len() {
+            return Err(Error::shape("reshape", format!("a shape with {} elements", self.len()), shape));
+        }
+        let track = grad_enabled() && self.tracks();
+        let op = track.then(|| Op::Reshape(self.clone()));
+        Ok(Tensor::from_parts(self.0.storage.clone(), shape.to_vec(), op, track))
+    }
+
+    /// Same values, cut off from the graph.
+    pub fn detach(&self) -> Tensor {
+        self.with_requires_grad(false)
+    }
+
+    /// Errors if any value is NaN or infinite (`what` names the tensor in the message).
+    pub fn check_finite(&self, what: &str) -> Result<()> {
+        if let Some(i) = self.data().iter().position(|v| !v.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "{what} contains a non-finite value ({}) at flat index {i}; expected only finite numbers",
+                self.data()[i]
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! The rayon pool every kernel runs on. Its size comes from `CORTEX_NUM_THREADS` (default: all
+//! cores) and can be changed at run time with [`set_num_threads`]; work started earlier keeps the
+//! pool it started on.
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+use crate::{Error, Result};
+
+fn slot() -> &'static RwLock<Arc<ThreadPool>> {
+    static POOL: OnceLock<RwLock<Arc<ThreadPool>>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let from_env = std::env::var("CORTEX_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
+        let n = from_env.filter(|&n| n > 0).unwrap_or_else(default_threads);
+        RwLock::new(Arc::new(build(n).expect("cannot start the cortex-nn thread pool")))
+    })
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn build(n: usize) -> Result<ThreadPool> {
+    ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("cortex-nn-{i}"))
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start a pool of {n} threads: {e}")))
+}
+
+/// The pool new work runs on.
+pub fn pool() -> Arc<ThreadPool> {
+    slot().read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Runs `f` on the cortex-nn pool, so every rayon call inside it uses our threads.
+pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    pool().install(f)
+}
+
+/// Number of threads kernels use.
+pub fn num_threads() -> usize {
+    pool().current_num_threads()
+}
+
+/// Resizes the pool (at least 1 thread).
+pub fn set_num_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::Invalid("setNumThreads: expected a positive integer, got 0".into()));
+    }
+    let new_pool = Arc::new(build(n)?);
+    *slot().write().unwrap_or_else(|e| e.into_inner()) = new_pool;
+    Ok(())
+}

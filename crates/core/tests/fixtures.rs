@@ -1,0 +1,220 @@
+//! Conformance suite: every fixture case of the foundation ops (dense, conv2d, pooling,
+//! activations, losses, optimizers, a whole CNN training step) against the PyTorch float64
+//! references in test/fixtures/fixtures.json, forward values and gradients, through the same
+//! layer, loss and optimizer code that models use.
+
+use cortex_core::backprop::backward_with_seed;
+use cortex_core::nn::layers::{self, ForwardCtx};
+use cortex_core::nn::loss::Loss;
+use cortex_core::nn::optim::Optimizer;
+use cortex_core::nn::Sequential;
+use cortex_core::rng::Rng;
+use cortex_core::Tensor;
+use serde_json::{json, Value};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json");
+
+fn cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(FIXTURES).expect("fixtures.json is readable");
+    let v: Value = serde_json::from_str(&text).expect("fixtures.json parses");
+    v["cases"].as_array().expect("cases array").clone()
+}
+
+fn shape_of(v: &Value) -> Vec<usize> {
+    v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()
+}
+
+fn data_of(v: &Value) -> Vec<f32> {
+    v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap() as f32).collect()
+}
+
+fn tensor_of(v: &Value) -> Tensor {
+    Tensor::new(data_of(v), &shape_of(v)).unwrap()
+}
+
+/// |got - want| <= 1e-5 + 1e-4 |want| for every element.
+fn assert_close(what: &str, got: &[f32], want: &Value) {
+    let want = data_of(want);
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{what}[{i}]: got {g}, want {w}");
+    }
+}
+
+fn camel(attrs: &Value, op: &str) -> (String, Value) {
+    let a = |k: &str| attrs[k].clone();
+    match op {
+        "dense" => ("Dense".into(), json!({"units": 0, "useBias": a("use_bias")})),
+        "conv2d" => (
+            "Conv2D".into(),
+            json!({"filters": a("filters"), "kernelSize": a("kernel_size"), "strides": a("strides"),
+                   "padding": a("padding"), "dilationRate": a("dilation_rate")}),
+        ),
+        "max_pooling2d" => ("MaxPooling2D".into(), json!({"poolSize": a("pool_size"), "strides": a("strides"), "padding": a("padding")})),
+        "avg_pooling2d" => {
+            ("AveragePooling2D".into(), json!({"poolSize": a("pool_size"), "strides": a("strides"), "padding": a("padding")}))
+        }
+        "global_average_pooling2d" => ("GlobalAveragePooling2D".into(), json!({})),
+        "activation" => {
+            let name = attrs["activation"].as_str().unwrap();
+            let name = if name.starts_with("leaky_relu") { "leaky_relu" } else { name };
+            ("Activation".into(), json!({ "activation": name }))
+        }
+        other => panic!("no layer for {other}"),
+    }
+}
+
+fn check_layer_case(case: &Value) {
+    let name = case["name"].as_str().unwrap();
+    let op = case["op"].as_str().unwrap();
+    let (class, mut config) = camel(&case["attrs"], op);
+    let x_ref = &case["inputs"]["x"];
+    let x_shape = shape_of(x_ref);
+    if op == "dense" {
+        config["units"] = json!(shape_of(&case["params"]["kernel"])[1]);
+    }
+    config["name"] = json!("layer");
+    let (mut layer, _) = layers::from_config(&class, &config).unwrap();
+    layer.build(&x_shape[1..], &mut Rng::new(0)).unwrap();
+    let params = layer.params();
+    for p in &params {
+        let key = p.name.split('/').next_back().unwrap();
+        p.set(data_of(&case["params"][key])).unwrap();
+    }
+    let x = Tensor::variable(data_of(x_ref), &x_shape).unwrap();
+    let y = layer.forward(&x, &mut ForwardCtx { training: false, rng: &mut Rng::new(0) }).unwrap();
+    assert_eq!(y.shape(), shape_of(&case["outputs"]["y"]).as_slice(), "{name}: output shape");
+    assert_close(&format!("{name} y"), y.data(), &case["outputs"]["y"]);
+    let leaves: Vec<Tensor> = params.iter().map(|p| p.get()).collect();
+    let grads = backward_with_seed(&y, data_of(&case["cotangents"]["y"])).unwrap();
+    assert_close(&format!("{name} dx"), grads.get(&x).unwrap(), &case["grads"]["x"]);
+    for (p, leaf) in params.iter().zip(&leaves) {
+        let key = p.name.split('/').next_back().unwrap();
+        assert_close(&format!("{name} d{key}"), grads.get(leaf).unwrap(), &case["grads"][key]);
+    }
+}
+
+fn run_ops(ops: &[&str]) -> usize {
+    let mut n = 0;
+    for case in cases() {
+        if ops.contains(&case["op"].as_str().unwrap()) {
+            check_layer_case(&case);
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn dense_matches_pytorch() {
+    assert_eq!(run_ops(&["dense"]), 2);
+}
+
+#[test]
+fn conv2d_matches_pytorch() {
+    assert_eq!(run_ops(&["conv2d"]), 6);
+}
+
+#[test]
+fn pooling_matches_pytorch() {
+    assert_eq!(run_ops(&["max_pooling2d", "avg_pooling2d", "global_average_pooling2d"]), 5);
+}
+
+#[test]
+fn activations_match_pytorch() {
+    let mut n = 0;
+    for case in cases().into_iter().filter(|c| c["op"] == "activation") {
+        let act = case["attrs"]["activation"].as_str().unwrap();
+        if act == "leaky_relu_0.2" {
+            assert!(act.ends_with("0.2"), "the default leakyRelu slope is 0.2");
+        }
+        check_layer_case(&case);
+        n += 1;
+    }
+    assert_eq!(n, 12);
+}
+
+#[test]
+fn losses_match_pytorch() {
+    let mut n = 0;
+    for case in cases().into_iter().filter(|c| c["op"] == "loss") {
+        let name = case["name"].as_str().unwrap();
+        let attrs = &case["attrs"];
+        let loss_name = attrs["loss"].as_str().unwrap();
+        let spec = match attrs.get("from_logits") {
+            Some(f) => json!({"name": loss_name, "fromLogits": f}),
+            None => json!(loss_name),
+        };
+        let loss = Loss::parse(&spec).unwrap();
+        let target = if case.get("int_targets").is_some() {
+            tensor_of(&case["int_targets"])
+        } else {
+            tensor_of(&case["targets"])
+        };
+        let x = Tensor::variable(data_of(&case["inputs"]["x"]), &shape_of(&case["inputs"]["x"])).unwrap();
+        let value = loss.compute(&x, &target).unwrap();
+        assert_close(&format!("{name} loss"), value.data(), &case["outputs"]["loss"]);
+        let grads = backward_with_seed(&value, data_of(&case["cotangents"]["loss"])).unwrap();
+        assert_close(&format!("{name} dx"), grads.get(&x).unwrap(), &case["grads"]["x"]);
+        n += 1;
+    }
+    assert_eq!(n, 5);
+}
+
+#[test]
+fn optimizers_match_pytorch() {
+    let mut n = 0;
+    for case in cases().into_iter().filter(|c| c["op"] == "optimizer") {
+        let a = &case["attrs"];
+        let mut spec = json!({"name": a["optimizer"], "learningRate": a["learning_rate"]});
+        for (from, to) in [("momentum", "momentum"), ("nesterov", "nesterov"), ("beta_1", "beta1"), ("beta_2", "beta2"),
+                           ("epsilon", "epsilon"), ("weight_decay", "weightDecay"), ("rho", "rho")] {
+            if let Some(v) = a.get(from) {
+                spec[to] = v.clone();
+            }
+        }
+        let mut opt = Optimizer::parse(&spec).unwrap();
+        let mut p = data_of(&case["params"]["p0"]);
+        let trajectory = case["outputs"]["trajectory"].as_array().unwrap();
+        for (step, g) in case["grads_sequence"].as_array().unwrap().iter().enumerate() {
+            let g: Vec<f32> = g.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            opt.begin_step();
+            opt.update(0, &mut p, &g).unwrap();
+            let want = json!({ "data": trajectory[step] });
+            assert_close(&format!("{} step {step}", case["name"]), &p, &want);
+        }
+        n += 1;
+    }
+    assert_eq!(n, 6);
+}
+
+#[test]
+fn cnn_training_step_matches_pytorch() {
+    let case = cases().into_iter().find(|c| c["name"] == "model_cnn_sgd_step").unwrap();
+    let x = tensor_of(&case["inputs"]["x"]);
+    let y = tensor_of(&case["int_inputs"]["y"]);
+    let classes = shape_of(&case["params"]["dense_kernel"])[1];
+    let config = json!({"layers": [
+        {"className": "Conv2D", "config": {"filters": shape_of(&case["params"]["conv_kernel"])[3], "kernelSize": 3,
+                                           "activation": "relu", "inputShape": &x.shape()[1..]}},
+        {"className": "MaxPooling2D", "config": {"poolSize": 2}},
+        {"className": "Flatten", "config": {}},
+        {"className": "Dense", "config": {"units": classes}},
+    ]});
+    let mut model = Sequential::from_config(&config, 1).unwrap();
+    model
+        .compile(&json!({"optimizer": {"name": "sgd", "learningRate": case["attrs"]["learning_rate"]},
+                         "loss": {"name": "sparseCategoricalCrossentropy", "fromLogits": true}}))
+        .unwrap();
+    let p = &case["params"];
+    let names = ["conv_kernel", "conv_bias", "dense_kernel", "dense_bias"];
+    model.set_weights(&names.iter().map(|k| data_of(&p[k])).collect::<Vec<_>>()).unwrap();
+    let logs = model.train_on_batch(&x, &y).unwrap();
+    assert_close("loss before", &[logs[0].1 as f32], &case["outputs"]["loss"]);
+    let after = model.get_weights();
+    for (k, (_, _, w)) in names.iter().zip(&after) {
+        assert_close(&format!("{k} after"), w, &case["outputs"]["params_after"][k]);
+    }
+    let loss_after = model.evaluate(&x, &y, 64).unwrap();
+    assert_close("loss after", &[loss_after[0].1 as f32], &case["outputs"]["loss_after"]);
+}

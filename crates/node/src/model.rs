@@ -1,0 +1,414 @@
+//! `NativeModel`: a sequential model owned by Rust. Training, evaluation, prediction and file
+//! I/O run as async tasks; progress events reach JavaScript through a non-blocking
+//! threadsafe function, so training never waits for the event loop.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use cortex_core::nn::callbacks::Callback;
+use cortex_core::nn::fit::{self, Event, FitConfig};
+use cortex_core::nn::model::Logs;
+use cortex_core::nn::options::Options;
+use cortex_core::nn::{io, Sequential};
+use cortex_core::{rng, threads, Tensor};
+use napi::bindgen_prelude::{AsyncTask, Float32Array, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status, Task};
+use napi_derive::napi;
+use serde_json::{json, Map, Value};
+
+use crate::tensor::{to_tensor, TensorData};
+use crate::{guarded, parse_json};
+
+/// Receives training events as JSON strings.
+pub type EventSink = ThreadsafeFunction<String, Unknown<'static>, String, Status, false>;
+
+/// A named weight.
+#[napi(object)]
+pub struct WeightData {
+    /// `layer/weight`.
+    pub name: String,
+    /// Dimensions.
+    pub shape: Vec<u32>,
+    /// Values.
+    pub data: Float32Array,
+}
+
+type Shared = Arc<RwLock<Sequential>>;
+
+fn read(m: &Shared) -> std::sync::RwLockReadGuard<'_, Sequential> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(m: &Shared) -> std::sync::RwLockWriteGuard<'_, Sequential> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn logs_json(logs: &Logs) -> Value {
+    Value::Object(logs.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>())
+}
+
+/// A sequential model living in Rust.
+#[napi]
+pub struct NativeModel {
+    inner: Shared,
+    stop: Arc<AtomicBool>,
+}
+
+#[napi]
+impl NativeModel {
+    /// Creates a model from its JSON topology (`{ name?, layers: [{ className, config }] }`).
+    /// Without a seed, one is drawn from the global seed (see `setSeed`).
+    #[napi(constructor)]
+    pub fn new(config_json: String, seed: Option<f64>) -> napi::Result<Self> {
+        let config = parse_json("model config", &config_json)?;
+        let seed = seed.map(|s| s as u64).unwrap_or_else(rng::next_seed);
+        let model = guarded("sequential", || Sequential::from_config(&config, seed))?;
+        Ok(NativeModel { inner: Arc::new(RwLock::new(model)), stop: Arc::new(AtomicBool::new(false)) })
+    }
+
+    /// Sets loss, optimizer and metrics from JSON.
+    #[napi]
+    pub fn compile(&self, config_json: String) -> napi::Result<()> {
+        let config = parse_json("compile", &config_json)?;
+        guarded("compile", || write(&self.inner).compile(&config))
+    }
+
+    /// Creates the weights for samples of `inputShape` (no batch axis).
+    #[napi]
+    pub fn build(&self, input_shape: Vec<u32>) -> napi::Result<()> {
+        let shape: Vec<usize> = input_shape.iter().map(|&d| d as usize).collect();
+        guarded("build", || write(&self.inner).build(&shape))
+    }
+
+    /// Whether the model has weights.
+    #[napi(getter)]
+    pub fn built(&self) -> bool {
+        read(&self.inner).is_built()
+    }
+
+    /// Sample input shape, once built.
+    #[napi(getter)]
+    pub fn input_shape(&self) -> Option<Vec<u32>> {
+        read(&self.inner).input_shape().map(|s| s.iter().map(|&d| d as u32).collect())
+    }
+
+    /// Sample output shape, once built.
+    #[napi(getter)]
+    pub fn output_shape(&self) -> Option<Vec<u32>> {
+        read(&self.inner).output_shape().map(|s| s.iter().map(|&d| d as u32).collect())
+    }
+
+    /// Keras-style summary table.
+    #[napi]
+    pub fn summary(&self) -> String {
+        read(&self.inner).summary()
+    }
+
+    /// Topology as JSON.
+    #[napi]
+    pub fn to_json(&self) -> String {
+        read(&self.inner).to_json().to_string()
+    }
+
+    /// Copies of every weight, in layer order.
+    #[napi]
+    pub fn get_weights(&self) -> Vec<WeightData> {
+        read(&self.inner)
+            .get_weights()
+            .into_iter()
+            .map(|(name, shape, data)| WeightData {
+                name,
+                shape: shape.iter().map(|&d| d as u32).collect(),
+                data: Float32Array::new(data),
+            })
+            .collect()
+    }
+
+    /// Replaces every weight (same order and sizes as `getWeights`).
+    #[napi]
+    pub fn set_weights(&self, weights: Vec<Float32Array>) -> napi::Result<()> {
+        let values: Vec<Vec<f32>> = weights.iter().map(|w| w.to_vec()).collect();
+        guarded("setWeights", || read(&self.inner).set_weights(&values))
+    }
+
+    /// Asks a running `fit` to stop after the current batch.
+    #[napi]
+    pub fn stop_training(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Trains; resolves to the History as JSON. Options JSON: `{ epochs, batchSize, shuffle,
+    /// validationSplit, learningRates, callbacks }`. Events go to `onEvent` as JSON strings.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn fit(
+        &self,
+        x: Float32Array,
+        x_shape: Vec<u32>,
+        y: Float32Array,
+        y_shape: Vec<u32>,
+        validation: Option<Vec<Float32Array>>,
+        validation_shapes: Option<Vec<Vec<u32>>>,
+        options_json: String,
+        on_event: Option<EventSink>,
+    ) -> napi::Result<AsyncTask<FitTask>> {
+        let x = to_tensor("fit x", &x, &x_shape)?;
+        let y = to_tensor("fit y", &y, &y_shape)?;
+        let validation = match (validation, validation_shapes) {
+            (Some(v), Some(s)) if v.len() == 2 && s.len() == 2 => {
+                Some((to_tensor("validationData x", &v[0], &s[0])?, to_tensor("validationData y", &v[1], &s[1])?))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(napi::Error::new(
+                    Status::InvalidArg,
+                    "validationData must be a pair [x, y] of tensors".to_string(),
+                ))
+            }
+        };
+        let options = parse_json("fit options", &options_json)?;
+        let config = guarded("fit", || parse_fit_config(&options))?;
+        self.stop.store(false, Ordering::Relaxed);
+        Ok(AsyncTask::new(FitTask {
+            model: self.inner.clone(),
+            stop: self.stop.clone(),
+            x,
+            y,
+            validation,
+            config: Some(config),
+            on_event,
+        }))
+    }
+
+    /// Predictions for `x`, computed off the event loop.
+    #[napi(ts_return_type = "Promise<TensorData>")]
+    pub fn predict(&self, x: Float32Array, x_shape: Vec<u32>, batch_size: Option<u32>) -> napi::Result<AsyncTask<PredictTask>> {
+        let x = to_tensor("predict x", &x, &x_shape)?;
+        Ok(AsyncTask::new(PredictTask { model: self.inner.clone(), x, batch_size: batch_size.unwrap_or(32) as usize }))
+    }
+
+    /// Loss and metrics over `x`, `y`; resolves to JSON logs.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn evaluate(
+        &self,
+        x: Float32Array,
+        x_shape: Vec<u32>,
+        y: Float32Array,
+        y_shape: Vec<u32>,
+        batch_size: Option<u32>,
+    ) -> napi::Result<AsyncTask<EvaluateTask>> {
+        Ok(AsyncTask::new(EvaluateTask {
+            model: self.inner.clone(),
+            x: to_tensor("evaluate x", &x, &x_shape)?,
+            y: to_tensor("evaluate y", &y, &y_shape)?,
+            batch_size: batch_size.unwrap_or(32) as usize,
+            train: false,
+        }))
+    }
+
+    /// One gradient step on one batch; resolves to JSON logs.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn train_on_batch(
+        &self,
+        x: Float32Array,
+        x_shape: Vec<u32>,
+        y: Float32Array,
+        y_shape: Vec<u32>,
+    ) -> napi::Result<AsyncTask<EvaluateTask>> {
+        Ok(AsyncTask::new(EvaluateTask {
+            model: self.inner.clone(),
+            x: to_tensor("trainOnBatch x", &x, &x_shape)?,
+            y: to_tensor("trainOnBatch y", &y, &y_shape)?,
+            batch_size: 0,
+            train: true,
+        }))
+    }
+
+    /// Saves topology and weights into directory `dir`, atomically per file.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn save(&self, dir: String) -> AsyncTask<SaveTask> {
+        AsyncTask::new(SaveTask { model: self.inner.clone(), dir: PathBuf::from(dir) })
+    }
+}
+
+/// Loads a model saved with `save`.
+#[napi(ts_return_type = "Promise<NativeModel>")]
+pub fn load_model(dir: String, seed: Option<f64>) -> AsyncTask<LoadTask> {
+    AsyncTask::new(LoadTask { dir: PathBuf::from(dir), seed: seed.map(|s| s as u64).unwrap_or_else(rng::next_seed) })
+}
+
+/// Fixes the global seed for models created afterwards.
+#[napi]
+pub fn set_seed(seed: f64) {
+    rng::set_global_seed(seed as u64);
+}
+
+fn parse_fit_config(v: &Value) -> cortex_core::Result<FitConfig> {
+    let mut o = Options::new("fit", v)?;
+    let epochs = o.usize("epochs")?.unwrap_or(1);
+    let batch_size = o.usize("batchSize")?.unwrap_or(32);
+    let shuffle = o.bool("shuffle")?.unwrap_or(true);
+    let validation_split = o.f32("validationSplit")?.unwrap_or(0.0);
+    let learning_rates = match o.value("learningRates") {
+        None => None,
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .map(|v| v.as_f64().filter(|f| f.is_finite() && *f > 0.0).map(|f| f as f32))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| cortex_core::Error::Invalid("learning-rate schedule must return positive numbers".into()))?,
+        ),
+        Some(other) => return Err(cortex_core::Error::Invalid(format!("learningRates must be an array, got {other}"))),
+    };
+    let callbacks = match o.value("callbacks") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a.iter().map(Callback::parse).collect::<cortex_core::Result<_>>()?,
+        Some(other) => return Err(cortex_core::Error::Invalid(format!("callbacks must be an array, got {other}"))),
+    };
+    o.finish()?;
+    Ok(FitConfig { epochs, batch_size, shuffle, validation_split, learning_rates, callbacks })
+}
+
+/// Background training.
+pub struct FitTask {
+    model: Shared,
+    stop: Arc<AtomicBool>,
+    x: Tensor,
+    y: Tensor,
+    validation: Option<(Tensor, Tensor)>,
+    config: Option<FitConfig>,
+    on_event: Option<EventSink>,
+}
+
+impl Task for FitTask {
+    type Output = String;
+    type JsValue = String;
+
+    fn compute(&mut self) -> napi::Result<String> {
+        let config = self.config.take().expect("fit runs once");
+        let sink = self.on_event.take();
+        let mut send = |event: Event| {
+            let Some(sink) = &sink else { return };
+            let message = match event {
+                Event::TrainBegin { epochs, steps } => json!({"type": "trainBegin", "epochs": epochs, "steps": steps}),
+                Event::BatchEnd { epoch, batch, logs } => {
+                    json!({"type": "batchEnd", "epoch": epoch, "batch": batch, "logs": logs_json(logs)})
+                }
+                Event::EpochEnd { epoch, logs } => json!({"type": "epochEnd", "epoch": epoch, "logs": logs_json(logs)}),
+            };
+            // NonBlocking: a busy event loop queues events; training never waits for it.
+            sink.call(message.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
+        };
+        let history = guarded("fit", || {
+            let mut guard = write(&self.model);
+            let model: &mut Sequential = &mut guard;
+            let validation = self.validation.as_ref().map(|(a, b)| (a, b));
+            threads::run(|| fit::fit(model, &self.x, &self.y, validation, config, &mut send, &self.stop))
+        })?;
+        let map: Map<String, Value> = history.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        Ok(Value::Object(map).to_string())
+    }
+
+    fn resolve(&mut self, _env: Env, output: String) -> napi::Result<String> {
+        Ok(output)
+    }
+}
+
+/// Background prediction.
+pub struct PredictTask {
+    model: Shared,
+    x: Tensor,
+    batch_size: usize,
+}
+
+impl Task for PredictTask {
+    type Output = Tensor;
+    type JsValue = TensorData;
+
+    fn compute(&mut self) -> napi::Result<Tensor> {
+        guarded("predict", || {
+            if !read(&self.model).is_built() {
+                write(&self.model).ensure_built(&self.x)?;
+            }
+            let model = read(&self.model);
+            threads::run(|| model.predict(&self.x, self.batch_size))
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: Tensor) -> napi::Result<TensorData> {
+        Ok(TensorData::from_tensor(&output))
+    }
+}
+
+/// Background evaluation or single training step.
+pub struct EvaluateTask {
+    model: Shared,
+    x: Tensor,
+    y: Tensor,
+    batch_size: usize,
+    train: bool,
+}
+
+impl Task for EvaluateTask {
+    type Output = String;
+    type JsValue = String;
+
+    fn compute(&mut self) -> napi::Result<String> {
+        let logs = guarded(if self.train { "trainOnBatch" } else { "evaluate" }, || {
+            if self.train {
+                let mut guard = write(&self.model);
+                let model: &mut Sequential = &mut guard;
+                model.ensure_built(&self.x)?;
+                model.check_input(&self.x)?;
+                model.check_targets(&self.x, &self.y)?;
+                threads::run(|| model.train_on_batch(&self.x, &self.y))
+            } else {
+                let model = read(&self.model);
+                threads::run(|| model.evaluate(&self.x, &self.y, self.batch_size))
+            }
+        })?;
+        Ok(logs_json(&logs).to_string())
+    }
+
+    fn resolve(&mut self, _env: Env, output: String) -> napi::Result<String> {
+        Ok(output)
+    }
+}
+
+/// Background save.
+pub struct SaveTask {
+    model: Shared,
+    dir: PathBuf,
+}
+
+impl Task for SaveTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<()> {
+        guarded("save", || io::save(&read(&self.model), &self.dir))
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
+        Ok(())
+    }
+}
+
+/// Background load.
+pub struct LoadTask {
+    dir: PathBuf,
+    seed: u64,
+}
+
+impl Task for LoadTask {
+    type Output = Sequential;
+    type JsValue = NativeModel;
+
+    fn compute(&mut self) -> napi::Result<Sequential> {
+        guarded("loadModel", || io::load(&self.dir, self.seed))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Sequential) -> napi::Result<NativeModel> {
+        Ok(NativeModel { inner: Arc::new(RwLock::new(output)), stop: Arc::new(AtomicBool::new(false)) })
+    }
+}

@@ -167,7 +167,11 @@ impl Conv2dGeometry {
             ));
         }
         if kernel_shape.contains(&0) {
-            return Err(shape_error(OP, "kernel with no zero dimension", kernel_shape));
+            return Err(shape_error(
+                OP,
+                "kernel with no zero dimension",
+                kernel_shape,
+            ));
         }
         check_positive(OP, "strides", &strides)?;
         check_positive(OP, "dilation_rate", &dilation)?;
@@ -262,7 +266,9 @@ const BLOCK_FLOATS: usize = 1 << 17;
 /// no more than an even share of the work per thread.
 fn block_rows(total_rows: usize, floats_per_row: usize) -> usize {
     let fit = (BLOCK_FLOATS / floats_per_row.max(1)).max(1);
-    let share = total_rows.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let share = total_rows
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(1);
     fit.min(share)
 }
 
@@ -482,9 +488,18 @@ fn add_into(dst: &mut [f32], src: &[f32]) {
 /// Convolution forward: `y = conv(x, kernel) + bias`, NHWC.
 ///
 /// Panics if a slice's length disagrees with `g` (the geometry is validated upstream).
-pub fn conv2d_forward(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, g: &Conv2dGeometry) -> Vec<f32> {
+pub fn conv2d_forward(
+    x: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    g: &Conv2dGeometry,
+) -> Vec<f32> {
     assert_eq!(x.len(), g.input_len(), "conv2d_forward: input length");
-    assert_eq!(kernel.len(), g.patch_len() * g.out_c, "conv2d_forward: kernel length");
+    assert_eq!(
+        kernel.len(),
+        g.patch_len() * g.out_c,
+        "conv2d_forward: kernel length"
+    );
     if let Some(b) = bias {
         assert_eq!(b.len(), g.out_c, "conv2d_forward: bias length");
     }
@@ -504,7 +519,18 @@ pub fn conv2d_forward(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, g: &Conv2
                     row.copy_from_slice(b);
                 }
             }
-            sgemm(nr, o, k, &x[r0 * k..(r0 + nr) * k], false, kernel, false, yb, bias.is_some(), single);
+            sgemm(
+                nr,
+                o,
+                k,
+                &x[r0 * k..(r0 + nr) * k],
+                false,
+                kernel,
+                false,
+                yb,
+                bias.is_some(),
+                single,
+            );
         });
     }
     // With a bias the patches get a trailing 1 and the kernel a trailing bias row, so the
@@ -536,7 +562,11 @@ pub fn conv2d_forward(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, g: &Conv2
 /// out_c]`, the result `[batch, in_h, in_w, in_c]`.
 pub fn conv2d_backward_input(dy: &[f32], kernel: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
     assert_eq!(dy.len(), g.output_len(), "conv2d_backward_input: dy length");
-    assert_eq!(kernel.len(), g.patch_len() * g.out_c, "conv2d_backward_input: kernel length");
+    assert_eq!(
+        kernel.len(),
+        g.patch_len() * g.out_c,
+        "conv2d_backward_input: kernel length"
+    );
     let (o, k) = (g.out_c, g.patch_len());
     let len = g.input_len();
     if len == 0 {
@@ -551,7 +581,18 @@ pub fn conv2d_backward_input(dy: &[f32], kernel: &[f32], g: &Conv2dGeometry) -> 
         return par_new(len, rows * k, |bi, dxb| {
             let r0 = bi * rows;
             let nr = dxb.len() / k;
-            sgemm(nr, k, o, &dy[r0 * o..(r0 + nr) * o], false, kernel, true, dxb, false, single);
+            sgemm(
+                nr,
+                k,
+                o,
+                &dy[r0 * o..(r0 + nr) * o],
+                false,
+                kernel,
+                true,
+                dxb,
+                false,
+                single,
+            );
         });
     }
     // col2im scatters across a whole image, so parallel work is split by images; inside a
@@ -620,17 +661,37 @@ fn filter_grad(x: &[f32], dy: &[f32], g: &Conv2dGeometry, ld: usize) -> Vec<f32>
 
 /// Gradient of the convolution with respect to its kernel, `[kh, kw, in_c, out_c]`.
 pub fn conv2d_backward_filter(x: &[f32], dy: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    assert_eq!(x.len(), g.input_len(), "conv2d_backward_filter: input length");
-    assert_eq!(dy.len(), g.output_len(), "conv2d_backward_filter: dy length");
+    assert_eq!(
+        x.len(),
+        g.input_len(),
+        "conv2d_backward_filter: input length"
+    );
+    assert_eq!(
+        dy.len(),
+        g.output_len(),
+        "conv2d_backward_filter: dy length"
+    );
     filter_grad(x, dy, g, g.patch_len())
 }
 
 /// Kernel and bias gradients in one pass over `dy` (the bias gradient comes out of the same
 /// GEMM through a ones column in the patches): `([kh, kw, in_c, out_c], [out_c])`.
 /// Same results as [`conv2d_backward_filter`] and [`conv2d_backward_bias`].
-pub fn conv2d_backward_filter_bias(x: &[f32], dy: &[f32], g: &Conv2dGeometry) -> (Vec<f32>, Vec<f32>) {
-    assert_eq!(x.len(), g.input_len(), "conv2d_backward_filter_bias: input length");
-    assert_eq!(dy.len(), g.output_len(), "conv2d_backward_filter_bias: dy length");
+pub fn conv2d_backward_filter_bias(
+    x: &[f32],
+    dy: &[f32],
+    g: &Conv2dGeometry,
+) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(
+        x.len(),
+        g.input_len(),
+        "conv2d_backward_filter_bias: input length"
+    );
+    assert_eq!(
+        dy.len(),
+        g.output_len(),
+        "conv2d_backward_filter_bias: dy length"
+    );
     let k = g.patch_len();
     let mut dk = filter_grad(x, dy, g, k + 1);
     let db = dk.split_off(k * g.out_c);
@@ -676,12 +737,24 @@ mod tests {
     #[test]
     fn same_padding_follows_tensorflow() {
         // in 7, k 3, stride 2: out 4, total pad (3*2+3-7)=2 -> 1 on top.
-        assert_eq!(window_axis("t", "h", 7, 3, 2, 1, Padding::Same).unwrap(), (4, 1));
+        assert_eq!(
+            window_axis("t", "h", 7, 3, 2, 1, Padding::Same).unwrap(),
+            (4, 1)
+        );
         // in 8, k 3, stride 2: out 4, total pad (3*2+3-8)=1 -> 0 on top, 1 below.
-        assert_eq!(window_axis("t", "h", 8, 3, 2, 1, Padding::Same).unwrap(), (4, 0));
+        assert_eq!(
+            window_axis("t", "h", 8, 3, 2, 1, Padding::Same).unwrap(),
+            (4, 0)
+        );
         // in 7, k 3, dilation 2: span 5, total pad 4 -> 2.
-        assert_eq!(window_axis("t", "h", 7, 3, 1, 2, Padding::Same).unwrap(), (7, 2));
-        assert_eq!(window_axis("t", "h", 9, 5, 2, 1, Padding::Valid).unwrap(), (3, 0));
+        assert_eq!(
+            window_axis("t", "h", 7, 3, 1, 2, Padding::Same).unwrap(),
+            (7, 2)
+        );
+        assert_eq!(
+            window_axis("t", "h", 9, 5, 2, 1, Padding::Valid).unwrap(),
+            (3, 0)
+        );
         assert!(window_axis("t", "h", 4, 3, 1, 2, Padding::Valid).is_err());
     }
 }

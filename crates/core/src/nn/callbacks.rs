@@ -131,7 +131,7 @@ impl Callback {
                     return Ok(false);
                 }
                 *wait += 1;
-                if *wait > *patience {
+                if *wait >= *patience {
                     if let Some(w) = best_weights.take() {
                         model.set_weights(&w)?;
                     }

@@ -1,0 +1,64 @@
+/**
+ * The Keras MNIST convnet, trained on the real MNIST data set with cortex-nn.
+ *
+ *   npm run demo            (3 epochs, batch 128, Adam)
+ *   EPOCHS=1 TRAIN_LIMIT=6000 npm run demo   (quick run)
+ */
+import { rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  adam,
+  conv2d,
+  dense,
+  dropout,
+  flatten,
+  loadMnist,
+  loadModel,
+  maxPooling2d,
+  sequential,
+  setSeed,
+  tensor,
+} from "../index.ts";
+
+const epochs = Number(process.env.EPOCHS ?? 3);
+const trainLimit = process.env.TRAIN_LIMIT ? Number(process.env.TRAIN_LIMIT) : undefined;
+const saveDir = process.env.SAVE_DIR ?? join(tmpdir(), "cortex-nn-mnist-cnn");
+
+setSeed(42);
+const mnist = await loadMnist({ trainLimit });
+const xTrain = tensor(mnist.trainImages, [mnist.trainCount, 28, 28, 1]);
+const yTrain = tensor(mnist.trainLabels, [mnist.trainCount]);
+const xTest = tensor(mnist.testImages, [mnist.testCount, 28, 28, 1]);
+const yTest = tensor(mnist.testLabels, [mnist.testCount]);
+console.log(`MNIST: ${mnist.trainCount} training and ${mnist.testCount} test images`);
+
+const model = sequential([
+  conv2d({ filters: 32, kernelSize: 3, activation: "relu", inputShape: [28, 28, 1] }),
+  maxPooling2d({ poolSize: 2 }),
+  conv2d({ filters: 64, kernelSize: 3, activation: "relu" }),
+  maxPooling2d({ poolSize: 2 }),
+  flatten(),
+  dropout({ rate: 0.5 }),
+  dense({ units: 10, activation: "softmax" }),
+]);
+model.summary();
+model.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy", metrics: ["accuracy"] });
+
+const started = performance.now();
+await model.fit(xTrain, yTrain, { epochs, batchSize: 128, validationSplit: 0.1 });
+const seconds = (performance.now() - started) / 1000;
+const { loss, accuracy } = await model.evaluate(xTest, yTest, { batchSize: 256 });
+console.log(
+  `Trained ${epochs} epoch(s) in ${seconds.toFixed(1)} s (${((mnist.trainCount * 0.9 * epochs) / seconds).toFixed(0)} samples/s)`,
+);
+console.log(`Test accuracy: ${(accuracy * 100).toFixed(2)}%  (loss ${loss.toFixed(4)})`);
+
+await model.save(saveDir);
+const reloaded = await loadModel(saveDir);
+const before = await model.predict(xTest, { batchSize: 256 });
+const after = await reloaded.predict(xTest, { batchSize: 256 });
+const identical = before.data.every((v, i) => Object.is(v, after.data[i]));
+console.log(`Saved to ${saveDir}; reloaded predictions identical: ${identical}`);
+if (!process.env.SAVE_DIR) rmSync(saveDir, { recursive: true, force: true });
+if (!identical) process.exit(1);

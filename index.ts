@@ -1,0 +1,25 @@
+/**
+ * cortex-nn: Keras-style neural networks for Node.js, computed by a Rust engine.
+ */
+export * as callbacks from "./src/callbacks.ts";
+export type { Callback, CustomCallback, Logs } from "./src/callbacks.ts";
+export { loadMnist } from "./src/data/mnist.ts";
+export * as layers from "./src/layers.ts";
+export {
+  activation,
+  averagePooling2d,
+  conv2d,
+  dense,
+  dropout,
+  flatten,
+  globalAveragePooling2d,
+  Layer,
+  maxPooling2d,
+  reshape,
+} from "./src/layers.ts";
+export * as losses from "./src/losses.ts";
+export { type CompileArgs, type FitArgs, History, loadModel, Sequential, sequential } from "./src/model.ts";
+export { getNumThreads, matMul, setNumThreads, setSeed } from "./src/ops.ts";
+export * as optimizers from "./src/optimizers.ts";
+export { adam, adamw, Optimizer, rmsprop, sgd } from "./src/optimizers.ts";
+export { type NestedArray, Tensor, tensor } from "./src/tensor.ts";

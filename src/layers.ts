@@ -1,0 +1,220 @@
+/**
+ * Keras layers (camelCase arguments, channels-last). A layer is a description that a model
+ * sends to Rust; it can also be used on its own: `build(inputShape)`, `setWeights`, `apply(x)`.
+ */
+import { native, type NativeLayer } from "./native.ts";
+import { expectTensor, Tensor } from "./tensor.ts";
+
+/** Activation names accepted by `activation` options. */
+export type ActivationName =
+  | "linear"
+  | "relu"
+  | "sigmoid"
+  | "tanh"
+  | "softmax"
+  | "logSoftmax"
+  | "gelu"
+  | "geluTanh"
+  | "elu"
+  | "selu"
+  | "leakyRelu"
+  | "swish"
+  | "softplus";
+
+/** Initializer names, or `{ name: 'randomNormal', mean, stddev }` / `{ name: 'randomUniform', minval, maxval }`. */
+export type InitializerSpec =
+  | "glorotUniform"
+  | "glorotNormal"
+  | "heNormal"
+  | "heUniform"
+  | "lecunNormal"
+  | "zeros"
+  | "ones"
+  | "randomNormal"
+  | "randomUniform"
+  | { name: "randomNormal"; mean?: number; stddev?: number }
+  | { name: "randomUniform"; minval?: number; maxval?: number };
+
+/** Options every layer accepts. */
+export interface LayerArgs {
+  /** Unique name inside the model (default: Keras-style `dense`, `dense_1`, ...). */
+  name?: string;
+  /** Sample shape without the batch axis; give it to the first layer of a model. */
+  inputShape?: number[];
+  /** Whether the layer's weights are updated by training (default true). */
+  trainable?: boolean;
+}
+
+/** Arguments of {@link dense}. */
+export interface DenseArgs extends LayerArgs {
+  /** Output size. */
+  units: number;
+  /** Activation applied to the output (default linear). */
+  activation?: ActivationName;
+  /** Add a bias (default true). */
+  useBias?: boolean;
+  /** Kernel initializer (default glorotUniform). */
+  kernelInitializer?: InitializerSpec;
+  /** Bias initializer (default zeros). */
+  biasInitializer?: InitializerSpec;
+}
+
+/** Arguments of {@link conv2d}. */
+export interface Conv2dArgs extends LayerArgs {
+  /** Number of output channels. */
+  filters: number;
+  /** Window size: `3` or `[3, 3]`. */
+  kernelSize: number | [number, number];
+  /** Step between windows (default 1). */
+  strides?: number | [number, number];
+  /** `'valid'` (no padding, default) or `'same'` (TensorFlow padding: output = ceil(input / stride)). */
+  padding?: "valid" | "same";
+  /** Spacing between kernel taps (default 1). */
+  dilationRate?: number | [number, number];
+  /** Activation applied to the output (default linear). */
+  activation?: ActivationName;
+  /** Add a bias (default true). */
+  useBias?: boolean;
+  /** Kernel initializer (default glorotUniform). */
+  kernelInitializer?: InitializerSpec;
+  /** Bias initializer (default zeros). */
+  biasInitializer?: InitializerSpec;
+}
+
+/** Arguments of {@link maxPooling2d} and {@link averagePooling2d}. */
+export interface Pooling2dArgs extends LayerArgs {
+  /** Window size (default 2). */
+  poolSize?: number | [number, number];
+  /** Step between windows (default: the pool size). */
+  strides?: number | [number, number];
+  /** `'valid'` (default) or `'same'`. */
+  padding?: "valid" | "same";
+}
+
+/** Arguments of {@link reshape}. */
+export interface ReshapeArgs extends LayerArgs {
+  /** Sample shape after reshaping (no batch axis). */
+  targetShape: number[];
+}
+
+/** Arguments of {@link dropout}. */
+export interface DropoutArgs extends LayerArgs {
+  /** Fraction of values zeroed during training, in [0, 1). */
+  rate: number;
+}
+
+/** Arguments of {@link activation}. */
+export interface ActivationArgs extends LayerArgs {
+  /** The function to apply. */
+  activation: ActivationName;
+}
+
+/** The serialised form of a layer: its Keras class name and options. */
+export interface LayerConfig {
+  className: string;
+  config: Record<string, unknown>;
+}
+
+/** A layer description, usable eagerly after `build`. */
+export class Layer {
+  /** Keras class name, e.g. `Dense`. */
+  readonly className: string;
+  /** The options it was created with. */
+  readonly config: Readonly<Record<string, unknown>>;
+  #native: NativeLayer | undefined;
+
+  constructor(className: string, config: object) {
+    if (config === null || typeof config !== "object" || Array.isArray(config)) {
+      throw new TypeError(`${className}: expected an options object, got ${JSON.stringify(config)}`);
+    }
+    this.className = className;
+    this.config = Object.freeze({ ...config }) as Record<string, unknown>;
+    // Validate options now so mistakes surface where the layer is written, not at compile time.
+    this.#native = new native.NativeLayer(className, JSON.stringify(this.config));
+  }
+
+  /** The layer's name (given or default). */
+  get name(): string {
+    return (this.config.name as string | undefined) ?? JSON.parse(this.#layer().config()).name;
+  }
+
+  #layer(): NativeLayer {
+    this.#native ??= new native.NativeLayer(this.className, JSON.stringify(this.config));
+    return this.#native;
+  }
+
+  /** Creates the weights for samples of `inputShape` (no batch axis); returns the output sample shape. */
+  build(inputShape: number[]): number[] {
+    return this.#layer().build(inputShape);
+  }
+
+  /** Copies of the weights (kernel, then bias). */
+  getWeights(): Tensor[] {
+    return this.#layer()
+      .getWeights()
+      .map((w) => new Tensor(w.data, w.shape));
+  }
+
+  /** Replaces the weights, in `getWeights` order. */
+  setWeights(weights: Tensor[]): void {
+    if (!Array.isArray(weights)) throw new TypeError("setWeights: expected an array of Tensors");
+    this.#layer().setWeights(weights.map((w, i) => expectTensor(w, `setWeights: weight ${i}`).data));
+  }
+
+  /** Applies the layer to a batch `x` (inference mode unless `training`). */
+  apply(x: Tensor, options: { training?: boolean } = {}): Tensor {
+    const input = expectTensor(x, `${this.className}.apply: x`);
+    const out = this.#layer().apply(input.data, [...input.shape], options.training ?? false);
+    return new Tensor(out.data, out.shape);
+  }
+
+  /** `{ className, config }` for model topologies. */
+  toJSON(): LayerConfig {
+    return { className: this.className, config: { ...this.config } };
+  }
+}
+
+/** Fully connected layer: `activation(x · kernel + bias)` on the last axis. */
+export function dense(args: DenseArgs): Layer {
+  return new Layer("Dense", args);
+}
+
+/** 2-D convolution over NHWC images with a `[kh, kw, in, out]` kernel. */
+export function conv2d(args: Conv2dArgs): Layer {
+  return new Layer("Conv2D", args);
+}
+
+/** Max over each window. */
+export function maxPooling2d(args: Pooling2dArgs = {}): Layer {
+  return new Layer("MaxPooling2D", args);
+}
+
+/** Mean over each window (`same` padding does not count padded cells). */
+export function averagePooling2d(args: Pooling2dArgs = {}): Layer {
+  return new Layer("AveragePooling2D", args);
+}
+
+/** Mean over height and width: `[b, h, w, c] -> [b, c]`. */
+export function globalAveragePooling2d(args: LayerArgs = {}): Layer {
+  return new Layer("GlobalAveragePooling2D", args);
+}
+
+/** Flattens each sample to a vector. */
+export function flatten(args: LayerArgs = {}): Layer {
+  return new Layer("Flatten", args);
+}
+
+/** Reshapes each sample to `targetShape`. */
+export function reshape(args: ReshapeArgs): Layer {
+  return new Layer("Reshape", args);
+}
+
+/** Zeroes a fraction `rate` of values during training (inverted dropout). */
+export function dropout(args: DropoutArgs): Layer {
+  return new Layer("Dropout", args);
+}
+
+/** Applies an activation function. */
+export function activation(args: ActivationArgs): Layer {
+  return new Layer("Activation", args);
+}

@@ -1,0 +1,311 @@
+/**
+ * The sequential model. TypeScript describes; Rust runs: `fit`, `evaluate`, `predict` and
+ * file I/O execute on Rust threads and return Promises, so the event loop stays free.
+ */
+import {
+  type Callback,
+  type CustomCallback,
+  LearningRateScheduler,
+  type Logs,
+  NativeCallback,
+} from "./callbacks.ts";
+import { Layer, type LayerConfig } from "./layers.ts";
+import type { LossName, LossSpec } from "./losses.ts";
+import { native, type NativeModel } from "./native.ts";
+import { Optimizer } from "./optimizers.ts";
+import { ProgressReporter } from "./progress.ts";
+import { expectTensor, Tensor } from "./tensor.ts";
+
+/** Arguments of {@link Sequential.compile}. */
+export interface CompileArgs {
+  /** An optimizer object or name: `'sgd' | 'adam' | 'adamw' | 'rmsprop'` (default rmsprop). */
+  optimizer?: Optimizer | "sgd" | "adam" | "adamw" | "rmsprop";
+  /** The loss to minimise. */
+  loss: LossName | LossSpec;
+  /** Extra metrics; `'accuracy'` picks the categorical, sparse or binary form as Keras does. */
+  metrics?: string[];
+}
+
+/** Arguments of {@link Sequential.fit}. */
+export interface FitArgs {
+  /** Passes over the data (default 1). */
+  epochs?: number;
+  /** Samples per gradient step (default 32). */
+  batchSize?: number;
+  /** Data to evaluate after each epoch. */
+  validationData?: [Tensor, Tensor];
+  /** Fraction of the samples (the last ones, before shuffling) to hold out for validation. */
+  validationSplit?: number;
+  /** Reshuffle the training samples each epoch (default true). */
+  shuffle?: boolean;
+  /** Callbacks: built-ins from `callbacks` or plain objects with hooks. */
+  callbacks?: Callback[];
+  /** 0 silent, 1 progress bar (per-epoch lines without a TTY), 2 one line per epoch (default 1). */
+  verbose?: 0 | 1 | 2;
+}
+
+/** Arguments of {@link Sequential.predict} and {@link Sequential.evaluate}. */
+export interface BatchArgs {
+  /** Samples per forward pass (default 32). */
+  batchSize?: number;
+}
+
+/** What `fit` returns: per-epoch logs, as in Keras. */
+export class History {
+  /** Epoch indices (0-based). */
+  readonly epoch: number[];
+  constructor(
+    /** Each log name mapped to its value per epoch, e.g. `history.loss`, `history.val_accuracy`. */
+    readonly history: Record<string, number[]>,
+  ) {
+    const n = Object.values(history)[0]?.length ?? 0;
+    this.epoch = Array.from({ length: n }, (_, i) => i);
+  }
+}
+
+interface FitEvent {
+  type: "trainBegin" | "batchEnd" | "epochEnd";
+  epochs: number;
+  steps: number;
+  epoch: number;
+  batch: number;
+  logs: Logs;
+}
+
+function knownKeys(what: string, value: object, allowed: string[]): void {
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) {
+      throw new Error(`${what}: unknown option '${key}'; expected one of: ${allowed.join(", ")}`);
+    }
+  }
+}
+
+function positiveInt(what: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) {
+    throw new RangeError(`${what} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** A linear stack of layers. Create with {@link sequential}. */
+export class Sequential {
+  /** The layers, in order. */
+  readonly layers: Layer[];
+  readonly #native: NativeModel;
+  #compileArgs: CompileArgs | undefined;
+  #stopRequested = false;
+
+  /** @internal Use {@link sequential} or {@link loadModel}. */
+  constructor(layers: Layer[], nativeModel: NativeModel) {
+    this.layers = layers;
+    this.#native = nativeModel;
+  }
+
+  /** Sample input shape (no batch axis), once known. */
+  get inputShape(): number[] | null {
+    return this.#native.inputShape ?? null;
+  }
+
+  /** Sample output shape (no batch axis), once known. */
+  get outputShape(): number[] | null {
+    return this.#native.outputShape ?? null;
+  }
+
+  /** Set to true (e.g. from a callback) to stop `fit` after the current batch. */
+  get stopTraining(): boolean {
+    return this.#stopRequested;
+  }
+  set stopTraining(value: boolean) {
+    this.#stopRequested = value;
+    if (value) this.#native.stopTraining();
+  }
+
+  /** Creates the weights for samples of `inputShape` (no batch axis). */
+  build(inputShape: number[]): void {
+    this.#native.build(inputShape);
+  }
+
+  /** Sets the loss, optimizer and metrics. */
+  compile(args: CompileArgs): void {
+    if (args === null || typeof args !== "object") throw new TypeError("compile: expected { optimizer, loss, metrics }");
+    knownKeys("compile", args, ["optimizer", "loss", "metrics"]);
+    const optimizer = args.optimizer instanceof Optimizer ? args.optimizer.toJSON() : (args.optimizer ?? "rmsprop");
+    this.#native.compile(JSON.stringify({ optimizer, loss: args.loss, metrics: args.metrics ?? [] }));
+    this.#compileArgs = args;
+  }
+
+  /** Trains for a number of epochs; resolves to the History. Runs on Rust threads. */
+  async fit(x: Tensor, y: Tensor, args: FitArgs = {}): Promise<History> {
+    expectTensor(x, "fit: x");
+    expectTensor(y, "fit: y");
+    knownKeys("fit", args, ["epochs", "batchSize", "validationData", "validationSplit", "shuffle", "callbacks", "verbose"]);
+    const epochs = positiveInt("fit: epochs", args.epochs, 1);
+    const batchSize = positiveInt("fit: batchSize", args.batchSize, 32);
+    const verbose = args.verbose ?? 1;
+    if (![0, 1, 2].includes(verbose)) throw new RangeError(`fit: verbose must be 0, 1 or 2, got ${verbose}`);
+    const callbacks = args.callbacks ?? [];
+    const nativeSpecs = callbacks.filter((c) => c instanceof NativeCallback).map((c) => c.spec);
+    const scheduler = callbacks.find((c) => c instanceof LearningRateScheduler);
+    const hooks = callbacks.filter(
+      (c) => !(c instanceof NativeCallback) && !(c instanceof LearningRateScheduler),
+    ) as CustomCallback[];
+    let learningRates: number[] | undefined;
+    if (scheduler) {
+      let lr = this.#learningRate();
+      learningRates = [];
+      for (let epoch = 0; epoch < epochs; epoch++) {
+        lr = scheduler.schedule(epoch, lr);
+        if (typeof lr !== "number" || !Number.isFinite(lr) || lr <= 0) {
+          throw new RangeError(`learningRateScheduler returned ${lr} for epoch ${epoch}; expected a positive number`);
+        }
+        learningRates.push(lr);
+      }
+    }
+    let validation: Float32Array[] | undefined;
+    let validationShapes: number[][] | undefined;
+    if (args.validationData !== undefined) {
+      const [vx, vy] = args.validationData;
+      expectTensor(vx, "fit: validationData[0]");
+      expectTensor(vy, "fit: validationData[1]");
+      validation = [vx.data, vy.data];
+      validationShapes = [[...vx.shape], [...vy.shape]];
+    }
+    const progress = new ProgressReporter(verbose);
+    let lastLogs: Logs = {};
+    const onEvent = (json: string) => {
+      const event = JSON.parse(json) as FitEvent;
+      if (event.type === "trainBegin") {
+        progress.trainBegin(event.epochs, event.steps);
+        for (const h of hooks) h.onTrainBegin?.({ epochs: event.epochs, steps: event.steps });
+      } else if (event.type === "batchEnd") {
+        progress.batchEnd(event.epoch, event.batch, event.logs);
+        for (const h of hooks) h.onBatchEnd?.(event.batch, event.logs);
+      } else {
+        lastLogs = event.logs;
+        progress.epochEnd(event.epoch, event.logs);
+        for (const h of hooks) h.onEpochEnd?.(event.epoch, event.logs);
+      }
+    };
+    this.#stopRequested = false;
+    const options = {
+      epochs,
+      batchSize,
+      shuffle: args.shuffle ?? true,
+      validationSplit: args.validationSplit ?? 0,
+      learningRates,
+      callbacks: nativeSpecs,
+    };
+    const historyJson = await this.#native.fit(
+      x.data,
+      [...x.shape],
+      y.data,
+      [...y.shape],
+      validation,
+      validationShapes,
+      JSON.stringify(options),
+      onEvent,
+    );
+    // Let events still queued on the event loop reach the callbacks before we resolve.
+    await new Promise((resolve) => setImmediate(resolve));
+    for (const h of hooks) h.onTrainEnd?.(lastLogs);
+    return new History(JSON.parse(historyJson));
+  }
+
+  #learningRate(): number {
+    const opt = this.#compileArgs?.optimizer;
+    const given = opt instanceof Optimizer ? (opt.args.learningRate as number | undefined) : undefined;
+    if (given !== undefined) return given;
+    const name = opt instanceof Optimizer ? opt.name : (opt ?? "rmsprop");
+    return name === "sgd" ? 0.01 : 0.001;
+  }
+
+  /** Loss and metrics over `x`, `y`, e.g. `{ loss, accuracy }`. */
+  async evaluate(x: Tensor, y: Tensor, args: BatchArgs = {}): Promise<Logs> {
+    expectTensor(x, "evaluate: x");
+    expectTensor(y, "evaluate: y");
+    knownKeys("evaluate", args, ["batchSize"]);
+    const batchSize = positiveInt("evaluate: batchSize", args.batchSize, 32);
+    return JSON.parse(await this.#native.evaluate(x.data, [...x.shape], y.data, [...y.shape], batchSize));
+  }
+
+  /** Model outputs for `x`. */
+  async predict(x: Tensor, args: BatchArgs = {}): Promise<Tensor> {
+    expectTensor(x, "predict: x");
+    knownKeys("predict", args, ["batchSize"]);
+    const batchSize = positiveInt("predict: batchSize", args.batchSize, 32);
+    const out = await this.#native.predict(x.data, [...x.shape], batchSize);
+    return new Tensor(out.data, out.shape);
+  }
+
+  /** One gradient step on one batch; resolves to its loss and metrics. */
+  async trainOnBatch(x: Tensor, y: Tensor): Promise<Logs> {
+    expectTensor(x, "trainOnBatch: x");
+    expectTensor(y, "trainOnBatch: y");
+    return JSON.parse(await this.#native.trainOnBatch(x.data, [...x.shape], y.data, [...y.shape]));
+  }
+
+  /** Keras-style table of layers, output shapes and parameter counts; printed unless `print` is false. */
+  summary(print = true): string {
+    const text = this.#native.summary();
+    if (print) console.log(text);
+    return text;
+  }
+
+  /** Copies of every weight, in layer order. */
+  getWeights(): Tensor[] {
+    return this.#native.getWeights().map((w) => new Tensor(w.data, w.shape));
+  }
+
+  /** Names of the weights, in `getWeights` order (`layer/kernel`, `layer/bias`, ...). */
+  weightNames(): string[] {
+    return this.#native.getWeights().map((w) => w.name);
+  }
+
+  /** Replaces every weight, in `getWeights` order. */
+  setWeights(weights: Tensor[]): void {
+    if (!Array.isArray(weights)) throw new TypeError("setWeights: expected an array of Tensors");
+    this.#native.setWeights(weights.map((w, i) => expectTensor(w, `setWeights: weight ${i}`).data));
+  }
+
+  /** Saves topology (`model.json`) and weights (`weights.safetensors`) into directory `dir`. */
+  async save(dir: string): Promise<void> {
+    if (typeof dir !== "string" || dir === "") throw new TypeError("save: expected a directory path");
+    await this.#native.save(dir);
+  }
+
+  /** Topology as `{ name, layers: [{ className, config }] }`. */
+  toJSON(): { name: string; layers: LayerConfig[] } {
+    return JSON.parse(this.#native.toJson());
+  }
+}
+
+/** Arguments of {@link sequential}. */
+export interface SequentialArgs {
+  /** Model name (default `sequential`). */
+  name?: string;
+  /** Seed for initialisation, shuffling and dropout (default: drawn from `setSeed`'s global stream). */
+  seed?: number;
+}
+
+/** A model that applies `layers` in order. Give the first layer an `inputShape`, or it is built on first use. */
+export function sequential(layers: Layer[], args: SequentialArgs = {}): Sequential {
+  if (!Array.isArray(layers) || layers.length === 0) {
+    throw new TypeError("sequential: expected a non-empty array of layers");
+  }
+  layers.forEach((l, i) => {
+    if (!(l instanceof Layer)) throw new TypeError(`sequential: element ${i} is not a layer (use dense(), conv2d(), ...)`);
+  });
+  knownKeys("sequential", args, ["name", "seed"]);
+  const config = { name: args.name, layers: layers.map((l) => l.toJSON()) };
+  return new Sequential(layers, new native.NativeModel(JSON.stringify(config), args.seed));
+}
+
+/** Loads a model saved with `model.save(dir)`, compiled as it was saved. */
+export async function loadModel(dir: string, args: { seed?: number } = {}): Promise<Sequential> {
+  if (typeof dir !== "string" || dir === "") throw new TypeError("loadModel: expected a directory path");
+  const nativeModel = await native.loadModel(dir, args.seed);
+  const topology = JSON.parse(nativeModel.toJson()) as { layers: LayerConfig[] };
+  const layers = topology.layers.map((l) => new Layer(l.className, l.config));
+  return new Sequential(layers, nativeModel);
+}

@@ -1,0 +1,30 @@
+/**
+ * Eager operations and process-wide settings.
+ */
+import { native } from "./native.ts";
+import { expectTensor, Tensor } from "./tensor.ts";
+
+/** Matrix product of `a` (`[m, k]`) and `b` (`[k, n]`), computed in Rust (AVX-512/AVX2 GEMM). */
+export function matMul(a: Tensor, b: Tensor): Tensor {
+  expectTensor(a, "matMul: a");
+  expectTensor(b, "matMul: b");
+  const out = native.matMul(a.data, [...a.shape], b.data, [...b.shape]);
+  return new Tensor(out.data, out.shape);
+}
+
+/** Sets how many threads the Rust kernels use (also `CORTEX_NUM_THREADS`). */
+export function setNumThreads(n: number): void {
+  if (!Number.isInteger(n) || n <= 0) throw new RangeError(`setNumThreads: expected a positive integer, got ${n}`);
+  native.setNumThreads(n);
+}
+
+/** Number of threads the Rust kernels use. */
+export function getNumThreads(): number {
+  return native.getNumThreads();
+}
+
+/** Fixes the global seed: models created afterwards initialise, shuffle and drop out reproducibly. */
+export function setSeed(seed: number): void {
+  if (!Number.isInteger(seed) || seed < 0) throw new RangeError(`setSeed: expected a non-negative integer, got ${seed}`);
+  native.setSeed(seed);
+}

@@ -1,0 +1,79 @@
+/**
+ * Optimizers with the Keras update rules. Pass an instance or a name (`'adam'`) to `compile`.
+ */
+
+/** Arguments of {@link sgd}. */
+export interface SgdArgs {
+  /** Step size (default 0.01). */
+  learningRate?: number;
+  /** Momentum factor (default 0). */
+  momentum?: number;
+  /** Nesterov momentum (default false). */
+  nesterov?: boolean;
+}
+
+/** Arguments of {@link adam}. */
+export interface AdamArgs {
+  /** Step size (default 0.001). */
+  learningRate?: number;
+  /** First-moment decay (default 0.9). */
+  beta1?: number;
+  /** Second-moment decay (default 0.999). */
+  beta2?: number;
+  /** Numerical stabiliser (default 1e-7). */
+  epsilon?: number;
+}
+
+/** Arguments of {@link adamw}. */
+export interface AdamWArgs extends AdamArgs {
+  /** Decoupled weight decay (default 0.004). */
+  weightDecay?: number;
+}
+
+/** Arguments of {@link rmsprop}. */
+export interface RmsPropArgs {
+  /** Step size (default 0.001). */
+  learningRate?: number;
+  /** Decay of the squared-gradient average (default 0.9). */
+  rho?: number;
+  /** Numerical stabiliser (default 1e-7). */
+  epsilon?: number;
+}
+
+/** An optimizer configuration (its state lives in the compiled model, in Rust). */
+export class Optimizer {
+  /** `sgd`, `adam`, `adamw` or `rmsprop`. */
+  readonly name: string;
+  /** Hyper-parameters. */
+  readonly args: Readonly<Record<string, unknown>>;
+
+  constructor(name: string, args: object) {
+    this.name = name;
+    this.args = Object.freeze({ ...args });
+  }
+
+  /** `{ name, ...args }` as sent to Rust. */
+  toJSON(): Record<string, unknown> {
+    return { name: this.name, ...this.args };
+  }
+}
+
+/** Stochastic gradient descent, optionally with (Nesterov) momentum. */
+export function sgd(args: SgdArgs = {}): Optimizer {
+  return new Optimizer("sgd", args);
+}
+
+/** Adam. */
+export function adam(args: AdamArgs = {}): Optimizer {
+  return new Optimizer("adam", args);
+}
+
+/** Adam with decoupled weight decay. */
+export function adamw(args: AdamWArgs = {}): Optimizer {
+  return new Optimizer("adamw", args);
+}
+
+/** RMSprop. */
+export function rmsprop(args: RmsPropArgs = {}): Optimizer {
+  return new Optimizer("rmsprop", args);
+}

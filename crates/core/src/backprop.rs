@@ -11,6 +11,18 @@ use crate::device::Storage;
 use crate::tensor::{Tensor, TensorId};
 use crate::{Error, Result};
 
+/// An op defined outside this file (fused kernels such as recurrent layers or attention):
+/// it names its inputs and computes their gradients itself.
+pub trait CustomOp: Send + Sync {
+    /// Name for error messages.
+    fn name(&self) -> &'static str;
+    /// The tensors gradients flow to.
+    fn inputs(&self) -> Vec<&Tensor>;
+    /// Gradients for (some of) the inputs, given the output and the output's gradient `g`.
+    /// Inputs that do not track gradients may be skipped.
+    fn vjp(&self, out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>>;
+}
+
 /// How a recorded tensor was computed: enough to send gradients to its inputs.
 pub enum Op {
     /// Same data, new shape.
@@ -51,6 +63,11 @@ pub enum Op {
     Mask { x: Tensor, mask: Vec<f32> },
     /// A scalar whose gradient with respect to `x` was computed with the value (fused losses).
     Precomputed { x: Tensor, grad: Vec<f32> },
+    /// A contiguous run of `x`'s values starting at `start` (one output of a multi-output op,
+    /// which packs its outputs into one tensor).
+    Slice { x: Tensor, start: usize },
+    /// An op implemented elsewhere.
+    Custom(Box<dyn CustomOp>),
 }
 
 /// Gradients of one backward pass, keyed by tensor.
@@ -126,7 +143,9 @@ fn inputs(op: &Op) -> Vec<&Tensor> {
         | Op::AvgPool2d { x, .. }
         | Op::GlobalAvgPool { x, .. }
         | Op::Mask { x, .. }
-        | Op::Precomputed { x, .. } => vec![x],
+        | Op::Precomputed { x, .. }
+        | Op::Slice { x, .. } => vec![x],
+        Op::Custom(op) => op.inputs(),
         Op::MatMul(a, b) | Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::AddLastAxis(a, b) => vec![a, b],
         Op::Linear { x, w, b } | Op::Conv2d { x, w, b, .. } => {
             let mut v = vec![x, w];
@@ -236,6 +255,12 @@ fn vjp(op: &Op, out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>> {
             vec![(x.clone(), pool::global_avg_pool2d_backward(g, *batch, *spatial, *channels))]
         }
         Op::Mask { x, mask } => vec![(x.clone(), elementwise::map_binary(g, mask, |g, m| g * m))],
+        Op::Slice { x, start } => {
+            let mut gx = vec![0.0; x.len()];
+            gx[*start..*start + g.len()].copy_from_slice(g);
+            vec![(x.clone(), gx)]
+        }
+        Op::Custom(op) => op.vjp(out, g)?,
         Op::Precomputed { x, grad } => {
             let s = g[0];
             debug_assert_eq!(out.len(), 1);

@@ -82,7 +82,7 @@ fn check_layer_case(case: &Value) {
         p.set(data_of(&case["params"][key])).unwrap();
     }
     let x = Tensor::variable(data_of(x_ref), &x_shape).unwrap();
-    let y = layer.forward(&x, &mut ForwardCtx { training: false, rng: &mut Rng::new(0) }).unwrap();
+    let y = layer.forward(&x, &mut ForwardCtx::new(false, &mut Rng::new(0))).unwrap();
     assert_eq!(y.shape(), shape_of(&case["outputs"]["y"]).as_slice(), "{name}: output shape");
     assert_close(&format!("{name} y"), y.data(), &case["outputs"]["y"]);
     let leaves: Vec<Tensor> = params.iter().map(|p| p.get()).collect();

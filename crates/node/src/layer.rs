@@ -84,7 +84,7 @@ impl NativeLayer {
         let rng = &mut self.rng;
         let y = guarded("apply", || {
             x.check_finite("layer input")?;
-            cortex_core::threads::run(|| no_grad(|| layer.forward(&x, &mut ForwardCtx { training, rng })))
+            cortex_core::threads::run(|| no_grad(|| layer.forward(&x, &mut ForwardCtx::new(training, rng))))
         })?;
         Ok(TensorData::from_tensor(&y))
     }

@@ -11,8 +11,11 @@
 //!
 //! The patch matrix is never built whole: rows are processed in blocks small enough to stay
 //! in cache, the blocks run in parallel on rayon (each with a serial GEMM into a per-thread
-//! scratch buffer), and a lone block uses the GEMM's own parallelism instead. 1x1 stride-1
-//! convolutions skip im2col entirely: `x` already is the patch matrix.
+//! scratch buffer), and a lone block uses the GEMM's own parallelism instead. Each output
+//! block is zeroed by the thread that fills it ([`par_new`]), never in a serial pass first.
+//! The bias rides in the GEMM as a ones column of the patches (forward, and the fused
+//! [`conv2d_backward_filter_bias`]), so it costs no extra pass over the output.
+//! 1x1 stride-1 convolutions skip im2col entirely: `x` already is the patch matrix.
 
 use std::cell::RefCell;
 

@@ -210,7 +210,7 @@ impl Sequential {
 
     /// Runs the layers (`rng` feeds dropout in training mode).
     pub fn forward(&self, x: &Tensor, training: bool, rng: &mut Rng) -> Result<Tensor> {
-        let mut ctx = ForwardCtx { training, rng };
+        let mut ctx = ForwardCtx::new(training, rng);
         let mut h = x.clone();
         for layer in &self.layers {
             h = layer.forward(&h, &mut ctx)?;

@@ -59,6 +59,39 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     ))
 }
 
+/// Splits a packed tensor into consecutive pieces of the given shapes (how multi-output ops
+/// return several tensors: gradients of the pieces flow back into the packed tensor).
+pub fn split(packed: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
+    let total: usize = shapes.iter().map(|s| crate::tensor::numel(s)).sum();
+    if total != packed.len() {
+        return Err(Error::shape("split", format!("pieces totalling {} values", packed.len()), shapes));
+    }
+    let mut start = 0;
+    let mut out = Vec::with_capacity(shapes.len());
+    for shape in shapes {
+        let n = crate::tensor::numel(shape);
+        let data = packed.data()[start..start + n].to_vec();
+        let s = start;
+        out.push(Tensor::from_op(data, shape.clone(), |_| Op::Slice { x: packed.clone(), start: s }, &[packed]));
+        start += n;
+    }
+    Ok(out)
+}
+
+/// Records a value computed by a fused kernel together with the [`CustomOp`](crate::backprop::CustomOp)
+/// that differentiates it.
+pub fn custom(
+    data: Vec<f32>,
+    shape: Vec<usize>,
+    op: impl FnOnce() -> Box<dyn crate::backprop::CustomOp>,
+    inputs: &[&Tensor],
+) -> Result<Tensor> {
+    if data.len() != crate::tensor::numel(&shape) {
+        return Err(Error::shape("custom op output", crate::tensor::numel(&shape), data.len()));
+    }
+    Ok(Tensor::from_op(data, shape, |_| Op::Custom(op()), inputs))
+}
+
 /// Elementwise `a + b` (equal shapes).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("add", a, b)?;

@@ -2,11 +2,17 @@
 //! batch forward with differentiable ops.
 
 mod activation;
+mod attention;
 mod conv;
 mod dense;
 mod dropout;
+mod embedding;
+mod merge;
+mod normalization;
 mod pooling;
+mod recurrent;
 mod reshape;
+mod spatial;
 
 pub use activation::{ActivationLayer, ActivationSpec};
 pub use conv::Conv2dLayer;
@@ -22,12 +28,29 @@ use super::param::Param;
 use crate::rng::Rng;
 use crate::{Error, Result, Tensor};
 
-/// What a forward pass needs besides the input.
+/// What a forward pass needs besides the inputs.
 pub struct ForwardCtx<'a> {
-    /// Training mode (dropout active).
+    /// Training mode (dropout active, batch statistics used).
     pub training: bool,
     /// Randomness for dropout.
     pub rng: &'a mut Rng,
+    /// Keras masks of the current call's inputs (`[batch, time]`, 1 = keep, 0 = padded), one per input.
+    pub input_masks: Vec<Option<Tensor>>,
+    /// Masks of the outputs, if the layer sets them (Embedding with maskZero); when left `None`
+    /// the model passes the first input's mask through to outputs that keep the `[batch, time]` axes.
+    pub output_masks: Option<Vec<Option<Tensor>>>,
+}
+
+impl<'a> ForwardCtx<'a> {
+    /// A context with no masks.
+    pub fn new(training: bool, rng: &'a mut Rng) -> Self {
+        ForwardCtx { training, rng, input_masks: Vec::new(), output_masks: None }
+    }
+
+    /// The mask of input `i`, if any.
+    pub fn mask(&self, i: usize) -> Option<&Tensor> {
+        self.input_masks.get(i).and_then(Option::as_ref)
+    }
 }
 
 /// A Keras layer.
@@ -40,7 +63,31 @@ pub trait Layer: Send + Sync {
     fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>>;
     /// Maps a batch forward.
     fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor>;
-    /// Weights, in a stable order.
+    /// Multi-input / multi-output form of [`Layer::build`]; the default accepts exactly one input.
+    fn build_many(&mut self, input_shapes: &[Vec<usize>], rng: &mut Rng) -> Result<Vec<Vec<usize>>> {
+        match input_shapes {
+            [one] => Ok(vec![self.build(one, rng)?]),
+            _ => Err(Error::Invalid(format!(
+                "layer '{}' ({}) takes one input, got {}",
+                self.name(),
+                self.class_name(),
+                input_shapes.len()
+            ))),
+        }
+    }
+    /// Multi-input / multi-output form of [`Layer::forward`]; the default accepts exactly one input.
+    fn call(&self, inputs: &[Tensor], ctx: &mut ForwardCtx) -> Result<Vec<Tensor>> {
+        match inputs {
+            [x] => Ok(vec![self.forward(x, ctx)?]),
+            _ => Err(Error::Invalid(format!(
+                "layer '{}' ({}) takes one input, got {}",
+                self.name(),
+                self.class_name(),
+                inputs.len()
+            ))),
+        }
+    }
+    /// Weights, in a stable order (trainable and non-trainable, e.g. moving statistics).
     fn params(&self) -> Vec<&Param> {
         Vec::new()
     }
@@ -81,42 +128,70 @@ impl Common {
     }
 }
 
+/// Creates a layer of one family from its class name, or `None` when the family does not have it.
+pub(crate) type Factory = fn(&str, &mut Options, &Common) -> Option<Result<Box<dyn Layer>>>;
+
+/// Every layer family: (class name, Keras base name) pairs and the factory.
+const FAMILIES: &[(&[(&str, &str)], Factory)] = &[
+    (CORE_CLASSES, core_layers),
+    (recurrent::CLASSES, recurrent::create),
+    (attention::CLASSES, attention::create),
+    (normalization::CLASSES, normalization::create),
+    (spatial::CLASSES, spatial::create),
+    (embedding::CLASSES, embedding::create),
+    (merge::CLASSES, merge::create),
+];
+
+const CORE_CLASSES: &[(&str, &str)] = &[
+    ("Dense", "dense"),
+    ("Conv2D", "conv2d"),
+    ("MaxPooling2D", "max_pooling2d"),
+    ("AveragePooling2D", "average_pooling2d"),
+    ("GlobalAveragePooling2D", "global_average_pooling2d"),
+    ("Flatten", "flatten"),
+    ("Reshape", "reshape"),
+    ("Dropout", "dropout"),
+    ("Activation", "activation"),
+];
+
+fn core_layers(class_name: &str, o: &mut Options, common: &Common) -> Option<Result<Box<dyn Layer>>> {
+    fn boxed<L: Layer + 'static>(l: Result<L>) -> Result<Box<dyn Layer>> {
+        l.map(|l| Box::new(l) as Box<dyn Layer>)
+    }
+    Some(match class_name {
+        "Dense" => boxed(Dense::from_options(o, common)),
+        "Conv2D" => boxed(Conv2dLayer::from_options(o, common)),
+        "MaxPooling2D" => boxed(Pooling2d::from_options(o, common, true)),
+        "AveragePooling2D" => boxed(Pooling2d::from_options(o, common, false)),
+        "GlobalAveragePooling2D" => boxed(Ok(GlobalAveragePooling2d::new(common))),
+        "Flatten" => boxed(Ok(Flatten::new(common))),
+        "Reshape" => boxed(Reshape::from_options(o, common)),
+        "Dropout" => boxed(Dropout::from_options(o, common)),
+        "Activation" => boxed(ActivationLayer::from_options(o, common)),
+        _ => return None,
+    })
+}
+
 /// Snake-case base name Keras uses for automatic layer names.
 pub fn base_name(class_name: &str) -> &'static str {
-    match class_name {
-        "Dense" => "dense",
-        "Conv2D" => "conv2d",
-        "MaxPooling2D" => "max_pooling2d",
-        "AveragePooling2D" => "average_pooling2d",
-        "GlobalAveragePooling2D" => "global_average_pooling2d",
-        "Flatten" => "flatten",
-        "Reshape" => "reshape",
-        "Dropout" => "dropout",
-        _ => "activation",
-    }
+    FAMILIES
+        .iter()
+        .flat_map(|(classes, _)| classes.iter())
+        .find(|(c, _)| *c == class_name)
+        .map_or("layer", |(_, base)| base)
 }
 
 /// Builds a layer from its class name and options, with the options checked.
 pub fn from_config(class_name: &str, config: &Value) -> Result<(Box<dyn Layer>, Common)> {
     let mut o = Options::new(class_name, config)?;
     let common = Common::read(&mut o)?;
-    let layer: Box<dyn Layer> = match class_name {
-        "Dense" => Box::new(Dense::from_options(&mut o, &common)?),
-        "Conv2D" => Box::new(Conv2dLayer::from_options(&mut o, &common)?),
-        "MaxPooling2D" => Box::new(Pooling2d::from_options(&mut o, &common, true)?),
-        "AveragePooling2D" => Box::new(Pooling2d::from_options(&mut o, &common, false)?),
-        "GlobalAveragePooling2D" => Box::new(GlobalAveragePooling2d::new(&common)),
-        "Flatten" => Box::new(Flatten::new(&common)),
-        "Reshape" => Box::new(Reshape::from_options(&mut o, &common)?),
-        "Dropout" => Box::new(Dropout::from_options(&mut o, &common)?),
-        "Activation" => Box::new(ActivationLayer::from_options(&mut o, &common)?),
-        other => {
-            return Err(Error::Invalid(format!(
-                "unknown layer class '{other}'; expected one of: Dense, Conv2D, MaxPooling2D, AveragePooling2D, \
-                 GlobalAveragePooling2D, Flatten, Reshape, Dropout, Activation"
-            )))
-        }
-    };
+    let layer = FAMILIES
+        .iter()
+        .find_map(|(_, factory)| factory(class_name, &mut o, &common))
+        .unwrap_or_else(|| {
+            let known: Vec<&str> = FAMILIES.iter().flat_map(|(c, _)| c.iter().map(|(n, _)| *n)).collect();
+            Err(Error::Invalid(format!("unknown layer class '{class_name}'; expected one of: {}", known.join(", "))))
+        })?;
     o.finish()?;
     Ok((layer, common))
 }

@@ -1,8 +1,9 @@
 /**
  * cortex-nn: Keras-style neural networks for Node.js, computed by a Rust engine.
  */
-export * as callbacks from "./src/callbacks.ts";
+
 export type { Callback, CustomCallback, Logs } from "./src/callbacks.ts";
+export * as callbacks from "./src/callbacks.ts";
 export { loadMnist } from "./src/data/mnist.ts";
 export * as layers from "./src/layers.ts";
 export {

@@ -43,7 +43,11 @@ const model = sequential([
   dense({ units: 10, activation: "softmax" }),
 ]);
 model.summary();
-model.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy", metrics: ["accuracy"] });
+model.compile({
+  optimizer: adam({ learningRate: 1e-3 }),
+  loss: "sparseCategoricalCrossentropy",
+  metrics: ["accuracy"],
+});
 
 const started = performance.now();
 await model.fit(xTrain, yTrain, { epochs, batchSize: 128, validationSplit: 0.1 });

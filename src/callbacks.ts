@@ -79,6 +79,7 @@ export function terminateOnNaN(): NativeCallback {
  * Rust training loop never has to call back into JavaScript.
  */
 export function learningRateScheduler(schedule: (epoch: number, lr: number) => number): LearningRateScheduler {
-  if (typeof schedule !== "function") throw new TypeError("learningRateScheduler: expected a function (epoch, lr) => lr");
+  if (typeof schedule !== "function")
+    throw new TypeError("learningRateScheduler: expected a function (epoch, lr) => lr");
   return new LearningRateScheduler(schedule);
 }

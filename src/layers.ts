@@ -2,7 +2,7 @@
  * Keras layers (camelCase arguments, channels-last). A layer is a description that a model
  * sends to Rust; it can also be used on its own: `build(inputShape)`, `setWeights`, `apply(x)`.
  */
-import { native, type NativeLayer } from "./native.ts";
+import { type NativeLayer, native } from "./native.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
 
 /** Activation names accepted by `activation` options. */

@@ -2,16 +2,10 @@
  * The sequential model. TypeScript describes; Rust runs: `fit`, `evaluate`, `predict` and
  * file I/O execute on Rust threads and return Promises, so the event loop stays free.
  */
-import {
-  type Callback,
-  type CustomCallback,
-  LearningRateScheduler,
-  type Logs,
-  NativeCallback,
-} from "./callbacks.ts";
+import { type Callback, type CustomCallback, LearningRateScheduler, type Logs, NativeCallback } from "./callbacks.ts";
 import { Layer, type LayerConfig } from "./layers.ts";
 import type { LossName, LossSpec } from "./losses.ts";
-import { native, type NativeModel } from "./native.ts";
+import { type NativeModel, native } from "./native.ts";
 import { Optimizer } from "./optimizers.ts";
 import { ProgressReporter } from "./progress.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
@@ -128,7 +122,8 @@ export class Sequential {
 
   /** Sets the loss, optimizer and metrics. */
   compile(args: CompileArgs): void {
-    if (args === null || typeof args !== "object") throw new TypeError("compile: expected { optimizer, loss, metrics }");
+    if (args === null || typeof args !== "object")
+      throw new TypeError("compile: expected { optimizer, loss, metrics }");
     knownKeys("compile", args, ["optimizer", "loss", "metrics"]);
     const optimizer = args.optimizer instanceof Optimizer ? args.optimizer.toJSON() : (args.optimizer ?? "rmsprop");
     this.#native.compile(JSON.stringify({ optimizer, loss: args.loss, metrics: args.metrics ?? [] }));
@@ -139,7 +134,15 @@ export class Sequential {
   async fit(x: Tensor, y: Tensor, args: FitArgs = {}): Promise<History> {
     expectTensor(x, "fit: x");
     expectTensor(y, "fit: y");
-    knownKeys("fit", args, ["epochs", "batchSize", "validationData", "validationSplit", "shuffle", "callbacks", "verbose"]);
+    knownKeys("fit", args, [
+      "epochs",
+      "batchSize",
+      "validationData",
+      "validationSplit",
+      "shuffle",
+      "callbacks",
+      "verbose",
+    ]);
     const epochs = positiveInt("fit: epochs", args.epochs, 1);
     const batchSize = positiveInt("fit: batchSize", args.batchSize, 32);
     const verbose = args.verbose ?? 1;
@@ -294,7 +297,8 @@ export function sequential(layers: Layer[], args: SequentialArgs = {}): Sequenti
     throw new TypeError("sequential: expected a non-empty array of layers");
   }
   layers.forEach((l, i) => {
-    if (!(l instanceof Layer)) throw new TypeError(`sequential: element ${i} is not a layer (use dense(), conv2d(), ...)`);
+    if (!(l instanceof Layer))
+      throw new TypeError(`sequential: element ${i} is not a layer (use dense(), conv2d(), ...)`);
   });
   knownKeys("sequential", args, ["name", "seed"]);
   const config = { name: args.name, layers: layers.map((l) => l.toJSON()) };

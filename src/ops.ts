@@ -25,6 +25,7 @@ export function getNumThreads(): number {
 
 /** Fixes the global seed: models created afterwards initialise, shuffle and drop out reproducibly. */
 export function setSeed(seed: number): void {
-  if (!Number.isInteger(seed) || seed < 0) throw new RangeError(`setSeed: expected a non-negative integer, got ${seed}`);
+  if (!Number.isInteger(seed) || seed < 0)
+    throw new RangeError(`setSeed: expected a non-negative integer, got ${seed}`);
   native.setSeed(seed);
 }

@@ -34,9 +34,7 @@ export class Tensor {
     checkShape(shape, "Tensor");
     const size = shape.reduce((a, b) => a * b, 1);
     if (size !== data.length) {
-      throw new Error(
-        `Tensor: data has ${data.length} values but shape [${shape.join(", ")}] needs ${size}`,
-      );
+      throw new Error(`Tensor: data has ${data.length} values but shape [${shape.join(", ")}] needs ${size}`);
     }
     this.data = data;
     this.shape = Object.freeze([...shape]);
@@ -117,7 +115,10 @@ export function tensor(data: Float32Array | NestedArray, shape?: readonly number
     return new Tensor(data, shape ?? [data.length]);
   }
   if (ArrayBuffer.isView(data)) {
-    return new Tensor(Float32Array.from(data as unknown as ArrayLike<number>), shape ?? [(data as unknown as ArrayLike<number>).length]);
+    return new Tensor(
+      Float32Array.from(data as unknown as ArrayLike<number>),
+      shape ?? [(data as unknown as ArrayLike<number>).length],
+    );
   }
   if (typeof data === "number") {
     return new Tensor(Float32Array.of(data), shape ?? []);

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { callbacks, dense, Layer, loadModel, matMul, optimizers, sequential, Tensor, tensor } from "../index.ts";
+import { callbacks, dense, Layer, loadModel, matMul, optimizers, sequential, type Tensor, tensor } from "../index.ts";
 import { blobs } from "./helpers.ts";
 
 const dirs: string[] = [];
@@ -12,7 +12,10 @@ afterAll(() => {
 });
 
 function compiled() {
-  const model = sequential([dense({ units: 4, activation: "relu", inputShape: [2] }), dense({ units: 3, activation: "softmax" })], { seed: 1 });
+  const model = sequential(
+    [dense({ units: 4, activation: "relu", inputShape: [2] }), dense({ units: 3, activation: "softmax" })],
+    { seed: 1 },
+  );
   model.compile({ optimizer: "adam", loss: "sparseCategoricalCrossentropy", metrics: ["accuracy"] });
   return model;
 }
@@ -33,9 +36,9 @@ describe("bad input", () => {
 
   it("x and y sample counts that differ", async () => {
     const model = compiled();
-    await expect(model.fit(tensor(new Float32Array(8), [4, 2]), tensor(new Float32Array(3), [3]), { verbose: 0 })).rejects.toThrow(
-      /x has 4 samples but y has 3/,
-    );
+    await expect(
+      model.fit(tensor(new Float32Array(8), [4, 2]), tensor(new Float32Array(3), [3]), { verbose: 0 }),
+    ).rejects.toThrow(/x has 4 samples but y has 3/);
   });
 
   it("labels out of range", async () => {
@@ -49,7 +52,9 @@ describe("bad input", () => {
   it("NaN or Infinity in inputs and targets", async () => {
     const model = compiled();
     await expect(model.predict(tensor([[0, Number.NaN]]))).rejects.toThrow(/non-finite value \(NaN\) at flat index 1/);
-    await expect(model.fit(tensor([[0, Number.POSITIVE_INFINITY]]), tensor([0]), { verbose: 0 })).rejects.toThrow(/inf/);
+    await expect(model.fit(tensor([[0, Number.POSITIVE_INFINITY]]), tensor([0]), { verbose: 0 })).rejects.toThrow(
+      /inf/,
+    );
   });
 
   it("a diverging loss rejects fit, or stops quietly with terminateOnNaN", async () => {
@@ -59,7 +64,10 @@ describe("bad input", () => {
       m.compile({ optimizer: optimizers.sgd({ learningRate: 1e6 }), loss: "meanSquaredError" });
       return m;
     };
-    const big = tensor(Float32Array.from({ length: 64 }, () => 1e30), [64, 1]);
+    const big = tensor(
+      Float32Array.from({ length: 64 }, () => 1e30),
+      [64, 1],
+    );
     await expect(diverging().fit(x, big, { epochs: 5, verbose: 0 })).rejects.toThrow(/training diverged/);
     const history = await diverging().fit(x, big, { epochs: 5, verbose: 0, callbacks: [callbacks.terminateOnNaN()] });
     expect(history.epoch.length).toBeLessThan(5);
@@ -73,7 +81,9 @@ describe("bad input", () => {
     expect(() => dense({ units: -1 })).toThrow(/'units' must be a non-negative integer|positive integer/);
     const model = sequential([dense({ units: 2, inputShape: [2] })]);
     expect(() => model.compile({ loss: "hinge" as never })).toThrow(/unknown loss 'hinge'/);
-    expect(() => model.compile({ loss: "meanSquaredError", optimizer: "adagrad" as never })).toThrow(/unknown optimizer 'adagrad'/);
+    expect(() => model.compile({ loss: "meanSquaredError", optimizer: "adagrad" as never })).toThrow(
+      /unknown optimizer 'adagrad'/,
+    );
     expect(() => model.compile({ loss: "meanSquaredError", metrics: ["f1"] })).toThrow(/unknown metric 'f1'/);
     expect(() => model.compile({ loss: "meanSquaredError", lr: 1 } as never)).toThrow(/unknown option 'lr'/);
   });
@@ -92,12 +102,16 @@ describe("bad input", () => {
   it("fit before compile", async () => {
     const model = sequential([dense({ units: 2, inputShape: [2] })]);
     const { x, y } = blobs(4);
-    await expect(model.fit(x, y, { verbose: 0 })).rejects.toThrow(/must be compiled before training.*call compile\(\) first/);
+    await expect(model.fit(x, y, { verbose: 0 })).rejects.toThrow(
+      /must be compiled before training.*call compile\(\) first/,
+    );
     await expect(model.evaluate(x, y)).rejects.toThrow(/compile\(\)/);
   });
 
   it("loadModel on a missing, truncated or corrupt directory", async () => {
-    await expect(loadModel("/nonexistent/cortex-model")).rejects.toThrow(/cannot read model file '\/nonexistent\/cortex-model\/model.json'/);
+    await expect(loadModel("/nonexistent/cortex-model")).rejects.toThrow(
+      /cannot read model file '\/nonexistent\/cortex-model\/model.json'/,
+    );
     const model = compiled();
     const dir = mkdtempSync(join(tmpdir(), "cortex-bad-"));
     dirs.push(dir);

@@ -1,5 +1,5 @@
 /** Shared test helpers: small deterministic data sets. */
-import { Tensor, tensor } from "../index.ts";
+import { type Tensor, tensor } from "../index.ts";
 
 /** A seeded linear-congruential stream in [0, 1). */
 export function lcg(seed: number): () => number {
@@ -29,5 +29,8 @@ export function blobs(n: number, seed = 1): { x: Tensor; y: Tensor } {
 export function randomTensor(shape: number[], seed = 7): Tensor {
   const rand = lcg(seed);
   const size = shape.reduce((a, b) => a * b, 1);
-  return tensor(Float32Array.from({ length: size }, () => rand() * 2 - 1), shape);
+  return tensor(
+    Float32Array.from({ length: size }, () => rand() * 2 - 1),
+    shape,
+  );
 }

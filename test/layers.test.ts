@@ -1,7 +1,17 @@
 /** Eager layers through the public API: build, setWeights, apply; checked against the PyTorch fixtures. */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { activation, conv2d, dense, dropout, flatten, globalAveragePooling2d, maxPooling2d, reshape, tensor } from "../index.ts";
+import {
+  activation,
+  conv2d,
+  dense,
+  dropout,
+  flatten,
+  globalAveragePooling2d,
+  maxPooling2d,
+  reshape,
+  tensor,
+} from "../index.ts";
 
 interface Blob {
   shape: number[];
@@ -15,13 +25,17 @@ interface Case {
   params: Record<string, Blob>;
   outputs: Record<string, Blob>;
 }
-const fixtures = JSON.parse(readFileSync(new URL("./fixtures/fixtures.json", import.meta.url), "utf8")) as { cases: Case[] };
+const fixtures = JSON.parse(readFileSync(new URL("./fixtures/fixtures.json", import.meta.url), "utf8")) as {
+  cases: Case[];
+};
 const byName = (name: string) => fixtures.cases.find((c) => c.name === name) as Case;
 const t = (b: Blob) => tensor(Float32Array.from(b.data), b.shape);
 
 function expectClose(got: Float32Array, want: number[]) {
   expect(got.length).toBe(want.length);
-  got.forEach((g, i) => expect(Math.abs(g - want[i])).toBeLessThanOrEqual(1e-5 + 1e-4 * Math.abs(want[i])));
+  got.forEach((g, i) => {
+    expect(Math.abs(g - want[i])).toBeLessThanOrEqual(1e-5 + 1e-4 * Math.abs(want[i]));
+  });
 }
 
 describe("layers used eagerly", () => {
@@ -39,8 +53,19 @@ describe("layers used eagerly", () => {
   it("conv2d with same padding, strides and dilation matches PyTorch", () => {
     for (const name of ["conv2d_1x8x8x3_k3x3x2_s22_same_d11", "conv2d_1x7x7x2_k3x3x3_s11_same_d22"]) {
       const c = byName(name);
-      const a = c.attrs as { filters: number; kernel_size: [number, number]; strides: [number, number]; dilation_rate: [number, number] };
-      const layer = conv2d({ filters: a.filters, kernelSize: a.kernel_size, strides: a.strides, dilationRate: a.dilation_rate, padding: "same" });
+      const a = c.attrs as {
+        filters: number;
+        kernel_size: [number, number];
+        strides: [number, number];
+        dilation_rate: [number, number];
+      };
+      const layer = conv2d({
+        filters: a.filters,
+        kernelSize: a.kernel_size,
+        strides: a.strides,
+        dilationRate: a.dilation_rate,
+        padding: "same",
+      });
       layer.build(c.inputs.x.shape.slice(1));
       layer.setWeights([t(c.params.kernel), t(c.params.bias)]);
       expectClose(layer.apply(t(c.inputs.x)).data, c.outputs.y.data);
@@ -70,7 +95,10 @@ describe("layers used eagerly", () => {
     const d = dense({ units: 3, useBias: false, kernelInitializer: "zeros" });
     d.build([2]);
     expect(d.getWeights().map((w) => Array.from(w.data))).toEqual([[0, 0, 0, 0, 0, 0]]);
-    expect(d.toJSON()).toEqual({ className: "Dense", config: { units: 3, useBias: false, kernelInitializer: "zeros" } });
+    expect(d.toJSON()).toEqual({
+      className: "Dense",
+      config: { units: 3, useBias: false, kernelInitializer: "zeros" },
+    });
   });
 
   it("dropout is active only in training, and scales kept values", () => {

@@ -5,7 +5,9 @@ import { randomTensor } from "./helpers.ts";
 
 describe("memory", () => {
   it("RSS does not grow across 5000 predict calls", async () => {
-    const model = sequential([dense({ units: 256, activation: "relu", inputShape: [64] }), dense({ units: 10 })], { seed: 1 });
+    const model = sequential([dense({ units: 256, activation: "relu", inputShape: [64] }), dense({ units: 10 })], {
+      seed: 1,
+    });
     const x = randomTensor([32, 64]);
     const run = async (n: number) => {
       for (let i = 0; i < n; i++) await model.predict(x);

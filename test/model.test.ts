@@ -39,7 +39,11 @@ describe("sequential model", () => {
   it("learns a separable problem and reports Keras-style history", async () => {
     const { x, y } = blobs(256);
     const model = mlp();
-    model.compile({ optimizer: optimizers.adam({ learningRate: 0.05 }), loss: "sparseCategoricalCrossentropy", metrics: ["accuracy"] });
+    model.compile({
+      optimizer: optimizers.adam({ learningRate: 0.05 }),
+      loss: "sparseCategoricalCrossentropy",
+      metrics: ["accuracy"],
+    });
     const history = await model.fit(x, y, { epochs: 8, batchSize: 32, verbose: 0, validationSplit: 0.25 });
     expect(Object.keys(history.history).sort()).toEqual(["accuracy", "loss", "val_accuracy", "val_loss"]);
     expect(history.epoch).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
@@ -76,14 +80,25 @@ describe("sequential model", () => {
     expect(text).toContain("Total params: 34826");
     expect(text).toContain("(None, 5, 5, 64)");
     expect(model.outputShape).toEqual([10]);
-    expect(model.getWeights().map((w) => w.shape)).toEqual([[3, 3, 1, 32], [32], [3, 3, 32, 64], [64], [1600, 10], [10]]);
+    expect(model.getWeights().map((w) => w.shape)).toEqual([
+      [3, 3, 1, 32],
+      [32],
+      [3, 3, 32, 64],
+      [64],
+      [1600, 10],
+      [10],
+    ]);
     expect(model.weightNames()[0]).toBe("conv2d/kernel");
   });
 
   it("trainOnBatch steps and setWeights/getWeights round-trip", async () => {
     const { x, y } = blobs(32);
     const model = mlp();
-    model.compile({ optimizer: optimizers.sgd({ learningRate: 0.1, momentum: 0.9 }), loss: "sparseCategoricalCrossentropy", metrics: ["accuracy"] });
+    model.compile({
+      optimizer: optimizers.sgd({ learningRate: 0.1, momentum: 0.9 }),
+      loss: "sparseCategoricalCrossentropy",
+      metrics: ["accuracy"],
+    });
     const before = model.getWeights();
     const logs = await model.trainOnBatch(x, y);
     expect(Object.keys(logs)).toEqual(["loss", "accuracy"]);
@@ -124,7 +139,7 @@ describe("sequential model", () => {
       callbacks: [
         callbacks.earlyStopping({ monitor: "val_loss", patience: 1, minDelta: 0.01 }),
         callbacks.modelCheckpoint({ filepath: join(dir, "epoch-{epoch}") }),
-        callbacks.learningRateScheduler((epoch, lr) => {
+        callbacks.learningRateScheduler((_epoch, lr) => {
           lrs.push(lr);
           return lr * 0.5;
         }),
@@ -149,7 +164,13 @@ describe("sequential model", () => {
       epochs: 10_000,
       batchSize: 8,
       verbose: 0,
-      callbacks: [{ onBatchEnd: () => { model.stopTraining = true; } }],
+      callbacks: [
+        {
+          onBatchEnd: () => {
+            model.stopTraining = true;
+          },
+        },
+      ],
     });
     expect(history.epoch.length).toBeLessThan(10_000);
   });
@@ -165,13 +186,20 @@ describe("sequential model", () => {
       ],
       { seed: 5 },
     );
-    model.compile({ optimizer: adam({ learningRate: 3e-3 }), loss: "sparseCategoricalCrossentropy", metrics: ["accuracy"] });
+    model.compile({
+      optimizer: adam({ learningRate: 3e-3 }),
+      loss: "sparseCategoricalCrossentropy",
+      metrics: ["accuracy"],
+    });
     await model.fit(tensor(mnist.trainImages, [4096, 28, 28, 1]), tensor(mnist.trainLabels, [4096]), {
       epochs: 3,
       batchSize: 64,
       verbose: 0,
     });
-    const { accuracy } = await model.evaluate(tensor(mnist.testImages, [1000, 28, 28, 1]), tensor(mnist.testLabels, [1000]));
+    const { accuracy } = await model.evaluate(
+      tensor(mnist.testImages, [1000, 28, 28, 1]),
+      tensor(mnist.testLabels, [1000]),
+    );
     // PyTorch reaches 0.84-0.89 on this exact setup (3 epochs, 4096 images, first 1000 test images).
     expect(accuracy).toBeGreaterThan(0.85);
   });
@@ -179,7 +207,11 @@ describe("sequential model", () => {
   it("binary and regression losses train", async () => {
     const { x, y } = blobs(128);
     const bin = sequential([dense({ units: 1, inputShape: [2] })], { seed: 3 });
-    bin.compile({ optimizer: optimizers.adam({ learningRate: 0.05 }), loss: { name: "binaryCrossentropy", fromLogits: true }, metrics: ["accuracy"] });
+    bin.compile({
+      optimizer: optimizers.adam({ learningRate: 0.05 }),
+      loss: { name: "binaryCrossentropy", fromLogits: true },
+      metrics: ["accuracy"],
+    });
     await bin.fit(x, y.reshape([128, 1]), { epochs: 10, verbose: 0 });
     expect((await bin.evaluate(x, y.reshape([128, 1]))).accuracy).toBeGreaterThan(0.95);
     const target = randomTensor([128, 1], 9);

@@ -1,6 +1,9 @@
 //! Times one training step of the Keras MNIST convnet at batch 128 (for profiling:
 //! `cargo run --release -p cortex-core --example convnet_step`).
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cortex_core::nn::Sequential;
 use cortex_core::rng::Rng;
 use cortex_core::{threads, Tensor};
@@ -17,7 +20,9 @@ fn main() {
         {"className": "Dense", "config": {"units": 10, "activation": "softmax"}},
     ]});
     let mut model = Sequential::from_config(&config, 1).unwrap();
-    model.compile(&json!({"optimizer": "adam", "loss": "sparseCategoricalCrossentropy", "metrics": ["accuracy"]})).unwrap();
+    model
+        .compile(&json!({"optimizer": "adam", "loss": "sparseCategoricalCrossentropy", "metrics": ["accuracy"]}))
+        .unwrap();
     let batch = 128;
     let mut rng = Rng::new(3);
     let x = Tensor::new((0..batch * 784).map(|_| rng.uniform()).collect(), &[batch, 28, 28, 1]).unwrap();

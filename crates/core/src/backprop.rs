@@ -42,7 +42,11 @@ pub enum Op {
     /// `x * s` for a constant `s`.
     Scale(Tensor, f32),
     /// Pointwise activation; `y` is the output's own storage.
-    Activation { x: Tensor, act: Activation, y: Arc<Storage> },
+    Activation {
+        x: Tensor,
+        act: Activation,
+        y: Arc<Storage>,
+    },
     /// Softmax over the last axis.
     Softmax { y: Arc<Storage>, x: Tensor },
     /// Log-softmax over the last axis.
@@ -52,13 +56,27 @@ pub enum Op {
     /// Mean of all elements.
     Mean(Tensor),
     /// Channels-last 2-D convolution.
-    Conv2d { x: Tensor, w: Tensor, b: Option<Tensor>, geom: Conv2dGeometry },
+    Conv2d {
+        x: Tensor,
+        w: Tensor,
+        b: Option<Tensor>,
+        geom: Conv2dGeometry,
+    },
     /// Max pooling, with the flat index of each window's maximum.
-    MaxPool2d { x: Tensor, argmax: Vec<u32>, geom: pool::Pool2dGeometry },
+    MaxPool2d {
+        x: Tensor,
+        argmax: Vec<u32>,
+        geom: pool::Pool2dGeometry,
+    },
     /// Average pooling.
     AvgPool2d { x: Tensor, geom: pool::Pool2dGeometry },
     /// Mean over the spatial axes of `[b, spatial..., c]`.
-    GlobalAvgPool { x: Tensor, batch: usize, spatial: usize, channels: usize },
+    GlobalAvgPool {
+        x: Tensor,
+        batch: usize,
+        spatial: usize,
+        channels: usize,
+    },
     /// `x * mask` for a constant mask (dropout).
     Mask { x: Tensor, mask: Vec<f32> },
     /// A scalar whose gradient with respect to `x` was computed with the value (fused losses).
@@ -121,7 +139,7 @@ pub fn backward_with_seed(root: &Tensor, seed: Vec<f32>) -> Result<Grads> {
         let Some(op) = node.op() else { continue };
         // Interior gradients are dropped as soon as they are used; leaves keep theirs.
         let Some(g) = grads.0.remove(&node.id()) else { continue };
-        for (input, gi) in vjp(op, node, &g)? {
+        for (input, gi) in vjp(op, node, g)? {
             if input.tracks() {
                 grads.accumulate(&input, gi);
             }
@@ -181,18 +199,20 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
 }
 
 /// The vector-Jacobian product of one op: the gradient for each input given the output's `g`.
-fn vjp(op: &Op, out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>> {
+/// `g` is owned so pointwise ops can reuse its buffer instead of allocating.
+fn vjp(op: &Op, out: &Tensor, mut g: Vec<f32>) -> Result<Vec<(Tensor, Vec<f32>)>> {
+    let g_ref: &[f32] = &g;
     Ok(match op {
-        Op::Reshape(x) => vec![(x.clone(), g.to_vec())],
+        Op::Reshape(x) => vec![(x.clone(), g)],
         Op::MatMul(a, b) => {
             let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
             let mut ga = vec![0.0; m * k];
             let mut gb = vec![0.0; k * n];
             if a.tracks() {
-                sgemm(m, k, n, g, false, b.data(), true, &mut ga, false, true);
+                sgemm(m, k, n, g_ref, false, b.data(), true, &mut ga, false, true);
             }
             if b.tracks() {
-                sgemm(k, n, m, a.data(), true, g, false, &mut gb, false, true);
+                sgemm(k, n, m, a.data(), true, g_ref, false, &mut gb, false, true);
             }
             vec![(a.clone(), ga), (b.clone(), gb)]
         }
@@ -202,65 +222,86 @@ fn vjp(op: &Op, out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>> {
             let mut v = Vec::with_capacity(3);
             if x.tracks() {
                 let mut gx = vec![0.0; rows * din];
-                sgemm(rows, din, dout, g, false, w.data(), true, &mut gx, false, true);
+                sgemm(rows, din, dout, g_ref, false, w.data(), true, &mut gx, false, true);
                 v.push((x.clone(), gx));
             }
             if w.tracks() {
                 let mut gw = vec![0.0; din * dout];
-                sgemm(din, dout, rows, x.data(), true, g, false, &mut gw, false, true);
+                sgemm(din, dout, rows, x.data(), true, g_ref, false, &mut gw, false, true);
                 v.push((w.clone(), gw));
             }
             if let Some(b) = b {
-                v.push((b.clone(), elementwise::sum_rows(g, dout)));
+                v.push((b.clone(), elementwise::sum_rows(g_ref, dout)));
             }
             v
         }
-        Op::Add(a, b) => vec![(a.clone(), g.to_vec()), (b.clone(), g.to_vec())],
-        Op::Sub(a, b) => vec![(a.clone(), g.to_vec()), (b.clone(), g.iter().map(|v| -v).collect())],
+        Op::Add(a, b) => vec![(a.clone(), g.clone()), (b.clone(), g)],
+        Op::Sub(a, b) => {
+            let neg = elementwise::map_unary(g_ref, |v| -v);
+            vec![(a.clone(), g), (b.clone(), neg)]
+        }
         Op::Mul(a, b) => vec![
-            (a.clone(), elementwise::map_binary(g, b.data(), |g, b| g * b)),
-            (b.clone(), elementwise::map_binary(g, a.data(), |g, a| g * a)),
+            (a.clone(), elementwise::map_binary(g_ref, b.data(), |g, b| g * b)),
+            (b.clone(), elementwise::map_binary(g_ref, a.data(), |g, a| g * a)),
         ],
-        Op::AddLastAxis(x, b) => vec![(x.clone(), g.to_vec()), (b.clone(), elementwise::sum_rows(g, b.len()))],
-        Op::Scale(x, s) => vec![(x.clone(), g.iter().map(|v| v * s).collect())],
+        Op::AddLastAxis(x, b) => {
+            let gb = elementwise::sum_rows(g_ref, b.len());
+            vec![(x.clone(), g), (b.clone(), gb)]
+        }
+        Op::Scale(x, s) => {
+            elementwise::scale_in_place(&mut g, *s);
+            vec![(x.clone(), g)]
+        }
         Op::Activation { x, act, y } => {
-            vec![(x.clone(), elementwise::activation_backward(*act, x.data(), y.as_slice(), g))]
+            elementwise::activation_backward_in_place(*act, x.data(), y.as_slice(), &mut g);
+            vec![(x.clone(), g)]
         }
         Op::Softmax { y, x } => {
             let cols = *x.shape().last().unwrap_or(&1);
-            vec![(x.clone(), softmax::softmax_backward(y.as_slice(), g, cols))]
+            vec![(x.clone(), softmax::softmax_backward(y.as_slice(), g_ref, cols))]
         }
         Op::LogSoftmax { y, x } => {
             let cols = *x.shape().last().unwrap_or(&1);
-            vec![(x.clone(), softmax::log_softmax_backward(y.as_slice(), g, cols))]
+            vec![(x.clone(), softmax::log_softmax_backward(y.as_slice(), g_ref, cols))]
         }
         Op::Sum(x) => vec![(x.clone(), vec![g[0]; x.len()])],
         Op::Mean(x) => vec![(x.clone(), vec![g[0] / x.len() as f32; x.len()])],
         Op::Conv2d { x, w, b, geom } => {
             let mut v = Vec::with_capacity(3);
             if x.tracks() {
-                v.push((x.clone(), conv::conv2d_backward_input(g, w.data(), geom)));
+                v.push((x.clone(), conv::conv2d_backward_input(g_ref, w.data(), geom)));
             }
             if w.tracks() {
-                v.push((w.clone(), conv::conv2d_backward_filter(x.data(), g, geom)));
+                v.push((w.clone(), conv::conv2d_backward_filter(x.data(), g_ref, geom)));
             }
             if let Some(b) = b {
-                v.push((b.clone(), conv::conv2d_backward_bias(g, geom)));
+                v.push((b.clone(), conv::conv2d_backward_bias(g_ref, geom)));
             }
             v
         }
-        Op::MaxPool2d { x, argmax, geom } => vec![(x.clone(), pool::max_pool2d_backward(g, argmax, geom))],
-        Op::AvgPool2d { x, geom } => vec![(x.clone(), pool::avg_pool2d_backward(g, geom))],
-        Op::GlobalAvgPool { x, batch, spatial, channels } => {
-            vec![(x.clone(), pool::global_avg_pool2d_backward(g, *batch, *spatial, *channels))]
+        Op::MaxPool2d { x, argmax, geom } => vec![(x.clone(), pool::max_pool2d_backward(g_ref, argmax, geom))],
+        Op::AvgPool2d { x, geom } => vec![(x.clone(), pool::avg_pool2d_backward(g_ref, geom))],
+        Op::GlobalAvgPool {
+            x,
+            batch,
+            spatial,
+            channels,
+        } => {
+            vec![(
+                x.clone(),
+                pool::global_avg_pool2d_backward(g_ref, *batch, *spatial, *channels),
+            )]
         }
-        Op::Mask { x, mask } => vec![(x.clone(), elementwise::map_binary(g, mask, |g, m| g * m))],
+        Op::Mask { x, mask } => {
+            elementwise::mul_in_place(&mut g, mask);
+            vec![(x.clone(), g)]
+        }
         Op::Slice { x, start } => {
             let mut gx = vec![0.0; x.len()];
-            gx[*start..*start + g.len()].copy_from_slice(g);
+            gx[*start..*start + g.len()].copy_from_slice(g_ref);
             vec![(x.clone(), gx)]
         }
-        Op::Custom(op) => op.vjp(out, g)?,
+        Op::Custom(op) => op.vjp(out, g_ref)?,
         Op::Precomputed { x, grad } => {
             let s = g[0];
             debug_assert_eq!(out.len(), 1);

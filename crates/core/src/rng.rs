@@ -18,7 +18,9 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Rng { s: [next(), next(), next(), next()] }
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     /// A generator seeded from the clock, for runs without a seed.
@@ -50,7 +52,7 @@ impl Rng {
 
     /// Uniform integer in [0, n).
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// Standard normal (Box-Muller).
@@ -84,27 +86,6 @@ impl Rng {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seeded_streams_repeat_and_look_uniform() {
-        let a: Vec<u64> = (0..5).map({
-            let mut r = Rng::new(7);
-            move |_| r.next_u64()
-        }).collect();
-        let mut r = Rng::new(7);
-        assert!(a.iter().all(|&v| v == r.next_u64()));
-        let mut r = Rng::new(1);
-        let n = 100_000;
-        let mean: f32 = (0..n).map(|_| r.uniform()).sum::<f32>() / n as f32;
-        assert!((mean - 0.5).abs() < 0.01);
-        let var: f32 = (0..n).map(|_| r.normal().powi(2)).sum::<f32>() / n as f32;
-        assert!((var - 1.0).abs() < 0.03);
-    }
-}
-
 fn seed_source() -> &'static std::sync::Mutex<Rng> {
     static SOURCE: std::sync::OnceLock<std::sync::Mutex<Rng>> = std::sync::OnceLock::new();
     SOURCE.get_or_init(|| std::sync::Mutex::new(Rng::from_entropy()))
@@ -119,4 +100,27 @@ pub fn set_global_seed(seed: u64) {
 /// A seed for a new model, drawn from the global source.
 pub fn next_seed() -> u64 {
     seed_source().lock().unwrap_or_else(|e| e.into_inner()).next_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_streams_repeat_and_look_uniform() {
+        let a: Vec<u64> = (0..5)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let mut r = Rng::new(7);
+        assert!(a.iter().all(|&v| v == r.next_u64()));
+        let mut r = Rng::new(1);
+        let n = 100_000;
+        let mean: f32 = (0..n).map(|_| r.uniform()).sum::<f32>() / n as f32;
+        assert!((mean - 0.5).abs() < 0.01);
+        let var: f32 = (0..n).map(|_| r.normal().powi(2)).sum::<f32>() / n as f32;
+        assert!((var - 1.0).abs() < 0.03);
+    }
 }

@@ -74,7 +74,12 @@ impl Tensor {
                 numel(shape)
             )));
         }
-        Ok(Tensor::from_parts(Arc::new(Storage::Cpu(data)), shape.to_vec(), None, false))
+        Ok(Tensor::from_parts(
+            Arc::new(Storage::Cpu(data)),
+            shape.to_vec(),
+            None,
+            false,
+        ))
     }
 
     /// A leaf that gradients flow to (a model weight or a user variable).
@@ -99,7 +104,13 @@ impl Tensor {
     }
 
     pub(crate) fn from_parts(storage: Arc<Storage>, shape: Vec<usize>, op: Option<Op>, requires_grad: bool) -> Tensor {
-        Tensor(Arc::new(Inner { id: TensorId::fresh(), shape, storage, op, requires_grad }))
+        Tensor(Arc::new(Inner {
+            id: TensorId::fresh(),
+            shape,
+            storage,
+            op,
+            requires_grad,
+        }))
     }
 
     /// The result of an op: records `op` when gradients are enabled and an input needs one.
@@ -161,7 +172,10 @@ impl Tensor {
     pub fn item(&self) -> Result<f32> {
         match self.data() {
             [v] => Ok(*v),
-            d => Err(Error::Invalid(format!("item() needs a one-element tensor, got {} elements", d.len()))),
+            d => Err(Error::Invalid(format!(
+                "item() needs a one-element tensor, got {} elements",
+                d.len()
+            ))),
         }
     }
 
@@ -187,7 +201,11 @@ impl Tensor {
     /// Same storage under another shape of equal size.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if numel(shape) != self.len() {
-            return Err(Error::shape("reshape", format!("a shape with {} elements", self.len()), shape));
+            return Err(Error::shape(
+                "reshape",
+                format!("a shape with {} elements", self.len()),
+                shape,
+            ));
         }
         let track = grad_enabled() && self.tracks();
         let op = track.then(|| Op::Reshape(self.clone()));

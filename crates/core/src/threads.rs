@@ -11,7 +11,9 @@ use crate::{Error, Result};
 fn slot() -> &'static RwLock<Arc<ThreadPool>> {
     static POOL: OnceLock<RwLock<Arc<ThreadPool>>> = OnceLock::new();
     POOL.get_or_init(|| {
-        let from_env = std::env::var("CORTEX_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
+        let from_env = std::env::var("CORTEX_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok());
         let n = from_env.filter(|&n| n > 0).unwrap_or_else(default_threads);
         RwLock::new(Arc::new(build(n).expect("cannot start the cortex-nn thread pool")))
     })
@@ -47,7 +49,9 @@ pub fn num_threads() -> usize {
 /// Resizes the pool (at least 1 thread).
 pub fn set_num_threads(n: usize) -> Result<()> {
     if n == 0 {
-        return Err(Error::Invalid("setNumThreads: expected a positive integer, got 0".into()));
+        return Err(Error::Invalid(
+            "setNumThreads: expected a positive integer, got 0".into(),
+        ));
     }
     let new_pool = Arc::new(build(n)?);
     *slot().write().unwrap_or_else(|e| e.into_inner()) = new_pool;

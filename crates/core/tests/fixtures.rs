@@ -21,11 +21,21 @@ fn cases() -> Vec<Value> {
 }
 
 fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()
+    v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect()
 }
 
 fn data_of(v: &Value) -> Vec<f32> {
-    v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap() as f32).collect()
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn tensor_of(v: &Value) -> Tensor {
@@ -50,14 +60,22 @@ fn camel(attrs: &Value, op: &str) -> (String, Value) {
             json!({"filters": a("filters"), "kernelSize": a("kernel_size"), "strides": a("strides"),
                    "padding": a("padding"), "dilationRate": a("dilation_rate")}),
         ),
-        "max_pooling2d" => ("MaxPooling2D".into(), json!({"poolSize": a("pool_size"), "strides": a("strides"), "padding": a("padding")})),
-        "avg_pooling2d" => {
-            ("AveragePooling2D".into(), json!({"poolSize": a("pool_size"), "strides": a("strides"), "padding": a("padding")}))
-        }
+        "max_pooling2d" => (
+            "MaxPooling2D".into(),
+            json!({"poolSize": a("pool_size"), "strides": a("strides"), "padding": a("padding")}),
+        ),
+        "avg_pooling2d" => (
+            "AveragePooling2D".into(),
+            json!({"poolSize": a("pool_size"), "strides": a("strides"), "padding": a("padding")}),
+        ),
         "global_average_pooling2d" => ("GlobalAveragePooling2D".into(), json!({})),
         "activation" => {
             let name = attrs["activation"].as_str().unwrap();
-            let name = if name.starts_with("leaky_relu") { "leaky_relu" } else { name };
+            let name = if name.starts_with("leaky_relu") {
+                "leaky_relu"
+            } else {
+                name
+            };
             ("Activation".into(), json!({ "activation": name }))
         }
         other => panic!("no layer for {other}"),
@@ -82,8 +100,14 @@ fn check_layer_case(case: &Value) {
         p.set(data_of(&case["params"][key])).unwrap();
     }
     let x = Tensor::variable(data_of(x_ref), &x_shape).unwrap();
-    let y = layer.forward(&x, &mut ForwardCtx::new(false, &mut Rng::new(0))).unwrap();
-    assert_eq!(y.shape(), shape_of(&case["outputs"]["y"]).as_slice(), "{name}: output shape");
+    let y = layer
+        .forward(&x, &mut ForwardCtx::new(false, &mut Rng::new(0)))
+        .unwrap();
+    assert_eq!(
+        y.shape(),
+        shape_of(&case["outputs"]["y"]).as_slice(),
+        "{name}: output shape"
+    );
     assert_close(&format!("{name} y"), y.data(), &case["outputs"]["y"]);
     let leaves: Vec<Tensor> = params.iter().map(|p| p.get()).collect();
     let grads = backward_with_seed(&y, data_of(&case["cotangents"]["y"])).unwrap();
@@ -117,7 +141,10 @@ fn conv2d_matches_pytorch() {
 
 #[test]
 fn pooling_matches_pytorch() {
-    assert_eq!(run_ops(&["max_pooling2d", "avg_pooling2d", "global_average_pooling2d"]), 5);
+    assert_eq!(
+        run_ops(&["max_pooling2d", "avg_pooling2d", "global_average_pooling2d"]),
+        5
+    );
 }
 
 #[test]
@@ -167,8 +194,15 @@ fn optimizers_match_pytorch() {
     for case in cases().into_iter().filter(|c| c["op"] == "optimizer") {
         let a = &case["attrs"];
         let mut spec = json!({"name": a["optimizer"], "learningRate": a["learning_rate"]});
-        for (from, to) in [("momentum", "momentum"), ("nesterov", "nesterov"), ("beta_1", "beta1"), ("beta_2", "beta2"),
-                           ("epsilon", "epsilon"), ("weight_decay", "weightDecay"), ("rho", "rho")] {
+        for (from, to) in [
+            ("momentum", "momentum"),
+            ("nesterov", "nesterov"),
+            ("beta_1", "beta1"),
+            ("beta_2", "beta2"),
+            ("epsilon", "epsilon"),
+            ("weight_decay", "weightDecay"),
+            ("rho", "rho"),
+        ] {
             if let Some(v) = a.get(from) {
                 spec[to] = v.clone();
             }
@@ -177,7 +211,12 @@ fn optimizers_match_pytorch() {
         let mut p = data_of(&case["params"]["p0"]);
         let trajectory = case["outputs"]["trajectory"].as_array().unwrap();
         for (step, g) in case["grads_sequence"].as_array().unwrap().iter().enumerate() {
-            let g: Vec<f32> = g.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let g: Vec<f32> = g
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
             opt.begin_step();
             opt.update(0, &mut p, &g).unwrap();
             let want = json!({ "data": trajectory[step] });
@@ -203,12 +242,16 @@ fn cnn_training_step_matches_pytorch() {
     ]});
     let mut model = Sequential::from_config(&config, 1).unwrap();
     model
-        .compile(&json!({"optimizer": {"name": "sgd", "learningRate": case["attrs"]["learning_rate"]},
-                         "loss": {"name": "sparseCategoricalCrossentropy", "fromLogits": true}}))
+        .compile(
+            &json!({"optimizer": {"name": "sgd", "learningRate": case["attrs"]["learning_rate"]},
+                         "loss": {"name": "sparseCategoricalCrossentropy", "fromLogits": true}}),
+        )
         .unwrap();
     let p = &case["params"];
     let names = ["conv_kernel", "conv_bias", "dense_kernel", "dense_bias"];
-    model.set_weights(&names.iter().map(|k| data_of(&p[k])).collect::<Vec<_>>()).unwrap();
+    model
+        .set_weights(&names.iter().map(|k| data_of(&p[k])).collect::<Vec<_>>())
+        .unwrap();
     let logs = model.train_on_batch(&x, &y).unwrap();
     assert_close("loss before", &[logs[0].1 as f32], &case["outputs"]["loss"]);
     let after = model.get_weights();

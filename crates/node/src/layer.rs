@@ -30,7 +30,11 @@ impl NativeLayer {
             }
         }
         let (layer, _) = guarded("layer", || layers::from_config(&class_name, &config))?;
-        Ok(NativeLayer { layer, rng: Rng::new(rng::next_seed()), built: false })
+        Ok(NativeLayer {
+            layer,
+            rng: Rng::new(rng::next_seed()),
+            built: false,
+        })
     }
 
     /// Creates the weights for samples of `inputShape`; returns the output sample shape.
@@ -63,10 +67,17 @@ impl NativeLayer {
         if params.len() != weights.len() {
             return Err(napi::Error::new(
                 napi::Status::InvalidArg,
-                format!("setWeights: layer '{}' has {} weights, got {}", self.layer.name(), params.len(), weights.len()),
+                format!(
+                    "setWeights: layer '{}' has {} weights, got {}",
+                    self.layer.name(),
+                    params.len(),
+                    weights.len()
+                ),
             ));
         }
-        guarded("setWeights", || params.iter().zip(&weights).try_for_each(|(p, w)| p.set(w.to_vec())))
+        guarded("setWeights", || {
+            params.iter().zip(&weights).try_for_each(|(p, w)| p.set(w.to_vec()))
+        })
     }
 
     /// Applies the layer to a batch (inference mode unless `training`).
@@ -75,7 +86,10 @@ impl NativeLayer {
         if !self.built {
             return Err(napi::Error::new(
                 napi::Status::InvalidArg,
-                format!("layer '{}' is not built; call build(inputShape) first", self.layer.name()),
+                format!(
+                    "layer '{}' is not built; call build(inputShape) first",
+                    self.layer.name()
+                ),
             ));
         }
         let x = to_tensor("layer input", &x, &x_shape)?;

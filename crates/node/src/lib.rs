@@ -3,14 +3,15 @@
 //! worker (which hands the kernels to the rayon pool), so the event loop never waits.
 //! Engine errors and panics both surface as JavaScript `Error`s.
 
-#![deny(clippy::all)]
-
-mod layer;
-mod model;
-mod ops;
-mod tensor;
+pub mod layer;
+pub mod model;
+pub mod ops;
+pub mod tensor;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Converts an engine error into a JavaScript error with the engine's message.
 pub(crate) fn js_error(e: cortex_core::Error) -> napi::Error {
@@ -38,5 +39,6 @@ pub(crate) fn guarded<T>(what: &str, f: impl FnOnce() -> cortex_core::Result<T>)
 
 /// Parses a JSON string coming from the TypeScript layer.
 pub(crate) fn parse_json(what: &str, text: &str) -> napi::Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| napi::Error::new(napi::Status::InvalidArg, format!("{what}: invalid JSON: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| napi::Error::new(napi::Status::InvalidArg, format!("{what}: invalid JSON: {e}")))
 }

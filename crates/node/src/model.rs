@@ -65,7 +65,10 @@ impl NativeModel {
         let config = parse_json("model config", &config_json)?;
         let seed = seed.map(|s| s as u64).unwrap_or_else(rng::next_seed);
         let model = guarded("sequential", || Sequential::from_config(&config, seed))?;
-        Ok(NativeModel { inner: Arc::new(RwLock::new(model)), stop: Arc::new(AtomicBool::new(false)) })
+        Ok(NativeModel {
+            inner: Arc::new(RwLock::new(model)),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// Sets loss, optimizer and metrics from JSON.
@@ -91,13 +94,17 @@ impl NativeModel {
     /// Sample input shape, once built.
     #[napi(getter)]
     pub fn input_shape(&self) -> Option<Vec<u32>> {
-        read(&self.inner).input_shape().map(|s| s.iter().map(|&d| d as u32).collect())
+        read(&self.inner)
+            .input_shape()
+            .map(|s| s.iter().map(|&d| d as u32).collect())
     }
 
     /// Sample output shape, once built.
     #[napi(getter)]
     pub fn output_shape(&self) -> Option<Vec<u32>> {
-        read(&self.inner).output_shape().map(|s| s.iter().map(|&d| d as u32).collect())
+        read(&self.inner)
+            .output_shape()
+            .map(|s| s.iter().map(|&d| d as u32).collect())
     }
 
     /// Keras-style summary table.
@@ -156,9 +163,10 @@ impl NativeModel {
         let x = to_tensor("fit x", &x, &x_shape)?;
         let y = to_tensor("fit y", &y, &y_shape)?;
         let validation = match (validation, validation_shapes) {
-            (Some(v), Some(s)) if v.len() == 2 && s.len() == 2 => {
-                Some((to_tensor("validationData x", &v[0], &s[0])?, to_tensor("validationData y", &v[1], &s[1])?))
-            }
+            (Some(v), Some(s)) if v.len() == 2 && s.len() == 2 => Some((
+                to_tensor("validationData x", &v[0], &s[0])?,
+                to_tensor("validationData y", &v[1], &s[1])?,
+            )),
             (None, None) => None,
             _ => {
                 return Err(napi::Error::new(
@@ -183,9 +191,18 @@ impl NativeModel {
 
     /// Predictions for `x`, computed off the event loop.
     #[napi(ts_return_type = "Promise<TensorData>")]
-    pub fn predict(&self, x: Float32Array, x_shape: Vec<u32>, batch_size: Option<u32>) -> napi::Result<AsyncTask<PredictTask>> {
+    pub fn predict(
+        &self,
+        x: Float32Array,
+        x_shape: Vec<u32>,
+        batch_size: Option<u32>,
+    ) -> napi::Result<AsyncTask<PredictTask>> {
         let x = to_tensor("predict x", &x, &x_shape)?;
-        Ok(AsyncTask::new(PredictTask { model: self.inner.clone(), x, batch_size: batch_size.unwrap_or(32) as usize }))
+        Ok(AsyncTask::new(PredictTask {
+            model: self.inner.clone(),
+            x,
+            batch_size: batch_size.unwrap_or(32) as usize,
+        }))
     }
 
     /// Loss and metrics over `x`, `y`; resolves to JSON logs.
@@ -228,14 +245,20 @@ impl NativeModel {
     /// Saves topology and weights into directory `dir`, atomically per file.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn save(&self, dir: String) -> AsyncTask<SaveTask> {
-        AsyncTask::new(SaveTask { model: self.inner.clone(), dir: PathBuf::from(dir) })
+        AsyncTask::new(SaveTask {
+            model: self.inner.clone(),
+            dir: PathBuf::from(dir),
+        })
     }
 }
 
 /// Loads a model saved with `save`.
 #[napi(ts_return_type = "Promise<NativeModel>")]
 pub fn load_model(dir: String, seed: Option<f64>) -> AsyncTask<LoadTask> {
-    AsyncTask::new(LoadTask { dir: PathBuf::from(dir), seed: seed.map(|s| s as u64).unwrap_or_else(rng::next_seed) })
+    AsyncTask::new(LoadTask {
+        dir: PathBuf::from(dir),
+        seed: seed.map(|s| s as u64).unwrap_or_else(rng::next_seed),
+    })
 }
 
 /// Fixes the global seed for models created afterwards.
@@ -256,17 +279,34 @@ fn parse_fit_config(v: &Value) -> cortex_core::Result<FitConfig> {
             a.iter()
                 .map(|v| v.as_f64().filter(|f| f.is_finite() && *f > 0.0).map(|f| f as f32))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| cortex_core::Error::Invalid("learning-rate schedule must return positive numbers".into()))?,
+                .ok_or_else(|| {
+                    cortex_core::Error::Invalid("learning-rate schedule must return positive numbers".into())
+                })?,
         ),
-        Some(other) => return Err(cortex_core::Error::Invalid(format!("learningRates must be an array, got {other}"))),
+        Some(other) => {
+            return Err(cortex_core::Error::Invalid(format!(
+                "learningRates must be an array, got {other}"
+            )))
+        }
     };
     let callbacks = match o.value("callbacks") {
         None => Vec::new(),
         Some(Value::Array(a)) => a.iter().map(Callback::parse).collect::<cortex_core::Result<_>>()?,
-        Some(other) => return Err(cortex_core::Error::Invalid(format!("callbacks must be an array, got {other}"))),
+        Some(other) => {
+            return Err(cortex_core::Error::Invalid(format!(
+                "callbacks must be an array, got {other}"
+            )))
+        }
     };
     o.finish()?;
-    Ok(FitConfig { epochs, batch_size, shuffle, validation_split, learning_rates, callbacks })
+    Ok(FitConfig {
+        epochs,
+        batch_size,
+        shuffle,
+        validation_split,
+        learning_rates,
+        callbacks,
+    })
 }
 
 /// Background training.
@@ -409,6 +449,9 @@ impl Task for LoadTask {
     }
 
     fn resolve(&mut self, _env: Env, output: Sequential) -> napi::Result<NativeModel> {
-        Ok(NativeModel { inner: Arc::new(RwLock::new(output)), stop: Arc::new(AtomicBool::new(false)) })
+        Ok(NativeModel {
+            inner: Arc::new(RwLock::new(output)),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
     }
 }

@@ -11,8 +11,10 @@ use crate::tensor::{to_tensor, TensorData};
 pub fn mat_mul(a: Float32Array, a_shape: Vec<u32>, b: Float32Array, b_shape: Vec<u32>) -> napi::Result<TensorData> {
     let a = to_tensor("matMul lhs", &a, &a_shape)?;
     let b = to_tensor("matMul rhs", &b, &b_shape)?;
-    guarded("matMul", || cortex_core::threads::run(|| cortex_core::ops::matmul(&a, &b)))
-        .map(|t| TensorData::from_tensor(&t))
+    guarded("matMul", || {
+        cortex_core::threads::run(|| cortex_core::ops::matmul(&a, &b))
+    })
+    .map(|t| TensorData::from_tensor(&t))
 }
 
 /// Sets the number of threads kernels use (default: `CORTEX_NUM_THREADS` or all cores).

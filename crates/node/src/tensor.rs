@@ -17,13 +17,15 @@ pub struct TensorData {
 impl TensorData {
     /// Hands a tensor's values to JavaScript.
     pub fn from_tensor(t: &Tensor) -> TensorData {
-        TensorData { data: Float32Array::new(t.to_vec()), shape: t.shape().iter().map(|&d| d as u32).collect() }
+        TensorData {
+            data: Float32Array::new(t.to_vec()),
+            shape: t.shape().iter().map(|&d| d as u32).collect(),
+        }
     }
 }
 
 /// Copies JavaScript data into an engine tensor, checking the length against the shape.
 pub fn to_tensor(what: &str, data: &[f32], shape: &[u32]) -> napi::Result<Tensor> {
     let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    Tensor::new(data.to_vec(), &shape)
-        .map_err(|e| napi::Error::new(napi::Status::InvalidArg, format!("{what}: {e}")))
+    Tensor::new(data.to_vec(), &shape).map_err(|e| napi::Error::new(napi::Status::InvalidArg, format!("{what}: {e}")))
 }

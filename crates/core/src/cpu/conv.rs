@@ -40,9 +40,7 @@ impl Padding {
         match s.to_ascii_lowercase().as_str() {
             "valid" => Ok(Padding::Valid),
             "same" => Ok(Padding::Same),
-            _ => Err(Error::Invalid(format!(
-                "padding must be 'valid' or 'same', got {s:?}"
-            ))),
+            _ => Err(Error::Invalid(format!("padding must be 'valid' or 'same', got {s:?}"))),
         }
     }
 }
@@ -93,9 +91,7 @@ pub(crate) fn window_axis(
 /// Checks that a list of dimensions has no zero.
 fn check_positive(op: &str, what: &str, v: &[usize]) -> Result<()> {
     if v.contains(&0) {
-        return Err(Error::Invalid(format!(
-            "{op}: {what} must be positive, got {v:?}"
-        )));
+        return Err(Error::Invalid(format!("{op}: {what} must be positive, got {v:?}")));
     }
     Ok(())
 }
@@ -170,11 +166,7 @@ impl Conv2dGeometry {
             ));
         }
         if kernel_shape.contains(&0) {
-            return Err(shape_error(
-                OP,
-                "kernel with no zero dimension",
-                kernel_shape,
-            ));
+            return Err(shape_error(OP, "kernel with no zero dimension", kernel_shape));
         }
         check_positive(OP, "strides", &strides)?;
         check_positive(OP, "dilation_rate", &dilation)?;
@@ -269,9 +261,7 @@ const BLOCK_FLOATS: usize = 1 << 17;
 /// no more than an even share of the work per thread.
 fn block_rows(total_rows: usize, floats_per_row: usize) -> usize {
     let fit = (BLOCK_FLOATS / floats_per_row.max(1)).max(1);
-    let share = total_rows
-        .div_ceil(rayon::current_num_threads().max(1))
-        .max(1);
+    let share = total_rows.div_ceil(rayon::current_num_threads().max(1)).max(1);
     fit.min(share)
 }
 
@@ -491,18 +481,9 @@ fn add_into(dst: &mut [f32], src: &[f32]) {
 /// Convolution forward: `y = conv(x, kernel) + bias`, NHWC.
 ///
 /// Panics if a slice's length disagrees with `g` (the geometry is validated upstream).
-pub fn conv2d_forward(
-    x: &[f32],
-    kernel: &[f32],
-    bias: Option<&[f32]>,
-    g: &Conv2dGeometry,
-) -> Vec<f32> {
+pub fn conv2d_forward(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, g: &Conv2dGeometry) -> Vec<f32> {
     assert_eq!(x.len(), g.input_len(), "conv2d_forward: input length");
-    assert_eq!(
-        kernel.len(),
-        g.patch_len() * g.out_c,
-        "conv2d_forward: kernel length"
-    );
+    assert_eq!(kernel.len(), g.patch_len() * g.out_c, "conv2d_forward: kernel length");
     if let Some(b) = bias {
         assert_eq!(b.len(), g.out_c, "conv2d_forward: bias length");
     }
@@ -664,37 +645,17 @@ fn filter_grad(x: &[f32], dy: &[f32], g: &Conv2dGeometry, ld: usize) -> Vec<f32>
 
 /// Gradient of the convolution with respect to its kernel, `[kh, kw, in_c, out_c]`.
 pub fn conv2d_backward_filter(x: &[f32], dy: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
-    assert_eq!(
-        x.len(),
-        g.input_len(),
-        "conv2d_backward_filter: input length"
-    );
-    assert_eq!(
-        dy.len(),
-        g.output_len(),
-        "conv2d_backward_filter: dy length"
-    );
+    assert_eq!(x.len(), g.input_len(), "conv2d_backward_filter: input length");
+    assert_eq!(dy.len(), g.output_len(), "conv2d_backward_filter: dy length");
     filter_grad(x, dy, g, g.patch_len())
 }
 
 /// Kernel and bias gradients in one pass over `dy` (the bias gradient comes out of the same
 /// GEMM through a ones column in the patches): `([kh, kw, in_c, out_c], [out_c])`.
 /// Same results as [`conv2d_backward_filter`] and [`conv2d_backward_bias`].
-pub fn conv2d_backward_filter_bias(
-    x: &[f32],
-    dy: &[f32],
-    g: &Conv2dGeometry,
-) -> (Vec<f32>, Vec<f32>) {
-    assert_eq!(
-        x.len(),
-        g.input_len(),
-        "conv2d_backward_filter_bias: input length"
-    );
-    assert_eq!(
-        dy.len(),
-        g.output_len(),
-        "conv2d_backward_filter_bias: dy length"
-    );
+pub fn conv2d_backward_filter_bias(x: &[f32], dy: &[f32], g: &Conv2dGeometry) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), g.input_len(), "conv2d_backward_filter_bias: input length");
+    assert_eq!(dy.len(), g.output_len(), "conv2d_backward_filter_bias: dy length");
     let k = g.patch_len();
     let mut dk = filter_grad(x, dy, g, k + 1);
     let db = dk.split_off(k * g.out_c);
@@ -740,24 +701,12 @@ mod tests {
     #[test]
     fn same_padding_follows_tensorflow() {
         // in 7, k 3, stride 2: out 4, total pad (3*2+3-7)=2 -> 1 on top.
-        assert_eq!(
-            window_axis("t", "h", 7, 3, 2, 1, Padding::Same).unwrap(),
-            (4, 1)
-        );
+        assert_eq!(window_axis("t", "h", 7, 3, 2, 1, Padding::Same).unwrap(), (4, 1));
         // in 8, k 3, stride 2: out 4, total pad (3*2+3-8)=1 -> 0 on top, 1 below.
-        assert_eq!(
-            window_axis("t", "h", 8, 3, 2, 1, Padding::Same).unwrap(),
-            (4, 0)
-        );
+        assert_eq!(window_axis("t", "h", 8, 3, 2, 1, Padding::Same).unwrap(), (4, 0));
         // in 7, k 3, dilation 2: span 5, total pad 4 -> 2.
-        assert_eq!(
-            window_axis("t", "h", 7, 3, 1, 2, Padding::Same).unwrap(),
-            (7, 2)
-        );
-        assert_eq!(
-            window_axis("t", "h", 9, 5, 2, 1, Padding::Valid).unwrap(),
-            (3, 0)
-        );
+        assert_eq!(window_axis("t", "h", 7, 3, 1, 2, Padding::Same).unwrap(), (7, 2));
+        assert_eq!(window_axis("t", "h", 9, 5, 2, 1, Padding::Valid).unwrap(), (3, 0));
         assert!(window_axis("t", "h", 4, 3, 1, 2, Padding::Valid).is_err());
     }
 }

@@ -96,9 +96,21 @@ impl Activation {
             Activation::Tanh => x.tanh(),
             Activation::Gelu => (0.5 * x as f64 * erfc(-(x as f64) * std::f64::consts::FRAC_1_SQRT_2)) as f32,
             Activation::GeluTanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)).tanh()),
-            Activation::Elu(a) => if x > 0.0 { x } else { a * x.exp_m1() },
+            Activation::Elu(a) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    a * x.exp_m1()
+                }
+            }
             Activation::Selu => SELU_SCALE * if x > 0.0 { x } else { SELU_ALPHA * x.exp_m1() },
-            Activation::LeakyRelu(s) => if x > 0.0 { x } else { s * x },
+            Activation::LeakyRelu(s) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    s * x
+                }
+            }
             Activation::Swish => x * sigmoid(x),
             Activation::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
         }
@@ -109,7 +121,13 @@ impl Activation {
     pub fn derivative(self, x: f32, y: f32) -> f32 {
         match self {
             Activation::Linear => 1.0,
-            Activation::Relu => if x > 0.0 { 1.0 } else { 0.0 },
+            Activation::Relu => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
             Activation::Sigmoid => y * (1.0 - y),
             Activation::Tanh => 1.0 - y * y,
             Activation::Gelu => {
@@ -122,9 +140,27 @@ impl Activation {
                 let t = (SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)).tanh();
                 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_C * x * x)
             }
-            Activation::Elu(a) => if x > 0.0 { 1.0 } else { y + a },
-            Activation::Selu => if x > 0.0 { SELU_SCALE } else { y + SELU_SCALE * SELU_ALPHA },
-            Activation::LeakyRelu(s) => if x > 0.0 { 1.0 } else { s },
+            Activation::Elu(a) => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    y + a
+                }
+            }
+            Activation::Selu => {
+                if x > 0.0 {
+                    SELU_SCALE
+                } else {
+                    y + SELU_SCALE * SELU_ALPHA
+                }
+            }
+            Activation::LeakyRelu(s) => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    s
+                }
+            }
             Activation::Swish => {
                 let s = sigmoid(x);
                 s + x * s * (1.0 - s)
@@ -139,33 +175,51 @@ pub fn activation_forward(act: Activation, x: &[f32]) -> Vec<f32> {
     map_unary(x, |v| act.apply(v))
 }
 
-/// dx = dy * f'(x).
-pub fn activation_backward(act: Activation, x: &[f32], y: &[f32], dy: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0.0; x.len()];
-    let kernel = |(dx, ((x, y), dy)): (&mut [f32], ((&[f32], &[f32]), &[f32]))| {
-        for i in 0..dx.len() {
-            dx[i] = dy[i] * act.derivative(x[i], y[i]);
+/// dy <- dy * f'(x), reusing the upstream gradient's buffer.
+pub fn activation_backward_in_place(act: Activation, x: &[f32], y: &[f32], dy: &mut [f32]) {
+    let kernel = |(dy, (x, y)): (&mut [f32], (&[f32], &[f32]))| {
+        for i in 0..dy.len() {
+            dy[i] *= act.derivative(x[i], y[i]);
         }
     };
     if x.len() >= PAR_MIN {
-        dx.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK)))
+        dy.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
             .for_each(kernel);
     } else {
-        kernel((&mut dx, ((x, y), dy)));
+        kernel((dy, (x, y)));
     }
-    dx
+}
+
+/// a <- a * s.
+pub fn scale_in_place(a: &mut [f32], s: f32) {
+    if a.len() >= PAR_MIN {
+        a.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v *= s));
+    } else {
+        a.iter_mut().for_each(|v| *v *= s);
+    }
+}
+
+/// a <- a * b elementwise.
+pub fn mul_in_place(a: &mut [f32], b: &[f32]) {
+    if a.len() >= PAR_MIN {
+        a.par_chunks_mut(CHUNK)
+            .zip(b.par_chunks(CHUNK))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a *= b));
+    } else {
+        a.iter_mut().zip(b).for_each(|(a, b)| *a *= b);
+    }
 }
 
 /// Applies `f` to every element, in parallel when the input is large.
 pub fn map_unary(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     if x.len() >= PAR_MIN {
-        let mut out = vec![0.0; x.len()];
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, i)| {
-            for (o, &v) in o.iter_mut().zip(i) {
-                *o = f(v);
-            }
-        });
+        // collect_into_vec writes each element once: no zero-fill pass over a fresh buffer.
+        let mut out = Vec::new();
+        x.par_iter()
+            .with_min_len(CHUNK)
+            .map(|&v| f(v))
+            .collect_into_vec(&mut out);
         out
     } else {
         x.iter().map(|&v| f(v)).collect()
@@ -176,14 +230,12 @@ pub fn map_unary(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 pub fn map_binary(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     debug_assert_eq!(a.len(), b.len());
     if a.len() >= PAR_MIN {
-        let mut out = vec![0.0; a.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(o, (a, b))| {
-                for i in 0..o.len() {
-                    o[i] = f(a[i], b[i]);
-                }
-            });
+        let mut out = Vec::new();
+        a.par_iter()
+            .zip(b.par_iter())
+            .with_min_len(CHUNK)
+            .map(|(&x, &y)| f(x, y))
+            .collect_into_vec(&mut out);
         out
     } else {
         a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()

@@ -2,7 +2,9 @@
 //! One file per op family; the autograd layer (`crate::ops`) calls these.
 
 pub mod conv;
+pub mod conv_transpose;
 pub mod elementwise;
 pub mod matmul;
 pub mod pool;
 pub mod softmax;
+pub mod spatial;

@@ -24,12 +24,7 @@ pub struct Pool2dGeometry {
 
 impl Pool2dGeometry {
     /// Validates `x_shape` (`[batch, h, w, channels]`) and computes output size and padding.
-    pub fn new(
-        x_shape: &[usize],
-        pool: [usize; 2],
-        strides: [usize; 2],
-        padding: Padding,
-    ) -> Result<Self> {
+    pub fn new(x_shape: &[usize], pool: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Self> {
         const OP: &str = "pooling2d";
         if x_shape.len() != 4 {
             return Err(shape_error(
@@ -55,10 +50,8 @@ impl Pool2dGeometry {
                 "{OP}: strides must be positive, got {strides:?}"
             )));
         }
-        let (out_h, pad_top) =
-            window_axis(OP, "height", x_shape[1], pool[0], strides[0], 1, padding)?;
-        let (out_w, pad_left) =
-            window_axis(OP, "width", x_shape[2], pool[1], strides[1], 1, padding)?;
+        let (out_h, pad_top) = window_axis(OP, "height", x_shape[1], pool[0], strides[0], 1, padding)?;
+        let (out_w, pad_left) = window_axis(OP, "width", x_shape[2], pool[1], strides[1], 1, padding)?;
         let n = checked_numel(OP, "input", x_shape)?;
         if n > u32::MAX as usize {
             return Err(Error::Invalid(format!(
@@ -120,11 +113,7 @@ const LANES: usize = 8;
 /// of the element that won (first maximum in window order; a NaN wins and sticks, so NaN
 /// propagates like in PyTorch and TensorFlow).
 pub fn max_pool2d_forward(x: &[f32], g: &Pool2dGeometry) -> (Vec<f32>, Vec<u32>) {
-    assert_eq!(
-        x.len(),
-        g.batch * g.in_img(),
-        "max_pool2d_forward: input length"
-    );
+    assert_eq!(x.len(), g.batch * g.in_img(), "max_pool2d_forward: input length");
     let c = g.channels;
     let (in_img, out_img) = (g.in_img(), g.out_img());
     if g.batch * out_img == 0 {
@@ -190,11 +179,7 @@ fn max_window<const N: usize>(
 /// Max pooling backward: routes each `dy` element to the input element that won.
 pub fn max_pool2d_backward(dy: &[f32], argmax: &[u32], g: &Pool2dGeometry) -> Vec<f32> {
     let (in_img, out_img) = (g.in_img(), g.out_img());
-    assert_eq!(
-        dy.len(),
-        g.batch * out_img,
-        "max_pool2d_backward: dy length"
-    );
+    assert_eq!(dy.len(), g.batch * out_img, "max_pool2d_backward: dy length");
     assert_eq!(argmax.len(), dy.len(), "max_pool2d_backward: argmax length");
     if g.batch * in_img == 0 {
         return Vec::new();
@@ -211,11 +196,7 @@ pub fn max_pool2d_backward(dy: &[f32], argmax: &[u32], g: &Pool2dGeometry) -> Ve
 
 /// Average pooling forward; each window is divided by its count of in-bounds elements.
 pub fn avg_pool2d_forward(x: &[f32], g: &Pool2dGeometry) -> Vec<f32> {
-    assert_eq!(
-        x.len(),
-        g.batch * g.in_img(),
-        "avg_pool2d_forward: input length"
-    );
+    assert_eq!(x.len(), g.batch * g.in_img(), "avg_pool2d_forward: input length");
     let c = g.channels;
     let (in_img, out_img) = (g.in_img(), g.out_img());
     if g.batch * out_img == 0 {
@@ -250,11 +231,7 @@ pub fn avg_pool2d_forward(x: &[f32], g: &Pool2dGeometry) -> Vec<f32> {
 pub fn avg_pool2d_backward(dy: &[f32], g: &Pool2dGeometry) -> Vec<f32> {
     let c = g.channels;
     let (in_img, out_img) = (g.in_img(), g.out_img());
-    assert_eq!(
-        dy.len(),
-        g.batch * out_img,
-        "avg_pool2d_backward: dy length"
-    );
+    assert_eq!(dy.len(), g.batch * out_img, "avg_pool2d_backward: dy length");
     if g.batch * in_img == 0 {
         return Vec::new();
     }
@@ -284,12 +261,7 @@ pub fn avg_pool2d_backward(dy: &[f32], g: &Pool2dGeometry) -> Vec<f32> {
 
 /// Global average pooling: `x` is `[batch, spatial, channels]` (spatial = h * w), the result
 /// `[batch, channels]`.
-pub fn global_avg_pool2d_forward(
-    x: &[f32],
-    batch: usize,
-    spatial: usize,
-    channels: usize,
-) -> Vec<f32> {
+pub fn global_avg_pool2d_forward(x: &[f32], batch: usize, spatial: usize, channels: usize) -> Vec<f32> {
     assert_eq!(
         x.len(),
         batch * spatial * channels,
@@ -316,26 +288,14 @@ pub fn global_avg_pool2d_forward(
 
 /// Global average pooling backward: `dy` is `[batch, channels]`, the result
 /// `[batch, spatial, channels]`.
-pub fn global_avg_pool2d_backward(
-    dy: &[f32],
-    batch: usize,
-    spatial: usize,
-    channels: usize,
-) -> Vec<f32> {
-    assert_eq!(
-        dy.len(),
-        batch * channels,
-        "global_avg_pool2d_backward: dy length"
-    );
+pub fn global_avg_pool2d_backward(dy: &[f32], batch: usize, spatial: usize, channels: usize) -> Vec<f32> {
+    assert_eq!(dy.len(), batch * channels, "global_avg_pool2d_backward: dy length");
     if batch * spatial * channels == 0 {
         return Vec::new();
     }
     let inv = 1.0 / spatial as f32;
     par_new(batch * spatial * channels, spatial * channels, |n, dxi| {
-        let scaled: Vec<f32> = dy[n * channels..(n + 1) * channels]
-            .iter()
-            .map(|d| d * inv)
-            .collect();
+        let scaled: Vec<f32> = dy[n * channels..(n + 1) * channels].iter().map(|d| d * inv).collect();
         for px in dxi.chunks_exact_mut(channels) {
             px.copy_from_slice(&scaled);
         }

@@ -30,7 +30,11 @@ fn mode_for(o: &mut Options, monitor: &str) -> Result<Mode> {
                 Mode::Min
             }
         }
-        other => return Err(Error::Invalid(format!("callback mode must be 'auto', 'min' or 'max', got '{other}'"))),
+        other => {
+            return Err(Error::Invalid(format!(
+                "callback mode must be 'auto', 'min' or 'max', got '{other}'"
+            )))
+        }
     })
 }
 
@@ -59,7 +63,13 @@ pub enum Callback {
         best_weights: Option<Vec<Vec<f32>>>,
     },
     /// Save the model (atomically) after epochs, optionally only when `monitor` improves.
-    ModelCheckpoint { filepath: String, monitor: String, save_best_only: bool, mode: Mode, best: Option<f64> },
+    ModelCheckpoint {
+        filepath: String,
+        monitor: String,
+        save_best_only: bool,
+        mode: Mode,
+        best: Option<f64>,
+    },
     /// Stop (without an error) when the loss becomes NaN or infinite.
     TerminateOnNaN,
 }
@@ -114,7 +124,16 @@ impl Callback {
     /// Called after each epoch; returns true to stop training.
     pub fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, model: &mut Sequential) -> Result<bool> {
         match self {
-            Callback::EarlyStopping { monitor, min_delta, patience, mode, restore_best_weights, best, wait, best_weights } => {
+            Callback::EarlyStopping {
+                monitor,
+                min_delta,
+                patience,
+                mode,
+                restore_best_weights,
+                best,
+                wait,
+                best_weights,
+            } => {
                 let Some(current) = lookup(logs, monitor) else {
                     let keys: Vec<&str> = logs.iter().map(|(k, _)| k.as_str()).collect();
                     return Err(Error::Invalid(format!(
@@ -139,10 +158,18 @@ impl Callback {
                 }
                 Ok(false)
             }
-            Callback::ModelCheckpoint { filepath, monitor, save_best_only, mode, best } => {
+            Callback::ModelCheckpoint {
+                filepath,
+                monitor,
+                save_best_only,
+                mode,
+                best,
+            } => {
                 if *save_best_only {
                     let current = lookup(logs, monitor).ok_or_else(|| {
-                        Error::Invalid(format!("modelCheckpoint monitors '{monitor}', which is not in the logs"))
+                        Error::Invalid(format!(
+                            "modelCheckpoint monitors '{monitor}', which is not in the logs"
+                        ))
                     })?;
                     if best.is_some_and(|b| !improved(*mode, current, b, 0.0)) {
                         return Ok(false);

@@ -65,7 +65,10 @@ pub fn fit(
         )));
     }
     if !(0.0..1.0).contains(&cfg.validation_split) {
-        return Err(Error::Invalid(format!("fit: validationSplit must be in [0, 1), got {}", cfg.validation_split)));
+        return Err(Error::Invalid(format!(
+            "fit: validationSplit must be in [0, 1), got {}",
+            cfg.validation_split
+        )));
     }
     model.ensure_built(x)?;
     model.check_input(x)?;
@@ -86,15 +89,22 @@ pub fn fit(
         (x.clone(), y.clone(), validation.map(|(a, b)| (a.clone(), b.clone())))
     };
     if let Some((vx, vy)) = &val {
-        model.check_input(vx).map_err(|e| Error::Invalid(format!("validation data: {e}")))?;
-        model.check_targets(vx, vy).map_err(|e| Error::Invalid(format!("validation data: {e}")))?;
+        model
+            .check_input(vx)
+            .map_err(|e| Error::Invalid(format!("validation data: {e}")))?;
+        model
+            .check_targets(vx, vy)
+            .map_err(|e| Error::Invalid(format!("validation data: {e}")))?;
     }
     let n = train_x.shape()[0];
     let steps = n.div_ceil(cfg.batch_size);
     let terminate_on_nan = cfg.callbacks.iter().any(Callback::is_terminate_on_nan);
     let mut history = History::new();
     let mut order: Vec<usize> = (0..n).collect();
-    on_event(Event::TrainBegin { epochs: cfg.epochs, steps });
+    on_event(Event::TrainBegin {
+        epochs: cfg.epochs,
+        steps,
+    });
     'epochs: for epoch in 0..cfg.epochs {
         if let Some(lr) = cfg.learning_rates.as_ref().and_then(|l| l.get(epoch)) {
             model.compiled()?.optimizer.learning_rate = *lr;
@@ -129,7 +139,11 @@ pub fn fit(
                 *s += v * idx.len() as f64;
             }
             let running: Logs = sums.iter().map(|(k, s)| (k.clone(), s / seen as f64)).collect();
-            on_event(Event::BatchEnd { epoch, batch, logs: &running });
+            on_event(Event::BatchEnd {
+                epoch,
+                batch,
+                logs: &running,
+            });
         }
         let mut logs: Logs = sums.iter().map(|(k, s)| (k.clone(), s / seen.max(1) as f64)).collect();
         if let Some((vx, vy)) = &val {

@@ -30,7 +30,7 @@ pub enum Initializer {
 }
 
 /// Keras scales truncated normals so the truncated distribution has the requested stddev.
-const TRUNCATION_CORRECTION: f32 = 0.879_625_64;
+const TRUNCATION_CORRECTION: f32 = 0.879_625_6;
 
 impl Initializer {
     /// Parses `"heNormal"`, `"he_normal"` or `{ "name": "randomNormal", "mean": 0, "stddev": 0.1 }`.
@@ -45,7 +45,11 @@ impl Initializer {
                 }
                 None => return Err(Error::Invalid(format!("initializer object needs a 'name', got {v}"))),
             },
-            _ => return Err(Error::Invalid(format!("initializer must be a name or an object, got {v}"))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "initializer must be a name or an object, got {v}"
+                )))
+            }
         };
         let mut o = Options::new(&format!("initializer '{name}'"), &opts)?;
         let init = match name.as_str() {
@@ -86,7 +90,9 @@ impl Initializer {
             Initializer::HeNormal => json!("heNormal"),
             Initializer::HeUniform => json!("heUniform"),
             Initializer::LecunNormal => json!("lecunNormal"),
-            Initializer::RandomNormal { mean, stddev } => json!({"name": "randomNormal", "mean": mean, "stddev": stddev}),
+            Initializer::RandomNormal { mean, stddev } => {
+                json!({"name": "randomNormal", "mean": mean, "stddev": stddev})
+            }
             Initializer::RandomUniform { min, max } => json!({"name": "randomUniform", "minval": min, "maxval": max}),
         }
     }

@@ -39,13 +39,21 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Saves the model into directory `dir` (created if missing).
 pub fn save(model: &Sequential, dir: &Path) -> Result<()> {
     if !model.is_built() {
-        return Err(Error::Invalid("save: the model has no weights yet; build it or train it first".into()));
+        return Err(Error::Invalid(
+            "save: the model has no weights yet; build it or train it first".into(),
+        ));
     }
     fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
     let weights = model.get_weights();
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = weights
         .iter()
-        .map(|(name, shape, data)| (name.clone(), shape.clone(), data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .map(|(name, shape, data)| {
+            (
+                name.clone(),
+                shape.clone(),
+                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views = bytes
         .iter()
@@ -79,22 +87,29 @@ pub fn load(dir: &Path, seed: u64) -> Result<Sequential> {
     let topology: Value =
         serde_json::from_str(&text).map_err(|e| io_err("corrupt model file (invalid JSON)", &topo_path, e))?;
     if topology.get("format").and_then(Value::as_str) != Some(FORMAT) {
-        return Err(io_err("not a cortex-nn model file", &topo_path, format!("expected format '{FORMAT}'")));
+        return Err(io_err(
+            "not a cortex-nn model file",
+            &topo_path,
+            format!("expected format '{FORMAT}'"),
+        ));
     }
-    let config = topology.get("config").ok_or_else(|| io_err("corrupt model file", &topo_path, "no 'config'"))?;
+    let config = topology
+        .get("config")
+        .ok_or_else(|| io_err("corrupt model file", &topo_path, "no 'config'"))?;
     let mut model = Sequential::from_config(config, seed).map_err(|e| io_err("invalid model in", &topo_path, e))?;
     if !model.is_built() {
         return Err(io_err("corrupt model file", &topo_path, "no input shape recorded"));
     }
     if let Some(c) = topology.get("compile") {
-        model.compile(c).map_err(|e| io_err("invalid compile settings in", &topo_path, e))?;
+        model
+            .compile(c)
+            .map_err(|e| io_err("invalid compile settings in", &topo_path, e))?;
     }
     let weights_path = dir.join(WEIGHTS);
     let bytes = fs::read(&weights_path).map_err(|e| io_err("cannot read weights file", &weights_path, e))?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| io_err("corrupt weights file", &weights_path, e))?;
     let mut values = Vec::new();
-    let expected: HashMap<String, Vec<usize>> =
-        model.get_weights().into_iter().map(|(n, s, _)| (n, s)).collect();
+    let expected: HashMap<String, Vec<usize>> = model.get_weights().into_iter().map(|(n, s, _)| (n, s)).collect();
     for p in model.params() {
         let view = tensors
             .tensor(&p.name)
@@ -103,12 +118,24 @@ pub fn load(dir: &Path, seed: u64) -> Result<Sequential> {
             return Err(io_err(
                 "weights file does not match the model",
                 &weights_path,
-                format!("'{}' should be f32 {:?}, found {:?} {:?}", p.name, expected[&p.name], view.dtype(), view.shape()),
+                format!(
+                    "'{}' should be f32 {:?}, found {:?} {:?}",
+                    p.name,
+                    expected[&p.name],
+                    view.dtype(),
+                    view.shape()
+                ),
             ));
         }
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         values.push(data);
     }
-    model.set_weights(&values).map_err(|e| io_err("invalid weights in", &weights_path, e))?;
+    model
+        .set_weights(&values)
+        .map_err(|e| io_err("invalid weights in", &weights_path, e))?;
     Ok(model)
 }

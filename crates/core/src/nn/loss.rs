@@ -50,15 +50,17 @@ impl Loss {
         };
         let mut o = Options::new(&format!("loss '{name}'"), &opts)?;
         let loss = match name.as_str() {
-            "categoricalCrossentropy" | "categorical_crossentropy" => {
-                Loss::CategoricalCrossentropy { from_logits: o.bool("fromLogits")?.unwrap_or(false) }
-            }
+            "categoricalCrossentropy" | "categorical_crossentropy" => Loss::CategoricalCrossentropy {
+                from_logits: o.bool("fromLogits")?.unwrap_or(false),
+            },
             "sparseCategoricalCrossentropy" | "sparse_categorical_crossentropy" => {
-                Loss::SparseCategoricalCrossentropy { from_logits: o.bool("fromLogits")?.unwrap_or(false) }
+                Loss::SparseCategoricalCrossentropy {
+                    from_logits: o.bool("fromLogits")?.unwrap_or(false),
+                }
             }
-            "binaryCrossentropy" | "binary_crossentropy" => {
-                Loss::BinaryCrossentropy { from_logits: o.bool("fromLogits")?.unwrap_or(false) }
-            }
+            "binaryCrossentropy" | "binary_crossentropy" => Loss::BinaryCrossentropy {
+                from_logits: o.bool("fromLogits")?.unwrap_or(false),
+            },
             "meanSquaredError" | "mean_squared_error" | "mse" => Loss::MeanSquaredError,
             "meanAbsoluteError" | "mean_absolute_error" | "mae" => Loss::MeanAbsoluteError,
             other => {
@@ -75,11 +77,15 @@ impl Loss {
     /// The config written to model files.
     pub fn to_json(&self) -> Value {
         match self {
-            Loss::CategoricalCrossentropy { from_logits } => json!({"name": "categoricalCrossentropy", "fromLogits": from_logits}),
+            Loss::CategoricalCrossentropy { from_logits } => {
+                json!({"name": "categoricalCrossentropy", "fromLogits": from_logits})
+            }
             Loss::SparseCategoricalCrossentropy { from_logits } => {
                 json!({"name": "sparseCategoricalCrossentropy", "fromLogits": from_logits})
             }
-            Loss::BinaryCrossentropy { from_logits } => json!({"name": "binaryCrossentropy", "fromLogits": from_logits}),
+            Loss::BinaryCrossentropy { from_logits } => {
+                json!({"name": "binaryCrossentropy", "fromLogits": from_logits})
+            }
             Loss::MeanSquaredError => json!("meanSquaredError"),
             Loss::MeanAbsoluteError => json!("meanAbsoluteError"),
         }
@@ -92,7 +98,11 @@ impl Loss {
             Loss::SparseCategoricalCrossentropy { .. } => {
                 let batch = pred_shape.first().copied().unwrap_or(0);
                 let classes = pred_shape.last().copied().unwrap_or(0);
-                let ok = target.len() == batch * pred_shape[1..pred_shape.len().saturating_sub(1)].iter().product::<usize>();
+                let ok = target.len()
+                    == batch
+                        * pred_shape[1..pred_shape.len().saturating_sub(1)]
+                            .iter()
+                            .product::<usize>();
                 if !ok || target.shape().first() != Some(&batch) {
                     return Err(Error::shape(
                         "sparseCategoricalCrossentropy targets",
@@ -114,7 +124,11 @@ impl Loss {
             }
             _ => {
                 if target.shape() != pred_shape {
-                    return Err(Error::shape(&format!("{} targets", self.name()), pred_shape, target.shape()));
+                    return Err(Error::shape(
+                        &format!("{} targets", self.name()),
+                        pred_shape,
+                        target.shape(),
+                    ));
                 }
                 Ok(())
             }
@@ -209,12 +223,21 @@ impl Loss {
                 for i in 0..p.len() {
                     let d = p[i] as f64 - t[i] as f64;
                     total += if square { d * d } else { d.abs() };
-                    grad[i] = (if square { 2.0 * d } else { d.signum() * (d != 0.0) as u8 as f64 } / n) as f32;
+                    grad[i] = (if square {
+                        2.0 * d
+                    } else {
+                        d.signum() * (d != 0.0) as u8 as f64
+                    } / n) as f32;
                 }
                 total * batch / n
             }
         };
         let value = (total / batch) as f32;
-        Ok(Tensor::from_op(vec![value], vec![], |_| Op::Precomputed { x: pred.clone(), grad }, &[pred]))
+        Ok(Tensor::from_op(
+            vec![value],
+            vec![],
+            |_| Op::Precomputed { x: pred.clone(), grad },
+            &[pred],
+        ))
     }
 }

@@ -65,11 +65,20 @@ impl Sequential {
             .get("layers")
             .and_then(Value::as_array)
             .ok_or_else(|| Error::Invalid("model config needs a 'layers' array".into()))?;
-        if let Some(key) = obj.keys().find(|k| !["name", "layers", "inputShape"].contains(&k.as_str())) {
-            return Err(Error::Invalid(format!("sequential: unknown option '{key}'; expected one of: name, layers")));
+        if let Some(key) = obj
+            .keys()
+            .find(|k| !["name", "layers", "inputShape"].contains(&k.as_str()))
+        {
+            return Err(Error::Invalid(format!(
+                "sequential: unknown option '{key}'; expected one of: name, layers"
+            )));
         }
         let mut model = Sequential {
-            name: obj.get("name").and_then(Value::as_str).unwrap_or("sequential").to_string(),
+            name: obj
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("sequential")
+                .to_string(),
             layers: Vec::new(),
             input_shape: None,
             output_shape: None,
@@ -79,28 +88,41 @@ impl Sequential {
         let mut used_names: Vec<String> = Vec::new();
         let mut first_input_shape = None;
         for (i, spec) in specs.iter().enumerate() {
-            let class = spec.get("className").and_then(Value::as_str).ok_or_else(|| {
-                Error::Invalid(format!("layer {i}: expected {{ className, config }}, got {spec}"))
-            })?;
+            let class = spec
+                .get("className")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::Invalid(format!("layer {i}: expected {{ className, config }}, got {spec}")))?;
             let mut cfg = spec.get("config").cloned().unwrap_or_else(|| json!({}));
             if !cfg.is_object() {
-                return Err(Error::Invalid(format!("layer {i} ({class}): config must be an object, got {cfg}")));
+                return Err(Error::Invalid(format!(
+                    "layer {i} ({class}): config must be an object, got {cfg}"
+                )));
             }
             let given = cfg.get("name").and_then(Value::as_str).map(str::to_string);
             let name = match given {
                 Some(n) if used_names.contains(&n) => {
-                    return Err(Error::Invalid(format!("layer name '{n}' is used twice; names must be unique")))
+                    return Err(Error::Invalid(format!(
+                        "layer name '{n}' is used twice; names must be unique"
+                    )))
                 }
                 Some(n) => n,
                 None => {
                     let base = layers::base_name(class);
-                    (0..).map(|k| if k == 0 { base.to_string() } else { format!("{base}_{k}") })
+                    (0..)
+                        .map(|k| {
+                            if k == 0 {
+                                base.to_string()
+                            } else {
+                                format!("{base}_{k}")
+                            }
+                        })
                         .find(|n| !used_names.contains(n))
                         .expect("an unused name exists")
                 }
             };
             cfg["name"] = Value::String(name.clone());
-            let (layer, common) = layers::from_config(class, &cfg).map_err(|e| Error::Invalid(format!("layer {i}: {e}")))?;
+            let (layer, common) =
+                layers::from_config(class, &cfg).map_err(|e| Error::Invalid(format!("layer {i}: {e}")))?;
             if i == 0 {
                 first_input_shape = common.input_shape.clone();
             }
@@ -119,11 +141,17 @@ impl Sequential {
     /// Creates every layer's weights for samples of `input_shape` (no batch axis).
     pub fn build(&mut self, input_shape: &[usize]) -> Result<()> {
         if input_shape.is_empty() || numel(input_shape) == 0 {
-            return Err(Error::shape("build", "a non-empty input shape without the batch axis", input_shape));
+            return Err(Error::shape(
+                "build",
+                "a non-empty input shape without the batch axis",
+                input_shape,
+            ));
         }
         let mut shape = input_shape.to_vec();
         for layer in &mut self.layers {
-            shape = layer.build(&shape, &mut self.rng).map_err(|e| Error::Invalid(format!("building '{}': {e}", layer.name())))?;
+            shape = layer
+                .build(&shape, &mut self.rng)
+                .map_err(|e| Error::Invalid(format!("building '{}': {e}", layer.name())))?;
         }
         self.input_shape = Some(input_shape.to_vec());
         self.output_shape = Some(shape);
@@ -147,33 +175,51 @@ impl Sequential {
 
     /// Sets the loss, optimizer and metrics: `{ "optimizer", "loss", "metrics"? }`.
     pub fn compile(&mut self, config: &Value) -> Result<()> {
-        let obj = config.as_object().ok_or_else(|| Error::Invalid(format!("compile expects an object, got {config}")))?;
-        if let Some(key) = obj.keys().find(|k| !["optimizer", "loss", "metrics"].contains(&k.as_str())) {
-            return Err(Error::Invalid(format!("compile: unknown option '{key}'; expected one of: loss, metrics, optimizer")));
+        let obj = config
+            .as_object()
+            .ok_or_else(|| Error::Invalid(format!("compile expects an object, got {config}")))?;
+        if let Some(key) = obj
+            .keys()
+            .find(|k| !["optimizer", "loss", "metrics"].contains(&k.as_str()))
+        {
+            return Err(Error::Invalid(format!(
+                "compile: unknown option '{key}'; expected one of: loss, metrics, optimizer"
+            )));
         }
-        let loss = Loss::parse(obj.get("loss").ok_or_else(|| Error::Invalid("compile: option 'loss' is required".into()))?)?;
+        let loss = Loss::parse(
+            obj.get("loss")
+                .ok_or_else(|| Error::Invalid("compile: option 'loss' is required".into()))?,
+        )?;
         let optimizer = Optimizer::parse(obj.get("optimizer").unwrap_or(&json!("rmsprop")))?;
         let metrics = match obj.get("metrics") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) => list.iter().map(|m| Metric::parse(m, &loss)).collect::<Result<_>>()?,
-            Some(other) => return Err(Error::Invalid(format!("compile: metrics must be an array of names, got {other}"))),
+            Some(other) => {
+                return Err(Error::Invalid(format!(
+                    "compile: metrics must be an array of names, got {other}"
+                )))
+            }
         };
-        self.compiled = Some(Compiled { loss, optimizer, metrics });
+        self.compiled = Some(Compiled {
+            loss,
+            optimizer,
+            metrics,
+        });
         Ok(())
     }
 
     /// The compile settings, or an error telling the user to compile.
     pub fn compiled(&mut self) -> Result<&mut Compiled> {
-        self.compiled
-            .as_mut()
-            .ok_or_else(|| Error::Invalid("the model must be compiled before training or evaluation; call compile() first".into()))
+        self.compiled.as_mut().ok_or_else(|| {
+            Error::Invalid("the model must be compiled before training or evaluation; call compile() first".into())
+        })
     }
 
     /// The compile settings, read-only.
     pub fn compiled_ref(&self) -> Result<&Compiled> {
-        self.compiled
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("the model must be compiled before training or evaluation; call compile() first".into()))
+        self.compiled.as_ref().ok_or_else(|| {
+            Error::Invalid("the model must be compiled before training or evaluation; call compile() first".into())
+        })
     }
 
     /// Whether `compile` was called.
@@ -198,12 +244,18 @@ impl Sequential {
             return Err(Error::shape("model input", "[batch, ...sample shape]", x.shape()));
         }
         let Some(want) = self.input_shape.as_deref() else {
-            return Err(Error::Invalid("the model is not built yet; give the first layer an inputShape".into()));
+            return Err(Error::Invalid(
+                "the model is not built yet; give the first layer an inputShape".into(),
+            ));
         };
         if &x.shape()[1..] != want {
             let mut expected = vec![x.shape()[0]];
             expected.extend_from_slice(want);
-            return Err(Error::shape(&format!("model '{}' input", self.name), expected, x.shape()));
+            return Err(Error::shape(
+                &format!("model '{}' input", self.name),
+                expected,
+                x.shape(),
+            ));
         }
         x.check_finite("input")
     }
@@ -327,7 +379,10 @@ impl Sequential {
 
     /// Current weights as `(name, shape, values)`.
     pub fn get_weights(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        self.params().iter().map(|p| (p.name.clone(), p.shape(), p.get().to_vec())).collect()
+        self.params()
+            .iter()
+            .map(|p| (p.name.clone(), p.shape(), p.get().to_vec()))
+            .collect()
     }
 
     /// Replaces every weight, in [`Self::get_weights`] order.
@@ -388,7 +443,12 @@ impl Sequential {
         let mut trainable = 0;
         for layer in &self.layers {
             let count: usize = layer.params().iter().map(|p| numel(&p.shape())).sum();
-            let train: usize = layer.params().iter().filter(|p| p.trainable).map(|p| numel(&p.shape())).sum();
+            let train: usize = layer
+                .params()
+                .iter()
+                .filter(|p| p.trainable)
+                .map(|p| numel(&p.shape()))
+                .sum();
             total += count;
             trainable += train;
             shape = shape.and_then(|s| output_shape_of(layer.as_ref(), &s));
@@ -396,7 +456,12 @@ impl Sequential {
                 let dims: Vec<String> = s.iter().map(usize::to_string).collect();
                 format!("(None, {})", dims.join(", "))
             });
-            lines.push(format!("{:<34}{:<24}{:>14}", format!("{} ({})", layer.name(), layer.class_name()), shown, count));
+            lines.push(format!(
+                "{:<34}{:<24}{:>14}",
+                format!("{} ({})", layer.name(), layer.class_name()),
+                shown,
+                count
+            ));
         }
         lines.push(rule);
         lines.push(format!("Total params: {total}"));

@@ -16,7 +16,12 @@ pub enum Rule {
     Sgd { momentum: f32, nesterov: bool },
     /// Adam in the Keras form `lr_t = lr*sqrt(1-b2^t)/(1-b1^t); p -= lr_t*m/(sqrt(v)+eps)`;
     /// with `weight_decay > 0` it is AdamW (decoupled `p -= lr*wd*p` first).
-    Adam { beta1: f32, beta2: f32, epsilon: f32, weight_decay: f32 },
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        epsilon: f32,
+        weight_decay: f32,
+    },
     /// `v = rho*v + (1-rho)*g^2; p -= lr*g/(sqrt(v)+eps)`.
     RmsProp { rho: f32, epsilon: f32 },
 }
@@ -45,13 +50,20 @@ impl Optimizer {
                     _ => return Err(Error::Invalid(format!("optimizer object needs a 'name', got {v}"))),
                 }
             }
-            _ => return Err(Error::Invalid(format!("optimizer must be a name or an object, got {v}"))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "optimizer must be a name or an object, got {v}"
+                )))
+            }
         };
         let mut o = Options::new(&format!("optimizer '{name}'"), &opts)?;
         let lr = o.f32("learningRate")?;
         let (rule, default_lr) = match name.to_ascii_lowercase().as_str() {
             "sgd" => (
-                Rule::Sgd { momentum: o.f32("momentum")?.unwrap_or(0.0), nesterov: o.bool("nesterov")?.unwrap_or(false) },
+                Rule::Sgd {
+                    momentum: o.f32("momentum")?.unwrap_or(0.0),
+                    nesterov: o.bool("nesterov")?.unwrap_or(false),
+                },
                 0.01,
             ),
             "adam" | "adamw" => {
@@ -60,13 +72,21 @@ impl Optimizer {
                     beta1: o.f32("beta1")?.unwrap_or(0.9),
                     beta2: o.f32("beta2")?.unwrap_or(0.999),
                     epsilon: o.f32("epsilon")?.unwrap_or(1e-7),
-                    weight_decay: if adamw { o.f32("weightDecay")?.unwrap_or(0.004) } else { 0.0 },
+                    weight_decay: if adamw {
+                        o.f32("weightDecay")?.unwrap_or(0.004)
+                    } else {
+                        0.0
+                    },
                 };
                 (rule, 0.001)
             }
-            "rmsprop" => {
-                (Rule::RmsProp { rho: o.f32("rho")?.unwrap_or(0.9), epsilon: o.f32("epsilon")?.unwrap_or(1e-7) }, 0.001)
-            }
+            "rmsprop" => (
+                Rule::RmsProp {
+                    rho: o.f32("rho")?.unwrap_or(0.9),
+                    epsilon: o.f32("epsilon")?.unwrap_or(1e-7),
+                },
+                0.001,
+            ),
             other => {
                 return Err(Error::Invalid(format!(
                     "unknown optimizer '{other}'; expected one of: sgd, adam, adamw, rmsprop"
@@ -76,9 +96,16 @@ impl Optimizer {
         o.finish()?;
         let learning_rate = lr.unwrap_or(default_lr);
         if learning_rate <= 0.0 {
-            return Err(Error::Invalid(format!("optimizer '{name}': learningRate must be positive, got {learning_rate}")));
+            return Err(Error::Invalid(format!(
+                "optimizer '{name}': learningRate must be positive, got {learning_rate}"
+            )));
         }
-        Ok(Optimizer { rule, learning_rate, iterations: 0, slots: Vec::new() })
+        Ok(Optimizer {
+            rule,
+            learning_rate,
+            iterations: 0,
+            slots: Vec::new(),
+        })
     }
 
     /// The config written to model files.
@@ -88,14 +115,23 @@ impl Optimizer {
             Rule::Sgd { momentum, nesterov } => {
                 json!({"name": "sgd", "learningRate": lr, "momentum": momentum, "nesterov": nesterov})
             }
-            Rule::Adam { beta1, beta2, epsilon, weight_decay } if weight_decay > 0.0 => json!({
+            Rule::Adam {
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay,
+            } if weight_decay > 0.0 => json!({
                 "name": "adamw", "learningRate": lr, "beta1": beta1, "beta2": beta2, "epsilon": epsilon,
                 "weightDecay": weight_decay
             }),
-            Rule::Adam { beta1, beta2, epsilon, .. } => {
+            Rule::Adam {
+                beta1, beta2, epsilon, ..
+            } => {
                 json!({"name": "adam", "learningRate": lr, "beta1": beta1, "beta2": beta2, "epsilon": epsilon})
             }
-            Rule::RmsProp { rho, epsilon } => json!({"name": "rmsprop", "learningRate": lr, "rho": rho, "epsilon": epsilon}),
+            Rule::RmsProp { rho, epsilon } => {
+                json!({"name": "rmsprop", "learningRate": lr, "rho": rho, "epsilon": epsilon})
+            }
         }
     }
 
@@ -141,7 +177,12 @@ impl Optimizer {
                         });
                     }
                 }
-                Rule::Adam { beta1, beta2, epsilon, weight_decay } => {
+                Rule::Adam {
+                    beta1,
+                    beta2,
+                    epsilon,
+                    weight_decay,
+                } => {
                     let alpha = lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t));
                     let decay = lr * weight_decay;
                     let (m, rest) = slots.split_first_mut().expect("two slots");
@@ -181,5 +222,8 @@ fn for_each2(p: &mut [f32], g: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
 }
 
 fn for_each3(p: &mut [f32], g: &[f32], s: &mut [f32], f: impl Fn(&mut f32, f32, &mut f32) + Sync) {
-    p.iter_mut().zip(g).zip(s.iter_mut()).for_each(|((p, &g), s)| f(p, g, s));
+    p.iter_mut()
+        .zip(g)
+        .zip(s.iter_mut())
+        .for_each(|((p, &g), s)| f(p, g, s));
 }

@@ -18,9 +18,17 @@ impl Options {
         let map = match value {
             Value::Object(m) => m.clone(),
             Value::Null => Map::new(),
-            other => return Err(Error::Invalid(format!("{what}: expected an options object, got {other}"))),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{what}: expected an options object, got {other}"
+                )))
+            }
         };
-        Ok(Options { what: what.to_string(), map, known: Vec::new() })
+        Ok(Options {
+            what: what.to_string(),
+            map,
+            known: Vec::new(),
+        })
     }
 
     fn take(&mut self, key: &'static str) -> Option<Value> {
@@ -94,7 +102,8 @@ impl Options {
             Value::Array(a) if a.len() == 2 => positive(&a[0]).zip(positive(&a[1])).map(|(a, b)| [a, b]),
             other => positive(other).map(|n| [n, n]),
         };
-        pair.map(Some).ok_or_else(|| self.bad(key, "a positive integer or a pair of them", &v))
+        pair.map(Some)
+            .ok_or_else(|| self.bad(key, "a positive integer or a pair of them", &v))
     }
 
     /// A shape: array of positive integers (`null` entries are not allowed).
@@ -105,7 +114,8 @@ impl Options {
                 .map(|d| d.as_f64().filter(|f| *f >= 1.0 && f.fract() == 0.0).map(|f| f as usize))
                 .collect::<Option<Vec<_>>>()
         });
-        dims.map(Some).ok_or_else(|| self.bad(key, "an array of positive integers", &v))
+        dims.map(Some)
+            .ok_or_else(|| self.bad(key, "an array of positive integers", &v))
     }
 
     /// Errors if any option was not consumed.

@@ -16,7 +16,11 @@ pub struct Param {
 impl Param {
     /// A parameter holding `data` with `shape`.
     pub fn new(name: String, data: Vec<f32>, shape: &[usize], trainable: bool) -> Result<Param> {
-        Ok(Param { name, value: RwLock::new(Tensor::variable(data, shape)?), trainable })
+        Ok(Param {
+            name,
+            value: RwLock::new(Tensor::variable(data, shape)?),
+            trainable,
+        })
     }
 
     /// The current value, a gradient leaf.
@@ -43,7 +47,11 @@ impl Param {
     pub fn set(&self, data: Vec<f32>) -> Result<()> {
         let shape = self.shape();
         if data.len() != crate::tensor::numel(&shape) {
-            return Err(Error::shape(&format!("setWeights for '{}'", self.name), &shape, data.len()));
+            return Err(Error::shape(
+                &format!("setWeights for '{}'", self.name),
+                &shape,
+                data.len(),
+            ));
         }
         *self.value.write().unwrap_or_else(|e| e.into_inner()) = Tensor::variable(data, &shape)?;
         Ok(())

@@ -24,14 +24,23 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
     let mut out = vec![0.0; m * n];
     sgemm(m, n, k, a.data(), false, b.data(), false, &mut out, false, true);
-    Ok(Tensor::from_op(out, vec![m, n], |_| Op::MatMul(a.clone(), b.clone()), &[a, b]))
+    Ok(Tensor::from_op(
+        out,
+        vec![m, n],
+        |_| Op::MatMul(a.clone(), b.clone()),
+        &[a, b],
+    ))
 }
 
 /// `x[..., in] · w[in, out] (+ b[out])`: the dense layer's affine map on the last axis.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let din = *x.shape().last().unwrap_or(&0);
     if w.rank() != 2 || w.shape()[0] != din || x.rank() == 0 {
-        return Err(Error::shape("dense", format!("input [..., {}]", w.shape()[0]), x.shape()));
+        return Err(Error::shape(
+            "dense",
+            format!("input [..., {}]", w.shape()[0]),
+            x.shape(),
+        ));
     }
     let dout = w.shape()[1];
     if let Some(b) = b {
@@ -46,7 +55,18 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             row.copy_from_slice(b.data());
         }
     }
-    sgemm(rows, dout, din, x.data(), false, w.data(), false, &mut out, b.is_some(), true);
+    sgemm(
+        rows,
+        dout,
+        din,
+        x.data(),
+        false,
+        w.data(),
+        false,
+        &mut out,
+        b.is_some(),
+        true,
+    );
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank checked") = dout;
     let mut inputs = vec![x, w];
@@ -54,7 +74,11 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     Ok(Tensor::from_op(
         out,
         shape,
-        |_| Op::Linear { x: x.clone(), w: w.clone(), b: b.cloned() },
+        |_| Op::Linear {
+            x: x.clone(),
+            w: w.clone(),
+            b: b.cloned(),
+        },
         &inputs,
     ))
 }
@@ -64,7 +88,11 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 pub fn split(packed: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
     let total: usize = shapes.iter().map(|s| crate::tensor::numel(s)).sum();
     if total != packed.len() {
-        return Err(Error::shape("split", format!("pieces totalling {} values", packed.len()), shapes));
+        return Err(Error::shape(
+            "split",
+            format!("pieces totalling {} values", packed.len()),
+            shapes,
+        ));
     }
     let mut start = 0;
     let mut out = Vec::with_capacity(shapes.len());
@@ -72,7 +100,15 @@ pub fn split(packed: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
         let n = crate::tensor::numel(shape);
         let data = packed.data()[start..start + n].to_vec();
         let s = start;
-        out.push(Tensor::from_op(data, shape.clone(), |_| Op::Slice { x: packed.clone(), start: s }, &[packed]));
+        out.push(Tensor::from_op(
+            data,
+            shape.clone(),
+            |_| Op::Slice {
+                x: packed.clone(),
+                start: s,
+            },
+            &[packed],
+        ));
         start += n;
     }
     Ok(out)
@@ -87,7 +123,11 @@ pub fn custom(
     inputs: &[&Tensor],
 ) -> Result<Tensor> {
     if data.len() != crate::tensor::numel(&shape) {
-        return Err(Error::shape("custom op output", crate::tensor::numel(&shape), data.len()));
+        return Err(Error::shape(
+            "custom op output",
+            crate::tensor::numel(&shape),
+            data.len(),
+        ));
     }
     Ok(Tensor::from_op(data, shape, |_| Op::Custom(op()), inputs))
 }
@@ -96,21 +136,36 @@ pub fn custom(
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("add", a, b)?;
     let out = map_binary(a.data(), b.data(), |x, y| x + y);
-    Ok(Tensor::from_op(out, a.shape().to_vec(), |_| Op::Add(a.clone(), b.clone()), &[a, b]))
+    Ok(Tensor::from_op(
+        out,
+        a.shape().to_vec(),
+        |_| Op::Add(a.clone(), b.clone()),
+        &[a, b],
+    ))
 }
 
 /// Elementwise `a - b` (equal shapes).
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("sub", a, b)?;
     let out = map_binary(a.data(), b.data(), |x, y| x - y);
-    Ok(Tensor::from_op(out, a.shape().to_vec(), |_| Op::Sub(a.clone(), b.clone()), &[a, b]))
+    Ok(Tensor::from_op(
+        out,
+        a.shape().to_vec(),
+        |_| Op::Sub(a.clone(), b.clone()),
+        &[a, b],
+    ))
 }
 
 /// Elementwise `a * b` (equal shapes).
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("mul", a, b)?;
     let out = map_binary(a.data(), b.data(), |x, y| x * y);
-    Ok(Tensor::from_op(out, a.shape().to_vec(), |_| Op::Mul(a.clone(), b.clone()), &[a, b]))
+    Ok(Tensor::from_op(
+        out,
+        a.shape().to_vec(),
+        |_| Op::Mul(a.clone(), b.clone()),
+        &[a, b],
+    ))
 }
 
 /// `x + b` with `b` (shape `[c]`) broadcast along the last axis of `x`.
@@ -123,7 +178,12 @@ pub fn add_last_axis(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     for row in out.chunks_exact_mut(c.max(1)) {
         row.iter_mut().zip(b.data()).for_each(|(o, v)| *o += v);
     }
-    Ok(Tensor::from_op(out, x.shape().to_vec(), |_| Op::AddLastAxis(x.clone(), b.clone()), &[x, b]))
+    Ok(Tensor::from_op(
+        out,
+        x.shape().to_vec(),
+        |_| Op::AddLastAxis(x.clone(), b.clone()),
+        &[x, b],
+    ))
 }
 
 /// `x * s` for a constant scalar.

@@ -13,13 +13,26 @@ pub fn activation(x: &Tensor, act: Activation) -> Tensor {
         return x.clone();
     }
     let y = elementwise::activation_forward(act, x.data());
-    Tensor::from_op(y, x.shape().to_vec(), |s| Op::Activation { x: x.clone(), act, y: s.clone() }, &[x])
+    Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        |s| Op::Activation {
+            x: x.clone(),
+            act,
+            y: s.clone(),
+        },
+        &[x],
+    )
 }
 
 fn last_axis(op: &str, x: &Tensor) -> Result<usize> {
     match x.shape().last() {
         Some(&c) if c > 0 => Ok(c),
-        _ => Err(Error::shape(op, "a tensor of rank >= 1 with a non-empty last axis", x.shape())),
+        _ => Err(Error::shape(
+            op,
+            "a tensor of rank >= 1 with a non-empty last axis",
+            x.shape(),
+        )),
     }
 }
 
@@ -27,14 +40,30 @@ fn last_axis(op: &str, x: &Tensor) -> Result<usize> {
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
     let c = last_axis("softmax", x)?;
     let y = softmax::softmax_forward(x.data(), c);
-    Ok(Tensor::from_op(y, x.shape().to_vec(), |s| Op::Softmax { y: s.clone(), x: x.clone() }, &[x]))
+    Ok(Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        |s| Op::Softmax {
+            y: s.clone(),
+            x: x.clone(),
+        },
+        &[x],
+    ))
 }
 
 /// Log-softmax over the last axis.
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
     let c = last_axis("logSoftmax", x)?;
     let y = softmax::log_softmax_forward(x.data(), c);
-    Ok(Tensor::from_op(y, x.shape().to_vec(), |s| Op::LogSoftmax { y: s.clone(), x: x.clone() }, &[x]))
+    Ok(Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        |s| Op::LogSoftmax {
+            y: s.clone(),
+            x: x.clone(),
+        },
+        &[x],
+    ))
 }
 
 /// Channels-last 2-D convolution with a `[kh, kw, in, out]` kernel.
@@ -58,7 +87,12 @@ pub fn conv2d(
     Ok(Tensor::from_op(
         y,
         geom.output_shape(),
-        |_| Op::Conv2d { x: x.clone(), w: w.clone(), b: b.cloned(), geom: geom.clone() },
+        |_| Op::Conv2d {
+            x: x.clone(),
+            w: w.clone(),
+            b: b.cloned(),
+            geom: geom.clone(),
+        },
         &inputs,
     ))
 }
@@ -70,7 +104,11 @@ pub fn max_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], paddin
     Ok(Tensor::from_op(
         y,
         geom.output_shape(),
-        |_| Op::MaxPool2d { x: x.clone(), argmax, geom: geom.clone() },
+        |_| Op::MaxPool2d {
+            x: x.clone(),
+            argmax,
+            geom: geom.clone(),
+        },
         &[x],
     ))
 }
@@ -79,13 +117,25 @@ pub fn max_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], paddin
 pub fn avg_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
     let geom = pool::Pool2dGeometry::new(x.shape(), pool_size, strides, padding)?;
     let y = pool::avg_pool2d_forward(x.data(), &geom);
-    Ok(Tensor::from_op(y, geom.output_shape(), |_| Op::AvgPool2d { x: x.clone(), geom: geom.clone() }, &[x]))
+    Ok(Tensor::from_op(
+        y,
+        geom.output_shape(),
+        |_| Op::AvgPool2d {
+            x: x.clone(),
+            geom: geom.clone(),
+        },
+        &[x],
+    ))
 }
 
 /// Mean over every axis between the batch and the channels: `[b, ..., c] -> [b, c]`.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     if x.rank() < 3 {
-        return Err(Error::shape("globalAveragePooling", "[batch, ..., channels] (rank >= 3)", x.shape()));
+        return Err(Error::shape(
+            "globalAveragePooling",
+            "[batch, ..., channels] (rank >= 3)",
+            x.shape(),
+        ));
     }
     let batch = x.shape()[0];
     let channels = *x.shape().last().expect("rank checked");
@@ -94,7 +144,12 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_op(
         y,
         vec![batch, channels],
-        |_| Op::GlobalAvgPool { x: x.clone(), batch, spatial, channels },
+        |_| Op::GlobalAvgPool {
+            x: x.clone(),
+            batch,
+            spatial,
+            channels,
+        },
         &[x],
     ))
 }
@@ -109,7 +164,14 @@ pub fn dropout(x: &Tensor, rate: f32, rng: &mut Rng) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let keep = 1.0 / (1.0 - rate);
-    let mask: Vec<f32> = (0..x.len()).map(|_| if rng.uniform() < rate { 0.0 } else { keep }).collect();
+    let mask: Vec<f32> = (0..x.len())
+        .map(|_| if rng.uniform() < rate { 0.0 } else { keep })
+        .collect();
     let y = elementwise::map_binary(x.data(), &mask, |v, m| v * m);
-    Ok(Tensor::from_op(y, x.shape().to_vec(), |_| Op::Mask { x: x.clone(), mask }, &[x]))
+    Ok(Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        |_| Op::Mask { x: x.clone(), mask },
+        &[x],
+    ))
 }

@@ -35,12 +35,18 @@ impl ActivationSpec {
                 ))
             })?),
         };
-        Ok(ActivationSpec { name: name.to_string(), kind })
+        Ok(ActivationSpec {
+            name: name.to_string(),
+            kind,
+        })
     }
 
     /// Identity.
     pub fn linear() -> ActivationSpec {
-        ActivationSpec { name: "linear".into(), kind: Kind::Pointwise(Activation::Linear) }
+        ActivationSpec {
+            name: "linear".into(),
+            kind: Kind::Pointwise(Activation::Linear),
+        }
     }
 
     /// The name it was parsed from.
@@ -81,7 +87,10 @@ impl ActivationLayer {
         let name = o
             .string("activation")?
             .ok_or_else(|| Error::Invalid("Activation: option 'activation' is required".into()))?;
-        Ok(ActivationLayer { common: common.clone(), act: ActivationSpec::parse(&name)? })
+        Ok(ActivationLayer {
+            common: common.clone(),
+            act: ActivationSpec::parse(&name)?,
+        })
     }
 }
 

@@ -74,10 +74,20 @@ impl Layer for Conv2dLayer {
         with_batch.extend_from_slice(input_shape);
         let geom = Conv2dGeometry::new(&with_batch, &kshape, self.strides, self.dilation, self.padding)?;
         let name = &self.common.name;
-        self.kernel = Some(Param::new(format!("{name}/kernel"), self.kernel_init.sample(&kshape, rng), &kshape, self.common.trainable)?);
+        self.kernel = Some(Param::new(
+            format!("{name}/kernel"),
+            self.kernel_init.sample(&kshape, rng),
+            &kshape,
+            self.common.trainable,
+        )?);
         self.bias = if self.use_bias {
             let b = self.bias_init.sample(&[self.filters], rng);
-            Some(Param::new(format!("{name}/bias"), b, &[self.filters], self.common.trainable)?)
+            Some(Param::new(
+                format!("{name}/bias"),
+                b,
+                &[self.filters],
+                self.common.trainable,
+            )?)
         } else {
             None
         };
@@ -89,7 +99,14 @@ impl Layer for Conv2dLayer {
             .as_ref()
             .ok_or_else(|| Error::Invalid(format!("layer '{}' is used before it was built", self.common.name)))?;
         let bias = self.bias.as_ref().map(Param::get);
-        let y = ops::conv2d(x, &kernel.get(), bias.as_ref(), self.strides, self.dilation, self.padding)?;
+        let y = ops::conv2d(
+            x,
+            &kernel.get(),
+            bias.as_ref(),
+            self.strides,
+            self.dilation,
+            self.padding,
+        )?;
         self.activation.apply(&y)
     }
     fn params(&self) -> Vec<&Param> {

@@ -38,11 +38,16 @@ impl Dense {
 
 /// Reads an initializer option with a default.
 pub(super) fn init_option(o: &mut Options, key: &'static str, default: Initializer) -> Result<Initializer> {
-    o.value(key).map(|v| Initializer::parse(&v)).transpose().map(|i| i.unwrap_or(default))
+    o.value(key)
+        .map(|v| Initializer::parse(&v))
+        .transpose()
+        .map(|i| i.unwrap_or(default))
 }
 
 fn not_built(name: &str) -> Error {
-    Error::Invalid(format!("layer '{name}' is used before it was built; call build(inputShape) first"))
+    Error::Invalid(format!(
+        "layer '{name}' is used before it was built; call build(inputShape) first"
+    ))
 }
 
 impl Layer for Dense {
@@ -54,14 +59,28 @@ impl Layer for Dense {
     }
     fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>> {
         let Some(&din) = input_shape.last() else {
-            return Err(Error::shape(&format!("Dense '{}'", self.common.name), "an input of rank >= 1", input_shape));
+            return Err(Error::shape(
+                &format!("Dense '{}'", self.common.name),
+                "an input of rank >= 1",
+                input_shape,
+            ));
         };
         let name = &self.common.name;
         let shape = [din, self.units];
-        self.kernel = Some(Param::new(format!("{name}/kernel"), self.kernel_init.sample(&shape, rng), &shape, self.common.trainable)?);
+        self.kernel = Some(Param::new(
+            format!("{name}/kernel"),
+            self.kernel_init.sample(&shape, rng),
+            &shape,
+            self.common.trainable,
+        )?);
         self.bias = if self.use_bias {
             let b = self.bias_init.sample(&[self.units], rng);
-            Some(Param::new(format!("{name}/bias"), b, &[self.units], self.common.trainable)?)
+            Some(Param::new(
+                format!("{name}/bias"),
+                b,
+                &[self.units],
+                self.common.trainable,
+            )?)
         } else {
             None
         };

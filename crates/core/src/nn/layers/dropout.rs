@@ -15,11 +15,18 @@ pub struct Dropout {
 
 impl Dropout {
     pub(super) fn from_options(o: &mut Options, common: &Common) -> Result<Self> {
-        let rate = o.f32("rate")?.ok_or_else(|| Error::Invalid("Dropout: option 'rate' is required".into()))?;
+        let rate = o
+            .f32("rate")?
+            .ok_or_else(|| Error::Invalid("Dropout: option 'rate' is required".into()))?;
         if !(0.0..1.0).contains(&rate) {
-            return Err(Error::Invalid(format!("Dropout: option 'rate' must be in [0, 1), got {rate}")));
+            return Err(Error::Invalid(format!(
+                "Dropout: option 'rate' must be in [0, 1), got {rate}"
+            )));
         }
-        Ok(Dropout { common: common.clone(), rate })
+        Ok(Dropout {
+            common: common.clone(),
+            rate,
+        })
     }
 }
 

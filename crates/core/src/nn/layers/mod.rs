@@ -44,7 +44,12 @@ pub struct ForwardCtx<'a> {
 impl<'a> ForwardCtx<'a> {
     /// A context with no masks.
     pub fn new(training: bool, rng: &'a mut Rng) -> Self {
-        ForwardCtx { training, rng, input_masks: Vec::new(), output_masks: None }
+        ForwardCtx {
+            training,
+            rng,
+            input_masks: Vec::new(),
+            output_masks: None,
+        }
     }
 
     /// The mask of input `i`, if any.
@@ -190,7 +195,10 @@ pub fn from_config(class_name: &str, config: &Value) -> Result<(Box<dyn Layer>, 
         .find_map(|(_, factory)| factory(class_name, &mut o, &common))
         .unwrap_or_else(|| {
             let known: Vec<&str> = FAMILIES.iter().flat_map(|(c, _)| c.iter().map(|(n, _)| *n)).collect();
-            Err(Error::Invalid(format!("unknown layer class '{class_name}'; expected one of: {}", known.join(", "))))
+            Err(Error::Invalid(format!(
+                "unknown layer class '{class_name}'; expected one of: {}",
+                known.join(", ")
+            )))
         })?;
     o.finish()?;
     Ok((layer, common))

@@ -44,7 +44,11 @@ impl Layer for Pooling2d {
     }
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
         if input_shape.len() != 3 {
-            return Err(Error::shape(self.class_name(), "input [height, width, channels]", input_shape));
+            return Err(Error::shape(
+                self.class_name(),
+                "input [height, width, channels]",
+                input_shape,
+            ));
         }
         let mut with_batch = vec![1];
         with_batch.extend_from_slice(input_shape);
@@ -87,7 +91,11 @@ impl Layer for GlobalAveragePooling2d {
     }
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
         if input_shape.len() != 3 {
-            return Err(Error::shape("GlobalAveragePooling2D", "input [height, width, channels]", input_shape));
+            return Err(Error::shape(
+                "GlobalAveragePooling2D",
+                "input [height, width, channels]",
+                input_shape,
+            ));
         }
         Ok(vec![input_shape[2]])
     }

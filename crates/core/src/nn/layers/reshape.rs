@@ -49,7 +49,10 @@ impl Reshape {
         let target = o
             .shape("targetShape")?
             .ok_or_else(|| Error::Invalid("Reshape: option 'targetShape' is required".into()))?;
-        Ok(Reshape { common: common.clone(), target })
+        Ok(Reshape {
+            common: common.clone(),
+            target,
+        })
     }
 }
 
@@ -64,7 +67,11 @@ impl Layer for Reshape {
         if numel(input_shape) != numel(&self.target) {
             return Err(Error::shape(
                 &format!("Reshape '{}'", self.common.name),
-                format!("an input with {} values per sample (targetShape {:?})", numel(&self.target), self.target),
+                format!(
+                    "an input with {} values per sample (targetShape {:?})",
+                    numel(&self.target),
+                    self.target
+                ),
                 input_shape,
             ));
         }

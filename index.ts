@@ -19,7 +19,18 @@ export {
   reshape,
 } from "./src/layers.ts";
 export * as losses from "./src/losses.ts";
-export { type CompileArgs, type FitArgs, History, loadModel, Sequential, sequential } from "./src/model.ts";
+export { input, SymbolicTensor } from "./src/functional.ts";
+export {
+  type CompileArgs,
+  type FitArgs,
+  History,
+  loadModel,
+  Model,
+  type ModelArgs,
+  model,
+  Sequential,
+  sequential,
+} from "./src/model.ts";
 export { getNumThreads, matMul, setNumThreads, setSeed } from "./src/ops.ts";
 export * as optimizers from "./src/optimizers.ts";
 export { adam, adamw, Optimizer, rmsprop, sgd } from "./src/optimizers.ts";

@@ -62,7 +62,7 @@ await model.save(saveDir);
 const reloaded = await loadModel(saveDir);
 const before = await model.predict(xTest, { batchSize: 256 });
 const after = await reloaded.predict(xTest, { batchSize: 256 });
-const identical = before.data.every((v, i) => Object.is(v, after.data[i]));
+const identical = before.data.every((v: number, i: number) => Object.is(v, after.data[i]));
 console.log(`Saved to ${saveDir}; reloaded predictions identical: ${identical}`);
 if (!process.env.SAVE_DIR) rmSync(saveDir, { recursive: true, force: true });
 if (!identical) process.exit(1);

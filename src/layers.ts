@@ -2,6 +2,7 @@
  * Keras layers (camelCase arguments, channels-last). A layer is a description that a model
  * sends to Rust; it can also be used on its own: `build(inputShape)`, `setWeights`, `apply(x)`.
  */
+import { SymbolicTensor } from "./functional.ts";
 import { type NativeLayer, native } from "./native.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
 
@@ -115,60 +116,86 @@ export interface LayerConfig {
   config: Record<string, unknown>;
 }
 
-/** A layer description, usable eagerly after `build`. */
+/** Something `apply` can take symbolically: one symbolic tensor or several. */
+export type SymbolicInput = SymbolicTensor | SymbolicTensor[];
+
+/**
+ * A layer. Its weights live in Rust and are shared by every model that uses it. Use it in
+ * `sequential([...])`, call it on symbolic tensors (`layer.apply(input({ shape }))`) to build
+ * functional models, or eagerly on Tensors after `build`.
+ */
 export class Layer {
   /** Keras class name, e.g. `Dense`. */
   readonly className: string;
   /** The options it was created with. */
   readonly config: Readonly<Record<string, unknown>>;
-  #native: NativeLayer | undefined;
+  /** @internal */
+  readonly native: NativeLayer;
 
-  constructor(className: string, config: object) {
+  constructor(className: string, config: object, handle?: NativeLayer) {
     if (config === null || typeof config !== "object" || Array.isArray(config)) {
       throw new TypeError(`${className}: expected an options object, got ${JSON.stringify(config)}`);
     }
     this.className = className;
     this.config = Object.freeze({ ...config }) as Record<string, unknown>;
-    // Validate options now so mistakes surface where the layer is written, not at compile time.
-    this.#native = new native.NativeLayer(className, JSON.stringify(this.config));
+    // Options are validated here, so mistakes surface where the layer is written.
+    this.native = handle ?? new native.NativeLayer(className, JSON.stringify(this.config));
   }
 
-  /** The layer's name (given or default). */
+  /** @internal Wraps a live native layer (the layers of a loaded model). */
+  static fromNative(handle: NativeLayer): Layer {
+    return new Layer(handle.className, JSON.parse(handle.config()), handle);
+  }
+
+  /** The layer's name (given, or a unique Keras-style default such as `dense_2`). */
   get name(): string {
-    return (this.config.name as string | undefined) ?? JSON.parse(this.#layer().config()).name;
+    return this.native.name;
   }
 
-  #layer(): NativeLayer {
-    this.#native ??= new native.NativeLayer(this.className, JSON.stringify(this.config));
-    return this.#native;
+  /** Whether training updates its weights; set before `compile` (Keras semantics). */
+  get trainable(): boolean {
+    return this.native.trainable;
+  }
+  set trainable(value: boolean) {
+    this.native.trainable = value;
   }
 
   /** Creates the weights for samples of `inputShape` (no batch axis); returns the output sample shape. */
   build(inputShape: number[]): number[] {
-    return this.#layer().build(inputShape);
+    return this.native.build(inputShape);
   }
 
   /** Copies of the weights (kernel, then bias). */
   getWeights(): Tensor[] {
-    return this.#layer()
-      .getWeights()
-      .map((w) => new Tensor(w.data, w.shape));
+    return this.native.getWeights().map((w) => new Tensor(w.data, w.shape));
   }
 
   /** Replaces the weights, in `getWeights` order. */
   setWeights(weights: Tensor[]): void {
     if (!Array.isArray(weights)) throw new TypeError("setWeights: expected an array of Tensors");
-    this.#layer().setWeights(weights.map((w, i) => expectTensor(w, `setWeights: weight ${i}`).data));
+    this.native.setWeights(weights.map((w, i) => expectTensor(w, `setWeights: weight ${i}`).data));
   }
 
-  /** Applies the layer to a batch `x` (inference mode unless `training`). */
-  apply(x: Tensor, options: { training?: boolean } = {}): Tensor {
+  /**
+   * On symbolic tensors: records a call and returns symbolic outputs (one, or an array for
+   * several outputs). On a Tensor: computes the output eagerly (inference mode unless `training`).
+   */
+  apply(x: SymbolicInput, options?: { training?: boolean }): SymbolicTensor;
+  apply(x: SymbolicInput, options: { training?: boolean; multiOutput: true }): SymbolicTensor[];
+  apply(x: Tensor, options?: { training?: boolean }): Tensor;
+  apply(x: Tensor | SymbolicInput, options: { training?: boolean; multiOutput?: boolean } = {}): unknown {
+    if (x instanceof SymbolicTensor || (Array.isArray(x) && x.every((v) => v instanceof SymbolicTensor))) {
+      const inputs = Array.isArray(x) ? x : [x];
+      const shapes = this.native.outputShapes(inputs.map((t) => [...t.shape]));
+      const outs = shapes.map((shape, i) => new SymbolicTensor(shape, { layer: this, inputs, index: i }));
+      return outs.length === 1 && !options.multiOutput ? outs[0] : outs;
+    }
     const input = expectTensor(x, `${this.className}.apply: x`);
-    const out = this.#layer().apply(input.data, [...input.shape], options.training ?? false);
+    const out = this.native.apply(input.data, [...input.shape], options.training ?? false);
     return new Tensor(out.data, out.shape);
   }
 
-  /** `{ className, config }` for model topologies. */
+  /** `{ className, config }` as given. */
   toJSON(): LayerConfig {
     return { className: this.className, config: { ...this.config } };
   }

@@ -3,7 +3,8 @@
  * file I/O execute on Rust threads and return Promises, so the event loop stays free.
  */
 import { type Callback, type CustomCallback, LearningRateScheduler, type Logs, NativeCallback } from "./callbacks.ts";
-import { Layer, type LayerConfig } from "./layers.ts";
+import { describeGraph, SymbolicTensor } from "./functional.ts";
+import { Layer, type LayerConfig, type SymbolicInput } from "./layers.ts";
 import type { LossName, LossSpec } from "./losses.ts";
 import { type NativeModel, native } from "./native.ts";
 import { Optimizer } from "./optimizers.ts";
@@ -82,18 +83,50 @@ function positiveInt(what: string, value: unknown, fallback: number): number {
   return value;
 }
 
-/** A linear stack of layers. Create with {@link sequential}. */
-export class Sequential {
-  /** The layers, in order. */
+/** A trainable graph of layers. Create with {@link sequential} or {@link model}. */
+export class Model {
+  /** The layers, in order (shared: their weights are this model's weights). */
   readonly layers: Layer[];
   readonly #native: NativeModel;
   #compileArgs: CompileArgs | undefined;
   #stopRequested = false;
 
-  /** @internal Use {@link sequential} or {@link loadModel}. */
+  /** @internal Use {@link sequential}, {@link model} or {@link loadModel}. */
   constructor(layers: Layer[], nativeModel: NativeModel) {
     this.layers = layers;
     this.#native = nativeModel;
+  }
+
+  /** @internal The native handle (its `id` lets other models nest this one). */
+  get native(): NativeModel {
+    return this.#native;
+  }
+
+  /** Model name. */
+  get name(): string {
+    return this.#native.name;
+  }
+
+  /** Whether models that contain this one train its weights; set before compiling them. */
+  get trainable(): boolean {
+    return this.#native.trainable;
+  }
+  set trainable(value: boolean) {
+    this.#native.trainable = value;
+  }
+
+  /**
+   * Uses the model as a layer: on symbolic tensors it records a call (for nesting in another
+   * model, sharing weights); on a Tensor it predicts synchronously is not offered, use `predict`.
+   */
+  apply(x: SymbolicInput): SymbolicTensor {
+    const inputs = Array.isArray(x) ? x : [x];
+    if (!inputs.every((t) => t instanceof SymbolicTensor)) {
+      throw new TypeError("Model.apply takes symbolic tensors (from input()); use predict() for data");
+    }
+    const shapes = this.#native.outputShapes;
+    if (shapes.length !== 1) throw new Error(`Model.apply: '${this.name}' has ${shapes.length} outputs; expected one`);
+    return new SymbolicTensor(shapes[0], { layer: this, inputs, index: 0 });
   }
 
   /** Sample input shape (no batch axis), once known. */
@@ -277,8 +310,8 @@ export class Sequential {
     await this.#native.save(dir);
   }
 
-  /** Topology as `{ name, layers: [{ className, config }] }`. */
-  toJSON(): { name: string; layers: LayerConfig[] } {
+  /** Topology as `{ className, name, layers: [{ className, config }], ... }`. */
+  toJSON(): { className: string; name: string; layers: LayerConfig[] } {
     return JSON.parse(this.#native.toJson());
   }
 }
@@ -291,25 +324,59 @@ export interface SequentialArgs {
   seed?: number;
 }
 
-/** A model that applies `layers` in order. Give the first layer an `inputShape`, or it is built on first use. */
-export function sequential(layers: Layer[], args: SequentialArgs = {}): Sequential {
+/** A linear stack of layers (Keras `Sequential`). */
+export class Sequential extends Model {}
+
+/** A model that applies `layers` (or models) in order. Give the first layer an `inputShape`, or it is built on first use. */
+export function sequential(layers: (Layer | Model)[], args: SequentialArgs = {}): Sequential {
   if (!Array.isArray(layers) || layers.length === 0) {
     throw new TypeError("sequential: expected a non-empty array of layers");
   }
   layers.forEach((l, i) => {
-    if (!(l instanceof Layer))
+    if (!(l instanceof Layer) && !(l instanceof Model)) {
       throw new TypeError(`sequential: element ${i} is not a layer (use dense(), conv2d(), ...)`);
+    }
   });
   knownKeys("sequential", args, ["name", "seed"]);
-  const config = { name: args.name, layers: layers.map((l) => l.toJSON()) };
-  return new Sequential(layers, new native.NativeModel(JSON.stringify(config), args.seed));
+  const config = { className: "Sequential", name: args.name, layers: layers.map((l) => ({ ref: l.native.id })) };
+  const nativeModel = new native.NativeModel(JSON.stringify(config), args.seed);
+  return new Sequential(wrapLayers(nativeModel), nativeModel);
+}
+
+function wrapLayers(nativeModel: NativeModel): Layer[] {
+  return nativeModel.layerIds().map((id) => Layer.fromNative(native.NativeLayer.fromId(id)));
+}
+
+/** Arguments of {@link model}. */
+export interface ModelArgs {
+  /** The model's input(s), from `input({ shape })`. */
+  inputs: SymbolicTensor | SymbolicTensor[];
+  /** The output(s), symbolic tensors computed from the inputs. */
+  outputs: SymbolicTensor | SymbolicTensor[];
+  /** Model name (default `model`). */
+  name?: string;
+  /** Seed for shuffling and dropout. */
+  seed?: number;
+}
+
+/** A functional model: any graph of layer calls from `inputs` to `outputs` (residual, multi-input, nested). */
+export function model(args: ModelArgs): Model {
+  knownKeys("model", args, ["inputs", "outputs", "name", "seed"]);
+  const inputs = Array.isArray(args.inputs) ? args.inputs : [args.inputs];
+  const outputs = Array.isArray(args.outputs) ? args.outputs : [args.outputs];
+  for (const t of [...inputs, ...outputs]) {
+    if (!(t instanceof SymbolicTensor)) throw new TypeError("model: inputs and outputs must be symbolic tensors");
+  }
+  const graph = describeGraph(inputs, outputs, args.name);
+  const nativeModel = new native.NativeModel(JSON.stringify(graph), args.seed);
+  return new Model(wrapLayers(nativeModel), nativeModel);
 }
 
 /** Loads a model saved with `model.save(dir)`, compiled as it was saved. */
-export async function loadModel(dir: string, args: { seed?: number } = {}): Promise<Sequential> {
+export async function loadModel(dir: string, args: { seed?: number } = {}): Promise<Model> {
   if (typeof dir !== "string" || dir === "") throw new TypeError("loadModel: expected a directory path");
   const nativeModel = await native.loadModel(dir, args.seed);
-  const topology = JSON.parse(nativeModel.toJson()) as { layers: LayerConfig[] };
-  const layers = topology.layers.map((l) => new Layer(l.className, l.config));
-  return new Sequential(layers, nativeModel);
+  const layers = wrapLayers(nativeModel);
+  const isSequential = (JSON.parse(nativeModel.toJson()) as { className: string }).className === "Sequential";
+  return isSequential ? new Sequential(layers, nativeModel) : new Model(layers, nativeModel);
 }

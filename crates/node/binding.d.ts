@@ -9,12 +9,32 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** A standalone layer. */
+/** A layer (or a model used as a layer). */
 export declare class NativeLayer {
-  /** Creates a layer from its Keras class name and JSON options. */
+  /**
+   * Creates a layer from its Keras class name and JSON options. Without a `name` it gets a
+   * process-wide unique Keras-style one (`dense`, `dense_1`, ...).
+   */
   constructor(className: string, configJson: string)
+  /** A handle to the live layer with registry id `id` (layers of a loaded model). */
+  static fromId(id: number): NativeLayer
+  /** Registry id (how model descriptions refer to this layer). */
+  get id(): number
+  /** Layer name. */
+  get name(): string
+  /** Keras class name. */
+  get className(): string
+  /** Whether training updates its weights. */
+  get trainable(): boolean
+  /** Freezes or unfreezes it (a nested model: all its layers); takes effect at the next compile. */
+  set trainable(trainable: boolean)
   /** Creates the weights for samples of `inputShape`; returns the output sample shape. */
   build(inputShape: Array<number>): Array<number>
+  /**
+   * Builds for several inputs (on first use) and returns the output shapes: what calling the
+   * layer on symbolic inputs of these shapes produces.
+   */
+  outputShapes(inputShapes: Array<Array<number>>): Array<Array<number>>
   /** Copies of the weights. */
   getWeights(): Array<WeightData>
   /** Replaces the weights (same order and sizes as `getWeights`). */
@@ -23,17 +43,27 @@ export declare class NativeLayer {
   apply(x: Float32Array, xShape: Array<number>, training?: boolean | undefined | null): TensorData
   /** Options that rebuild this layer, as JSON. */
   config(): string
-  /** Keras class name. */
-  get className(): string
 }
 
-/** A sequential model living in Rust. */
+/** A model (sequential or functional) living in Rust. */
 export declare class NativeModel {
   /**
-   * Creates a model from its JSON topology (`{ name?, layers: [{ className, config }] }`).
-   * Without a seed, one is drawn from the global seed (see `setSeed`).
+   * Creates a model from its JSON description (`{ className: 'Sequential' | 'Functional', ... }`,
+   * layers given as `{ ref: layerId }`). Without a seed, one is drawn from the global seed.
    */
   constructor(configJson: string, seed?: number | undefined | null)
+  /** Registry id: use it as `{ ref: id }` to nest this model in another. */
+  get id(): number
+  /** Whether training (of models that contain this one) updates its weights. */
+  get trainable(): boolean
+  /** Freezes or unfreezes every layer of the model; takes effect at the next compile. */
+  set trainable(trainable: boolean)
+  /** Model name. */
+  get name(): string
+  /** Sample shapes of every output, once built. */
+  get outputShapes(): Array<Array<number>>
+  /** Registry ids of the model's layers, in order. */
+  layerIds(): Array<number>
   /** Sets loss, optimizer and metrics from JSON. */
   compile(configJson: string): void
   /** Creates the weights for samples of `inputShape` (no batch axis). */

@@ -4,13 +4,14 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use cortex_core::nn::callbacks::Callback;
 use cortex_core::nn::fit::{self, Event, FitConfig};
 use cortex_core::nn::model::Logs;
 use cortex_core::nn::options::Options;
-use cortex_core::nn::{io, Sequential};
+use cortex_core::nn::layers::Layer;
+use cortex_core::nn::{io, LayerCell, Model, SharedLayer};
 use cortex_core::{rng, threads, Tensor};
 use napi::bindgen_prelude::{AsyncTask, Float32Array, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -35,94 +36,131 @@ pub struct WeightData {
     pub data: Float32Array,
 }
 
-type Shared = Arc<RwLock<Sequential>>;
+type Shared = SharedLayer;
+type ReadGuard<'a> = std::sync::RwLockReadGuard<'a, Box<dyn Layer>>;
+type WriteGuard<'a> = std::sync::RwLockWriteGuard<'a, Box<dyn Layer>>;
 
-fn read(m: &Shared) -> std::sync::RwLockReadGuard<'_, Sequential> {
-    m.read().unwrap_or_else(|e| e.into_inner())
+/// The model inside a model cell (NativeModel only ever holds models).
+fn model_of<'a>(guard: &'a ReadGuard<'_>) -> &'a Model {
+    guard.as_model().expect("a NativeModel cell holds a model")
 }
 
-fn write(m: &Shared) -> std::sync::RwLockWriteGuard<'_, Sequential> {
-    m.write().unwrap_or_else(|e| e.into_inner())
+fn model_of_mut<'a>(guard: &'a mut WriteGuard<'_>) -> &'a mut Model {
+    guard.as_model_mut().expect("a NativeModel cell holds a model")
 }
 
 fn logs_json(logs: &Logs) -> Value {
     Value::Object(logs.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>())
 }
 
-/// A sequential model living in Rust.
+/// A model (sequential or functional) living in Rust.
 #[napi]
 pub struct NativeModel {
     inner: Shared,
     stop: Arc<AtomicBool>,
 }
 
+fn wrap(model: Model) -> NativeModel {
+    NativeModel { inner: LayerCell::new(Box::new(model), true), stop: Arc::new(AtomicBool::new(false)) }
+}
+
 #[napi]
 impl NativeModel {
-    /// Creates a model from its JSON topology (`{ name?, layers: [{ className, config }] }`).
-    /// Without a seed, one is drawn from the global seed (see `setSeed`).
+    /// Creates a model from its JSON description (`{ className: 'Sequential' | 'Functional', ... }`,
+    /// layers given as `{ ref: layerId }`). Without a seed, one is drawn from the global seed.
     #[napi(constructor)]
     pub fn new(config_json: String, seed: Option<f64>) -> napi::Result<Self> {
         let config = parse_json("model config", &config_json)?;
         let seed = seed.map(|s| s as u64).unwrap_or_else(rng::next_seed);
-        let model = guarded("sequential", || Sequential::from_config(&config, seed))?;
-        Ok(NativeModel {
-            inner: Arc::new(RwLock::new(model)),
-            stop: Arc::new(AtomicBool::new(false)),
-        })
+        Ok(wrap(guarded("model", || Model::from_config(&config, seed))?))
+    }
+
+    /// Registry id: use it as `{ ref: id }` to nest this model in another.
+    #[napi(getter)]
+    pub fn id(&self) -> f64 {
+        self.inner.id() as f64
+    }
+
+    /// Whether training (of models that contain this one) updates its weights.
+    #[napi(getter)]
+    pub fn trainable(&self) -> bool {
+        self.inner.trainable()
+    }
+
+    /// Freezes or unfreezes every layer of the model; takes effect at the next compile.
+    #[napi(setter)]
+    pub fn set_trainable(&self, trainable: bool) {
+        self.inner.set_trainable(trainable);
+    }
+
+    /// Model name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        model_of(&self.inner.read()).name().to_string()
+    }
+
+    /// Sample shapes of every output, once built.
+    #[napi(getter)]
+    pub fn output_shapes(&self) -> Vec<Vec<u32>> {
+        model_of(&self.inner.read()).output_shapes().iter().map(|s| s.iter().map(|&d| d as u32).collect()).collect()
+    }
+
+    /// Registry ids of the model's layers, in order.
+    #[napi]
+    pub fn layer_ids(&self) -> Vec<f64> {
+        model_of(&self.inner.read()).layers().iter().map(|l| l.id() as f64).collect()
     }
 
     /// Sets loss, optimizer and metrics from JSON.
     #[napi]
     pub fn compile(&self, config_json: String) -> napi::Result<()> {
         let config = parse_json("compile", &config_json)?;
-        guarded("compile", || write(&self.inner).compile(&config))
+        guarded("compile", || model_of_mut(&mut self.inner.write()).compile(&config))
     }
 
     /// Creates the weights for samples of `inputShape` (no batch axis).
     #[napi]
     pub fn build(&self, input_shape: Vec<u32>) -> napi::Result<()> {
         let shape: Vec<usize> = input_shape.iter().map(|&d| d as usize).collect();
-        guarded("build", || write(&self.inner).build(&shape))
+        guarded("build", || model_of_mut(&mut self.inner.write()).build(&shape))
     }
 
     /// Whether the model has weights.
     #[napi(getter)]
     pub fn built(&self) -> bool {
-        read(&self.inner).is_built()
+        model_of(&self.inner.read()).is_built()
     }
 
     /// Sample input shape, once built.
     #[napi(getter)]
     pub fn input_shape(&self) -> Option<Vec<u32>> {
-        read(&self.inner)
-            .input_shape()
+        model_of(&self.inner.read()).input_shape()
             .map(|s| s.iter().map(|&d| d as u32).collect())
     }
 
     /// Sample output shape, once built.
     #[napi(getter)]
     pub fn output_shape(&self) -> Option<Vec<u32>> {
-        read(&self.inner)
-            .output_shape()
+        model_of(&self.inner.read()).output_shape()
             .map(|s| s.iter().map(|&d| d as u32).collect())
     }
 
     /// Keras-style summary table.
     #[napi]
     pub fn summary(&self) -> String {
-        read(&self.inner).summary()
+        model_of(&self.inner.read()).summary()
     }
 
     /// Topology as JSON.
     #[napi]
     pub fn to_json(&self) -> String {
-        read(&self.inner).to_json().to_string()
+        model_of(&self.inner.read()).to_json().to_string()
     }
 
     /// Copies of every weight, in layer order.
     #[napi]
     pub fn get_weights(&self) -> Vec<WeightData> {
-        read(&self.inner)
+        model_of(&self.inner.read())
             .get_weights()
             .into_iter()
             .map(|(name, shape, data)| WeightData {
@@ -137,7 +175,7 @@ impl NativeModel {
     #[napi]
     pub fn set_weights(&self, weights: Vec<Float32Array>) -> napi::Result<()> {
         let values: Vec<Vec<f32>> = weights.iter().map(|w| w.to_vec()).collect();
-        guarded("setWeights", || read(&self.inner).set_weights(&values))
+        guarded("setWeights", || model_of(&self.inner.read()).set_weights(&values))
     }
 
     /// Asks a running `fit` to stop after the current batch.
@@ -340,8 +378,8 @@ impl Task for FitTask {
             sink.call(message.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
         };
         let history = guarded("fit", || {
-            let mut guard = write(&self.model);
-            let model: &mut Sequential = &mut guard;
+            let mut guard = self.model.write();
+            let model = model_of_mut(&mut guard);
             let validation = self.validation.as_ref().map(|(a, b)| (a, b));
             threads::run(|| fit::fit(model, &self.x, &self.y, validation, config, &mut send, &self.stop))
         })?;
@@ -367,10 +405,11 @@ impl Task for PredictTask {
 
     fn compute(&mut self) -> napi::Result<Tensor> {
         guarded("predict", || {
-            if !read(&self.model).is_built() {
-                write(&self.model).ensure_built(&self.x)?;
+            if !model_of(&self.model.read()).is_built() {
+                model_of_mut(&mut self.model.write()).ensure_built(&self.x)?;
             }
-            let model = read(&self.model);
+            let guard = self.model.read();
+            let model = model_of(&guard);
             threads::run(|| model.predict(&self.x, self.batch_size))
         })
     }
@@ -396,14 +435,15 @@ impl Task for EvaluateTask {
     fn compute(&mut self) -> napi::Result<String> {
         let logs = guarded(if self.train { "trainOnBatch" } else { "evaluate" }, || {
             if self.train {
-                let mut guard = write(&self.model);
-                let model: &mut Sequential = &mut guard;
+                let mut guard = self.model.write();
+                let model = model_of_mut(&mut guard);
                 model.ensure_built(&self.x)?;
                 model.check_input(&self.x)?;
                 model.check_targets(&self.x, &self.y)?;
                 threads::run(|| model.train_on_batch(&self.x, &self.y))
             } else {
-                let model = read(&self.model);
+                let guard = self.model.read();
+                let model = model_of(&guard);
                 threads::run(|| model.evaluate(&self.x, &self.y, self.batch_size))
             }
         })?;
@@ -426,7 +466,7 @@ impl Task for SaveTask {
     type JsValue = ();
 
     fn compute(&mut self) -> napi::Result<()> {
-        guarded("save", || io::save(&read(&self.model), &self.dir))
+        guarded("save", || io::save(model_of(&self.model.read()), &self.dir))
     }
 
     fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
@@ -441,17 +481,14 @@ pub struct LoadTask {
 }
 
 impl Task for LoadTask {
-    type Output = Sequential;
+    type Output = Model;
     type JsValue = NativeModel;
 
-    fn compute(&mut self) -> napi::Result<Sequential> {
+    fn compute(&mut self) -> napi::Result<Model> {
         guarded("loadModel", || io::load(&self.dir, self.seed))
     }
 
-    fn resolve(&mut self, _env: Env, output: Sequential) -> napi::Result<NativeModel> {
-        Ok(NativeModel {
-            inner: Arc::new(RwLock::new(output)),
-            stop: Arc::new(AtomicBool::new(false)),
-        })
+    fn resolve(&mut self, _env: Env, output: Model) -> napi::Result<NativeModel> {
+        Ok(wrap(output))
     }
 }

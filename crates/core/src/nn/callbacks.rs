@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::model::{Logs, Sequential};
+use super::model::{Logs, Model};
 use super::options::Options;
 use crate::{Error, Result};
 
@@ -122,7 +122,7 @@ impl Callback {
     }
 
     /// Called after each epoch; returns true to stop training.
-    pub fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, model: &mut Sequential) -> Result<bool> {
+    pub fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, model: &mut Model) -> Result<bool> {
         match self {
             Callback::EarlyStopping {
                 monitor,

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::callbacks::Callback;
-use super::model::{gather_rows, slice_rows, Logs, Sequential};
+use super::model::{gather_rows, slice_rows, Logs, Model};
 use crate::{Error, Result, Tensor};
 
 /// Options of `fit`.
@@ -49,7 +49,7 @@ fn record(history: &mut History, logs: &Logs) {
 /// Trains `model` on `x`, `y`; returns the history. `stop` may be set from any thread to end
 /// training after the current batch.
 pub fn fit(
-    model: &mut Sequential,
+    model: &mut Model,
     x: &Tensor,
     y: &Tensor,
     validation: Option<(&Tensor, &Tensor)>,

@@ -2,7 +2,6 @@
 //! `weights.safetensors`. Each file is written to a temporary name and renamed into place, so
 //! a crash mid-save never leaves a half-written file behind.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
@@ -10,7 +9,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde_json::{json, Value};
 
-use super::model::Sequential;
+use super::model::Model;
 use crate::{Error, Result};
 
 /// Marks our model.json files.
@@ -37,7 +36,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves the model into directory `dir` (created if missing).
-pub fn save(model: &Sequential, dir: &Path) -> Result<()> {
+pub fn save(model: &Model, dir: &Path) -> Result<()> {
     if !model.is_built() {
         return Err(Error::Invalid(
             "save: the model has no weights yet; build it or train it first".into(),
@@ -81,7 +80,7 @@ pub fn save(model: &Sequential, dir: &Path) -> Result<()> {
 
 /// Loads a model saved by [`save`]; every problem (missing, truncated, corrupt or mismatched
 /// files) is an error that names the file.
-pub fn load(dir: &Path, seed: u64) -> Result<Sequential> {
+pub fn load(dir: &Path, seed: u64) -> Result<Model> {
     let topo_path = dir.join(TOPOLOGY);
     let text = fs::read_to_string(&topo_path).map_err(|e| io_err("cannot read model file", &topo_path, e))?;
     let topology: Value =
@@ -96,7 +95,7 @@ pub fn load(dir: &Path, seed: u64) -> Result<Sequential> {
     let config = topology
         .get("config")
         .ok_or_else(|| io_err("corrupt model file", &topo_path, "no 'config'"))?;
-    let mut model = Sequential::from_config(config, seed).map_err(|e| io_err("invalid model in", &topo_path, e))?;
+    let mut model = Model::from_config(config, seed).map_err(|e| io_err("invalid model in", &topo_path, e))?;
     if !model.is_built() {
         return Err(io_err("corrupt model file", &topo_path, "no input shape recorded"));
     }
@@ -109,29 +108,18 @@ pub fn load(dir: &Path, seed: u64) -> Result<Sequential> {
     let bytes = fs::read(&weights_path).map_err(|e| io_err("cannot read weights file", &weights_path, e))?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| io_err("corrupt weights file", &weights_path, e))?;
     let mut values = Vec::new();
-    let expected: HashMap<String, Vec<usize>> = model.get_weights().into_iter().map(|(n, s, _)| (n, s)).collect();
-    for p in model.params() {
+    for (name, shape, _) in model.get_weights() {
         let view = tensors
-            .tensor(&p.name)
-            .map_err(|_| io_err("weights file lacks", &weights_path, format!("tensor '{}'", p.name)))?;
-        if view.dtype() != Dtype::F32 || view.shape() != expected[&p.name].as_slice() {
+            .tensor(&name)
+            .map_err(|_| io_err("weights file lacks", &weights_path, format!("tensor '{name}'")))?;
+        if view.dtype() != Dtype::F32 || view.shape() != shape.as_slice() {
             return Err(io_err(
                 "weights file does not match the model",
                 &weights_path,
-                format!(
-                    "'{}' should be f32 {:?}, found {:?} {:?}",
-                    p.name,
-                    expected[&p.name],
-                    view.dtype(),
-                    view.shape()
-                ),
+                format!("'{name}' should be f32 {shape:?}, found {:?} {:?}", view.dtype(), view.shape()),
             ));
         }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         values.push(data);
     }
     model

@@ -2,6 +2,7 @@
 //! sequential model with its `fit` loop, and model files.
 
 pub mod callbacks;
+pub mod cell;
 pub mod fit;
 pub mod init;
 pub mod io;
@@ -14,5 +15,6 @@ pub mod options;
 pub mod param;
 
 pub use layers::Layer;
-pub use model::Sequential;
+pub use cell::{LayerCell, SharedLayer};
+pub use model::{Model, Sequential};
 pub use param::Param;

@@ -98,6 +98,14 @@ pub trait Layer: Send + Sync {
     }
     /// Options (camelCase) that rebuild this layer, including `name`.
     fn config(&self) -> Value;
+    /// The model, when this layer is a nested model.
+    fn as_model(&self) -> Option<&crate::nn::model::Model> {
+        None
+    }
+    /// Mutable access to the model, when this layer is a nested model.
+    fn as_model_mut(&mut self) -> Option<&mut crate::nn::model::Model> {
+        None
+    }
 }
 
 /// Options every layer accepts.
@@ -175,6 +183,18 @@ fn core_layers(class_name: &str, o: &mut Options, common: &Common) -> Option<Res
         "Activation" => boxed(ActivationLayer::from_options(o, common)),
         _ => return None,
     })
+}
+
+/// A process-wide unique layer name from a base (`dense`, `dense_1`, ...), as Keras assigns.
+pub fn unique_name(base: &str) -> String {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static COUNTS: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+    let mut counts = COUNTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let n = counts.entry(base.to_string()).or_insert(0);
+    let name = if *n == 0 { base.to_string() } else { format!("{base}_{n}") };
+    *n += 1;
+    name
 }
 
 /// Snake-case base name Keras uses for automatic layer names.

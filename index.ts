@@ -2,13 +2,22 @@
  * cortex-nn: Keras-style neural networks for Node.js, computed by a Rust engine.
  */
 
+export {
+  batchNormalization,
+  layerNormalization,
+  type MultiHeadAttentionArgs,
+  multiHeadAttention,
+} from "./src/attention.ts";
 export type { Callback, CustomCallback, Logs } from "./src/callbacks.ts";
 export * as callbacks from "./src/callbacks.ts";
 export { loadMnist } from "./src/data/mnist.ts";
+export { input, SymbolicTensor } from "./src/functional.ts";
 export * as layers from "./src/layers.ts";
 export {
   activation,
+  add,
   averagePooling2d,
+  concatenate,
   conv2d,
   dense,
   dropout,
@@ -16,10 +25,10 @@ export {
   globalAveragePooling2d,
   Layer,
   maxPooling2d,
+  multiply,
   reshape,
 } from "./src/layers.ts";
 export * as losses from "./src/losses.ts";
-export { input, SymbolicTensor } from "./src/functional.ts";
 export {
   type CompileArgs,
   type FitArgs,
@@ -34,4 +43,14 @@ export {
 export { getNumThreads, matMul, setNumThreads, setSeed } from "./src/ops.ts";
 export * as optimizers from "./src/optimizers.ts";
 export { adam, adamw, Optimizer, rmsprop, sgd } from "./src/optimizers.ts";
+export { bidirectional, gru, lstm, simpleRNN } from "./src/recurrent.ts";
+export {
+  conv1d,
+  conv2dTranspose,
+  embedding,
+  globalAveragePooling1d,
+  positionalEmbedding,
+  upSampling2d,
+  zeroPadding2d,
+} from "./src/spatial.ts";
 export { type NestedArray, Tensor, tensor } from "./src/tensor.ts";

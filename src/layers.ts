@@ -245,3 +245,18 @@ export function dropout(args: DropoutArgs): Layer {
 export function activation(args: ActivationArgs): Layer {
   return new Layer("Activation", args);
 }
+
+/** Elementwise sum of two or more inputs of equal shape (functional models). */
+export function add(args: LayerArgs = {}): Layer {
+  return new Layer("Add", args);
+}
+
+/** Elementwise product of two or more inputs of equal shape (functional models). */
+export function multiply(args: LayerArgs = {}): Layer {
+  return new Layer("Multiply", args);
+}
+
+/** Joins two or more inputs along `axis` (default -1, the last). */
+export function concatenate(args: LayerArgs & { axis?: number } = {}): Layer {
+  return new Layer("Concatenate", args);
+}

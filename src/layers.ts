@@ -3,7 +3,7 @@
  * sends to Rust; it can also be used on its own: `build(inputShape)`, `setWeights`, `apply(x)`.
  */
 import { SymbolicTensor } from "./functional.ts";
-import { type NativeLayer, native } from "./native.ts";
+import { type NativeGrads, type NativeLayer, native } from "./native.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
 
 /** Activation names accepted by `activation` options. */
@@ -193,6 +193,12 @@ export class Layer {
     const input = expectTensor(x, `${this.className}.apply: x`);
     const out = this.native.apply(input.data, [...input.shape], options.training ?? false);
     return new Tensor(out.data, out.shape);
+  }
+
+  /** @internal Gradients of this layer's weights from a backward pass (for `valueAndGrads`). */
+  gradsFrom(grads: NativeGrads): Tensor[] {
+    const shapes = this.native.getWeights().map((w) => w.shape);
+    return grads.ofLayer(this.native).map((g, i) => new Tensor(g, shapes[i]));
   }
 
   /** `{ className, config }` as given. */

@@ -6,9 +6,10 @@ import { type Callback, type CustomCallback, LearningRateScheduler, type Logs, N
 import { describeGraph, SymbolicTensor } from "./functional.ts";
 import { Layer, type LayerConfig, type SymbolicInput } from "./layers.ts";
 import type { LossName, LossSpec } from "./losses.ts";
-import { type NativeModel, native } from "./native.ts";
+import { type NativeGrads, type NativeModel, native } from "./native.ts";
 import { Optimizer } from "./optimizers.ts";
 import { ProgressReporter } from "./progress.ts";
+import { TapeTensor } from "./tape.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
 
 /** Arguments of {@link Sequential.compile}. */
@@ -151,6 +152,24 @@ export class Model {
   /** Creates the weights for samples of `inputShape` (no batch axis). */
   build(inputShape: number[]): void {
     this.#native.build(inputShape);
+  }
+
+  /**
+   * Runs the model with gradients recorded, for custom training steps inside `valueAndGrads`
+   * (training mode unless `training: false`). Runs on the calling thread.
+   */
+  call(x: Tensor | TapeTensor, options: { training?: boolean } = {}): TapeTensor {
+    const input =
+      x instanceof TapeTensor
+        ? x.native
+        : native.NativeTensor.fromData(expectTensor(x, "call: x").data, [...x.shape], false);
+    return new TapeTensor(native.modelCall(this.#native, input, options.training ?? true));
+  }
+
+  /** @internal Gradients of this model's weights from a backward pass (for `valueAndGrads`). */
+  gradsFrom(grads: NativeGrads): Tensor[] {
+    const shapes = this.#native.getWeights().map((w) => w.shape);
+    return grads.ofModel(this.#native).map((g, i) => new Tensor(g, shapes[i]));
   }
 
   /** Sets the loss, optimizer and metrics. */

@@ -22,3 +22,6 @@ export const native = loaded;
 export type NativeModel = Binding.NativeModel;
 export type NativeLayer = Binding.NativeLayer;
 export type TensorData = Binding.TensorData;
+export type NativeTensor = Binding.NativeTensor;
+export type NativeGrads = Binding.NativeGrads;
+export type NativeOptimizer = Binding.NativeOptimizer;

@@ -1,6 +1,8 @@
 /**
  * Optimizers with the Keras update rules. Pass an instance or a name (`'adam'`) to `compile`.
  */
+import { type NativeModel, type NativeOptimizer, native } from "./native.ts";
+import { expectTensor, type Tensor } from "./tensor.ts";
 
 /** Arguments of {@link sgd}. */
 export interface SgdArgs {
@@ -40,16 +42,36 @@ export interface RmsPropArgs {
   epsilon?: number;
 }
 
-/** An optimizer configuration (its state lives in the compiled model, in Rust). */
+/** Anything whose weights an optimizer can update directly (a model). */
+export interface Trainable {
+  /** @internal */
+  readonly native: NativeModel;
+}
+
+/**
+ * An optimizer. Given to `compile`, the compiled model keeps its own state; used directly with
+ * `applyGradients` (custom training loops), this object keeps the state.
+ */
 export class Optimizer {
   /** `sgd`, `adam`, `adamw` or `rmsprop`. */
   readonly name: string;
   /** Hyper-parameters. */
   readonly args: Readonly<Record<string, unknown>>;
+  #state: NativeOptimizer | undefined;
 
   constructor(name: string, args: object) {
     this.name = name;
     this.args = Object.freeze({ ...args });
+  }
+
+  /** Applies gradients (one per weight, in `getWeights` order, e.g. from `valueAndGrads`) to a model's trainable weights. */
+  applyGradients(grads: Tensor[], target: Trainable): void {
+    if (!Array.isArray(grads)) throw new TypeError("applyGradients: expected an array of gradient Tensors");
+    this.#state ??= new native.NativeOptimizer(JSON.stringify(this.toJSON()));
+    this.#state.applyGradients(
+      target.native,
+      grads.map((g, i) => expectTensor(g, `applyGradients: gradient ${i}`).data),
+    );
   }
 
   /** `{ name, ...args }` as sent to Rust. */

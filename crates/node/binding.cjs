@@ -778,10 +778,14 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeGrads = nativeBinding.NativeGrads
 module.exports.NativeLayer = nativeBinding.NativeLayer
 module.exports.NativeModel = nativeBinding.NativeModel
+module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
+module.exports.NativeTensor = nativeBinding.NativeTensor
 module.exports.getNumThreads = nativeBinding.getNumThreads
 module.exports.loadModel = nativeBinding.loadModel
 module.exports.matMul = nativeBinding.matMul
+module.exports.modelCall = nativeBinding.modelCall
 module.exports.setNumThreads = nativeBinding.setNumThreads
 module.exports.setSeed = nativeBinding.setSeed

@@ -9,6 +9,16 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The gradients of one backward pass. */
+export declare class NativeGrads {
+  /** Gradient with respect to a variable (zeros if it did not contribute). */
+  ofTensor(t: NativeTensor): Float32Array
+  /** Gradients with respect to every weight of a model, in `getWeights` order. */
+  ofModel(model: NativeModel): Array<Float32Array>
+  /** Gradients with respect to a layer's weights, in `getWeights` order. */
+  ofLayer(layer: NativeLayer): Array<Float32Array>
+}
+
 /** A layer (or a model used as a layer). */
 export declare class NativeLayer {
   /**
@@ -99,6 +109,39 @@ export declare class NativeModel {
   save(dir: string): Promise<void>
 }
 
+/** An optimizer with its own state, for custom training steps. */
+export declare class NativeOptimizer {
+  /** From a spec as in `compile` (`"adam"` or `{ name, learningRate, ... }`). */
+  constructor(specJson: string)
+  /** Steps taken. */
+  get iterations(): number
+  /** Applies one gradient per model weight (`getWeights` order) to the model's trainable weights. */
+  applyGradients(model: NativeModel, grads: Array<Float32Array>): void
+}
+
+/** An engine tensor that may carry a recorded graph. */
+export declare class NativeTensor {
+  /** A tensor from values; `variable` makes it a gradient leaf. */
+  static fromData(data: Float32Array, shape: Array<number>, variable?: boolean | undefined | null): NativeTensor
+  /** Copy of the values. */
+  get data(): Float32Array
+  /** Dimensions. */
+  get shape(): Array<number>
+  /** Whether gradients flow through it. */
+  get tracks(): boolean
+  /** Elementwise op with another tensor of the same shape: `add`, `sub`, `mul`, or `matMul`. */
+  binary(op: string, other: NativeTensor): NativeTensor
+  /**
+   * One-input op: `sum`, `mean`, `scale` (attrs `{ factor }`), `reshape` (attrs `{ shape }`),
+   * `softmax`, `logSoftmax`, or any activation name (`relu`, `sigmoid`, `tanh`, ...).
+   */
+  unary(op: string, attrsJson?: string | undefined | null): NativeTensor
+  /** A Keras loss of predictions `self` against `target` (spec as in `compile`): a scalar. */
+  loss(target: NativeTensor, specJson: string): NativeTensor
+  /** Gradients of this scalar with respect to everything it was computed from. */
+  backward(): NativeGrads
+}
+
 /** Number of threads kernels use. */
 export declare function getNumThreads(): number
 
@@ -107,6 +150,9 @@ export declare function loadModel(dir: string, seed?: number | undefined | null)
 
 /** Matrix product of `a` (`[m, k]`) and `b` (`[k, n]`) on the cortex-nn thread pool. */
 export declare function matMul(a: Float32Array, aShape: Array<number>, b: Float32Array, bShape: Array<number>): TensorData
+
+/** Runs a model on a tensor with gradients recorded (training mode unless `training` is false). */
+export declare function modelCall(model: NativeModel, x: NativeTensor, training?: boolean | undefined | null): NativeTensor
 
 /** Sets the number of threads kernels use (default: `CORTEX_NUM_THREADS` or all cores). */
 export declare function setNumThreads(n: number): void

@@ -6,6 +6,7 @@
 pub mod layer;
 pub mod model;
 pub mod ops;
+pub mod tape;
 pub mod tensor;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

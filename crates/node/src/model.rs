@@ -75,6 +75,11 @@ impl NativeModel {
         Ok(wrap(guarded("model", || Model::from_config(&config, seed))?))
     }
 
+    /// The shared cell holding the model.
+    pub(crate) fn cell(&self) -> Shared {
+        self.inner.clone()
+    }
+
     /// Registry id: use it as `{ ref: id }` to nest this model in another.
     #[napi(getter)]
     pub fn id(&self) -> f64 {

@@ -1,0 +1,127 @@
+/**
+ * Gradients for custom losses and training loops. Inside `valueAndGrads(f, targets)`, `f`
+ * computes a scalar from {@link TapeTensor}s (model calls, variables, ops, losses); the graph
+ * is recorded and differentiated in Rust, and the gradients come back per target.
+ */
+import type { LossName, LossSpec } from "./losses.ts";
+import { type NativeTensor, native } from "./native.ts";
+import { expectTensor, Tensor } from "./tensor.ts";
+
+/** A tensor that lives in Rust and remembers how it was computed. */
+export class TapeTensor {
+  /** @internal */
+  constructor(readonly native: NativeTensor) {}
+
+  /** Dimensions. */
+  get shape(): number[] {
+    return this.native.shape;
+  }
+
+  /** A plain Tensor with a copy of the values. */
+  toTensor(): Tensor {
+    return new Tensor(this.native.data, this.native.shape);
+  }
+
+  /** Elementwise `this + other`. */
+  add(other: TapeTensor | Tensor): TapeTensor {
+    return new TapeTensor(this.native.binary("add", lift(other).native));
+  }
+  /** Elementwise `this - other`. */
+  sub(other: TapeTensor | Tensor): TapeTensor {
+    return new TapeTensor(this.native.binary("sub", lift(other).native));
+  }
+  /** Elementwise `this * other`. */
+  mul(other: TapeTensor | Tensor): TapeTensor {
+    return new TapeTensor(this.native.binary("mul", lift(other).native));
+  }
+  /** Matrix product with `[k, n]`. */
+  matMul(other: TapeTensor | Tensor): TapeTensor {
+    return new TapeTensor(this.native.binary("matMul", lift(other).native));
+  }
+  /** `this * factor`. */
+  scale(factor: number): TapeTensor {
+    return new TapeTensor(this.native.unary("scale", JSON.stringify({ factor })));
+  }
+  /** Sum of all elements. */
+  sum(): TapeTensor {
+    return new TapeTensor(this.native.unary("sum"));
+  }
+  /** Mean of all elements. */
+  mean(): TapeTensor {
+    return new TapeTensor(this.native.unary("mean"));
+  }
+  /** Same values, new shape. */
+  reshape(shape: number[]): TapeTensor {
+    return new TapeTensor(this.native.unary("reshape", JSON.stringify({ shape })));
+  }
+  /** An activation by name (`relu`, `sigmoid`, `tanh`, `gelu`, `softmax`, `logSoftmax`, ...). */
+  activation(name: string): TapeTensor {
+    return new TapeTensor(this.native.unary(name));
+  }
+  /** A Keras loss of these predictions against `target` (a scalar). */
+  loss(target: TapeTensor | Tensor, spec: LossName | LossSpec): TapeTensor {
+    return new TapeTensor(this.native.loss(lift(target).native, JSON.stringify(spec)));
+  }
+}
+
+/** A constant (no gradient) from a Tensor. */
+export function constant(t: Tensor): TapeTensor {
+  const x = expectTensor(t, "constant");
+  return new TapeTensor(native.NativeTensor.fromData(x.data, [...x.shape], false));
+}
+
+/** A variable: gradients with respect to it can be requested. */
+export function variable(t: Tensor): TapeTensor {
+  const x = expectTensor(t, "variable");
+  return new TapeTensor(native.NativeTensor.fromData(x.data, [...x.shape], true));
+}
+
+function lift(v: TapeTensor | Tensor): TapeTensor {
+  return v instanceof TapeTensor ? v : constant(v);
+}
+
+/** Something gradients can be taken with respect to: a model or layer (all its weights) or a variable. */
+export interface GradTarget {
+  /** @internal */
+  gradsFrom(grads: import("./native.ts").NativeGrads): Tensor | Tensor[];
+}
+
+/** What {@link valueAndGrads} returns. */
+export interface ValueAndGrads<G> {
+  /** The scalar `f` returned. */
+  value: number;
+  /** Gradients, shaped like the targets (a model gives one Tensor per weight, in `getWeights` order). */
+  grads: G;
+}
+
+type GradsOf<T> = T extends TapeTensor
+  ? Tensor
+  : T extends readonly unknown[]
+    ? { [K in keyof T]: GradsOf<T[K]> }
+    : Tensor[];
+
+function gradsFor(target: unknown, grads: import("./native.ts").NativeGrads): unknown {
+  if (Array.isArray(target)) return target.map((t) => gradsFor(t, grads));
+  if (target instanceof TapeTensor) {
+    return new Tensor(grads.ofTensor(target.native), target.native.shape);
+  }
+  if (target && typeof (target as GradTarget).gradsFrom === "function") return (target as GradTarget).gradsFrom(grads);
+  throw new TypeError("valueAndGrads: targets must be models, layers, variables or arrays of them");
+}
+
+/**
+ * Runs `f` (which must return a scalar TapeTensor) and returns its value and its gradients
+ * with respect to `targets`.
+ */
+export function valueAndGrads<T>(f: () => TapeTensor, targets: T): ValueAndGrads<GradsOf<T>> {
+  const out = f();
+  if (!(out instanceof TapeTensor)) throw new TypeError("valueAndGrads: f must return a TapeTensor (e.g. a loss)");
+  const g = out.native.backward();
+  const value = out.native.data[0];
+  return { value, grads: gradsFor(targets, g) as GradsOf<T> };
+}
+
+/** Like {@link valueAndGrads}, returning only the gradients. */
+export function grads<T>(f: () => TapeTensor, targets: T): GradsOf<T> {
+  return valueAndGrads(f, targets).grads;
+}

@@ -10,13 +10,16 @@ use super::layers::Layer;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
+/// (input shapes, output shapes) of a built layer, without the batch axis.
+pub type BuiltShapes = (Vec<Vec<usize>>, Vec<Vec<usize>>);
+
 /// A layer plus what sharing needs: a lock, a trainable flag and the shapes it was built for.
 pub struct LayerCell {
     id: u64,
     layer: RwLock<Box<dyn Layer>>,
     trainable: AtomicBool,
     /// (input shapes, output shapes) once built, without the batch axis.
-    shapes: Mutex<Option<(Vec<Vec<usize>>, Vec<Vec<usize>>)>>,
+    shapes: Mutex<Option<BuiltShapes>>,
 }
 
 /// Reference-counted handle to a [`LayerCell`].
@@ -82,7 +85,7 @@ impl LayerCell {
     }
 
     /// Input shapes it was built for, if built.
-    pub fn built_shapes(&self) -> Option<(Vec<Vec<usize>>, Vec<Vec<usize>>)> {
+    pub fn built_shapes(&self) -> Option<BuiltShapes> {
         self.shapes.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

@@ -27,6 +27,7 @@ const trainLimit = process.env.TRAIN_LIMIT ? Number(process.env.TRAIN_LIMIT) : u
 const saveDir = process.env.SAVE_DIR ?? join(tmpdir(), "cortex-nn-mnist-cnn");
 const learningRate = Number(process.env.LR ?? 2e-3);
 const validationSplit = Number(process.env.VALIDATION_SPLIT ?? 0.1);
+const decay = Number(process.env.LR_DECAY ?? 0.5);
 
 setSeed(42);
 const mnist = await loadMnist({ trainLimit });
@@ -53,8 +54,8 @@ model.compile({
 });
 
 const started = performance.now();
-// Halving the learning rate after the first epoch settles the weights for the last two.
-const schedule = callbacks.learningRateScheduler((epoch, lr) => (epoch === 0 ? lr : lr * 0.5));
+// A high first-epoch rate, then decay each epoch: converges within the 3-epoch budget.
+const schedule = callbacks.learningRateScheduler((epoch, lr) => (epoch === 0 ? lr : lr * decay));
 await model.fit(xTrain, yTrain, { epochs, batchSize: 128, validationSplit, callbacks: [schedule] });
 const seconds = (performance.now() - started) / 1000;
 const { loss, accuracy } = await model.evaluate(xTest, yTest, { batchSize: 256 });

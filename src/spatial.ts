@@ -41,6 +41,8 @@ export interface Conv2dTransposeArgs extends LayerArgs {
   strides?: number | [number, number];
   /** `'valid'` (default) or `'same'` (output = input * stride). */
   padding?: "valid" | "same";
+  /** Spacing between kernel taps (default 1; not combined with strides > 1). */
+  dilationRate?: number | [number, number];
   /** Output activation (default linear). */
   activation?: ActivationName;
   /** Add a bias (default true). */
@@ -57,7 +59,9 @@ export function conv2dTranspose(args: Conv2dTransposeArgs): Layer {
 }
 
 /** Repeats rows and columns `size` times (nearest neighbour). */
-export function upSampling2d(args: LayerArgs & { size?: number | [number, number] } = {}): Layer {
+export function upSampling2d(
+  args: LayerArgs & { size?: number | [number, number]; interpolation?: "nearest" } = {},
+): Layer {
   return new Layer("UpSampling2D", args);
 }
 
@@ -69,7 +73,7 @@ export function zeroPadding2d(
 }
 
 /** Mean over time: `[b, t, c] -> [b, c]` (masked steps excluded). */
-export function globalAveragePooling1d(args: LayerArgs = {}): Layer {
+export function globalAveragePooling1d(args: LayerArgs & { keepdims?: boolean } = {}): Layer {
   return new Layer("GlobalAveragePooling1D", args);
 }
 

@@ -271,11 +271,21 @@ fn vjp(op: &Op, out: &Tensor, mut g: Vec<f32>) -> Result<Vec<(Tensor, Vec<f32>)>
             if x.tracks() {
                 v.push((x.clone(), conv::conv2d_backward_input(g_ref, w.data(), geom)));
             }
-            if w.tracks() {
-                v.push((w.clone(), conv::conv2d_backward_filter(x.data(), g_ref, geom)));
-            }
-            if let Some(b) = b {
-                v.push((b.clone(), conv::conv2d_backward_bias(g_ref, geom)));
+            match (w.tracks(), b) {
+                // One pass over dy gives both (the bias rides in the GEMM as a ones column).
+                (true, Some(b)) if b.tracks() => {
+                    let (gw, gb) = conv::conv2d_backward_filter_bias(x.data(), g_ref, geom);
+                    v.push((w.clone(), gw));
+                    v.push((b.clone(), gb));
+                }
+                (w_tracks, b) => {
+                    if w_tracks {
+                        v.push((w.clone(), conv::conv2d_backward_filter(x.data(), g_ref, geom)));
+                    }
+                    if let Some(b) = b {
+                        v.push((b.clone(), conv::conv2d_backward_bias(g_ref, geom)));
+                    }
+                }
             }
             v
         }

@@ -5,8 +5,8 @@
 //! prints timings for the Keras MNIST convnet layers at batch 128.
 
 use cortex_core::cpu::conv::{
-    conv2d_backward_bias, conv2d_backward_filter, conv2d_backward_filter_bias,
-    conv2d_backward_input, conv2d_forward, Conv2dGeometry, Padding,
+    conv2d_backward_bias, conv2d_backward_filter, conv2d_backward_filter_bias, conv2d_backward_input, conv2d_forward,
+    Conv2dGeometry, Padding,
 };
 use cortex_core::cpu::pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
@@ -15,10 +15,7 @@ use cortex_core::cpu::pool::{
 use cortex_core::Error;
 use serde_json::Value;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../test/fixtures/fixtures.json"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json");
 
 /// A fixture tensor: `{"shape": [...], "data": [flat, row-major]}`.
 fn tensor(v: &Value) -> (Vec<usize>, Vec<f32>) {
@@ -34,20 +31,13 @@ fn tensor(v: &Value) -> (Vec<usize>, Vec<f32>) {
         .iter()
         .map(|d| d.as_f64().expect("number") as f32)
         .collect::<Vec<_>>();
-    assert_eq!(
-        shape.iter().product::<usize>(),
-        data.len(),
-        "fixture tensor size"
-    );
+    assert_eq!(shape.iter().product::<usize>(), data.len(), "fixture tensor size");
     (shape, data)
 }
 
 fn pair(v: &Value) -> [usize; 2] {
     let a = v.as_array().expect("pair");
-    [
-        a[0].as_u64().unwrap() as usize,
-        a[1].as_u64().unwrap() as usize,
-    ]
+    [a[0].as_u64().unwrap() as usize, a[1].as_u64().unwrap() as usize]
 }
 
 #[track_caller]
@@ -90,39 +80,19 @@ fn conv2d_matches_fixtures() {
         assert_eq!(a["filters"].as_u64().unwrap() as usize, ks[3], "{name}");
         let g = Conv2dGeometry::new(&xs, &ks, pair(&a["strides"]), dil, padding).unwrap();
         assert_eq!(g.output_shape(), ys, "{name}: output shape");
-        assert_close(
-            &format!("{name} y"),
-            &conv2d_forward(&x, &k, Some(&b), &g),
-            &y,
-        );
+        assert_close(&format!("{name} y"), &conv2d_forward(&x, &k, Some(&b), &g), &y);
         let (_, gx) = tensor(&c["grads"]["x"]);
         let (_, gk) = tensor(&c["grads"]["kernel"]);
         let (_, gb) = tensor(&c["grads"]["bias"]);
-        assert_close(
-            &format!("{name} dx"),
-            &conv2d_backward_input(&dy, &k, &g),
-            &gx,
-        );
-        assert_close(
-            &format!("{name} dkernel"),
-            &conv2d_backward_filter(&x, &dy, &g),
-            &gk,
-        );
-        assert_close(
-            &format!("{name} dbias"),
-            &conv2d_backward_bias(&dy, &g),
-            &gb,
-        );
+        assert_close(&format!("{name} dx"), &conv2d_backward_input(&dy, &k, &g), &gx);
+        assert_close(&format!("{name} dkernel"), &conv2d_backward_filter(&x, &dy, &g), &gk);
+        assert_close(&format!("{name} dbias"), &conv2d_backward_bias(&dy, &g), &gb);
         let (fk, fb) = conv2d_backward_filter_bias(&x, &dy, &g);
         assert_close(&format!("{name} fused dkernel"), &fk, &gk);
         assert_close(&format!("{name} fused dbias"), &fb, &gb);
         // Without bias the output is shifted by exactly the bias.
         let nob = conv2d_forward(&x, &k, None, &g);
-        let shifted: Vec<f32> = y
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v - b[i % b.len()])
-            .collect();
+        let shifted: Vec<f32> = y.iter().enumerate().map(|(i, v)| v - b[i % b.len()]).collect();
         assert_close(&format!("{name} y (no bias)"), &nob, &shifted);
         n += 1;
     }
@@ -133,10 +103,7 @@ fn conv2d_matches_fixtures() {
 fn pooling_matches_fixtures() {
     let mut counts = [0; 3];
     let pool_ops = ["max_pooling2d", "avg_pooling2d", "global_average_pooling2d"];
-    for c in cases()
-        .iter()
-        .filter(|c| pool_ops.contains(&c["op"].as_str().unwrap()))
-    {
+    for c in cases().iter().filter(|c| pool_ops.contains(&c["op"].as_str().unwrap())) {
         let op = c["op"].as_str().unwrap();
         let name = c["name"].as_str().unwrap();
         let (xs, x) = tensor(&c["inputs"]["x"]);
@@ -161,11 +128,7 @@ fn pooling_matches_fixtures() {
                     for (o, &i) in out.iter().zip(&arg) {
                         assert_eq!(*o, x[i as usize], "{name}: argmax points at the max");
                     }
-                    assert_close(
-                        &format!("{name} dx"),
-                        &max_pool2d_backward(&dy, &arg, &g),
-                        &gx,
-                    );
+                    assert_close(&format!("{name} dx"), &max_pool2d_backward(&dy, &arg, &g), &gx);
                     counts[0] += 1;
                 } else {
                     assert_close(&format!("{name} y"), &avg_pool2d_forward(&x, &g), &y);
@@ -176,16 +139,8 @@ fn pooling_matches_fixtures() {
             "global_average_pooling2d" => {
                 let (b, s, ch) = (xs[0], xs[1] * xs[2], xs[3]);
                 assert_eq!(ys, vec![b, ch]);
-                assert_close(
-                    &format!("{name} y"),
-                    &global_avg_pool2d_forward(&x, b, s, ch),
-                    &y,
-                );
-                assert_close(
-                    &format!("{name} dx"),
-                    &global_avg_pool2d_backward(&dy, b, s, ch),
-                    &gx,
-                );
+                assert_close(&format!("{name} y"), &global_avg_pool2d_forward(&x, b, s, ch), &y);
+                assert_close(&format!("{name} dx"), &global_avg_pool2d_backward(&dy, b, s, ch), &gx);
                 counts[2] += 1;
             }
             _ => unreachable!(),
@@ -208,10 +163,7 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Calls `f(n, oh, ow, kh, kw, ih, iw)` for every in-bounds tap of a direct convolution.
-fn for_each_tap(
-    g: &Conv2dGeometry,
-    mut f: impl FnMut(usize, usize, usize, usize, usize, usize, usize),
-) {
+fn for_each_tap(g: &Conv2dGeometry, mut f: impl FnMut(usize, usize, usize, usize, usize, usize, usize)) {
     for n in 0..g.batch {
         for oh in 0..g.out_h {
             for ow in 0..g.out_w {
@@ -230,13 +182,7 @@ fn for_each_tap(
 }
 
 /// Direct convolution (f64 accumulation) and its two adjoints.
-fn naive(
-    g: &Conv2dGeometry,
-    x: &[f32],
-    k: &[f32],
-    b: &[f32],
-    dy: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn naive(g: &Conv2dGeometry, x: &[f32], k: &[f32], b: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (ci, co) = (g.in_c, g.out_c);
     let mut y = vec![0f64; g.batch * g.out_h * g.out_w * co];
     let mut dx = vec![0f64; x.len()];
@@ -270,55 +216,27 @@ fn assert_close_sum(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
     for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-4 * scale,
-            "{what}[{i}]: got {a}, want {b}"
-        );
+        assert!((a - b).abs() <= 1e-4 * scale, "{what}[{i}]: got {a}, want {b}");
     }
 }
 
-fn check_against_naive(
-    x_shape: [usize; 4],
-    k_shape: [usize; 4],
-    strides: [usize; 2],
-    dil: [usize; 2],
-    p: Padding,
-) {
+fn check_against_naive(x_shape: [usize; 4], k_shape: [usize; 4], strides: [usize; 2], dil: [usize; 2], p: Padding) {
     let g = Conv2dGeometry::new(&x_shape, &k_shape, strides, dil, p).unwrap();
-    let seed = x_shape
-        .iter()
-        .chain(&k_shape)
-        .fold(7u64, |s, &d| s * 31 + d as u64);
+    let seed = x_shape.iter().chain(&k_shape).fold(7u64, |s, &d| s * 31 + d as u64);
     let x = rand_vec(x_shape.iter().product(), seed);
     let k = rand_vec(k_shape.iter().product(), seed + 1);
     let b = rand_vec(k_shape[3], seed + 2);
     let dy = rand_vec(g.output_shape().iter().product(), seed + 3);
     let (y, dx, dk) = naive(&g, &x, &k, &b, &dy);
     let what = format!("{x_shape:?} * {k_shape:?} s{strides:?} d{dil:?} {p:?}");
-    assert_close_sum(
-        &format!("{what} y"),
-        &conv2d_forward(&x, &k, Some(&b), &g),
-        &y,
-    );
-    assert_close_sum(
-        &format!("{what} dx"),
-        &conv2d_backward_input(&dy, &k, &g),
-        &dx,
-    );
-    assert_close_sum(
-        &format!("{what} dkernel"),
-        &conv2d_backward_filter(&x, &dy, &g),
-        &dk,
-    );
+    assert_close_sum(&format!("{what} y"), &conv2d_forward(&x, &k, Some(&b), &g), &y);
+    assert_close_sum(&format!("{what} dx"), &conv2d_backward_input(&dy, &k, &g), &dx);
+    assert_close_sum(&format!("{what} dkernel"), &conv2d_backward_filter(&x, &dy, &g), &dk);
     let mut db = vec![0f32; k_shape[3]];
     for (i, v) in dy.iter().enumerate() {
         db[i % k_shape[3]] += v;
     }
-    assert_close_sum(
-        &format!("{what} dbias"),
-        &conv2d_backward_bias(&dy, &g),
-        &db,
-    );
+    assert_close_sum(&format!("{what} dbias"), &conv2d_backward_bias(&dy, &g), &db);
     let (fk, fb) = conv2d_backward_filter_bias(&x, &dy, &g);
     assert_close_sum(&format!("{what} fused dkernel"), &fk, &dk);
     assert_close_sum(&format!("{what} fused dbias"), &fb, &db);
@@ -327,14 +245,7 @@ fn check_against_naive(
 #[test]
 fn conv2d_strided_dilated_same_matches_direct_convolution() {
     // Different strides and dilations per axis, odd total padding on both axes.
-    let g = Conv2dGeometry::new(
-        &[3, 11, 10, 5],
-        &[3, 4, 5, 7],
-        [2, 3],
-        [2, 1],
-        Padding::Same,
-    )
-    .unwrap();
+    let g = Conv2dGeometry::new(&[3, 11, 10, 5], &[3, 4, 5, 7], [2, 3], [2, 1], Padding::Same).unwrap();
     assert_eq!(g.output_shape(), vec![3, 6, 4, 7]);
     assert_eq!((g.pad_top, g.pad_left), (2, 1));
     check_against_naive([3, 11, 10, 5], [3, 4, 5, 7], [2, 3], [2, 1], Padding::Same);
@@ -347,54 +258,26 @@ fn conv2d_block_boundaries_and_special_cases_match_direct_convolution() {
     // Blocks of rows that straddle images (many pixels, few channels).
     check_against_naive([5, 40, 40, 3], [3, 3, 3, 4], [1, 1], [1, 1], Padding::Same);
     // Several blocks inside one image (large patch length), batch 1 and batch > threads.
-    check_against_naive(
-        [1, 30, 30, 64],
-        [3, 3, 64, 8],
-        [1, 1],
-        [1, 1],
-        Padding::Valid,
-    );
-    check_against_naive(
-        [7, 12, 12, 48],
-        [3, 3, 48, 5],
-        [1, 1],
-        [1, 1],
-        Padding::Same,
-    );
+    check_against_naive([1, 30, 30, 64], [3, 3, 64, 8], [1, 1], [1, 1], Padding::Valid);
+    check_against_naive([7, 12, 12, 48], [3, 3, 48, 5], [1, 1], [1, 1], Padding::Same);
     // Pointwise (no im2col) and 1x1 with stride (im2col).
     check_against_naive([3, 6, 5, 7], [1, 1, 7, 4], [1, 1], [1, 1], Padding::Same);
     check_against_naive([3, 6, 5, 7], [1, 1, 7, 4], [2, 2], [1, 1], Padding::Valid);
     // Kernel as large as the input; one output pixel.
     check_against_naive([2, 4, 5, 2], [4, 5, 2, 3], [1, 1], [1, 1], Padding::Valid);
     // The MNIST convnet's layers at a small batch.
-    check_against_naive(
-        [4, 28, 28, 1],
-        [3, 3, 1, 32],
-        [1, 1],
-        [1, 1],
-        Padding::Valid,
-    );
-    check_against_naive(
-        [4, 13, 13, 32],
-        [3, 3, 32, 64],
-        [1, 1],
-        [1, 1],
-        Padding::Valid,
-    );
+    check_against_naive([4, 28, 28, 1], [3, 3, 1, 32], [1, 1], [1, 1], Padding::Valid);
+    check_against_naive([4, 13, 13, 32], [3, 3, 32, 64], [1, 1], [1, 1], Padding::Valid);
 }
 
 #[test]
 fn conv2d_empty_batch() {
-    let g =
-        Conv2dGeometry::new(&[0, 5, 5, 2], &[3, 3, 2, 4], [1, 1], [1, 1], Padding::Same).unwrap();
+    let g = Conv2dGeometry::new(&[0, 5, 5, 2], &[3, 3, 2, 4], [1, 1], [1, 1], Padding::Same).unwrap();
     assert!(conv2d_forward(&[], &vec![0.0; 72], None, &g).is_empty());
     assert!(conv2d_backward_input(&[], &vec![0.0; 72], &g).is_empty());
     assert_eq!(conv2d_backward_filter(&[], &[], &g), vec![0.0; 72]);
     assert_eq!(conv2d_backward_bias(&[], &g), vec![0.0; 4]);
-    assert_eq!(
-        conv2d_backward_filter_bias(&[], &[], &g),
-        (vec![0.0; 72], vec![0.0; 4])
-    );
+    assert_eq!(conv2d_backward_filter_bias(&[], &[], &g), (vec![0.0; 72], vec![0.0; 4]));
 }
 
 /// Naive pooling reference in f64: (max, argmax, average).
@@ -456,16 +339,8 @@ fn pooling_matches_naive_with_overlap_and_padding() {
         }
         assert_close_sum("max dx", &dx, &want);
         let dxa = avg_pool2d_backward(&dy, &g);
-        let lhs: f64 = dy
-            .iter()
-            .zip(&av)
-            .map(|(a, b)| (*a as f64) * (*b as f64))
-            .sum();
-        let rhs: f64 = dxa
-            .iter()
-            .zip(&x)
-            .map(|(a, b)| (*a as f64) * (*b as f64))
-            .sum();
+        let lhs: f64 = dy.iter().zip(&av).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        let rhs: f64 = dxa.iter().zip(&x).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         assert!(
             (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
             "avg adjoint {lhs} vs {rhs}"
@@ -488,53 +363,26 @@ fn message(e: Error) -> String {
 #[test]
 fn conv2d_geometry_errors_are_clear() {
     let same = Padding::Same;
-    let e =
-        message(Conv2dGeometry::new(&[2, 5, 5], &[3, 3, 1, 4], [1, 1], [1, 1], same).unwrap_err());
+    let e = message(Conv2dGeometry::new(&[2, 5, 5], &[3, 3, 1, 4], [1, 1], [1, 1], same).unwrap_err());
     assert!(
         e.contains("conv2d") && e.contains("rank 4") && e.contains("[2, 5, 5]"),
         "{e}"
     );
-    let e =
-        message(Conv2dGeometry::new(&[2, 5, 5, 1], &[3, 3, 4], [1, 1], [1, 1], same).unwrap_err());
-    assert!(
-        e.contains("kernel of rank 4") && e.contains("[3, 3, 4]"),
-        "{e}"
-    );
-    let e = message(
-        Conv2dGeometry::new(&[2, 5, 5, 3], &[3, 3, 2, 4], [1, 1], [1, 1], same).unwrap_err(),
-    );
-    assert!(
-        e.contains("3 channels") && e.contains("[3, 3, 2, 4]"),
-        "{e}"
-    );
-    let e = message(
-        Conv2dGeometry::new(&[2, 5, 5, 3], &[3, 3, 3, 4], [0, 1], [1, 1], same).unwrap_err(),
-    );
+    let e = message(Conv2dGeometry::new(&[2, 5, 5, 1], &[3, 3, 4], [1, 1], [1, 1], same).unwrap_err());
+    assert!(e.contains("kernel of rank 4") && e.contains("[3, 3, 4]"), "{e}");
+    let e = message(Conv2dGeometry::new(&[2, 5, 5, 3], &[3, 3, 2, 4], [1, 1], [1, 1], same).unwrap_err());
+    assert!(e.contains("3 channels") && e.contains("[3, 3, 2, 4]"), "{e}");
+    let e = message(Conv2dGeometry::new(&[2, 5, 5, 3], &[3, 3, 3, 4], [0, 1], [1, 1], same).unwrap_err());
     assert!(e.contains("strides must be positive"), "{e}");
-    let e = message(
-        Conv2dGeometry::new(&[2, 5, 5, 3], &[3, 3, 3, 4], [1, 1], [1, 0], same).unwrap_err(),
-    );
+    let e = message(Conv2dGeometry::new(&[2, 5, 5, 3], &[3, 3, 3, 4], [1, 1], [1, 0], same).unwrap_err());
     assert!(e.contains("dilation_rate must be positive"), "{e}");
-    let e = message(
-        Conv2dGeometry::new(&[2, 5, 5, 3], &[3, 0, 3, 4], [1, 1], [1, 1], same).unwrap_err(),
-    );
+    let e = message(Conv2dGeometry::new(&[2, 5, 5, 3], &[3, 0, 3, 4], [1, 1], [1, 1], same).unwrap_err());
     assert!(e.contains("no zero dimension"), "{e}");
-    let e = message(
-        Conv2dGeometry::new(&[2, 0, 5, 3], &[3, 3, 3, 4], [1, 1], [1, 1], same).unwrap_err(),
-    );
+    let e = message(Conv2dGeometry::new(&[2, 0, 5, 3], &[3, 3, 3, 4], [1, 1], [1, 1], same).unwrap_err());
     assert!(e.contains("positive height"), "{e}");
-    let e = message(
-        Conv2dGeometry::new(&[2, 5, 2, 3], &[3, 3, 3, 4], [1, 1], [1, 1], Padding::Valid)
-            .unwrap_err(),
-    );
-    assert!(
-        e.contains("width 2 is smaller than the window width 3"),
-        "{e}"
-    );
-    let e = message(
-        Conv2dGeometry::new(&[2, 4, 9, 3], &[3, 3, 3, 4], [1, 1], [2, 1], Padding::Valid)
-            .unwrap_err(),
-    );
+    let e = message(Conv2dGeometry::new(&[2, 5, 2, 3], &[3, 3, 3, 4], [1, 1], [1, 1], Padding::Valid).unwrap_err());
+    assert!(e.contains("width 2 is smaller than the window width 3"), "{e}");
+    let e = message(Conv2dGeometry::new(&[2, 4, 9, 3], &[3, 3, 3, 4], [1, 1], [2, 1], Padding::Valid).unwrap_err());
     assert!(
         e.contains("height 4 is smaller than the window height 5") && e.contains("dilation 2"),
         "{e}"
@@ -555,18 +403,12 @@ fn pool2d_geometry_errors_are_clear() {
         e.contains("pooling2d") && e.contains("rank 4") && e.contains("[2, 6, 6]"),
         "{e}"
     );
-    let e =
-        message(Pool2dGeometry::new(&[2, 6, 6, 1], [0, 2], [2, 2], Padding::Valid).unwrap_err());
+    let e = message(Pool2dGeometry::new(&[2, 6, 6, 1], [0, 2], [2, 2], Padding::Valid).unwrap_err());
     assert!(e.contains("pool_size must be positive"), "{e}");
-    let e =
-        message(Pool2dGeometry::new(&[2, 6, 6, 1], [2, 2], [2, 0], Padding::Valid).unwrap_err());
+    let e = message(Pool2dGeometry::new(&[2, 6, 6, 1], [2, 2], [2, 0], Padding::Valid).unwrap_err());
     assert!(e.contains("strides must be positive"), "{e}");
-    let e =
-        message(Pool2dGeometry::new(&[2, 1, 6, 1], [2, 2], [2, 2], Padding::Valid).unwrap_err());
-    assert!(
-        e.contains("height 1 is smaller than the window height 2"),
-        "{e}"
-    );
+    let e = message(Pool2dGeometry::new(&[2, 1, 6, 1], [2, 2], [2, 2], Padding::Valid).unwrap_err());
+    assert!(e.contains("height 1 is smaller than the window height 2"), "{e}");
     let g = Pool2dGeometry::new(&[2, 7, 5, 2], [3, 3], [2, 2], Padding::Same).unwrap();
     assert_eq!(g.output_shape(), vec![2, 4, 3, 2]);
     assert_eq!((g.pad_top, g.pad_left), (1, 1));
@@ -591,22 +433,11 @@ fn bench_mnist_convnet_layers() {
             })
             .collect();
         t.sort_by(|a, b| a.total_cmp(b));
-        println!(
-            "{label:<40} min {:7.3} ms  median {:7.3} ms",
-            t[0],
-            t[reps / 2]
-        );
+        println!("{label:<40} min {:7.3} ms  median {:7.3} ms", t[0], t[reps / 2]);
     }
     let b = 128;
     for (h, ci, co) in [(28, 1, 32), (13, 32, 64)] {
-        let g = Conv2dGeometry::new(
-            &[b, h, h, ci],
-            &[3, 3, ci, co],
-            [1, 1],
-            [1, 1],
-            Padding::Valid,
-        )
-        .unwrap();
+        let g = Conv2dGeometry::new(&[b, h, h, ci], &[3, 3, ci, co], [1, 1], [1, 1], Padding::Valid).unwrap();
         let x = rand_vec(b * h * h * ci, 1);
         let k = rand_vec(9 * ci * co, 2);
         let bias = rand_vec(co, 3);
@@ -633,17 +464,9 @@ fn bench_mnist_convnet_layers() {
         let x = rand_vec(b * h * h * c, 5);
         let (y, arg) = max_pool2d_forward(&x, &g);
         let l = format!("maxpool {h}x{h}x{c}");
-        time(&format!("{l} forward"), 50, || {
-            drop(max_pool2d_forward(&x, &g))
-        });
-        time(&format!("{l} backward"), 50, || {
-            drop(max_pool2d_backward(&y, &arg, &g))
-        });
-        time(&format!("avg{l} forward"), 50, || {
-            drop(avg_pool2d_forward(&x, &g))
-        });
-        time(&format!("avg{l} backward"), 50, || {
-            drop(avg_pool2d_backward(&y, &g))
-        });
+        time(&format!("{l} forward"), 50, || drop(max_pool2d_forward(&x, &g)));
+        time(&format!("{l} backward"), 50, || drop(max_pool2d_backward(&y, &arg, &g)));
+        time(&format!("avg{l} forward"), 50, || drop(avg_pool2d_forward(&x, &g)));
+        time(&format!("avg{l} backward"), 50, || drop(avg_pool2d_backward(&y, &g)));
     }
 }

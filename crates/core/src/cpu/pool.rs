@@ -106,7 +106,7 @@ impl Pool2dGeometry {
     }
 }
 
-/// Channels handled together in registers by the pooling loops.
+/// Channels max pooling keeps in registers at once in the portable build (two SSE registers).
 const LANES: usize = 8;
 
 /// Max pooling forward. Returns the output and, per output element, the flat index into `x`
@@ -114,7 +114,6 @@ const LANES: usize = 8;
 /// propagates like in PyTorch and TensorFlow).
 pub fn max_pool2d_forward(x: &[f32], g: &Pool2dGeometry) -> (Vec<f32>, Vec<u32>) {
     assert_eq!(x.len(), g.batch * g.in_img(), "max_pool2d_forward: input length");
-    let c = g.channels;
     let (in_img, out_img) = (g.in_img(), g.out_img());
     if g.batch * out_img == 0 {
         return (Vec::new(), Vec::new());
@@ -122,22 +121,61 @@ pub fn max_pool2d_forward(x: &[f32], g: &Pool2dGeometry) -> (Vec<f32>, Vec<u32>)
     par_new_pair(g.batch * out_img, out_img, |n, yi, ai| {
         let xi = &x[n * in_img..(n + 1) * in_img];
         let off = (n * in_img) as u32;
-        for oh in 0..g.out_h {
-            for ow in 0..g.out_w {
-                let o = (oh * g.out_w + ow) * c;
-                let win = g.window(oh, ow);
-                let mut j = 0;
-                while j + LANES <= c {
-                    max_window::<LANES>(xi, g, win, j, off, &mut yi[o + j..], &mut ai[o + j..]);
-                    j += LANES;
-                }
-                while j < c {
-                    max_window::<1>(xi, g, win, j, off, &mut yi[o + j..], &mut ai[o + j..]);
-                    j += 1;
-                }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked just above).
+                unsafe { max_pool_image_avx512(xi, g, off, yi, ai) };
+                return;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { max_pool_image_avx2(xi, g, off, yi, ai) };
+                return;
             }
         }
+        max_pool_image::<LANES>(xi, g, off, yi, ai);
     })
+}
+
+/// [`max_pool_image`] compiled for AVX2: the compare-and-select loop is instruction-bound,
+/// and the baseline x86-64 build only has SSE2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_pool_image_avx2(xi: &[f32], g: &Pool2dGeometry, off: u32, yi: &mut [f32], ai: &mut [u32]) {
+    max_pool_image::<8>(xi, g, off, yi, ai);
+}
+
+/// [`max_pool_image`] compiled for AVX-512 (16 channels per register, mask-register selects).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_pool_image_avx512(xi: &[f32], g: &Pool2dGeometry, off: u32, yi: &mut [f32], ai: &mut [u32]) {
+    max_pool_image::<16>(xi, g, off, yi, ai);
+}
+
+/// Max pooling of one image; `off` is the image's offset in the batch (for the argmax).
+#[inline(always)]
+fn max_pool_image<const L: usize>(xi: &[f32], g: &Pool2dGeometry, off: u32, yi: &mut [f32], ai: &mut [u32]) {
+    let c = g.channels;
+    for oh in 0..g.out_h {
+        for ow in 0..g.out_w {
+            let o = (oh * g.out_w + ow) * c;
+            let win = g.window(oh, ow);
+            let mut j = 0;
+            while j + L <= c {
+                max_window::<L>(xi, g, win, j, off, &mut yi[o + j..], &mut ai[o + j..]);
+                j += L;
+            }
+            while j + 4 <= c {
+                max_window::<4>(xi, g, win, j, off, &mut yi[o + j..], &mut ai[o + j..]);
+                j += 4;
+            }
+            while j < c {
+                max_window::<1>(xi, g, win, j, off, &mut yi[o + j..], &mut ai[o + j..]);
+                j += 1;
+            }
+        }
+    }
 }
 
 /// Max and argmax over one window for channels `j..j + N`, kept in registers.
@@ -300,4 +338,38 @@ pub fn global_avg_pool2d_backward(dy: &[f32], batch: usize, spatial: usize, chan
             px.copy_from_slice(&scaled);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every lane width (AVX-512, AVX2 and portable builds) gives the same max and argmax.
+    #[test]
+    fn max_pool_lane_widths_agree() {
+        let g = Pool2dGeometry::new(&[2, 7, 6, 37], [3, 2], [2, 2], Padding::Same).unwrap();
+        let x: Vec<f32> = (0..2 * 7 * 6 * 37).map(|i| ((i * 7919) % 263) as f32 - 131.0).collect();
+        let (y, a) = max_pool2d_forward(&x, &g);
+        let (in_img, out_img) = (g.in_img(), g.out_img());
+        for lanes in [1usize, 4, 8, 16] {
+            let mut y2 = vec![0.0; y.len()];
+            let mut a2 = vec![0u32; a.len()];
+            for n in 0..g.batch {
+                let xi = &x[n * in_img..(n + 1) * in_img];
+                let (yi, ai) = (
+                    &mut y2[n * out_img..(n + 1) * out_img],
+                    &mut a2[n * out_img..(n + 1) * out_img],
+                );
+                let off = (n * in_img) as u32;
+                match lanes {
+                    1 => max_pool_image::<1>(xi, &g, off, yi, ai),
+                    4 => max_pool_image::<4>(xi, &g, off, yi, ai),
+                    8 => max_pool_image::<8>(xi, &g, off, yi, ai),
+                    _ => max_pool_image::<16>(xi, &g, off, yi, ai),
+                }
+            }
+            assert_eq!(y2, y, "{lanes} lanes");
+            assert_eq!(a2, a, "{lanes} lanes");
+        }
+    }
 }

@@ -6,16 +6,27 @@ import type * as Binding from "../crates/node/binding.d.ts";
 
 const require = createRequire(import.meta.url);
 
-let loaded: typeof Binding;
-try {
-  loaded = require("../crates/node/binding.cjs") as typeof Binding;
-} catch (error) {
+// From src/ when run as TypeScript, from dist/src/ when run as the compiled package.
+const candidates = ["../crates/node/binding.cjs", "../../crates/node/binding.cjs"];
+
+function load(): typeof Binding {
+  let lastError: unknown;
+  for (const path of candidates) {
+    try {
+      return require(path) as typeof Binding;
+    } catch (error) {
+      lastError = error;
+      if ((error as NodeJS.ErrnoException).code !== "MODULE_NOT_FOUND") break;
+    }
+  }
   throw new Error(
     `cortex-nn: cannot load the native addon (crates/node/*.node). Build it with 'npm run build'. Cause: ${
-      (error as Error).message
+      (lastError as Error).message
     }`,
   );
 }
+
+const loaded = load();
 
 /** The napi-rs binding (generated typings in crates/node/binding.d.ts). */
 export const native = loaded;

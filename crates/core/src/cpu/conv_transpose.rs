@@ -14,12 +14,17 @@
 //! So everything runs on the im2col + GEMM kernels of [`crate::cpu::conv`], and TensorFlow's
 //! padding split falls out of `C`'s own `same` padding computed on the output size, which is
 //! how TensorFlow defines `conv2d_transpose` (as `conv2d_backprop_input`).
+//!
+//! With stride 1 the forward pass instead runs as an ordinary convolution of `x` with the
+//! spatially flipped, channel-swapped kernel: same result, but the forward im2col + GEMM is
+//! about twice as fast as the GEMM + col2im scatter of an input gradient. (With larger strides
+//! that form would multiply by zeros inserted between input pixels, so the adjoint form stays.)
 
 use rayon::prelude::*;
 
 use crate::cpu::conv::{
-    checked_numel, conv2d_backward_filter, conv2d_backward_input, conv2d_forward, shape_error,
-    sum_rows, Conv2dGeometry, Padding,
+    checked_numel, conv2d_backward_filter, conv2d_backward_input, conv2d_forward, shape_error, sum_rows,
+    Conv2dGeometry, Padding,
 };
 use crate::{Error, Result};
 
@@ -45,6 +50,51 @@ pub fn conv_transpose_output_len(
 pub struct ConvTranspose2dGeometry {
     /// The convolution whose input is this op's output and whose output is this op's input.
     pub conv: Conv2dGeometry,
+    /// For stride 1: the ordinary convolution of the input with the flipped kernel that gives
+    /// the same output (see [`conv2d_transpose_forward`]).
+    pub direct: Option<Conv2dGeometry>,
+}
+
+/// The stride-1 transposed convolution as a direct one: `y[r] = sum_a x[r + pad - a*d] K[a]`
+/// is, with `a' = k - 1 - a`, a convolution with the flipped kernel and low padding
+/// `span - 1 - pad` (the high side follows from the output size).
+fn direct_geometry(adj: &Conv2dGeometry) -> Conv2dGeometry {
+    let span_h = (adj.k_h - 1) * adj.dil_h + 1;
+    let span_w = (adj.k_w - 1) * adj.dil_w + 1;
+    Conv2dGeometry {
+        batch: adj.batch,
+        in_h: adj.out_h,
+        in_w: adj.out_w,
+        in_c: adj.out_c,
+        out_c: adj.in_c,
+        k_h: adj.k_h,
+        k_w: adj.k_w,
+        stride_h: 1,
+        stride_w: 1,
+        dil_h: adj.dil_h,
+        dil_w: adj.dil_w,
+        pad_top: span_h - 1 - adj.pad_top,
+        pad_left: span_w - 1 - adj.pad_left,
+        out_h: adj.in_h,
+        out_w: adj.in_w,
+    }
+}
+
+/// `[kh, kw, out_c, in_c]` -> `[kh, kw, in_c, out_c]`, both spatial axes reversed.
+fn flip_kernel(kernel: &[f32], kh: usize, kw: usize, o: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0.0; kernel.len()];
+    for a in 0..kh {
+        for e in 0..kw {
+            let src = &kernel[((kh - 1 - a) * kw + (kw - 1 - e)) * o * c..][..o * c];
+            let dst = &mut out[(a * kw + e) * c * o..][..c * o];
+            for (oi, row) in src.chunks_exact(c).enumerate() {
+                for (ci, v) in row.iter().enumerate() {
+                    dst[ci * o + oi] = *v;
+                }
+            }
+        }
+    }
+    out
 }
 
 impl ConvTranspose2dGeometry {
@@ -97,10 +147,8 @@ impl ConvTranspose2dGeometry {
                 "{OP}: strides and dilation_rate must be positive, got {strides:?} and {dilation:?}"
             )));
         }
-        let out_h =
-            conv_transpose_output_len(x_shape[1], kernel_shape[0], strides[0], dilation[0], padding);
-        let out_w =
-            conv_transpose_output_len(x_shape[2], kernel_shape[1], strides[1], dilation[1], padding);
+        let out_h = conv_transpose_output_len(x_shape[1], kernel_shape[0], strides[0], dilation[0], padding);
+        let out_w = conv_transpose_output_len(x_shape[2], kernel_shape[1], strides[1], dilation[1], padding);
         let out_shape = [x_shape[0], out_h, out_w, kernel_shape[2]];
         checked_numel(OP, "output", &out_shape)?;
         let conv = Conv2dGeometry::new(&out_shape, kernel_shape, strides, dilation, padding)?;
@@ -112,7 +160,8 @@ impl ConvTranspose2dGeometry {
                 conv.out_h, conv.out_w, x_shape[1], x_shape[2]
             )));
         }
-        Ok(ConvTranspose2dGeometry { conv })
+        let direct = (strides == [1, 1]).then(|| direct_geometry(&conv));
+        Ok(ConvTranspose2dGeometry { conv, direct })
     }
 
     /// `[batch, out_h, out_w, out_c]`.
@@ -145,6 +194,12 @@ pub fn conv2d_transpose_forward(
     bias: Option<&[f32]>,
     g: &ConvTranspose2dGeometry,
 ) -> Vec<f32> {
+    if let Some(d) = &g.direct {
+        // Stride 1: the im2col forward GEMM (bias fused) runs about twice as fast as the
+        // GEMM + col2im scatter of the input gradient, and the kernel flip is negligible.
+        let flipped = flip_kernel(kernel, d.k_h, d.k_w, d.out_c, d.in_c);
+        return conv2d_forward(x, &flipped, bias, d);
+    }
     let mut y = conv2d_backward_input(x, kernel, &g.conv);
     if let Some(b) = bias {
         let c = g.out_channels();
@@ -162,20 +217,12 @@ pub fn conv2d_transpose_forward(
 
 /// Gradient with respect to the input: `dy` is `[batch, out_h, out_w, out_c]`, the result
 /// `[batch, h, w, in_c]`.
-pub fn conv2d_transpose_backward_input(
-    dy: &[f32],
-    kernel: &[f32],
-    g: &ConvTranspose2dGeometry,
-) -> Vec<f32> {
+pub fn conv2d_transpose_backward_input(dy: &[f32], kernel: &[f32], g: &ConvTranspose2dGeometry) -> Vec<f32> {
     conv2d_forward(dy, kernel, None, &g.conv)
 }
 
 /// Gradient with respect to the kernel, `[kh, kw, out_c, in_c]`.
-pub fn conv2d_transpose_backward_filter(
-    x: &[f32],
-    dy: &[f32],
-    g: &ConvTranspose2dGeometry,
-) -> Vec<f32> {
+pub fn conv2d_transpose_backward_filter(x: &[f32], dy: &[f32], g: &ConvTranspose2dGeometry) -> Vec<f32> {
     conv2d_backward_filter(dy, x, &g.conv)
 }
 
@@ -200,8 +247,7 @@ mod tests {
         assert_eq!(conv_transpose_output_len(3, 3, 2, 1, Padding::Valid), 7);
         // Kernel smaller than the stride: Keras pads to in * stride.
         assert_eq!(conv_transpose_output_len(3, 1, 2, 1, Padding::Valid), 6);
-        let g = ConvTranspose2dGeometry::new(&[2, 3, 5, 4], &[3, 1, 6, 4], [2, 3], [1, 1], Padding::Valid)
-            .unwrap();
+        let g = ConvTranspose2dGeometry::new(&[2, 3, 5, 4], &[3, 1, 6, 4], [2, 3], [1, 1], Padding::Valid).unwrap();
         assert_eq!(g.output_shape(), vec![2, 7, 15, 6]);
         let e = ConvTranspose2dGeometry::new(&[2, 3, 5, 4], &[3, 3, 6, 5], [1, 1], [1, 1], Padding::Same)
             .unwrap_err()

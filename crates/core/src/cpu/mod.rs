@@ -1,10 +1,13 @@
 //! CPU kernels: plain functions over row-major `f32` slices, parallel with rayon.
 //! One file per op family; the autograd layer (`crate::ops`) calls these.
 
+pub mod attention;
 pub mod conv;
 pub mod conv_transpose;
 pub mod elementwise;
 pub mod matmul;
+pub mod norm;
 pub mod pool;
+pub mod rnn;
 pub mod softmax;
 pub mod spatial;

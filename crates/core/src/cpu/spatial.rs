@@ -55,11 +55,7 @@ pub fn conv1d_geometry(
 ) -> Result<Conv2dGeometry> {
     const OP: &str = "conv1d";
     if x_shape.len() != 3 {
-        return Err(shape_error(
-            OP,
-            "input of rank 3 [batch, steps, channels]",
-            x_shape,
-        ));
+        return Err(shape_error(OP, "input of rank 3 [batch, steps, channels]", x_shape));
     }
     if kernel_shape.len() != 3 {
         return Err(shape_error(
@@ -81,7 +77,9 @@ pub fn conv1d_geometry(
     if x_shape[1..].contains(&0) || kernel_shape.contains(&0) {
         return Err(shape_error(
             OP,
-            format!("input with positive steps and channels and a kernel with no zero dimension (kernel {kernel_shape:?})"),
+            format!(
+                "input with positive steps and channels and a kernel with no zero dimension (kernel {kernel_shape:?})"
+            ),
             x_shape,
         ));
     }
@@ -245,7 +243,7 @@ pub fn indices(what: &str, x: &[f32], rows: usize) -> Result<Vec<u32>> {
                 Ok(v as u32)
             } else {
                 Err(Error::Invalid(format!(
-                    "{what}: index {v} at flat position {i} is out of range; expected integers in [0, {rows})"
+                    "{what}: index {v} at flat position {i} is not valid; expected integers in [0, {rows})"
                 )))
             }
         })
@@ -345,7 +343,7 @@ mod tests {
         assert_eq!(&y[..6], &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
         assert_eq!(&y[6..12], &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
         assert_eq!(&y[12..18], &[3.0, 3.0, 3.0, 4.0, 4.0, 4.0]);
-        let g = upsample_nearest2d_backward(&vec![1.0; 24], [1, 2, 2, 1], [2, 3]);
+        let g = upsample_nearest2d_backward(&[1.0; 24], [1, 2, 2, 1], [2, 3]);
         assert_eq!(g, vec![6.0; 4]);
     }
 

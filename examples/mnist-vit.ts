@@ -6,6 +6,7 @@
  */
 import {
   adam,
+  callbacks,
   conv2d,
   dense,
   globalAveragePooling1d,
@@ -41,10 +42,13 @@ for (let block = 0; block < 2; block++) {
 const pooled = globalAveragePooling1d().apply(layerNormalization({ epsilon: 1e-6 }).apply(tokens));
 const vit = model({ inputs: image, outputs: dense({ units: 10, activation: "softmax" }).apply(pooled), name: "vit" });
 vit.summary();
-vit.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy", metrics: ["accuracy"] });
+const peakLr = 2e-3;
+vit.compile({ optimizer: adam({ learningRate: peakLr }), loss: "sparseCategoricalCrossentropy", metrics: ["accuracy"] });
+// Cosine decay over the run: transformers want a high rate early and a small one to settle.
+const cosine = callbacks.learningRateScheduler((epoch) => peakLr * 0.5 * (1 + Math.cos((Math.PI * epoch) / epochs)));
 
 const started = performance.now();
-await vit.fit(xTrain, yTrain, { epochs, batchSize: 128, validationSplit: 0.1 });
+await vit.fit(xTrain, yTrain, { epochs, batchSize: 128, validationSplit: 0.1, callbacks: [cosine] });
 const seconds = (performance.now() - started) / 1000;
 const { accuracy } = await vit.evaluate(xTest, yTest, { batchSize: 256 });
 console.log(`Trained ${epochs} epoch(s) in ${seconds.toFixed(1)} s`);

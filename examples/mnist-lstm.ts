@@ -3,7 +3,7 @@
  *
  *   npm run lstm          (5 epochs)
  */
-import { adam, dense, loadMnist, lstm, sequential, setSeed, tensor } from "../index.ts";
+import { adam, callbacks, dense, loadMnist, lstm, sequential, setSeed, tensor } from "../index.ts";
 
 const epochs = Number(process.env.EPOCHS ?? 5);
 const trainLimit = process.env.TRAIN_LIMIT ? Number(process.env.TRAIN_LIMIT) : undefined;
@@ -17,14 +17,17 @@ const yTest = tensor(mnist.testLabels, [mnist.testCount]);
 
 const model = sequential([lstm({ units: 128, inputShape: [28, 28] }), dense({ units: 10, activation: "softmax" })]);
 model.summary();
+const peakLr = Number(process.env.LR ?? 3e-3);
 model.compile({
-  optimizer: adam({ learningRate: 1e-3 }),
+  optimizer: adam({ learningRate: peakLr }),
   loss: "sparseCategoricalCrossentropy",
   metrics: ["accuracy"],
 });
+// Cosine decay: a high rate to learn fast, a small one at the end to settle.
+const cosine = callbacks.learningRateScheduler((epoch) => peakLr * 0.5 * (1 + Math.cos((Math.PI * epoch) / epochs)));
 
 const started = performance.now();
-await model.fit(xTrain, yTrain, { epochs, batchSize: 128, validationSplit: 0.1 });
+await model.fit(xTrain, yTrain, { epochs, batchSize: 128, validationSplit: 0.1, callbacks: [cosine] });
 const seconds = (performance.now() - started) / 1000;
 const { accuracy } = await model.evaluate(xTest, yTest, { batchSize: 256 });
 console.log(`Trained ${epochs} epoch(s) in ${seconds.toFixed(1)} s`);

@@ -1,13 +1,846 @@
-//! Layer family `recurrent` (filled in by its issue-3 work; empty until then).
+//! Layer family `recurrent`: SimpleRNN, LSTM, GRU (Keras 3, `resetAfter` only) and the
+//! Bidirectional wrapper. Each layer runs its whole sequence in one fused kernel
+//! ([`crate::cpu::rnn`]) recorded as a single custom op, forward and backward through time.
+//!
+//! Weights use Keras names and layouts: `{layer}/kernel [in, G*u]`, `{layer}/recurrent_kernel
+//! [u, G*u]`, `{layer}/bias` (`[G*u]`; GRU `[2, 3u]`), gates in the order LSTM i,f,c,o and GRU
+//! z,r,h. A Bidirectional layer named `bi` wrapping an LSTM named `lstm` owns
+//! `bi/forward_lstm/kernel`, ... then `bi/backward_lstm/kernel`, ...
+//!
+//! Inputs: `[x]` or `[x, initial states...]` (LSTM `h0, c0`; others `h0`; Bidirectional the
+//! forward layer's states then the backward layer's), `x` being `[batch, time, features]`. An
+//! input mask `[batch, time]` makes masked steps keep the previous state (Keras semantics).
 
-use super::{Common, Layer};
+use serde_json::{json, Value};
+
+use super::dense::init_option;
+use super::{Common, ForwardCtx, Layer};
+use crate::backprop::CustomOp;
+use crate::cpu::elementwise::Activation;
+use crate::cpu::rnn::{self, Cell, RnnInputs, RnnSpec, RnnTape, RnnWanted};
+use crate::nn::init::Initializer;
 use crate::nn::options::Options;
-use crate::Result;
+use crate::nn::param::Param;
+use crate::rng::Rng;
+use crate::{ops, Error, Result, Tensor};
 
 /// (class name, Keras base name) of every layer in this family.
-pub(super) const CLASSES: &[(&str, &str)] = &[];
+pub(super) const CLASSES: &[(&str, &str)] = &[
+    ("SimpleRNN", "simple_rnn"),
+    ("LSTM", "lstm"),
+    ("GRU", "gru"),
+    ("Bidirectional", "bidirectional"),
+];
 
 /// Creates a layer of this family, or `None` for other class names.
-pub(super) fn create(_class_name: &str, _o: &mut Options, _common: &Common) -> Option<Result<Box<dyn Layer>>> {
-    None
+pub(super) fn create(class_name: &str, o: &mut Options, common: &Common) -> Option<Result<Box<dyn Layer>>> {
+    Some(match class_name {
+        "Bidirectional" => Bidirectional::from_options(o, common).map(|l| Box::new(l) as Box<dyn Layer>),
+        other => {
+            let cell = cell_of(other)?;
+            Rnn::from_options(cell, o, common).map(|l| Box::new(l) as Box<dyn Layer>)
+        }
+    })
+}
+
+fn cell_of(class_name: &str) -> Option<Cell> {
+    match class_name {
+        "SimpleRNN" => Some(Cell::SimpleRnn),
+        "LSTM" => Some(Cell::Lstm),
+        "GRU" => Some(Cell::Gru),
+        _ => None,
+    }
+}
+
+fn class_of(cell: Cell) -> &'static str {
+    match cell {
+        Cell::SimpleRnn => "SimpleRNN",
+        Cell::Lstm => "LSTM",
+        Cell::Gru => "GRU",
+    }
+}
+
+/// Number of state tensors a cell carries (LSTM: h and c).
+fn n_states(cell: Cell) -> usize {
+    if cell == Cell::Lstm {
+        2
+    } else {
+        1
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Initializers
+
+/// The recurrent-kernel initializer: Keras' default `orthogonal`, or any common initializer.
+#[derive(Clone, Debug, PartialEq)]
+enum RecurrentInit {
+    Orthogonal { gain: f32 },
+    Other(Initializer),
+}
+
+impl RecurrentInit {
+    fn read(o: &mut Options) -> Result<RecurrentInit> {
+        let Some(v) = o.value("recurrentInitializer") else {
+            return Ok(RecurrentInit::Orthogonal { gain: 1.0 });
+        };
+        let name = match &v {
+            Value::String(s) => Some(s.as_str()),
+            Value::Object(m) => m.get("name").and_then(Value::as_str),
+            _ => None,
+        };
+        if name != Some("orthogonal") {
+            return Initializer::parse(&v).map(RecurrentInit::Other);
+        }
+        let mut rest = v.clone();
+        if let Some(m) = rest.as_object_mut() {
+            m.remove("name");
+        }
+        let mut io = Options::new(
+            "initializer 'orthogonal'",
+            if rest.is_object() { &rest } else { &Value::Null },
+        )?;
+        let gain = io.f32("gain")?.unwrap_or(1.0);
+        io.finish()?;
+        Ok(RecurrentInit::Orthogonal { gain })
+    }
+
+    fn sample(&self, shape: &[usize; 2], rng: &mut Rng) -> Vec<f32> {
+        match self {
+            RecurrentInit::Orthogonal { gain } => orthogonal(shape[0], shape[1], *gain, rng),
+            RecurrentInit::Other(init) => init.sample(shape, rng),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            RecurrentInit::Orthogonal { gain } if *gain == 1.0 => json!("orthogonal"),
+            RecurrentInit::Orthogonal { gain } => json!({"name": "orthogonal", "gain": gain}),
+            RecurrentInit::Other(init) => init.to_json(),
+        }
+    }
+}
+
+/// A `rows x cols` matrix with orthonormal rows (rows <= cols) or columns, times `gain`: the
+/// Q factor of a standard normal matrix, computed by twice-repeated modified Gram-Schmidt in
+/// f64 (which yields Keras' sign convention, a positive diagonal of R, by construction).
+fn orthogonal(rows: usize, cols: usize, gain: f32, rng: &mut Rng) -> Vec<f32> {
+    let (long, short) = (rows.max(cols), rows.min(cols));
+    let mut q: Vec<Vec<f64>> = Vec::with_capacity(short);
+    while q.len() < short {
+        let mut v: Vec<f64> = (0..long).map(|_| rng.normal() as f64).collect();
+        for _ in 0..2 {
+            for p in &q {
+                let d: f64 = v.iter().zip(p).map(|(a, b)| a * b).sum();
+                v.iter_mut().zip(p).for_each(|(a, b)| *a -= d * b);
+            }
+        }
+        let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        // A (measure-zero) dependent draw is simply redrawn.
+        if norm > 1e-8 {
+            v.iter_mut().for_each(|a| *a /= norm);
+            q.push(v);
+        }
+    }
+    let mut out = vec![0.0f32; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            let v = if rows >= cols { q[j][i] } else { q[i][j] };
+            out[i * cols + j] = gain * v as f32;
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fused op
+
+/// One recorded recurrent pass: inputs, options and the saved activations for BPTT.
+struct RnnOp {
+    spec: RnnSpec,
+    x: Tensor,
+    kernel: Tensor,
+    recurrent: Tensor,
+    bias: Option<Tensor>,
+    h0: Option<Tensor>,
+    c0: Option<Tensor>,
+    mask: Option<Tensor>,
+    tape: RnnTape,
+    /// Whether the packed output carries the final states after the output.
+    with_states: bool,
+}
+
+impl RnnOp {
+    fn operands(&self) -> RnnInputs<'_> {
+        RnnInputs {
+            x: self.x.data(),
+            kernel: self.kernel.data(),
+            recurrent: self.recurrent.data(),
+            bias: self.bias.as_ref().map(Tensor::data),
+            h0: self.h0.as_ref().map(Tensor::data),
+            c0: self.c0.as_ref().map(Tensor::data),
+            mask: self.mask.as_ref().map(Tensor::data),
+        }
+    }
+}
+
+impl CustomOp for RnnOp {
+    fn name(&self) -> &'static str {
+        class_of(self.spec.cell)
+    }
+
+    fn inputs(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.x, &self.kernel, &self.recurrent];
+        v.extend(self.bias.iter().chain(self.h0.iter()).chain(self.c0.iter()));
+        v
+    }
+
+    fn vjp(&self, _out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>> {
+        let s = &self.spec;
+        let bu = s.batch * s.units;
+        let out_len = if s.return_sequences { bu * s.time } else { bu };
+        let (g_out, rest) = g.split_at(out_len);
+        let (g_h, g_c) = match (self.with_states, s.cell) {
+            (false, _) => (None, None),
+            (true, Cell::Lstm) => (Some(&rest[..bu]), Some(&rest[bu..2 * bu])),
+            (true, _) => (Some(&rest[..bu]), None),
+        };
+        // Without sequences the output is the final hidden state, so their gradients add.
+        let summed;
+        let (g_seq, g_h) = if s.return_sequences {
+            (Some(g_out), g_h)
+        } else {
+            summed = match g_h {
+                Some(gh) => g_out.iter().zip(gh).map(|(a, b)| a + b).collect(),
+                None => g_out.to_vec(),
+            };
+            (None, Some(summed.as_slice()))
+        };
+        let want = RnnWanted {
+            x: self.x.tracks(),
+            kernel: self.kernel.tracks(),
+            recurrent: self.recurrent.tracks(),
+            bias: self.bias.as_ref().is_some_and(Tensor::tracks),
+        };
+        let grads = rnn::rnn_backward(s, &self.operands(), &self.tape, g_seq, g_h, g_c, want);
+        let mut out = Vec::with_capacity(6);
+        out.extend(grads.x.map(|d| (self.x.clone(), d)));
+        out.extend(grads.kernel.map(|d| (self.kernel.clone(), d)));
+        out.extend(grads.recurrent.map(|d| (self.recurrent.clone(), d)));
+        if let (Some(b), Some(d)) = (&self.bias, grads.bias) {
+            out.push((b.clone(), d));
+        }
+        if let Some(h0) = &self.h0 {
+            out.push((h0.clone(), grads.h0));
+        }
+        if let Some(c0) = &self.c0 {
+            out.push((c0.clone(), grads.c0));
+        }
+        Ok(out)
+    }
+}
+
+/// Concatenation of two tensors along the last axis (Bidirectional `concat`).
+struct ConcatLastOp {
+    a: Tensor,
+    b: Tensor,
+}
+
+impl CustomOp for ConcatLastOp {
+    fn name(&self) -> &'static str {
+        "concat"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.a, &self.b]
+    }
+    fn vjp(&self, _out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>> {
+        let (da, db) = (last(&self.a), last(&self.b));
+        let mut ga = Vec::with_capacity(self.a.len());
+        let mut gb = Vec::with_capacity(self.b.len());
+        for row in g.chunks_exact(da + db) {
+            ga.extend_from_slice(&row[..da]);
+            gb.extend_from_slice(&row[da..]);
+        }
+        Ok(vec![(self.a.clone(), ga), (self.b.clone(), gb)])
+    }
+}
+
+fn last(t: &Tensor) -> usize {
+    t.shape().last().copied().unwrap_or(1)
+}
+
+fn concat_last(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (da, db) = (last(a), last(b));
+    let mut data = Vec::with_capacity(a.len() + b.len());
+    for (ra, rb) in a.data().chunks_exact(da).zip(b.data().chunks_exact(db)) {
+        data.extend_from_slice(ra);
+        data.extend_from_slice(rb);
+    }
+    let mut shape = a.shape().to_vec();
+    *shape.last_mut().expect("rank >= 2") = da + db;
+    ops::custom(
+        data,
+        shape,
+        || {
+            Box::new(ConcatLastOp {
+                a: a.clone(),
+                b: b.clone(),
+            })
+        },
+        &[a, b],
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// SimpleRNN / LSTM / GRU
+
+/// A recurrent layer (SimpleRNN, LSTM or GRU).
+pub struct Rnn {
+    common: Common,
+    cell: Cell,
+    units: usize,
+    activation: (String, Activation),
+    recurrent_activation: (String, Activation),
+    use_bias: bool,
+    return_sequences: bool,
+    return_state: bool,
+    go_backwards: bool,
+    unit_forget_bias: bool,
+    kernel_init: Initializer,
+    recurrent_init: RecurrentInit,
+    bias_init: Initializer,
+    features: Option<usize>,
+    kernel: Option<Param>,
+    recurrent: Option<Param>,
+    bias: Option<Param>,
+}
+
+fn read_activation(o: &mut Options, key: &'static str, default: &str) -> Result<(String, Activation)> {
+    let name = o.string(key)?.unwrap_or_else(|| default.to_string());
+    let act = Activation::parse(&name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "option '{key}': unknown activation '{name}'; expected one of: tanh, sigmoid, relu, linear, gelu, \
+             geluTanh, elu, selu, leakyRelu, swish, softplus"
+        ))
+    })?;
+    Ok((name, act))
+}
+
+impl Rnn {
+    fn from_options(cell: Cell, o: &mut Options, common: &Common) -> Result<Rnn> {
+        let what = class_of(cell);
+        let units = o.required_positive("units")?;
+        let activation = read_activation(o, "activation", "tanh")?;
+        let recurrent_activation = if cell == Cell::SimpleRnn {
+            ("sigmoid".to_string(), Activation::Sigmoid)
+        } else {
+            read_activation(o, "recurrentActivation", "sigmoid")?
+        };
+        let unit_forget_bias = if cell == Cell::Lstm {
+            o.bool("unitForgetBias")?.unwrap_or(true)
+        } else {
+            false
+        };
+        if cell == Cell::Gru && o.bool("resetAfter")? == Some(false) {
+            return Err(Error::Invalid(format!(
+                "{what}: resetAfter=false is not supported; expected resetAfter=true (the Keras 3 default, \
+                 recurrent bias [2, 3*units] applied before the reset gate)"
+            )));
+        }
+        Ok(Rnn {
+            common: common.clone(),
+            cell,
+            units,
+            activation,
+            recurrent_activation,
+            use_bias: o.bool("useBias")?.unwrap_or(true),
+            return_sequences: o.bool("returnSequences")?.unwrap_or(false),
+            return_state: o.bool("returnState")?.unwrap_or(false),
+            go_backwards: o.bool("goBackwards")?.unwrap_or(false),
+            unit_forget_bias,
+            kernel_init: init_option(o, "kernelInitializer", Initializer::GlorotUniform)?,
+            recurrent_init: RecurrentInit::read(o)?,
+            bias_init: init_option(o, "biasInitializer", Initializer::Zeros)?,
+            features: None,
+            kernel: None,
+            recurrent: None,
+            bias: None,
+        })
+    }
+
+    fn what(&self) -> String {
+        format!("{} '{}'", class_of(self.cell), self.common.name)
+    }
+
+    fn output_shape(&self, time: usize) -> Vec<usize> {
+        if self.return_sequences {
+            vec![time, self.units]
+        } else {
+            vec![self.units]
+        }
+    }
+
+    fn n_outputs(&self) -> usize {
+        if self.return_state {
+            1 + n_states(self.cell)
+        } else {
+            1
+        }
+    }
+
+    fn build_weights(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<()> {
+        if input_shape.len() != 2 || input_shape[1] == 0 {
+            return Err(Error::shape(
+                &self.what(),
+                "input [time, features] (without the batch axis)",
+                input_shape,
+            ));
+        }
+        let (f, u, g) = (input_shape[1], self.units, self.cell.gates() * self.units);
+        let (name, trainable) = (&self.common.name, self.common.trainable);
+        let kernel = self.kernel_init.sample(&[f, g], rng);
+        self.kernel = Some(Param::new(format!("{name}/kernel"), kernel, &[f, g], trainable)?);
+        let recurrent = self.recurrent_init.sample(&[u, g], rng);
+        self.recurrent = Some(Param::new(
+            format!("{name}/recurrent_kernel"),
+            recurrent,
+            &[u, g],
+            trainable,
+        )?);
+        self.bias = if self.use_bias {
+            let (data, shape) = match self.cell {
+                Cell::Gru => (self.bias_init.sample(&[2, g], rng), vec![2, g]),
+                Cell::Lstm if self.unit_forget_bias => {
+                    // Keras: init(u), ones(u), init(2u) — the forget gate starts open.
+                    let mut b = self.bias_init.sample(&[u], rng);
+                    b.extend(std::iter::repeat_n(1.0, u));
+                    b.extend(self.bias_init.sample(&[2 * u], rng));
+                    (b, vec![g])
+                }
+                _ => (self.bias_init.sample(&[g], rng), vec![g]),
+            };
+            Some(Param::new(format!("{name}/bias"), data, &shape, trainable)?)
+        } else {
+            None
+        };
+        self.features = Some(f);
+        Ok(())
+    }
+
+    /// Runs the layer: `[output, states...]` when `returnState`, else `[output]`.
+    fn run(&self, x: &Tensor, states: &[Tensor], mask: Option<&Tensor>, bidirectional: bool) -> Result<Vec<Tensor>> {
+        let what = self.what();
+        let (Some(kernel), Some(recurrent), Some(features)) = (&self.kernel, &self.recurrent, self.features) else {
+            return Err(Error::Invalid(format!(
+                "{what} is used before it was built; call build(inputShape) first"
+            )));
+        };
+        if x.rank() != 3 || x.shape()[2] != features || x.shape()[1] == 0 {
+            return Err(Error::shape(
+                &what,
+                format!("input [batch, time >= 1, {features}]"),
+                x.shape(),
+            ));
+        }
+        let (b, t, u) = (x.shape()[0], x.shape()[1], self.units);
+        if !states.is_empty() && states.len() != n_states(self.cell) {
+            return Err(Error::Invalid(format!(
+                "{what}: expected {} initial state tensor(s) after the input, got {}",
+                n_states(self.cell),
+                states.len()
+            )));
+        }
+        for s in states {
+            if s.shape() != [b, u] {
+                return Err(Error::shape(&format!("{what} initial state"), [b, u], s.shape()));
+            }
+        }
+        if let Some(m) = mask {
+            if m.len() != b * t {
+                return Err(Error::shape(&format!("{what} mask"), [b, t], m.shape()));
+            }
+        }
+        let spec = RnnSpec {
+            cell: self.cell,
+            batch: b,
+            time: t,
+            input: features,
+            units: u,
+            activation: self.activation.1,
+            recurrent_activation: self.recurrent_activation.1,
+            go_backwards: self.go_backwards,
+            return_sequences: self.return_sequences,
+            // Bidirectional reads the backward layer's sequence in input order, and (as Keras
+            // does inside Bidirectional) wants zeros at masked steps.
+            output_in_input_order: bidirectional,
+            zero_masked_outputs: bidirectional && self.return_sequences,
+        };
+        let (kernel, recurrent) = (kernel.get(), recurrent.get());
+        let bias = self.bias.as_ref().map(Param::get);
+        let (h0, c0) = (states.first().cloned(), states.get(1).cloned());
+        let fwd = rnn::rnn_forward(
+            &spec,
+            &RnnInputs {
+                x: x.data(),
+                kernel: kernel.data(),
+                recurrent: recurrent.data(),
+                bias: bias.as_ref().map(Tensor::data),
+                h0: h0.as_ref().map(Tensor::data),
+                c0: c0.as_ref().map(Tensor::data),
+                mask: mask.map(Tensor::data),
+            },
+        );
+        let out_shape = if self.return_sequences {
+            vec![b, t, u]
+        } else {
+            vec![b, u]
+        };
+        let mut shapes = vec![out_shape];
+        let mut packed = if self.return_sequences { fwd.seq } else { fwd.h.clone() };
+        if self.return_state {
+            packed.extend_from_slice(&fwd.h);
+            packed.extend_from_slice(&fwd.c);
+            shapes.extend(std::iter::repeat_n(vec![b, u], n_states(self.cell)));
+        }
+        let mut inputs = vec![x, &kernel, &recurrent];
+        inputs.extend(bias.iter().chain(h0.iter()).chain(c0.iter()));
+        let total_shape = if shapes.len() == 1 {
+            shapes[0].clone()
+        } else {
+            vec![packed.len()]
+        };
+        let tape = fwd.tape;
+        let op = || -> Box<dyn CustomOp> {
+            Box::new(RnnOp {
+                spec,
+                x: x.clone(),
+                kernel: kernel.clone(),
+                recurrent: recurrent.clone(),
+                bias: bias.clone(),
+                h0: h0.clone(),
+                c0: c0.clone(),
+                mask: mask.cloned(),
+                tape,
+                with_states: self.return_state,
+            })
+        };
+        let packed = ops::custom(packed, total_shape, op, &inputs)?;
+        if shapes.len() == 1 {
+            Ok(vec![packed])
+        } else {
+            ops::split(&packed, &shapes)
+        }
+    }
+
+    fn output_masks(&self, mask: Option<&Tensor>) -> Vec<Option<Tensor>> {
+        let mut masks = vec![None; self.n_outputs()];
+        if self.return_sequences {
+            masks[0] = mask.cloned();
+        }
+        masks
+    }
+
+    fn config_value(&self) -> Value {
+        let mut c = json!({
+            "units": self.units,
+            "activation": self.activation.0,
+            "useBias": self.use_bias,
+            "returnSequences": self.return_sequences,
+            "returnState": self.return_state,
+            "goBackwards": self.go_backwards,
+            "kernelInitializer": self.kernel_init.to_json(),
+            "recurrentInitializer": self.recurrent_init.to_json(),
+            "biasInitializer": self.bias_init.to_json(),
+        });
+        let map = c.as_object_mut().expect("object");
+        if self.cell != Cell::SimpleRnn {
+            map.insert("recurrentActivation".into(), self.recurrent_activation.0.clone().into());
+        }
+        match self.cell {
+            Cell::Lstm => {
+                map.insert("unitForgetBias".into(), self.unit_forget_bias.into());
+            }
+            Cell::Gru => {
+                map.insert("resetAfter".into(), true.into());
+            }
+            Cell::SimpleRnn => {}
+        }
+        self.common.write(c)
+    }
+}
+
+/// Checks the shapes of `[x, states...]` at build time.
+fn check_state_shapes(what: &str, shapes: &[Vec<usize>], expected: usize, units: usize) -> Result<()> {
+    if shapes.len() != 1 && shapes.len() != 1 + expected {
+        return Err(Error::Invalid(format!(
+            "{what}: expected the input alone or followed by {expected} initial state(s), got {} inputs",
+            shapes.len()
+        )));
+    }
+    for s in &shapes[1..] {
+        if s.as_slice() != [units] {
+            return Err(Error::shape(&format!("{what} initial state"), [units], s));
+        }
+    }
+    Ok(())
+}
+
+impl Layer for Rnn {
+    fn class_name(&self) -> &'static str {
+        class_of(self.cell)
+    }
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+    fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>> {
+        self.build_weights(input_shape, rng)?;
+        Ok(self.output_shape(input_shape[0]))
+    }
+    fn build_many(&mut self, input_shapes: &[Vec<usize>], rng: &mut Rng) -> Result<Vec<Vec<usize>>> {
+        let what = self.what();
+        let Some(first) = input_shapes.first() else {
+            return Err(Error::Invalid(format!("{what}: expected at least one input")));
+        };
+        check_state_shapes(&what, input_shapes, n_states(self.cell), self.units)?;
+        let out = self.build(first, rng)?;
+        let mut shapes = vec![out];
+        shapes.extend(std::iter::repeat_n(vec![self.units], self.n_outputs() - 1));
+        Ok(shapes)
+    }
+    fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let mask = ctx.mask(0).cloned();
+        let mut outs = self.run(x, &[], mask.as_ref(), false)?;
+        ctx.output_masks = Some(vec![self.output_masks(mask.as_ref()).swap_remove(0)]);
+        Ok(outs.swap_remove(0))
+    }
+    fn call(&self, inputs: &[Tensor], ctx: &mut ForwardCtx) -> Result<Vec<Tensor>> {
+        let Some((x, states)) = inputs.split_first() else {
+            return Err(Error::Invalid(format!("{}: expected at least one input", self.what())));
+        };
+        let mask = ctx.mask(0).cloned();
+        let outs = self.run(x, states, mask.as_ref(), false)?;
+        ctx.output_masks = Some(self.output_masks(mask.as_ref()));
+        Ok(outs)
+    }
+    fn params(&self) -> Vec<&Param> {
+        self.kernel
+            .iter()
+            .chain(self.recurrent.iter())
+            .chain(self.bias.iter())
+            .collect()
+    }
+    fn config(&self) -> Value {
+        self.config_value()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bidirectional
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Merge {
+    Concat,
+    Sum,
+    Mul,
+    Ave,
+}
+
+/// Runs one recurrent layer forward and a copy of it backward in time, and merges the outputs.
+pub struct Bidirectional {
+    common: Common,
+    forward: Rnn,
+    backward: Rnn,
+    merge: Merge,
+    inner_name: String,
+}
+
+impl Bidirectional {
+    fn from_options(o: &mut Options, common: &Common) -> Result<Bidirectional> {
+        let spec = o.value("layer").ok_or_else(|| {
+            Error::Invalid("Bidirectional: option 'layer' ({ className, config }) is required".into())
+        })?;
+        let class = spec.get("className").and_then(Value::as_str).unwrap_or_default();
+        let cell = cell_of(class).ok_or_else(|| {
+            Error::Invalid(format!(
+                "Bidirectional: option 'layer' must be {{ className: 'SimpleRNN' | 'LSTM' | 'GRU', config }}, got {spec}"
+            ))
+        })?;
+        let config = spec.get("config").cloned().unwrap_or(Value::Null);
+        let merge = match o.string("mergeMode")?.as_deref().unwrap_or("concat") {
+            "concat" => Merge::Concat,
+            "sum" => Merge::Sum,
+            "mul" => Merge::Mul,
+            "ave" => Merge::Ave,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "Bidirectional: option 'mergeMode' must be one of concat, sum, mul, ave; got '{other}'"
+                )))
+            }
+        };
+        let base = super::base_name(class);
+        let inner = |direction: &str| -> Result<(Rnn, String)> {
+            let mut io = Options::new(&format!("Bidirectional layer {class}"), &config)?;
+            let mut ic = Common::read(&mut io)?;
+            let inner_name = if ic.name.is_empty() {
+                base.to_string()
+            } else {
+                ic.name.clone()
+            };
+            ic.name = format!("{}/{direction}_{inner_name}", common.name);
+            ic.trainable &= common.trainable;
+            let rnn = Rnn::from_options(cell, &mut io, &ic)?;
+            io.finish()?;
+            Ok((rnn, inner_name))
+        };
+        let (forward, inner_name) = inner("forward")?;
+        let (mut backward, _) = inner("backward")?;
+        backward.go_backwards = !forward.go_backwards;
+        Ok(Bidirectional {
+            common: common.clone(),
+            forward,
+            backward,
+            merge,
+            inner_name,
+        })
+    }
+
+    fn what(&self) -> String {
+        format!("Bidirectional '{}'", self.common.name)
+    }
+
+    fn merged_units(&self) -> usize {
+        if self.merge == Merge::Concat {
+            2 * self.forward.units
+        } else {
+            self.forward.units
+        }
+    }
+
+    fn run(&self, inputs: &[Tensor], ctx: &mut ForwardCtx) -> Result<Vec<Tensor>> {
+        let what = self.what();
+        let Some((x, states)) = inputs.split_first() else {
+            return Err(Error::Invalid(format!("{what}: expected at least one input")));
+        };
+        let ns = n_states(self.forward.cell);
+        if !states.is_empty() && states.len() != 2 * ns {
+            return Err(Error::Invalid(format!(
+                "{what}: expected {} initial state tensor(s) (forward then backward) after the input, got {}",
+                2 * ns,
+                states.len()
+            )));
+        }
+        let (fs, bs) = states.split_at(states.len() / 2);
+        let mask = ctx.mask(0).cloned();
+        let mut yf = self.forward.run(x, fs, mask.as_ref(), true)?;
+        let mut yb = self.backward.run(x, bs, mask.as_ref(), true)?;
+        let (a, b) = (yf.remove(0), yb.remove(0));
+        let y = match self.merge {
+            Merge::Concat => concat_last(&a, &b)?,
+            Merge::Sum => ops::add(&a, &b)?,
+            Merge::Mul => ops::mul(&a, &b)?,
+            Merge::Ave => ops::scale(&ops::add(&a, &b)?, 0.5),
+        };
+        let mut outs = vec![y];
+        outs.extend(yf);
+        outs.extend(yb);
+        let mut masks = vec![None; outs.len()];
+        if self.forward.return_sequences {
+            masks[0] = mask;
+        }
+        ctx.output_masks = Some(masks);
+        Ok(outs)
+    }
+}
+
+impl Layer for Bidirectional {
+    fn class_name(&self) -> &'static str {
+        "Bidirectional"
+    }
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+    fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>> {
+        self.forward.build_weights(input_shape, rng)?;
+        self.backward.build_weights(input_shape, rng)?;
+        let mut out = self.forward.output_shape(input_shape[0]);
+        *out.last_mut().expect("non-empty") = self.merged_units();
+        Ok(out)
+    }
+    fn build_many(&mut self, input_shapes: &[Vec<usize>], rng: &mut Rng) -> Result<Vec<Vec<usize>>> {
+        let what = self.what();
+        let Some(first) = input_shapes.first() else {
+            return Err(Error::Invalid(format!("{what}: expected at least one input")));
+        };
+        check_state_shapes(&what, input_shapes, 2 * n_states(self.forward.cell), self.forward.units)?;
+        let out = self.build(first, rng)?;
+        let mut shapes = vec![out];
+        if self.forward.return_state {
+            shapes.extend(std::iter::repeat_n(
+                vec![self.forward.units],
+                2 * n_states(self.forward.cell),
+            ));
+        }
+        Ok(shapes)
+    }
+    fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let mut outs = self.run(std::slice::from_ref(x), ctx)?;
+        if let Some(m) = ctx.output_masks.as_mut() {
+            m.truncate(1);
+        }
+        Ok(outs.swap_remove(0))
+    }
+    fn call(&self, inputs: &[Tensor], ctx: &mut ForwardCtx) -> Result<Vec<Tensor>> {
+        self.run(inputs, ctx)
+    }
+    fn params(&self) -> Vec<&Param> {
+        let mut p = self.forward.params();
+        p.extend(self.backward.params());
+        p
+    }
+    fn config(&self) -> Value {
+        let mut inner = self.forward.config_value();
+        let map = inner.as_object_mut().expect("object");
+        map.insert("name".into(), self.inner_name.clone().into());
+        map.remove("trainable");
+        let merge = match self.merge {
+            Merge::Concat => "concat",
+            Merge::Sum => "sum",
+            Merge::Mul => "mul",
+            Merge::Ave => "ave",
+        };
+        self.common.write(json!({
+            "layer": {"className": class_of(self.forward.cell), "config": inner},
+            "mergeMode": merge,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orthogonal_rows_are_orthonormal() {
+        let mut rng = Rng::new(5);
+        for (r, c) in [(4, 16), (16, 4), (8, 8)] {
+            let w = orthogonal(r, c, 1.0, &mut rng);
+            // W W^T = I for wide matrices, W^T W = I for tall ones.
+            let (n, m, tall) = if r <= c { (r, c, false) } else { (c, r, true) };
+            for i in 0..n {
+                for j in 0..n {
+                    let d: f32 = (0..m)
+                        .map(|k| {
+                            if tall {
+                                w[k * c + i] * w[k * c + j]
+                            } else {
+                                w[i * c + k] * w[j * c + k]
+                            }
+                        })
+                        .sum();
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((d - want).abs() < 1e-5, "{r}x{c} ({i},{j}): {d}");
+                }
+            }
+        }
+    }
 }

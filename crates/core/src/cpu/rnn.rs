@@ -1,0 +1,906 @@
+//! Fused recurrent kernels: SimpleRNN, LSTM and GRU (Keras 3, `reset_after`) over a whole
+//! sequence, forward and backward through time, in one call each.
+//!
+//! Layout (Keras): `x [batch, time, in]`, `kernel [in, G*u]`, `recurrent [u, G*u]`, where `G`
+//! is the number of gate blocks (SimpleRNN 1; LSTM 4 in the order i, f, c, o; GRU 3 in the order
+//! z, r, h). The LSTM and SimpleRNN bias is `[G*u]`; the GRU bias is `[2, 3u]` (input bias, then
+//! recurrent bias, because with `reset_after` the reset gate multiplies `h·U_h + b_rh`).
+//!
+//! The batch is split into one chunk per rayon thread and each chunk runs the whole pass on its
+//! own, so threads never synchronise per step. Forward: one large GEMM projects every timestep
+//! of the chunk at once (`x·W + b`, `[rows*time, G*u]`); then each step multiplies the state by
+//! the recurrent kernel and applies the gate math in place, in one vectorised pass per row.
+//! Backward walks the steps in reverse, storing every step's gate gradients; the weight
+//! gradients and the input gradient then come from three large GEMMs over all the chunk's steps
+//! at once, and the chunks' weight gradients are summed. (With fewer batch rows than threads,
+//! those large GEMMs run once over the whole batch, multi-threaded, instead.)
+//!
+//! Masking follows Keras: a masked step (mask 0) keeps the previous state; its output is the
+//! previous state too, or zeros with `zero_masked_outputs` (what `Bidirectional` asks for).
+//! Every per-step buffer is indexed by the *input* time index, so `go_backwards` only changes
+//! the order steps are visited in.
+
+use std::sync::Mutex;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::cpu::elementwise::Activation;
+use crate::cpu::matmul::sgemm;
+
+mod cells;
+
+use cells::{gru_step, gru_step_back, lstm_step, lstm_step_back, sigmoid_fast, simple_step, tanh_fast};
+
+/// Which recurrent cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    /// `h = act(x·W + h·U + b)`.
+    SimpleRnn,
+    /// Long short-term memory, gates i, f, c, o.
+    Lstm,
+    /// Gated recurrent unit with `reset_after` (Keras 3 default), gates z, r, h.
+    Gru,
+}
+
+impl Cell {
+    /// Number of `units`-wide gate blocks in the kernels.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::SimpleRnn => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+
+    /// Length of the bias vector for `units`.
+    pub fn bias_len(self, units: usize) -> usize {
+        match self {
+            Cell::Gru => 6 * units,
+            c => c.gates() * units,
+        }
+    }
+}
+
+/// Sizes and options of one recurrent pass.
+#[derive(Clone, Debug)]
+pub struct RnnSpec {
+    /// The cell.
+    pub cell: Cell,
+    /// Batch size.
+    pub batch: usize,
+    /// Number of timesteps.
+    pub time: usize,
+    /// Input features.
+    pub input: usize,
+    /// Hidden units.
+    pub units: usize,
+    /// Candidate / output activation (Keras `activation`, default tanh).
+    pub activation: Activation,
+    /// Gate activation (Keras `recurrent_activation`, default sigmoid; unused by SimpleRNN).
+    pub recurrent_activation: Activation,
+    /// Visit the timesteps last to first.
+    pub go_backwards: bool,
+    /// Produce the output of every step (otherwise only the final states).
+    pub return_sequences: bool,
+    /// Write step outputs at their input time index instead of in processing order (only
+    /// differs with `go_backwards`; `Bidirectional` uses it to avoid a separate reversal).
+    pub output_in_input_order: bool,
+    /// Masked steps output zeros instead of the previous state.
+    pub zero_masked_outputs: bool,
+}
+
+impl RnnSpec {
+    fn g(&self) -> usize {
+        self.cell.gates() * self.units
+    }
+    fn input_time(&self, step: usize) -> usize {
+        if self.go_backwards {
+            self.time - 1 - step
+        } else {
+            step
+        }
+    }
+    fn output_time(&self, step: usize) -> usize {
+        if self.output_in_input_order {
+            self.input_time(step)
+        } else {
+            step
+        }
+    }
+    /// Whether backward needs the gate pre-activations. Not for activations whose derivative
+    /// follows from their output alone (sigmoid, tanh) or depends on the input only through its
+    /// sign, which the output shares (relu, elu, selu, leaky relu, linear): derivatives are then
+    /// taken at `x = y`, and a whole tape buffer is saved.
+    fn keeps_pre(&self) -> bool {
+        let needs_input = |a: Activation| {
+            matches!(
+                a,
+                Activation::Gelu | Activation::GeluTanh | Activation::Swish | Activation::Softplus
+            )
+        };
+        needs_input(self.activation) || (self.cell != Cell::SimpleRnn && needs_input(self.recurrent_activation))
+    }
+}
+
+/// The operands of one pass (row-major slices; shapes as in the module docs).
+#[derive(Clone, Copy)]
+pub struct RnnInputs<'a> {
+    /// `[batch, time, input]`.
+    pub x: &'a [f32],
+    /// `[input, G*u]`.
+    pub kernel: &'a [f32],
+    /// `[u, G*u]`.
+    pub recurrent: &'a [f32],
+    /// `[G*u]`, or `[6u]` for GRU; `None` without bias.
+    pub bias: Option<&'a [f32]>,
+    /// Initial hidden state `[batch, u]` (zeros when `None`).
+    pub h0: Option<&'a [f32]>,
+    /// Initial LSTM cell state `[batch, u]` (zeros when `None`).
+    pub c0: Option<&'a [f32]>,
+    /// Keras mask `[batch, time]`, nonzero = keep.
+    pub mask: Option<&'a [f32]>,
+}
+
+/// What the backward pass needs from the forward pass (all indexed by input time).
+#[derive(Default)]
+pub struct RnnTape {
+    /// Gate activations `[batch, time, G*u]`.
+    gates: Vec<f32>,
+    /// Gate pre-activations, kept only when [`RnnSpec::keeps_pre`].
+    pre: Vec<f32>,
+    /// Hidden state entering each step `[batch, time, u]`.
+    hprev: Vec<f32>,
+    /// LSTM: cell state entering each step.
+    cprev: Vec<f32>,
+    /// LSTM: new cell state of each step, kept only alongside `pre`.
+    cnew: Vec<f32>,
+    /// LSTM: `activation(new cell state)`.
+    tc: Vec<f32>,
+    /// GRU: `h·U_h + b_rh`, the term the reset gate multiplies.
+    rh: Vec<f32>,
+}
+
+impl Drop for RnnTape {
+    fn drop(&mut self) {
+        for buf in [
+            &mut self.gates,
+            &mut self.pre,
+            &mut self.hprev,
+            &mut self.cprev,
+            &mut self.cnew,
+            &mut self.tc,
+            &mut self.rh,
+        ] {
+            recycle(std::mem::take(buf));
+        }
+    }
+}
+
+/// Results of [`rnn_forward`].
+pub struct RnnForward {
+    /// Step outputs `[batch, time, u]` (empty unless `return_sequences`).
+    pub seq: Vec<f32>,
+    /// Final hidden state `[batch, u]`.
+    pub h: Vec<f32>,
+    /// Final LSTM cell state `[batch, u]` (empty for other cells).
+    pub c: Vec<f32>,
+    /// Saved activations for [`rnn_backward`].
+    pub tape: RnnTape,
+}
+
+/// Which gradients to compute.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RnnWanted {
+    /// Input gradient.
+    pub x: bool,
+    /// Kernel gradient.
+    pub kernel: bool,
+    /// Recurrent-kernel gradient.
+    pub recurrent: bool,
+    /// Bias gradient.
+    pub bias: bool,
+}
+
+/// Results of [`rnn_backward`] (`None` where not wanted).
+pub struct RnnGrads {
+    /// `[batch, time, input]`.
+    pub x: Option<Vec<f32>>,
+    /// `[input, G*u]`.
+    pub kernel: Option<Vec<f32>>,
+    /// `[u, G*u]`.
+    pub recurrent: Option<Vec<f32>>,
+    /// Same layout as the bias.
+    pub bias: Option<Vec<f32>>,
+    /// Gradient of the initial hidden state `[batch, u]`.
+    pub h0: Vec<f32>,
+    /// Gradient of the initial LSTM cell state `[batch, u]` (empty for other cells).
+    pub c0: Vec<f32>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buffer recycling. A training step allocates tens of MB of tape per layer and frees it after
+// backward; fresh pages cost a page fault each (very expensive in VMs), which measured as a
+// quarter of the forward time. Freed tape buffers are kept here and reused by the next call.
+
+/// Buffers shorter than this are left to malloc.
+const POOL_MIN_LEN: usize = 1 << 14;
+/// Upper bound of the memory the pool keeps (floats): 256 MB.
+const POOL_MAX_FLOATS: usize = 64 << 20;
+
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// A buffer of `len` floats, from the pool when one fits. Unless `zeroed`, its contents are
+/// stale values, for buffers the kernels overwrite before reading.
+fn take(len: usize, zeroed: bool) -> Vec<f32> {
+    if len >= POOL_MIN_LEN {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len)
+            .min_by_key(|(_, v)| v.capacity());
+        if let Some(i) = best.map(|(i, _)| i) {
+            let mut v = pool.swap_remove(i);
+            drop(pool);
+            if zeroed {
+                v.clear();
+            }
+            v.truncate(len);
+            v.resize(len, 0.0);
+            return v;
+        }
+    }
+    vec![0.0; len]
+}
+
+/// Returns a buffer to the pool (or frees it when the pool is full).
+fn recycle(v: Vec<f32>) {
+    if v.capacity() < POOL_MIN_LEN {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let held: usize = pool.iter().map(Vec::capacity).sum();
+    if held + v.capacity() <= POOL_MAX_FLOATS {
+        pool.push(v);
+    }
+}
+
+/// Binds `$act`, `$rec` (the activation and recurrent activation) and `$dact`, `$drec` (their
+/// derivatives given input and output) as closures and evaluates `$body`: monomorphised on the
+/// fast tanh / sigmoid for the default pair, so the cell loops vectorise; any other pair goes
+/// through [`Activation`] per element.
+macro_rules! with_activations {
+    ($spec:expr, |$act:ident, $rec:ident, $dact:ident, $drec:ident| $body:expr) => {
+        match ($spec.activation, $spec.recurrent_activation) {
+            (Activation::Tanh, Activation::Sigmoid) => {
+                let ($act, $rec) = (tanh_fast, sigmoid_fast);
+                let $dact = |_: f32, y: f32| 1.0 - y * y;
+                let $drec = |_: f32, y: f32| y * (1.0 - y);
+                $body
+            }
+            (a, r) => {
+                let ($act, $rec) = (move |x: f32| a.apply(x), move |x: f32| r.apply(x));
+                let $dact = move |x: f32, y: f32| a.derivative(x, y);
+                let $drec = move |x: f32, y: f32| r.derivative(x, y);
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$imp(args)` compiled for the widest vector unit the CPU has: the cell loops vectorise
+/// to the target's width, while the crate itself is built for the x86-64 baseline (SSE2).
+macro_rules! multiversion {
+    ($name:ident => $imp:ident ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn v4($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                let v3_ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+                if v3_ok && is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has every feature `v4` is compiled for (checked above).
+                    return unsafe { v4($($arg),*) };
+                }
+                if v3_ok {
+                    // SAFETY: the CPU has every feature `v3` is compiled for (checked above).
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+/// Asks the CPU to pull rows (`len` floats each, starting at `starts`) of `buf` into L2. Each
+/// step touches one row per batch entry, far apart in memory and cold since the large GEMMs wrote
+/// them; fetching the next step's rows while this step computes hides that latency.
+#[inline(always)]
+fn prefetch(buf: &[f32], starts: impl Iterator<Item = usize>, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for start in starts {
+        for line in buf[start..start + len].chunks(16) {
+            // SAFETY: prefetching has no architectural effect and never faults; the pointer is
+            // in bounds anyway.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(line.as_ptr().cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (buf, starts, len);
+}
+
+/// `c[m,n] (+)= a[m,k] · b[k,n]` on one thread, each operand given by its (row, column) strides;
+/// `c` has row stride `c_rs` and unit column stride.
+fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    c: &mut [f32],
+    c_rs: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        if !accumulate && k == 0 {
+            (0..m).for_each(|i| c[i * c_rs..i * c_rs + n].fill(0.0));
+        }
+        return;
+    }
+    assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "rnn gemm: lhs out of bounds");
+    assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "rnn gemm: rhs out of bounds");
+    assert!((m - 1) * c_rs + n - 1 < c.len(), "rnn gemm: dst out of bounds");
+    let (alpha, (a_rs, a_cs), (b_rs, b_cs)) = (
+        if accumulate { 1.0 } else { 0.0 },
+        (a_rs as isize, a_cs as isize),
+        (b_rs as isize, b_cs as isize),
+    );
+    // SAFETY: the asserts bound every element gemm reads or writes inside the slices, and `c`
+    // is a unique borrow, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            alpha,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// How the batch is split: `(rows per chunk, number of chunks, whether each chunk runs the large
+/// GEMMs for its own rows)`. One chunk per thread; the large GEMMs run per chunk (on one thread
+/// each) when every thread has a chunk, else once over the batch, multi-threaded.
+fn chunking(batch: usize) -> (usize, usize, bool) {
+    let threads = rayon::current_num_threads().max(1);
+    let rows = batch.div_ceil(threads).max(1);
+    (rows, batch.div_ceil(rows), batch >= threads)
+}
+
+/// Splits `buf` (rows of `row_len`) into `n` chunks of `rows` rows; an empty buffer (a state
+/// the cell does not have) gives empty slices, so every buffer yields `n` chunks.
+fn split_mut(buf: &mut [f32], row_len: usize, rows: usize, n: usize) -> std::vec::IntoIter<&mut [f32]> {
+    let v: Vec<&mut [f32]> = if buf.is_empty() {
+        (0..n).map(|_| Default::default()).collect()
+    } else {
+        buf.chunks_mut(row_len * rows).collect()
+    };
+    v.into_iter()
+}
+
+/// [`split_mut`] for shared (`None`: absent) slices.
+fn split(buf: Option<&[f32]>, row_len: usize, rows: usize, n: usize) -> std::vec::IntoIter<Option<&[f32]>> {
+    let v: Vec<Option<&[f32]>> = match buf {
+        Some(b) if !b.is_empty() => b.chunks(row_len * rows).map(Some).collect(),
+        _ => vec![None; n],
+    };
+    v.into_iter()
+}
+
+/// `gates = x·W + b` for the rows of `x` (`[rows, input]`).
+fn project(spec: &RnnSpec, x: &[f32], kernel: &[f32], bias: Option<&[f32]>, gates: &mut [f32], parallel: bool) {
+    let g = spec.g();
+    if let Some(bias) = bias {
+        gates
+            .chunks_exact_mut(g)
+            .for_each(|row| row.copy_from_slice(&bias[..g]));
+    }
+    sgemm(
+        gates.len() / g,
+        g,
+        spec.input,
+        x,
+        false,
+        kernel,
+        false,
+        gates,
+        bias.is_some(),
+        parallel,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+/// One chunk's view of every forward buffer.
+struct FwdChunk<'a> {
+    x: &'a [f32],
+    gates: &'a mut [f32],
+    pre: &'a mut [f32],
+    hprev: &'a mut [f32],
+    cprev: &'a mut [f32],
+    cnew: &'a mut [f32],
+    tc: &'a mut [f32],
+    rh: &'a mut [f32],
+    seq: &'a mut [f32],
+    h: &'a mut [f32],
+    c: &'a mut [f32],
+    mask: Option<&'a [f32]>,
+}
+
+/// Runs the recurrence over the whole sequence.
+pub fn rnn_forward(spec: &RnnSpec, inp: &RnnInputs) -> RnnForward {
+    let (b, t, u, g) = (spec.batch, spec.time, spec.units, spec.g());
+    let (lstm, gru, keep_pre) = (spec.cell == Cell::Lstm, spec.cell == Cell::Gru, spec.keeps_pre());
+    let buf = |len: usize, on: bool| if on { take(len, false) } else { Vec::new() };
+    let mut tape = RnnTape {
+        gates: buf(b * t * g, true),
+        pre: buf(b * t * g, keep_pre),
+        hprev: buf(b * t * u, true),
+        cprev: buf(b * t * u, lstm),
+        cnew: buf(b * t * u, lstm && keep_pre),
+        tc: buf(b * t * u, lstm),
+        rh: buf(b * t * u, gru),
+    };
+    // The sequence output leaves with the result tensor, so it is not taken from the pool.
+    let mut seq = if spec.return_sequences {
+        vec![0.0; b * t * u]
+    } else {
+        Vec::new()
+    };
+    let mut h = inp.h0.map_or_else(|| vec![0.0; b * u], <[f32]>::to_vec);
+    let mut c = if lstm {
+        inp.c0.map_or_else(|| vec![0.0; b * u], <[f32]>::to_vec)
+    } else {
+        Vec::new()
+    };
+    let (rows, n, per_chunk) = chunking(b);
+    if !per_chunk {
+        project(spec, inp.x, inp.kernel, inp.bias, &mut tape.gates, true);
+    }
+    let mut chunks: Vec<FwdChunk> = Vec::with_capacity(n);
+    {
+        let mut x = split(Some(inp.x), t * spec.input, rows, n);
+        let mut gates = split_mut(&mut tape.gates, t * g, rows, n);
+        let mut pre = split_mut(&mut tape.pre, t * g, rows, n);
+        let mut hprev = split_mut(&mut tape.hprev, t * u, rows, n);
+        let mut cprev = split_mut(&mut tape.cprev, t * u, rows, n);
+        let mut cnew = split_mut(&mut tape.cnew, t * u, rows, n);
+        let mut tc = split_mut(&mut tape.tc, t * u, rows, n);
+        let mut rh = split_mut(&mut tape.rh, t * u, rows, n);
+        let mut seq = split_mut(&mut seq, t * u, rows, n);
+        let mut hs = split_mut(&mut h, u, rows, n);
+        let mut cs = split_mut(&mut c, u, rows, n);
+        let mut masks = split(inp.mask, t, rows, n);
+        let e = "every buffer splits into n chunks";
+        for _ in 0..n {
+            chunks.push(FwdChunk {
+                x: x.next().expect(e).unwrap_or_default(),
+                gates: gates.next().expect(e),
+                pre: pre.next().expect(e),
+                hprev: hprev.next().expect(e),
+                cprev: cprev.next().expect(e),
+                cnew: cnew.next().expect(e),
+                tc: tc.next().expect(e),
+                rh: rh.next().expect(e),
+                seq: seq.next().expect(e),
+                h: hs.next().expect(e),
+                c: cs.next().expect(e),
+                mask: masks.next().expect(e),
+            });
+        }
+    }
+    chunks
+        .into_par_iter()
+        .for_each(|ch| forward_chunk(spec, inp, per_chunk, ch));
+    RnnForward { seq, h, c, tape }
+}
+
+multiversion!(forward_chunk => forward_chunk_impl(spec: &RnnSpec, inp: &RnnInputs, per_chunk: bool, ch: FwdChunk));
+
+#[inline(always)]
+fn forward_chunk_impl(spec: &RnnSpec, inp: &RnnInputs, per_chunk: bool, mut ch: FwdChunk) {
+    if per_chunk {
+        project(spec, ch.x, inp.kernel, inp.bias, ch.gates, false);
+    }
+    with_activations!(spec, |act, rec, _dact, _drec| if spec.keeps_pre() {
+        forward_steps::<true>(spec, inp.recurrent, inp.bias, &mut ch, act, rec)
+    } else {
+        forward_steps::<false>(spec, inp.recurrent, inp.bias, &mut ch, act, rec)
+    })
+}
+
+/// The recurrence of one chunk; `KEEP` saves pre-activations (and LSTM cell states) as well.
+#[inline(always)]
+fn forward_steps<const KEEP: bool>(
+    spec: &RnnSpec,
+    w_rec: &[f32],
+    bias: Option<&[f32]>,
+    ch: &mut FwdChunk,
+    act: impl Fn(f32) -> f32,
+    rec: impl Fn(f32) -> f32,
+) {
+    let (t, u, g) = (spec.time, spec.units, spec.g());
+    let rows = ch.h.len() / u;
+    // Scratch for h·U, and GRU's recurrent bias (zeros without bias), allocated once per chunk.
+    let mut r = vec![0.0; rows * g];
+    let b_rec = match bias {
+        Some(b) if spec.cell == Cell::Gru => b[g..].to_vec(),
+        _ => vec![0.0; g],
+    };
+    for s in 0..t {
+        let ti = spec.input_time(s);
+        let o = spec.output_time(s);
+        for j in 0..rows {
+            let at = (j * t + ti) * u;
+            ch.hprev[at..at + u].copy_from_slice(&ch.h[j * u..(j + 1) * u]);
+            if spec.cell == Cell::Lstm {
+                ch.cprev[at..at + u].copy_from_slice(&ch.c[j * u..(j + 1) * u]);
+            }
+        }
+        if s + 1 < t {
+            let next = spec.input_time(s + 1);
+            prefetch(ch.gates, (0..rows).map(|j| (j * t + next) * g), g);
+        }
+        gemm_strided(rows, g, u, ch.h, (u, 1), w_rec, (g, 1), &mut r, g, false);
+        for j in 0..rows {
+            let keep = ch.mask.is_none_or(|m| m[j * t + ti] != 0.0);
+            let h = &mut ch.h[j * u..(j + 1) * u];
+            if keep {
+                let at = (j * t + ti) * g;
+                let gates = &mut ch.gates[at..at + g];
+                let pre = if KEEP { &mut ch.pre[at..at + g] } else { &mut [][..] };
+                let rj = &r[j * g..(j + 1) * g];
+                let su = (j * t + ti) * u..(j * t + ti + 1) * u;
+                match spec.cell {
+                    Cell::SimpleRnn => simple_step::<KEEP>(u, gates, pre, rj, h, &act),
+                    Cell::Lstm => {
+                        let cnew = if KEEP { &mut ch.cnew[su.clone()] } else { &mut [][..] };
+                        let c = &mut ch.c[j * u..(j + 1) * u];
+                        lstm_step::<KEEP>(u, gates, pre, rj, h, c, cnew, &mut ch.tc[su], &act, &rec);
+                    }
+                    Cell::Gru => gru_step::<KEEP>(u, gates, pre, rj, &b_rec, h, &mut ch.rh[su], &act, &rec),
+                }
+            }
+            if spec.return_sequences {
+                let dst = &mut ch.seq[(j * t + o) * u..(j * t + o + 1) * u];
+                if keep || !spec.zero_masked_outputs {
+                    dst.copy_from_slice(h);
+                } else {
+                    dst.fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+/// One chunk's view of every backward buffer (`None`: a buffer the cell does not use).
+struct BwdChunk<'a> {
+    x: &'a [f32],
+    dx: &'a mut [f32],
+    dpre: &'a mut [f32],
+    drec: &'a mut [f32],
+    dh: &'a mut [f32],
+    dc: &'a mut [f32],
+    gates: &'a [f32],
+    pre: Option<&'a [f32]>,
+    hprev: &'a [f32],
+    cprev: &'a [f32],
+    cnew: Option<&'a [f32]>,
+    tc: &'a [f32],
+    rh: &'a [f32],
+    g_seq: Option<&'a [f32]>,
+    mask: Option<&'a [f32]>,
+}
+
+/// A chunk's share of the weight gradients (empty where not computed by the chunk).
+struct ChunkGrads {
+    bias: Vec<f32>,
+    kernel: Vec<f32>,
+    recurrent: Vec<f32>,
+}
+
+/// Backpropagation through time: gradients of `sum(seq*g_seq) + sum(h*g_h) + sum(c*g_c)`.
+pub fn rnn_backward(
+    spec: &RnnSpec,
+    inp: &RnnInputs,
+    tape: &RnnTape,
+    g_seq: Option<&[f32]>,
+    g_h: Option<&[f32]>,
+    g_c: Option<&[f32]>,
+    want: RnnWanted,
+) -> RnnGrads {
+    let (b, t, u, g, f) = (spec.batch, spec.time, spec.units, spec.g(), spec.input);
+    let (lstm, gru) = (spec.cell == Cell::Lstm, spec.cell == Cell::Gru);
+    // Gate gradients of every step (only masked steps leave rows unwritten, which must be zero).
+    // GRU's recurrent side differs from the input side (the reset gate scales the recurrent
+    // candidate term); the other cells share one buffer.
+    let masked = inp.mask.is_some();
+    let mut dpre = take(b * t * g, masked);
+    let mut drec = if gru { take(b * t * g, masked) } else { Vec::new() };
+    let mut dx = if want.x { vec![0.0; b * t * f] } else { Vec::new() };
+    let mut dh = g_h.map_or_else(|| vec![0.0; b * u], <[f32]>::to_vec);
+    let mut dc = if lstm {
+        g_c.map_or_else(|| vec![0.0; b * u], <[f32]>::to_vec)
+    } else {
+        Vec::new()
+    };
+    // The per-step GEMM multiplies by U^T; gemm is several times slower on a transposed
+    // right-hand side at these sizes, so transpose U once here.
+    let mut rec_t = take(g * u, false);
+    for (i, row) in inp.recurrent.chunks_exact(g).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            rec_t[j * u + i] = v;
+        }
+    }
+    let (rows, n, per_chunk) = chunking(b);
+    let mut chunks: Vec<BwdChunk> = Vec::with_capacity(n);
+    {
+        let mut x = split(Some(inp.x), t * f, rows, n);
+        let mut dxs = split_mut(&mut dx, t * f, rows, n);
+        let mut dpres = split_mut(&mut dpre, t * g, rows, n);
+        let mut drecs = split_mut(&mut drec, t * g, rows, n);
+        let mut dhs = split_mut(&mut dh, u, rows, n);
+        let mut dcs = split_mut(&mut dc, u, rows, n);
+        let mut gates = split(Some(&tape.gates), t * g, rows, n);
+        let mut pre = split(Some(&tape.pre), t * g, rows, n);
+        let mut hprev = split(Some(&tape.hprev), t * u, rows, n);
+        let mut cprev = split(Some(&tape.cprev), t * u, rows, n);
+        let mut cnew = split(Some(&tape.cnew), t * u, rows, n);
+        let mut tc = split(Some(&tape.tc), t * u, rows, n);
+        let mut rh = split(Some(&tape.rh), t * u, rows, n);
+        let mut gs = split(g_seq, t * u, rows, n);
+        let mut masks = split(inp.mask, t, rows, n);
+        let e = "every buffer splits into n chunks";
+        for _ in 0..n {
+            chunks.push(BwdChunk {
+                x: x.next().expect(e).unwrap_or_default(),
+                dx: dxs.next().expect(e),
+                dpre: dpres.next().expect(e),
+                drec: drecs.next().expect(e),
+                dh: dhs.next().expect(e),
+                dc: dcs.next().expect(e),
+                gates: gates.next().expect(e).unwrap_or_default(),
+                pre: pre.next().expect(e),
+                hprev: hprev.next().expect(e).unwrap_or_default(),
+                cprev: cprev.next().expect(e).unwrap_or_default(),
+                cnew: cnew.next().expect(e),
+                tc: tc.next().expect(e).unwrap_or_default(),
+                rh: rh.next().expect(e).unwrap_or_default(),
+                g_seq: gs.next().expect(e),
+                mask: masks.next().expect(e),
+            });
+        }
+    }
+    let parts: Vec<ChunkGrads> = chunks
+        .into_par_iter()
+        .map(|ch| backward_chunk(spec, inp, &rec_t, want, per_chunk, ch))
+        .collect();
+    let sum_parts = |pick: fn(&ChunkGrads) -> &Vec<f32>, len: usize| {
+        let mut acc = vec![0.0; len];
+        for p in &parts {
+            acc.iter_mut().zip(pick(p)).for_each(|(a, v)| *a += v);
+        }
+        acc
+    };
+    let dr: &[f32] = if gru { &drec } else { &dpre };
+    let mut kernel = want.kernel.then(|| sum_parts(|p| &p.kernel, f * g));
+    let mut recurrent = want.recurrent.then(|| sum_parts(|p| &p.recurrent, u * g));
+    if !per_chunk {
+        if let Some(dw) = kernel.as_mut() {
+            sgemm(f, g, b * t, inp.x, true, &dpre, false, dw, false, true);
+        }
+        if let Some(du) = recurrent.as_mut() {
+            sgemm(u, g, b * t, &tape.hprev, true, dr, false, du, false, true);
+        }
+        if want.x {
+            sgemm(b * t, f, g, &dpre, false, inp.kernel, true, &mut dx, false, true);
+        }
+    }
+    let bias = want.bias.then(|| sum_parts(|p| &p.bias, spec.cell.bias_len(u)));
+    for buf in [dpre, drec, rec_t] {
+        recycle(buf);
+    }
+    RnnGrads {
+        x: want.x.then_some(dx),
+        kernel,
+        recurrent,
+        bias,
+        h0: dh,
+        c0: dc,
+    }
+}
+
+multiversion!(backward_chunk => backward_chunk_impl(spec: &RnnSpec, inp: &RnnInputs, rec_t: &[f32], want: RnnWanted,
+                                                     per_chunk: bool, ch: BwdChunk) -> ChunkGrads);
+
+/// BPTT for one chunk of rows (`rec_t` is the transposed recurrent kernel `[G*u, u]`), then,
+/// when `per_chunk`, the chunk's input gradient and its share of the weight gradients.
+#[inline(always)]
+fn backward_chunk_impl(
+    spec: &RnnSpec,
+    inp: &RnnInputs,
+    rec_t: &[f32],
+    want: RnnWanted,
+    per_chunk: bool,
+    mut ch: BwdChunk,
+) -> ChunkGrads {
+    let (t, u, g, f) = (spec.time, spec.units, spec.g(), spec.input);
+    let rows = ch.dh.len() / u;
+    let mut out = ChunkGrads {
+        bias: Vec::new(),
+        kernel: Vec::new(),
+        recurrent: Vec::new(),
+    };
+    if want.bias {
+        out.bias = vec![0.0; spec.cell.bias_len(u)];
+    }
+    with_activations!(spec, |_act, _rec, dact, drec| backward_steps(
+        spec,
+        rec_t,
+        &mut ch,
+        &mut out.bias,
+        dact,
+        drec
+    ));
+    if per_chunk {
+        let m = rows * t;
+        let dr: &[f32] = if spec.cell == Cell::Gru { ch.drec } else { ch.dpre };
+        if want.kernel {
+            out.kernel = vec![0.0; f * g];
+            sgemm(f, g, m, ch.x, true, ch.dpre, false, &mut out.kernel, false, false);
+        }
+        if want.recurrent {
+            out.recurrent = vec![0.0; u * g];
+            sgemm(u, g, m, ch.hprev, true, dr, false, &mut out.recurrent, false, false);
+        }
+        if want.x {
+            sgemm(m, f, g, ch.dpre, false, inp.kernel, true, ch.dx, false, false);
+        }
+    }
+    out
+}
+
+/// The reverse recurrence of one chunk: gate gradients into `dpre` / `drec`, the gradients of
+/// the initial states into `dh` / `dc`, bias gradients summed into `db` (when not empty).
+#[inline(always)]
+fn backward_steps(
+    spec: &RnnSpec,
+    rec_t: &[f32],
+    ch: &mut BwdChunk,
+    db: &mut [f32],
+    dact: impl Fn(f32, f32) -> f32,
+    drec: impl Fn(f32, f32) -> f32,
+) {
+    let (t, u, g) = (spec.time, spec.units, spec.g());
+    let rows = ch.dh.len() / u;
+    let gru = spec.cell == Cell::Gru;
+    let mut dh = ch.dh.to_vec();
+    let mut dh_next = vec![0.0; rows * u];
+    for s in (0..t).rev() {
+        let ti = spec.input_time(s);
+        let o = spec.output_time(s);
+        if s > 0 {
+            let at = |len: usize| (0..rows).map(move |j| (j * t + spec.input_time(s - 1)) * len);
+            prefetch(ch.gates, at(g), g);
+            prefetch(ch.dpre, at(g), g);
+            for buf in [ch.hprev, ch.cprev, ch.tc, ch.rh].into_iter().chain(ch.pre) {
+                if !buf.is_empty() {
+                    prefetch(buf, at(buf.len() / (rows * t)), buf.len() / (rows * t));
+                }
+            }
+        }
+        for j in 0..rows {
+            let keep = ch.mask.is_none_or(|m| m[j * t + ti] != 0.0);
+            let dhj = &mut dh[j * u..(j + 1) * u];
+            if let Some(gs) = ch.g_seq {
+                if keep || !spec.zero_masked_outputs {
+                    let src = &gs[(j * t + o) * u..(j * t + o + 1) * u];
+                    dhj.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                }
+            }
+            let next = &mut dh_next[j * u..(j + 1) * u];
+            if !keep {
+                // The state passed through unchanged: so does its gradient.
+                next.copy_from_slice(dhj);
+                continue;
+            }
+            let at = (j * t + ti) * g;
+            let su = (j * t + ti) * u..(j * t + ti + 1) * u;
+            let gates = &ch.gates[at..at + g];
+            // Without saved pre-activations derivatives are taken at x = y (see `keeps_pre`).
+            let pre = ch.pre.map_or(gates, |p| &p[at..at + g]);
+            let dpre = &mut ch.dpre[at..at + g];
+            match spec.cell {
+                Cell::SimpleRnn => {
+                    (0..u).for_each(|k| dpre[k] = dhj[k] * dact(pre[k], gates[k]));
+                    next.fill(0.0);
+                }
+                Cell::Lstm => {
+                    let tc = &ch.tc[su.clone()];
+                    let cnew = ch.cnew.map_or(tc, |c| &c[su.clone()]);
+                    let dc = &mut ch.dc[j * u..(j + 1) * u];
+                    lstm_step_back(u, pre, gates, &ch.cprev[su], cnew, tc, dhj, dc, dpre, &dact, &drec);
+                    next.fill(0.0);
+                }
+                Cell::Gru => {
+                    let dr = &mut ch.drec[at..at + g];
+                    gru_step_back(
+                        u,
+                        pre,
+                        gates,
+                        &ch.hprev[su.clone()],
+                        &ch.rh[su],
+                        dhj,
+                        dpre,
+                        dr,
+                        next,
+                        &dact,
+                        &drec,
+                    );
+                }
+            }
+            if !db.is_empty() {
+                db[..g].iter_mut().zip(dpre.iter()).for_each(|(b, d)| *b += d);
+                if gru {
+                    db[g..].iter_mut().zip(&ch.drec[at..at + g]).for_each(|(b, d)| *b += d);
+                }
+            }
+        }
+        // dh_prev += dgates_rec · U^T for every row of the chunk at this step.
+        let dr: &[f32] = if gru { ch.drec } else { ch.dpre };
+        gemm_strided(
+            rows,
+            u,
+            g,
+            &dr[ti * g..],
+            (t * g, 1),
+            rec_t,
+            (u, 1),
+            &mut dh_next,
+            u,
+            true,
+        );
+        std::mem::swap(&mut dh, &mut dh_next);
+    }
+    ch.dh.copy_from_slice(&dh);
+}

@@ -43,7 +43,11 @@ const pooled = globalAveragePooling1d().apply(layerNormalization({ epsilon: 1e-6
 const vit = model({ inputs: image, outputs: dense({ units: 10, activation: "softmax" }).apply(pooled), name: "vit" });
 vit.summary();
 const peakLr = 2e-3;
-vit.compile({ optimizer: adam({ learningRate: peakLr }), loss: "sparseCategoricalCrossentropy", metrics: ["accuracy"] });
+vit.compile({
+  optimizer: adam({ learningRate: peakLr }),
+  loss: "sparseCategoricalCrossentropy",
+  metrics: ["accuracy"],
+});
 // Cosine decay over the run: transformers want a high rate early and a small one to settle.
 const cosine = callbacks.learningRateScheduler((epoch) => peakLr * 0.5 * (1 + Math.cos((Math.PI * epoch) / epochs)));
 

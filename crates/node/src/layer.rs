@@ -33,18 +33,27 @@ impl NativeLayer {
         let mut config = parse_json("layer config", &config_json)?;
         if config.get("name").is_none() {
             if let Some(m) = config.as_object_mut() {
-                m.insert("name".into(), layers::unique_name(layers::base_name(&class_name)).into());
+                m.insert(
+                    "name".into(),
+                    layers::unique_name(layers::base_name(&class_name)).into(),
+                );
             }
         }
         let (layer, common) = guarded("layer", || layers::from_config(&class_name, &config))?;
-        Ok(NativeLayer { cell: LayerCell::new(layer, common.trainable), rng: Rng::new(rng::next_seed()) })
+        Ok(NativeLayer {
+            cell: LayerCell::new(layer, common.trainable),
+            rng: Rng::new(rng::next_seed()),
+        })
     }
 
     /// A handle to the live layer with registry id `id` (layers of a loaded model).
     #[napi(factory)]
     pub fn from_id(id: f64) -> napi::Result<Self> {
         let cell = guarded("layer", || LayerCell::lookup(id as u64))?;
-        Ok(NativeLayer { cell, rng: Rng::new(rng::next_seed()) })
+        Ok(NativeLayer {
+            cell,
+            rng: Rng::new(rng::next_seed()),
+        })
     }
 
     /// Registry id (how model descriptions refer to this layer).
@@ -89,7 +98,10 @@ impl NativeLayer {
     /// layer on symbolic inputs of these shapes produces.
     #[napi]
     pub fn output_shapes(&mut self, input_shapes: Vec<Vec<u32>>) -> napi::Result<Vec<Vec<u32>>> {
-        let shapes: Vec<Vec<usize>> = input_shapes.iter().map(|s| s.iter().map(|&d| d as usize).collect()).collect();
+        let shapes: Vec<Vec<usize>> = input_shapes
+            .iter()
+            .map(|s| s.iter().map(|&d| d as usize).collect())
+            .collect();
         guarded("apply", || self.cell.build(&shapes, &mut self.rng)).map(|s| shapes_u32(&s))
     }
 
@@ -124,10 +136,17 @@ impl NativeLayer {
         if params.len() != values.len() {
             return Err(napi::Error::new(
                 napi::Status::InvalidArg,
-                format!("setWeights: layer '{}' has {} weights, got {}", layer.name(), params.len(), values.len()),
+                format!(
+                    "setWeights: layer '{}' has {} weights, got {}",
+                    layer.name(),
+                    params.len(),
+                    values.len()
+                ),
             ));
         }
-        guarded("setWeights", || params.iter().zip(values).try_for_each(|(p, w)| p.set(w)))
+        guarded("setWeights", || {
+            params.iter().zip(values).try_for_each(|(p, w)| p.set(w))
+        })
     }
 
     /// Applies the layer to a batch (inference mode unless `training`).
@@ -136,7 +155,10 @@ impl NativeLayer {
         if self.cell.built_shapes().is_none() {
             return Err(napi::Error::new(
                 napi::Status::InvalidArg,
-                format!("layer '{}' is not built; call build(inputShape) first", self.cell.read().name()),
+                format!(
+                    "layer '{}' is not built; call build(inputShape) first",
+                    self.cell.read().name()
+                ),
             ));
         }
         let x = to_tensor("layer input", &x, &x_shape)?;

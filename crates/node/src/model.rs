@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use cortex_core::nn::callbacks::Callback;
 use cortex_core::nn::fit::{self, Event, FitConfig};
+use cortex_core::nn::layers::Layer;
 use cortex_core::nn::model::Logs;
 use cortex_core::nn::options::Options;
-use cortex_core::nn::layers::Layer;
 use cortex_core::nn::{io, LayerCell, Model, SharedLayer};
 use cortex_core::{rng, threads, Tensor};
 use napi::bindgen_prelude::{AsyncTask, Float32Array, Unknown};
@@ -61,7 +61,10 @@ pub struct NativeModel {
 }
 
 fn wrap(model: Model) -> NativeModel {
-    NativeModel { inner: LayerCell::new(Box::new(model), true), stop: Arc::new(AtomicBool::new(false)) }
+    NativeModel {
+        inner: LayerCell::new(Box::new(model), true),
+        stop: Arc::new(AtomicBool::new(false)),
+    }
 }
 
 #[napi]
@@ -107,13 +110,21 @@ impl NativeModel {
     /// Sample shapes of every output, once built.
     #[napi(getter)]
     pub fn output_shapes(&self) -> Vec<Vec<u32>> {
-        model_of(&self.inner.read()).output_shapes().iter().map(|s| s.iter().map(|&d| d as u32).collect()).collect()
+        model_of(&self.inner.read())
+            .output_shapes()
+            .iter()
+            .map(|s| s.iter().map(|&d| d as u32).collect())
+            .collect()
     }
 
     /// Registry ids of the model's layers, in order.
     #[napi]
     pub fn layer_ids(&self) -> Vec<f64> {
-        model_of(&self.inner.read()).layers().iter().map(|l| l.id() as f64).collect()
+        model_of(&self.inner.read())
+            .layers()
+            .iter()
+            .map(|l| l.id() as f64)
+            .collect()
     }
 
     /// Sets loss, optimizer and metrics from JSON.
@@ -139,14 +150,16 @@ impl NativeModel {
     /// Sample input shape, once built.
     #[napi(getter)]
     pub fn input_shape(&self) -> Option<Vec<u32>> {
-        model_of(&self.inner.read()).input_shape()
+        model_of(&self.inner.read())
+            .input_shape()
             .map(|s| s.iter().map(|&d| d as u32).collect())
     }
 
     /// Sample output shape, once built.
     #[napi(getter)]
     pub fn output_shape(&self) -> Option<Vec<u32>> {
-        model_of(&self.inner.read()).output_shape()
+        model_of(&self.inner.read())
+            .output_shape()
             .map(|s| s.iter().map(|&d| d as u32).collect())
     }
 

@@ -34,7 +34,11 @@ impl NativeTensor {
     #[napi(factory)]
     pub fn from_data(data: Float32Array, shape: Vec<u32>, variable: Option<bool>) -> napi::Result<NativeTensor> {
         let t = to_tensor("tensor", &data, &shape)?;
-        Ok(wrap(if variable.unwrap_or(false) { t.with_requires_grad(true) } else { t }))
+        Ok(wrap(if variable.unwrap_or(false) {
+            t.with_requires_grad(true)
+        } else {
+            t
+        }))
     }
 
     /// Copy of the values.
@@ -64,7 +68,9 @@ impl NativeTensor {
             "sub" => ops::sub(a, b),
             "mul" => ops::mul(a, b),
             "matMul" => threads::run(|| ops::matmul(a, b)),
-            other => Err(Error::Invalid(format!("unknown binary op '{other}'; expected add, sub, mul or matMul"))),
+            other => Err(Error::Invalid(format!(
+                "unknown binary op '{other}'; expected add, sub, mul or matMul"
+            ))),
         })
         .map(wrap)
     }
@@ -80,11 +86,14 @@ impl NativeTensor {
             "mean" => Ok(ops::mean(x)),
             "scale" => {
                 let f = attrs.get("factor").and_then(|v| v.as_f64());
-                f.map(|f| ops::scale(x, f as f32)).ok_or_else(|| Error::Invalid("scale needs a numeric 'factor'".into()))
+                f.map(|f| ops::scale(x, f as f32))
+                    .ok_or_else(|| Error::Invalid("scale needs a numeric 'factor'".into()))
             }
             "reshape" => {
-                let shape: Option<Vec<usize>> =
-                    attrs.get("shape").and_then(|s| s.as_array()).and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect());
+                let shape: Option<Vec<usize>> = attrs
+                    .get("shape")
+                    .and_then(|s| s.as_array())
+                    .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect());
                 x.reshape(&shape.ok_or_else(|| Error::Invalid("reshape needs 'shape'".into()))?)
             }
             "softmax" => ops::softmax(x),
@@ -116,11 +125,17 @@ pub struct NativeGrads {
     grads: Grads,
 }
 
-fn collect_param_grads(grads: &Grads, visit: &dyn Fn(&mut dyn FnMut(&str, &Param, bool))) -> Vec<Float32Array> {
+/// A callback that receives each parameter (name, parameter, trainable) of a layer or model.
+type ParamSink<'a> = dyn FnMut(&str, &Param, bool) + 'a;
+
+fn collect_param_grads(grads: &Grads, visit: &dyn Fn(&mut ParamSink)) -> Vec<Float32Array> {
     let mut out = Vec::new();
     visit(&mut |_, p, _| {
         let leaf = p.get();
-        let g = grads.get(&leaf).map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; leaf.len()]);
+        let g = grads
+            .get(&leaf)
+            .map(<[f32]>::to_vec)
+            .unwrap_or_else(|| vec![0.0; leaf.len()]);
         out.push(Float32Array::new(g));
     });
     out
@@ -131,7 +146,12 @@ impl NativeGrads {
     /// Gradient with respect to a variable (zeros if it did not contribute).
     #[napi]
     pub fn of_tensor(&self, t: &NativeTensor) -> Float32Array {
-        Float32Array::new(self.grads.get(&t.t).map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; t.t.len()]))
+        Float32Array::new(
+            self.grads
+                .get(&t.t)
+                .map(<[f32]>::to_vec)
+                .unwrap_or_else(|| vec![0.0; t.t.len()]),
+        )
     }
 
     /// Gradients with respect to every weight of a model, in `getWeights` order.
@@ -149,7 +169,9 @@ impl NativeGrads {
         let guard = layer.cell.read();
         match guard.as_model() {
             Some(m) => collect_param_grads(&self.grads, &|f| m.visit_params(f)),
-            None => collect_param_grads(&self.grads, &|f| guard.params().into_iter().for_each(|p| f(&p.name, p, true))),
+            None => collect_param_grads(&self.grads, &|f| {
+                guard.params().into_iter().for_each(|p| f(&p.name, p, true))
+            }),
         }
     }
 }
@@ -180,7 +202,9 @@ impl NativeOptimizer {
     #[napi(constructor)]
     pub fn new(spec_json: String) -> napi::Result<Self> {
         let spec = parse_json("optimizer", &spec_json)?;
-        Ok(NativeOptimizer { optimizer: guarded("optimizer", || Optimizer::parse(&spec))? })
+        Ok(NativeOptimizer {
+            optimizer: guarded("optimizer", || Optimizer::parse(&spec))?,
+        })
     }
 
     /// Steps taken.
@@ -217,9 +241,15 @@ impl NativeOptimizer {
                 }
                 let g = &grads[i];
                 if g.len() != p.get().len() {
-                    result = Err(Error::shape(&format!("applyGradients for '{name}'"), p.shape(), g.len()));
+                    result = Err(Error::shape(
+                        &format!("applyGradients for '{name}'"),
+                        p.shape(),
+                        g.len(),
+                    ));
                 } else if g.iter().any(|v| !v.is_finite()) {
-                    result = Err(Error::Invalid(format!("applyGradients: non-finite gradient for '{name}'")));
+                    result = Err(Error::Invalid(format!(
+                        "applyGradients: non-finite gradient for '{name}'"
+                    )));
                 } else {
                     result = p.update(|data| optimizer.update(i, data, g));
                 }

@@ -97,7 +97,11 @@ impl LayerCell {
             if built_in.as_slice() != inputs {
                 let layer = self.read();
                 return Err(Error::shape(
-                    &format!("layer '{}' ({}), which is already built,", layer.name(), layer.class_name()),
+                    &format!(
+                        "layer '{}' ({}), which is already built,",
+                        layer.name(),
+                        layer.class_name()
+                    ),
                     built_in,
                     inputs,
                 ));

@@ -116,10 +116,18 @@ pub fn load(dir: &Path, seed: u64) -> Result<Model> {
             return Err(io_err(
                 "weights file does not match the model",
                 &weights_path,
-                format!("'{name}' should be f32 {shape:?}, found {:?} {:?}", view.dtype(), view.shape()),
+                format!(
+                    "'{name}' should be f32 {shape:?}, found {:?} {:?}",
+                    view.dtype(),
+                    view.shape()
+                ),
             ));
         }
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         values.push(data);
     }
     model

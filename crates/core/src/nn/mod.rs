@@ -14,7 +14,7 @@ pub mod optim;
 pub mod options;
 pub mod param;
 
-pub use layers::Layer;
 pub use cell::{LayerCell, SharedLayer};
+pub use layers::Layer;
 pub use model::{Model, Sequential};
 pub use param::Param;

@@ -92,7 +92,11 @@ fn invalid(msg: impl Into<String>) -> Error {
 
 fn shape_list(v: &Value, what: &str) -> Result<Vec<usize>> {
     v.as_array()
-        .and_then(|a| a.iter().map(|d| d.as_u64().filter(|&d| d > 0).map(|d| d as usize)).collect())
+        .and_then(|a| {
+            a.iter()
+                .map(|d| d.as_u64().filter(|&d| d > 0).map(|d| d as usize))
+                .collect()
+        })
         .ok_or_else(|| invalid(format!("{what}: expected an array of positive integers, got {v}")))
 }
 
@@ -122,7 +126,10 @@ fn layer_entry(entry: &Value, index: usize, seed: &mut Rng) -> Result<SharedLaye
 }
 
 fn source_of(v: &Value, nodes_so_far: usize, inputs: usize) -> Result<Source> {
-    let pair = v.as_array().filter(|a| a.len() == 2).and_then(|a| Some((a[0].as_i64()?, a[1].as_u64()? as usize)));
+    let pair = v
+        .as_array()
+        .filter(|a| a.len() == 2)
+        .and_then(|a| Some((a[0].as_i64()?, a[1].as_u64()? as usize)));
     match pair {
         Some((-1, i)) if i < inputs => Ok(Source::Input(i)),
         Some((n, o)) if n >= 0 && (n as usize) < nodes_so_far => Ok(Source::Node(n as usize, o)),
@@ -136,12 +143,18 @@ impl Model {
     /// `{ className: "Functional", name?, layers: [...], inputs: [shape...], nodes: [{ layer, inputs: [[node|-1, index]] }], outputs: [[node, index]] }`.
     /// A `layers` entry is `{ className, config }` (a new layer) or `{ ref: id }` (a live shared layer).
     pub fn from_config(config: &Value, seed: u64) -> Result<Model> {
-        let obj = config.as_object().ok_or_else(|| invalid(format!("model config must be an object, got {config}")))?;
+        let obj = config
+            .as_object()
+            .ok_or_else(|| invalid(format!("model config must be an object, got {config}")))?;
         let class = obj.get("className").and_then(Value::as_str).unwrap_or("Sequential");
         let functional = match class {
             "Sequential" => false,
             "Functional" => true,
-            other => return Err(invalid(format!("unknown model class '{other}'; expected Sequential or Functional"))),
+            other => {
+                return Err(invalid(format!(
+                    "unknown model class '{other}'; expected Sequential or Functional"
+                )))
+            }
         };
         let allowed: &[&str] = if functional {
             &["className", "name", "layers", "inputs", "nodes", "outputs", "trainable"]
@@ -149,24 +162,39 @@ impl Model {
             &["className", "name", "layers", "inputShape", "trainable"]
         };
         if let Some(key) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(invalid(format!("{class}: unknown option '{key}'; expected one of: {}", allowed.join(", "))));
+            return Err(invalid(format!(
+                "{class}: unknown option '{key}'; expected one of: {}",
+                allowed.join(", ")
+            )));
         }
         let mut rng = Rng::new(seed);
-        let entries = obj.get("layers").and_then(Value::as_array).ok_or_else(|| invalid("model config needs a 'layers' array"))?;
+        let entries = obj
+            .get("layers")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("model config needs a 'layers' array"))?;
         if entries.is_empty() {
             return Err(invalid("a model needs at least one layer"));
         }
-        let layers: Vec<SharedLayer> =
-            entries.iter().enumerate().map(|(i, e)| layer_entry(e, i, &mut rng)).collect::<Result<_>>()?;
+        let layers: Vec<SharedLayer> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| layer_entry(e, i, &mut rng))
+            .collect::<Result<_>>()?;
         let mut seen = HashSet::new();
         for l in &layers {
             let name = l.read().name().to_string();
             if !seen.insert(name.clone()) {
-                return Err(invalid(format!("layer name '{name}' is used twice in one model; names must be unique")));
+                return Err(invalid(format!(
+                    "layer name '{name}' is used twice in one model; names must be unique"
+                )));
             }
         }
         let mut model = Model {
-            name: obj.get("name").and_then(Value::as_str).unwrap_or(if functional { "model" } else { "sequential" }).into(),
+            name: obj
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(if functional { "model" } else { "sequential" })
+                .into(),
             functional,
             layers,
             nodes: Vec::new(),
@@ -184,10 +212,18 @@ impl Model {
                 .iter()
                 .map(|s| shape_list(s, "functional model input"))
                 .collect::<Result<_>>()?;
-            let nodes = obj.get("nodes").and_then(Value::as_array).ok_or_else(|| invalid("functional model needs 'nodes'"))?;
+            let nodes = obj
+                .get("nodes")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("functional model needs 'nodes'"))?;
             for (n, node) in nodes.iter().enumerate() {
-                let layer = node.get("layer").and_then(Value::as_u64).map(|l| l as usize).filter(|&l| l < model.layers.len());
-                let layer = layer.ok_or_else(|| invalid(format!("node {n}: 'layer' must index 'layers', got {node}")))?;
+                let layer = node
+                    .get("layer")
+                    .and_then(Value::as_u64)
+                    .map(|l| l as usize)
+                    .filter(|&l| l < model.layers.len());
+                let layer =
+                    layer.ok_or_else(|| invalid(format!("node {n}: 'layer' must index 'layers', got {node}")))?;
                 let inputs = node
                     .get("inputs")
                     .and_then(Value::as_array)
@@ -207,12 +243,24 @@ impl Model {
             model.build_graph()?;
         } else {
             model.nodes = (0..model.layers.len())
-                .map(|i| Node { layer: i, inputs: vec![if i == 0 { Source::Input(0) } else { Source::Node(i - 1, 0) }] })
+                .map(|i| Node {
+                    layer: i,
+                    inputs: vec![if i == 0 {
+                        Source::Input(0)
+                    } else {
+                        Source::Node(i - 1, 0)
+                    }],
+                })
                 .collect();
             model.outputs = vec![Source::Node(model.nodes.len() - 1, 0)];
             let shape = match obj.get("inputShape") {
                 Some(s) if !s.is_null() => Some(shape_list(s, "inputShape")?),
-                _ => model.layers[0].read().config().get("inputShape").map(|s| shape_list(s, "inputShape")).transpose()?,
+                _ => model.layers[0]
+                    .read()
+                    .config()
+                    .get("inputShape")
+                    .map(|s| shape_list(s, "inputShape"))
+                    .transpose()?,
             };
             if let Some(shape) = shape {
                 model.build(&shape)?;
@@ -234,7 +282,12 @@ impl Model {
             let ins: Vec<Vec<usize>> = node
                 .inputs
                 .iter()
-                .map(|s| shapes.get(s).cloned().ok_or_else(|| invalid(format!("node {n}: input {s:?} does not exist"))))
+                .map(|s| {
+                    shapes
+                        .get(s)
+                        .cloned()
+                        .ok_or_else(|| invalid(format!("node {n}: input {s:?} does not exist")))
+                })
                 .collect::<Result<_>>()?;
             let cell = &self.layers[node.layer];
             let outs = cell.build(&ins, &mut self.rng).map_err(|e| {
@@ -248,7 +301,12 @@ impl Model {
         self.output_shapes = self
             .outputs
             .iter()
-            .map(|s| shapes.get(s).cloned().ok_or_else(|| invalid(format!("model output {s:?} does not exist"))))
+            .map(|s| {
+                shapes
+                    .get(s)
+                    .cloned()
+                    .ok_or_else(|| invalid(format!("model output {s:?} does not exist")))
+            })
             .collect::<Result<_>>()?;
         Ok(())
     }
@@ -256,11 +314,19 @@ impl Model {
     /// Builds a sequential model for samples of `input_shape` (no batch axis).
     pub fn build(&mut self, input_shape: &[usize]) -> Result<()> {
         if input_shape.is_empty() || numel(input_shape) == 0 {
-            return Err(Error::shape("build", "a non-empty input shape without the batch axis", input_shape));
+            return Err(Error::shape(
+                "build",
+                "a non-empty input shape without the batch axis",
+                input_shape,
+            ));
         }
         if self.functional || !self.inputs.is_empty() {
             if self.inputs.first().map(Vec::as_slice) != Some(input_shape) {
-                return Err(Error::shape(&format!("build of '{}'", self.name), &self.inputs, input_shape));
+                return Err(Error::shape(
+                    &format!("build of '{}'", self.name),
+                    &self.inputs,
+                    input_shape,
+                ));
             }
             return Ok(());
         }
@@ -316,16 +382,30 @@ impl Model {
 
     /// Sets the loss, optimizer and metrics: `{ "optimizer", "loss", "metrics"? }`.
     pub fn compile(&mut self, config: &Value) -> Result<()> {
-        let obj = config.as_object().ok_or_else(|| invalid(format!("compile expects an object, got {config}")))?;
-        if let Some(key) = obj.keys().find(|k| !["optimizer", "loss", "metrics"].contains(&k.as_str())) {
-            return Err(invalid(format!("compile: unknown option '{key}'; expected one of: loss, metrics, optimizer")));
+        let obj = config
+            .as_object()
+            .ok_or_else(|| invalid(format!("compile expects an object, got {config}")))?;
+        if let Some(key) = obj
+            .keys()
+            .find(|k| !["optimizer", "loss", "metrics"].contains(&k.as_str()))
+        {
+            return Err(invalid(format!(
+                "compile: unknown option '{key}'; expected one of: loss, metrics, optimizer"
+            )));
         }
-        let loss = Loss::parse(obj.get("loss").ok_or_else(|| invalid("compile: option 'loss' is required"))?)?;
+        let loss = Loss::parse(
+            obj.get("loss")
+                .ok_or_else(|| invalid("compile: option 'loss' is required"))?,
+        )?;
         let optimizer = Optimizer::parse(obj.get("optimizer").unwrap_or(&json!("rmsprop")))?;
         let metrics = match obj.get("metrics") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) => list.iter().map(|m| Metric::parse(m, &loss)).collect::<Result<_>>()?,
-            Some(other) => return Err(invalid(format!("compile: metrics must be an array of names, got {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "compile: metrics must be an array of names, got {other}"
+                )))
+            }
         };
         let mut trainable = HashSet::new();
         self.visit_params(&mut |_, p, layer_trainable| {
@@ -333,7 +413,12 @@ impl Model {
                 trainable.insert(p as *const Param as usize);
             }
         });
-        self.compiled = Some(Compiled { loss, optimizer, metrics, trainable });
+        self.compiled = Some(Compiled {
+            loss,
+            optimizer,
+            metrics,
+            trainable,
+        });
         Ok(())
     }
 
@@ -369,23 +454,44 @@ impl Model {
             return Err(Error::shape("model input", "[batch, ...sample shape]", x.shape()));
         }
         let Some(want) = self.input_shape() else {
-            return Err(invalid("the model is not built yet; give the first layer an inputShape"));
+            return Err(invalid(
+                "the model is not built yet; give the first layer an inputShape",
+            ));
         };
         if self.inputs.len() != 1 {
-            return Err(invalid(format!("model '{}' takes {} inputs; pass them as a list", self.name, self.inputs.len())));
+            return Err(invalid(format!(
+                "model '{}' takes {} inputs; pass them as a list",
+                self.name,
+                self.inputs.len()
+            )));
         }
         if &x.shape()[1..] != want {
             let mut expected = vec![x.shape()[0]];
             expected.extend_from_slice(want);
-            return Err(Error::shape(&format!("model '{}' input", self.name), expected, x.shape()));
+            return Err(Error::shape(
+                &format!("model '{}' input", self.name),
+                expected,
+                x.shape(),
+            ));
         }
         x.check_finite("input")
     }
 
     /// Runs the graph on `inputs` (one tensor per model input); returns the outputs.
-    pub fn run(&self, inputs: &[Tensor], masks: &[Option<Tensor>], training: bool, rng: &mut Rng) -> Result<Vec<Tensor>> {
+    pub fn run(
+        &self,
+        inputs: &[Tensor],
+        masks: &[Option<Tensor>],
+        training: bool,
+        rng: &mut Rng,
+    ) -> Result<Vec<Tensor>> {
         if inputs.len() != self.inputs.len() {
-            return Err(invalid(format!("model '{}' takes {} inputs, got {}", self.name, self.inputs.len(), inputs.len())));
+            return Err(invalid(format!(
+                "model '{}' takes {} inputs, got {}",
+                self.name,
+                self.inputs.len(),
+                inputs.len()
+            )));
         }
         let mut values: HashMap<Source, (Tensor, Option<Tensor>)> = HashMap::new();
         for (i, x) in inputs.iter().enumerate() {
@@ -393,14 +499,22 @@ impl Model {
         }
         // Free intermediate values after their last use (inference memory stays small).
         let mut uses: HashMap<Source, usize> = HashMap::new();
-        for s in self.nodes.iter().flat_map(|n| n.inputs.iter()).chain(self.outputs.iter()) {
+        for s in self
+            .nodes
+            .iter()
+            .flat_map(|n| n.inputs.iter())
+            .chain(self.outputs.iter())
+        {
             *uses.entry(*s).or_default() += 1;
         }
         for (n, node) in self.nodes.iter().enumerate() {
             let mut xs = Vec::with_capacity(node.inputs.len());
             let mut ms = Vec::with_capacity(node.inputs.len());
             for s in &node.inputs {
-                let (t, m) = values.get(s).cloned().ok_or_else(|| invalid(format!("node {n}: missing input {s:?}")))?;
+                let (t, m) = values
+                    .get(s)
+                    .cloned()
+                    .ok_or_else(|| invalid(format!("node {n}: missing input {s:?}")))?;
                 let left = uses.get_mut(s).expect("counted");
                 *left -= 1;
                 if *left == 0 {
@@ -409,23 +523,39 @@ impl Model {
                 xs.push(t);
                 ms.push(m);
             }
-            let mut ctx = ForwardCtx { training, rng: &mut *rng, input_masks: ms.clone(), output_masks: None };
+            let mut ctx = ForwardCtx {
+                training,
+                rng: &mut *rng,
+                input_masks: ms.clone(),
+                output_masks: None,
+            };
             let outs = self.layers[node.layer].read().call(&xs, &mut ctx)?;
             let out_masks = ctx.output_masks.take().unwrap_or_else(|| {
                 let carried = ms.first().cloned().flatten();
                 outs.iter()
                     .map(|o| {
-                        carried.clone().filter(|m| o.rank() >= m.rank() && o.shape()[..m.rank()] == *m.shape())
+                        carried
+                            .clone()
+                            .filter(|m| o.rank() >= m.rank() && o.shape()[..m.rank()] == *m.shape())
                     })
                     .collect()
             });
-            for (o, (t, m)) in outs.into_iter().zip(out_masks.into_iter().chain(std::iter::repeat(None))).enumerate() {
+            for (o, (t, m)) in outs
+                .into_iter()
+                .zip(out_masks.into_iter().chain(std::iter::repeat(None)))
+                .enumerate()
+            {
                 values.insert(Source::Node(n, o), (t, m));
             }
         }
         self.outputs
             .iter()
-            .map(|s| values.get(s).map(|(t, _)| t.clone()).ok_or_else(|| invalid(format!("model output {s:?} missing"))))
+            .map(|s| {
+                values
+                    .get(s)
+                    .map(|(t, _)| t.clone())
+                    .ok_or_else(|| invalid(format!("model output {s:?} missing")))
+            })
             .collect()
     }
 
@@ -433,7 +563,11 @@ impl Model {
     pub fn forward(&self, x: &Tensor, training: bool, rng: &mut Rng) -> Result<Tensor> {
         let mut outs = self.run(std::slice::from_ref(x), &[], training, rng)?;
         if outs.len() != 1 {
-            return Err(invalid(format!("model '{}' has {} outputs; expected one here", self.name, outs.len())));
+            return Err(invalid(format!(
+                "model '{}' has {} outputs; expected one here",
+                self.name,
+                outs.len()
+            )));
         }
         Ok(outs.remove(0))
     }
@@ -488,7 +622,11 @@ impl Model {
         self.visit_params(&mut |_, p, _| {
             let i = index;
             index += 1;
-            if let (true, Some(g), Ok(())) = (compiled.trainable.contains(&(p as *const Param as usize)), &grads[i], &result) {
+            if let (true, Some(g), Ok(())) = (
+                compiled.trainable.contains(&(p as *const Param as usize)),
+                &grads[i],
+                &result,
+            ) {
                 result = p.update(|data| compiled.optimizer.update(i, data, g));
             }
         });
@@ -555,7 +693,11 @@ impl Model {
             )));
         }
         if self.output_shapes.len() != 1 {
-            return Err(invalid(format!("training needs a single-output model; '{}' has {}", self.name, self.output_shapes.len())));
+            return Err(invalid(format!(
+                "training needs a single-output model; '{}' has {}",
+                self.name,
+                self.output_shapes.len()
+            )));
         }
         let mut pred_shape = vec![x.shape()[0]];
         pred_shape.extend_from_slice(&self.output_shapes[0]);
@@ -573,14 +715,20 @@ impl Model {
     pub fn set_weights(&self, weights: &[Vec<f32>]) -> Result<()> {
         let current = self.get_weights();
         if weights.len() != current.len() {
-            return Err(invalid(format!("setWeights: the model has {} weight tensors, got {}", current.len(), weights.len())));
+            return Err(invalid(format!(
+                "setWeights: the model has {} weight tensors, got {}",
+                current.len(),
+                weights.len()
+            )));
         }
         for (w, (name, shape, _)) in weights.iter().zip(&current) {
             if w.len() != numel(shape) {
                 return Err(Error::shape(&format!("setWeights for '{name}'"), shape, w.len()));
             }
             if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-                return Err(invalid(format!("setWeights: non-finite value at index {i} of '{name}'")));
+                return Err(invalid(format!(
+                    "setWeights: non-finite value at index {i} of '{name}'"
+                )));
             }
         }
         let mut i = 0;
@@ -615,7 +763,11 @@ impl Model {
                 Source::Node(n, o) => json!([n, o]),
             };
             v["inputs"] = json!(self.inputs);
-            v["nodes"] = self.nodes.iter().map(|n| json!({"layer": n.layer, "inputs": n.inputs.iter().map(src).collect::<Vec<_>>()})).collect();
+            v["nodes"] = self
+                .nodes
+                .iter()
+                .map(|n| json!({"layer": n.layer, "inputs": n.inputs.iter().map(src).collect::<Vec<_>>()}))
+                .collect();
             v["outputs"] = self.outputs.iter().map(src).collect();
         } else if let Some(s) = self.input_shape() {
             v["inputShape"] = json!(s);
@@ -654,18 +806,31 @@ impl Model {
             };
             match layer.as_model() {
                 Some(inner) => inner.visit_params(&mut count_param),
-                None => layer.params().into_iter().for_each(|p| count_param("", p, cell.trainable())),
+                None => layer
+                    .params()
+                    .into_iter()
+                    .for_each(|p| count_param("", p, cell.trainable())),
             }
             total += count;
             trainable += train;
             let shown = cell.built_shapes().map_or("?".to_string(), |(_, outs)| {
                 let each: Vec<String> = outs
                     .iter()
-                    .map(|s| format!("(None, {})", s.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")))
+                    .map(|s| {
+                        format!(
+                            "(None, {})",
+                            s.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+                        )
+                    })
                     .collect();
                 each.join(", ")
             });
-            lines.push(format!("{:<34}{:<24}{:>14}", format!("{} ({})", layer.name(), layer.class_name()), shown, count));
+            lines.push(format!(
+                "{:<34}{:<24}{:>14}",
+                format!("{} ({})", layer.name(), layer.class_name()),
+                shown,
+                count
+            ));
         }
         lines.push(rule);
         lines.push(format!("Total params: {total}"));
@@ -692,14 +857,20 @@ impl Layer for Model {
     }
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
         Model::build(self, input_shape)?;
-        self.output_shape().map(<[usize]>::to_vec).ok_or_else(|| invalid("model has no output"))
+        self.output_shape()
+            .map(<[usize]>::to_vec)
+            .ok_or_else(|| invalid("model has no output"))
     }
     fn build_many(&mut self, input_shapes: &[Vec<usize>], rng: &mut Rng) -> Result<Vec<Vec<usize>>> {
         if !self.functional && input_shapes.len() == 1 {
             return Ok(vec![Layer::build(self, &input_shapes[0], rng)?]);
         }
         if input_shapes != self.inputs.as_slice() {
-            return Err(Error::shape(&format!("model '{}' used as a layer", self.name), &self.inputs, input_shapes));
+            return Err(Error::shape(
+                &format!("model '{}' used as a layer", self.name),
+                &self.inputs,
+                input_shapes,
+            ));
         }
         Ok(self.output_shapes.clone())
     }

@@ -20,11 +20,18 @@ pub(super) fn create(class_name: &str, o: &mut Options, common: &Common) -> Opti
         "Concatenate" => match o.value("axis").map(|v| v.as_i64()) {
             None => Kind::Concatenate(-1),
             Some(Some(a)) => Kind::Concatenate(a),
-            Some(None) => return Some(Err(Error::Invalid("Concatenate: option 'axis' must be an integer".into()))),
+            Some(None) => {
+                return Some(Err(Error::Invalid(
+                    "Concatenate: option 'axis' must be an integer".into(),
+                )))
+            }
         },
         _ => return None,
     };
-    Some(Ok(Box::new(Merge { common: common.clone(), kind })))
+    Some(Ok(Box::new(Merge {
+        common: common.clone(),
+        kind,
+    })))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -68,7 +75,11 @@ impl Layer for Merge {
         &self.common.name
     }
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
-        Err(Error::shape(&format!("{} '{}'", self.class_name(), self.common.name), "two or more inputs", input_shape))
+        Err(Error::shape(
+            &format!("{} '{}'", self.class_name(), self.common.name),
+            "two or more inputs",
+            input_shape,
+        ))
     }
     fn build_many(&mut self, shapes: &[Vec<usize>], _rng: &mut Rng) -> Result<Vec<Vec<usize>>> {
         let what = format!("{} '{}'", self.class_name(), self.common.name);
@@ -86,9 +97,14 @@ impl Layer for Merge {
                 let a = self.sample_axis(shapes[0].len(), axis)?;
                 let mut out = shapes[0].clone();
                 for s in &shapes[1..] {
-                    let same_rest = s.len() == out.len() && s.iter().zip(&out).enumerate().all(|(i, (x, y))| i == a || x == y);
+                    let same_rest =
+                        s.len() == out.len() && s.iter().zip(&out).enumerate().all(|(i, (x, y))| i == a || x == y);
                     if !same_rest {
-                        return Err(Error::shape(&what, format!("shapes equal except on axis {axis}, like {:?}", shapes[0]), s));
+                        return Err(Error::shape(
+                            &what,
+                            format!("shapes equal except on axis {axis}, like {:?}", shapes[0]),
+                            s,
+                        ));
                     }
                     out[a] += s[a];
                 }
@@ -97,15 +113,26 @@ impl Layer for Merge {
         }
     }
     fn forward(&self, x: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
-        Err(Error::shape(&format!("{} '{}'", self.class_name(), self.common.name), "two or more inputs", x.shape()))
+        Err(Error::shape(
+            &format!("{} '{}'", self.class_name(), self.common.name),
+            "two or more inputs",
+            x.shape(),
+        ))
     }
     fn call(&self, inputs: &[Tensor], _ctx: &mut ForwardCtx) -> Result<Vec<Tensor>> {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape()[1..].to_vec()).collect();
-        let mut scratch = Merge { common: self.common.clone(), kind: self.kind };
+        let mut scratch = Merge {
+            common: self.common.clone(),
+            kind: self.kind,
+        };
         scratch.build_many(&shapes, &mut Rng::new(0))?;
         let out = match self.kind {
-            Kind::Add => inputs[1..].iter().try_fold(inputs[0].clone(), |acc, t| ops::add(&acc, t))?,
-            Kind::Multiply => inputs[1..].iter().try_fold(inputs[0].clone(), |acc, t| ops::mul(&acc, t))?,
+            Kind::Add => inputs[1..]
+                .iter()
+                .try_fold(inputs[0].clone(), |acc, t| ops::add(&acc, t))?,
+            Kind::Multiply => inputs[1..]
+                .iter()
+                .try_fold(inputs[0].clone(), |acc, t| ops::mul(&acc, t))?,
             Kind::Concatenate(axis) => concatenate(inputs, self.sample_axis(shapes[0].len(), axis)? + 1)?,
         };
         Ok(vec![out])
@@ -134,7 +161,18 @@ pub fn concatenate(inputs: &[Tensor], axis: usize) -> Result<Tensor> {
     let mut shape = inputs[0].shape().to_vec();
     shape[axis] = inputs.iter().map(|t| t.shape()[axis]).sum();
     let refs: Vec<&Tensor> = inputs.iter().collect();
-    ops::custom(data, shape, || Box::new(ConcatOp { inputs: inputs.to_vec(), outer, widths }), &refs)
+    ops::custom(
+        data,
+        shape,
+        || {
+            Box::new(ConcatOp {
+                inputs: inputs.to_vec(),
+                outer,
+                widths,
+            })
+        },
+        &refs,
+    )
 }
 
 struct ConcatOp {

@@ -190,9 +190,16 @@ pub fn unique_name(base: &str) -> String {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static COUNTS: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
-    let mut counts = COUNTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut counts = COUNTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let n = counts.entry(base.to_string()).or_insert(0);
-    let name = if *n == 0 { base.to_string() } else { format!("{base}_{n}") };
+    let name = if *n == 0 {
+        base.to_string()
+    } else {
+        format!("{base}_{n}")
+    };
     *n += 1;
     name
 }

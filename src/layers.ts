@@ -197,8 +197,7 @@ export class Layer {
 
   /** @internal Gradients of this layer's weights from a backward pass (for `valueAndGrads`). */
   gradsFrom(grads: NativeGrads): Tensor[] {
-    const shapes = this.native.getWeights().map((w) => w.shape);
-    return grads.ofLayer(this.native).map((g, i) => new Tensor(g, shapes[i]));
+    return grads.ofLayer(this.native).map((g) => new Tensor(g.data, g.shape));
   }
 
   /** `{ className, config }` as given. */

@@ -9,7 +9,7 @@ import type { LossName, LossSpec } from "./losses.ts";
 import { type NativeGrads, type NativeModel, native } from "./native.ts";
 import { Optimizer } from "./optimizers.ts";
 import { ProgressReporter } from "./progress.ts";
-import { TapeTensor } from "./tape.ts";
+import { constant, TapeTensor } from "./tape.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
 
 /** Arguments of {@link Sequential.compile}. */
@@ -159,17 +159,13 @@ export class Model {
    * (training mode unless `training: false`). Runs on the calling thread.
    */
   call(x: Tensor | TapeTensor, options: { training?: boolean } = {}): TapeTensor {
-    const input =
-      x instanceof TapeTensor
-        ? x.native
-        : native.NativeTensor.fromData(expectTensor(x, "call: x").data, [...x.shape], false);
-    return new TapeTensor(native.modelCall(this.#native, input, options.training ?? true));
+    const input = x instanceof TapeTensor ? x : constant(expectTensor(x, "call: x"));
+    return new TapeTensor(native.modelCall(this.#native, input.native, options.training ?? true));
   }
 
   /** @internal Gradients of this model's weights from a backward pass (for `valueAndGrads`). */
   gradsFrom(grads: NativeGrads): Tensor[] {
-    const shapes = this.#native.getWeights().map((w) => w.shape);
-    return grads.ofModel(this.#native).map((g, i) => new Tensor(g, shapes[i]));
+    return grads.ofModel(this.#native).map((g) => new Tensor(g.data, g.shape));
   }
 
   /** Sets the loss, optimizer and metrics. */

@@ -7,10 +7,29 @@ import type { LossName, LossSpec } from "./losses.ts";
 import { type NativeTensor, native } from "./native.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
 
+/**
+ * Native tensors made inside each active `valueAndGrads`, innermost last. Node runs native
+ * finalizers only between event-loop turns, so a synchronous training loop would keep every
+ * step's tensors alive until it yields; the scope frees them as soon as the gradients are out.
+ */
+const scopes: NativeTensor[][] = [];
+
 /** A tensor that lives in Rust and remembers how it was computed. */
 export class TapeTensor {
-  /** @internal */
-  constructor(readonly native: NativeTensor) {}
+  /**
+   * @internal `scoped: false` for variables, which outlive the `valueAndGrads` they are made in.
+   */
+  constructor(
+    readonly native: NativeTensor,
+    scoped = true,
+  ) {
+    if (scoped) scopes.at(-1)?.push(native);
+  }
+
+  /** Frees the native memory now; using the tensor afterwards throws. */
+  dispose(): void {
+    this.native.dispose();
+  }
 
   /** Dimensions. */
   get shape(): number[] {
@@ -73,7 +92,7 @@ export function constant(t: Tensor): TapeTensor {
 /** A variable: gradients with respect to it can be requested. */
 export function variable(t: Tensor): TapeTensor {
   const x = expectTensor(t, "variable");
-  return new TapeTensor(native.NativeTensor.fromData(x.data, [...x.shape], true));
+  return new TapeTensor(native.NativeTensor.fromData(x.data, [...x.shape], true), false);
 }
 
 function lift(v: TapeTensor | Tensor): TapeTensor {
@@ -111,14 +130,28 @@ function gradsFor(target: unknown, grads: import("./native.ts").NativeGrads): un
 
 /**
  * Runs `f` (which must return a scalar TapeTensor) and returns its value and its gradients
- * with respect to `targets`.
+ * with respect to `targets`. Tensors made inside `f` (other than variables) are freed when it
+ * returns: copy out what you need with `toTensor()` inside `f`.
  */
 export function valueAndGrads<T>(f: () => TapeTensor, targets: T): ValueAndGrads<GradsOf<T>> {
-  const out = f();
-  if (!(out instanceof TapeTensor)) throw new TypeError("valueAndGrads: f must return a TapeTensor (e.g. a loss)");
-  const g = out.native.backward();
-  const value = out.native.data[0];
-  return { value, grads: gradsFor(targets, g) as GradsOf<T> };
+  const made: NativeTensor[] = [];
+  scopes.push(made);
+  try {
+    const out = f();
+    if (!(out instanceof TapeTensor)) throw new TypeError("valueAndGrads: f must return a TapeTensor (e.g. a loss)");
+    // backward frees the recorded graph as it goes; the gradients are copied out, then the
+    // tensors made by `f` and the gradient map are freed without waiting for the collector.
+    const g = out.native.backward();
+    try {
+      const value = out.native.data[0];
+      return { value, grads: gradsFor(targets, g) as GradsOf<T> };
+    } finally {
+      g.dispose();
+    }
+  } finally {
+    scopes.pop();
+    for (const t of made) t.dispose();
+  }
 }
 
 /** Like {@link valueAndGrads}, returning only the gradients. */

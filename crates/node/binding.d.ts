@@ -14,9 +14,11 @@ export declare class NativeGrads {
   /** Gradient with respect to a variable (zeros if it did not contribute). */
   ofTensor(t: NativeTensor): Float32Array
   /** Gradients with respect to every weight of a model, in `getWeights` order. */
-  ofModel(model: NativeModel): Array<Float32Array>
+  ofModel(model: NativeModel): Array<GradData>
+  /** Frees the gradients now instead of when the handle is collected. */
+  dispose(): void
   /** Gradients with respect to a layer's weights, in `getWeights` order. */
-  ofLayer(layer: NativeLayer): Array<Float32Array>
+  ofLayer(layer: NativeLayer): Array<GradData>
 }
 
 /** A layer (or a model used as a layer). */
@@ -129,6 +131,12 @@ export declare class NativeTensor {
   get shape(): Array<number>
   /** Whether gradients flow through it. */
   get tracks(): boolean
+  /**
+   * Frees the values (and any recorded graph) now instead of when the handle is collected:
+   * Node runs native finalizers only between event-loop turns, so a synchronous training
+   * loop would otherwise hold every step's tensors until it yields.
+   */
+  dispose(): void
   /** Elementwise op with another tensor of the same shape: `add`, `sub`, `mul`, or `matMul`. */
   binary(op: string, other: NativeTensor): NativeTensor
   /**
@@ -138,12 +146,23 @@ export declare class NativeTensor {
   unary(op: string, attrsJson?: string | undefined | null): NativeTensor
   /** A Keras loss of predictions `self` against `target` (spec as in `compile`): a scalar. */
   loss(target: NativeTensor, specJson: string): NativeTensor
-  /** Gradients of this scalar with respect to everything it was computed from. */
-  backward(): NativeGrads
+  /**
+   * Gradients of this scalar with respect to everything it was computed from. The graph is
+   * freed as it is walked unless `retainGraph` is true (then another backward may follow).
+   */
+  backward(retainGraph?: boolean | undefined | null): NativeGrads
 }
 
 /** Number of threads kernels use. */
 export declare function getNumThreads(): number
+
+/** One weight's gradient. */
+export interface GradData {
+  /** Row-major values. */
+  data: Float32Array
+  /** Dimensions. */
+  shape: Array<number>
+}
 
 /** Loads a model saved with `save`. */
 export declare function loadModel(dir: string, seed?: number | undefined | null): Promise<NativeModel>

@@ -46,6 +46,10 @@ fn main() {
             f();
         }
         let wall = t.elapsed().as_secs_f64() / steps as f64 * 1e3;
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+            let pages: f64 = statm.split(' ').nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            println!("  rss {:.0} MB", pages * 4096.0 / 1e6);
+        }
         match (cpu, cpu_seconds()) {
             (Some(a), Some(b)) => println!("{what}: {wall:.2} ms (cpu {:.2} ms)", (b - a) / steps as f64 * 1e3),
             _ => println!("{what}: {wall:.2} ms"),

@@ -8,7 +8,7 @@ use crate::cpu::conv::{self, Conv2dGeometry};
 use crate::cpu::elementwise::{self, Activation};
 use crate::cpu::{matmul::sgemm, pool, softmax};
 use crate::device::Storage;
-use crate::tensor::{Tensor, TensorId};
+use crate::tensor::{Graph, Tensor, TensorId};
 use crate::{Error, Result};
 
 /// An op defined outside this file (fused kernels such as recurrent layers or attention):
@@ -124,8 +124,18 @@ pub fn backward(root: &Tensor) -> Result<Grads> {
     backward_with_seed(root, vec![1.0])
 }
 
-/// Gradients of `sum(root * seed)`.
+/// Gradients of `sum(root * seed)`. The graph is freed as it is walked (as PyTorch does without
+/// `retain_graph`): a second backward through the same ops is an error, not silent zeros.
 pub fn backward_with_seed(root: &Tensor, seed: Vec<f32>) -> Result<Grads> {
+    run_backward(root, seed, false)
+}
+
+/// Like [`backward`], keeping the graph for another backward pass through the same ops.
+pub fn backward_retaining_graph(root: &Tensor) -> Result<Grads> {
+    run_backward(root, vec![1.0], true)
+}
+
+fn run_backward(root: &Tensor, seed: Vec<f32>, retain_graph: bool) -> Result<Grads> {
     if seed.len() != root.len() {
         return Err(Error::shape("backward seed", root.shape(), seed.len()));
     }
@@ -133,13 +143,23 @@ pub fn backward_with_seed(root: &Tensor, seed: Vec<f32>) -> Result<Grads> {
     if !root.tracks() {
         return Ok(grads);
     }
-    let order = topological_order(root);
+    let mut order = topological_order(root)?;
     grads.0.insert(root.id(), seed);
-    for node in order.iter().rev() {
-        let Some(op) = node.op() else { continue };
+    // Popping drops each node's handle once its gradient has been pushed to its inputs, so
+    // activations no one else holds are freed during the pass rather than after it.
+    while let Some(node) = order.pop() {
         // Interior gradients are dropped as soon as they are used; leaves keep theirs.
-        let Some(g) = grads.0.remove(&node.id()) else { continue };
-        for (input, gi) in vjp(op, node, g)? {
+        let pairs = if retain_graph {
+            let graph = node.graph();
+            let Graph::Recorded(op) = &*graph else { continue };
+            let Some(g) = grads.0.remove(&node.id()) else { continue };
+            vjp(op, &node, g)?
+        } else {
+            let Some(op) = node.release_graph() else { continue };
+            let Some(g) = grads.0.remove(&node.id()) else { continue };
+            vjp(&op, &node, g)?
+        };
+        for (input, gi) in pairs {
             if input.tracks() {
                 grads.accumulate(&input, gi);
             }
@@ -173,7 +193,7 @@ fn inputs(op: &Op) -> Vec<&Tensor> {
     }
 }
 
-fn topological_order(root: &Tensor) -> Vec<Tensor> {
+fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     // Iterative post-order DFS: deep graphs (long unrolled sequences) must not overflow the stack.
@@ -187,15 +207,25 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
             continue;
         }
         stack.push((t.clone(), true));
-        if let Some(op) = t.op() {
-            for i in inputs(op) {
-                if i.tracks() && !seen.contains(&i.id()) {
-                    stack.push((i.clone(), false));
+        match &*t.graph() {
+            Graph::Recorded(op) => {
+                for i in inputs(op) {
+                    if i.tracks() && !seen.contains(&i.id()) {
+                        stack.push((i.clone(), false));
+                    }
                 }
+            }
+            Graph::Leaf => {}
+            Graph::Released => {
+                return Err(Error::Invalid(format!(
+                    "backward: the graph of a tensor of shape {:?} was freed by an earlier backward pass; \
+                     run the forward computation again (or keep the graph with a retaining backward)",
+                    t.shape()
+                )))
             }
         }
     }
-    order
+    Ok(order)
 }
 
 /// The vector-Jacobian product of one op: the gradient for each input given the output's `g`.

@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backprop::Op;
 use crate::device::{Device, Storage};
@@ -23,11 +23,23 @@ impl TensorId {
     }
 }
 
+/// How a tensor came to be, as far as backward is concerned.
+pub(crate) enum Graph {
+    /// A constant or a gradient leaf.
+    Leaf,
+    /// The recorded op; it holds the inputs (and whatever its backward saved).
+    Recorded(Op),
+    /// A backward pass consumed the op: the saved tensors are freed, as in PyTorch.
+    Released,
+}
+
 struct Inner {
     id: TensorId,
     shape: Vec<usize>,
     storage: Arc<Storage>,
-    op: Option<Op>,
+    // A mutex, not a plain field, so backward can free the graph as it walks it: the memory of a
+    // training step is returned the moment its gradients exist, not when JS collects the handle.
+    graph: Mutex<Graph>,
     requires_grad: bool,
 }
 
@@ -108,7 +120,7 @@ impl Tensor {
             id: TensorId::fresh(),
             shape,
             storage,
-            op,
+            graph: Mutex::new(op.map_or(Graph::Leaf, Graph::Recorded)),
             requires_grad,
         }))
     }
@@ -184,9 +196,24 @@ impl Tensor {
         self.0.requires_grad
     }
 
-    /// The op that produced this tensor, if it was recorded.
-    pub fn op(&self) -> Option<&Op> {
-        self.0.op.as_ref()
+    /// How this tensor was produced (locked: hold the guard briefly).
+    pub(crate) fn graph(&self) -> MutexGuard<'_, Graph> {
+        // A panic inside a vjp poisons nothing we rely on: the graph state is still coherent.
+        self.0.graph.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the recorded op out, freeing what it saved; later backward passes through this
+    /// tensor report that its graph is gone.
+    pub(crate) fn release_graph(&self) -> Option<Op> {
+        let mut graph = self.graph();
+        match std::mem::replace(&mut *graph, Graph::Released) {
+            Graph::Recorded(op) => Some(op),
+            Graph::Leaf => {
+                *graph = Graph::Leaf;
+                None
+            }
+            Graph::Released => None,
+        }
     }
 
     /// Mutable access to the values when nothing else shares this tensor or its storage

@@ -10,7 +10,8 @@ use cortex_core::nn::optim::Optimizer;
 use cortex_core::nn::Param;
 use cortex_core::rng::{self, Rng};
 use cortex_core::{ops, threads, Error, Tensor};
-use napi::bindgen_prelude::Float32Array;
+use napi::bindgen_prelude::{Float32Array, Float32ArraySlice, ObjectFinalize};
+use napi::Env;
 use napi_derive::napi;
 
 use crate::layer::NativeLayer;
@@ -19,50 +20,99 @@ use crate::tensor::to_tensor;
 use crate::{guarded, parse_json};
 
 /// An engine tensor that may carry a recorded graph.
-#[napi]
+#[napi(custom_finalize)]
 pub struct NativeTensor {
-    pub(crate) t: Tensor,
+    /// `None` once disposed.
+    t: Option<Tensor>,
+    /// Bytes announced to V8 as external memory, taken back when the handle is collected.
+    external_bytes: i64,
 }
 
-fn wrap(t: Tensor) -> NativeTensor {
-    NativeTensor { t }
+/// Wraps a result, telling V8 how much native memory the handle keeps alive: without this a
+/// custom training loop creates megabytes per step that V8 sees as a few bytes of JS objects
+/// and does not collect until the process has grown by gigabytes.
+fn wrap(env: &Env, t: Tensor) -> NativeTensor {
+    let external_bytes = (t.len() * std::mem::size_of::<f32>()) as i64;
+    // Accounting is advice to the collector; a failure must not fail the op.
+    let _ = env.adjust_external_memory(external_bytes);
+    NativeTensor {
+        t: Some(t),
+        external_bytes,
+    }
+}
+
+impl NativeTensor {
+    fn tensor(&self) -> napi::Result<&Tensor> {
+        self.t.as_ref().ok_or_else(|| {
+            napi::Error::from_reason(
+                "this tensor was disposed (valueAndGrads frees the tensors made inside it once the \
+                 gradients are copied out); keep values with toTensor() inside the function",
+            )
+        })
+    }
+}
+
+impl ObjectFinalize for NativeTensor {
+    fn finalize(self, env: Env) -> napi::Result<()> {
+        let _ = env.adjust_external_memory(-self.external_bytes);
+        Ok(())
+    }
 }
 
 #[napi]
 impl NativeTensor {
     /// A tensor from values; `variable` makes it a gradient leaf.
     #[napi(factory)]
-    pub fn from_data(data: Float32Array, shape: Vec<u32>, variable: Option<bool>) -> napi::Result<NativeTensor> {
+    pub fn from_data(
+        env: Env,
+        data: Float32Array,
+        shape: Vec<u32>,
+        variable: Option<bool>,
+    ) -> napi::Result<NativeTensor> {
         let t = to_tensor("tensor", &data, &shape)?;
-        Ok(wrap(if variable.unwrap_or(false) {
-            t.with_requires_grad(true)
-        } else {
-            t
-        }))
+        Ok(wrap(
+            &env,
+            if variable.unwrap_or(false) {
+                t.with_requires_grad(true)
+            } else {
+                t
+            },
+        ))
     }
 
     /// Copy of the values.
     #[napi(getter)]
-    pub fn data(&self) -> Float32Array {
-        Float32Array::new(self.t.to_vec())
+    pub fn data<'e>(&self, env: &'e Env) -> napi::Result<Float32ArraySlice<'e>> {
+        js_copy(env, self.tensor()?.data())
     }
 
     /// Dimensions.
     #[napi(getter)]
-    pub fn shape(&self) -> Vec<u32> {
-        self.t.shape().iter().map(|&d| d as u32).collect()
+    pub fn shape(&self) -> napi::Result<Vec<u32>> {
+        Ok(self.tensor()?.shape().iter().map(|&d| d as u32).collect())
     }
 
     /// Whether gradients flow through it.
     #[napi(getter)]
-    pub fn tracks(&self) -> bool {
-        self.t.tracks()
+    pub fn tracks(&self) -> napi::Result<bool> {
+        Ok(self.tensor()?.tracks())
+    }
+
+    /// Frees the values (and any recorded graph) now instead of when the handle is collected:
+    /// Node runs native finalizers only between event-loop turns, so a synchronous training
+    /// loop would otherwise hold every step's tensors until it yields.
+    #[napi]
+    pub fn dispose(&mut self, env: Env) {
+        if self.t.take().is_some() {
+            let _ = env.adjust_external_memory(-self.external_bytes);
+            self.external_bytes = 0;
+        }
     }
 
     /// Elementwise op with another tensor of the same shape: `add`, `sub`, `mul`, or `matMul`.
     #[napi]
-    pub fn binary(&self, op: String, other: &NativeTensor) -> napi::Result<NativeTensor> {
-        let (a, b) = (&self.t, &other.t);
+    pub fn binary(&self, env: Env, op: String, other: &NativeTensor) -> napi::Result<NativeTensor> {
+        let (a, b) = (self.tensor()?, other.tensor()?);
         guarded(&op, || match op.as_str() {
             "add" => ops::add(a, b),
             "sub" => ops::sub(a, b),
@@ -72,15 +122,15 @@ impl NativeTensor {
                 "unknown binary op '{other}'; expected add, sub, mul or matMul"
             ))),
         })
-        .map(wrap)
+        .map(|t| wrap(&env, t))
     }
 
     /// One-input op: `sum`, `mean`, `scale` (attrs `{ factor }`), `reshape` (attrs `{ shape }`),
     /// `softmax`, `logSoftmax`, or any activation name (`relu`, `sigmoid`, `tanh`, ...).
     #[napi]
-    pub fn unary(&self, op: String, attrs_json: Option<String>) -> napi::Result<NativeTensor> {
+    pub fn unary(&self, env: Env, op: String, attrs_json: Option<String>) -> napi::Result<NativeTensor> {
         let attrs = parse_json(&op, attrs_json.as_deref().unwrap_or("{}"))?;
-        let x = &self.t;
+        let x = self.tensor()?;
         guarded(&op, || match op.as_str() {
             "sum" => Ok(ops::sum(x)),
             "mean" => Ok(ops::mean(x)),
@@ -102,20 +152,30 @@ impl NativeTensor {
                 .map(|a| ops::activation(x, a))
                 .ok_or_else(|| Error::Invalid(format!("unknown op '{name}'"))),
         })
-        .map(wrap)
+        .map(|t| wrap(&env, t))
     }
 
     /// A Keras loss of predictions `self` against `target` (spec as in `compile`): a scalar.
     #[napi]
-    pub fn loss(&self, target: &NativeTensor, spec_json: String) -> napi::Result<NativeTensor> {
+    pub fn loss(&self, env: Env, target: &NativeTensor, spec_json: String) -> napi::Result<NativeTensor> {
         let spec = parse_json("loss", &spec_json)?;
-        guarded("loss", || Loss::parse(&spec)?.compute(&self.t, &target.t)).map(wrap)
+        let (y, target) = (self.tensor()?, target.tensor()?);
+        guarded("loss", || Loss::parse(&spec)?.compute(y, target)).map(|t| wrap(&env, t))
     }
 
-    /// Gradients of this scalar with respect to everything it was computed from.
+    /// Gradients of this scalar with respect to everything it was computed from. The graph is
+    /// freed as it is walked unless `retainGraph` is true (then another backward may follow).
     #[napi]
-    pub fn backward(&self) -> napi::Result<NativeGrads> {
-        guarded("backward", || threads::run(|| backprop::backward(&self.t))).map(|grads| NativeGrads { grads })
+    pub fn backward(&self, retain_graph: Option<bool>) -> napi::Result<NativeGrads> {
+        let retain = retain_graph.unwrap_or(false);
+        let t = self.tensor()?;
+        guarded("backward", || {
+            threads::run(|| match retain {
+                true => backprop::backward_retaining_graph(t),
+                false => backprop::backward(t),
+            })
+        })
+        .map(|grads| NativeGrads { grads })
     }
 }
 
@@ -128,7 +188,8 @@ pub struct NativeGrads {
 /// A callback that receives each parameter (name, parameter, trainable) of a layer or model.
 type ParamSink<'a> = dyn FnMut(&str, &Param, bool) + 'a;
 
-fn collect_param_grads(grads: &Grads, visit: &dyn Fn(&mut ParamSink)) -> Vec<Float32Array> {
+/// Each parameter's shape and gradient (zeros where it did not contribute), in visit order.
+fn param_grads(grads: &Grads, visit: &dyn Fn(&mut ParamSink)) -> Vec<(Vec<u32>, Vec<f32>)> {
     let mut out = Vec::new();
     visit(&mut |_, p, _| {
         let leaf = p.get();
@@ -136,58 +197,99 @@ fn collect_param_grads(grads: &Grads, visit: &dyn Fn(&mut ParamSink)) -> Vec<Flo
             .get(&leaf)
             .map(<[f32]>::to_vec)
             .unwrap_or_else(|| vec![0.0; leaf.len()]);
-        out.push(Float32Array::new(g));
+        out.push((leaf.shape().iter().map(|&d| d as u32).collect(), g));
     });
     out
+}
+
+/// A JS-heap copy of `values`. Custom training loops call the tape synchronously, and Node runs
+/// the finalizers of external (Rust-owned) arrays only between event-loop turns, so handing out
+/// Rust buffers would pile up every step's gradients until the loop yields; V8-owned memory is
+/// reclaimed by an ordinary collection.
+pub(crate) fn js_copy<'e>(env: &'e Env, values: &[f32]) -> napi::Result<Float32ArraySlice<'e>> {
+    Float32ArraySlice::copy_from(env, values)
+}
+
+fn to_js<'e>(env: &'e Env, grads: Vec<(Vec<u32>, Vec<f32>)>) -> napi::Result<Vec<GradData<'e>>> {
+    grads
+        .into_iter()
+        .map(|(shape, g)| {
+            Ok(GradData {
+                data: js_copy(env, &g)?,
+                shape,
+            })
+        })
+        .collect()
+}
+
+/// One weight's gradient.
+#[napi(object)]
+pub struct GradData<'e> {
+    /// Row-major values.
+    pub data: Float32ArraySlice<'e>,
+    /// Dimensions.
+    pub shape: Vec<u32>,
 }
 
 #[napi]
 impl NativeGrads {
     /// Gradient with respect to a variable (zeros if it did not contribute).
     #[napi]
-    pub fn of_tensor(&self, t: &NativeTensor) -> Float32Array {
-        Float32Array::new(
-            self.grads
-                .get(&t.t)
-                .map(<[f32]>::to_vec)
-                .unwrap_or_else(|| vec![0.0; t.t.len()]),
-        )
+    pub fn of_tensor<'e>(&self, env: &'e Env, t: &NativeTensor) -> napi::Result<Float32ArraySlice<'e>> {
+        let t = t.tensor()?;
+        match self.grads.get(t) {
+            Some(g) => js_copy(env, g),
+            None => js_copy(env, &vec![0.0; t.len()]),
+        }
     }
 
     /// Gradients with respect to every weight of a model, in `getWeights` order.
     #[napi]
-    pub fn of_model(&self, model: &NativeModel) -> Vec<Float32Array> {
+    pub fn of_model<'e>(&self, env: &'e Env, model: &NativeModel) -> napi::Result<Vec<GradData<'e>>> {
         let cell = model.cell();
         let guard = cell.read();
         let m = guard.as_model().expect("a model cell");
-        collect_param_grads(&self.grads, &|f| m.visit_params(f))
+        to_js(env, param_grads(&self.grads, &|f| m.visit_params(f)))
+    }
+
+    /// Frees the gradients now instead of when the handle is collected.
+    #[napi]
+    pub fn dispose(&mut self) {
+        self.grads = Grads::default();
     }
 
     /// Gradients with respect to a layer's weights, in `getWeights` order.
     #[napi]
-    pub fn of_layer(&self, layer: &NativeLayer) -> Vec<Float32Array> {
+    pub fn of_layer<'e>(&self, env: &'e Env, layer: &NativeLayer) -> napi::Result<Vec<GradData<'e>>> {
         let guard = layer.cell.read();
-        match guard.as_model() {
-            Some(m) => collect_param_grads(&self.grads, &|f| m.visit_params(f)),
-            None => collect_param_grads(&self.grads, &|f| {
+        let grads = match guard.as_model() {
+            Some(m) => param_grads(&self.grads, &|f| m.visit_params(f)),
+            None => param_grads(&self.grads, &|f| {
                 guard.params().into_iter().for_each(|p| f(&p.name, p, true))
             }),
-        }
+        };
+        to_js(env, grads)
     }
 }
 
 /// Runs a model on a tensor with gradients recorded (training mode unless `training` is false).
 #[napi]
-pub fn model_call(model: &NativeModel, x: &NativeTensor, training: Option<bool>) -> napi::Result<NativeTensor> {
+pub fn model_call(
+    env: Env,
+    model: &NativeModel,
+    x: &NativeTensor,
+    training: Option<bool>,
+) -> napi::Result<NativeTensor> {
     let cell = model.cell();
+    let x = x.tensor()?;
     guarded("call", || {
         let guard = cell.read();
         let m = guard.as_model().expect("a model cell");
         let mut rng = Rng::new(rng::next_seed());
-        m.check_input(&x.t)?;
-        threads::run(|| m.forward(&x.t, training.unwrap_or(true), &mut rng))
+        m.check_input(x)?;
+        threads::run(|| m.forward(x, training.unwrap_or(true), &mut rng))
     })
-    .map(wrap)
+    .map(|t| wrap(&env, t))
 }
 
 /// An optimizer with its own state, for custom training steps.

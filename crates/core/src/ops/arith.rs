@@ -236,6 +236,18 @@ mod tests {
     }
 
     #[test]
+    fn backward_frees_the_graph_unless_asked_to_retain_it() {
+        let w = Tensor::variable(vec![1.0, 2.0, 3.0], &[3]).unwrap();
+        let loss = sum(&mul(&w, &w).unwrap());
+        let first = crate::backprop::backward_retaining_graph(&loss).unwrap();
+        let second = backward(&loss).unwrap();
+        assert_eq!(first.get(&w).unwrap(), second.get(&w).unwrap());
+        assert_eq!(second.get(&w).unwrap(), &[2.0, 4.0, 6.0]);
+        let err = backward(&loss).err().expect("a second backward fails").to_string();
+        assert!(err.contains("freed by an earlier backward pass"), "{err}");
+    }
+
+    #[test]
     fn shape_errors_say_what_was_expected() {
         let a = Tensor::zeros(&[2, 3]);
         let b = Tensor::zeros(&[4, 2]);

@@ -12,6 +12,7 @@ export type { Callback, CustomCallback, Logs } from "./src/callbacks.ts";
 export * as callbacks from "./src/callbacks.ts";
 export { loadMnist } from "./src/data/mnist.ts";
 export { input, SymbolicTensor } from "./src/functional.ts";
+export { encodePng, type GrayImage, type ImageGridOptions, imageGrid, writePng } from "./src/image.ts";
 export * as layers from "./src/layers.ts";
 export {
   activation,

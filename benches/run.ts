@@ -1,14 +1,14 @@
 /**
- * `npm run bench`: runs cortex-nn and its peers side by side in one session and writes
- * benches/RESULTS.md with the machine, versions, raw numbers and ratios.
+ * `npm run bench`: runs cortex-nn and its peers side by side in one session and writes its
+ * section of benches/RESULTS.md (machine, versions, raw numbers and ratios), keeping the rest.
  *
  * cortex-nn and PyTorch alternate twice and each keeps its best run, because this shared
  * 2-core machine is noisy; tfjs (wasm, then cpu) runs once. BENCH_THREADS sets the threads
  * (default 2) for every peer that can use them.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
+import { writeSection } from "./results.ts";
 
 const threads = process.env.BENCH_THREADS ?? "2";
 type Result = Record<string, number | string | boolean | string[]>;
@@ -41,6 +41,8 @@ function best(a: Result | null, b: Result | null): Result | null {
   return out;
 }
 
+const tStart = performance.now();
+const loadBefore = loadavg()[0];
 const tsx = ["--import", "tsx"];
 const python = process.env.PYTHON ?? "python3";
 const hasTorch = spawnSync(python, ["-c", "import torch, numpy"]).status === 0;
@@ -81,13 +83,15 @@ let rustc = "";
 try {
   rustc = execFileSync("rustc", ["--version"], { encoding: "utf8" }).trim();
 } catch {}
-const md = `# Benchmark results
+const totalS = (performance.now() - tStart) / 1e3;
+const md = `## Foundation workloads: GEMM, the MNIST convnet
 
-Written by \`npm run bench\` on ${new Date().toISOString()}. Ratios are cortex-nn relative to each peer
-(> 1 means cortex-nn is faster), measured in the same run. cortex-nn and PyTorch each keep the best of
-two alternating runs; tfjs runs once.
+Written by \`npm run bench\` (benches/run.ts) on ${new Date().toISOString()}; the whole run took
+${totalS.toFixed(0)} s. Ratios are cortex-nn relative to each peer (> 1 means cortex-nn is faster),
+measured in the same run. cortex-nn and PyTorch each keep their best value per metric over two
+alternating runs; tfjs runs once.
 
-- Machine: ${cpus()[0]?.model ?? "unknown"}, ${cpus().length} logical cores
+- Machine: ${cpus()[0]?.model ?? "unknown"}, ${cpus().length} logical cores; 1-minute load average ${loadBefore.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end
 - Threads: ${threads} for cortex-nn, PyTorch and numpy; tfjs uses one (its Node wasm backend is single-threaded)
 - Node ${process.version}; ${rustc}
 - PyTorch ${torch?.version ?? "not available"}, numpy ${torch?.numpy_version ?? "n/a"}; tfjs ${wasm?.version ?? tfcpu?.version ?? "n/a"}
@@ -100,5 +104,5 @@ Raw results:
 ${JSON.stringify({ cortex: ours, torch, tfjs_wasm: wasm, tfjs_cpu: tfcpu }, null, 2)}
 \`\`\`
 `;
-writeFileSync("benches/RESULTS.md", md);
-process.stdout.write(`${table}\nwritten to benches/RESULTS.md\n`);
+writeSection("run2", md);
+process.stdout.write(`${table}\nwritten to benches/RESULTS.md (section run2)\n`);

@@ -1,7 +1,7 @@
 /**
- * `npm run bench:models`: the recurrent and attention workloads (an embedding + LSTM text
- * classifier and the attention half of a transformer block) for cortex-nn and its peers, in one
- * session. It rewrites only its own section of benches/RESULTS.md, between the
+ * `npm run bench:models`: the recurrent, attention and GAN workloads (an embedding + LSTM text
+ * classifier, the attention half of a transformer block, one step of the MNIST MLP GAN) for
+ * cortex-nn and its peers, in one session. It rewrites only its own section of benches/RESULTS.md, between the
  * `<!-- run3 -->` and `<!-- /run3 -->` markers (appended when absent), and leaves the rest of
  * the file as it is.
  *
@@ -10,13 +10,10 @@
  * 2) for cortex-nn and PyTorch; tfjs-wasm is single-threaded in Node.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
+import { RESULTS, writeSection } from "./results.ts";
 
 const threads = process.env.BENCH_THREADS ?? "2";
-const RESULTS = "benches/RESULTS.md";
-const BEGIN = "<!-- run3 -->";
-const END = "<!-- /run3 -->";
 type Result = Record<string, number | string | boolean | string[]>;
 
 const failures: string[] = [];
@@ -66,7 +63,16 @@ let ours: Result | null = null;
 let torch: Result | null = null;
 for (let round = 0; round < 2; round++) {
   ours = best(ours, run("cortex-nn", process.execPath, [...tsx, "benches/cortex_bench3.ts", threads]));
-  if (hasTorch) torch = best(torch, run("pytorch", python, ["benches/peers/torch_bench3.py", threads]));
+  ours = best(ours, run("cortex-nn GAN", process.execPath, [...tsx, "benches/gan_bench.ts", threads]));
+  if (hasTorch) {
+    torch = best(torch, run("pytorch", python, ["benches/peers/torch_bench3.py", threads]));
+    torch = best(torch, run("pytorch GAN", python, ["benches/peers/torch_gan.py", threads]));
+  }
+}
+// PyTorch has one GAN step; it is the peer of both cortex-nn forms.
+if (torch && typeof torch.gan_step_ms === "number") {
+  torch.gan_keras_step_ms = torch.gan_step_ms;
+  torch.gan_custom_step_ms = torch.gan_step_ms;
 }
 const wasm = run("tfjs-wasm", process.execPath, [...tsx, "benches/peers/tfjs_bench3.ts", "wasm"]);
 const totalS = (performance.now() - tStart) / 1e3;
@@ -85,6 +91,8 @@ const rows: [string, string, boolean, number][] = [
   ["attention block forward, 16 x 128 x 256 (ms)", "attn_fwd_ms", true, 1],
   ["attention block forward + backward (ms)", "attn_fwd_bwd_ms", true, 1],
   ["attention block train step, MSE + Adam (ms)", "attn_train_step_ms", true, 1],
+  ["GAN step, batch 64, Keras form: predict + 2 trainOnBatch (ms)", "gan_keras_step_ms", true, 2],
+  ["GAN step, batch 64, custom form: valueAndGrads + applyGradients (ms)", "gan_custom_step_ms", true, 2],
 ];
 let table = "| workload | cortex-nn | PyTorch CPU | tfjs-wasm | vs PyTorch | vs tfjs-wasm |\n";
 table += "|---|---|---|---|---|---|\n";
@@ -100,8 +108,7 @@ try {
   rustc = execFileSync("rustc", ["--version"], { encoding: "utf8" }).trim();
 } catch {}
 
-const section = `${BEGIN}
-## Recurrent and attention workloads
+const section = `## Recurrent, attention and GAN workloads
 
 Written by \`npm run bench:models\` (benches/run3.ts) on ${new Date().toISOString()}; the whole run took
 ${totalS.toFixed(0)} s. Ratios are cortex-nn relative to each peer (> 1 means cortex-nn is faster),
@@ -132,6 +139,16 @@ Workloads (random data; the same in every library):
   copied to JS; PyTorch \`y.mean().backward()\`; tfjs \`tf.variableGrads\`). Train step:
   meanSquaredError against zeros + Adam(1e-3) (cortex-nn \`trainOnBatch\`, PyTorch
   \`MSELoss\` + \`Adam.step\`, tfjs \`adam.minimize\`).
+- **GAN step** (benches/gan_bench.ts, benches/peers/torch_gan.py): the MLP GAN of
+  examples/gan.ts without its batch normalisation (generator 100 -> 256 -> 256 -> 256 -> 784
+  tanh, discriminator 784 -> 256 -> 256 -> 256 -> 1 with leaky ReLU and dropout 0.3, binary
+  cross-entropy on logits, Adam(2e-4)), batch 64: fakes from the generator, one discriminator
+  update on 64 real + 64 fake rows, one generator update through the discriminator. Keras
+  form: \`generator.predict\`, \`discriminator.trainOnBatch\`, \`combined.trainOnBatch\` (the
+  discriminator frozen inside the combined model); custom form: \`valueAndGrads\` +
+  \`optimizer.applyGradients\` for each network. PyTorch: the usual loop with two Adam
+  optimizers and \`detach()\`. Median step time. No tfjs-wasm GAN run here (the issue's
+  reference for it is 166 ms per step).
 
 ${table}
 Raw results:
@@ -139,20 +156,8 @@ Raw results:
 \`\`\`json
 ${JSON.stringify({ cortex: ours, torch, tfjs_wasm: wasm }, null, 2)}
 \`\`\`
-${END}
 `;
 
-const previous = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : "";
-const begin = previous.indexOf(BEGIN);
-const end = previous.indexOf(END, begin);
-let md: string;
-if (begin >= 0 && end >= 0) {
-  md = previous.slice(0, begin) + section.trimEnd() + previous.slice(end + END.length);
-} else if (previous.trim() === "") {
-  md = `# Benchmark results\n\n${section}`;
-} else {
-  md = `${previous.trimEnd()}\n\n${section}`;
-}
-writeFileSync(RESULTS, md);
-process.stdout.write(`${table}\ntotal ${totalS.toFixed(0)} s; written to ${RESULTS} (section ${BEGIN})\n`);
+writeSection("run3", section);
+process.stdout.write(`${table}\ntotal ${totalS.toFixed(0)} s; written to ${RESULTS} (section run3)\n`);
 if (failures.length > 0) process.stdout.write(`failures:\n- ${failures.join("\n- ")}\n`);

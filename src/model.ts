@@ -117,8 +117,8 @@ export class Model {
   }
 
   /**
-   * Uses the model as a layer: on symbolic tensors it records a call (for nesting in another
-   * model, sharing weights); on a Tensor it predicts synchronously is not offered, use `predict`.
+   * Uses the model as a layer inside another model: records a call on symbolic tensors (from
+   * `input()`), sharing this model's weights. For data, use `predict` (or `call` on the tape).
    */
   apply(x: SymbolicInput): SymbolicTensor {
     const inputs = Array.isArray(x) ? x : [x];
@@ -333,7 +333,7 @@ export class Model {
 
 /** Arguments of {@link sequential}. */
 export interface SequentialArgs {
-  /** Model name (default `sequential`). */
+  /** Model name (default `sequential`, then `sequential_1`, ... as in Keras). */
   name?: string;
   /** Seed for initialisation, shuffling and dropout (default: drawn from `setSeed`'s global stream). */
   seed?: number;

@@ -57,6 +57,18 @@ describe("functional models", () => {
     expect(() => model({ inputs: a, outputs: joined })).toThrow(/not listed in 'inputs'/);
   });
 
+  it("unnamed models get distinct Keras-style names, so two nest in one model", async () => {
+    const first = sequential([dense({ units: 4, activation: "relu", inputShape: [2] })]);
+    const second = sequential([dense({ units: 2, inputShape: [4] })]);
+    expect(first.name).toMatch(/^sequential(_\d+)?$/);
+    expect(second.name).not.toBe(first.name);
+    const inp = input({ shape: [2] });
+    const both = model({ inputs: inp, outputs: second.apply(first.apply(inp)) });
+    expect(both.name).toMatch(/^model(_\d+)?$/);
+    const y = await both.predict(randomTensor([3, 2]));
+    expect(y.shape).toEqual([3, 2]);
+  });
+
   it("nested models share weights, and trainable=false freezes them at compile", async () => {
     const { x, y } = blobs(128);
     const encoder = sequential([dense({ units: 8, activation: "relu", inputShape: [2] })], { name: "encoder" });

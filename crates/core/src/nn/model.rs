@@ -190,11 +190,11 @@ impl Model {
             }
         }
         let mut model = Model {
-            name: obj
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or(if functional { "model" } else { "sequential" })
-                .into(),
+            // Keras numbering (sequential, sequential_1, ...) so two unnamed models can nest in one.
+            name: match obj.get("name").and_then(Value::as_str) {
+                Some(name) => name.into(),
+                None => crate::nn::layers::unique_name(if functional { "model" } else { "sequential" }),
+            },
             functional,
             layers,
             nodes: Vec::new(),

@@ -90,7 +90,7 @@ const lstmTrainMs = median(
   ),
 );
 const lstmPredictMs = median(
-  await timings(() => lstmModel.predict(tokens, { batchSize: BATCH }), { warmup: 3, runs: 25, budgetMs: 10_000 }),
+  await timings(() => lstmModel.predict(tokens, { batchSize: BATCH }), { warmup: 10, runs: 25, budgetMs: 10_000 }),
 );
 
 // ---- 2. Attention block ---------------------------------------------------------------
@@ -109,13 +109,13 @@ const x = tensor(uniform(AB * T * D, -1, 1), [AB, T, D]);
 const zeros = tensor(new Float32Array(AB * T * D), [AB, T, D]);
 
 const attnFwdMs = median(
-  await timings(() => block.predict(x, { batchSize: AB }), { warmup: 3, runs: 20, budgetMs: 10_000 }),
+  await timings(() => block.predict(x, { batchSize: AB }), { warmup: 15, runs: 20, budgetMs: 10_000 }),
 );
 const attnFwdBwdMs = median(
-  await timings(() => valueAndGrads(() => block.call(x).mean(), block), { warmup: 2, runs: 15, budgetMs: 12_000 }),
+  await timings(() => valueAndGrads(() => block.call(x).mean(), block), { warmup: 5, runs: 15, budgetMs: 12_000 }),
 );
 const attnTrainMs = median(
-  await timings(() => block.trainOnBatch(x, zeros), { warmup: 2, runs: 15, budgetMs: 12_000 }),
+  await timings(() => block.trainOnBatch(x, zeros), { warmup: 5, runs: 15, budgetMs: 12_000 }),
 );
 
 emit({

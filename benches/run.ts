@@ -34,7 +34,11 @@ function best(a: Result | null, b: Result | null): Result | null {
   const out: Result = { ...a };
   for (const [k, v] of Object.entries(b)) {
     const old = a[k];
-    if (typeof v !== "number" || typeof old !== "number") continue;
+    if (typeof v !== "number" || k === "threads") continue;
+    if (typeof old !== "number") {
+      out[k] = v; // a metric only the second result has
+      continue;
+    }
     // Higher is better for throughputs, lower for latencies.
     out[k] = k.endsWith("_ms") || k === "wall_s" ? Math.min(old, v) : Math.max(old, v);
   }

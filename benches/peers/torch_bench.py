@@ -119,7 +119,7 @@ def predict() -> tuple[float, float]:
     x1 = torch.rand(1, 1, 28, 28)
     x256 = torch.rand(256, 1, 28, 28)
     with torch.no_grad():
-        t1 = median_time(lambda: model(x1), warmup=20, runs=200)
+        t1 = median_time(lambda: model(x1), warmup=300, runs=300)
         t256 = median_time(lambda: model(x256), warmup=5, runs=40)
     return t1 * 1e3, 256 / t256
 

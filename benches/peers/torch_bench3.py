@@ -104,7 +104,7 @@ def lstm_bench() -> tuple[float, float]:
     train = median_time(run, warmup=1, runs=7, budget_s=25)
     model.eval()
     with torch.no_grad():
-        pred = median_time(lambda: torch.softmax(model(tokens), -1), warmup=3, runs=25, budget_s=10)
+        pred = median_time(lambda: torch.softmax(model(tokens), -1), warmup=10, runs=25, budget_s=10)
     return BATCH * STEPS / train, BATCH / pred
 
 
@@ -115,7 +115,7 @@ def attention_bench() -> tuple[float, float, float]:
 
     block.eval()
     with torch.no_grad():
-        fwd = median_time(lambda: block(x), warmup=3, runs=20, budget_s=10)
+        fwd = median_time(lambda: block(x), warmup=15, runs=20, budget_s=10)
 
     block.train()
 
@@ -123,7 +123,7 @@ def attention_bench() -> tuple[float, float, float]:
         block.zero_grad(set_to_none=True)
         block(x).mean().backward()
 
-    fb = median_time(fwd_bwd, warmup=2, runs=15, budget_s=12)
+    fb = median_time(fwd_bwd, warmup=5, runs=15, budget_s=12)
 
     opt = torch.optim.Adam(block.parameters(), lr=1e-3)
     loss_fn = nn.MSELoss()
@@ -133,7 +133,7 @@ def attention_bench() -> tuple[float, float, float]:
         loss_fn(block(x), zeros).backward()
         opt.step()
 
-    step = median_time(train_step, warmup=2, runs=15, budget_s=12)
+    step = median_time(train_step, warmup=5, runs=15, budget_s=12)
     return fwd * 1e3, fb * 1e3, step * 1e3
 
 

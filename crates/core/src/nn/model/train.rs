@@ -1,0 +1,118 @@
+//! Training, prediction and evaluation on whole batches (the `fit` loop in `fit.rs` drives these).
+
+use super::*;
+
+impl Model {
+    /// One gradient step on one batch; returns the batch's loss and metrics.
+    pub fn train_on_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<Logs> {
+        self.compiled()?;
+        let mut rng = self.rng.fork();
+        let pred = self.forward(x, true, &mut rng)?;
+        let compiled = self.compiled.as_ref().expect("checked above");
+        let loss = compiled.loss.compute(&pred, y)?;
+        let loss_value = loss.item()?;
+        let mut logs = vec![("loss".to_string(), loss_value as f64)];
+        for m in &compiled.metrics {
+            let (correct, total) = m.count(pred.data(), pred.shape(), y.data());
+            logs.push((m.key().to_string(), correct / total.max(1.0)));
+        }
+        if !loss_value.is_finite() {
+            return Ok(logs);
+        }
+        let mut grads = backprop::backward(&loss)?;
+        let mut leaves = Vec::new();
+        self.visit_params(&mut |_, p, _| leaves.push(p.get()));
+        // Drop the graph so the weights are uniquely owned again and update in place.
+        drop((loss, pred));
+        let grads: Vec<Option<Vec<f32>>> = leaves.iter().map(|t| grads.remove(t)).collect();
+        drop(leaves);
+        // Take the compile state out so weights can be visited while the optimizer mutates.
+        let mut compiled = self.compiled.take().expect("checked above");
+        compiled.optimizer.begin_step();
+        let mut result = Ok(());
+        let mut index = 0;
+        self.visit_params(&mut |_, p, _| {
+            let i = index;
+            index += 1;
+            if let (true, Some(g), Ok(())) = (
+                compiled.trainable.contains(&(p as *const Param as usize)),
+                &grads[i],
+                &result,
+            ) {
+                result = p.update(|data| compiled.optimizer.update(i, data, g));
+            }
+        });
+        self.compiled = Some(compiled);
+        result.map(|_| logs)
+    }
+
+    /// Predictions for `x`, in batches, without recording gradients.
+    pub fn predict(&self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+        self.check_input(x)?;
+        let n = x.shape()[0];
+        let batch_size = batch_size.max(1);
+        let mut unused = Rng::new(0);
+        if n <= batch_size {
+            return no_grad(|| self.forward(x, false, &mut unused));
+        }
+        let mut out = Vec::new();
+        let mut out_shape = Vec::new();
+        for start in (0..n).step_by(batch_size) {
+            let end = (start + batch_size).min(n);
+            let y = no_grad(|| self.forward(&slice_rows(x, start, end), false, &mut unused))?;
+            out_shape = y.shape().to_vec();
+            out.extend_from_slice(y.data());
+        }
+        out_shape[0] = n;
+        Tensor::new(out, &out_shape)
+    }
+
+    /// Mean loss and metrics over `x`, `y`.
+    pub fn evaluate(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Logs> {
+        self.check_input(x)?;
+        self.check_targets(x, y)?;
+        let n = x.shape()[0];
+        let compiled = self.compiled_ref()?;
+        let mut loss_sum = 0.0;
+        let mut counts = vec![(0.0, 0.0); compiled.metrics.len()];
+        let mut unused = Rng::new(0);
+        for start in (0..n).step_by(batch_size.max(1)) {
+            let end = (start + batch_size.max(1)).min(n);
+            let (xb, yb) = (slice_rows(x, start, end), slice_rows(y, start, end));
+            let pred = no_grad(|| self.forward(&xb, false, &mut unused))?;
+            let loss = no_grad(|| compiled.loss.compute(&pred, &yb))?.item()?;
+            loss_sum += loss as f64 * (end - start) as f64;
+            for (m, c) in compiled.metrics.iter().zip(&mut counts) {
+                let (a, b) = m.count(pred.data(), pred.shape(), yb.data());
+                c.0 += a;
+                c.1 += b;
+            }
+        }
+        let mut logs = vec![("loss".to_string(), loss_sum / n.max(1) as f64)];
+        for (m, (a, b)) in compiled.metrics.iter().zip(counts) {
+            logs.push((m.key().to_string(), a / f64::max(b, 1.0)));
+        }
+        Ok(logs)
+    }
+
+    /// Checks that `y` has one target per sample of `x` and fits the loss.
+    pub fn check_targets(&self, x: &Tensor, y: &Tensor) -> Result<()> {
+        if y.rank() == 0 || y.shape()[0] != x.shape()[0] {
+            return Err(invalid(format!(
+                "x has {} samples but y has {}; expected the same number of samples",
+                x.shape()[0],
+                y.shape().first().copied().unwrap_or(0)
+            )));
+        }
+        if self.output_shapes.len() != 1 {
+            return Err(invalid(format!(
+                "training needs a single-output model; '{}' has {}",
+                self.name,
+                self.output_shapes.len()
+            )));
+        }
+        let mut pred_shape = vec![x.shape()[0]];
+        pred_shape.extend_from_slice(&self.output_shapes[0]);
+        self.compiled_ref()?.loss.check_targets(&pred_shape, y)
+    }
+}

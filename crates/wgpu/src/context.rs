@@ -1,0 +1,226 @@
+//! The device context: adapter choice, device creation, and the dispatch helper every kernel uses.
+
+use std::sync::Arc;
+
+use crate::pipelines::PipelineCache;
+use crate::pool::{BufferPool, PoolStats, PooledBuffer};
+use crate::{GpuError, Result};
+
+/// Workgroups per dispatch dimension guaranteed by WebGPU's default limits.
+pub(crate) const MAX_GROUPS: u32 = 65535;
+
+/// What [`adapters`] reports about one adapter (no device is created).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSummary {
+    /// Adapter name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// Backend, e.g. "Vulkan".
+    pub backend: String,
+    /// Device type, e.g. "DiscreteGpu" or "Cpu".
+    pub device_type: String,
+    /// Whether `SHADER_F16` is available.
+    pub shader_f16: bool,
+    /// Whether `SUBGROUP` operations are available.
+    pub subgroup: bool,
+}
+
+fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let features = adapter.features();
+    AdapterSummary {
+        name: info.name,
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        shader_f16: features.contains(wgpu::Features::SHADER_F16),
+        subgroup: features.contains(wgpu::Features::SUBGROUP),
+    }
+}
+
+fn make_instance() -> wgpu::Instance {
+    // Honours WGPU_BACKEND and the other WGPU_* environment variables.
+    wgpu::Instance::new(&wgpu::InstanceDescriptor::from_env_or_default())
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// Every adapter wgpu can see (all backends enabled in this build), without creating devices.
+pub fn adapters() -> Vec<AdapterSummary> {
+    make_instance().enumerate_adapters(wgpu::Backends::all()).iter().map(summarize).collect()
+}
+
+/// One GPU device with its queue, pipeline cache and buffer pool.
+pub struct Gpu {
+    /// The wgpu instance.
+    pub instance: wgpu::Instance,
+    /// The chosen adapter.
+    pub adapter: wgpu::Adapter,
+    /// The device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    pub(crate) pipelines: PipelineCache,
+    pub(crate) pool: Arc<BufferPool>,
+    summary: AdapterSummary,
+    granted: wgpu::Features,
+}
+
+impl Gpu {
+    /// Opens the best adapter: discrete > integrated > virtual > CPU (software, e.g. lavapipe).
+    ///
+    /// `CORTEX_WGPU_ADAPTER=<substring>` picks the first adapter whose name contains it.
+    /// `SHADER_F16` and `SUBGROUP` are requested only where the adapter has them; see
+    /// [`Gpu::features`] for what was granted. Fails (never panics) when there is no adapter.
+    pub fn new() -> Result<Gpu> {
+        let instance = make_instance();
+        let mut list = instance.enumerate_adapters(wgpu::Backends::all());
+        if list.is_empty() {
+            let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+            return Err(GpuError::NoAdapter { backends: format!("{backends:?}") });
+        }
+        list.sort_by_key(|a| rank(a.get_info().device_type));
+        let wanted = std::env::var("CORTEX_WGPU_ADAPTER").ok();
+        let idx = wanted
+            .as_deref()
+            .and_then(|w| list.iter().position(|a| a.get_info().name.to_lowercase().contains(&w.to_lowercase())))
+            .unwrap_or(0);
+        let adapter = list.swap_remove(idx);
+        let summary = summarize(&adapter);
+        let optional = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let granted = adapter.features() & optional;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("cortex-wgpu"),
+            required_features: granted,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::RequestDevice { adapter: summary.name.clone(), message: e.to_string() })?;
+        let pool = Arc::new(BufferPool::new(device.clone()));
+        Ok(Gpu { instance, adapter, device, queue, pipelines: PipelineCache::default(), pool, summary, granted })
+    }
+
+    /// The adapter this context runs on.
+    pub fn adapter_summary(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    /// Optional features granted to the device (a subset of `SHADER_F16 | SUBGROUP`).
+    pub fn features(&self) -> wgpu::Features {
+        self.granted
+    }
+
+    /// Buffer pool counters (a steady loop stops increasing `allocations`).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Frees idle pooled buffers.
+    pub fn trim_pool(&self) {
+        self.pool.trim();
+    }
+
+    /// Number of compiled pipelines in the cache.
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Compiles (and caches) every entry point of every registered shader; returns how many.
+    pub fn warm_up(&self) -> Result<usize> {
+        let entries = crate::kernels::ALL_ENTRY_POINTS;
+        for (shader, entry) in entries {
+            self.pipelines.get(&self.device, shader, entry)?;
+        }
+        Ok(entries.len())
+    }
+
+    /// Starts a batch of dispatches recorded into one command encoder.
+    pub(crate) fn batch(&self) -> Batch<'_> {
+        Batch { gpu: self, encoder: self.device.create_command_encoder(&Default::default()), keep: Vec::new() }
+    }
+}
+
+/// Splits `groups` workgroups over x and y so neither exceeds the per-dimension limit;
+/// shaders linearise with `wid.y * num_workgroups.x + wid.x` and skip indices past the end.
+pub(crate) fn grid(groups: u32) -> (u32, u32) {
+    if groups <= MAX_GROUPS {
+        (groups.max(1), 1)
+    } else {
+        (MAX_GROUPS, groups.div_ceil(MAX_GROUPS))
+    }
+}
+
+/// Dispatches recorded into one encoder, submitted together.
+pub(crate) struct Batch<'a> {
+    gpu: &'a Gpu,
+    encoder: wgpu::CommandEncoder,
+    keep: Vec<PooledBuffer>,
+}
+
+impl Batch<'_> {
+    /// Records one dispatch of `shader::entry` with `params` at binding 0 (uniform) and
+    /// storage buffers at the given bindings.
+    pub fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        shader: &str,
+        entry: &str,
+        params: &P,
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        let gpu = self.gpu;
+        for (what, g) in [("workgroups x", groups.0), ("workgroups y", groups.1), ("workgroups z", groups.2)] {
+            if g > MAX_GROUPS {
+                return Err(GpuError::Limit { what, got: g as u64, limit: MAX_GROUPS as u64 });
+            }
+        }
+        let pipe = gpu.pipelines.get(&gpu.device, shader, entry)?;
+        let bytes = bytemuck::bytes_of(params);
+        let uniform = gpu.pool.acquire(bytes.len() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        gpu.queue.write_buffer(uniform.buffer(), 0, bytes);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: uniform.buffer(),
+                offset: 0,
+                size: wgpu::BufferSize::new(bytes.len() as u64),
+            }),
+        }];
+        entries.extend(buffers.iter().map(|(binding, b)| wgpu::BindGroupEntry {
+            binding: *binding,
+            resource: b.as_entire_binding(),
+        }));
+        let bind = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &pipe.layout,
+            entries: &entries,
+        });
+        {
+            let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
+            pass.set_pipeline(&pipe.pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            if groups.0 > 0 && groups.1 > 0 && groups.2 > 0 {
+                pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+            }
+        }
+        self.keep.push(uniform);
+        Ok(())
+    }
+
+    /// Submits everything recorded (uniform buffers go back to the pool afterwards).
+    pub fn submit(self) {
+        self.gpu.queue.submit(Some(self.encoder.finish()));
+    }
+}

@@ -1,0 +1,196 @@
+//! NHWC conv2d forward / backward-input / backward-filter as implicit GEMM (shader `conv`).
+
+use super::u32_of;
+use crate::{DType, Gpu, GpuError, GpuTensor, Result};
+
+/// Geometry of a 2-D convolution (or pooling window placement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    /// Strides (rows, columns).
+    pub strides: (usize, usize),
+    /// Dilation rates (rows, columns).
+    pub dilation: (usize, usize),
+    /// Zero padding: top, left, bottom, right (Keras "same" is the caller's computation).
+    pub padding: [usize; 4],
+}
+
+impl Default for Conv2dSpec {
+    fn default() -> Self {
+        Self { strides: (1, 1), dilation: (1, 1), padding: [0; 4] }
+    }
+}
+
+impl Conv2dSpec {
+    /// Output (height, width) for an `h x w` input and a `kh x kw` kernel; `None` if the
+    /// dilated kernel does not fit in the padded input or a stride/dilation is 0.
+    pub fn output_size(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<(usize, usize)> {
+        let (sh, sw) = self.strides;
+        let (dh, dw) = self.dilation;
+        if sh == 0 || sw == 0 || dh == 0 || dw == 0 || kh == 0 || kw == 0 {
+            return None;
+        }
+        let [pt, pl, pb, pr] = self.padding;
+        let eh = dh * (kh - 1) + 1;
+        let ew = dw * (kw - 1) + 1;
+        let (ph, pw) = (h + pt + pb, w + pl + pr);
+        if ph < eh || pw < ew {
+            return None;
+        }
+        Some(((ph - eh) / sh + 1, (pw - ew) / sw + 1))
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    h: u32,
+    w: u32,
+    cin: u32,
+    oh: u32,
+    ow: u32,
+    cout: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    pad_top: u32,
+    pad_left: u32,
+    pad: u32,
+    gm: u32,
+    gn: u32,
+    gk: u32,
+    pad1: u32,
+}
+
+fn shape4(op: &'static str, what: &str, t: &GpuTensor) -> Result<[usize; 4]> {
+    t.expect_f32(op)?;
+    <[usize; 4]>::try_from(t.shape()).map_err(|_| GpuError::Shape {
+        op,
+        expected: format!("{what} of rank 4"),
+        got: format!("{:?}", t.shape()),
+    })
+}
+
+/// Resolved geometry of one convolution.
+struct Geometry {
+    x: [usize; 4],
+    k: [usize; 4],
+    oh: usize,
+    ow: usize,
+}
+
+fn geometry(op: &'static str, x: [usize; 4], k: [usize; 4], spec: &Conv2dSpec) -> Result<Geometry> {
+    if x[3] != k[2] {
+        return Err(GpuError::Shape {
+            op,
+            expected: format!("kernel [kh, kw, {}, cout] for input channels {}", x[3], x[3]),
+            got: format!("kernel {k:?}"),
+        });
+    }
+    let (oh, ow) = spec.output_size(x[1], x[2], k[0], k[1]).ok_or_else(|| GpuError::Invalid {
+        op,
+        message: format!("kernel {k:?} with {spec:?} does not fit input {x:?}"),
+    })?;
+    Ok(Geometry { x, k, oh, ow })
+}
+
+impl Gpu {
+    fn conv_dispatch(
+        &self,
+        entry: &str,
+        g: &Geometry,
+        spec: &Conv2dSpec,
+        gemm: (usize, usize, usize),
+        a: &GpuTensor,
+        b: &GpuTensor,
+        out_shape: &[usize],
+    ) -> Result<GpuTensor> {
+        let (gm, gn, gk) = gemm;
+        if gk == 0 || gm == 0 || gn == 0 {
+            return self.zeros(out_shape);
+        }
+        let out = self.empty(out_shape, DType::F32)?;
+        let p = Params {
+            n: u32_of("batch", g.x[0])?,
+            h: u32_of("height", g.x[1])?,
+            w: u32_of("width", g.x[2])?,
+            cin: u32_of("in channels", g.x[3])?,
+            oh: u32_of("out height", g.oh)?,
+            ow: u32_of("out width", g.ow)?,
+            cout: u32_of("out channels", g.k[3])?,
+            kh: u32_of("kernel height", g.k[0])?,
+            kw: u32_of("kernel width", g.k[1])?,
+            sh: u32_of("stride", spec.strides.0)?,
+            sw: u32_of("stride", spec.strides.1)?,
+            dh: u32_of("dilation", spec.dilation.0)?,
+            dw: u32_of("dilation", spec.dilation.1)?,
+            pad_top: u32_of("padding", spec.padding[0])?,
+            pad_left: u32_of("padding", spec.padding[1])?,
+            pad: 0,
+            gm: u32_of("gemm m", gm)?,
+            gn: u32_of("gemm n", gn)?,
+            gk: u32_of("gemm k", gk)?,
+            pad1: 0,
+        };
+        let groups = (u32_of("n tiles", gn.div_ceil(64))?, u32_of("m tiles", gm.div_ceil(64))?, 1);
+        let mut batch = self.batch();
+        batch.dispatch("conv", entry, &p, &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())], groups)?;
+        batch.submit();
+        Ok(out)
+    }
+
+    /// 2-D convolution of `x` `[n, h, w, cin]` with `kernel` `[kh, kw, cin, cout]`:
+    /// `[n, oh, ow, cout]` (no bias; see [`Gpu::bias_add`]).
+    pub fn conv2d(&self, x: &GpuTensor, kernel: &GpuTensor, spec: &Conv2dSpec) -> Result<GpuTensor> {
+        let xs = shape4("conv2d", "input [n, h, w, cin]", x)?;
+        let ks = shape4("conv2d", "kernel [kh, kw, cin, cout]", kernel)?;
+        let g = geometry("conv2d", xs, ks, spec)?;
+        let gemm = (xs[0] * g.oh * g.ow, ks[3], ks[0] * ks[1] * ks[2]);
+        self.conv_dispatch("forward", &g, spec, gemm, x, kernel, &[xs[0], g.oh, g.ow, ks[3]])
+    }
+
+    /// Gradient wrt the input of [`Gpu::conv2d`]: `dy` `[n, oh, ow, cout]` -> `[n, h, w, cin]`
+    /// for an input of shape `input_shape`.
+    pub fn conv2d_backward_input(
+        &self,
+        dy: &GpuTensor,
+        kernel: &GpuTensor,
+        input_shape: [usize; 4],
+        spec: &Conv2dSpec,
+    ) -> Result<GpuTensor> {
+        let ks = shape4("conv2d_backward_input", "kernel [kh, kw, cin, cout]", kernel)?;
+        let ds = shape4("conv2d_backward_input", "dy [n, oh, ow, cout]", dy)?;
+        let g = geometry("conv2d_backward_input", input_shape, ks, spec)?;
+        let want = [input_shape[0], g.oh, g.ow, ks[3]];
+        if ds != want {
+            return Err(GpuError::Shape { op: "conv2d_backward_input", expected: format!("dy {want:?}"), got: format!("{ds:?}") });
+        }
+        let [n, h, w, cin] = input_shape;
+        let gemm = (n * h * w, cin, ks[0] * ks[1] * ks[3]);
+        self.conv_dispatch("backward_input", &g, spec, gemm, dy, kernel, &input_shape)
+    }
+
+    /// Gradient wrt the kernel of [`Gpu::conv2d`]: `[kh, kw, cin, cout]` from the input `x`
+    /// and `dy` `[n, oh, ow, cout]`, for a kernel of spatial size `kernel_hw`.
+    pub fn conv2d_backward_filter(
+        &self,
+        x: &GpuTensor,
+        dy: &GpuTensor,
+        kernel_hw: (usize, usize),
+        spec: &Conv2dSpec,
+    ) -> Result<GpuTensor> {
+        let xs = shape4("conv2d_backward_filter", "input [n, h, w, cin]", x)?;
+        let ds = shape4("conv2d_backward_filter", "dy [n, oh, ow, cout]", dy)?;
+        let ks = [kernel_hw.0, kernel_hw.1, xs[3], ds[3]];
+        let g = geometry("conv2d_backward_filter", xs, ks, spec)?;
+        let want = [xs[0], g.oh, g.ow, ks[3]];
+        if ds != want {
+            return Err(GpuError::Shape { op: "conv2d_backward_filter", expected: format!("dy {want:?}"), got: format!("{ds:?}") });
+        }
+        let gemm = (ks[0] * ks[1] * ks[2], ks[3], xs[0] * g.oh * g.ow);
+        self.conv_dispatch("backward_filter", &g, spec, gemm, x, dy, &ks)
+    }
+}

@@ -1,0 +1,154 @@
+//! Elementwise kernels (shader `elementwise`): bias add, activations, binary ops, scale.
+
+use super::{expect_len, u32_of};
+use crate::context::grid;
+use crate::{DType, Gpu, GpuError, GpuTensor, Result};
+
+/// An activation function.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// Identity.
+    Linear,
+    /// `max(x, 0)`.
+    Relu,
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// `x` for `x > 0`, else `slope * x`.
+    LeakyRelu(f32),
+    /// GELU, tanh approximation: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`
+    /// (Keras' `gelu(approximate=True)`; differs from the erf form by < 1e-3).
+    Gelu,
+}
+
+impl Activation {
+    fn code(self) -> (u32, f32) {
+        match self {
+            Activation::Linear => (0, 0.0),
+            Activation::Relu => (1, 0.0),
+            Activation::Sigmoid => (2, 0.0),
+            Activation::Tanh => (3, 0.0),
+            Activation::LeakyRelu(s) => (4, s),
+            Activation::Gelu => (5, 0.0),
+        }
+    }
+}
+
+/// A binary elementwise operation on equal-shaped tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    code: u32,
+    pad: u32,
+    alpha: f32,
+    beta: f32,
+    pad1: [f32; 2],
+}
+
+impl Gpu {
+    fn elementwise(
+        &self,
+        entry: &str,
+        x: &GpuTensor,
+        y: Option<&GpuTensor>,
+        c: usize,
+        code: u32,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<GpuTensor> {
+        x.expect_f32(entry_op(entry))?;
+        let out = self.empty(x.shape(), DType::F32)?;
+        let n = u32_of("elements", x.len())?;
+        let p = Params { n, c: u32_of("bias length", c)?, code, pad: 0, alpha, beta, pad1: [0.0; 2] };
+        let (gx, gy) = grid(n.div_ceil(256));
+        let mut bufs = vec![(1, x.buffer()), (3, out.buffer())];
+        if let Some(y) = y {
+            y.expect_f32(entry_op(entry))?;
+            bufs.push((2, y.buffer()));
+        }
+        if n > 0 {
+            let mut batch = self.batch();
+            batch.dispatch("elementwise", entry, &p, &bufs, (gx, gy, 1))?;
+            batch.submit();
+        }
+        Ok(out)
+    }
+
+    /// `x + bias`, with `bias` broadcast over the last axis of `x`.
+    pub fn bias_add(&self, x: &GpuTensor, bias: &GpuTensor) -> Result<GpuTensor> {
+        let c = *x.shape().last().unwrap_or(&1);
+        expect_len("bias_add", "bias (last axis of x)", bias, c)?;
+        if c == 0 {
+            return self.empty(x.shape(), DType::F32);
+        }
+        self.elementwise("bias_add", x, Some(bias), c, 0, 0.0, 0.0)
+    }
+
+    /// `act(x)`.
+    pub fn activation(&self, act: Activation, x: &GpuTensor) -> Result<GpuTensor> {
+        let (code, alpha) = act.code();
+        self.elementwise("activation", x, None, 1, code, alpha, 0.0)
+    }
+
+    /// `dy * act'(x)`: the gradient wrt the activation's input `x`, given the upstream gradient `dy`.
+    pub fn activation_backward(&self, act: Activation, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        expect_len("activation_backward", "dy (same size as x)", dy, x.len())?;
+        let (code, alpha) = act.code();
+        self.elementwise("activation_grad", x, Some(dy), 1, code, alpha, 0.0)
+    }
+
+    /// `a op b` for equal-sized tensors (the result takes `a`'s shape).
+    pub fn binary(&self, op: BinaryOp, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        if a.shape() != b.shape() {
+            return Err(GpuError::Shape {
+                op: "binary",
+                expected: format!("{:?} (same as a)", a.shape()),
+                got: format!("{:?}", b.shape()),
+            });
+        }
+        let code = match op {
+            BinaryOp::Add => 0,
+            BinaryOp::Sub => 1,
+            BinaryOp::Mul => 2,
+        };
+        self.elementwise("binary", a, Some(b), 1, code, 0.0, 0.0)
+    }
+
+    /// `a + b` (equal shapes).
+    pub fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        self.binary(BinaryOp::Add, a, b)
+    }
+
+    /// `a * b` elementwise (equal shapes).
+    pub fn mul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        self.binary(BinaryOp::Mul, a, b)
+    }
+
+    /// `alpha * x + beta`.
+    pub fn scale(&self, x: &GpuTensor, alpha: f32, beta: f32) -> Result<GpuTensor> {
+        self.elementwise("scale", x, None, 1, 0, alpha, beta)
+    }
+}
+
+fn entry_op(entry: &str) -> &'static str {
+    match entry {
+        "bias_add" => "bias_add",
+        "activation" => "activation",
+        "activation_grad" => "activation_backward",
+        "binary" => "binary",
+        _ => "scale",
+    }
+}

@@ -1,0 +1,141 @@
+//! Batched GEMM: `C = op(A) · op(B)` with optional transposes (shaders `matmul`, `matmul_vec4`).
+
+use super::u32_of;
+use crate::{Gpu, GpuError, GpuTensor, Result};
+
+/// Full description of a batched GEMM over flat buffers.
+///
+/// Matrix `b_i` of A starts at element `i * stride_a` (likewise B, C); a stride of 0
+/// broadcasts one matrix over the batch. C is written packed (`[batch, m, n]`). A is `m x k` (stored `k x m` when `trans_a`),
+/// B is `k x n` (stored `n x k` when `trans_b`), C is `m x n`, all row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulDesc {
+    /// Rows of op(A) and C.
+    pub m: usize,
+    /// Columns of op(B) and C.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Number of matrices.
+    pub batch: usize,
+    /// Use Aᵀ (A stored `k x m`).
+    pub trans_a: bool,
+    /// Use Bᵀ (B stored `n x k`).
+    pub trans_b: bool,
+    /// Elements between consecutive A matrices (0 broadcasts).
+    pub stride_a: usize,
+    /// Elements between consecutive B matrices (0 broadcasts).
+    pub stride_b: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    trans_a: u32,
+    trans_b: u32,
+    stride_a: u32,
+    stride_b: u32,
+    stride_c: u32,
+    pad: [u32; 3],
+}
+
+fn split(op: &'static str, t: &GpuTensor) -> Result<(usize, usize, usize)> {
+    let s = t.shape();
+    if s.len() < 2 {
+        return Err(GpuError::Shape { op, expected: "rank >= 2".into(), got: format!("{s:?}") });
+    }
+    let batch = s[..s.len() - 2].iter().product();
+    Ok((batch, s[s.len() - 2], s[s.len() - 1]))
+}
+
+impl Gpu {
+    /// `op(a) · op(b)` for tensors of shape `[..batch, rows, cols]`.
+    ///
+    /// The batch dimensions must match, or one side must have batch 1 (broadcast).
+    /// The result has the larger side's batch dimensions followed by `[m, n]`.
+    pub fn matmul(&self, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool) -> Result<GpuTensor> {
+        let (ba, ra, ca) = split("matmul", a)?;
+        let (bb, rb, cb) = split("matmul", b)?;
+        let (m, k) = if trans_a { (ca, ra) } else { (ra, ca) };
+        let (kb, n) = if trans_b { (cb, rb) } else { (rb, cb) };
+        if k != kb {
+            return Err(GpuError::Shape {
+                op: "matmul",
+                expected: format!("op(b) with {k} rows (op(a) is {m}x{k})"),
+                got: format!("op(b) {kb}x{n} (b shape {:?}, trans_b {trans_b})", b.shape()),
+            });
+        }
+        let batch = ba.max(bb);
+        if ba != bb && ba != 1 && bb != 1 {
+            return Err(GpuError::Shape {
+                op: "matmul",
+                expected: format!("equal batch sizes or one of them 1 (a batch {ba})"),
+                got: format!("b batch {bb}"),
+            });
+        }
+        let lead = if ba >= bb { a.shape() } else { b.shape() };
+        let mut shape = lead[..lead.len() - 2].to_vec();
+        shape.extend([m, n]);
+        let desc = MatmulDesc {
+            m,
+            n,
+            k,
+            batch,
+            trans_a,
+            trans_b,
+            stride_a: if ba == 1 { 0 } else { m * k },
+            stride_b: if bb == 1 { 0 } else { k * n },
+        };
+        self.matmul_with(a, b, &desc)?.reshape(&shape)
+    }
+
+    /// GEMM over flat buffers as described by `desc`; returns a `[batch, m, n]` tensor.
+    pub fn matmul_with(&self, a: &GpuTensor, b: &GpuTensor, desc: &MatmulDesc) -> Result<GpuTensor> {
+        a.expect_f32("matmul")?;
+        b.expect_f32("matmul")?;
+        let d = desc;
+        let need = |stride: usize, size: usize| if d.batch == 0 { 0 } else { (d.batch - 1) * stride + size };
+        for (name, t, n) in [("a", a, need(d.stride_a, d.m * d.k)), ("b", b, need(d.stride_b, d.k * d.n))] {
+            if t.len() < n {
+                return Err(GpuError::Shape {
+                    op: "matmul",
+                    expected: format!("{name} with at least {n} elements for {d:?}"),
+                    got: format!("{} elements", t.len()),
+                });
+            }
+        }
+        if d.k == 0 {
+            // Empty inner dimension: C is all zeros.
+            return self.zeros(&[d.batch, d.m, d.n]);
+        }
+        let out = self.empty(&[d.batch, d.m, d.n], crate::DType::F32)?;
+        let p = Params {
+            m: u32_of("m", d.m)?,
+            n: u32_of("n", d.n)?,
+            k: u32_of("k", d.k)?,
+            batch: u32_of("batch", d.batch)?,
+            trans_a: d.trans_a as u32,
+            trans_b: d.trans_b as u32,
+            stride_a: u32_of("stride_a", d.stride_a)?,
+            stride_b: u32_of("stride_b", d.stride_b)?,
+            stride_c: u32_of("stride_c", d.m * d.n)?,
+            pad: [0; 3],
+        };
+        let vec4 = !d.trans_a
+            && !d.trans_b
+            && d.k % 4 == 0
+            && d.n % 4 == 0
+            && d.stride_a % 4 == 0
+            && d.stride_b % 4 == 0;
+        let shader = if vec4 { "matmul_vec4" } else { "matmul" };
+        let groups = (u32_of("n tiles", d.n.div_ceil(64))?, u32_of("m tiles", d.m.div_ceil(64))?, p.batch);
+        let mut batch = self.batch();
+        batch.dispatch(shader, "main", &p, &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())], groups)?;
+        batch.submit();
+        Ok(out)
+    }
+}

@@ -1,0 +1,51 @@
+//! Compute kernels, one module (and one WGSL file) per op family.
+
+pub mod conv;
+pub mod elementwise;
+pub mod matmul;
+pub mod optim;
+pub mod pool2d;
+pub mod reduce;
+pub mod softmax;
+
+/// Every (shader, entry point) pair the kernels dispatch; [`crate::Gpu::warm_up`] compiles them all.
+pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
+    ("matmul", "main"),
+    ("matmul_vec4", "main"),
+    ("elementwise", "bias_add"),
+    ("elementwise", "activation"),
+    ("elementwise", "activation_grad"),
+    ("elementwise", "binary"),
+    ("elementwise", "scale"),
+    ("reduce", "sum_rows"),
+    ("reduce", "sum_partial"),
+    ("reduce", "sum_final"),
+    ("softmax", "softmax"),
+    ("softmax", "sce_logits"),
+    ("softmax", "sce_probs"),
+    ("conv", "forward"),
+    ("conv", "backward_input"),
+    ("conv", "backward_filter"),
+    ("pool2d", "max_forward"),
+    ("pool2d", "max_backward"),
+    ("optim", "sgd"),
+    ("optim", "sgd_momentum"),
+    ("optim", "adam"),
+];
+
+/// Checks that `t` has exactly `len` elements.
+pub(crate) fn expect_len(op: &'static str, what: &str, t: &crate::GpuTensor, len: usize) -> crate::Result<()> {
+    if t.len() != len {
+        return Err(crate::GpuError::Shape {
+            op,
+            expected: format!("{what} with {len} elements"),
+            got: format!("{:?} ({} elements)", t.shape(), t.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Converts a size to u32 for a uniform, failing past 2^32 - 1.
+pub(crate) fn u32_of(what: &'static str, v: usize) -> crate::Result<u32> {
+    u32::try_from(v).map_err(|_| crate::GpuError::Limit { what, got: v as u64, limit: u32::MAX as u64 })
+}

@@ -1,0 +1,131 @@
+//! In-place optimizer updates on the GPU (shader `optim`): SGD with momentum, Adam.
+
+use super::{expect_len, u32_of};
+use crate::context::grid;
+use crate::{Gpu, GpuTensor, Result};
+
+/// SGD hyper-parameters (Keras `SGD`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdParams {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum (0 disables the velocity buffer).
+    pub momentum: f32,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+}
+
+/// Adam hyper-parameters and step (Keras `Adam`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamParams {
+    /// Learning rate.
+    pub lr: f32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator epsilon (Keras default 1e-7).
+    pub epsilon: f32,
+    /// 1-based step number `t` of this update (for the bias correction).
+    pub step: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    nesterov: u32,
+    pad: [u32; 2],
+    lr: f32,
+    momentum: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    pad1: [f32; 3],
+}
+
+impl Gpu {
+    /// One SGD step in place: `w` (and the `velocity` buffer, required when momentum != 0).
+    pub fn sgd_update(
+        &self,
+        w: &mut GpuTensor,
+        grad: &GpuTensor,
+        velocity: Option<&mut GpuTensor>,
+        hp: &SgdParams,
+    ) -> Result<()> {
+        w.expect_f32("sgd_update")?;
+        expect_len("sgd_update", "grad (same size as w)", grad, w.len())?;
+        let n = u32_of("parameters", w.len())?;
+        let p = Params {
+            n,
+            nesterov: hp.nesterov as u32,
+            pad: [0; 2],
+            lr: hp.lr,
+            momentum: hp.momentum,
+            beta1: 0.0,
+            beta2: 0.0,
+            eps: 0.0,
+            pad1: [0.0; 3],
+        };
+        let (gx, gy) = grid(n.div_ceil(256));
+        let mut batch = self.batch();
+        match velocity {
+            Some(v) if hp.momentum != 0.0 => {
+                expect_len("sgd_update", "velocity (same size as w)", v, w.len())?;
+                let bufs = [(1, grad.buffer()), (2, w.buffer()), (3, v.buffer())];
+                batch.dispatch("optim", "sgd_momentum", &p, &bufs, (gx, gy, 1))?;
+            }
+            None if hp.momentum != 0.0 => {
+                return Err(crate::GpuError::Invalid {
+                    op: "sgd_update",
+                    message: format!("momentum {} needs a velocity buffer", hp.momentum),
+                });
+            }
+            _ => batch.dispatch("optim", "sgd", &p, &[(1, grad.buffer()), (2, w.buffer())], (gx, gy, 1))?,
+        }
+        if n > 0 {
+            batch.submit();
+        }
+        Ok(())
+    }
+
+    /// One Adam step in place on `w`, `m` (first moment) and `v` (second moment).
+    pub fn adam_update(
+        &self,
+        w: &mut GpuTensor,
+        grad: &GpuTensor,
+        m: &mut GpuTensor,
+        v: &mut GpuTensor,
+        hp: &AdamParams,
+    ) -> Result<()> {
+        w.expect_f32("adam_update")?;
+        for (what, t) in [("grad (same size as w)", &*grad), ("m (same size as w)", &*m), ("v (same size as w)", &*v)] {
+            expect_len("adam_update", what, t, w.len())?;
+        }
+        if hp.step == 0 {
+            return Err(crate::GpuError::Invalid { op: "adam_update", message: "step is 1-based, got 0".into() });
+        }
+        let t = hp.step as f64;
+        let lr_t = hp.lr as f64 * (1.0 - (hp.beta2 as f64).powf(t)).sqrt() / (1.0 - (hp.beta1 as f64).powf(t));
+        let n = u32_of("parameters", w.len())?;
+        let p = Params {
+            n,
+            nesterov: 0,
+            pad: [0; 2],
+            lr: lr_t as f32,
+            momentum: 0.0,
+            beta1: hp.beta1,
+            beta2: hp.beta2,
+            eps: hp.epsilon,
+            pad1: [0.0; 3],
+        };
+        if n > 0 {
+            let (gx, gy) = grid(n.div_ceil(256));
+            let mut batch = self.batch();
+            let bufs = [(1, grad.buffer()), (2, w.buffer()), (3, m.buffer()), (4, v.buffer())];
+            batch.dispatch("optim", "adam", &p, &bufs, (gx, gy, 1))?;
+            batch.submit();
+        }
+        Ok(())
+    }
+}

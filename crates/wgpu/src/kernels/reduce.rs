@@ -1,0 +1,85 @@
+//! Reductions (shader `reduce`): column sums, full sum and mean.
+
+use super::u32_of;
+use crate::context::{grid, Batch};
+use crate::{DType, Gpu, GpuError, GpuTensor, Result};
+
+/// Workgroups of the first pass of a full reduction (each sums a grid-strided share).
+const PARTIALS: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    rows: u32,
+    cols: u32,
+    n: u32,
+    pad: u32,
+    scale: f32,
+    pad1: [f32; 3],
+}
+
+impl Gpu {
+    /// Sums a `[..rows, cols]` tensor over every axis but the last: `[cols]` (the bias gradient).
+    pub fn sum_rows(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        x.expect_f32("sum_rows")?;
+        let cols = *x.shape().last().ok_or_else(|| GpuError::Shape {
+            op: "sum_rows",
+            expected: "rank >= 1".into(),
+            got: "a scalar".into(),
+        })?;
+        let rows = if cols == 0 { 0 } else { x.len() / cols };
+        let out = self.empty(&[cols], DType::F32)?;
+        let p = Params { rows: u32_of("rows", rows)?, cols: u32_of("cols", cols)?, n: 0, pad: 0, scale: 1.0, pad1: [0.0; 3] };
+        if cols > 0 {
+            let (gx, gy) = grid(p.cols.div_ceil(256));
+            let mut batch = self.batch();
+            batch.dispatch("reduce", "sum_rows", &p, &[(1, x.buffer()), (2, out.buffer())], (gx, gy, 1))?;
+            batch.submit();
+        }
+        Ok(out)
+    }
+
+    /// Sum of all elements, as a `[1]` tensor.
+    pub fn sum(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        self.scaled_sum(x, 1.0)
+    }
+
+    /// Mean of all elements, as a `[1]` tensor (NaN for an empty tensor).
+    pub fn mean(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        self.scaled_sum(x, 1.0 / x.len() as f32)
+    }
+
+    fn scaled_sum(&self, x: &GpuTensor, scale: f32) -> Result<GpuTensor> {
+        x.expect_f32("sum")?;
+        let out = self.empty(&[1], DType::F32)?;
+        let mut batch = self.batch();
+        let partials = self.record_sum(&mut batch, x.buffer(), x.len(), scale, out.buffer())?;
+        batch.submit();
+        drop(partials);
+        Ok(out)
+    }
+
+    /// Records `out[0] = scale * sum(src[0..n])` into `batch`; the returned scratch tensor
+    /// must live until the batch is submitted.
+    pub(crate) fn record_sum(
+        &self,
+        batch: &mut Batch<'_>,
+        src: &wgpu::Buffer,
+        n: usize,
+        scale: f32,
+        out: &wgpu::Buffer,
+    ) -> Result<Option<GpuTensor>> {
+        let n32 = u32_of("elements", n)?;
+        let mk = |n: u32| Params { rows: 0, cols: 0, n, pad: 0, scale, pad1: [0.0; 3] };
+        if n <= 256 * 64 {
+            batch.dispatch("reduce", "sum_final", &mk(n32), &[(1, src), (2, out)], (1, 1, 1))?;
+            return Ok(None);
+        }
+        let groups = n.div_ceil(256).min(PARTIALS);
+        let partial = self.empty(&[groups], DType::F32)?;
+        let p1 = Params { scale: 1.0, ..mk(n32) };
+        batch.dispatch("reduce", "sum_partial", &p1, &[(1, src), (2, partial.buffer())], (groups as u32, 1, 1))?;
+        batch.dispatch("reduce", "sum_final", &mk(groups as u32), &[(1, partial.buffer()), (2, out)], (1, 1, 1))?;
+        Ok(Some(partial))
+    }
+}

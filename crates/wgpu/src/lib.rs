@@ -1,0 +1,111 @@
+//! cortex-wgpu: the GPU backend of cortex-nn, WGSL compute kernels on [wgpu].
+//!
+//! A [`Gpu`] owns one wgpu device and queue, a cache of compiled compute pipelines and a
+//! pool of storage buffers. Tensors live on the device as [`GpuTensor`]s (row-major f32,
+//! NHWC for images); every kernel takes `&GpuTensor`s and returns new ones, so work stays
+//! on the GPU until [`Gpu::download`], the only readback path.
+//!
+//! Kernel families (one Rust module and one WGSL file each):
+//! - [`kernels::matmul`]: batched, optionally transposed GEMM (tiled, 4x4 register blocking,
+//!   vec4 loads when the layout allows);
+//! - [`kernels::elementwise`]: bias add, activations forward/backward, add/sub/mul/scale;
+//! - [`kernels::reduce`]: column sums (bias gradient), full sum and mean;
+//! - [`kernels::softmax`]: softmax and sparse categorical cross-entropy (loss + gradient);
+//! - [`kernels::conv`]: NHWC conv2d forward / backward-input / backward-filter as implicit GEMM;
+//! - [`kernels::pool2d`]: 2-D max pooling forward (with argmax) and backward;
+//! - [`kernels::optim`]: in-place SGD (momentum, Nesterov) and Adam updates.
+
+use thiserror::Error;
+
+pub mod context;
+pub mod kernels;
+pub mod pipelines;
+pub mod pool;
+pub mod source;
+pub mod tensor;
+
+pub use context::{adapters, AdapterSummary, Gpu};
+pub use kernels::conv::Conv2dSpec;
+pub use kernels::elementwise::{Activation, BinaryOp};
+pub use kernels::matmul::MatmulDesc;
+pub use kernels::optim::{AdamParams, SgdParams};
+pub use kernels::pool2d::{MaxPool2dOutput, Pool2dSpec};
+pub use kernels::softmax::{CrossEntropyInput, CrossEntropyOutput};
+pub use pool::PoolStats;
+pub use tensor::{DType, GpuTensor};
+
+/// Errors of the GPU backend.
+#[derive(Debug, Error)]
+pub enum GpuError {
+    /// No wgpu adapter (GPU or software rasteriser) was found.
+    #[error("no GPU adapter found (wgpu saw none for backends {backends}); install a Vulkan/Metal/DX12 driver, or Mesa's lavapipe for a software device")]
+    NoAdapter {
+        /// The backends that were searched.
+        backends: String,
+    },
+    /// The adapter refused to create a device.
+    #[error("could not create a device on adapter '{adapter}': {message}")]
+    RequestDevice {
+        /// Adapter name.
+        adapter: String,
+        /// wgpu's message.
+        message: String,
+    },
+    /// A shader name or entry point is not registered.
+    #[error("unknown shader '{0}' (not in the shader registry)")]
+    UnknownShader(String),
+    /// Pipeline creation (WGSL compile or validation) failed.
+    #[error("compiling shader '{shader}' entry point '{entry}' failed: {message}")]
+    Shader {
+        /// Shader name.
+        shader: String,
+        /// Entry point.
+        entry: String,
+        /// Compiler / validation message.
+        message: String,
+    },
+    /// Tensor shapes do not fit the operation.
+    #[error("{op}: shape mismatch: expected {expected}, got {got}")]
+    Shape {
+        /// Operation name.
+        op: &'static str,
+        /// What the operation needed.
+        expected: String,
+        /// What it was given.
+        got: String,
+    },
+    /// A tensor had the wrong element type.
+    #[error("{op}: dtype mismatch: expected {expected:?}, got {got:?}")]
+    DType {
+        /// Operation name.
+        op: &'static str,
+        /// Needed element type.
+        expected: DType,
+        /// Given element type.
+        got: DType,
+    },
+    /// An argument was out of range.
+    #[error("{op}: invalid argument: {message}")]
+    Invalid {
+        /// Operation name.
+        op: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// A size exceeds a device limit (buffer binding size, workgroup count).
+    #[error("{what}: {got} exceeds the device limit {limit}")]
+    Limit {
+        /// What was too large.
+        what: &'static str,
+        /// Requested amount.
+        got: u64,
+        /// Device limit.
+        limit: u64,
+    },
+    /// Mapping a buffer for readback or waiting for the device failed.
+    #[error("readback failed: {0}")]
+    Readback(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = GpuError> = std::result::Result<T, E>;

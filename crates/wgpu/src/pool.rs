@@ -1,0 +1,110 @@
+//! Buffer pool: device buffers bucketed by size class and usage, reused instead of reallocated.
+//!
+//! Sizes round up to a power of two (at least 256 bytes), so a tensor of any size in
+//! (2^(k-1), 2^k] bytes reuses the same buffers; this wastes at most half of a buffer but
+//! makes a steady training loop allocate nothing after its first step.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Smallest bucket, in bytes (also wgpu's uniform offset alignment).
+pub const MIN_BUCKET: u64 = 256;
+
+/// The size class a request of `bytes` rounds up to.
+pub fn bucket_size(bytes: u64) -> u64 {
+    bytes.max(MIN_BUCKET).next_power_of_two()
+}
+
+/// Allocation counters of a [`BufferPool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Buffers created on the device since the pool was made.
+    pub allocations: usize,
+    /// Bytes of all buffers created (including those freed by [`BufferPool::trim`]).
+    pub allocated_bytes: u64,
+    /// Buffers currently idle in the pool.
+    pub free_buffers: usize,
+}
+
+/// A pool of device buffers keyed by (size class, usage).
+pub struct BufferPool {
+    device: wgpu::Device,
+    free: Mutex<HashMap<(u64, wgpu::BufferUsages), Vec<wgpu::Buffer>>>,
+    allocations: AtomicUsize,
+    allocated_bytes: AtomicU64,
+}
+
+impl BufferPool {
+    /// An empty pool allocating on `device`.
+    pub fn new(device: wgpu::Device) -> Self {
+        Self { device, free: Mutex::default(), allocations: AtomicUsize::new(0), allocated_bytes: AtomicU64::new(0) }
+    }
+
+    /// A buffer of at least `bytes` bytes with `usage`, reused from the pool when one is idle.
+    pub fn acquire(self: &Arc<Self>, bytes: u64, usage: wgpu::BufferUsages) -> PooledBuffer {
+        let size = bucket_size(bytes);
+        let reused = self.free.lock().unwrap().get_mut(&(size, usage)).and_then(Vec::pop);
+        let buffer = reused.unwrap_or_else(|| {
+            self.allocations.fetch_add(1, Ordering::Relaxed);
+            self.allocated_bytes.fetch_add(size, Ordering::Relaxed);
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("cortex-wgpu pool"),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        });
+        PooledBuffer { buffer: Some(buffer), usage, size, pool: Arc::clone(self) }
+    }
+
+    fn release(&self, buffer: wgpu::Buffer, size: u64, usage: wgpu::BufferUsages) {
+        self.free.lock().unwrap().entry((size, usage)).or_default().push(buffer);
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            allocations: self.allocations.load(Ordering::Relaxed),
+            allocated_bytes: self.allocated_bytes.load(Ordering::Relaxed),
+            free_buffers: self.free.lock().unwrap().values().map(Vec::len).sum(),
+        }
+    }
+
+    /// Destroys every idle buffer (live tensors are untouched).
+    pub fn trim(&self) {
+        for (_, bufs) in self.free.lock().unwrap().drain() {
+            for b in bufs {
+                b.destroy();
+            }
+        }
+    }
+}
+
+/// A buffer borrowed from a [`BufferPool`]; it goes back to the pool on drop.
+pub struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    usage: wgpu::BufferUsages,
+    size: u64,
+    pool: Arc<BufferPool>,
+}
+
+impl PooledBuffer {
+    /// The underlying wgpu buffer (its size is the bucket size, not the requested size).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("pooled buffer is present until drop")
+    }
+
+    /// Bucket size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            self.pool.release(b, self.size, self.usage);
+        }
+    }
+}

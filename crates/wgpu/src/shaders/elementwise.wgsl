@@ -1,0 +1,148 @@
+// Elementwise kernels: bias add, activations forward / backward, binary ops, scale.
+// One thread per element; 2-D grids linearise as (wid.y * num_workgroups.x + wid.x) * 256 + lid.x.
+
+struct Params {
+    n: u32,
+    // bias_add: bias length (last axis); activation*: activation code; binary: op code.
+    c: u32,
+    code: u32,
+    _pad: u32,
+    // leakyRelu slope, or scale's multiplier.
+    alpha: f32,
+    // scale's offset.
+    beta: f32,
+    _pad1: f32,
+    _pad2: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const LINEAR: u32 = 0u;
+const RELU: u32 = 1u;
+const SIGMOID: u32 = 2u;
+const TANH: u32 = 3u;
+const LEAKY_RELU: u32 = 4u;
+const GELU: u32 = 5u;
+
+// sqrt(2 / pi) of the tanh-approximated GELU.
+const GELU_C: f32 = 0.7978845608028654;
+const GELU_A: f32 = 0.044715;
+
+fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * 256u + lid.x;
+}
+
+// tanh that stays finite for large |v| (tanh(15) == 1 in f32).
+fn tanh_safe(v: f32) -> f32 {
+    return tanh(clamp(v, -15.0, 15.0));
+}
+
+fn sigmoid(v: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-v));
+}
+
+fn act(code: u32, v: f32) -> f32 {
+    switch code {
+        case RELU: {
+            return max(v, 0.0);
+        }
+        case SIGMOID: {
+            return sigmoid(v);
+        }
+        case TANH: {
+            return tanh_safe(v);
+        }
+        case LEAKY_RELU: {
+            return select(p.alpha * v, v, v > 0.0);
+        }
+        case GELU: {
+            return 0.5 * v * (1.0 + tanh_safe(GELU_C * (v + GELU_A * v * v * v)));
+        }
+        default: {
+            return v;
+        }
+    }
+}
+
+// d act / d v at the input v.
+fn act_grad(code: u32, v: f32) -> f32 {
+    switch code {
+        case RELU: {
+            return select(0.0, 1.0, v > 0.0);
+        }
+        case SIGMOID: {
+            let s = sigmoid(v);
+            return s * (1.0 - s);
+        }
+        case TANH: {
+            let t = tanh_safe(v);
+            return 1.0 - t * t;
+        }
+        case LEAKY_RELU: {
+            return select(p.alpha, 1.0, v > 0.0);
+        }
+        case GELU: {
+            let t = tanh_safe(GELU_C * (v + GELU_A * v * v * v));
+            return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * v * v);
+        }
+        default: {
+            return 1.0;
+        }
+    }
+}
+
+// out = x + y[i % c] (bias over the last axis).
+@compute @workgroup_size(256)
+fn bias_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        out[i] = x[i] + y[i % p.c];
+    }
+}
+
+// out = act(x).
+@compute @workgroup_size(256)
+fn activation(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        out[i] = act(p.code, x[i]);
+    }
+}
+
+// out = dy * act'(x), with x at binding 1 and dy at binding 2.
+@compute @workgroup_size(256)
+fn activation_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        out[i] = y[i] * act_grad(p.code, x[i]);
+    }
+}
+
+// out = x op y; op 0 add, 1 sub, 2 mul.
+@compute @workgroup_size(256)
+fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        let a = x[i];
+        let b = y[i];
+        var r = a + b;
+        if (p.code == 1u) {
+            r = a - b;
+        } else if (p.code == 2u) {
+            r = a * b;
+        }
+        out[i] = r;
+    }
+}
+
+// out = alpha * x + beta.
+@compute @workgroup_size(256)
+fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        out[i] = fma(p.alpha, x[i], p.beta);
+    }
+}

@@ -1,0 +1,115 @@
+// Batched GEMM, scalar loads: C[b] = op(A[b]) * op(B[b]), op = optional transpose.
+// A is M x K (stored K x M when trans_a), B is K x N (stored N x K when trans_b), C is M x N.
+// 64x64 output tile per workgroup of 16x16 threads, K in steps of 16 through workgroup
+// memory; each thread accumulates a 4x4 block (rows ly + 16 i, columns lx + 16 j).
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    trans_a: u32,
+    trans_b: u32,
+    stride_a: u32,
+    stride_b: u32,
+    stride_c: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+
+var<workgroup> a_tile: array<f32, 1024>; // [TK][TM]
+var<workgroup> b_tile: array<f32, 1024>; // [TK][TN]
+
+fn load_a(base: u32, row: u32, kk: u32) -> f32 {
+    if (row >= p.m || kk >= p.k) {
+        return 0.0;
+    }
+    if (p.trans_a == 0u) {
+        return a[base + row * p.k + kk];
+    }
+    return a[base + kk * p.m + row];
+}
+
+fn load_b(base: u32, kk: u32, col: u32) -> f32 {
+    if (kk >= p.k || col >= p.n) {
+        return 0.0;
+    }
+    if (p.trans_b == 0u) {
+        return b[base + kk * p.n + col];
+    }
+    return b[base + col * p.k + kk];
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tid = lid.y * 16u + lid.x;
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TN;
+    let base_a = wid.z * p.stride_a;
+    let base_b = wid.z * p.stride_b;
+    let base_c = wid.z * p.stride_c;
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = 0.0;
+    }
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        for (var l = 0u; l < 4u; l++) {
+            let e = tid + l * 256u;
+            // Coalesce along whichever dimension is contiguous in memory.
+            var r: u32;
+            var ka: u32;
+            if (p.trans_a == 0u) {
+                r = e / TK;
+                ka = e % TK;
+            } else {
+                r = e % TM;
+                ka = e / TM;
+            }
+            a_tile[ka * TM + r] = load_a(base_a, row0 + r, k0 + ka);
+            var cn: u32;
+            var kb: u32;
+            if (p.trans_b == 0u) {
+                cn = e % TN;
+                kb = e / TN;
+            } else {
+                cn = e / TK;
+                kb = e % TK;
+            }
+            b_tile[kb * TN + cn] = load_b(base_b, k0 + kb, col0 + cn);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            var av: array<f32, 4>;
+            var bv: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                av[i] = a_tile[kk * TM + lid.y + 16u * i];
+                bv[i] = b_tile[kk * TN + lid.x + 16u * i];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let r = row0 + lid.y + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let cc = col0 + lid.x + 16u * j;
+            if (r < p.m && cc < p.n) {
+                c[base_c + r * p.n + cc] = acc[i * 4u + j];
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Shared test helpers: the device, a deterministic RNG and the error metric.
+
+use std::sync::OnceLock;
+
+use cortex_wgpu::Gpu;
+
+/// The shared device, or `None` when `CORTEX_SKIP_GPU_TESTS=1`; panics with the error otherwise.
+pub fn gpu() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        if skip() {
+            eprintln!("CORTEX_SKIP_GPU_TESTS=1: skipping GPU test");
+            return None;
+        }
+        match Gpu::new() {
+            Ok(g) => Some(g),
+            Err(e) => panic!("Gpu::new() failed: {e} (set CORTEX_SKIP_GPU_TESTS=1 to skip GPU tests)"),
+        }
+    })
+    .as_ref()
+}
+
+/// True when GPU tests are explicitly skipped.
+pub fn skip() -> bool {
+    std::env::var("CORTEX_SKIP_GPU_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// Deterministic xorshift values in [-1, 1).
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Max relative error of `got` vs `want`: |g - w| / max(|w|, floor) where the floor is
+/// 1e-2 of the reference's largest magnitude (so entries that cancel to ~0 are judged
+/// relative to the tensor's scale, not to themselves).
+pub fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let floor = (scale * 1e-2).max(1e-30);
+    got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(floor)).fold(0.0, f64::max)
+}
+
+/// Asserts `max_rel_err(got, want) <= tol`.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    let err = max_rel_err(got, want);
+    assert!(err <= tol, "{what}: max relative error {err:e} > {tol:e}");
+}

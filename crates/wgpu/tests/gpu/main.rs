@@ -1,0 +1,16 @@
+//! GPU kernel tests against plain f64 CPU references.
+//!
+//! These tests need a wgpu adapter (on a machine without a GPU, Mesa's lavapipe works:
+//! `apt install mesa-vulkan-drivers`). They fail when no adapter can be opened, so a broken
+//! driver setup is never mistaken for a pass; set `CORTEX_SKIP_GPU_TESTS=1` to skip them
+//! explicitly (the shader validation tests still run).
+
+mod common;
+mod conv;
+mod elementwise;
+mod matmul;
+mod optim;
+mod pool2d;
+mod pooling_alloc;
+mod reduce_softmax;
+mod shaders;

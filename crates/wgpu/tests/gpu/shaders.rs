@@ -1,0 +1,39 @@
+//! Every registered shader parses and validates with naga; every entry point compiles on the device.
+
+use cortex_wgpu::source::SHADERS;
+use wgpu::naga;
+
+#[test]
+fn every_shader_parses_and_validates() {
+    assert!(SHADERS.len() >= 8);
+    for (name, src) in SHADERS {
+        let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+        v.validate(&module).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        assert!(module.entry_points.iter().all(|e| e.stage == naga::ShaderStage::Compute), "{name}");
+    }
+}
+
+#[test]
+fn every_entry_point_is_registered_and_compiles() {
+    for (shader, entry) in cortex_wgpu::kernels::ALL_ENTRY_POINTS {
+        let src = cortex_wgpu::source::shader_source(shader).unwrap_or_else(|| panic!("{shader} not registered"));
+        let module = naga::front::wgsl::parse_str(src).unwrap();
+        assert!(module.entry_points.iter().any(|e| e.name == *entry), "{shader}::{entry} missing");
+    }
+    let Some(gpu) = super::common::gpu() else { return };
+    let n = gpu.warm_up().expect("compile every pipeline");
+    assert_eq!(gpu.pipeline_count(), n);
+}
+
+#[test]
+fn adapters_are_listed() {
+    let list = cortex_wgpu::adapters();
+    eprintln!("adapters: {list:#?}");
+    if super::common::skip() {
+        return;
+    }
+    assert!(!list.is_empty(), "wgpu sees no adapter");
+    let gpu = super::common::gpu().unwrap();
+    eprintln!("using {:?}, features {:?}", gpu.adapter_summary(), gpu.features());
+}

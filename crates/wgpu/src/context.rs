@@ -53,7 +53,11 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 
 /// Every adapter wgpu can see (all backends enabled in this build), without creating devices.
 pub fn adapters() -> Vec<AdapterSummary> {
-    make_instance().enumerate_adapters(wgpu::Backends::all()).iter().map(summarize).collect()
+    make_instance()
+        .enumerate_adapters(wgpu::Backends::all())
+        .iter()
+        .map(summarize)
+        .collect()
 }
 
 /// One GPU device with its queue, pipeline cache and buffer pool.
@@ -83,13 +87,18 @@ impl Gpu {
         let mut list = instance.enumerate_adapters(wgpu::Backends::all());
         if list.is_empty() {
             let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-            return Err(GpuError::NoAdapter { backends: format!("{backends:?}") });
+            return Err(GpuError::NoAdapter {
+                backends: format!("{backends:?}"),
+            });
         }
         list.sort_by_key(|a| rank(a.get_info().device_type));
         let wanted = std::env::var("CORTEX_WGPU_ADAPTER").ok();
         let idx = wanted
             .as_deref()
-            .and_then(|w| list.iter().position(|a| a.get_info().name.to_lowercase().contains(&w.to_lowercase())))
+            .and_then(|w| {
+                list.iter()
+                    .position(|a| a.get_info().name.to_lowercase().contains(&w.to_lowercase()))
+            })
             .unwrap_or(0);
         let adapter = list.swap_remove(idx);
         let summary = summarize(&adapter);
@@ -101,9 +110,21 @@ impl Gpu {
             required_limits: adapter.limits(),
             ..Default::default()
         }))
-        .map_err(|e| GpuError::RequestDevice { adapter: summary.name.clone(), message: e.to_string() })?;
+        .map_err(|e| GpuError::RequestDevice {
+            adapter: summary.name.clone(),
+            message: e.to_string(),
+        })?;
         let pool = Arc::new(BufferPool::new(device.clone()));
-        Ok(Gpu { instance, adapter, device, queue, pipelines: PipelineCache::default(), pool, summary, granted })
+        Ok(Gpu {
+            instance,
+            adapter,
+            device,
+            queue,
+            pipelines: PipelineCache::default(),
+            pool,
+            summary,
+            granted,
+        })
     }
 
     /// The adapter this context runs on.
@@ -133,7 +154,9 @@ impl Gpu {
 
     /// Blocks until all submitted work has finished.
     pub fn wait(&self) -> Result<()> {
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
         Ok(())
     }
 
@@ -148,7 +171,11 @@ impl Gpu {
 
     /// Starts a batch of dispatches recorded into one command encoder.
     pub(crate) fn batch(&self) -> Batch<'_> {
-        Batch { gpu: self, encoder: self.device.create_command_encoder(&Default::default()), keep: Vec::new() }
+        Batch {
+            gpu: self,
+            encoder: self.device.create_command_encoder(&Default::default()),
+            keep: Vec::new(),
+        }
     }
 }
 
@@ -181,14 +208,25 @@ impl Batch<'_> {
         groups: (u32, u32, u32),
     ) -> Result<()> {
         let gpu = self.gpu;
-        for (what, g) in [("workgroups x", groups.0), ("workgroups y", groups.1), ("workgroups z", groups.2)] {
+        for (what, g) in [
+            ("workgroups x", groups.0),
+            ("workgroups y", groups.1),
+            ("workgroups z", groups.2),
+        ] {
             if g > MAX_GROUPS {
-                return Err(GpuError::Limit { what, got: g as u64, limit: MAX_GROUPS as u64 });
+                return Err(GpuError::Limit {
+                    what,
+                    got: g as u64,
+                    limit: MAX_GROUPS as u64,
+                });
             }
         }
         let pipe = gpu.pipelines.get(&gpu.device, shader, entry)?;
         let bytes = bytemuck::bytes_of(params);
-        let uniform = gpu.pool.acquire(bytes.len() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let uniform = gpu.pool.acquire(
+            bytes.len() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
         gpu.queue.write_buffer(uniform.buffer(), 0, bytes);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
@@ -208,7 +246,10 @@ impl Batch<'_> {
             entries: &entries,
         });
         {
-            let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
+            let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(entry),
+                timestamp_writes: None,
+            });
             pass.set_pipeline(&pipe.pipeline);
             pass.set_bind_group(0, &bind, &[]);
             if groups.0 > 0 && groups.1 > 0 && groups.2 > 0 {

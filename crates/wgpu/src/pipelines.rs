@@ -40,7 +40,11 @@ impl PipelineCache {
             cache: None,
         });
         if let Some(err) = pollster::block_on(device.pop_error_scope()) {
-            return Err(GpuError::Shader { shader: shader.into(), entry: entry.into(), message: err.to_string() });
+            return Err(GpuError::Shader {
+                shader: shader.into(),
+                entry: entry.into(),
+                message: err.to_string(),
+            });
         }
         let layout = pipeline.get_bind_group_layout(0);
         let cached = CachedPipeline { pipeline, layout };
@@ -75,7 +79,11 @@ impl PipelineCache {
             source: wgpu::ShaderSource::Wgsl(src.into()),
         });
         if let Some(err) = pollster::block_on(device.pop_error_scope()) {
-            return Err(GpuError::Shader { shader: name.into(), entry: "(module)".into(), message: err.to_string() });
+            return Err(GpuError::Shader {
+                shader: name.into(),
+                entry: "(module)".into(),
+                message: err.to_string(),
+            });
         }
         modules.insert(name, module.clone());
         Ok(module)

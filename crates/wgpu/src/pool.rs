@@ -38,7 +38,12 @@ pub struct BufferPool {
 impl BufferPool {
     /// An empty pool allocating on `device`.
     pub fn new(device: wgpu::Device) -> Self {
-        Self { device, free: Mutex::default(), allocations: AtomicUsize::new(0), allocated_bytes: AtomicU64::new(0) }
+        Self {
+            device,
+            free: Mutex::default(),
+            allocations: AtomicUsize::new(0),
+            allocated_bytes: AtomicU64::new(0),
+        }
     }
 
     /// A buffer of at least `bytes` bytes with `usage`, reused from the pool when one is idle.
@@ -55,7 +60,12 @@ impl BufferPool {
                 mapped_at_creation: false,
             })
         });
-        PooledBuffer { buffer: Some(buffer), usage, size, pool: Arc::clone(self) }
+        PooledBuffer {
+            buffer: Some(buffer),
+            usage,
+            size,
+            pool: Arc::clone(self),
+        }
     }
 
     fn release(&self, buffer: wgpu::Buffer, size: u64, usage: wgpu::BufferUsages) {

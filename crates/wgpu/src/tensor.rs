@@ -62,7 +62,11 @@ impl GpuTensor {
 
     pub(crate) fn expect_f32(&self, op: &'static str) -> Result<()> {
         if self.dtype != DType::F32 {
-            return Err(GpuError::DType { op, expected: DType::F32, got: self.dtype });
+            return Err(GpuError::DType {
+                op,
+                expected: DType::F32,
+                got: self.dtype,
+            });
         }
         Ok(())
     }
@@ -70,7 +74,10 @@ impl GpuTensor {
 
 impl std::fmt::Debug for GpuTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuTensor").field("shape", &self.shape).field("dtype", &self.dtype).finish()
+        f.debug_struct("GpuTensor")
+            .field("shape", &self.shape)
+            .field("dtype", &self.dtype)
+            .finish()
     }
 }
 
@@ -115,11 +122,20 @@ impl Gpu {
         let bytes = (len as u64) * 4;
         let limit = self.device.limits().max_storage_buffer_binding_size as u64;
         if bytes > limit {
-            return Err(GpuError::Limit { what: "tensor bytes", got: bytes, limit });
+            return Err(GpuError::Limit {
+                what: "tensor bytes",
+                got: bytes,
+                limit,
+            });
         }
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let buf = self.pool.acquire(bytes, usage);
-        Ok(GpuTensor { buf, len, shape: shape.to_vec(), dtype })
+        Ok(GpuTensor {
+            buf,
+            len,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// A new f32 tensor of `shape` filled with zeros.
@@ -140,7 +156,11 @@ impl Gpu {
     /// Reads a u32 tensor back to the host (blocks until the GPU has finished).
     pub fn download_u32(&self, t: &GpuTensor) -> Result<Vec<u32>> {
         if t.dtype != DType::U32 {
-            return Err(GpuError::DType { op: "download_u32", expected: DType::U32, got: t.dtype });
+            return Err(GpuError::DType {
+                op: "download_u32",
+                expected: DType::U32,
+                got: t.dtype,
+            });
         }
         Ok(bytemuck::cast_slice(&self.read_bytes(t)?).to_vec())
     }
@@ -150,7 +170,9 @@ impl Gpu {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.pool.acquire(bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let staging = self
+            .pool
+            .acquire(bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(t.buffer(), 0, staging.buffer(), 0, bytes);
         self.queue.submit(Some(enc.finish()));
@@ -159,7 +181,9 @@ impl Gpu {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
         rx.recv()
             .map_err(|e| GpuError::Readback(e.to_string()))?
             .map_err(|e| GpuError::Readback(e.to_string()))?;

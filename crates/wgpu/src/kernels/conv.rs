@@ -16,7 +16,11 @@ pub struct Conv2dSpec {
 
 impl Default for Conv2dSpec {
     fn default() -> Self {
-        Self { strides: (1, 1), dilation: (1, 1), padding: [0; 4] }
+        Self {
+            strides: (1, 1),
+            dilation: (1, 1),
+            padding: [0; 4],
+        }
     }
 }
 
@@ -90,10 +94,12 @@ fn geometry(op: &'static str, x: [usize; 4], k: [usize; 4], spec: &Conv2dSpec) -
             got: format!("kernel {k:?}"),
         });
     }
-    let (oh, ow) = spec.output_size(x[1], x[2], k[0], k[1]).ok_or_else(|| GpuError::Invalid {
-        op,
-        message: format!("kernel {k:?} with {spec:?} does not fit input {x:?}"),
-    })?;
+    let (oh, ow) = spec
+        .output_size(x[1], x[2], k[0], k[1])
+        .ok_or_else(|| GpuError::Invalid {
+            op,
+            message: format!("kernel {k:?} with {spec:?} does not fit input {x:?}"),
+        })?;
     Ok(Geometry { x, k, oh, ow })
 }
 
@@ -135,9 +141,19 @@ impl Gpu {
             gk: u32_of("gemm k", gk)?,
             pad1: 0,
         };
-        let groups = (u32_of("n tiles", gn.div_ceil(64))?, u32_of("m tiles", gm.div_ceil(64))?, 1);
+        let groups = (
+            u32_of("n tiles", gn.div_ceil(64))?,
+            u32_of("m tiles", gm.div_ceil(64))?,
+            1,
+        );
         let mut batch = self.batch();
-        batch.dispatch("conv", entry, &p, &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())], groups)?;
+        batch.dispatch(
+            "conv",
+            entry,
+            &p,
+            &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())],
+            groups,
+        )?;
         batch.submit();
         Ok(out)
     }
@@ -166,7 +182,11 @@ impl Gpu {
         let g = geometry("conv2d_backward_input", input_shape, ks, spec)?;
         let want = [input_shape[0], g.oh, g.ow, ks[3]];
         if ds != want {
-            return Err(GpuError::Shape { op: "conv2d_backward_input", expected: format!("dy {want:?}"), got: format!("{ds:?}") });
+            return Err(GpuError::Shape {
+                op: "conv2d_backward_input",
+                expected: format!("dy {want:?}"),
+                got: format!("{ds:?}"),
+            });
         }
         let [n, h, w, cin] = input_shape;
         let gemm = (n * h * w, cin, ks[0] * ks[1] * ks[3]);
@@ -188,7 +208,11 @@ impl Gpu {
         let g = geometry("conv2d_backward_filter", xs, ks, spec)?;
         let want = [xs[0], g.oh, g.ow, ks[3]];
         if ds != want {
-            return Err(GpuError::Shape { op: "conv2d_backward_filter", expected: format!("dy {want:?}"), got: format!("{ds:?}") });
+            return Err(GpuError::Shape {
+                op: "conv2d_backward_filter",
+                expected: format!("dy {want:?}"),
+                got: format!("{ds:?}"),
+            });
         }
         let gemm = (ks[0] * ks[1] * ks[2], ks[3], xs[0] * g.oh * g.ow);
         self.conv_dispatch("backward_filter", &g, spec, gemm, x, dy, &ks)

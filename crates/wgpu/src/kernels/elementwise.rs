@@ -72,7 +72,15 @@ impl Gpu {
         x.expect_f32(entry_op(entry))?;
         let out = self.empty(x.shape(), DType::F32)?;
         let n = u32_of("elements", x.len())?;
-        let p = Params { n, c: u32_of("bias length", c)?, code, pad: 0, alpha, beta, pad1: [0.0; 2] };
+        let p = Params {
+            n,
+            c: u32_of("bias length", c)?,
+            code,
+            pad: 0,
+            alpha,
+            beta,
+            pad1: [0.0; 2],
+        };
         let (gx, gy) = grid(n.div_ceil(256));
         let mut bufs = vec![(1, x.buffer()), (3, out.buffer())];
         if let Some(y) = y {

@@ -46,7 +46,11 @@ struct Params {
 fn split(op: &'static str, t: &GpuTensor) -> Result<(usize, usize, usize)> {
     let s = t.shape();
     if s.len() < 2 {
-        return Err(GpuError::Shape { op, expected: "rank >= 2".into(), got: format!("{s:?}") });
+        return Err(GpuError::Shape {
+            op,
+            expected: "rank >= 2".into(),
+            got: format!("{s:?}"),
+        });
     }
     let batch = s[..s.len() - 2].iter().product();
     Ok((batch, s[s.len() - 2], s[s.len() - 1]))
@@ -99,7 +103,10 @@ impl Gpu {
         b.expect_f32("matmul")?;
         let d = desc;
         let need = |stride: usize, size: usize| if d.batch == 0 { 0 } else { (d.batch - 1) * stride + size };
-        for (name, t, n) in [("a", a, need(d.stride_a, d.m * d.k)), ("b", b, need(d.stride_b, d.k * d.n))] {
+        for (name, t, n) in [
+            ("a", a, need(d.stride_a, d.m * d.k)),
+            ("b", b, need(d.stride_b, d.k * d.n)),
+        ] {
             if t.len() < n {
                 return Err(GpuError::Shape {
                     op: "matmul",
@@ -125,16 +132,21 @@ impl Gpu {
             stride_c: u32_of("stride_c", d.m * d.n)?,
             pad: [0; 3],
         };
-        let vec4 = !d.trans_a
-            && !d.trans_b
-            && d.k % 4 == 0
-            && d.n % 4 == 0
-            && d.stride_a % 4 == 0
-            && d.stride_b % 4 == 0;
+        let vec4 = !d.trans_a && !d.trans_b && [d.k, d.n, d.stride_a, d.stride_b].iter().all(|v| v.is_multiple_of(4));
         let shader = if vec4 { "matmul_vec4" } else { "matmul" };
-        let groups = (u32_of("n tiles", d.n.div_ceil(64))?, u32_of("m tiles", d.m.div_ceil(64))?, p.batch);
+        let groups = (
+            u32_of("n tiles", d.n.div_ceil(64))?,
+            u32_of("m tiles", d.m.div_ceil(64))?,
+            p.batch,
+        );
         let mut batch = self.batch();
-        batch.dispatch(shader, "main", &p, &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())], groups)?;
+        batch.dispatch(
+            shader,
+            "main",
+            &p,
+            &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())],
+            groups,
+        )?;
         batch.submit();
         Ok(out)
     }

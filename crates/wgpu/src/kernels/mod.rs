@@ -47,5 +47,9 @@ pub(crate) fn expect_len(op: &'static str, what: &str, t: &crate::GpuTensor, len
 
 /// Converts a size to u32 for a uniform, failing past 2^32 - 1.
 pub(crate) fn u32_of(what: &'static str, v: usize) -> crate::Result<u32> {
-    u32::try_from(v).map_err(|_| crate::GpuError::Limit { what, got: v as u64, limit: u32::MAX as u64 })
+    u32::try_from(v).map_err(|_| crate::GpuError::Limit {
+        what,
+        got: v as u64,
+        limit: u32::MAX as u64,
+    })
 }

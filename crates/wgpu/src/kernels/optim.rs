@@ -99,11 +99,18 @@ impl Gpu {
         hp: &AdamParams,
     ) -> Result<()> {
         w.expect_f32("adam_update")?;
-        for (what, t) in [("grad (same size as w)", &*grad), ("m (same size as w)", &*m), ("v (same size as w)", &*v)] {
+        for (what, t) in [
+            ("grad (same size as w)", grad),
+            ("m (same size as w)", &*m),
+            ("v (same size as w)", &*v),
+        ] {
             expect_len("adam_update", what, t, w.len())?;
         }
         if hp.step == 0 {
-            return Err(crate::GpuError::Invalid { op: "adam_update", message: "step is 1-based, got 0".into() });
+            return Err(crate::GpuError::Invalid {
+                op: "adam_update",
+                message: "step is 1-based, got 0".into(),
+            });
         }
         let t = hp.step as f64;
         let lr_t = hp.lr as f64 * (1.0 - (hp.beta2 as f64).powf(t)).sqrt() / (1.0 - (hp.beta1 as f64).powf(t));

@@ -18,7 +18,11 @@ pub struct Pool2dSpec {
 impl Pool2dSpec {
     /// Output (height, width) for an `h x w` input; `None` if the window does not fit.
     pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
-        let spec = crate::Conv2dSpec { strides: self.strides, dilation: (1, 1), padding: self.padding };
+        let spec = crate::Conv2dSpec {
+            strides: self.strides,
+            dilation: (1, 1),
+            padding: self.padding,
+        };
         spec.output_size(h, w, self.pool.0, self.pool.1)
     }
 }
@@ -110,7 +114,11 @@ impl Gpu {
     ) -> Result<GpuTensor> {
         dy.expect_f32("max_pool2d_backward")?;
         if argmax.dtype() != DType::U32 {
-            return Err(GpuError::DType { op: "max_pool2d_backward", expected: DType::U32, got: argmax.dtype() });
+            return Err(GpuError::DType {
+                op: "max_pool2d_backward",
+                expected: DType::U32,
+                got: argmax.dtype(),
+            });
         }
         let total: usize = input_shape.iter().product();
         let (p, oh, ow) = params(input_shape, spec, total)?;

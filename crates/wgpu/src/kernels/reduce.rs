@@ -27,13 +27,26 @@ impl Gpu {
             expected: "rank >= 1".into(),
             got: "a scalar".into(),
         })?;
-        let rows = if cols == 0 { 0 } else { x.len() / cols };
+        let rows = x.len().checked_div(cols).unwrap_or(0);
         let out = self.empty(&[cols], DType::F32)?;
-        let p = Params { rows: u32_of("rows", rows)?, cols: u32_of("cols", cols)?, n: 0, pad: 0, scale: 1.0, pad1: [0.0; 3] };
+        let p = Params {
+            rows: u32_of("rows", rows)?,
+            cols: u32_of("cols", cols)?,
+            n: 0,
+            pad: 0,
+            scale: 1.0,
+            pad1: [0.0; 3],
+        };
         if cols > 0 {
             let (gx, gy) = grid(p.cols.div_ceil(256));
             let mut batch = self.batch();
-            batch.dispatch("reduce", "sum_rows", &p, &[(1, x.buffer()), (2, out.buffer())], (gx, gy, 1))?;
+            batch.dispatch(
+                "reduce",
+                "sum_rows",
+                &p,
+                &[(1, x.buffer()), (2, out.buffer())],
+                (gx, gy, 1),
+            )?;
             batch.submit();
         }
         Ok(out)
@@ -70,7 +83,14 @@ impl Gpu {
         out: &wgpu::Buffer,
     ) -> Result<Option<GpuTensor>> {
         let n32 = u32_of("elements", n)?;
-        let mk = |n: u32| Params { rows: 0, cols: 0, n, pad: 0, scale, pad1: [0.0; 3] };
+        let mk = |n: u32| Params {
+            rows: 0,
+            cols: 0,
+            n,
+            pad: 0,
+            scale,
+            pad1: [0.0; 3],
+        };
         if n <= 256 * 64 {
             batch.dispatch("reduce", "sum_final", &mk(n32), &[(1, src), (2, out)], (1, 1, 1))?;
             return Ok(None);
@@ -78,8 +98,20 @@ impl Gpu {
         let groups = n.div_ceil(256).min(PARTIALS);
         let partial = self.empty(&[groups], DType::F32)?;
         let p1 = Params { scale: 1.0, ..mk(n32) };
-        batch.dispatch("reduce", "sum_partial", &p1, &[(1, src), (2, partial.buffer())], (groups as u32, 1, 1))?;
-        batch.dispatch("reduce", "sum_final", &mk(groups as u32), &[(1, partial.buffer()), (2, out)], (1, 1, 1))?;
+        batch.dispatch(
+            "reduce",
+            "sum_partial",
+            &p1,
+            &[(1, src), (2, partial.buffer())],
+            (groups as u32, 1, 1),
+        )?;
+        batch.dispatch(
+            "reduce",
+            "sum_final",
+            &mk(groups as u32),
+            &[(1, partial.buffer()), (2, out)],
+            (1, 1, 1),
+        )?;
         Ok(Some(partial))
     }
 }

@@ -41,7 +41,7 @@ fn rows_cols(op: &'static str, x: &GpuTensor) -> Result<(usize, usize)> {
         expected: "rank >= 1".into(),
         got: "a scalar".into(),
     })?;
-    Ok((if cols == 0 { 0 } else { x.len() / cols }, cols))
+    Ok((x.len().checked_div(cols).unwrap_or(0), cols))
 }
 
 impl Gpu {
@@ -62,7 +62,13 @@ impl Gpu {
         if rows > 0 {
             let (gx, gy) = grid(p.rows);
             let mut batch = self.batch();
-            batch.dispatch("softmax", "softmax", &p, &[(1, x.buffer()), (3, out.buffer())], (gx, gy, 1))?;
+            batch.dispatch(
+                "softmax",
+                "softmax",
+                &p,
+                &[(1, x.buffer()), (3, out.buffer())],
+                (gx, gy, 1),
+            )?;
             batch.submit();
         }
         Ok(out)
@@ -81,7 +87,12 @@ impl Gpu {
         x.expect_f32("sparse_categorical_crossentropy")?;
         labels.expect_f32("sparse_categorical_crossentropy")?;
         let (rows, cols) = rows_cols("sparse_categorical_crossentropy", x)?;
-        expect_len("sparse_categorical_crossentropy", "labels (one per row of x)", labels, rows)?;
+        expect_len(
+            "sparse_categorical_crossentropy",
+            "labels (one per row of x)",
+            labels,
+            rows,
+        )?;
         if rows == 0 || cols == 0 {
             return Err(GpuError::Invalid {
                 op: "sparse_categorical_crossentropy",
@@ -106,7 +117,12 @@ impl Gpu {
         };
         let (gx, gy) = grid(p.rows);
         let mut batch = self.batch();
-        let bufs = [(1, x.buffer()), (2, labels.buffer()), (3, grad.buffer()), (4, row_loss.buffer())];
+        let bufs = [
+            (1, x.buffer()),
+            (2, labels.buffer()),
+            (3, grad.buffer()),
+            (4, row_loss.buffer()),
+        ];
         batch.dispatch("softmax", entry, &p, &bufs, (gx, gy, 1))?;
         let scratch = self.record_sum(&mut batch, row_loss.buffer(), rows, 1.0 / rows as f32, loss.buffer())?;
         batch.submit();

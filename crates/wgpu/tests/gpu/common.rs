@@ -45,7 +45,10 @@ pub fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len(), "length mismatch");
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let floor = (scale * 1e-2).max(1e-30);
-    got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(floor)).fold(0.0, f64::max)
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(floor))
+        .fold(0.0, f64::max)
 }
 
 /// Asserts `max_rel_err(got, want) <= tol`.

@@ -65,43 +65,100 @@ fn check(c: Case) {
     let what = format!("x {:?} k {:?} {:?}", c.x, c.k, c.spec);
     let y = g.conv2d(&gx, &gw, &c.spec).unwrap();
     assert_eq!(y.shape(), &[c.x[0], oh, ow, c.k[3]]);
-    assert_close(&format!("conv2d forward {what}"), &g.download(&y).unwrap(), &y_ref, 1e-4);
+    assert_close(
+        &format!("conv2d forward {what}"),
+        &g.download(&y).unwrap(),
+        &y_ref,
+        1e-4,
+    );
     let dx = g.conv2d_backward_input(&gdy, &gw, c.x, &c.spec).unwrap();
-    assert_close(&format!("conv2d backward_input {what}"), &g.download(&dx).unwrap(), &dx_ref, 1e-4);
+    assert_close(
+        &format!("conv2d backward_input {what}"),
+        &g.download(&dx).unwrap(),
+        &dx_ref,
+        1e-4,
+    );
     let dw = g.conv2d_backward_filter(&gx, &gdy, (c.k[0], c.k[1]), &c.spec).unwrap();
     assert_eq!(dw.shape(), &c.k);
     // The filter gradient sums n * oh * ow terms (~2000 here); still within 1e-4.
-    assert_close(&format!("conv2d backward_filter {what}"), &g.download(&dw).unwrap(), &dw_ref, 1e-4);
+    assert_close(
+        &format!("conv2d backward_filter {what}"),
+        &g.download(&dw).unwrap(),
+        &dw_ref,
+        1e-4,
+    );
 }
 
 #[test]
 fn valid_3x3_stride_1() {
-    check(Case { x: [2, 13, 13, 32], k: [3, 3, 32, 64], spec: Conv2dSpec::default() });
+    check(Case {
+        x: [2, 13, 13, 32],
+        k: [3, 3, 32, 64],
+        spec: Conv2dSpec::default(),
+    });
 }
 
 #[test]
 fn odd_channels_same_padding() {
-    let spec = Conv2dSpec { padding: [1, 1, 1, 1], ..Default::default() };
-    check(Case { x: [3, 9, 11, 5], k: [3, 3, 5, 7], spec });
+    let spec = Conv2dSpec {
+        padding: [1, 1, 1, 1],
+        ..Default::default()
+    };
+    check(Case {
+        x: [3, 9, 11, 5],
+        k: [3, 3, 5, 7],
+        spec,
+    });
 }
 
 #[test]
 fn strides_and_asymmetric_padding() {
-    let spec = Conv2dSpec { strides: (2, 3), padding: [0, 1, 1, 2], ..Default::default() };
-    check(Case { x: [2, 10, 13, 3], k: [3, 4, 3, 6], spec });
+    let spec = Conv2dSpec {
+        strides: (2, 3),
+        padding: [0, 1, 1, 2],
+        ..Default::default()
+    };
+    check(Case {
+        x: [2, 10, 13, 3],
+        k: [3, 4, 3, 6],
+        spec,
+    });
 }
 
 #[test]
 fn dilation() {
-    let spec = Conv2dSpec { dilation: (2, 2), padding: [2, 2, 2, 2], ..Default::default() };
-    check(Case { x: [1, 12, 10, 4], k: [3, 3, 4, 5], spec });
+    let spec = Conv2dSpec {
+        dilation: (2, 2),
+        padding: [2, 2, 2, 2],
+        ..Default::default()
+    };
+    check(Case {
+        x: [1, 12, 10, 4],
+        k: [3, 3, 4, 5],
+        spec,
+    });
 }
 
 #[test]
 fn strided_dilated_1x1_and_5x5() {
-    check(Case { x: [2, 7, 7, 9], k: [1, 1, 9, 3], spec: Conv2dSpec { strides: (2, 2), ..Default::default() } });
-    let spec = Conv2dSpec { strides: (2, 1), dilation: (1, 2), padding: [2, 4, 2, 4], ..Default::default() };
-    check(Case { x: [2, 8, 9, 2], k: [5, 5, 2, 3], spec });
+    check(Case {
+        x: [2, 7, 7, 9],
+        k: [1, 1, 9, 3],
+        spec: Conv2dSpec {
+            strides: (2, 2),
+            ..Default::default()
+        },
+    });
+    let spec = Conv2dSpec {
+        strides: (2, 1),
+        dilation: (1, 2),
+        padding: [2, 4, 2, 4],
+    };
+    check(Case {
+        x: [2, 8, 9, 2],
+        k: [5, 5, 2, 3],
+        spec,
+    });
 }
 
 #[test]

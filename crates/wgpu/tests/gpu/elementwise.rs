@@ -64,7 +64,11 @@ fn activations_forward_and_backward() {
         let want: Vec<f64> = x.iter().map(|&v| f64_act(act, v as f64)).collect();
         assert_close(&format!("{act:?} forward"), &y, &want, 1e-4);
         let dx = g.download(&g.activation_backward(act, &gx, &gdy).unwrap()).unwrap();
-        let want: Vec<f64> = x.iter().zip(&dy).map(|(&v, &d)| d as f64 * f64_grad(act, v as f64)).collect();
+        let want: Vec<f64> = x
+            .iter()
+            .zip(&dy)
+            .map(|(&v, &d)| d as f64 * f64_grad(act, v as f64))
+            .collect();
         assert_close(&format!("{act:?} backward"), &dx, &want, 1e-4);
     }
 }
@@ -89,10 +93,14 @@ fn bias_add_last_axis() {
     let (r, c) = (29, 37);
     let x = rand_vec(r * c, 3);
     let b = rand_vec(c, 4);
-    let out = g.bias_add(&g.upload(&x, &[r, c]).unwrap(), &g.upload(&b, &[c]).unwrap()).unwrap();
+    let out = g
+        .bias_add(&g.upload(&x, &[r, c]).unwrap(), &g.upload(&b, &[c]).unwrap())
+        .unwrap();
     let want: Vec<f64> = (0..r * c).map(|i| x[i] as f64 + b[i % c] as f64).collect();
     assert_close("bias_add", &g.download(&out).unwrap(), &want, 1e-6);
-    assert!(g.bias_add(&g.upload(&x, &[r, c]).unwrap(), &g.upload(&b[..5], &[5]).unwrap()).is_err());
+    assert!(g
+        .bias_add(&g.upload(&x, &[r, c]).unwrap(), &g.upload(&b[..5], &[5]).unwrap())
+        .is_err());
 }
 
 #[test]
@@ -103,8 +111,12 @@ fn binary_ops_and_scale() {
     let b = rand_vec(n, 6);
     let ga = g.upload(&a, &[10, 100]).unwrap();
     let gb = g.upload(&b, &[10, 100]).unwrap();
-    let cases: [(BinaryOp, fn(f64, f64) -> f64); 3] =
-        [(BinaryOp::Add, |x, y| x + y), (BinaryOp::Sub, |x, y| x - y), (BinaryOp::Mul, |x, y| x * y)];
+    type Reference = fn(f64, f64) -> f64;
+    let cases: [(BinaryOp, Reference); 3] = [
+        (BinaryOp::Add, |x, y| x + y),
+        (BinaryOp::Sub, |x, y| x - y),
+        (BinaryOp::Mul, |x, y| x * y),
+    ];
     for (op, f) in cases {
         let out = g.download(&g.binary(op, &ga, &gb).unwrap()).unwrap();
         let want: Vec<f64> = a.iter().zip(&b).map(|(&x, &y)| f(x as f64, y as f64)).collect();
@@ -125,7 +137,9 @@ fn large_elementwise_uses_a_2d_grid() {
     let Some(g) = gpu() else { return };
     let n = 65535 * 256 + 1000;
     let x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
-    let y = g.download(&g.scale(&g.upload(&x, &[n]).unwrap(), 2.0, 1.0).unwrap()).unwrap();
+    let y = g
+        .download(&g.scale(&g.upload(&x, &[n]).unwrap(), 2.0, 1.0).unwrap())
+        .unwrap();
     assert_eq!(y[n - 1], 2.0 * x[n - 1] + 1.0);
     assert_eq!(y[65535 * 256 + 3], 2.0 * x[65535 * 256 + 3] + 1.0);
     assert_eq!(y[12345], 2.0 * x[12345] + 1.0);

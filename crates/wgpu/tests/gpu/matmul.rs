@@ -12,8 +12,16 @@ fn reference(a: &[f32], b: &[f32], d: &MatmulDesc) -> Vec<f64> {
             for j in 0..d.n {
                 let mut s = 0.0f64;
                 for l in 0..d.k {
-                    let av = if d.trans_a { a[ao + l * d.m + i] } else { a[ao + i * d.k + l] };
-                    let bv = if d.trans_b { b[bo + j * d.k + l] } else { b[bo + l * d.n + j] };
+                    let av = if d.trans_a {
+                        a[ao + l * d.m + i]
+                    } else {
+                        a[ao + i * d.k + l]
+                    };
+                    let bv = if d.trans_b {
+                        b[bo + j * d.k + l]
+                    } else {
+                        b[bo + l * d.n + j]
+                    };
                     s += av as f64 * bv as f64;
                 }
                 c[(bi * d.m + i) * d.n + j] = s;
@@ -33,7 +41,16 @@ fn check(m: usize, n: usize, k: usize, batch: usize, ta: bool, tb: bool) {
     let gb = g.upload(&b, &b_shape).unwrap();
     let c = g.matmul(&ga, &gb, ta, tb).unwrap();
     assert_eq!(c.shape(), &[batch, m, n]);
-    let d = MatmulDesc { m, n, k, batch, trans_a: ta, trans_b: tb, stride_a: m * k, stride_b: k * n };
+    let d = MatmulDesc {
+        m,
+        n,
+        k,
+        batch,
+        trans_a: ta,
+        trans_b: tb,
+        stride_a: m * k,
+        stride_b: k * n,
+    };
     let what = format!("matmul {m}x{n}x{k} batch {batch} ta {ta} tb {tb}");
     assert_close(&what, &g.download(&c).unwrap(), &reference(&a, &b, &d), 1e-4);
 }
@@ -76,8 +93,22 @@ fn broadcast_b_over_batch() {
     let gb = g.upload(&b, &[k, n]).unwrap();
     let c = g.matmul(&ga, &gb, false, false).unwrap();
     assert_eq!(c.shape(), &[batch, m, n]);
-    let d = MatmulDesc { m, n, k, batch, trans_a: false, trans_b: false, stride_a: m * k, stride_b: 0 };
-    assert_close("broadcast matmul", &g.download(&c).unwrap(), &reference(&a, &b, &d), 1e-4);
+    let d = MatmulDesc {
+        m,
+        n,
+        k,
+        batch,
+        trans_a: false,
+        trans_b: false,
+        stride_a: m * k,
+        stride_b: 0,
+    };
+    assert_close(
+        "broadcast matmul",
+        &g.download(&c).unwrap(),
+        &reference(&a, &b, &d),
+        1e-4,
+    );
 }
 
 #[test]

@@ -8,7 +8,11 @@ fn sgd_plain_momentum_nesterov() {
     let Some(g) = gpu() else { return };
     let n = 1037;
     for (momentum, nesterov) in [(0.0f32, false), (0.9, false), (0.9, true)] {
-        let hp = SgdParams { lr: 0.05, momentum, nesterov };
+        let hp = SgdParams {
+            lr: 0.05,
+            momentum,
+            nesterov,
+        };
         let mut w_ref: Vec<f64> = rand_vec(n, 1).iter().map(|&v| v as f64).collect();
         let mut v_ref = vec![0.0f64; n];
         let w0: Vec<f32> = w_ref.iter().map(|&v| v as f32).collect();
@@ -24,7 +28,11 @@ fn sgd_plain_momentum_nesterov() {
                     w_ref[i] -= hp.lr as f64 * gi;
                 } else {
                     v_ref[i] = momentum as f64 * v_ref[i] - hp.lr as f64 * gi;
-                    w_ref[i] += if nesterov { momentum as f64 * v_ref[i] - hp.lr as f64 * gi } else { v_ref[i] };
+                    w_ref[i] += if nesterov {
+                        momentum as f64 * v_ref[i] - hp.lr as f64 * gi
+                    } else {
+                        v_ref[i]
+                    };
                 }
             }
         }
@@ -32,7 +40,18 @@ fn sgd_plain_momentum_nesterov() {
     }
     let mut w = g.zeros(&[4]).unwrap();
     let grad = g.zeros(&[4]).unwrap();
-    assert!(g.sgd_update(&mut w, &grad, None, &SgdParams { lr: 0.1, momentum: 0.9, nesterov: false }).is_err());
+    assert!(g
+        .sgd_update(
+            &mut w,
+            &grad,
+            None,
+            &SgdParams {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: false
+            }
+        )
+        .is_err());
 }
 
 #[test]
@@ -49,7 +68,13 @@ fn adam_keras_rule() {
     for t in 1..=5u32 {
         let grad = rand_vec(n, 20 + t as u64);
         let gg = g.upload(&grad, &[n]).unwrap();
-        let hp = AdamParams { lr: lr as f32, beta1: b1 as f32, beta2: b2 as f32, epsilon: eps as f32, step: t };
+        let hp = AdamParams {
+            lr: lr as f32,
+            beta1: b1 as f32,
+            beta2: b2 as f32,
+            epsilon: eps as f32,
+            step: t,
+        };
         g.adam_update(&mut w, &gg, &mut m, &mut v, &hp).unwrap();
         let lr_t = lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32));
         for i in 0..n {

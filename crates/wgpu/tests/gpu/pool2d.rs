@@ -52,20 +52,52 @@ fn check(x_shape: [usize; 4], spec: Pool2dSpec) {
 
 #[test]
 fn pool_2x2_stride_2_even_and_odd() {
-    check([2, 26, 26, 32], Pool2dSpec { pool: (2, 2), strides: (2, 2), padding: [0; 4] });
-    check([3, 11, 13, 5], Pool2dSpec { pool: (2, 2), strides: (2, 2), padding: [0; 4] });
+    check(
+        [2, 26, 26, 32],
+        Pool2dSpec {
+            pool: (2, 2),
+            strides: (2, 2),
+            padding: [0; 4],
+        },
+    );
+    check(
+        [3, 11, 13, 5],
+        Pool2dSpec {
+            pool: (2, 2),
+            strides: (2, 2),
+            padding: [0; 4],
+        },
+    );
 }
 
 #[test]
 fn overlapping_windows_and_padding() {
-    check([2, 9, 10, 3], Pool2dSpec { pool: (3, 3), strides: (2, 2), padding: [1, 1, 1, 1] });
-    check([1, 7, 8, 4], Pool2dSpec { pool: (3, 2), strides: (1, 1), padding: [0, 1, 2, 0] });
+    check(
+        [2, 9, 10, 3],
+        Pool2dSpec {
+            pool: (3, 3),
+            strides: (2, 2),
+            padding: [1, 1, 1, 1],
+        },
+    );
+    check(
+        [1, 7, 8, 4],
+        Pool2dSpec {
+            pool: (3, 2),
+            strides: (1, 1),
+            padding: [0, 1, 2, 0],
+        },
+    );
 }
 
 #[test]
 fn argmax_dtype_is_checked() {
     let Some(g) = gpu() else { return };
-    let spec = Pool2dSpec { pool: (2, 2), strides: (2, 2), padding: [0; 4] };
+    let spec = Pool2dSpec {
+        pool: (2, 2),
+        strides: (2, 2),
+        padding: [0; 4],
+    };
     let dy = g.zeros(&[1, 1, 1, 1]).unwrap();
     let bad = g.zeros(&[1, 1, 1, 1]).unwrap();
     assert!(g.max_pool2d_backward(&dy, &bad, [1, 2, 2, 1], &spec).is_err());

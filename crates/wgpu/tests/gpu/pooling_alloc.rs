@@ -13,8 +13,15 @@ fn steady_loop_allocates_nothing_new() {
     let x = g.upload(&rand_vec(4 * 8 * 8 * 3, 1), &[4, 8, 8, 3]).unwrap();
     let k = g.upload(&rand_vec(3 * 3 * 3 * 8, 2), &[3, 3, 3, 8]).unwrap();
     let b = g.upload(&rand_vec(8, 3), &[8]).unwrap();
-    let spec = Conv2dSpec { padding: [1, 1, 1, 1], ..Default::default() };
-    let pool = Pool2dSpec { pool: (2, 2), strides: (2, 2), padding: [0; 4] };
+    let spec = Conv2dSpec {
+        padding: [1, 1, 1, 1],
+        ..Default::default()
+    };
+    let pool = Pool2dSpec {
+        pool: (2, 2),
+        strides: (2, 2),
+        padding: [0; 4],
+    };
     let step = |g: &Gpu| {
         let y = g.conv2d(&x, &k, &spec).unwrap();
         let y = g.bias_add(&y, &b).unwrap();

@@ -8,7 +8,9 @@ fn sum_rows_is_the_bias_gradient() {
     let Some(g) = gpu() else { return };
     for (r, c) in [(37, 53), (1024, 10), (3, 300)] {
         let x = rand_vec(r * c, (r + c) as u64);
-        let out = g.download(&g.sum_rows(&g.upload(&x, &[r, c]).unwrap()).unwrap()).unwrap();
+        let out = g
+            .download(&g.sum_rows(&g.upload(&x, &[r, c]).unwrap()).unwrap())
+            .unwrap();
         let want: Vec<f64> = (0..c).map(|j| (0..r).map(|i| x[i * c + j] as f64).sum()).collect();
         // Sums of +-1 values cancel; the metric's floor (1% of the largest sum) covers that.
         assert_close(&format!("sum_rows {r}x{c}"), &out, &want, 1e-4);
@@ -46,7 +48,9 @@ fn softmax_rows() {
     let Some(g) = gpu() else { return };
     for (r, c) in [(37, 53), (5, 1000), (1, 1), (300, 10)] {
         let x: Vec<f32> = rand_vec(r * c, c as u64).iter().map(|v| v * 10.0).collect();
-        let out = g.download(&g.softmax(&g.upload(&x, &[r, c]).unwrap()).unwrap()).unwrap();
+        let out = g
+            .download(&g.softmax(&g.upload(&x, &[r, c]).unwrap()).unwrap())
+            .unwrap();
         assert_close(&format!("softmax {r}x{c}"), &out, &softmax_ref(&x, c), 1e-4);
     }
 }
@@ -62,13 +66,18 @@ fn crossentropy_from_logits() {
         let x: Vec<f32> = rand_vec(r * c, 9 + c as u64).iter().map(|v| v * 5.0).collect();
         let y = labels_for(r, c);
         let out = g
-            .sparse_categorical_crossentropy(&g.upload(&x, &[r, c]).unwrap(), &g.upload(&y, &[r]).unwrap(), CrossEntropyInput::Logits)
+            .sparse_categorical_crossentropy(
+                &g.upload(&x, &[r, c]).unwrap(),
+                &g.upload(&y, &[r]).unwrap(),
+                CrossEntropyInput::Logits,
+            )
             .unwrap();
         let p = softmax_ref(&x, c);
         let loss: f64 = (0..r).map(|i| -p[i * c + y[i] as usize].ln()).sum::<f64>() / r as f64;
         assert_close("sce logits loss", &g.download(&out.loss).unwrap(), &[loss], 1e-4);
-        let grad: Vec<f64> =
-            (0..r * c).map(|k| (p[k] - ((k % c) == y[k / c] as usize) as u8 as f64) / r as f64).collect();
+        let grad: Vec<f64> = (0..r * c)
+            .map(|k| (p[k] - ((k % c) == y[k / c] as usize) as u8 as f64) / r as f64)
+            .collect();
         assert_close("sce logits grad", &g.download(&out.grad).unwrap(), &grad, 1e-4);
     }
 }
@@ -81,13 +90,24 @@ fn crossentropy_from_probabilities() {
     let probs: Vec<f32> = softmax_ref(&x, c).iter().map(|&v| v as f32).collect();
     let y = labels_for(r, c);
     let out = g
-        .sparse_categorical_crossentropy(&g.upload(&probs, &[r, c]).unwrap(), &g.upload(&y, &[r]).unwrap(), CrossEntropyInput::Probabilities)
+        .sparse_categorical_crossentropy(
+            &g.upload(&probs, &[r, c]).unwrap(),
+            &g.upload(&y, &[r]).unwrap(),
+            CrossEntropyInput::Probabilities,
+        )
         .unwrap();
     let py = |i: usize| probs[i * c + y[i] as usize] as f64;
     let loss: f64 = (0..r).map(|i| -py(i).ln()).sum::<f64>() / r as f64;
     assert_close("sce probs loss", &g.download(&out.loss).unwrap(), &[loss], 1e-4);
-    let grad: Vec<f64> =
-        (0..r * c).map(|k| if k % c == y[k / c] as usize { -1.0 / (r as f64 * py(k / c)) } else { 0.0 }).collect();
+    let grad: Vec<f64> = (0..r * c)
+        .map(|k| {
+            if k % c == y[k / c] as usize {
+                -1.0 / (r as f64 * py(k / c))
+            } else {
+                0.0
+            }
+        })
+        .collect();
     assert_close("sce probs grad", &g.download(&out.grad).unwrap(), &grad, 1e-4);
 }
 
@@ -99,5 +119,7 @@ fn crossentropy_bad_label_is_nan_and_bad_shapes_error() {
         .sparse_categorical_crossentropy(&x, &g.upload(&[0.0, 3.0], &[2]).unwrap(), CrossEntropyInput::Logits)
         .unwrap();
     assert!(g.download(&out.loss).unwrap()[0].is_nan());
-    assert!(g.sparse_categorical_crossentropy(&x, &g.upload(&[0.0; 3], &[3]).unwrap(), CrossEntropyInput::Logits).is_err());
+    assert!(g
+        .sparse_categorical_crossentropy(&x, &g.upload(&[0.0; 3], &[3]).unwrap(), CrossEntropyInput::Logits)
+        .is_err());
 }

@@ -8,9 +8,17 @@ fn every_shader_parses_and_validates() {
     assert!(SHADERS.len() >= 8);
     for (name, src) in SHADERS {
         let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
-        v.validate(&module).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-        assert!(module.entry_points.iter().all(|e| e.stage == naga::ShaderStage::Compute), "{name}");
+        let mut v =
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+        v.validate(&module)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        assert!(
+            module
+                .entry_points
+                .iter()
+                .all(|e| e.stage == naga::ShaderStage::Compute),
+            "{name}"
+        );
     }
 }
 
@@ -19,7 +27,10 @@ fn every_entry_point_is_registered_and_compiles() {
     for (shader, entry) in cortex_wgpu::kernels::ALL_ENTRY_POINTS {
         let src = cortex_wgpu::source::shader_source(shader).unwrap_or_else(|| panic!("{shader} not registered"));
         let module = naga::front::wgsl::parse_str(src).unwrap();
-        assert!(module.entry_points.iter().any(|e| e.name == *entry), "{shader}::{entry} missing");
+        assert!(
+            module.entry_points.iter().any(|e| e.name == *entry),
+            "{shader}::{entry} missing"
+        );
     }
     let Some(gpu) = super::common::gpu() else { return };
     let n = gpu.warm_up().expect("compile every pipeline");

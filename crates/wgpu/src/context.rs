@@ -36,9 +36,13 @@ fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
     }
 }
 
-fn make_instance() -> wgpu::Instance {
-    // Honours WGPU_BACKEND and the other WGPU_* environment variables.
-    wgpu::Instance::new(&wgpu::InstanceDescriptor::from_env_or_default())
+fn make_instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
+    // Honours WGPU_BACKEND and the other WGPU_* environment variables unless told otherwise.
+    let mut desc = wgpu::InstanceDescriptor::from_env_or_default();
+    if let Some(b) = backends {
+        desc.backends = b;
+    }
+    wgpu::Instance::new(&desc)
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
@@ -53,7 +57,7 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 
 /// Every adapter wgpu can see (all backends enabled in this build), without creating devices.
 pub fn adapters() -> Vec<AdapterSummary> {
-    make_instance()
+    make_instance(None)
         .enumerate_adapters(wgpu::Backends::all())
         .iter()
         .map(summarize)
@@ -83,10 +87,14 @@ impl Gpu {
     /// `SHADER_F16` and `SUBGROUP` are requested only where the adapter has them; see
     /// [`Gpu::features`] for what was granted. Fails (never panics) when there is no adapter.
     pub fn new() -> Result<Gpu> {
-        let instance = make_instance();
-        let mut list = instance.enumerate_adapters(wgpu::Backends::all());
+        Self::with_backends(wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()))
+    }
+
+    /// Like [`Gpu::new`], searching only `backends` (ignores `WGPU_BACKEND`).
+    pub fn with_backends(backends: wgpu::Backends) -> Result<Gpu> {
+        let instance = make_instance(Some(backends));
+        let mut list = instance.enumerate_adapters(backends);
         if list.is_empty() {
-            let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
             return Err(GpuError::NoAdapter {
                 backends: format!("{backends:?}"),
             });

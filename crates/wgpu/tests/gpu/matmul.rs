@@ -125,3 +125,29 @@ fn shape_errors_say_expected_and_got() {
     let err = g.matmul(&a, &b, false, false).unwrap_err().to_string();
     assert!(err.contains("expected") && err.contains("got"), "{err}");
 }
+
+#[test]
+fn explicit_strides_with_gaps() {
+    // Matrices 5 elements apart beyond their size: exercises matmul_with's batch strides.
+    let Some(g) = gpu() else { return };
+    let (batch, m, n, k) = (3, 6, 5, 7);
+    let d = MatmulDesc {
+        m,
+        n,
+        k,
+        batch,
+        trans_a: false,
+        trans_b: true,
+        stride_a: m * k + 5,
+        stride_b: n * k + 3,
+    };
+    let a = rand_vec((batch - 1) * d.stride_a + m * k, 41);
+    let b = rand_vec((batch - 1) * d.stride_b + n * k, 42);
+    let ga = g.upload(&a, &[a.len()]).unwrap();
+    let gb = g.upload(&b, &[b.len()]).unwrap();
+    let c = g.matmul_with(&ga, &gb, &d).unwrap();
+    assert_eq!(c.shape(), &[batch, m, n]);
+    assert_close("strided matmul", &g.download(&c).unwrap(), &reference(&a, &b, &d), 1e-4);
+    let short = g.upload(&a[..10], &[10]).unwrap();
+    assert!(g.matmul_with(&short, &gb, &d).is_err());
+}

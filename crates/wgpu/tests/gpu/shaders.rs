@@ -48,3 +48,14 @@ fn adapters_are_listed() {
     let gpu = super::common::gpu().unwrap();
     eprintln!("using {:?}, features {:?}", gpu.adapter_summary(), gpu.features());
 }
+
+#[cfg(not(any(target_os = "macos", target_os = "ios")))]
+#[test]
+fn no_adapter_is_an_error_not_a_panic() {
+    // Metal is compiled out off Apple platforms, so this backend set has no adapter.
+    let err = cortex_wgpu::Gpu::with_backends(wgpu::Backends::METAL)
+        .err()
+        .expect("no Metal adapter here");
+    let msg = err.to_string();
+    assert!(msg.contains("no GPU adapter"), "{msg}");
+}

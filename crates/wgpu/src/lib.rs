@@ -14,6 +14,13 @@
 //! - [`kernels::conv`]: NHWC conv2d forward / backward-input / backward-filter as implicit GEMM;
 //! - [`kernels::pool2d`]: 2-D max pooling forward (with argmax) and backward;
 //! - [`kernels::optim`]: in-place SGD (momentum, Nesterov) and Adam updates.
+//!
+//! Environment variables:
+//! - `WGPU_BACKEND` (e.g. `vulkan`) restricts the backends [`Gpu::new`] and [`adapters`] search;
+//! - `CORTEX_WGPU_ADAPTER=<substring>` picks an adapter by name instead of the best-ranked one;
+//! - `CORTEX_SKIP_GPU_TESTS=1` makes the crate's GPU tests return early. Without it they
+//!   fail when no adapter can be opened (never a silent skip). On a machine without a GPU,
+//!   Mesa's software Vulkan driver (lavapipe, Debian package `mesa-vulkan-drivers`) runs them.
 
 use thiserror::Error;
 

@@ -44,6 +44,22 @@ impl Conv2dSpec {
     }
 }
 
+/// Output tiles to aim for when splitting k: enough workgroups to fill a large GPU.
+const TARGET_WORKGROUPS: usize = 512;
+/// Shortest k range one workgroup sums under split-K.
+const MIN_K_CHUNK: usize = 256;
+
+/// The k range per workgroup for a split-K GEMM (m x n output, inner size k): `k` itself
+/// when the output already has enough tiles or k is short; always a multiple of 16 otherwise.
+pub(crate) fn split_k_chunk(m: usize, n: usize, k: usize) -> usize {
+    let tiles = m.div_ceil(64) * n.div_ceil(64);
+    let splits = (TARGET_WORKGROUPS / tiles.max(1)).min(k / MIN_K_CHUNK).max(1);
+    if splits == 1 {
+        return k.max(1);
+    }
+    k.div_ceil(splits).div_ceil(16) * 16
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -66,7 +82,7 @@ struct Params {
     gm: u32,
     gn: u32,
     gk: u32,
-    pad1: u32,
+    k_chunk: u32,
 }
 
 fn shape4(op: &'static str, what: &str, t: &GpuTensor) -> Result<[usize; 4]> {
@@ -110,6 +126,7 @@ impl Gpu {
         g: &Geometry,
         spec: &Conv2dSpec,
         gemm: (usize, usize, usize),
+        k_chunk: usize,
         a: &GpuTensor,
         b: &GpuTensor,
         out_shape: &[usize],
@@ -139,21 +156,36 @@ impl Gpu {
             gm: u32_of("gemm m", gm)?,
             gn: u32_of("gemm n", gn)?,
             gk: u32_of("gemm k", gk)?,
-            pad1: 0,
+            k_chunk: u32_of("k chunk", k_chunk)?,
         };
+        let splits = gk.div_ceil(k_chunk);
         let groups = (
             u32_of("n tiles", gn.div_ceil(64))?,
             u32_of("m tiles", gm.div_ceil(64))?,
-            1,
+            u32_of("k splits", splits)?,
         );
         let mut batch = self.batch();
+        if splits == 1 {
+            batch.dispatch(
+                "conv",
+                entry,
+                &p,
+                &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())],
+                groups,
+            )?;
+            batch.submit();
+            return Ok(out);
+        }
+        // Split-K: per-split partial products, then a column sum over the splits.
+        let partial = self.empty(&[splits, gm * gn], DType::F32)?;
         batch.dispatch(
             "conv",
             entry,
             &p,
-            &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())],
+            &[(1, a.buffer()), (2, b.buffer()), (3, partial.buffer())],
             groups,
         )?;
+        self.record_sum_rows(&mut batch, partial.buffer(), splits, gm * gn, out.buffer())?;
         batch.submit();
         Ok(out)
     }
@@ -165,7 +197,16 @@ impl Gpu {
         let ks = shape4("conv2d", "kernel [kh, kw, cin, cout]", kernel)?;
         let g = geometry("conv2d", xs, ks, spec)?;
         let gemm = (xs[0] * g.oh * g.ow, ks[3], ks[0] * ks[1] * ks[2]);
-        self.conv_dispatch("forward", &g, spec, gemm, x, kernel, &[xs[0], g.oh, g.ow, ks[3]])
+        self.conv_dispatch(
+            "forward",
+            &g,
+            spec,
+            gemm,
+            gemm.2,
+            x,
+            kernel,
+            &[xs[0], g.oh, g.ow, ks[3]],
+        )
     }
 
     /// Gradient wrt the input of [`Gpu::conv2d`]: `dy` `[n, oh, ow, cout]` -> `[n, h, w, cin]`
@@ -190,7 +231,7 @@ impl Gpu {
         }
         let [n, h, w, cin] = input_shape;
         let gemm = (n * h * w, cin, ks[0] * ks[1] * ks[3]);
-        self.conv_dispatch("backward_input", &g, spec, gemm, dy, kernel, &input_shape)
+        self.conv_dispatch("backward_input", &g, spec, gemm, gemm.2, dy, kernel, &input_shape)
     }
 
     /// Gradient wrt the kernel of [`Gpu::conv2d`]: `[kh, kw, cin, cout]` from the input `x`
@@ -215,6 +256,24 @@ impl Gpu {
             });
         }
         let gemm = (ks[0] * ks[1] * ks[2], ks[3], xs[0] * g.oh * g.ow);
-        self.conv_dispatch("backward_filter", &g, spec, gemm, x, dy, &ks)
+        let chunk = split_k_chunk(gemm.0, gemm.1, gemm.2);
+        self.conv_dispatch("backward_filter", &g, spec, gemm, chunk, x, dy, &ks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_k_chunk;
+
+    #[test]
+    fn split_k_only_for_few_tiles_and_long_k() {
+        // Forward-sized GEMMs keep one chunk.
+        assert_eq!(split_k_chunk(123_904, 64, 288), 288);
+        // MNIST conv2 filter gradient at batch 1024: 5 tiles, k = 123904.
+        let chunk = split_k_chunk(288, 64, 123_904);
+        assert_eq!(chunk % 16, 0);
+        assert_eq!(123_904usize.div_ceil(chunk), 103);
+        // Short k never splits.
+        assert_eq!(split_k_chunk(9, 9, 300), 300);
     }
 }

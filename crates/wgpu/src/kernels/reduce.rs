@@ -29,24 +29,9 @@ impl Gpu {
         })?;
         let rows = x.len().checked_div(cols).unwrap_or(0);
         let out = self.empty(&[cols], DType::F32)?;
-        let p = Params {
-            rows: u32_of("rows", rows)?,
-            cols: u32_of("cols", cols)?,
-            n: 0,
-            pad: 0,
-            scale: 1.0,
-            pad1: [0.0; 3],
-        };
         if cols > 0 {
-            let (gx, gy) = grid(p.cols.div_ceil(256));
             let mut batch = self.batch();
-            batch.dispatch(
-                "reduce",
-                "sum_rows",
-                &p,
-                &[(1, x.buffer()), (2, out.buffer())],
-                (gx, gy, 1),
-            )?;
+            self.record_sum_rows(&mut batch, x.buffer(), rows, cols, out.buffer())?;
             batch.submit();
         }
         Ok(out)
@@ -70,6 +55,27 @@ impl Gpu {
         batch.submit();
         drop(partials);
         Ok(out)
+    }
+
+    /// Records `out[c] = sum_r src[r * cols + c]` into `batch`.
+    pub(crate) fn record_sum_rows(
+        &self,
+        batch: &mut Batch<'_>,
+        src: &wgpu::Buffer,
+        rows: usize,
+        cols: usize,
+        out: &wgpu::Buffer,
+    ) -> Result<()> {
+        let p = Params {
+            rows: u32_of("rows", rows)?,
+            cols: u32_of("cols", cols)?,
+            n: 0,
+            pad: 0,
+            scale: 1.0,
+            pad1: [0.0; 3],
+        };
+        let (gx, gy) = grid(p.cols.div_ceil(256));
+        batch.dispatch("reduce", "sum_rows", &p, &[(1, src), (2, out)], (gx, gy, 1))
     }
 
     /// Records `out[0] = scale * sum(src[0..n])` into `batch`; the returned scratch tensor

@@ -5,6 +5,8 @@
 //   backward_input:  m = (n, iy, ix), k = (ky, kx, co), n = ci; A = dy gathered, B = w (ci/co swapped)
 //   backward_filter: m = (ky, kx, ci), k = (n, oy, ox), n = co; A = x gathered,  B = dy
 // Input position of output (oy, ox) and tap (ky, kx): iy = oy * sh + ky * dh - pad_top.
+// backward_filter has a small output and a long k (n * oh * ow), so it splits k over
+// workgroup z (split-K) to fill the GPU; see k_chunk.
 
 struct Params {
     n: u32,
@@ -26,7 +28,9 @@ struct Params {
     gm: u32,
     gn: u32,
     gk: u32,
-    _pad1: u32,
+    // Split-K: workgroup z sums k in [z * k_chunk, (z + 1) * k_chunk) (a multiple of TK) and
+    // writes its partial result to out[z * gm * gn ..]; the host then sums the partials.
+    k_chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -120,7 +124,9 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: vec3<u32>) {
     for (var i = 0u; i < 16u; i++) {
         acc[i] = 0.0;
     }
-    for (var k0 = 0u; k0 < p.gk; k0 += TK) {
+    let k_begin = wid.z * p.k_chunk;
+    let k_end = min(k_begin + p.k_chunk, p.gk);
+    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         for (var l = 0u; l < 4u; l++) {
             let e = tid + l * 256u;
             // Walk the dimension that is contiguous in memory with adjacent threads.
@@ -155,12 +161,13 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: vec3<u32>) {
         }
         workgroupBarrier();
     }
+    let base = wid.z * p.gm * p.gn;
     for (var i = 0u; i < 4u; i++) {
         let r = row0 + lid.y + 16u * i;
         for (var j = 0u; j < 4u; j++) {
             let cc = col0 + lid.x + 16u * j;
             if (r < p.gm && cc < p.gn) {
-                out[r * p.gn + cc] = acc[i * 4u + j];
+                out[base + r * p.gn + cc] = acc[i * 4u + j];
             }
         }
     }

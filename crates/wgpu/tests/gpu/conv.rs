@@ -169,3 +169,14 @@ fn kernel_channel_mismatch_is_an_error() {
     let err = g.conv2d(&x, &w, &Conv2dSpec::default()).unwrap_err().to_string();
     assert!(err.contains("expected") && err.contains("got"), "{err}");
 }
+
+#[test]
+fn backward_filter_split_k() {
+    // k = n * oh * ow = 8 * 18 * 18 = 2592 over a single 64x64 output tile: split over
+    // workgroups (10 chunks) and summed by a second pass.
+    check(Case {
+        x: [8, 20, 20, 4],
+        k: [3, 3, 4, 8],
+        spec: Conv2dSpec::default(),
+    });
+}

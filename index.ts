@@ -43,7 +43,7 @@ export {
 } from "./src/model.ts";
 export { getNumThreads, matMul, setNumThreads, setSeed } from "./src/ops.ts";
 export * as optimizers from "./src/optimizers.ts";
-export { adam, adamw, Optimizer, rmsprop, sgd } from "./src/optimizers.ts";
+export { adam, adamw, type LearningRateSchedule, Optimizer, rmsprop, schedules, sgd } from "./src/optimizers.ts";
 export { bidirectional, gru, lstm, simpleRNN } from "./src/recurrent.ts";
 export {
   conv1d,

@@ -4,10 +4,64 @@
 import { type NativeModel, type NativeOptimizer, native } from "./native.ts";
 import { expectTensor, type Tensor } from "./tensor.ts";
 
+/** Arguments of {@link schedules.cosineDecay} (Keras `CosineDecay`). */
+export interface CosineDecayArgs {
+  /** Rate at the first step. */
+  initialLearningRate: number;
+  /** Steps of the cosine, after the warm-up. */
+  decaySteps: number;
+  /** Final rate as a fraction of the peak (default 0). */
+  alpha?: number;
+  /** Peak rate reached by a linear warm-up from `initialLearningRate` (default: no warm-up). */
+  warmupTarget?: number;
+  /** Steps of the warm-up (default 0). */
+  warmupSteps?: number;
+}
+
+/** Arguments of {@link schedules.exponentialDecay} (Keras `ExponentialDecay`). */
+export interface ExponentialDecayArgs {
+  /** Rate at the first step. */
+  initialLearningRate: number;
+  /** Steps per factor of `decayRate`. */
+  decaySteps: number;
+  /** Factor per `decaySteps`. */
+  decayRate: number;
+  /** Decay in whole steps of `decaySteps` (default false). */
+  staircase?: boolean;
+}
+
+/** A per-step learning rate, computed in Rust at every optimizer update. */
+export type LearningRateSchedule =
+  | ({ name: "cosineDecay" } & CosineDecayArgs)
+  | ({ name: "exponentialDecay" } & ExponentialDecayArgs);
+
+/** Learning-rate schedules to pass as an optimizer's `learningRate`. */
+export const schedules = {
+  /** Cosine decay from the (warmed-up) peak to `alpha * peak` over `decaySteps` steps. */
+  cosineDecay(args: CosineDecayArgs): LearningRateSchedule {
+    return { name: "cosineDecay", ...args };
+  },
+  /** `initialLearningRate * decayRate ^ (step / decaySteps)`. */
+  exponentialDecay(args: ExponentialDecayArgs): LearningRateSchedule {
+    return { name: "exponentialDecay", ...args };
+  },
+};
+
+/** Options every optimizer takes. */
+export interface CommonOptimizerArgs {
+  /**
+   * Keep an exponential moving average of the weights and, when `fit` ends, replace the
+   * weights by it (Keras `use_ema`; default false).
+   */
+  useEma?: boolean;
+  /** Momentum of that average (default 0.99). */
+  emaMomentum?: number;
+}
+
 /** Arguments of {@link sgd}. */
-export interface SgdArgs {
-  /** Step size (default 0.01). */
-  learningRate?: number;
+export interface SgdArgs extends CommonOptimizerArgs {
+  /** Step size (default 0.01), or a per-step schedule. */
+  learningRate?: number | LearningRateSchedule;
   /** Momentum factor (default 0). */
   momentum?: number;
   /** Nesterov momentum (default false). */
@@ -15,9 +69,9 @@ export interface SgdArgs {
 }
 
 /** Arguments of {@link adam}. */
-export interface AdamArgs {
-  /** Step size (default 0.001). */
-  learningRate?: number;
+export interface AdamArgs extends CommonOptimizerArgs {
+  /** Step size (default 0.001), or a per-step schedule. */
+  learningRate?: number | LearningRateSchedule;
   /** First-moment decay (default 0.9). */
   beta1?: number;
   /** Second-moment decay (default 0.999). */
@@ -33,9 +87,9 @@ export interface AdamWArgs extends AdamArgs {
 }
 
 /** Arguments of {@link rmsprop}. */
-export interface RmsPropArgs {
-  /** Step size (default 0.001). */
-  learningRate?: number;
+export interface RmsPropArgs extends CommonOptimizerArgs {
+  /** Step size (default 0.001), or a per-step schedule. */
+  learningRate?: number | LearningRateSchedule;
   /** Decay of the squared-gradient average (default 0.9). */
   rho?: number;
   /** Numerical stabiliser (default 1e-7). */

@@ -107,7 +107,10 @@ pub fn fit(
     });
     'epochs: for epoch in 0..cfg.epochs {
         if let Some(lr) = cfg.learning_rates.as_ref().and_then(|l| l.get(epoch)) {
-            model.compiled()?.optimizer.learning_rate = *lr;
+            let optimizer = &mut model.compiled()?.optimizer;
+            // A per-epoch scheduler callback replaces a per-step schedule (Keras refuses the mix).
+            optimizer.schedule = None;
+            optimizer.learning_rate = *lr;
         }
         if cfg.shuffle {
             model.rng.shuffle(&mut order);
@@ -161,5 +164,6 @@ pub fn fit(
             break;
         }
     }
+    model.finalize_ema()?;
     Ok(history)
 }

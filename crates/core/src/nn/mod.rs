@@ -13,6 +13,7 @@ pub mod model;
 pub mod optim;
 pub mod options;
 pub mod param;
+pub mod schedule;
 
 pub use cell::{LayerCell, SharedLayer};
 pub use layers::Layer;

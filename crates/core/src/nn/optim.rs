@@ -4,6 +4,7 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use super::options::Options;
+use super::schedule::LrSchedule;
 use crate::{Error, Result};
 
 /// Below this many values an update runs on one thread.
@@ -31,11 +32,18 @@ pub enum Rule {
 pub struct Optimizer {
     /// The rule.
     pub rule: Rule,
-    /// Current learning rate (schedules change it between epochs).
+    /// Current learning rate (a per-step schedule or a per-epoch callback changes it).
     pub learning_rate: f32,
+    /// Per-step schedule (Keras `LearningRateSchedule`); `None` for a constant rate.
+    pub schedule: Option<LrSchedule>,
     iterations: u64,
     /// Per parameter: the rule's slots (velocity / first and second moments).
     slots: Vec<Vec<Vec<f32>>>,
+    /// Keras `useEma`: momentum of an exponential moving average of the weights, which
+    /// replaces them when `fit` ends.
+    pub ema_momentum: Option<f32>,
+    /// Per parameter: the moving average (empty until its first update).
+    ema: Vec<Vec<f32>>,
 }
 
 impl Optimizer {
@@ -57,7 +65,19 @@ impl Optimizer {
             }
         };
         let mut o = Options::new(&format!("optimizer '{name}'"), &opts)?;
-        let lr = o.f32("learningRate")?;
+        let (lr, schedule) = match o.value("learningRate") {
+            Some(spec @ Value::Object(_)) => {
+                let schedule = LrSchedule::parse(&format!("optimizer '{name}'"), &spec)?;
+                (Some(schedule.at(0)), Some(schedule))
+            }
+            Some(Value::Number(n)) => (n.as_f64().map(|v| v as f32), None),
+            Some(other) => {
+                return Err(Error::Invalid(format!(
+                    "optimizer '{name}': learningRate must be a number or a schedule object, got {other}"
+                )))
+            }
+            None => (None, None),
+        };
         let (rule, default_lr) = match name.to_ascii_lowercase().as_str() {
             "sgd" => (
                 Rule::Sgd {
@@ -93,6 +113,22 @@ impl Optimizer {
                 )))
             }
         };
+        let ema_momentum = match (o.bool("useEma")?, o.f32("emaMomentum")?) {
+            (Some(true), m) => Some(m.unwrap_or(0.99)),
+            (_, Some(_)) => {
+                return Err(Error::Invalid(format!(
+                    "optimizer '{name}': emaMomentum needs useEma: true"
+                )))
+            }
+            _ => None,
+        };
+        if let Some(m) = ema_momentum {
+            if !(0.0..1.0).contains(&m) {
+                return Err(Error::Invalid(format!(
+                    "optimizer '{name}': emaMomentum must be in [0, 1), got {m}"
+                )));
+            }
+        }
         o.finish()?;
         let learning_rate = lr.unwrap_or(default_lr);
         if learning_rate <= 0.0 {
@@ -103,14 +139,29 @@ impl Optimizer {
         Ok(Optimizer {
             rule,
             learning_rate,
+            schedule,
             iterations: 0,
             slots: Vec::new(),
+            ema_momentum,
+            ema: Vec::new(),
         })
     }
 
     /// The config written to model files.
     pub fn to_json(&self) -> Value {
-        let lr = self.learning_rate;
+        let mut v = self.rule_json();
+        if let Some(m) = self.ema_momentum {
+            v["useEma"] = json!(true);
+            v["emaMomentum"] = json!(m);
+        }
+        v
+    }
+
+    fn rule_json(&self) -> Value {
+        let lr = match &self.schedule {
+            Some(s) => s.to_json(),
+            None => json!(self.learning_rate),
+        };
         match self.rule {
             Rule::Sgd { momentum, nesterov } => {
                 json!({"name": "sgd", "learningRate": lr, "momentum": momentum, "nesterov": nesterov})
@@ -142,6 +193,9 @@ impl Optimizer {
 
     /// Starts an optimization step (advances the step counter used by Adam's bias correction).
     pub fn begin_step(&mut self) {
+        if let Some(schedule) = &self.schedule {
+            self.learning_rate = schedule.at(self.iterations);
+        }
         self.iterations += 1;
     }
 
@@ -213,7 +267,24 @@ impl Optimizer {
                 }
             }
         }
+        if let Some(momentum) = self.ema_momentum {
+            if self.ema.len() <= index {
+                self.ema.resize(index + 1, Vec::new());
+            }
+            let average = &mut self.ema[index];
+            if average.is_empty() {
+                // Keras starts the average at the weights after the first update.
+                average.extend_from_slice(p);
+            } else {
+                for_each2(average, p, |a, p| *a = momentum * *a + (1.0 - momentum) * p);
+            }
+        }
         Ok(())
+    }
+
+    /// The moving average of parameter `index` (with `useEma`, once it has been updated).
+    pub fn ema_of(&self, index: usize) -> Option<&[f32]> {
+        self.ema.get(index).filter(|a| !a.is_empty()).map(Vec::as_slice)
     }
 }
 
@@ -226,4 +297,42 @@ fn for_each3(p: &mut [f32], g: &[f32], s: &mut [f32], f: impl Fn(&mut f32, f32, 
         .zip(g)
         .zip(s.iter_mut())
         .for_each(|((p, &g), s)| f(p, g, s));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ema_tracks_the_weights_as_keras_does() {
+        let mut o =
+            Optimizer::parse(&json!({"name": "sgd", "learningRate": 1.0, "useEma": true, "emaMomentum": 0.5})).unwrap();
+        let mut p = vec![0.0f32];
+        for _ in 0..2 {
+            o.begin_step();
+            o.update(0, &mut p, &[1.0]).unwrap();
+        }
+        assert_eq!(p, vec![-2.0]);
+        // First update starts the average at the weights (-1); then 0.5 * -1 + 0.5 * -2.
+        assert_eq!(o.ema_of(0), Some(&[-1.5f32][..]));
+        let round_trip = Optimizer::parse(&o.to_json()).unwrap();
+        assert_eq!(round_trip.ema_momentum, Some(0.5));
+        let e = Optimizer::parse(&json!({"name": "adam", "emaMomentum": 0.9})).unwrap_err();
+        assert!(e.to_string().contains("emaMomentum needs useEma"), "{e}");
+    }
+
+    #[test]
+    fn a_schedule_sets_the_rate_of_each_step() {
+        let spec = json!({"name": "sgd", "learningRate": {"name": "exponentialDecay", "initialLearningRate": 1.0,
+                          "decaySteps": 1, "decayRate": 0.5}});
+        let mut o = Optimizer::parse(&spec).unwrap();
+        let mut p = vec![0.0f32];
+        for _ in 0..3 {
+            o.begin_step();
+            o.update(0, &mut p, &[1.0]).unwrap();
+        }
+        // Steps of 1, 0.5 and 0.25.
+        assert_eq!(p, vec![-1.75]);
+        assert_eq!(Optimizer::parse(&o.to_json()).unwrap().schedule, o.schedule);
+    }
 }

@@ -46,6 +46,29 @@ impl Model {
         result.map(|_| logs)
     }
 
+    /// With an optimizer's `useEma`, replaces the trained weights by their moving averages
+    /// (Keras does this when `fit` ends). Without it, does nothing.
+    pub fn finalize_ema(&mut self) -> Result<()> {
+        let Some(compiled) = self.compiled.take() else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        let mut index = 0;
+        self.visit_params(&mut |_, p, _| {
+            if let (Some(average), Ok(())) = (compiled.optimizer.ema_of(index), &result) {
+                if compiled.trainable.contains(&(p as *const Param as usize)) {
+                    result = p.update(|data| {
+                        data.copy_from_slice(average);
+                        Ok(())
+                    });
+                }
+            }
+            index += 1;
+        });
+        self.compiled = Some(compiled);
+        result
+    }
+
     /// Predictions for `x`, in batches, without recording gradients.
     pub fn predict(&self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
         self.check_input(x)?;

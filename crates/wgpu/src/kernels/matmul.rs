@@ -28,6 +28,19 @@ pub struct MatmulDesc {
     pub stride_b: usize,
 }
 
+impl MatmulDesc {
+    /// Whether the vec4 kernel runs: the stored row length of A (`k`, or `m` when transposed)
+    /// and of B (`n`, or `k` when transposed), `n` (vec4 stores of C) and both batch strides
+    /// are multiples of 4. Otherwise the scalar kernel runs.
+    pub fn uses_vec4(&self) -> bool {
+        let row_a = if self.trans_a { self.m } else { self.k };
+        let row_b = if self.trans_b { self.k } else { self.n };
+        [row_a, row_b, self.n, self.stride_a, self.stride_b]
+            .iter()
+            .all(|v| v.is_multiple_of(4))
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -132,7 +145,7 @@ impl Gpu {
             stride_c: u32_of("stride_c", d.m * d.n)?,
             pad: [0; 3],
         };
-        let vec4 = !d.trans_a && !d.trans_b && [d.k, d.n, d.stride_a, d.stride_b].iter().all(|v| v.is_multiple_of(4));
+        let vec4 = d.uses_vec4();
         let shader = if vec4 { "matmul_vec4" } else { "matmul" };
         let groups = (
             u32_of("n tiles", d.n.div_ceil(64))?,

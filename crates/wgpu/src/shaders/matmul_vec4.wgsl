@@ -1,7 +1,8 @@
-// Batched GEMM with vec4 loads and stores: C[b] = A[b] * B[b], no transposes,
-// requires K % 4 == 0, N % 4 == 0 and batch strides that are multiples of 4 (the Rust side
-// checks this and otherwise uses matmul.wgsl). Same 64x64x16 tiling as matmul.wgsl; each
-// thread accumulates rows ly + 16 i (i < 4) times the 4 contiguous columns 4 lx .. 4 lx + 3.
+// Batched GEMM with vec4 loads and stores: C[b] = op(A[b]) * op(B[b]), op = optional transpose.
+// Requires the contiguous (stored) row length of A and of B, N, and the batch strides to be
+// multiples of 4 (the Rust side checks this and otherwise uses matmul.wgsl). Same 64x64x16
+// tiling as matmul.wgsl; each thread accumulates rows ly + 16 i (i < 4) times the 4
+// contiguous columns 4 lx .. 4 lx + 3, so C is written with vec4 stores.
 
 struct Params {
     m: u32,
@@ -41,27 +42,53 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var i = 0u; i < 4u; i++) {
         acc[i] = vec4<f32>(0.0);
     }
-    // This thread's slots in the tile loads.
-    let ar = tid / 4u;
-    let aq = tid % 4u;
-    let bk = tid / 16u;
-    let bq = tid % 16u;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        let ka = k0 + aq * 4u;
-        var av = vec4<f32>(0.0);
-        if (row0 + ar < p.m && ka < p.k) {
-            av = a[(base_a + (row0 + ar) * p.k + ka) / 4u];
+        // A tile: 16 k x 64 m = 256 vec4 loads, one per thread, along A's stored rows.
+        if (p.trans_a == 0u) {
+            // A stored m x k: vec4 over k.
+            let r = tid / 4u;
+            let kq = (tid % 4u) * 4u;
+            var av = vec4<f32>(0.0);
+            if (row0 + r < p.m && k0 + kq < p.k) {
+                av = a[(base_a + (row0 + r) * p.k + k0 + kq) / 4u];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                a_tile[(kq + i) * TM + r] = av[i];
+            }
+        } else {
+            // A stored k x m: vec4 over m.
+            let kr = tid / 16u;
+            let mq = (tid % 16u) * 4u;
+            var av = vec4<f32>(0.0);
+            if (k0 + kr < p.k && row0 + mq < p.m) {
+                av = a[(base_a + (k0 + kr) * p.m + row0 + mq) / 4u];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                a_tile[kr * TM + mq + i] = av[i];
+            }
         }
-        a_tile[(aq * 4u) * TM + ar] = av.x;
-        a_tile[(aq * 4u + 1u) * TM + ar] = av.y;
-        a_tile[(aq * 4u + 2u) * TM + ar] = av.z;
-        a_tile[(aq * 4u + 3u) * TM + ar] = av.w;
-        let nb = col0 + bq * 4u;
-        var bv = vec4<f32>(0.0);
-        if (k0 + bk < p.k && nb < p.n) {
-            bv = b[(base_b + (k0 + bk) * p.n + nb) / 4u];
+        // B tile: 16 k x 64 n = 256 vec4 loads.
+        if (p.trans_b == 0u) {
+            // B stored k x n: vec4 over n.
+            let kr = tid / 16u;
+            let nq = tid % 16u;
+            var bv = vec4<f32>(0.0);
+            if (k0 + kr < p.k && col0 + nq * 4u < p.n) {
+                bv = b[(base_b + (k0 + kr) * p.n + col0 + nq * 4u) / 4u];
+            }
+            b_tile[kr * 16u + nq] = bv;
+        } else {
+            // B stored n x k: vec4 over k, scattered into the n-vectors of the tile.
+            let cn = tid / 4u;
+            let kq = (tid % 4u) * 4u;
+            var bv = vec4<f32>(0.0);
+            if (col0 + cn < p.n && k0 + kq < p.k) {
+                bv = b[(base_b + (col0 + cn) * p.k + k0 + kq) / 4u];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                b_tile[(kq + i) * 16u + cn / 4u][cn % 4u] = bv[i];
+            }
         }
-        b_tile[bk * 16u + bq] = bv;
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
             let bvec = b_tile[kk * 16u + lid.x];

@@ -1,6 +1,6 @@
 //! Batched GEMM against an f64 reference.
 
-use super::common::{assert_close, gpu, rand_vec};
+use super::common::{assert_close, gpu, rand_vec, skip as cortex_wgpu_skip};
 use cortex_wgpu::MatmulDesc;
 
 /// C[b] = op(A[b]) op(B[b]) in f64; A stored (m x k or k x m), B (k x n or n x k).
@@ -31,8 +31,9 @@ fn reference(a: &[f32], b: &[f32], d: &MatmulDesc) -> Vec<f64> {
     c
 }
 
-fn check(m: usize, n: usize, k: usize, batch: usize, ta: bool, tb: bool) {
-    let Some(g) = gpu() else { return };
+/// Runs one case; returns whether the vec4 kernel ran.
+fn check(m: usize, n: usize, k: usize, batch: usize, ta: bool, tb: bool) -> bool {
+    let Some(g) = gpu() else { return false };
     let a = rand_vec(batch * m * k, (m * 31 + k) as u64);
     let b = rand_vec(batch * k * n, (n * 17 + k) as u64);
     let a_shape = if ta { [batch, k, m] } else { [batch, m, k] };
@@ -51,28 +52,42 @@ fn check(m: usize, n: usize, k: usize, batch: usize, ta: bool, tb: bool) {
         stride_a: m * k,
         stride_b: k * n,
     };
-    let what = format!("matmul {m}x{n}x{k} batch {batch} ta {ta} tb {tb}");
+    let what = format!(
+        "matmul {m}x{n}x{k} batch {batch} ta {ta} tb {tb} vec4 {}",
+        d.uses_vec4()
+    );
     assert_close(&what, &g.download(&c).unwrap(), &reference(&a, &b, &d), 1e-4);
+    d.uses_vec4()
 }
 
 #[test]
 fn odd_sizes_all_transposes() {
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-        check(37, 53, 29, 1, ta, tb);
+        assert!(!check(37, 53, 29, 1, ta, tb) || cortex_wgpu_skip());
     }
 }
 
 #[test]
 fn tile_multiples_vec4_path() {
-    check(128, 128, 64, 1, false, false);
-    check(64, 192, 128, 1, false, false);
+    assert!(check(128, 128, 64, 1, false, false) || cortex_wgpu_skip());
+    assert!(check(64, 192, 128, 1, false, false) || cortex_wgpu_skip());
 }
 
 #[test]
 fn vec4_path_with_ragged_m_and_tiles() {
     // K and N multiples of 4 (vec4 loads), M and N not multiples of the 64 tile.
-    check(37, 52, 28, 1, false, false);
-    check(1, 4, 4, 1, false, false);
+    assert!(check(37, 52, 28, 1, false, false) || cortex_wgpu_skip());
+    assert!(check(1, 4, 4, 1, false, false) || cortex_wgpu_skip());
+}
+
+#[test]
+fn vec4_path_all_transposes() {
+    // m, n, k multiples of 4: every transpose combination takes the vec4 kernel.
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        for (m, n, k, batch) in [(36, 52, 28, 2), (128, 64, 96, 1), (4, 68, 132, 1)] {
+            assert!(check(m, n, k, batch, ta, tb) || cortex_wgpu_skip());
+        }
+    }
 }
 
 #[test]

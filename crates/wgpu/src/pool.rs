@@ -1,8 +1,10 @@
 //! Buffer pool: device buffers bucketed by size class and usage, reused instead of reallocated.
 //!
-//! Sizes round up to a power of two (at least 256 bytes), so a tensor of any size in
-//! (2^(k-1), 2^k] bytes reuses the same buffers; this wastes at most half of a buffer but
-//! makes a steady training loop allocate nothing after its first step.
+//! Sizes up to 64 MiB round up to a power of two (at least 256 bytes), so a tensor of any
+//! size in (2^(k-1), 2^k] bytes reuses the same buffers; larger ones round up to a multiple
+//! of 16 MiB (at most 25% waste), and a bucket never exceeds the device's buffer / binding
+//! limit (such requests keep their size rounded to 256 bytes). A steady training loop thus
+//! allocates nothing after its first step.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,9 +13,24 @@ use std::sync::{Arc, Mutex};
 /// Smallest bucket, in bytes (also wgpu's uniform offset alignment).
 pub const MIN_BUCKET: u64 = 256;
 
-/// The size class a request of `bytes` rounds up to.
-pub fn bucket_size(bytes: u64) -> u64 {
-    bytes.max(MIN_BUCKET).next_power_of_two()
+/// Above this, buckets are multiples of [`LARGE_STEP`] instead of powers of two.
+const POW2_LIMIT: u64 = 64 << 20;
+/// Bucket step for large buffers.
+const LARGE_STEP: u64 = 16 << 20;
+
+/// The size class a request of `bytes` rounds up to, never above `max` unless `bytes` is.
+pub fn bucket_size(bytes: u64, max: u64) -> u64 {
+    let b = bytes.max(MIN_BUCKET);
+    let size = if b <= POW2_LIMIT {
+        b.next_power_of_two()
+    } else {
+        b.div_ceil(LARGE_STEP) * LARGE_STEP
+    };
+    if size <= max {
+        size
+    } else {
+        b.div_ceil(MIN_BUCKET) * MIN_BUCKET
+    }
 }
 
 /// Allocation counters of a [`BufferPool`].
@@ -30,6 +47,7 @@ pub struct PoolStats {
 /// A pool of device buffers keyed by (size class, usage).
 pub struct BufferPool {
     device: wgpu::Device,
+    max_size: u64,
     free: Mutex<HashMap<(u64, wgpu::BufferUsages), Vec<wgpu::Buffer>>>,
     allocations: AtomicUsize,
     allocated_bytes: AtomicU64,
@@ -38,8 +56,13 @@ pub struct BufferPool {
 impl BufferPool {
     /// An empty pool allocating on `device`.
     pub fn new(device: wgpu::Device) -> Self {
+        let limits = device.limits();
+        let max_size = limits
+            .max_buffer_size
+            .min(limits.max_storage_buffer_binding_size as u64);
         Self {
             device,
+            max_size,
             free: Mutex::default(),
             allocations: AtomicUsize::new(0),
             allocated_bytes: AtomicU64::new(0),
@@ -48,7 +71,7 @@ impl BufferPool {
 
     /// A buffer of at least `bytes` bytes with `usage`, reused from the pool when one is idle.
     pub fn acquire(self: &Arc<Self>, bytes: u64, usage: wgpu::BufferUsages) -> PooledBuffer {
-        let size = bucket_size(bytes);
+        let size = bucket_size(bytes, self.max_size);
         let reused = self.free.lock().unwrap().get_mut(&(size, usage)).and_then(Vec::pop);
         let buffer = reused.unwrap_or_else(|| {
             self.allocations.fetch_add(1, Ordering::Relaxed);
@@ -116,5 +139,22 @@ impl Drop for PooledBuffer {
         if let Some(b) = self.buffer.take() {
             self.pool.release(b, self.size, self.usage);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_size;
+
+    #[test]
+    fn buckets() {
+        let max = 1 << 30;
+        assert_eq!(bucket_size(0, max), 256);
+        assert_eq!(bucket_size(257, max), 512);
+        assert_eq!(bucket_size(64 << 20, max), 64 << 20);
+        assert_eq!(bucket_size((64 << 20) + 1, max), 80 << 20);
+        // Never above the device limit: fall back to 256-byte granularity.
+        assert_eq!(bucket_size((1 << 30) - 1000, (1 << 30) - 512), (1 << 30) - 768);
+        assert_eq!(bucket_size(600, 512), 768);
     }
 }

@@ -22,6 +22,8 @@
 //!   fail when no adapter can be opened (never a silent skip). On a machine without a GPU,
 //!   Mesa's software Vulkan driver (lavapipe, Debian package `mesa-vulkan-drivers`) runs them.
 
+#![warn(missing_docs)]
+
 use thiserror::Error;
 
 pub mod context;

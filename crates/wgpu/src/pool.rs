@@ -141,20 +141,3 @@ impl Drop for PooledBuffer {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::bucket_size;
-
-    #[test]
-    fn buckets() {
-        let max = 1 << 30;
-        assert_eq!(bucket_size(0, max), 256);
-        assert_eq!(bucket_size(257, max), 512);
-        assert_eq!(bucket_size(64 << 20, max), 64 << 20);
-        assert_eq!(bucket_size((64 << 20) + 1, max), 80 << 20);
-        // Never above the device limit: fall back to 256-byte granularity.
-        assert_eq!(bucket_size((1 << 30) - 1000, (1 << 30) - 512), (1 << 30) - 768);
-        assert_eq!(bucket_size(600, 512), 768);
-    }
-}

@@ -51,7 +51,7 @@ const MIN_K_CHUNK: usize = 256;
 
 /// The k range per workgroup for a split-K GEMM (m x n output, inner size k): `k` itself
 /// when the output already has enough tiles or k is short; always a multiple of 16 otherwise.
-pub(crate) fn split_k_chunk(m: usize, n: usize, k: usize) -> usize {
+pub fn split_k_chunk(m: usize, n: usize, k: usize) -> usize {
     let tiles = m.div_ceil(64) * n.div_ceil(64);
     let splits = (TARGET_WORKGROUPS / tiles.max(1)).min(k / MIN_K_CHUNK).max(1);
     if splits == 1 {
@@ -258,22 +258,5 @@ impl Gpu {
         let gemm = (ks[0] * ks[1] * ks[2], ks[3], xs[0] * g.oh * g.ow);
         let chunk = split_k_chunk(gemm.0, gemm.1, gemm.2);
         self.conv_dispatch("backward_filter", &g, spec, gemm, chunk, x, dy, &ks)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_k_chunk;
-
-    #[test]
-    fn split_k_only_for_few_tiles_and_long_k() {
-        // Forward-sized GEMMs keep one chunk.
-        assert_eq!(split_k_chunk(123_904, 64, 288), 288);
-        // MNIST conv2 filter gradient at batch 1024: 5 tiles, k = 123904.
-        let chunk = split_k_chunk(288, 64, 123_904);
-        assert_eq!(chunk % 16, 0);
-        assert_eq!(123_904usize.div_ceil(chunk), 102);
-        // Short k never splits.
-        assert_eq!(split_k_chunk(9, 9, 300), 300);
     }
 }

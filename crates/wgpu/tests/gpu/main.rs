@@ -14,3 +14,4 @@ mod pool2d;
 mod pooling_alloc;
 mod reduce_softmax;
 mod shaders;
+mod units;

@@ -1,5 +1,6 @@
 //! Batched GEMM: `C = op(A) · op(B)` with optional transposes (shaders `matmul`, `matmul_vec4`).
 
+use super::conv::split_k_chunk;
 use super::u32_of;
 use crate::{Gpu, GpuError, GpuTensor, Result};
 
@@ -53,7 +54,8 @@ struct Params {
     stride_a: u32,
     stride_b: u32,
     stride_c: u32,
-    pad: [u32; 3],
+    k_chunk: u32,
+    pad: [u32; 2],
 }
 
 fn split(op: &'static str, t: &GpuTensor) -> Result<(usize, usize, usize)> {
@@ -143,7 +145,8 @@ impl Gpu {
             stride_a: u32_of("stride_a", d.stride_a)?,
             stride_b: u32_of("stride_b", d.stride_b)?,
             stride_c: u32_of("stride_c", d.m * d.n)?,
-            pad: [0; 3],
+            k_chunk: 0,
+            pad: [0; 2],
         };
         let vec4 = d.uses_vec4();
         let shader = if vec4 { "matmul_vec4" } else { "matmul" };
@@ -153,13 +156,33 @@ impl Gpu {
             p.batch,
         );
         let mut batch = self.batch();
-        batch.dispatch(
-            shader,
-            "main",
-            &p,
-            &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())],
-            groups,
-        )?;
+        // A single GEMM with few output tiles and a long k (e.g. a dense layer's weight
+        // gradient, k = batch size) splits k over workgroups and sums the partials.
+        let chunk = if d.batch == 1 {
+            split_k_chunk(d.m, d.n, d.k)
+        } else {
+            d.k
+        };
+        if chunk < d.k {
+            let splits = d.k.div_ceil(chunk);
+            let partial = self.empty(&[splits, d.m * d.n], crate::DType::F32)?;
+            let ps = Params {
+                k_chunk: u32_of("k chunk", chunk)?,
+                ..p
+            };
+            let bufs = [(1, a.buffer()), (2, b.buffer()), (3, partial.buffer())];
+            batch.dispatch(
+                shader,
+                "main",
+                &ps,
+                &bufs,
+                (groups.0, groups.1, u32_of("k splits", splits)?),
+            )?;
+            self.record_sum_rows(&mut batch, partial.buffer(), splits, d.m * d.n, out.buffer())?;
+        } else {
+            let bufs = [(1, a.buffer()), (2, b.buffer()), (3, out.buffer())];
+            batch.dispatch(shader, "main", &p, &bufs, groups)?;
+        }
         batch.submit();
         Ok(out)
     }

@@ -13,7 +13,9 @@ struct Params {
     stride_a: u32,
     stride_b: u32,
     stride_c: u32,
-    _pad0: u32,
+    // Split-K (batch 1 only): when > 0, workgroup z sums k in [z * k_chunk, (z + 1) * k_chunk)
+    // (a multiple of 16) and writes its partial C at z * stride_c; the host sums the partials.
+    k_chunk: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -55,14 +57,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let tid = lid.y * 16u + lid.x;
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
-    let base_a = wid.z * p.stride_a;
-    let base_b = wid.z * p.stride_b;
+    var bz = wid.z;
+    var k_begin = 0u;
+    var k_end = p.k;
+    if (p.k_chunk > 0u) {
+        bz = 0u;
+        k_begin = wid.z * p.k_chunk;
+        k_end = min(k_begin + p.k_chunk, p.k);
+    }
+    let base_a = bz * p.stride_a;
+    let base_b = bz * p.stride_b;
     let base_c = wid.z * p.stride_c;
     var acc: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) {
         acc[i] = 0.0;
     }
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         for (var l = 0u; l < 4u; l++) {
             let e = tid + l * 256u;
             // Coalesce along whichever dimension is contiguous in memory.

@@ -127,9 +127,19 @@ fn broadcast_b_over_batch() {
 }
 
 #[test]
-fn long_inner_dimension() {
-    // K = 1500: a long f32 dot product; fma accumulation keeps it well inside 1e-4 here.
-    check(9, 7, 1500, 1, false, false);
+fn long_inner_dimension_split_k() {
+    // One output tile and K >= 512: k is split over workgroups (split_k_chunk) and the
+    // partials summed by a second pass, on both kernels and with transposes.
+    for (m, n, k, ta, tb) in [
+        (9, 7, 1500, false, false),
+        (8, 12, 2048, false, false),
+        (20, 16, 1024, true, false),
+    ] {
+        assert!(cortex_wgpu::kernels::conv::split_k_chunk(m, n, k) < k);
+        check(m, n, k, 1, ta, tb);
+    }
+    // Batched GEMMs never split.
+    check(9, 7, 1500, 2, false, true);
 }
 
 #[test]

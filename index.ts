@@ -41,7 +41,7 @@ export {
   Sequential,
   sequential,
 } from "./src/model.ts";
-export { getNumThreads, matMul, setNumThreads, setSeed } from "./src/ops.ts";
+export { type DeviceInfo, devices, getNumThreads, matMul, setNumThreads, setSeed } from "./src/ops.ts";
 export * as optimizers from "./src/optimizers.ts";
 export { adam, adamw, type LearningRateSchedule, Optimizer, rmsprop, schedules, sgd } from "./src/optimizers.ts";
 export { bidirectional, gru, lstm, simpleRNN } from "./src/recurrent.ts";

@@ -7,7 +7,7 @@ import { describeGraph, SymbolicTensor } from "./functional.ts";
 import { Layer, type LayerConfig, type SymbolicInput } from "./layers.ts";
 import type { LossName, LossSpec } from "./losses.ts";
 import { type NativeGrads, type NativeModel, native } from "./native.ts";
-import { Optimizer } from "./optimizers.ts";
+import { type LearningRateSchedule, Optimizer } from "./optimizers.ts";
 import { ProgressReporter } from "./progress.ts";
 import { constant, TapeTensor } from "./tape.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
@@ -20,6 +20,13 @@ export interface CompileArgs {
   loss: LossName | LossSpec;
   /** Extra metrics; `'accuracy'` picks the categorical, sparse or binary form as Keras does. */
   metrics?: string[];
+  /**
+   * Where training and inference run: `'cpu'` (default); `'gpu'` moves the weights and the
+   * optimizer state to the best GPU adapter (see `devices()`) and falls back to the CPU with one
+   * warning when there is none or the model uses a layer the GPU backend lacks; `'gpu!'` throws
+   * instead of falling back.
+   */
+  device?: "cpu" | "gpu" | "gpu!";
 }
 
 /** Arguments of {@link Sequential.fit}. */
@@ -172,10 +179,30 @@ export class Model {
   compile(args: CompileArgs): void {
     if (args === null || typeof args !== "object")
       throw new TypeError("compile: expected { optimizer, loss, metrics }");
-    knownKeys("compile", args, ["optimizer", "loss", "metrics"]);
+    knownKeys("compile", args, ["optimizer", "loss", "metrics", "device"]);
     const optimizer = args.optimizer instanceof Optimizer ? args.optimizer.toJSON() : (args.optimizer ?? "rmsprop");
-    this.#native.compile(JSON.stringify({ optimizer, loss: args.loss, metrics: args.metrics ?? [] }));
+    this.#native.compile(
+      JSON.stringify({ optimizer, loss: args.loss, metrics: args.metrics ?? [], device: args.device ?? "cpu" }),
+    );
     this.#compileArgs = args;
+    this.#warnedDevice = false;
+    this.#reportDevice();
+  }
+
+  /** `'cpu'`, or the name of the GPU adapter the compiled model runs on. */
+  get device(): string {
+    return this.#native.device ?? "cpu";
+  }
+
+  #warnedDevice = false;
+
+  /** Emits the GPU fallback warning once per compile. */
+  #reportDevice(): void {
+    const warning = this.#native.deviceWarning;
+    if (warning && !this.#warnedDevice) {
+      this.#warnedDevice = true;
+      process.emitWarning(warning, { code: "CORTEX_GPU_FALLBACK" });
+    }
   }
 
   /** Trains for a number of epochs; resolves to the History. Runs on Rust threads. */
@@ -257,6 +284,8 @@ export class Model {
       JSON.stringify(options),
       onEvent,
     );
+    // A model built by this fit attaches to the GPU only now.
+    this.#reportDevice();
     // Let events still queued on the event loop reach the callbacks before we resolve.
     await new Promise((resolve) => setImmediate(resolve));
     for (const h of hooks) h.onTrainEnd?.(lastLogs);
@@ -265,8 +294,10 @@ export class Model {
 
   #learningRate(): number {
     const opt = this.#compileArgs?.optimizer;
-    const given = opt instanceof Optimizer ? (opt.args.learningRate as number | undefined) : undefined;
-    if (given !== undefined) return given;
+    const given =
+      opt instanceof Optimizer ? (opt.args.learningRate as number | LearningRateSchedule | undefined) : undefined;
+    if (typeof given === "number") return given;
+    if (given !== undefined) return given.initialLearningRate;
     const name = opt instanceof Optimizer ? opt.name : (opt ?? "rmsprop");
     return name === "sgd" ? 0.01 : 0.001;
   }

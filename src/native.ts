@@ -36,3 +36,4 @@ export type TensorData = Binding.TensorData;
 export type NativeTensor = Binding.NativeTensor;
 export type NativeGrads = Binding.NativeGrads;
 export type NativeOptimizer = Binding.NativeOptimizer;
+export type DeviceInfo = Binding.DeviceInfo;

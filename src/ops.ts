@@ -1,7 +1,7 @@
 /**
  * Eager operations and process-wide settings.
  */
-import { native } from "./native.ts";
+import { type DeviceInfo, native } from "./native.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
 
 /** Matrix product of `a` (`[m, k]`) and `b` (`[k, n]`), computed in Rust (AVX-512/AVX2 GEMM). */
@@ -28,4 +28,15 @@ export function setSeed(seed: number): void {
   if (!Number.isInteger(seed) || seed < 0)
     throw new RangeError(`setSeed: expected a non-negative integer, got ${seed}`);
   native.setSeed(seed);
+}
+
+/** A GPU (or software) adapter, as listed by {@link devices}. */
+export type { DeviceInfo };
+
+/**
+ * The adapters `compile({ device: 'gpu' })` can use (GPUs through Vulkan, Metal or DX12, and
+ * software rasterisers such as Mesa's lavapipe); empty when there are none.
+ */
+export function devices(): DeviceInfo[] {
+  return native.devices();
 }

@@ -783,6 +783,7 @@ module.exports.NativeLayer = nativeBinding.NativeLayer
 module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
 module.exports.NativeTensor = nativeBinding.NativeTensor
+module.exports.devices = nativeBinding.devices
 module.exports.getNumThreads = nativeBinding.getNumThreads
 module.exports.loadModel = nativeBinding.loadModel
 module.exports.matMul = nativeBinding.matMul

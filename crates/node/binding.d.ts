@@ -78,6 +78,10 @@ export declare class NativeModel {
   layerIds(): Array<number>
   /** Sets loss, optimizer and metrics from JSON. */
   compile(configJson: string): void
+  /** The GPU adapter the compiled model trains and predicts on; null on the CPU. */
+  get device(): string | null
+  /** Why a GPU asked for in `compile` is not used (the model runs on the CPU); null otherwise. */
+  get deviceWarning(): string | null
   /** Creates the weights for samples of `inputShape` (no batch axis). */
   build(inputShape: Array<number>): void
   /** Whether the model has weights. */
@@ -152,6 +156,23 @@ export declare class NativeTensor {
    */
   backward(retainGraph?: boolean | undefined | null): NativeGrads
 }
+
+/** A GPU (or software) adapter wgpu can use. */
+export interface DeviceInfo {
+  /** Adapter name, e.g. "NVIDIA H200" or "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  name: string
+  /** Graphics API, e.g. "Vulkan". */
+  backend: string
+  /** "DiscreteGpu", "IntegratedGpu", "Cpu" (a software rasteriser), ... */
+  deviceType: string
+  /** Whether the adapter offers 16-bit floats in shaders. */
+  shaderF16: boolean
+  /** Whether the adapter offers subgroup operations. */
+  subgroups: boolean
+}
+
+/** Lists the adapters `compile({ device: 'gpu' })` can use (the best one is picked). */
+export declare function devices(): Array<DeviceInfo>
 
 /** Number of threads kernels use. */
 export declare function getNumThreads(): number

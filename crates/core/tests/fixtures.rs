@@ -254,7 +254,7 @@ fn cnn_training_step_matches_pytorch() {
         .unwrap();
     let logs = model.train_on_batch(&x, &y).unwrap();
     assert_close("loss before", &[logs[0].1 as f32], &case["outputs"]["loss"]);
-    let after = model.get_weights();
+    let after = model.get_weights().unwrap();
     for (k, (_, _, w)) in names.iter().zip(&after) {
         assert_close(&format!("{k} after"), w, &case["outputs"]["params_after"][k]);
     }

@@ -107,9 +107,12 @@ impl NativeLayer {
 
     /// Copies of the weights.
     #[napi]
-    pub fn get_weights(&self) -> Vec<WeightData> {
+    pub fn get_weights(&self) -> napi::Result<Vec<WeightData>> {
         let mut out = Vec::new();
         let layer = self.cell.read();
+        if let Some(m) = layer.as_model() {
+            guarded("getWeights", || m.sync_from_device())?;
+        }
         let mut push = |name: &str, p: &cortex_core::nn::Param, _| {
             out.push(WeightData {
                 name: name.to_string(),
@@ -121,7 +124,7 @@ impl NativeLayer {
             Some(m) => m.visit_params(&mut push),
             None => layer.params().into_iter().for_each(|p| push(&p.name, p, true)),
         }
-        out
+        Ok(out)
     }
 
     /// Replaces the weights (same order and sizes as `getWeights`).

@@ -134,6 +134,18 @@ impl NativeModel {
         guarded("compile", || model_of_mut(&mut self.inner.write()).compile(&config))
     }
 
+    /// The GPU adapter the compiled model trains and predicts on; null on the CPU.
+    #[napi(getter)]
+    pub fn device(&self) -> Option<String> {
+        model_of(&self.inner.read()).device_name()
+    }
+
+    /// Why a GPU asked for in `compile` is not used (the model runs on the CPU); null otherwise.
+    #[napi(getter)]
+    pub fn device_warning(&self) -> Option<String> {
+        model_of(&self.inner.read()).compiled_ref().ok()?.device_warning.clone()
+    }
+
     /// Creates the weights for samples of `inputShape` (no batch axis).
     #[napi]
     pub fn build(&self, input_shape: Vec<u32>) -> napi::Result<()> {
@@ -177,16 +189,16 @@ impl NativeModel {
 
     /// Copies of every weight, in layer order.
     #[napi]
-    pub fn get_weights(&self) -> Vec<WeightData> {
-        model_of(&self.inner.read())
-            .get_weights()
+    pub fn get_weights(&self) -> napi::Result<Vec<WeightData>> {
+        let weights = guarded("getWeights", || model_of(&self.inner.read()).get_weights())?;
+        Ok(weights
             .into_iter()
             .map(|(name, shape, data)| WeightData {
                 name,
                 shape: shape.iter().map(|&d| d as u32).collect(),
                 data: Float32Array::new(data),
             })
-            .collect()
+            .collect())
     }
 
     /// Replaces every weight (same order and sizes as `getWeights`).

@@ -28,3 +28,33 @@ pub fn set_num_threads(n: u32) -> napi::Result<()> {
 pub fn get_num_threads() -> u32 {
     cortex_core::threads::num_threads() as u32
 }
+
+/// A GPU (or software) adapter wgpu can use.
+#[napi(object)]
+pub struct DeviceInfo {
+    /// Adapter name, e.g. "NVIDIA H200" or "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// Graphics API, e.g. "Vulkan".
+    pub backend: String,
+    /// "DiscreteGpu", "IntegratedGpu", "Cpu" (a software rasteriser), ...
+    pub device_type: String,
+    /// Whether the adapter offers 16-bit floats in shaders.
+    pub shader_f16: bool,
+    /// Whether the adapter offers subgroup operations.
+    pub subgroups: bool,
+}
+
+/// Lists the adapters `compile({ device: 'gpu' })` can use (the best one is picked).
+#[napi]
+pub fn devices() -> Vec<DeviceInfo> {
+    cortex_core::nn::gpu_model::devices()
+        .into_iter()
+        .map(|a| DeviceInfo {
+            name: a.name,
+            backend: a.backend,
+            device_type: a.device_type,
+            shader_f16: a.shader_f16,
+            subgroups: a.subgroup,
+        })
+        .collect()
+}

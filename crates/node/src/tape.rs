@@ -287,6 +287,7 @@ pub fn model_call(
         let m = guard.as_model().expect("a model cell");
         let mut rng = Rng::new(rng::next_seed());
         m.check_input(x)?;
+        m.sync_from_device()?;
         threads::run(|| m.forward(x, training.unwrap_or(true), &mut rng))
     })
     .map(|t| wrap(&env, t))
@@ -323,6 +324,8 @@ impl NativeOptimizer {
         guarded("applyGradients", || {
             let guard = cell.read();
             let m = guard.as_model().expect("a model cell");
+            // Weights trained on a GPU come back first, so the update applies to current values.
+            m.sync_from_device()?;
             let mut count = 0;
             m.visit_params(&mut |_, _, _| count += 1);
             if grads.len() != count {

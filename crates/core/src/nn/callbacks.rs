@@ -145,7 +145,7 @@ impl Callback {
                     *best = Some(current);
                     *wait = 0;
                     if *restore_best_weights {
-                        *best_weights = Some(model.get_weights().into_iter().map(|(_, _, w)| w).collect());
+                        *best_weights = Some(model.get_weights()?.into_iter().map(|(_, _, w)| w).collect());
                     }
                     return Ok(false);
                 }

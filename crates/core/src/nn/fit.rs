@@ -165,5 +165,6 @@ pub fn fit(
         }
     }
     model.finalize_ema()?;
+    model.sync_from_device()?;
     Ok(history)
 }

@@ -43,7 +43,7 @@ pub fn save(model: &Model, dir: &Path) -> Result<()> {
         ));
     }
     fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
-    let weights = model.get_weights();
+    let weights = model.get_weights()?;
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = weights
         .iter()
         .map(|(name, shape, data)| {
@@ -108,7 +108,7 @@ pub fn load(dir: &Path, seed: u64) -> Result<Model> {
     let bytes = fs::read(&weights_path).map_err(|e| io_err("cannot read weights file", &weights_path, e))?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| io_err("corrupt weights file", &weights_path, e))?;
     let mut values = Vec::new();
-    for (name, shape, _) in model.get_weights() {
+    for (name, shape, _) in model.get_weights()? {
         let view = tensors
             .tensor(&name)
             .map_err(|_| io_err("weights file lacks", &weights_path, format!("tensor '{name}'")))?;

@@ -3,10 +3,12 @@
 //! models and layers are shared, not copied, so their weights are the same everywhere.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
 use super::cell::{LayerCell, SharedLayer};
+use super::gpu_model::GpuModel;
 use super::layers::{self, ForwardCtx, Layer};
 use super::loss::Loss;
 use super::metrics::Metric;
@@ -18,6 +20,9 @@ use crate::{backprop, Error, Result, Tensor};
 
 mod describe;
 mod train;
+
+/// One weight as `(name, shape, values)`.
+pub type NamedWeight = (String, Vec<usize>, Vec<f32>);
 
 /// Ordered `(name, value)` pairs, as Keras logs.
 pub type Logs = Vec<(String, f64)>;
@@ -36,6 +41,12 @@ pub struct Compiled {
     /// Addresses of the parameters that train, captured at compile time (Keras semantics:
     /// changing `trainable` afterwards takes effect at the next compile).
     trainable: HashSet<usize>,
+    /// `compile({ device })`: `None` for the CPU, `Some(strict)` for "gpu" / "gpu!".
+    wants_gpu: Option<bool>,
+    /// The GPU copy of the model, once attached.
+    gpu: Option<Mutex<GpuModel>>,
+    /// Why a requested GPU is not used (the fallback warning), for the binding to report once.
+    pub device_warning: Option<String>,
 }
 
 /// Where a node input comes from.
@@ -390,12 +401,24 @@ impl Model {
             .ok_or_else(|| invalid(format!("compile expects an object, got {config}")))?;
         if let Some(key) = obj
             .keys()
-            .find(|k| !["optimizer", "loss", "metrics"].contains(&k.as_str()))
+            .find(|k| !["optimizer", "loss", "metrics", "device"].contains(&k.as_str()))
         {
             return Err(invalid(format!(
-                "compile: unknown option '{key}'; expected one of: loss, metrics, optimizer"
+                "compile: unknown option '{key}'; expected one of: device, loss, metrics, optimizer"
             )));
         }
+        let wants_gpu = match obj.get("device") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(d)) if d == "cpu" => None,
+            Some(Value::String(d)) if d == "gpu" => Some(false),
+            Some(Value::String(d)) if d == "gpu!" => Some(true),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "compile: device must be 'cpu', 'gpu' (falls back to the CPU with a warning) or 'gpu!' \
+                     (fails without a usable GPU), got {other}"
+                )))
+            }
+        };
         let loss = Loss::parse(
             obj.get("loss")
                 .ok_or_else(|| invalid("compile: option 'loss' is required"))?,
@@ -421,8 +444,53 @@ impl Model {
             optimizer,
             metrics,
             trainable,
+            wants_gpu,
+            gpu: None,
+            device_warning: None,
         });
+        self.attach_gpu()
+    }
+
+    /// Moves a compiled model that asked for the GPU onto it, once it is built: on failure a
+    /// strict request ("gpu!") is an error, a plain one records the fallback warning.
+    fn attach_gpu(&mut self) -> Result<()> {
+        let Some(c) = self.compiled.as_ref() else { return Ok(()) };
+        let (Some(strict), None, None) = (c.wants_gpu, &c.gpu, &c.device_warning) else {
+            return Ok(());
+        };
+        if !self.is_built() {
+            return Ok(());
+        }
+        let attached = GpuModel::new(self, &c.loss, &c.optimizer, &|p| {
+            c.trainable.contains(&(p as *const Param as usize))
+        });
+        let c = self.compiled.as_mut().expect("checked above");
+        match attached {
+            Ok(g) => c.gpu = Some(Mutex::new(g)),
+            Err(e) if strict => return Err(e),
+            Err(e) => c.device_warning = Some(format!("device 'gpu' is not used, training on the CPU: {e}")),
+        }
         Ok(())
+    }
+
+    /// The adapter a compiled model trains on, or `None` for the CPU.
+    pub fn device_name(&self) -> Option<String> {
+        let gpu = self.compiled.as_ref()?.gpu.as_ref()?;
+        let name = gpu.lock().unwrap_or_else(|e| e.into_inner()).adapter_name().to_string();
+        Some(name)
+    }
+
+    /// Copies weights trained on the GPU back into the host parameters (no-op on the CPU).
+    pub fn sync_from_device(&self) -> Result<()> {
+        match self.compiled.as_ref().and_then(|c| c.gpu.as_ref()) {
+            Some(gpu) => gpu.lock().unwrap_or_else(|e| e.into_inner()).sync_to_host(self),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this is a functional DAG rather than a Sequential chain.
+    pub fn is_functional(&self) -> bool {
+        self.functional
     }
 
     /// The compile settings, or an error telling the user to compile.
@@ -448,7 +516,7 @@ impl Model {
         if !self.is_built() {
             self.build(&x.shape()[1..])?;
         }
-        Ok(())
+        self.attach_gpu()
     }
 
     /// Checks `x`: `[batch, ...input_shape]` with finite values.
@@ -594,16 +662,17 @@ impl Model {
         }
     }
 
-    /// Current weights as `(name, shape, values)`.
-    pub fn get_weights(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    /// Current weights as `(name, shape, values)` (fetched from the GPU first when they live there).
+    pub fn get_weights(&self) -> Result<Vec<NamedWeight>> {
+        self.sync_from_device()?;
         let mut out = Vec::new();
         self.visit_params(&mut |name, p, _| out.push((name.to_string(), p.shape(), p.get().to_vec())));
-        out
+        Ok(out)
     }
 
     /// Replaces every weight, in [`Self::get_weights`] order.
     pub fn set_weights(&self, weights: &[Vec<f32>]) -> Result<()> {
-        let current = self.get_weights();
+        let current = self.get_weights()?;
         if weights.len() != current.len() {
             return Err(invalid(format!(
                 "setWeights: the model has {} weight tensors, got {}",

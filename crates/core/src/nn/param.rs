@@ -1,5 +1,6 @@
 //! A trainable weight: a named, swappable tensor.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::{Error, Result, Tensor};
@@ -11,6 +12,8 @@ pub struct Param {
     value: RwLock<Tensor>,
     /// Whether optimizers update it (Keras `trainable`).
     pub trainable: bool,
+    /// Bumped by every change, so a device copy can tell it is stale.
+    version: AtomicU64,
 }
 
 impl Param {
@@ -20,6 +23,7 @@ impl Param {
             name,
             value: RwLock::new(Tensor::variable(data, shape)?),
             trainable,
+            version: AtomicU64::new(0),
         })
     }
 
@@ -33,8 +37,14 @@ impl Param {
         self.get().shape().to_vec()
     }
 
+    /// How many times the value has changed.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// Changes the value in place (copying first only if a forward pass still holds it).
     pub fn update<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        self.version.fetch_add(1, Ordering::AcqRel);
         let mut guard = self.value.write().unwrap_or_else(|e| e.into_inner());
         if guard.data_mut().is_none() {
             let copy = Tensor::variable(guard.to_vec(), guard.shape()).expect("same shape");
@@ -54,6 +64,7 @@ impl Param {
             ));
         }
         *self.value.write().unwrap_or_else(|e| e.into_inner()) = Tensor::variable(data, &shape)?;
+        self.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 }

@@ -7,6 +7,14 @@ impl Model {
     pub fn train_on_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<Logs> {
         self.compiled()?;
         let mut rng = self.rng.fork();
+        if self.compiled.as_ref().is_some_and(|c| c.gpu.is_some()) {
+            let mut compiled = self.compiled.take().expect("checked above");
+            let gpu = compiled.gpu.as_mut().expect("checked above");
+            let gpu = gpu.get_mut().unwrap_or_else(|e| e.into_inner());
+            let logs = gpu.train_on_batch(self, x, y, &mut compiled.optimizer, &compiled.metrics, &mut rng);
+            self.compiled = Some(compiled);
+            return logs;
+        }
         let pred = self.forward(x, true, &mut rng)?;
         let compiled = self.compiled.as_ref().expect("checked above");
         let loss = compiled.loss.compute(&pred, y)?;
@@ -69,20 +77,27 @@ impl Model {
         result
     }
 
+    /// Inference on one batch: on the GPU when the model is attached to one, else on the CPU.
+    fn predict_batch(&self, x: &Tensor) -> Result<Tensor> {
+        match self.compiled.as_ref().and_then(|c| c.gpu.as_ref()) {
+            Some(gpu) => gpu.lock().unwrap_or_else(|e| e.into_inner()).predict(self, x),
+            None => no_grad(|| self.forward(x, false, &mut Rng::new(0))),
+        }
+    }
+
     /// Predictions for `x`, in batches, without recording gradients.
     pub fn predict(&self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
         self.check_input(x)?;
         let n = x.shape()[0];
         let batch_size = batch_size.max(1);
-        let mut unused = Rng::new(0);
         if n <= batch_size {
-            return no_grad(|| self.forward(x, false, &mut unused));
+            return self.predict_batch(x);
         }
         let mut out = Vec::new();
         let mut out_shape = Vec::new();
         for start in (0..n).step_by(batch_size) {
             let end = (start + batch_size).min(n);
-            let y = no_grad(|| self.forward(&slice_rows(x, start, end), false, &mut unused))?;
+            let y = self.predict_batch(&slice_rows(x, start, end))?;
             out_shape = y.shape().to_vec();
             out.extend_from_slice(y.data());
         }
@@ -98,11 +113,10 @@ impl Model {
         let compiled = self.compiled_ref()?;
         let mut loss_sum = 0.0;
         let mut counts = vec![(0.0, 0.0); compiled.metrics.len()];
-        let mut unused = Rng::new(0);
         for start in (0..n).step_by(batch_size.max(1)) {
             let end = (start + batch_size.max(1)).min(n);
             let (xb, yb) = (slice_rows(x, start, end), slice_rows(y, start, end));
-            let pred = no_grad(|| self.forward(&xb, false, &mut unused))?;
+            let pred = self.predict_batch(&xb)?;
             let loss = no_grad(|| compiled.loss.compute(&pred, &yb))?.item()?;
             loss_sum += loss as f64 * (end - start) as f64;
             for (m, c) in compiled.metrics.iter().zip(&mut counts) {

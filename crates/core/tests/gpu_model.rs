@@ -1,0 +1,159 @@
+//! Models compiled with `device: "gpu"` train like the CPU ones: same losses, same weights
+//! after several optimizer steps, same predictions, weights synced back for saving, and a
+//! clear fallback (or error with "gpu!") for what the GPU backend lacks.
+//!
+//! These run on any wgpu adapter; on a machine without a GPU, Mesa's lavapipe (Debian package
+//! `mesa-vulkan-drivers`) provides one. `CORTEX_SKIP_GPU_TESTS=1` skips them; otherwise a
+//! missing adapter fails them.
+
+use cortex_core::nn::gpu_model;
+use cortex_core::nn::model::Model;
+use cortex_core::Tensor;
+use serde_json::{json, Value};
+
+fn skip() -> bool {
+    std::env::var("CORTEX_SKIP_GPU_TESTS").is_ok_and(|v| v == "1")
+}
+
+fn convnet() -> Value {
+    json!({"className": "Sequential", "inputShape": [12, 12, 2], "layers": [
+        {"className": "Conv2D", "config": {"filters": 8, "kernelSize": [3, 3], "padding": "same", "activation": "relu"}},
+        {"className": "MaxPooling2D", "config": {"poolSize": [2, 2]}},
+        {"className": "Conv2D", "config": {"filters": 6, "kernelSize": [3, 3], "strides": [2, 2], "activation": "tanh"}},
+        {"className": "Flatten", "config": {}},
+        {"className": "Dense", "config": {"units": 16, "activation": "relu"}},
+        {"className": "Dropout", "config": {"rate": 0.0}},
+        {"className": "Dense", "config": {"units": 5, "activation": "softmax"}}
+    ]})
+}
+
+fn mlp() -> Value {
+    json!({"className": "Sequential", "inputShape": [7], "layers": [
+        {"className": "Dense", "config": {"units": 11, "activation": "sigmoid"}},
+        {"className": "Dense", "config": {"units": 3}}
+    ]})
+}
+
+fn data(shape: &[usize], salt: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    Tensor::new((0..n).map(|i| ((i as f32) * 0.37 + salt).sin()).collect(), shape).unwrap()
+}
+
+fn pair(config: &Value, compile: Value) -> (Model, Model) {
+    let mut cpu = Model::from_config(config, 11).unwrap();
+    let mut gpu = Model::from_config(config, 11).unwrap();
+    cpu.compile(&compile).unwrap();
+    let mut on_gpu = compile.clone();
+    on_gpu["device"] = json!("gpu!");
+    gpu.compile(&on_gpu).unwrap();
+    assert!(gpu.device_name().is_some(), "the model should be on the GPU");
+    assert!(cpu.device_name().is_none());
+    (cpu, gpu)
+}
+
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (1e-3 + x.abs()))
+        .fold(0.0, f32::max)
+}
+
+fn assert_same_weights(cpu: &Model, gpu: &Model, tol: f32) {
+    let (a, b) = (cpu.get_weights().unwrap(), gpu.get_weights().unwrap());
+    assert_eq!(a.len(), b.len());
+    for ((name, shape, x), (_, shape2, y)) in a.iter().zip(&b) {
+        assert_eq!(shape, shape2);
+        let d = max_rel_diff(x, y);
+        assert!(d < tol, "{name}: relative difference {d}");
+    }
+}
+
+#[test]
+fn convnet_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    for optimizer in [
+        json!({"name": "adam", "learningRate": 0.01}),
+        json!({"name": "sgd", "learningRate": 0.05, "momentum": 0.9, "nesterov": true}),
+        json!({"name": "sgd", "learningRate": {"name": "cosineDecay", "initialLearningRate": 0.1, "decaySteps": 4}}),
+    ] {
+        let compile = json!({"optimizer": optimizer, "loss": "sparseCategoricalCrossentropy", "metrics": ["accuracy"]});
+        let (mut cpu, mut gpu) = pair(&convnet(), compile);
+        let x = data(&[16, 12, 12, 2], 0.5);
+        let y = Tensor::new((0..16).map(|i| (i % 5) as f32).collect(), &[16]).unwrap();
+        for step in 0..4 {
+            let a = cpu.train_on_batch(&x, &y).unwrap();
+            let b = gpu.train_on_batch(&x, &y).unwrap();
+            let rel = ((a[0].1 - b[0].1) / a[0].1).abs();
+            assert!(rel < 1e-4, "{optimizer} step {step}: loss {} vs {}", a[0].1, b[0].1);
+            assert_eq!(a[1], b[1], "accuracy at step {step}");
+        }
+        assert_same_weights(&cpu, &gpu, 1e-3);
+        let (pa, pb) = (cpu.predict(&x, 7).unwrap(), gpu.predict(&x, 7).unwrap());
+        assert_eq!(pa.shape(), pb.shape());
+        assert!(max_rel_diff(pa.data(), pb.data()) < 1e-3);
+        let (ea, eb) = (cpu.evaluate(&x, &y, 5).unwrap(), gpu.evaluate(&x, &y, 5).unwrap());
+        assert!(((ea[0].1 - eb[0].1) / ea[0].1).abs() < 1e-4, "{ea:?} vs {eb:?}");
+    }
+}
+
+#[test]
+fn mse_regression_and_host_weight_changes_reach_the_gpu() {
+    if skip() {
+        return;
+    }
+    let compile = json!({"optimizer": {"name": "adam", "learningRate": 0.02}, "loss": "meanSquaredError"});
+    let (mut cpu, mut gpu) = pair(&mlp(), compile);
+    let (x, y) = (data(&[9, 7], 0.1), data(&[9, 3], 1.3));
+    for _ in 0..3 {
+        let (a, b) = (cpu.train_on_batch(&x, &y).unwrap(), gpu.train_on_batch(&x, &y).unwrap());
+        assert!(((a[0].1 - b[0].1) / a[0].1).abs() < 1e-4, "{a:?} vs {b:?}");
+    }
+    assert_same_weights(&cpu, &gpu, 1e-3);
+    // New weights set on the host are uploaded before the next GPU step.
+    let fresh: Vec<Vec<f32>> = cpu
+        .get_weights()
+        .unwrap()
+        .iter()
+        .map(|(_, _, w)| w.iter().map(|v| v * 0.5).collect())
+        .collect();
+    cpu.set_weights(&fresh).unwrap();
+    gpu.set_weights(&fresh).unwrap();
+    let (a, b) = (cpu.train_on_batch(&x, &y).unwrap(), gpu.train_on_batch(&x, &y).unwrap());
+    assert!(((a[0].1 - b[0].1) / a[0].1).abs() < 1e-4, "{a:?} vs {b:?}");
+    assert_same_weights(&cpu, &gpu, 1e-3);
+}
+
+#[test]
+fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
+    if skip() {
+        return;
+    }
+    assert!(!gpu_model::devices().is_empty(), "wgpu sees no adapter");
+    let config = json!({"className": "Sequential", "inputShape": [5, 3], "layers": [
+        {"className": "LSTM", "config": {"units": 4}},
+        {"className": "Dense", "config": {"units": 2}}
+    ]});
+    let mut model = Model::from_config(&config, 3).unwrap();
+    model
+        .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "gpu"}))
+        .unwrap();
+    assert!(model.device_name().is_none());
+    let warning = model.compiled_ref().unwrap().device_warning.clone().unwrap();
+    assert!(warning.contains("LSTM"), "{warning}");
+    let logs = model
+        .train_on_batch(&data(&[4, 5, 3], 0.0), &data(&[4, 2], 1.0))
+        .unwrap();
+    assert!(logs[0].1.is_finite());
+    let err = model
+        .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "gpu!"}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not support the LSTM layer"), "{err}");
+    let err = model
+        .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "tpu"}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("device must be 'cpu', 'gpu'"), "{err}");
+}

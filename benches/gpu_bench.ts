@@ -1,0 +1,54 @@
+/**
+ * GPU mode of the benchmarks: the MNIST convnet trained and run with `compile({ device: 'gpu!' })`
+ * (train step at batch 1024, inference at batch 8192), printing one JSON line with the adapter
+ * and the ratios against the PyTorch 2.11 / H200 anchors of the GPU issue. The kernel-level
+ * numbers (GEMM 4096^3 and 8192^3, conv2d) come from `cortex-wgpu`'s `gpu_bench` example;
+ * benches/gpu.sh runs both on a bare GPU machine.
+ *
+ *   tsx benches/gpu_bench.ts           (SIZES=small for a software adapter such as lavapipe)
+ */
+import { adam, conv2d, dense, devices, dropout, flatten, maxPooling2d, sequential, tensor } from "../index.ts";
+import { emit, median, round, sample } from "./peers/common.ts";
+
+const small = process.env.SIZES === "small";
+const trainBatch = small ? 32 : 1024;
+const inferBatch = small ? 64 : 8192;
+// PyTorch 2.11 (cuDNN, TF32 off) on an NVIDIA H200, from the GPU issue.
+const ANCHOR = { train_samples_per_s: 422_000, infer_samples_per_s: 2_350_000 };
+
+const model = sequential([
+  conv2d({ filters: 32, kernelSize: 3, activation: "relu", inputShape: [28, 28, 1] }),
+  maxPooling2d({ poolSize: 2 }),
+  conv2d({ filters: 64, kernelSize: 3, activation: "relu" }),
+  maxPooling2d({ poolSize: 2 }),
+  flatten(),
+  dropout({ rate: 0.5 }),
+  dense({ units: 10, activation: "softmax" }),
+]);
+model.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy", device: "gpu!" });
+
+const random = (n: number) => Float32Array.from({ length: n }, () => Math.random());
+const x = tensor(random(trainBatch * 784), [trainBatch, 28, 28, 1]);
+const y = tensor(
+  Float32Array.from({ length: trainBatch }, (_, i) => i % 10),
+  [trainBatch],
+);
+const xi = tensor(random(inferBatch * 784), [inferBatch, 28, 28, 1]);
+
+const trainMs = median(await sample(() => model.trainOnBatch(x, y), { warmup: 3, runs: small ? 3 : 30 }));
+const inferMs = median(
+  await sample(() => model.predict(xi, { batchSize: inferBatch }), { warmup: 2, runs: small ? 3 : 20 }),
+);
+const train = trainBatch / (trainMs * 1e-3);
+const infer = inferBatch / (inferMs * 1e-3);
+emit({
+  peer: "cortex-nn gpu",
+  adapter: model.device,
+  adapters: devices().map((d) => `${d.name} (${d.backend}, ${d.deviceType})`),
+  convnet_train_batch: trainBatch,
+  convnet_train_samples_per_s: round(train, 0),
+  convnet_infer_batch: inferBatch,
+  convnet_infer_samples_per_s: round(infer, 0),
+  vs_h200_pytorch_train: round(train / ANCHOR.train_samples_per_s, 3),
+  vs_h200_pytorch_infer: round(infer / ANCHOR.infer_samples_per_s, 3),
+});

@@ -227,8 +227,20 @@ fn optimizers_match_pytorch() {
     assert_eq!(n, 6);
 }
 
+/// The whole-model step runs once per device: the CPU, and the GPU backend on whatever adapter
+/// wgpu finds (lavapipe without a GPU; `CORTEX_SKIP_GPU_TESTS=1` leaves it out).
 #[test]
 fn cnn_training_step_matches_pytorch() {
+    let skip_gpu = std::env::var("CORTEX_SKIP_GPU_TESTS").is_ok_and(|v| v == "1");
+    for device in ["cpu", "gpu!"] {
+        if device != "cpu" && skip_gpu {
+            continue;
+        }
+        cnn_training_step_on(device);
+    }
+}
+
+fn cnn_training_step_on(device: &str) {
     let case = cases().into_iter().find(|c| c["name"] == "model_cnn_sgd_step").unwrap();
     let x = tensor_of(&case["inputs"]["x"]);
     let y = tensor_of(&case["int_inputs"]["y"]);
@@ -244,7 +256,8 @@ fn cnn_training_step_matches_pytorch() {
     model
         .compile(
             &json!({"optimizer": {"name": "sgd", "learningRate": case["attrs"]["learning_rate"]},
-                         "loss": {"name": "sparseCategoricalCrossentropy", "fromLogits": true}}),
+                         "loss": {"name": "sparseCategoricalCrossentropy", "fromLogits": true},
+                         "device": device}),
         )
         .unwrap();
     let p = &case["params"];

@@ -1,9 +1,9 @@
 //! GPU kernel benchmark: prints one JSON line with the adapter, GEMM GFLOP/s and conv2d timing.
 //!
-//! `cargo run -p cortex-wgpu --release --example gpu_bench` measures GEMM 1024^3 and 4096^3
-//! (vec4 path, and 1024^3 with B transposed for the scalar path) and the MNIST convnet's
+//! `cargo run -p cortex-wgpu --release --example gpu_bench` measures GEMM 1024^3, 4096^3 and
+//! 8192^3 (vec4 path, and 1024^3 with B transposed for the scalar path) and the MNIST convnet's
 //! second conv layer at batch 1024 ([1024, 13, 13, 32] * [3, 3, 32, 64], valid padding).
-//! `SIZES=small` shrinks everything (GEMM 128^3 / 256^3, batch 8) for software adapters such
+//! `SIZES=small` shrinks everything (GEMM 128^3 / 256^3 / 512^3, batch 8) for software adapters such
 //! as lavapipe. Each figure is the median of several runs after warm-up, timing
 //! submit + wait for the device (no readback).
 
@@ -55,12 +55,13 @@ fn json_str(s: &str) -> String {
 
 fn main() -> Result<()> {
     let small = std::env::var("SIZES").is_ok_and(|v| v == "small");
-    let (g1, g2, batch, reps) = if small { (128, 256, 8, 3) } else { (1024, 4096, 1024, 7) };
+    let (g1, g2, g3, batch, reps) = if small { (128, 256, 512, 8, 3) } else { (1024, 4096, 8192, 1024, 7) };
     let gpu = Gpu::new()?;
     let s = gpu.adapter_summary().clone();
     let gemm1 = gemm_gflops(&gpu, g1, false, reps)?;
     let gemm1_nt = gemm_gflops(&gpu, g1, true, reps)?;
     let gemm2 = gemm_gflops(&gpu, g2, false, reps)?;
+    let gemm3 = gemm_gflops(&gpu, g3, false, reps)?;
     let x = gpu.upload(&fill(batch * 13 * 13 * 32), &[batch, 13, 13, 32])?;
     let k = gpu.upload(&fill(3 * 3 * 32 * 64), &[3, 3, 32, 64])?;
     let spec = Conv2dSpec::default();
@@ -74,7 +75,7 @@ fn main() -> Result<()> {
     )?;
     let bwd_w_s = median_secs(reps, || gpu.conv2d_backward_filter(&x, &dy, (3, 3), &spec), &gpu)?;
     println!(
-        "{{\"adapter\":{},\"backend\":{},\"device_type\":{},\"sizes\":{},\"gemm_{g1}_gflops\":{gemm1:.2},\"gemm_{g1}_nt_gflops\":{gemm1_nt:.2},\"gemm_{g2}_gflops\":{gemm2:.2},\"conv2d_b{batch}_13x13x32_to_64_3x3\":{{\"forward_ms\":{:.3},\"forward_gflops\":{:.2},\"backward_input_ms\":{:.3},\"backward_filter_ms\":{:.3}}}}}",
+        "{{\"adapter\":{},\"backend\":{},\"device_type\":{},\"sizes\":{},\"gemm_{g1}_gflops\":{gemm1:.2},\"gemm_{g1}_nt_gflops\":{gemm1_nt:.2},\"gemm_{g2}_gflops\":{gemm2:.2},\"gemm_{g3}_gflops\":{gemm3:.2},\"conv2d_b{batch}_13x13x32_to_64_3x3\":{{\"forward_ms\":{:.3},\"forward_gflops\":{:.2},\"backward_input_ms\":{:.3},\"backward_filter_ms\":{:.3}}}}}",
         json_str(&s.name),
         json_str(&s.backend),
         json_str(&s.device_type),

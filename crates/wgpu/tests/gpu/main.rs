@@ -8,6 +8,7 @@
 mod common;
 mod conv;
 mod elementwise;
+mod fixtures;
 mod matmul;
 mod optim;
 mod pool2d;

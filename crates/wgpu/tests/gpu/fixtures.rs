@@ -1,0 +1,310 @@
+//! The PyTorch fixture suite (test/fixtures/fixtures.json) on the GPU kernels: every case whose
+//! op the GPU backend implements runs here, forward values and gradients, with the tolerance of
+//! the CPU suite (crates/core/tests/fixtures*.rs): |got - want| <= 1e-5 + 1e-4 |want|.
+//!
+//! Each fixture case is accounted for: it runs on the GPU, or its op is listed in
+//! [`CPU_ONLY`] with the reason. A new fixture op fails [`every_fixture_case_is_accounted_for`]
+//! until it gets a GPU check or a line there, so coverage cannot shrink silently.
+//!
+//! The fixtures file is found through `CORTEX_FIXTURES`, else the checkout this test was
+//! built in, else `test/fixtures/fixtures.json` under the working directory (a test binary
+//! carried to another machine and run from the repository root).
+
+use cortex_wgpu::{
+    Activation, AdamParams, BinaryOp, Conv2dSpec, CrossEntropyInput, Gpu, GpuTensor, Pool2dSpec, SgdParams,
+};
+use serde_json::Value;
+
+use crate::common::gpu;
+
+/// Fixture ops the GPU backend does not run yet, with why. Activations are per name below.
+const CPU_ONLY: &[(&str, &str)] = &[
+    ("avg_pooling2d", "no average-pooling kernel on the GPU yet"),
+    ("global_average_pooling2d", "no global pooling kernel on the GPU yet"),
+    ("conv1d", "no conv1d kernel on the GPU yet"),
+    ("conv2d_transpose", "no transposed convolution on the GPU yet"),
+    ("batch_normalization", "no batch normalisation on the GPU yet"),
+    ("embedding", "covered by the recurrent GPU suite when present, not by a fixture check"),
+    ("simple_rnn", "recurrent GPU kernels: see tests/gpu/rnn.rs"),
+    ("lstm", "recurrent GPU kernels: see tests/gpu/rnn.rs"),
+    ("gru", "recurrent GPU kernels: see tests/gpu/rnn.rs"),
+    ("multi_head_attention", "attention GPU kernels: see tests/gpu/attention.rs"),
+    ("layer_normalization", "layer normalisation GPU kernels: see tests/gpu/attention.rs"),
+    ("model_train_step", "runs through the model code: crates/core/tests/fixtures.rs, both devices"),
+];
+
+/// Activations with a GPU kernel, by fixture name.
+fn gpu_activation(name: &str) -> Option<Activation> {
+    Some(match name {
+        "relu" => Activation::Relu,
+        "sigmoid" => Activation::Sigmoid,
+        "tanh" => Activation::Tanh,
+        "gelu_tanh" => Activation::Gelu,
+        "leaky_relu_0.2" => Activation::LeakyRelu(0.2),
+        _ => return None,
+    })
+}
+
+/// Activations without an elementwise GPU kernel (softmax has a forward kernel and is fused
+/// into the cross-entropy for training, so only its forward is checked).
+const CPU_ONLY_ACTIVATIONS: &[&str] = &["log_softmax", "gelu", "elu", "selu", "swish", "softplus"];
+
+fn fixtures() -> Vec<Value> {
+    let candidates = [
+        std::env::var("CORTEX_FIXTURES").ok(),
+        Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json").to_string()),
+        Some("test/fixtures/fixtures.json".to_string()),
+    ];
+    let path = candidates
+        .into_iter()
+        .flatten()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("test/fixtures/fixtures.json not found (set CORTEX_FIXTURES)");
+    let text = std::fs::read_to_string(&path).expect("fixtures.json is readable");
+    let v: Value = serde_json::from_str(&text).expect("fixtures.json parses");
+    v["cases"].as_array().expect("a cases array").clone()
+}
+
+fn cases_of(op: &str) -> Vec<Value> {
+    fixtures().into_iter().filter(|c| c["op"] == op).collect()
+}
+
+fn shape(v: &Value) -> Vec<usize> {
+    let dims = v["shape"].as_array().expect("a shape");
+    dims.iter().map(|d| d.as_u64().expect("a dimension") as usize).collect()
+}
+
+fn data(v: &Value) -> Vec<f32> {
+    let values = v["data"].as_array().or_else(|| v.as_array()).expect("data");
+    values.iter().map(|d| d.as_f64().expect("a number") as f32).collect()
+}
+
+fn upload(g: &Gpu, v: &Value) -> GpuTensor {
+    g.upload(&data(v), &shape(v)).expect("upload")
+}
+
+fn check(g: &Gpu, what: &str, got: &GpuTensor, want: &Value) {
+    let got = g.download(got).expect("download");
+    let want = data(want);
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{what}[{i}]: got {g}, want {w}");
+    }
+}
+
+fn pair(v: &Value) -> (usize, usize) {
+    let a = v.as_array().expect("a pair");
+    (a[0].as_u64().unwrap() as usize, a[1].as_u64().unwrap() as usize)
+}
+
+/// TensorFlow's padding (top, left, bottom, right): none for 'valid'; for 'same', enough for
+/// ceil(in / stride) outputs with the odd pixel at the bottom/right.
+fn tf_padding(same: bool, hw: (usize, usize), window: (usize, usize), strides: (usize, usize)) -> [usize; 4] {
+    if !same {
+        return [0; 4];
+    }
+    let total = |n: usize, k: usize, s: usize| ((n.div_ceil(s) - 1) * s + k).saturating_sub(n);
+    let (th, tw) = (total(hw.0, window.0, strides.0), total(hw.1, window.1, strides.1));
+    [th / 2, tw / 2, th - th / 2, tw - tw / 2]
+}
+
+#[test]
+fn every_fixture_case_is_accounted_for() {
+    let gpu_ops = ["dense", "conv2d", "max_pooling2d", "activation", "loss", "optimizer"];
+    for case in fixtures() {
+        let op = case["op"].as_str().unwrap();
+        assert!(
+            gpu_ops.contains(&op) || CPU_ONLY.iter().any(|(o, _)| *o == op),
+            "fixture op '{op}' ({}) is neither checked on the GPU nor listed in CPU_ONLY",
+            case["name"]
+        );
+        if op == "activation" {
+            let name = case["attrs"]["activation"].as_str().unwrap();
+            assert!(
+                gpu_activation(name).is_some() || name == "softmax" || CPU_ONLY_ACTIVATIONS.contains(&name),
+                "activation '{name}' is not accounted for"
+            );
+        }
+    }
+}
+
+#[test]
+fn dense_fixtures_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let cases = cases_of("dense");
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let x = upload(g, &case["inputs"]["x"]);
+        let w = upload(g, &case["params"]["kernel"]);
+        let b = upload(g, &case["params"]["bias"]);
+        let y = g.bias_add(&g.matmul(&x, &w, false, false).unwrap(), &b).unwrap();
+        check(g, &format!("{name} y"), &y, &case["outputs"]["y"]);
+        let dy = upload(g, &case["cotangents"]["y"]);
+        check(g, &format!("{name} dx"), &g.matmul(&dy, &w, false, true).unwrap(), &case["grads"]["x"]);
+        check(g, &format!("{name} dkernel"), &g.matmul(&x, &dy, true, false).unwrap(), &case["grads"]["kernel"]);
+        check(g, &format!("{name} dbias"), &g.sum_rows(&dy).unwrap(), &case["grads"]["bias"]);
+    }
+    assert_eq!(cases.len(), 2);
+}
+
+#[test]
+fn conv2d_fixtures_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let cases = cases_of("conv2d");
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let a = &case["attrs"];
+        let xs = shape(&case["inputs"]["x"]);
+        let ks = shape(&case["params"]["kernel"]);
+        let dilation = pair(&a["dilation_rate"]);
+        let strides = pair(&a["strides"]);
+        let extent = (dilation.0 * (ks[0] - 1) + 1, dilation.1 * (ks[1] - 1) + 1);
+        let spec = Conv2dSpec {
+            strides,
+            dilation,
+            padding: tf_padding(a["padding"] == "same", (xs[1], xs[2]), extent, strides),
+        };
+        let x = upload(g, &case["inputs"]["x"]);
+        let k = upload(g, &case["params"]["kernel"]);
+        let b = upload(g, &case["params"]["bias"]);
+        let y = g.bias_add(&g.conv2d(&x, &k, &spec).unwrap(), &b).unwrap();
+        assert_eq!(y.shape(), shape(&case["outputs"]["y"]).as_slice(), "{name}: output shape");
+        check(g, &format!("{name} y"), &y, &case["outputs"]["y"]);
+        let dy = upload(g, &case["cotangents"]["y"]);
+        let dx = g
+            .conv2d_backward_input(&dy, &k, [xs[0], xs[1], xs[2], xs[3]], &spec)
+            .unwrap();
+        check(g, &format!("{name} dx"), &dx, &case["grads"]["x"]);
+        let dk = g.conv2d_backward_filter(&x, &dy, (ks[0], ks[1]), &spec).unwrap();
+        check(g, &format!("{name} dkernel"), &dk, &case["grads"]["kernel"]);
+        check(g, &format!("{name} dbias"), &g.sum_rows(&dy).unwrap(), &case["grads"]["bias"]);
+    }
+    assert_eq!(cases.len(), 6);
+}
+
+#[test]
+fn max_pooling_fixtures_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let cases = cases_of("max_pooling2d");
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let a = &case["attrs"];
+        let xs = shape(&case["inputs"]["x"]);
+        let (pool, strides) = (pair(&a["pool_size"]), pair(&a["strides"]));
+        let spec = Pool2dSpec {
+            pool,
+            strides,
+            padding: tf_padding(a["padding"] == "same", (xs[1], xs[2]), pool, strides),
+        };
+        let x = upload(g, &case["inputs"]["x"]);
+        let out = g.max_pool2d(&x, &spec).unwrap();
+        check(g, &format!("{name} y"), &out.output, &case["outputs"]["y"]);
+        let dy = upload(g, &case["cotangents"]["y"]);
+        let dx = g
+            .max_pool2d_backward(&dy, &out.argmax, [xs[0], xs[1], xs[2], xs[3]], &spec)
+            .unwrap();
+        check(g, &format!("{name} dx"), &dx, &case["grads"]["x"]);
+    }
+    assert_eq!(cases.len(), 2);
+}
+
+#[test]
+fn activation_fixtures_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let mut checked = 0;
+    for case in cases_of("activation") {
+        let name = case["attrs"]["activation"].as_str().unwrap();
+        let x = upload(g, &case["inputs"]["x"]);
+        if name == "softmax" {
+            check(g, "softmax y", &g.softmax(&x).unwrap(), &case["outputs"]["y"]);
+            checked += 1;
+            continue;
+        }
+        let Some(act) = gpu_activation(name) else { continue };
+        check(g, &format!("{name} y"), &g.activation(act, &x).unwrap(), &case["outputs"]["y"]);
+        let dy = upload(g, &case["cotangents"]["y"]);
+        let dx = g.activation_backward(act, &x, &dy).unwrap();
+        check(g, &format!("{name} dx"), &dx, &case["grads"]["x"]);
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "relu, sigmoid, tanh, gelu_tanh, leaky_relu_0.2 and softmax");
+}
+
+#[test]
+fn loss_fixtures_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let mut checked = 0;
+    for case in cases_of("loss") {
+        let name = case["name"].as_str().unwrap();
+        let x = upload(g, &case["inputs"]["x"]);
+        let seed = data(&case["cotangents"]["loss"])[0];
+        let (loss, grad) = match case["attrs"]["loss"].as_str().unwrap() {
+            "sparse_categorical_crossentropy" => {
+                let labels = upload(g, &case["int_targets"]);
+                let input = if case["attrs"]["from_logits"] == true {
+                    CrossEntropyInput::Logits
+                } else {
+                    CrossEntropyInput::Probabilities
+                };
+                let ce = g.sparse_categorical_crossentropy(&x, &labels, input).unwrap();
+                (ce.loss, ce.grad)
+            }
+            // The same composition as the GPU models' MSE: mean((x - t)^2), 2 (x - t) / n.
+            "mean_squared_error" => {
+                let t = upload(g, &case["targets"]);
+                let diff = g.binary(BinaryOp::Sub, &x, &t).unwrap();
+                let loss = g.mean(&g.mul(&diff, &diff).unwrap()).unwrap();
+                (loss, g.scale(&diff, 2.0 / x.len() as f32, 0.0).unwrap())
+            }
+            _ => continue, // categorical and binary cross-entropy: no GPU loss kernel yet
+        };
+        check(g, &format!("{name} loss"), &loss, &case["outputs"]["loss"]);
+        check(g, &format!("{name} dx"), &g.scale(&grad, seed, 0.0).unwrap(), &case["grads"]["x"]);
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "sparse categorical cross-entropy (logits) and MSE");
+}
+
+#[test]
+fn optimizer_fixtures_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let mut checked = 0;
+    for case in cases_of("optimizer") {
+        let name = case["name"].as_str().unwrap();
+        let a = &case["attrs"];
+        let f = |k: &str| a[k].as_f64().unwrap_or(0.0) as f32;
+        let p0 = &case["params"]["p0"];
+        let mut w = upload(g, p0);
+        let mut s1 = g.zeros(&shape(p0)).unwrap();
+        let mut s2 = g.zeros(&shape(p0)).unwrap();
+        let trajectory = case["outputs"]["trajectory"].as_array().unwrap();
+        let kind = a["optimizer"].as_str().unwrap();
+        if !matches!(kind, "sgd" | "adam") {
+            continue; // adamw and rmsprop: no GPU update kernel yet
+        }
+        for (step, grad) in case["grads_sequence"].as_array().unwrap().iter().enumerate() {
+            let grad = g.upload(&data(grad), &shape(p0)).unwrap();
+            if kind == "sgd" {
+                let hp = SgdParams {
+                    lr: f("learning_rate"),
+                    momentum: f("momentum"),
+                    nesterov: a["nesterov"] == true,
+                };
+                let velocity = (hp.momentum != 0.0).then_some(&mut s1);
+                g.sgd_update(&mut w, &grad, velocity, &hp).unwrap();
+            } else {
+                let hp = AdamParams {
+                    lr: f("learning_rate"),
+                    beta1: f("beta_1"),
+                    beta2: f("beta_2"),
+                    epsilon: f("epsilon"),
+                    step: step as u32 + 1,
+                };
+                g.adam_update(&mut w, &grad, &mut s1, &mut s2, &hp).unwrap();
+            }
+            check(g, &format!("{name} step {step}"), &w, &trajectory[step]);
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "sgd, sgd_momentum, sgd_nesterov, adam");
+}

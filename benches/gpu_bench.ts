@@ -1,20 +1,44 @@
 /**
  * GPU mode of the benchmarks: the MNIST convnet trained and run with `compile({ device: 'gpu!' })`
- * (train step at batch 1024, inference at batch 8192), printing one JSON line with the adapter
- * and the ratios against the PyTorch 2.11 / H200 anchors of the GPU issue. The kernel-level
+ * (train step at batch 1024, inference at batch 8192) and the embedding(1000, 64) -> lstm(128) ->
+ * dense(10) model's train step (sequences of 100 tokens, batch 256) and the self-attention block
+ * LayerNorm(x + MultiHeadAttention(x, x)) (x [16, 1024, 256], 8 heads) as a functional model,
+ * printing one JSON line with the adapter and the ratios against the PyTorch 2.11 / H200 anchors
+ * of the GPU issue. These are library calls (`trainOnBatch`, `predict`), so they include the
+ * host-to-device copies of each batch and the readback of the loss or predictions; the
+ * kernel-level benches (crates/wgpu/examples) time the device work alone. The kernel-level
  * numbers (GEMM 4096^3 and 8192^3, conv2d) come from `cortex-wgpu`'s `gpu_bench` example;
  * benches/gpu.sh runs both on a bare GPU machine.
  *
  *   tsx benches/gpu_bench.ts           (SIZES=small for a software adapter such as lavapipe)
  */
-import { adam, conv2d, dense, devices, dropout, flatten, maxPooling2d, sequential, tensor } from "../index.ts";
+import {
+  adam,
+  conv2d,
+  dense,
+  devices,
+  dropout,
+  embedding,
+  flatten,
+  input,
+  layerNormalization,
+  add,
+  lstm,
+  model as functionalModel,
+  multiHeadAttention,
+  maxPooling2d,
+  sequential,
+  tensor,
+} from "../index.ts";
 import { emit, median, round, sample } from "./peers/common.ts";
 
 const small = process.env.SIZES === "small";
 const trainBatch = small ? 32 : 1024;
 const inferBatch = small ? 64 : 8192;
 // PyTorch 2.11 (cuDNN, TF32 off) on an NVIDIA H200, from the GPU issue.
-const ANCHOR = { train_samples_per_s: 422_000, infer_samples_per_s: 2_350_000 };
+const ANCHOR = { train_samples_per_s: 422_000, infer_samples_per_s: 2_350_000, lstm_train_samples_per_s: 83_000 };
+const lstmBatch = small ? 8 : 256;
+const lstmSteps = small ? 10 : 100;
 
 const model = sequential([
   conv2d({ filters: 32, kernelSize: 3, activation: "relu", inputShape: [28, 28, 1] }),
@@ -39,6 +63,40 @@ const trainMs = median(await sample(() => model.trainOnBatch(x, y), { warmup: 3,
 const inferMs = median(
   await sample(() => model.predict(xi, { batchSize: inferBatch }), { warmup: 2, runs: small ? 3 : 20 }),
 );
+
+const rnn = sequential([
+  embedding({ inputDim: 1000, outputDim: 64, inputShape: [lstmSteps] }),
+  lstm({ units: 128 }),
+  dense({ units: 10, activation: "softmax" }),
+]);
+rnn.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy", device: "gpu!" });
+const tokens = tensor(
+  Float32Array.from({ length: lstmBatch * lstmSteps }, () => Math.floor(Math.random() * 1000)),
+  [lstmBatch, lstmSteps],
+);
+const tokenLabels = tensor(
+  Float32Array.from({ length: lstmBatch }, (_, i) => i % 10),
+  [lstmBatch],
+);
+const lstmMs = median(await sample(() => rnn.trainOnBatch(tokens, tokenLabels), { warmup: 3, runs: small ? 3 : 30 }));
+const lstmTrain = lstmBatch / (lstmMs * 1e-3);
+
+// The attention block, trained with MSE against zeros (forward + backward + Adam).
+const [attnBatch, attnSeq, attnDim] = small ? [2, 64, 256] : [16, 1024, 256];
+const tokensIn = input({ shape: [attnSeq, attnDim] });
+const attended = multiHeadAttention({ numHeads: 8, keyDim: attnDim / 8 }).apply([tokensIn, tokensIn]);
+const block = functionalModel({
+  inputs: tokensIn,
+  outputs: layerNormalization({ epsilon: 1e-5 }).apply(add().apply([tokensIn, attended])),
+});
+block.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "meanSquaredError", device: "gpu!" });
+const attnX = tensor(random(attnBatch * attnSeq * attnDim), [attnBatch, attnSeq, attnDim]);
+const attnY = tensor(new Float32Array(attnBatch * attnSeq * attnDim), [attnBatch, attnSeq, attnDim]);
+const attnTrainMs = median(await sample(() => block.trainOnBatch(attnX, attnY), { warmup: 3, runs: small ? 3 : 20 }));
+const attnPredictMs = median(
+  await sample(() => block.predict(attnX, { batchSize: attnBatch }), { warmup: 2, runs: small ? 3 : 20 }),
+);
+
 const train = trainBatch / (trainMs * 1e-3);
 const infer = inferBatch / (inferMs * 1e-3);
 emit({
@@ -51,4 +109,10 @@ emit({
   convnet_infer_samples_per_s: round(infer, 0),
   vs_h200_pytorch_train: round(train / ANCHOR.train_samples_per_s, 3),
   vs_h200_pytorch_infer: round(infer / ANCHOR.infer_samples_per_s, 3),
+  lstm_train_batch: lstmBatch,
+  lstm_train_samples_per_s: round(lstmTrain, 0),
+  vs_h200_pytorch_lstm_train: round(lstmTrain / ANCHOR.lstm_train_samples_per_s, 3),
+  attn_block: [attnBatch, attnSeq, attnDim],
+  attn_block_predict_ms: round(attnPredictMs, 2),
+  attn_block_train_step_ms: round(attnTrainMs, 2),
 });

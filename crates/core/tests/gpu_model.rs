@@ -125,6 +125,130 @@ fn mse_regression_and_host_weight_changes_reach_the_gpu() {
     assert_same_weights(&cpu, &gpu, 1e-3);
 }
 
+/// Embedding -> LSTM (all steps) -> LSTM (last step) -> Dense: the recurrent kernels train
+/// like the CPU's, with batch and units not multiples of the kernels' tiles.
+#[test]
+fn recurrent_model_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let config = json!({"className": "Sequential", "inputShape": [7], "layers": [
+        {"className": "Embedding", "config": {"inputDim": 13, "outputDim": 6}},
+        {"className": "LSTM", "config": {"units": 5, "returnSequences": true}},
+        {"className": "LSTM", "config": {"units": 9}},
+        {"className": "Dense", "config": {"units": 3, "activation": "softmax"}}
+    ]});
+    let compile = json!({"optimizer": {"name": "adam", "learningRate": 0.01}, "loss": "sparseCategoricalCrossentropy",
+                         "metrics": ["accuracy"]});
+    let (mut cpu, mut gpu) = pair(&config, compile);
+    let x = Tensor::new((0..11 * 7).map(|i| ((i * 5 + i / 7) % 13) as f32).collect(), &[11, 7]).unwrap();
+    let y = Tensor::new((0..11).map(|i| (i % 3) as f32).collect(), &[11]).unwrap();
+    let first = cpu.train_on_batch(&x, &y).unwrap()[0].1;
+    let again = gpu.train_on_batch(&x, &y).unwrap()[0].1;
+    assert!(((first - again) / first).abs() < 1e-4, "loss {first} vs {again}");
+    for step in 1..5 {
+        let (a, b) = (cpu.train_on_batch(&x, &y).unwrap(), gpu.train_on_batch(&x, &y).unwrap());
+        assert!(((a[0].1 - b[0].1) / a[0].1).abs() < 1e-4, "step {step}: {a:?} vs {b:?}");
+    }
+    assert_same_weights(&cpu, &gpu, 1e-3);
+    let (pa, pb) = (cpu.predict(&x, 4).unwrap(), gpu.predict(&x, 4).unwrap());
+    assert_eq!(pa.shape(), &[11, 3]);
+    assert!(max_rel_diff(pa.data(), pb.data()) < 1e-3);
+    let last = cpu.train_on_batch(&x, &y).unwrap()[0].1;
+    assert!(last < first, "training should lower the loss: {first} -> {last}");
+}
+
+/// A small vision transformer as a functional model: patch convolution, reshape to tokens,
+/// positional embedding, a pre-norm encoder block (layer norm, self-attention, residual add,
+/// layer norm, gelu feed-forward, residual add; the attention layer is called on
+/// `[normed, normed]`, so two gradients meet at one tensor), pooling over tokens and a softmax
+/// head. The GPU's composed graph trains like the CPU's layer code.
+#[test]
+fn functional_transformer_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let layer = |class: &str, config: Value| json!({"className": class, "config": config});
+    let config = json!({"className": "Functional", "inputs": [[8, 8, 1]],
+        "layers": [
+            layer("Conv2D", json!({"filters": 12, "kernelSize": [4, 4], "strides": [4, 4]})),
+            layer("Reshape", json!({"targetShape": [4, 12]})),
+            layer("PositionalEmbedding", json!({"sequenceLength": 4})),
+            layer("LayerNormalization", json!({"epsilon": 1e-6})),
+            layer("MultiHeadAttention", json!({"numHeads": 3, "keyDim": 4})),
+            layer("Add", json!({})),
+            layer("LayerNormalization", json!({"epsilon": 1e-6})),
+            layer("Dense", json!({"units": 16, "activation": "gelu"})),
+            layer("Dense", json!({"units": 12})),
+            layer("Add", json!({})),
+            layer("GlobalAveragePooling1D", json!({})),
+            layer("Dense", json!({"units": 3, "activation": "softmax"}))
+        ],
+        "nodes": [
+            {"layer": 0, "inputs": [[-1, 0]]},
+            {"layer": 1, "inputs": [[0, 0]]},
+            {"layer": 2, "inputs": [[1, 0]]},
+            {"layer": 3, "inputs": [[2, 0]]},
+            {"layer": 4, "inputs": [[3, 0], [3, 0]]},
+            {"layer": 5, "inputs": [[2, 0], [4, 0]]},
+            {"layer": 6, "inputs": [[5, 0]]},
+            {"layer": 7, "inputs": [[6, 0]]},
+            {"layer": 8, "inputs": [[7, 0]]},
+            {"layer": 9, "inputs": [[5, 0], [8, 0]]},
+            {"layer": 10, "inputs": [[9, 0]]},
+            {"layer": 11, "inputs": [[10, 0]]}
+        ],
+        "outputs": [[11, 0]]
+    });
+    // SGD, not Adam: the key bias has an exactly-zero gradient (softmax ignores a shift shared by
+    // all of a query's scores), and Adam would blow its rounding noise up to full-size steps.
+    let compile = json!({"optimizer": {"name": "sgd", "learningRate": 0.1, "momentum": 0.9},
+                         "loss": "sparseCategoricalCrossentropy", "metrics": ["accuracy"]});
+    let (mut cpu, mut gpu) = pair(&config, compile);
+    let x = data(&[6, 8, 8, 1], 0.3);
+    let y = Tensor::new((0..6).map(|i| (i % 3) as f32).collect(), &[6]).unwrap();
+    let first = cpu.train_on_batch(&x, &y).unwrap()[0].1;
+    let again = gpu.train_on_batch(&x, &y).unwrap()[0].1;
+    assert!(((first - again) / first).abs() < 1e-4, "loss {first} vs {again}");
+    for step in 1..4 {
+        let (a, b) = (cpu.train_on_batch(&x, &y).unwrap(), gpu.train_on_batch(&x, &y).unwrap());
+        assert!(((a[0].1 - b[0].1) / a[0].1).abs() < 1e-4, "step {step}: {a:?} vs {b:?}");
+    }
+    assert_same_weights(&cpu, &gpu, 1e-3);
+    let (pa, pb) = (cpu.predict(&x, 4).unwrap(), gpu.predict(&x, 4).unwrap());
+    assert!(max_rel_diff(pa.data(), pb.data()) < 1e-3);
+}
+
+/// A layer applied twice shares its weights; the GPU sums both uses' gradients.
+#[test]
+fn shared_layers_sum_their_gradients_on_the_gpu() {
+    if skip() {
+        return;
+    }
+    let config = json!({"className": "Functional", "inputs": [[5]],
+        "layers": [
+            {"className": "Dense", "config": {"units": 5, "activation": "tanh"}},
+            {"className": "Add", "config": {}},
+            {"className": "Dense", "config": {"units": 2}}
+        ],
+        "nodes": [
+            {"layer": 0, "inputs": [[-1, 0]]},
+            {"layer": 0, "inputs": [[0, 0]]},
+            {"layer": 1, "inputs": [[0, 0], [1, 0]]},
+            {"layer": 2, "inputs": [[2, 0]]}
+        ],
+        "outputs": [[3, 0]]
+    });
+    let compile = json!({"optimizer": {"name": "sgd", "learningRate": 0.1}, "loss": "meanSquaredError"});
+    let (mut cpu, mut gpu) = pair(&config, compile);
+    let (x, y) = (data(&[7, 5], 0.2), data(&[7, 2], 0.9));
+    for step in 0..3 {
+        let (a, b) = (cpu.train_on_batch(&x, &y).unwrap(), gpu.train_on_batch(&x, &y).unwrap());
+        assert!(((a[0].1 - b[0].1) / a[0].1).abs() < 1e-4, "step {step}: {a:?} vs {b:?}");
+    }
+    assert_same_weights(&cpu, &gpu, 1e-4);
+}
+
 #[test]
 fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
     if skip() {
@@ -132,7 +256,8 @@ fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
     }
     assert!(!gpu_model::devices().is_empty(), "wgpu sees no adapter");
     let config = json!({"className": "Sequential", "inputShape": [5, 3], "layers": [
-        {"className": "LSTM", "config": {"units": 4}},
+        {"className": "Conv1D", "config": {"filters": 4, "kernelSize": 2}},
+        {"className": "Flatten", "config": {}},
         {"className": "Dense", "config": {"units": 2}}
     ]});
     let mut model = Model::from_config(&config, 3).unwrap();
@@ -141,7 +266,7 @@ fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
         .unwrap();
     assert!(model.device_name().is_none());
     let warning = model.compiled_ref().unwrap().device_warning.clone().unwrap();
-    assert!(warning.contains("LSTM"), "{warning}");
+    assert!(warning.contains("Conv1D"), "{warning}");
     let logs = model
         .train_on_batch(&data(&[4, 5, 3], 0.0), &data(&[4, 2], 1.0))
         .unwrap();
@@ -150,7 +275,7 @@ fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
         .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "gpu!"}))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("does not support the LSTM layer"), "{err}");
+    assert!(err.contains("does not support the Conv1D layer"), "{err}");
     let err = model
         .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "tpu"}))
         .unwrap_err()

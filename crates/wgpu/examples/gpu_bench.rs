@@ -1,15 +1,20 @@
 //! GPU kernel benchmark: prints one JSON line with the adapter, GEMM GFLOP/s and conv2d timing.
 //!
 //! `cargo run -p cortex-wgpu --release --example gpu_bench` measures GEMM 1024^3, 4096^3 and
-//! 8192^3 (vec4 path, and 1024^3 with B transposed for the scalar path) and the MNIST convnet's
+//! 8192^3 (default kernel choice, and 1024^3 with B transposed) and the MNIST convnet's
 //! second conv layer at batch 1024 ([1024, 13, 13, 32] * [3, 3, 32, 64], valid padding).
+//! `gemm_kernels` times every concrete [`MatmulKernel`] at each size (`nn`) and, at the
+//! middle size, the transposed forms backward passes use (`tn` = Aᵀ·B, `nt` = A·Bᵀ), so one
+//! run shows which kernel to make the default; `gemm_auto_kernel` names the one `Auto` picks.
+//! `conv2d_kernels` likewise times the conv layer on every tiling (`runs` names the kernel
+//! that actually ran).
 //! `SIZES=small` shrinks everything (GEMM 128^3 / 256^3 / 512^3, batch 8) for software adapters such
 //! as lavapipe. Each figure is the median of several runs after warm-up, timing
 //! submit + wait for the device (no readback).
 
 use std::time::Instant;
 
-use cortex_wgpu::{Conv2dSpec, Gpu, GpuTensor, Result};
+use cortex_wgpu::{Conv2dSpec, Gpu, GpuTensor, MatmulDesc, MatmulKernel, Result};
 
 fn median_secs(reps: usize, mut f: impl FnMut() -> Result<GpuTensor>, gpu: &Gpu) -> Result<f64> {
     for _ in 0..2 {
@@ -39,6 +44,102 @@ fn gemm_gflops(gpu: &Gpu, n: usize, trans_b: bool, reps: usize) -> Result<f64> {
     Ok(2.0 * (n as f64).powi(3) / t / 1e9)
 }
 
+/// GFLOP/s of an `n^3` GEMM with the given transposes on `kernel`.
+fn kernel_gflops(gpu: &Gpu, n: usize, ta: bool, tb: bool, kernel: MatmulKernel, reps: usize) -> Result<f64> {
+    let a = gpu.upload(&fill(n * n), &[n, n])?;
+    let b = gpu.upload(&fill(n * n), &[n, n])?;
+    let d = MatmulDesc {
+        m: n,
+        n,
+        k: n,
+        batch: 1,
+        trans_a: ta,
+        trans_b: tb,
+        stride_a: n * n,
+        stride_b: n * n,
+    };
+    let t = median_secs(reps, || gpu.matmul_with_kernel(&a, &b, &d, kernel), gpu)?;
+    Ok(2.0 * (n as f64).powi(3) / t / 1e9)
+}
+
+/// `{"tile64":{"nn_1024":..,..},..}` over every concrete kernel.
+fn kernels_json(gpu: &Gpu, sizes: [usize; 3], reps: usize) -> String {
+    let mut parts = Vec::new();
+    for kernel in MatmulKernel::CONCRETE {
+        // A kernel the device cannot run (e.g. too little workgroup memory) falls back; say so.
+        let probe = MatmulDesc {
+            m: sizes[1],
+            n: sizes[1],
+            k: sizes[1],
+            batch: 1,
+            trans_a: false,
+            trans_b: false,
+            stride_a: 0,
+            stride_b: 0,
+        };
+        let ran = gpu.matmul_kernel_for(&probe, kernel);
+        let mut fields = vec![format!("\"runs\":{}", json_str(ran.name()))];
+        for n in sizes {
+            let r = if n == sizes[2] { reps.min(5) } else { reps };
+            fields.push(format!(
+                "\"nn_{n}\":{}",
+                num(kernel_gflops(gpu, n, false, false, kernel, r))
+            ));
+        }
+        let n = sizes[1];
+        fields.push(format!(
+            "\"tn_{n}\":{}",
+            num(kernel_gflops(gpu, n, true, false, kernel, reps))
+        ));
+        fields.push(format!(
+            "\"nt_{n}\":{}",
+            num(kernel_gflops(gpu, n, false, true, kernel, reps))
+        ));
+        parts.push(format!("{}:{{{}}}", json_str(kernel.name()), fields.join(",")));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+/// Seconds for the MNIST convnet's second conv layer at `batch`: forward, backward-input,
+/// backward-filter, on the device's current conv kernel choice.
+fn conv_secs(gpu: &Gpu, batch: usize, reps: usize) -> Result<[f64; 3]> {
+    let x = gpu.upload(&fill(batch * 13 * 13 * 32), &[batch, 13, 13, 32])?;
+    let k = gpu.upload(&fill(3 * 3 * 32 * 64), &[3, 3, 32, 64])?;
+    let dy = gpu.upload(&fill(batch * 11 * 11 * 64), &[batch, 11, 11, 64])?;
+    let spec = Conv2dSpec::default();
+    Ok([
+        median_secs(reps, || gpu.conv2d(&x, &k, &spec), gpu)?,
+        median_secs(
+            reps,
+            || gpu.conv2d_backward_input(&dy, &k, [batch, 13, 13, 32], &spec),
+            gpu,
+        )?,
+        median_secs(reps, || gpu.conv2d_backward_filter(&x, &dy, (3, 3), &spec), gpu)?,
+    ])
+}
+
+/// A figure with 2 decimals, or the error as a JSON string: one kernel failing on a device
+/// must not cost the figures of the others.
+fn num<E: std::fmt::Display>(r: std::result::Result<f64, E>) -> String {
+    match r {
+        Ok(v) => format!("{v:.2}"),
+        Err(e) => json_str(&format!("error: {e}")),
+    }
+}
+
+/// `"forward_ms":..,"forward_gflops":..,"backward_input_ms":..,"backward_filter_ms":..`.
+fn conv_fields(secs: Result<[f64; 3]>, flops: f64) -> String {
+    let secs = secs.map_err(|e| e.to_string());
+    let ms = |i: usize| num(secs.clone().map(|t| t[i] * 1e3));
+    format!(
+        "\"forward_ms\":{},\"forward_gflops\":{},\"backward_input_ms\":{},\"backward_filter_ms\":{}",
+        ms(0),
+        num(secs.clone().map(|t| flops / t[0] / 1e9)),
+        ms(1),
+        ms(2)
+    )
+}
+
 fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
@@ -55,35 +156,51 @@ fn json_str(s: &str) -> String {
 
 fn main() -> Result<()> {
     let small = std::env::var("SIZES").is_ok_and(|v| v == "small");
-    let (g1, g2, g3, batch, reps) = if small { (128, 256, 512, 8, 3) } else { (1024, 4096, 8192, 1024, 7) };
+    let (g1, g2, g3, batch, reps) = if small {
+        (128, 256, 512, 8, 3)
+    } else {
+        (1024, 4096, 8192, 1024, 7)
+    };
     let gpu = Gpu::new()?;
     let s = gpu.adapter_summary().clone();
-    let gemm1 = gemm_gflops(&gpu, g1, false, reps)?;
-    let gemm1_nt = gemm_gflops(&gpu, g1, true, reps)?;
-    let gemm2 = gemm_gflops(&gpu, g2, false, reps)?;
-    let gemm3 = gemm_gflops(&gpu, g3, false, reps)?;
-    let x = gpu.upload(&fill(batch * 13 * 13 * 32), &[batch, 13, 13, 32])?;
-    let k = gpu.upload(&fill(3 * 3 * 32 * 64), &[3, 3, 32, 64])?;
-    let spec = Conv2dSpec::default();
-    let conv_s = median_secs(reps, || gpu.conv2d(&x, &k, &spec), &gpu)?;
+    let gemm1 = num(gemm_gflops(&gpu, g1, false, reps));
+    let gemm1_nt = num(gemm_gflops(&gpu, g1, true, reps));
+    let gemm2 = num(gemm_gflops(&gpu, g2, false, reps));
+    let gemm3 = num(gemm_gflops(&gpu, g3, false, reps));
+    let kernels = kernels_json(&gpu, [g1, g2, g3], reps);
+    let auto_probe = MatmulDesc {
+        m: g2,
+        n: g2,
+        k: g2,
+        batch: 1,
+        trans_a: false,
+        trans_b: false,
+        stride_a: 0,
+        stride_b: 0,
+    };
+    let auto_kernel = gpu.matmul_kernel_for(&auto_probe, MatmulKernel::Auto).name();
     let conv_flops = 2.0 * (batch * 11 * 11 * 64 * 3 * 3 * 32) as f64;
-    let dy = gpu.upload(&fill(batch * 11 * 11 * 64), &[batch, 11, 11, 64])?;
-    let bwd_in_s = median_secs(
-        reps,
-        || gpu.conv2d_backward_input(&dy, &k, [batch, 13, 13, 32], &spec),
-        &gpu,
-    )?;
-    let bwd_w_s = median_secs(reps, || gpu.conv2d_backward_filter(&x, &dy, (3, 3), &spec), &gpu)?;
+    let mut conv_kernels = Vec::new();
+    for kernel in MatmulKernel::CONCRETE {
+        gpu.set_conv_kernel(kernel);
+        let secs = conv_secs(&gpu, batch, reps);
+        conv_kernels.push(format!(
+            "{}:{{\"runs\":{},{}}}",
+            json_str(kernel.name()),
+            json_str(gpu.conv_kernel_for(batch * 11 * 11, 64).name()),
+            conv_fields(secs, conv_flops)
+        ));
+    }
+    gpu.set_conv_kernel(MatmulKernel::Auto);
+    let conv_kernels = format!("{{{}}}", conv_kernels.join(","));
+    let conv_auto = conv_fields(conv_secs(&gpu, batch, reps), conv_flops);
     println!(
-        "{{\"adapter\":{},\"backend\":{},\"device_type\":{},\"sizes\":{},\"gemm_{g1}_gflops\":{gemm1:.2},\"gemm_{g1}_nt_gflops\":{gemm1_nt:.2},\"gemm_{g2}_gflops\":{gemm2:.2},\"gemm_{g3}_gflops\":{gemm3:.2},\"conv2d_b{batch}_13x13x32_to_64_3x3\":{{\"forward_ms\":{:.3},\"forward_gflops\":{:.2},\"backward_input_ms\":{:.3},\"backward_filter_ms\":{:.3}}}}}",
+        "{{\"adapter\":{},\"backend\":{},\"device_type\":{},\"sizes\":{},\"gemm_{g1}_gflops\":{gemm1},\"gemm_{g1}_nt_gflops\":{gemm1_nt},\"gemm_{g2}_gflops\":{gemm2},\"gemm_{g3}_gflops\":{gemm3},\"gemm_auto_kernel\":{},\"gemm_kernels\":{kernels},\"conv2d_b{batch}_13x13x32_to_64_3x3\":{{{conv_auto}}},\"conv2d_kernels\":{conv_kernels}}}",
         json_str(&s.name),
         json_str(&s.backend),
         json_str(&s.device_type),
         json_str(if small { "small" } else { "full" }),
-        conv_s * 1e3,
-        conv_flops / conv_s / 1e9,
-        bwd_in_s * 1e3,
-        bwd_w_s * 1e3,
+        json_str(auto_kernel),
     );
     Ok(())
 }

@@ -78,6 +78,10 @@ pub struct Gpu {
     pub(crate) pool: Arc<BufferPool>,
     summary: AdapterSummary,
     granted: wgpu::Features,
+    /// Test hook: when non-zero, tiled dispatches split at this many workgroups per dimension.
+    group_limit_override: std::sync::atomic::AtomicU32,
+    /// Conv kernel choice (see `Gpu::set_conv_kernel`): 0 = unset, else the kernel's index + 1.
+    pub(crate) conv_kernel: std::sync::atomic::AtomicU8,
 }
 
 impl Gpu {
@@ -132,6 +136,8 @@ impl Gpu {
             pool,
             summary,
             granted,
+            group_limit_override: std::sync::atomic::AtomicU32::new(0),
+            conv_kernel: std::sync::atomic::AtomicU8::new(0),
         })
     }
 
@@ -177,6 +183,25 @@ impl Gpu {
         Ok(entries.len())
     }
 
+    /// Workgroups allowed per dispatch dimension: the device's
+    /// `max_compute_workgroups_per_dimension`, or a lower test override.
+    pub fn max_workgroups_per_dimension(&self) -> u32 {
+        let device = self.device.limits().max_compute_workgroups_per_dimension.max(1);
+        match self.group_limit_override.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => device,
+            o => o.min(device),
+        }
+    }
+
+    /// Test hook: makes GEMM/conv dispatches split as if the per-dimension workgroup limit
+    /// were `limit` (`None` restores the device limit), so the splitting path can be tested
+    /// with small tensors.
+    #[doc(hidden)]
+    pub fn set_workgroup_limit_override(&self, limit: Option<u32>) {
+        self.group_limit_override
+            .store(limit.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Starts a batch of dispatches recorded into one command encoder.
     pub(crate) fn batch(&self) -> Batch<'_> {
         Batch {
@@ -216,16 +241,17 @@ impl Batch<'_> {
         groups: (u32, u32, u32),
     ) -> Result<()> {
         let gpu = self.gpu;
+        let limit = gpu.device.limits().max_compute_workgroups_per_dimension;
         for (what, g) in [
             ("workgroups x", groups.0),
             ("workgroups y", groups.1),
             ("workgroups z", groups.2),
         ] {
-            if g > MAX_GROUPS {
+            if g > limit {
                 return Err(GpuError::Limit {
                     what,
                     got: g as u64,
-                    limit: MAX_GROUPS as u64,
+                    limit: limit as u64,
                 });
             }
         }
@@ -265,6 +291,35 @@ impl Batch<'_> {
             }
         }
         self.keep.push(uniform);
+        Ok(())
+    }
+
+    /// Records a `groups` grid of `shader::entry`, split into several dispatches wherever a
+    /// dimension exceeds [`Gpu::max_workgroups_per_dimension`]. `params(offset)` builds each
+    /// dispatch's uniform; the shader adds `offset` (x, y, z) to `workgroup_id` so every
+    /// piece computes its own part of the full grid.
+    pub fn dispatch_tiled<P: bytemuck::Pod>(
+        &mut self,
+        shader: &str,
+        entry: &str,
+        params: impl Fn([u32; 3]) -> P,
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        let lim = self.gpu.max_workgroups_per_dimension();
+        let starts = |n: u32| (0..n.max(1)).step_by(lim as usize);
+        for z0 in starts(groups.2) {
+            for y0 in starts(groups.1) {
+                for x0 in starts(groups.0) {
+                    let size = (
+                        (groups.0 - x0.min(groups.0)).min(lim),
+                        (groups.1 - y0.min(groups.1)).min(lim),
+                        (groups.2 - z0.min(groups.2)).min(lim),
+                    );
+                    self.dispatch(shader, entry, &params([x0, y0, z0]), buffers, size)?;
+                }
+            }
+        }
         Ok(())
     }
 

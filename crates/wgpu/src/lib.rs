@@ -6,18 +6,22 @@
 //! on the GPU until [`Gpu::download`], the only readback path.
 //!
 //! Kernel families (one Rust module and one WGSL file each):
-//! - [`kernels::matmul`]: batched, optionally transposed GEMM (tiled, 4x4 register blocking,
-//!   vec4 loads when the layout allows);
+//! - [`kernels::matmul`]: batched, optionally transposed GEMM (128x128 tiles with 8x8 register
+//!   blocks when the layout allows vec4 loads, 64x64 tiles otherwise; see [`MatmulKernel`]);
 //! - [`kernels::elementwise`]: bias add, activations forward/backward, add/sub/mul/scale;
 //! - [`kernels::reduce`]: column sums (bias gradient), full sum and mean;
 //! - [`kernels::softmax`]: softmax and sparse categorical cross-entropy (loss + gradient);
 //! - [`kernels::conv`]: NHWC conv2d forward / backward-input / backward-filter as implicit GEMM;
 //! - [`kernels::pool2d`]: 2-D max pooling forward (with argmax) and backward;
-//! - [`kernels::optim`]: in-place SGD (momentum, Nesterov) and Adam updates.
+//! - [`kernels::optim`]: in-place SGD (momentum, Nesterov) and Adam updates;
+//! - [`kernels::rnn`]: LSTM recurrence forward / backward through time (one dispatch each);
+//! - [`kernels::embedding`]: embedding lookup and its scatter-add gradient.
 //!
 //! Environment variables:
 //! - `WGPU_BACKEND` (e.g. `vulkan`) restricts the backends [`Gpu::new`] and [`adapters`] search;
 //! - `CORTEX_WGPU_ADAPTER=<substring>` picks an adapter by name instead of the best-ranked one;
+//! - `CORTEX_MATMUL_KERNEL` / `CORTEX_CONV_KERNEL` (`tile64`, `tile128_bk8`, `tile128_bk16`,
+//!   `auto`) force the GEMM / implicit-GEMM conv tiling ([`MatmulKernel`]);
 //! - `CORTEX_SKIP_GPU_TESTS=1` makes the crate's GPU tests return early. Without it they
 //!   fail when no adapter can be opened (never a silent skip). On a machine without a GPU,
 //!   Mesa's software Vulkan driver (lavapipe, Debian package `mesa-vulkan-drivers`) runs them.
@@ -34,11 +38,14 @@ pub mod source;
 pub mod tensor;
 
 pub use context::{adapters, AdapterSummary, Gpu};
+pub use kernels::attention::{AttentionGrads, AttentionOutput};
 pub use kernels::conv::Conv2dSpec;
 pub use kernels::elementwise::{Activation, BinaryOp};
-pub use kernels::matmul::MatmulDesc;
+pub use kernels::layernorm::{LayerNormGrads, LayerNormOutput};
+pub use kernels::matmul::{MatmulDesc, MatmulKernel};
 pub use kernels::optim::{AdamParams, SgdParams};
 pub use kernels::pool2d::{MaxPool2dOutput, Pool2dSpec};
+pub use kernels::rnn::{LstmBackward, LstmForward, LstmGrads, LstmSaved};
 pub use kernels::softmax::{CrossEntropyInput, CrossEntropyOutput};
 pub use pool::PoolStats;
 pub use tensor::{DType, GpuTensor};

@@ -4,12 +4,62 @@
 pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("shaders/matmul.wgsl")),
     ("matmul_vec4", include_str!("shaders/matmul_vec4.wgsl")),
+    // One 128x128-tile GEMM source, compiled for two k-slab depths (see the shader's header).
+    (
+        "matmul_t128_bk8",
+        concat!("const BK: u32 = 8u;\n", include_str!("shaders/matmul_t128.wgsl")),
+    ),
+    (
+        "matmul_t128_bk16",
+        concat!("const BK: u32 = 16u;\n", include_str!("shaders/matmul_t128.wgsl")),
+    ),
     ("elementwise", include_str!("shaders/elementwise.wgsl")),
     ("reduce", include_str!("shaders/reduce.wgsl")),
     ("softmax", include_str!("shaders/softmax.wgsl")),
-    ("conv", include_str!("shaders/conv.wgsl")),
+    // Implicit-GEMM conv: shared gathers plus a 64- or 128-tile core (see conv_common.wgsl).
+    (
+        "conv",
+        concat!(
+            include_str!("shaders/conv_common.wgsl"),
+            include_str!("shaders/conv.wgsl")
+        ),
+    ),
+    (
+        "conv_t128_bk8",
+        concat!(
+            "const BK: u32 = 8u;\n",
+            include_str!("shaders/conv_common.wgsl"),
+            include_str!("shaders/conv_t128.wgsl")
+        ),
+    ),
+    (
+        "conv_t128_bk16",
+        concat!(
+            "const BK: u32 = 16u;\n",
+            include_str!("shaders/conv_common.wgsl"),
+            include_str!("shaders/conv_t128.wgsl")
+        ),
+    ),
     ("pool2d", include_str!("shaders/pool2d.wgsl")),
     ("optim", include_str!("shaders/optim.wgsl")),
+    // One attention source with two head-dim bounds prepended (see the shader's header).
+    (
+        "attention_d32",
+        concat!(
+            include_str!("shaders/attention_d32.wgsl"),
+            include_str!("shaders/attention.wgsl")
+        ),
+    ),
+    (
+        "attention_d64",
+        concat!(
+            include_str!("shaders/attention_d64.wgsl"),
+            include_str!("shaders/attention.wgsl")
+        ),
+    ),
+    ("layernorm", include_str!("shaders/layernorm.wgsl")),
+    ("rnn", include_str!("shaders/rnn.wgsl")),
+    ("embedding", include_str!("shaders/embedding.wgsl")),
 ];
 
 /// The WGSL source of shader `name`, if registered.

@@ -12,9 +12,14 @@ pub enum DType {
     U32,
 }
 
-/// A row-major tensor in a pooled device storage buffer; the buffer returns to the pool on drop.
+/// A row-major tensor in a pooled device storage buffer; the buffer returns to the pool when
+/// the last clone is dropped.
+///
+/// Clones (and [`GpuTensor::reshape`]d clones) share the buffer, like views: the in-place
+/// kernels (optimizer updates) change every clone.
+#[derive(Clone)]
 pub struct GpuTensor {
-    pub(crate) buf: PooledBuffer,
+    pub(crate) buf: std::sync::Arc<PooledBuffer>,
     pub(crate) len: usize,
     pub(crate) shape: Vec<usize>,
     pub(crate) dtype: DType,
@@ -131,7 +136,7 @@ impl Gpu {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let buf = self.pool.acquire(bytes, usage);
         Ok(GpuTensor {
-            buf,
+            buf: std::sync::Arc::new(buf),
             len,
             shape: shape.to_vec(),
             dtype,

@@ -488,6 +488,21 @@ impl Model {
         }
     }
 
+    /// The layer applications, in an order where every input comes first.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Where each model output comes from.
+    pub fn output_sources(&self) -> &[Source] {
+        &self.outputs
+    }
+
+    /// Number of model inputs.
+    pub fn input_count(&self) -> usize {
+        self.inputs.len().max(1)
+    }
+
     /// Whether this is a functional DAG rather than a Sequential chain.
     pub fn is_functional(&self) -> bool {
         self.functional

@@ -1,5 +1,6 @@
 //! NHWC conv2d forward / backward-input / backward-filter as implicit GEMM (shader `conv`).
 
+use super::matmul::MatmulKernel;
 use super::u32_of;
 use crate::{DType, Gpu, GpuError, GpuTensor, Result};
 
@@ -52,7 +53,12 @@ const MIN_K_CHUNK: usize = 256;
 /// The k range per workgroup for a split-K GEMM (m x n output, inner size k): `k` itself
 /// when the output already has enough tiles or k is short; always a multiple of 16 otherwise.
 pub fn split_k_chunk(m: usize, n: usize, k: usize) -> usize {
-    let tiles = m.div_ceil(64) * n.div_ceil(64);
+    split_k_chunk_for_tile(m, n, k, 64)
+}
+
+/// [`split_k_chunk`] for a kernel whose output tiles are `tile x tile`.
+pub fn split_k_chunk_for_tile(m: usize, n: usize, k: usize, tile: usize) -> usize {
+    let tiles = m.div_ceil(tile) * n.div_ceil(tile);
     let splits = (TARGET_WORKGROUPS / tiles.max(1)).min(k / MIN_K_CHUNK).max(1);
     if splits == 1 {
         return k.max(1);
@@ -83,6 +89,9 @@ struct Params {
     gn: u32,
     gk: u32,
     k_chunk: u32,
+    /// Workgroup offset of this dispatch within the full grid (see `Batch::dispatch_tiled`).
+    off: [u32; 3],
+    pad2: u32,
 }
 
 fn shape4(op: &'static str, what: &str, t: &GpuTensor) -> Result<[usize; 4]> {
@@ -120,13 +129,52 @@ fn geometry(op: &'static str, x: [usize; 4], k: [usize; 4], spec: &Conv2dSpec) -
 }
 
 impl Gpu {
+    /// Chooses the tiling of the implicit-GEMM conv kernels (all three passes) for this
+    /// device: [`MatmulKernel::Tile64`], `Tile128Bk8`, `Tile128Bk16` or `Auto`. Until set,
+    /// `CORTEX_CONV_KERNEL` (same names as `CORTEX_MATMUL_KERNEL`) or `Auto` applies.
+    pub fn set_conv_kernel(&self, kernel: MatmulKernel) {
+        let idx = MatmulKernel::ALL.iter().position(|k| *k == kernel).unwrap_or(0);
+        self.conv_kernel
+            .store(idx as u8 + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The conv kernel choice in force (see [`Gpu::set_conv_kernel`]).
+    pub fn conv_kernel(&self) -> MatmulKernel {
+        match self.conv_kernel.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => {
+                static ENV: std::sync::OnceLock<MatmulKernel> = std::sync::OnceLock::new();
+                *ENV.get_or_init(|| MatmulKernel::from_var("CORTEX_CONV_KERNEL"))
+            }
+            i => MatmulKernel::ALL[i as usize - 1],
+        }
+    }
+
+    /// The concrete kernel a conv pass whose implicit GEMM is `gm x gn` runs. `Auto` means
+    /// `Tile128Bk16` (`Bk8` under 32 KiB of workgroup memory) when `gm >= 128` and
+    /// `gn >= 32`, else `Tile64`.
+    pub fn conv_kernel_for(&self, gm: usize, gn: usize) -> MatmulKernel {
+        let k = match self.conv_kernel() {
+            // The gathers, not the FMAs, dominate an implicit GEMM, and an 8x8 block needs half
+            // the gathers per output of a 4x4 one, so even a half-empty 128 tile wins: on
+            // lavapipe it beat the 64 tile at 32 columns (MNIST backward-input).
+            MatmulKernel::Auto if gm >= 128 && gn >= 32 => MatmulKernel::Tile128Bk16,
+            MatmulKernel::Auto => MatmulKernel::Tile64,
+            k => k,
+        };
+        if k.fits(self) {
+            k
+        } else {
+            MatmulKernel::Tile128Bk8
+        }
+    }
+
     fn conv_dispatch(
         &self,
         entry: &str,
         g: &Geometry,
         spec: &Conv2dSpec,
         gemm: (usize, usize, usize),
-        k_chunk: usize,
+        split_k: bool,
         a: &GpuTensor,
         b: &GpuTensor,
         out_shape: &[usize],
@@ -135,6 +183,17 @@ impl Gpu {
         if gk == 0 || gm == 0 || gn == 0 {
             return self.zeros(out_shape);
         }
+        let (tile, shader) = match self.conv_kernel_for(gm, gn) {
+            MatmulKernel::Tile128Bk8 => (128, "conv_t128_bk8"),
+            MatmulKernel::Tile128Bk16 => (128, "conv_t128_bk16"),
+            _ => (64, "conv"),
+        };
+        // Split-K (backward_filter's long k) sizes its chunks for the tile in use.
+        let k_chunk = if split_k {
+            split_k_chunk_for_tile(gm, gn, gk, tile)
+        } else {
+            gk
+        };
         let out = self.empty(out_shape, DType::F32)?;
         let p = Params {
             n: u32_of("batch", g.x[0])?,
@@ -157,19 +216,22 @@ impl Gpu {
             gn: u32_of("gemm n", gn)?,
             gk: u32_of("gemm k", gk)?,
             k_chunk: u32_of("k chunk", k_chunk)?,
+            off: [0; 3],
+            pad2: 0,
         };
+        let with_off = |off: [u32; 3]| Params { off, ..p };
         let splits = gk.div_ceil(k_chunk);
         let groups = (
-            u32_of("n tiles", gn.div_ceil(64))?,
-            u32_of("m tiles", gm.div_ceil(64))?,
+            u32_of("n tiles", gn.div_ceil(tile))?,
+            u32_of("m tiles", gm.div_ceil(tile))?,
             u32_of("k splits", splits)?,
         );
         let mut batch = self.batch();
         if splits == 1 {
-            batch.dispatch(
-                "conv",
+            batch.dispatch_tiled(
+                shader,
                 entry,
-                &p,
+                with_off,
                 &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())],
                 groups,
             )?;
@@ -178,10 +240,10 @@ impl Gpu {
         }
         // Split-K: per-split partial products, then a column sum over the splits.
         let partial = self.empty(&[splits, gm * gn], DType::F32)?;
-        batch.dispatch(
-            "conv",
+        batch.dispatch_tiled(
+            shader,
             entry,
-            &p,
+            with_off,
             &[(1, a.buffer()), (2, b.buffer()), (3, partial.buffer())],
             groups,
         )?;
@@ -197,16 +259,7 @@ impl Gpu {
         let ks = shape4("conv2d", "kernel [kh, kw, cin, cout]", kernel)?;
         let g = geometry("conv2d", xs, ks, spec)?;
         let gemm = (xs[0] * g.oh * g.ow, ks[3], ks[0] * ks[1] * ks[2]);
-        self.conv_dispatch(
-            "forward",
-            &g,
-            spec,
-            gemm,
-            gemm.2,
-            x,
-            kernel,
-            &[xs[0], g.oh, g.ow, ks[3]],
-        )
+        self.conv_dispatch("forward", &g, spec, gemm, false, x, kernel, &[xs[0], g.oh, g.ow, ks[3]])
     }
 
     /// Gradient wrt the input of [`Gpu::conv2d`]: `dy` `[n, oh, ow, cout]` -> `[n, h, w, cin]`
@@ -231,7 +284,7 @@ impl Gpu {
         }
         let [n, h, w, cin] = input_shape;
         let gemm = (n * h * w, cin, ks[0] * ks[1] * ks[3]);
-        self.conv_dispatch("backward_input", &g, spec, gemm, gemm.2, dy, kernel, &input_shape)
+        self.conv_dispatch("backward_input", &g, spec, gemm, false, dy, kernel, &input_shape)
     }
 
     /// Gradient wrt the kernel of [`Gpu::conv2d`]: `[kh, kw, cin, cout]` from the input `x`
@@ -256,7 +309,6 @@ impl Gpu {
             });
         }
         let gemm = (ks[0] * ks[1] * ks[2], ks[3], xs[0] * g.oh * g.ow);
-        let chunk = split_k_chunk(gemm.0, gemm.1, gemm.2);
-        self.conv_dispatch("backward_filter", &g, spec, gemm, chunk, x, dy, &ks)
+        self.conv_dispatch("backward_filter", &g, spec, gemm, true, x, dy, &ks)
     }
 }

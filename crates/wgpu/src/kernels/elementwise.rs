@@ -20,6 +20,9 @@ pub enum Activation {
     /// GELU, tanh approximation: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`
     /// (Keras' `gelu(approximate=True)`; differs from the erf form by < 1e-3).
     Gelu,
+    /// GELU, exact form `0.5 x (1 + erf(x / sqrt(2)))` (Keras' default `gelu`), with erf
+    /// approximated to < 1.5e-7 absolute.
+    GeluErf,
 }
 
 impl Activation {
@@ -31,6 +34,7 @@ impl Activation {
             Activation::Tanh => (3, 0.0),
             Activation::LeakyRelu(s) => (4, s),
             Activation::Gelu => (5, 0.0),
+            Activation::GeluErf => (6, 0.0),
         }
     }
 }

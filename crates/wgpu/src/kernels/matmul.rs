@@ -1,8 +1,83 @@
 //! Batched GEMM: `C = op(A) · op(B)` with optional transposes (shaders `matmul`, `matmul_vec4`).
 
-use super::conv::split_k_chunk;
+use std::sync::OnceLock;
+
+use super::conv::split_k_chunk_for_tile;
 use super::u32_of;
 use crate::{Gpu, GpuError, GpuTensor, Result};
+
+/// Which GEMM kernel runs; see [`Gpu::matmul_with_kernel`].
+///
+/// Only shapes with [`MatmulDesc::uses_vec4`] can take the 128-tile kernels; every other
+/// shape runs the scalar 64-tile kernel whatever is asked for. All kernels support both
+/// transposes, batch strides (including 0) and split-K.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatmulKernel {
+    /// Per shape: `CORTEX_MATMUL_KERNEL` if set, else [`MatmulKernel::Tile128Bk16`] (or
+    /// `Bk8` where workgroup memory is under 32 KiB) when m and n are both at least 128,
+    /// else [`MatmulKernel::Tile64`].
+    Auto,
+    /// 64x64 tiles, k-slabs of 16, 16x16 threads with 4x4 outputs each (vec4 or scalar loads).
+    Tile64,
+    /// 128x128 tiles, k-slabs of 8, 256 threads with 8x8 outputs each, double-buffered
+    /// workgroup memory (16 KiB).
+    Tile128Bk8,
+    /// As [`MatmulKernel::Tile128Bk8`] with k-slabs of 16 (32 KiB of workgroup memory).
+    Tile128Bk16,
+}
+
+impl MatmulKernel {
+    /// The concrete kernels, in benchmark order.
+    pub const CONCRETE: [MatmulKernel; 3] = [Self::Tile64, Self::Tile128Bk8, Self::Tile128Bk16];
+
+    /// Every variant, `Auto` first.
+    pub const ALL: [MatmulKernel; 4] = [Self::Auto, Self::Tile64, Self::Tile128Bk8, Self::Tile128Bk16];
+
+    /// Short name, as accepted by `CORTEX_MATMUL_KERNEL` and printed by the benchmark.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Tile64 => "tile64",
+            Self::Tile128Bk8 => "tile128_bk8",
+            Self::Tile128Bk16 => "tile128_bk16",
+        }
+    }
+
+    /// Parses a [`MatmulKernel::name`].
+    pub fn from_name(name: &str) -> Option<MatmulKernel> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name.trim().to_ascii_lowercase())
+    }
+
+    /// The kernel named by `CORTEX_MATMUL_KERNEL` (read once), `Auto` when unset or unknown.
+    pub fn from_env() -> MatmulKernel {
+        static ENV: OnceLock<MatmulKernel> = OnceLock::new();
+        *ENV.get_or_init(|| Self::from_var("CORTEX_MATMUL_KERNEL"))
+    }
+
+    /// The kernel named by environment variable `var`, `Auto` when unset or unknown.
+    pub(crate) fn from_var(var: &str) -> MatmulKernel {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| Self::from_name(&v))
+            .unwrap_or(Self::Auto)
+    }
+
+    /// Whether the device has the workgroup memory this kernel needs (BK 16: 32 KiB).
+    pub(crate) fn fits(self, gpu: &Gpu) -> bool {
+        self != Self::Tile128Bk16 || gpu.device.limits().max_compute_workgroup_storage_size >= 2 * 2 * 16 * 128 * 4
+    }
+
+    /// Output tile edge and shader name of a concrete kernel (`vec4` picks Tile64's loads).
+    fn shader(self, vec4: bool) -> (usize, &'static str) {
+        match self {
+            Self::Auto | Self::Tile64 => (64, if vec4 { "matmul_vec4" } else { "matmul" }),
+            Self::Tile128Bk8 => (128, "matmul_t128_bk8"),
+            Self::Tile128Bk16 => (128, "matmul_t128_bk16"),
+        }
+    }
+}
 
 /// Full description of a batched GEMM over flat buffers.
 ///
@@ -55,7 +130,9 @@ struct Params {
     stride_b: u32,
     stride_c: u32,
     k_chunk: u32,
-    pad: [u32; 2],
+    /// Workgroup offset of this dispatch within the full grid (see `Batch::dispatch_tiled`).
+    off: [u32; 3],
+    pad: u32,
 }
 
 fn split(op: &'static str, t: &GpuTensor) -> Result<(usize, usize, usize)> {
@@ -113,7 +190,41 @@ impl Gpu {
     }
 
     /// GEMM over flat buffers as described by `desc`; returns a `[batch, m, n]` tensor.
+    /// Runs [`MatmulKernel::Auto`].
     pub fn matmul_with(&self, a: &GpuTensor, b: &GpuTensor, desc: &MatmulDesc) -> Result<GpuTensor> {
+        self.matmul_with_kernel(a, b, desc, MatmulKernel::Auto)
+    }
+
+    /// The concrete kernel [`Gpu::matmul_with_kernel`] runs for `desc` when asked for `kernel`.
+    pub fn matmul_kernel_for(&self, desc: &MatmulDesc, kernel: MatmulKernel) -> MatmulKernel {
+        if !desc.uses_vec4() {
+            return MatmulKernel::Tile64;
+        }
+        let wanted = match kernel {
+            MatmulKernel::Auto => match MatmulKernel::from_env() {
+                // Below 128 rows or columns most of a 128x128 tile would be wasted work.
+                MatmulKernel::Auto if desc.m < 128 || desc.n < 128 => MatmulKernel::Tile64,
+                MatmulKernel::Auto => MatmulKernel::Tile128Bk16,
+                k => k,
+            },
+            k => k,
+        };
+        let bk16_bytes = 2 * 2 * 16 * 128 * 4;
+        if wanted == MatmulKernel::Tile128Bk16 && self.device.limits().max_compute_workgroup_storage_size < bk16_bytes {
+            return MatmulKernel::Tile128Bk8;
+        }
+        wanted
+    }
+
+    /// [`Gpu::matmul_with`] on a chosen kernel (shapes it cannot take fall back as described
+    /// in [`MatmulKernel`]); for benchmarks and tests.
+    pub fn matmul_with_kernel(
+        &self,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        desc: &MatmulDesc,
+        kernel: MatmulKernel,
+    ) -> Result<GpuTensor> {
         a.expect_f32("matmul")?;
         b.expect_f32("matmul")?;
         let d = desc;
@@ -146,20 +257,20 @@ impl Gpu {
             stride_b: u32_of("stride_b", d.stride_b)?,
             stride_c: u32_of("stride_c", d.m * d.n)?,
             k_chunk: 0,
-            pad: [0; 2],
+            off: [0; 3],
+            pad: 0,
         };
-        let vec4 = d.uses_vec4();
-        let shader = if vec4 { "matmul_vec4" } else { "matmul" };
+        let (tile, shader) = self.matmul_kernel_for(d, kernel).shader(d.uses_vec4());
         let groups = (
-            u32_of("n tiles", d.n.div_ceil(64))?,
-            u32_of("m tiles", d.m.div_ceil(64))?,
+            u32_of("n tiles", d.n.div_ceil(tile))?,
+            u32_of("m tiles", d.m.div_ceil(tile))?,
             p.batch,
         );
         let mut batch = self.batch();
         // A single GEMM with few output tiles and a long k (e.g. a dense layer's weight
         // gradient, k = batch size) splits k over workgroups and sums the partials.
         let chunk = if d.batch == 1 {
-            split_k_chunk(d.m, d.n, d.k)
+            split_k_chunk_for_tile(d.m, d.n, d.k, tile)
         } else {
             d.k
         };
@@ -171,17 +282,18 @@ impl Gpu {
                 ..p
             };
             let bufs = [(1, a.buffer()), (2, b.buffer()), (3, partial.buffer())];
-            batch.dispatch(
+            let splits = u32_of("k splits", splits)?;
+            batch.dispatch_tiled(
                 shader,
                 "main",
-                &ps,
+                |off| Params { off, ..ps },
                 &bufs,
-                (groups.0, groups.1, u32_of("k splits", splits)?),
+                (groups.0, groups.1, splits),
             )?;
-            self.record_sum_rows(&mut batch, partial.buffer(), splits, d.m * d.n, out.buffer())?;
+            self.record_sum_rows(&mut batch, partial.buffer(), splits as usize, d.m * d.n, out.buffer())?;
         } else {
             let bufs = [(1, a.buffer()), (2, b.buffer()), (3, out.buffer())];
-            batch.dispatch(shader, "main", &p, &bufs, groups)?;
+            batch.dispatch_tiled(shader, "main", |off| Params { off, ..p }, &bufs, groups)?;
         }
         batch.submit();
         Ok(out)

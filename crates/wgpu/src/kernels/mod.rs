@@ -1,17 +1,23 @@
 //! Compute kernels, one module (and one WGSL file) per op family.
 
+pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod embedding;
+pub mod layernorm;
 pub mod matmul;
 pub mod optim;
 pub mod pool2d;
 pub mod reduce;
+pub mod rnn;
 pub mod softmax;
 
 /// Every (shader, entry point) pair the kernels dispatch; [`crate::Gpu::warm_up`] compiles them all.
 pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("matmul", "main"),
     ("matmul_vec4", "main"),
+    ("matmul_t128_bk8", "main"),
+    ("matmul_t128_bk16", "main"),
     ("elementwise", "bias_add"),
     ("elementwise", "activation"),
     ("elementwise", "activation_grad"),
@@ -26,11 +32,32 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("conv", "forward"),
     ("conv", "backward_input"),
     ("conv", "backward_filter"),
+    ("conv_t128_bk8", "forward"),
+    ("conv_t128_bk8", "backward_input"),
+    ("conv_t128_bk8", "backward_filter"),
+    ("conv_t128_bk16", "forward"),
+    ("conv_t128_bk16", "backward_input"),
+    ("conv_t128_bk16", "backward_filter"),
     ("pool2d", "max_forward"),
     ("pool2d", "max_backward"),
     ("optim", "sgd"),
     ("optim", "sgd_momentum"),
     ("optim", "adam"),
+    ("attention_d32", "forward"),
+    ("attention_d32", "backward_dq"),
+    ("attention_d32", "backward_dkdv"),
+    ("attention_d64", "forward"),
+    ("attention_d64", "backward_dq"),
+    ("attention_d64", "backward_dkdv"),
+    ("layernorm", "forward"),
+    ("layernorm", "backward"),
+    ("layernorm", "param_partial"),
+    ("layernorm", "col_partial"),
+    ("rnn", "lstm_forward"),
+    ("rnn", "lstm_backward"),
+    ("rnn", "transpose"),
+    ("embedding", "gather"),
+    ("embedding", "scatter_add"),
 ];
 
 /// Checks that `t` has exactly `len` elements.

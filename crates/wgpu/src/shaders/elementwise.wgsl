@@ -26,10 +26,24 @@ const SIGMOID: u32 = 2u;
 const TANH: u32 = 3u;
 const LEAKY_RELU: u32 = 4u;
 const GELU: u32 = 5u;
+const GELU_ERF: u32 = 6u;
 
 // sqrt(2 / pi) of the tanh-approximated GELU.
 const GELU_C: f32 = 0.7978845608028654;
 const GELU_A: f32 = 0.044715;
+
+// 1 / sqrt(2) and 1 / sqrt(2 pi) of the exact (erf) GELU.
+const SQRT1_2: f32 = 0.7071067811865476;
+const INV_SQRT_2PI: f32 = 0.3989422804014327;
+
+// erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7; WGSL has no erf builtin).
+fn erf_approx(v: f32) -> f32 {
+    let a = abs(v);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let r = 1.0 - poly * exp(-a * a);
+    return select(-r, r, v >= 0.0);
+}
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid.x;
@@ -61,6 +75,9 @@ fn act(code: u32, v: f32) -> f32 {
         case GELU: {
             return 0.5 * v * (1.0 + tanh_safe(GELU_C * (v + GELU_A * v * v * v)));
         }
+        case GELU_ERF: {
+            return 0.5 * v * (1.0 + erf_approx(v * SQRT1_2));
+        }
         default: {
             return v;
         }
@@ -87,6 +104,9 @@ fn act_grad(code: u32, v: f32) -> f32 {
         case GELU: {
             let t = tanh_safe(GELU_C * (v + GELU_A * v * v * v));
             return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * v * v);
+        }
+        case GELU_ERF: {
+            return 0.5 * (1.0 + erf_approx(v * SQRT1_2)) + v * INV_SQRT_2PI * exp(-0.5 * v * v);
         }
         default: {
             return 1.0;

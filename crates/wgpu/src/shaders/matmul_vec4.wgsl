@@ -17,8 +17,12 @@ struct Params {
     // Split-K (batch 1 only): when > 0, workgroup z sums k in [z * k_chunk, (z + 1) * k_chunk)
     // (a multiple of 16) and writes its partial C at z * stride_c; the host sums the partials.
     k_chunk: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Workgroup offset of this dispatch: grids larger than the per-dimension limit are
+    // recorded as several dispatches, each covering a slice of the tiles.
+    off_x: u32,
+    off_y: u32,
+    off_z: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,7 +37,8 @@ var<workgroup> a_tile: array<f32, 1024>; // [TK][TM]
 var<workgroup> b_tile: array<vec4<f32>, 256>; // [TK][TN / 4]
 
 @compute @workgroup_size(16, 16, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(@builtin(workgroup_id) wid_local: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wid = wid_local + vec3<u32>(p.off_x, p.off_y, p.off_z);
     let tid = lid.y * 16u + lid.x;
     let row0 = wid.y * TM;
     let col0 = wid.x * 64u;

@@ -1,12 +1,13 @@
 //! conv2d forward / backward-input / backward-filter against direct f64 loops.
 
 use super::common::{assert_close, gpu, rand_vec};
-use cortex_wgpu::Conv2dSpec;
+use cortex_wgpu::{Conv2dSpec, Gpu};
 
-struct Case {
-    x: [usize; 4],
-    k: [usize; 4],
-    spec: Conv2dSpec,
+/// One convolution: input shape, kernel shape and geometry.
+pub struct Case {
+    pub x: [usize; 4],
+    pub k: [usize; 4],
+    pub spec: Conv2dSpec,
 }
 
 /// Visits every (n, oy, ox, ky, kx, ci, co, x index, w index, y index) with an in-bounds input.
@@ -46,6 +47,11 @@ fn for_each_tap(c: &Case, oh: usize, ow: usize, mut f: impl FnMut(usize, usize, 
 
 fn check(c: Case) {
     let Some(g) = gpu() else { return };
+    check_on(g, &c);
+}
+
+/// All three passes of `c` on `g` against the f64 loops.
+pub fn check_on(g: &Gpu, c: &Case) {
     let (oh, ow) = c.spec.output_size(c.x[1], c.x[2], c.k[0], c.k[1]).unwrap();
     let nx: usize = c.x.iter().product();
     let nk: usize = c.k.iter().product();
@@ -54,7 +60,7 @@ fn check(c: Case) {
     let w = rand_vec(nk, nk as u64 + 1);
     let dy = rand_vec(ny, ny as u64 + 2);
     let (mut y_ref, mut dx_ref, mut dw_ref) = (vec![0.0f64; ny], vec![0.0f64; nx], vec![0.0f64; nk]);
-    for_each_tap(&c, oh, ow, |xi, wi, yi| {
+    for_each_tap(c, oh, ow, |xi, wi, yi| {
         y_ref[yi] += x[xi] as f64 * w[wi] as f64;
         dx_ref[xi] += dy[yi] as f64 * w[wi] as f64;
         dw_ref[wi] += x[xi] as f64 * dy[yi] as f64;

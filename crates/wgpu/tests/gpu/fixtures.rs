@@ -24,13 +24,12 @@ const CPU_ONLY: &[(&str, &str)] = &[
     ("conv1d", "no conv1d kernel on the GPU yet"),
     ("conv2d_transpose", "no transposed convolution on the GPU yet"),
     ("batch_normalization", "no batch normalisation on the GPU yet"),
-    ("embedding", "covered by the recurrent GPU suite when present, not by a fixture check"),
-    ("simple_rnn", "recurrent GPU kernels: see tests/gpu/rnn.rs"),
-    ("lstm", "recurrent GPU kernels: see tests/gpu/rnn.rs"),
-    ("gru", "recurrent GPU kernels: see tests/gpu/rnn.rs"),
-    ("multi_head_attention", "attention GPU kernels: see tests/gpu/attention.rs"),
-    ("layer_normalization", "layer normalisation GPU kernels: see tests/gpu/attention.rs"),
-    ("model_train_step", "runs through the model code: crates/core/tests/fixtures.rs, both devices"),
+    ("simple_rnn", "no SimpleRNN sequence kernel on the GPU yet"),
+    ("gru", "no GRU sequence kernel on the GPU yet"),
+    (
+        "model_train_step",
+        "runs through the model code: crates/core/tests/fixtures.rs, both devices",
+    ),
 ];
 
 /// Activations with a GPU kernel, by fixture name.
@@ -40,6 +39,7 @@ fn gpu_activation(name: &str) -> Option<Activation> {
         "sigmoid" => Activation::Sigmoid,
         "tanh" => Activation::Tanh,
         "gelu_tanh" => Activation::Gelu,
+        "gelu" => Activation::GeluErf,
         "leaky_relu_0.2" => Activation::LeakyRelu(0.2),
         _ => return None,
     })
@@ -47,7 +47,7 @@ fn gpu_activation(name: &str) -> Option<Activation> {
 
 /// Activations without an elementwise GPU kernel (softmax has a forward kernel and is fused
 /// into the cross-entropy for training, so only its forward is checked).
-const CPU_ONLY_ACTIVATIONS: &[&str] = &["log_softmax", "gelu", "elu", "selu", "swish", "softplus"];
+const CPU_ONLY_ACTIVATIONS: &[&str] = &["log_softmax", "elu", "selu", "swish", "softplus"];
 
 fn fixtures() -> Vec<Value> {
     let candidates = [
@@ -110,7 +110,18 @@ fn tf_padding(same: bool, hw: (usize, usize), window: (usize, usize), strides: (
 
 #[test]
 fn every_fixture_case_is_accounted_for() {
-    let gpu_ops = ["dense", "conv2d", "max_pooling2d", "activation", "loss", "optimizer"];
+    let gpu_ops = [
+        "dense",
+        "conv2d",
+        "max_pooling2d",
+        "activation",
+        "loss",
+        "optimizer",
+        "layer_normalization",
+        "embedding",
+        "lstm",
+        "multi_head_attention",
+    ];
     for case in fixtures() {
         let op = case["op"].as_str().unwrap();
         assert!(
@@ -140,9 +151,24 @@ fn dense_fixtures_on_gpu() {
         let y = g.bias_add(&g.matmul(&x, &w, false, false).unwrap(), &b).unwrap();
         check(g, &format!("{name} y"), &y, &case["outputs"]["y"]);
         let dy = upload(g, &case["cotangents"]["y"]);
-        check(g, &format!("{name} dx"), &g.matmul(&dy, &w, false, true).unwrap(), &case["grads"]["x"]);
-        check(g, &format!("{name} dkernel"), &g.matmul(&x, &dy, true, false).unwrap(), &case["grads"]["kernel"]);
-        check(g, &format!("{name} dbias"), &g.sum_rows(&dy).unwrap(), &case["grads"]["bias"]);
+        check(
+            g,
+            &format!("{name} dx"),
+            &g.matmul(&dy, &w, false, true).unwrap(),
+            &case["grads"]["x"],
+        );
+        check(
+            g,
+            &format!("{name} dkernel"),
+            &g.matmul(&x, &dy, true, false).unwrap(),
+            &case["grads"]["kernel"],
+        );
+        check(
+            g,
+            &format!("{name} dbias"),
+            &g.sum_rows(&dy).unwrap(),
+            &case["grads"]["bias"],
+        );
     }
     assert_eq!(cases.len(), 2);
 }
@@ -168,7 +194,11 @@ fn conv2d_fixtures_on_gpu() {
         let k = upload(g, &case["params"]["kernel"]);
         let b = upload(g, &case["params"]["bias"]);
         let y = g.bias_add(&g.conv2d(&x, &k, &spec).unwrap(), &b).unwrap();
-        assert_eq!(y.shape(), shape(&case["outputs"]["y"]).as_slice(), "{name}: output shape");
+        assert_eq!(
+            y.shape(),
+            shape(&case["outputs"]["y"]).as_slice(),
+            "{name}: output shape"
+        );
         check(g, &format!("{name} y"), &y, &case["outputs"]["y"]);
         let dy = upload(g, &case["cotangents"]["y"]);
         let dx = g
@@ -177,7 +207,12 @@ fn conv2d_fixtures_on_gpu() {
         check(g, &format!("{name} dx"), &dx, &case["grads"]["x"]);
         let dk = g.conv2d_backward_filter(&x, &dy, (ks[0], ks[1]), &spec).unwrap();
         check(g, &format!("{name} dkernel"), &dk, &case["grads"]["kernel"]);
-        check(g, &format!("{name} dbias"), &g.sum_rows(&dy).unwrap(), &case["grads"]["bias"]);
+        check(
+            g,
+            &format!("{name} dbias"),
+            &g.sum_rows(&dy).unwrap(),
+            &case["grads"]["bias"],
+        );
     }
     assert_eq!(cases.len(), 6);
 }
@@ -221,13 +256,21 @@ fn activation_fixtures_on_gpu() {
             continue;
         }
         let Some(act) = gpu_activation(name) else { continue };
-        check(g, &format!("{name} y"), &g.activation(act, &x).unwrap(), &case["outputs"]["y"]);
+        check(
+            g,
+            &format!("{name} y"),
+            &g.activation(act, &x).unwrap(),
+            &case["outputs"]["y"],
+        );
         let dy = upload(g, &case["cotangents"]["y"]);
         let dx = g.activation_backward(act, &x, &dy).unwrap();
         check(g, &format!("{name} dx"), &dx, &case["grads"]["x"]);
         checked += 1;
     }
-    assert_eq!(checked, 6, "relu, sigmoid, tanh, gelu_tanh, leaky_relu_0.2 and softmax");
+    assert_eq!(
+        checked, 7,
+        "relu, sigmoid, tanh, gelu, gelu_tanh, leaky_relu_0.2 and softmax"
+    );
 }
 
 #[test]
@@ -259,7 +302,12 @@ fn loss_fixtures_on_gpu() {
             _ => continue, // categorical and binary cross-entropy: no GPU loss kernel yet
         };
         check(g, &format!("{name} loss"), &loss, &case["outputs"]["loss"]);
-        check(g, &format!("{name} dx"), &g.scale(&grad, seed, 0.0).unwrap(), &case["grads"]["x"]);
+        check(
+            g,
+            &format!("{name} dx"),
+            &g.scale(&grad, seed, 0.0).unwrap(),
+            &case["grads"]["x"],
+        );
         checked += 1;
     }
     assert_eq!(checked, 2, "sparse categorical cross-entropy (logits) and MSE");
@@ -307,4 +355,128 @@ fn optimizer_fixtures_on_gpu() {
         checked += 1;
     }
     assert_eq!(checked, 4, "sgd, sgd_momentum, sgd_nesterov, adam");
+}
+
+#[test]
+fn layer_norm_fixture_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let cases = cases_of("layer_normalization");
+    for case in &cases {
+        let eps = case["attrs"]["epsilon"].as_f64().unwrap() as f32;
+        let x = upload(g, &case["inputs"]["x"]);
+        let gamma = upload(g, &case["params"]["gamma"]);
+        let out = g
+            .layer_norm(&x, &gamma, &upload(g, &case["params"]["beta"]), eps)
+            .unwrap();
+        check(g, "layer_norm y", &out.y, &case["outputs"]["y"]);
+        let dy = upload(g, &case["cotangents"]["y"]);
+        let grads = g.layer_norm_backward(&x, &gamma, &out.mean, &out.rstd, &dy).unwrap();
+        check(g, "layer_norm dx", &grads.dx, &case["grads"]["x"]);
+        check(g, "layer_norm dgamma", &grads.dgamma, &case["grads"]["gamma"]);
+        check(g, "layer_norm dbeta", &grads.dbeta, &case["grads"]["beta"]);
+    }
+    assert_eq!(cases.len(), 1);
+}
+
+#[test]
+fn embedding_fixture_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let cases = cases_of("embedding");
+    for case in &cases {
+        let table = upload(g, &case["params"]["embeddings"]);
+        let ids = upload(g, &case["int_inputs"]["x"]);
+        check(
+            g,
+            "embedding y",
+            &g.embedding(&table, &ids).unwrap(),
+            &case["outputs"]["y"],
+        );
+        let dy = upload(g, &case["cotangents"]["y"]);
+        let vocab = shape(&case["params"]["embeddings"])[0];
+        let d_table = g.embedding_backward(&ids, &dy, vocab).unwrap();
+        check(g, "embedding dtable", &d_table, &case["grads"]["embeddings"]);
+    }
+    assert_eq!(cases.len(), 1);
+}
+
+#[test]
+fn lstm_fixtures_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let cases = cases_of("lstm");
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let p = &case["params"];
+        let x = upload(g, &case["inputs"]["x"]);
+        let (w, u) = (upload(g, &p["kernel"]), upload(g, &p["recurrent_kernel"]));
+        let projected = g.lstm_input_projection(&x, &w, &upload(g, &p["bias"])).unwrap();
+        let fwd = g.lstm_forward(&projected, &u, None, None).unwrap();
+        let sequences = case["attrs"]["return_sequences"] == true;
+        let y = if sequences { &fwd.h_seq } else { &fwd.h_last };
+        check(g, &format!("{name} y"), y, &case["outputs"]["y"]);
+        let dy = upload(g, &case["cotangents"]["y"]);
+        let (dh_seq, dh_last) = if sequences {
+            (Some(&dy), None)
+        } else {
+            (None, Some(&dy))
+        };
+        let back = g.lstm_backward(&fwd.saved, &u, dh_seq, dh_last).unwrap();
+        let grads = g.lstm_weight_grads(&x, &w, &fwd.saved, &back.d_gates).unwrap();
+        check(g, &format!("{name} dx"), &grads.dx, &case["grads"]["x"]);
+        check(g, &format!("{name} dkernel"), &grads.dw, &case["grads"]["kernel"]);
+        check(
+            g,
+            &format!("{name} drecurrent"),
+            &grads.du,
+            &case["grads"]["recurrent_kernel"],
+        );
+        check(g, &format!("{name} dbias"), &grads.dbias, &case["grads"]["bias"]);
+    }
+    assert_eq!(cases.len(), 2);
+}
+
+/// Multi-head attention composed as the GPU runs it: Q/K/V projections (GEMMs straight into
+/// the `[batch, seq, heads, key_dim]` layout of the fused kernel), flash attention, output
+/// projection. Forward only: the fixtures' gradients include the cotangent of the returned
+/// attention scores, which the fused kernel never materialises (its gradients are checked
+/// against f64 references in tests/gpu/attention.rs).
+#[test]
+fn multi_head_attention_fixtures_forward_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let cases = cases_of("multi_head_attention");
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let p = &case["params"];
+        let (heads, key_dim) = {
+            let s = shape(&p["query_kernel"]);
+            (s[1], s[2])
+        };
+        let query = &case["inputs"]["query"];
+        let value = case["inputs"].get("value").unwrap_or(query);
+        let project = |input: &Value, which: &str| {
+            let s = shape(input);
+            let x = g.upload(&data(input), &[s[0] * s[1], s[2]]).unwrap();
+            let w = g
+                .upload(&data(&p[format!("{which}_kernel")]), &[s[2], heads * key_dim])
+                .unwrap();
+            let b = g
+                .upload(&data(&p[format!("{which}_bias")]), &[heads * key_dim])
+                .unwrap();
+            let y = g.bias_add(&g.matmul(&x, &w, false, false).unwrap(), &b).unwrap();
+            y.reshape(&[s[0], s[1], heads, key_dim]).unwrap()
+        };
+        let (q, k, v) = (project(query, "query"), project(value, "key"), project(value, "value"));
+        let causal = case["attrs"]["use_causal_mask"] == true;
+        let attended = g.attention_forward(&q, &k, &v, causal).unwrap().out;
+        let qs = shape(query);
+        let flat = attended.reshape(&[qs[0] * qs[1], heads * key_dim]).unwrap();
+        let wo = g.upload(&data(&p["output_kernel"]), &[heads * key_dim, qs[2]]).unwrap();
+        let y = g
+            .bias_add(
+                &g.matmul(&flat, &wo, false, false).unwrap(),
+                &upload(g, &p["output_bias"]),
+            )
+            .unwrap();
+        check(g, &format!("{name} y"), &y, &case["outputs"]["y"]);
+    }
+    assert_eq!(cases.len(), 3);
 }

@@ -5,14 +5,19 @@
 //! driver setup is never mistaken for a pass; set `CORTEX_SKIP_GPU_TESTS=1` to skip them
 //! explicitly (the shader validation tests still run).
 
+mod attention;
 mod common;
 mod conv;
+mod conv_kernels;
 mod elementwise;
 mod fixtures;
+mod limits;
 mod matmul;
+mod matmul_kernels;
 mod optim;
 mod pool2d;
 mod pooling_alloc;
 mod reduce_softmax;
+mod rnn;
 mod shaders;
 mod units;

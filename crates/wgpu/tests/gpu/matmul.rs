@@ -4,7 +4,7 @@ use super::common::{assert_close, gpu, rand_vec, skip as cortex_wgpu_skip};
 use cortex_wgpu::MatmulDesc;
 
 /// C[b] = op(A[b]) op(B[b]) in f64; A stored (m x k or k x m), B (k x n or n x k).
-fn reference(a: &[f32], b: &[f32], d: &MatmulDesc) -> Vec<f64> {
+pub fn reference(a: &[f32], b: &[f32], d: &MatmulDesc) -> Vec<f64> {
     let mut c = vec![0.0f64; d.batch * d.m * d.n];
     for bi in 0..d.batch {
         let (ao, bo) = (bi * d.stride_a, bi * d.stride_b);

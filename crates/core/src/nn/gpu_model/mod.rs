@@ -1,0 +1,424 @@
+//! A compiled Sequential model trained and run on a GPU through cortex-wgpu's kernels.
+//!
+//! `compile({ device: "gpu" })` moves the weights and the optimizer state into GPU buffers once;
+//! each training step then uploads only the batch, runs the forward pass, the loss and the
+//! backward pass and updates the weights with GPU kernels, and reads back only the loss (plus
+//! the batch's predictions when an accuracy metric is asked for). The host copy of the weights
+//! is refreshed lazily, when something on the host reads them (`getWeights`, `save`, a tape
+//! call) or when `fit` ends; weights changed on the host (`setWeights`, `applyGradients`) are
+//! noticed through each parameter's version counter and uploaded before the next GPU step.
+//!
+//! Supported today: Sequential and functional models (one input, one output; layers may be
+//! shared) of Dense, Conv2D (strides, dilation, valid/same), MaxPooling2D, Flatten, Reshape,
+//! Dropout, Activation (linear/relu/sigmoid/tanh/gelu/leakyRelu; softmax at the output), Add,
+//! Embedding (without maskZero), LSTM (tanh/sigmoid, returnSequences), LayerNormalization,
+//! MultiHeadAttention (no masks, scores or attention dropout; key size <= 64),
+//! PositionalEmbedding and GlobalAveragePooling1D layers; sparse categorical cross-entropy
+//! (probabilities or logits) and mean squared error; SGD (momentum, Nesterov) and Adam, with
+//! per-step schedules. Anything else is reported by [`GpuModel::new`], and `compile` falls
+//! back to the CPU (or, with `"gpu!"`, fails).
+
+mod attention;
+mod sequence;
+mod steps;
+
+use std::sync::{Arc, OnceLock};
+
+use std::collections::HashMap;
+
+use cortex_wgpu::{AdamParams, CrossEntropyInput, Gpu, GpuError, GpuTensor, SgdParams};
+
+use steps::{Forward, Step};
+
+use super::loss::Loss;
+use super::metrics::Metric;
+use super::model::{Logs, Model, Source};
+use super::optim::{Optimizer, Rule};
+use super::param::Param;
+use crate::rng::Rng;
+use crate::{Error, Result, Tensor};
+
+pub use cortex_wgpu::AdapterSummary;
+
+/// Every adapter wgpu can see (GPUs and software rasterisers), without opening any.
+pub fn devices() -> Vec<AdapterSummary> {
+    cortex_wgpu::adapters()
+}
+
+/// The process-wide GPU device, opened on first use (an error if there is no adapter).
+pub fn shared_gpu() -> Result<Arc<Gpu>> {
+    static SHARED: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| Gpu::new().map(Arc::new).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| Error::Invalid(format!("gpu: {e}")))
+}
+
+fn gpu_err(e: GpuError) -> Error {
+    Error::Invalid(format!("gpu: {e}"))
+}
+
+fn unsupported(what: &str) -> Error {
+    Error::Invalid(format!(
+        "the GPU backend does not support {what} yet; compile with device 'cpu' (or 'gpu' to fall back)"
+    ))
+}
+
+/// One application of a planned layer.
+struct GpuNode {
+    step: Step,
+    inputs: Vec<Source>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum GpuLoss {
+    /// Sparse categorical cross-entropy; `fused_softmax`: the last layer's softmax is folded in.
+    SparseCe {
+        input: CrossEntropyInput,
+        fused_softmax: bool,
+    },
+    Mse,
+}
+
+/// A compiled model's weights, optimizer state and layer plan on the GPU.
+pub struct GpuModel {
+    gpu: Arc<Gpu>,
+    nodes: Vec<GpuNode>,
+    /// The model output (a node output).
+    output: Source,
+    /// Device copies of every parameter, in `visit_params` order.
+    weights: Vec<GpuTensor>,
+    /// Per weight: whether the optimizer updates it (captured at compile).
+    trainable: Vec<bool>,
+    /// Per weight: the host parameter's version the device copy was made from.
+    host_versions: Vec<u64>,
+    /// Per weight: optimizer slots (velocity, or Adam's two moments), created on first use.
+    slots: Vec<Vec<GpuTensor>>,
+    loss: GpuLoss,
+    /// The device copy is newer than the host copy.
+    device_newer: bool,
+}
+
+impl GpuModel {
+    /// Plans `model` (built, of supported layers) for the GPU and uploads its weights.
+    pub fn new(model: &Model, loss: &Loss, optimizer: &Optimizer, trainable: &dyn Fn(&Param) -> bool) -> Result<Self> {
+        if !model.is_built() {
+            return Err(Error::Invalid(
+                "gpu: the model must be built before it moves to the GPU".into(),
+            ));
+        }
+        if model.input_count() != 1 || model.output_sources().len() != 1 {
+            return Err(unsupported("models with several inputs or outputs"));
+        }
+        match optimizer.rule {
+            Rule::Sgd { .. } => {}
+            Rule::Adam { weight_decay: 0.0, .. } => {}
+            Rule::Adam { .. } => return Err(unsupported("the adamw optimizer")),
+            Rule::RmsProp { .. } => return Err(unsupported("the rmsprop optimizer")),
+        }
+        if optimizer.ema_momentum.is_some() {
+            return Err(unsupported("optimizer useEma"));
+        }
+        let gpu = shared_gpu()?;
+        let guards: Vec<_> = model.layers().iter().map(|cell| cell.read()).collect();
+        // Weights are numbered as `visit_params` walks them: layer by layer, in layer order.
+        let mut params: Vec<&Param> = Vec::new();
+        let mut layer_steps = Vec::with_capacity(guards.len());
+        for layer in &guards {
+            if layer.as_model().is_some() {
+                return Err(unsupported("nested models"));
+            }
+            let layer_params = layer.params();
+            let step = steps::plan(
+                layer.class_name(),
+                layer.name(),
+                &layer.config(),
+                params.len(),
+                layer_params.len(),
+            )?;
+            params.extend(layer_params);
+            layer_steps.push(step);
+        }
+        let output = model.output_sources()[0];
+        let mut nodes = Vec::with_capacity(model.nodes().len());
+        for (n, node) in model.nodes().iter().enumerate() {
+            let step = layer_steps[node.layer].clone();
+            // Token ids carry no gradient: an Embedding must read the model input itself.
+            if matches!(step, Step::Embedding { .. }) && node.inputs.iter().any(|s| !matches!(s, Source::Input(_))) {
+                return Err(unsupported("an Embedding layer that does not read the model input"));
+            }
+            if step.is_softmax() && output != Source::Node(n, 0) {
+                return Err(unsupported("softmax before the model output"));
+            }
+            nodes.push(GpuNode {
+                step,
+                inputs: node.inputs.clone(),
+            });
+        }
+        let ends_in_softmax = match output {
+            Source::Node(n, 0) => nodes[n].step.is_softmax(),
+            _ => false,
+        };
+        let loss = match *loss {
+            Loss::SparseCategoricalCrossentropy { from_logits: false } if ends_in_softmax => GpuLoss::SparseCe {
+                input: CrossEntropyInput::Logits,
+                fused_softmax: true,
+            },
+            Loss::SparseCategoricalCrossentropy { from_logits: false } => GpuLoss::SparseCe {
+                input: CrossEntropyInput::Probabilities,
+                fused_softmax: false,
+            },
+            Loss::SparseCategoricalCrossentropy { from_logits: true } if !ends_in_softmax => GpuLoss::SparseCe {
+                input: CrossEntropyInput::Logits,
+                fused_softmax: false,
+            },
+            Loss::MeanSquaredError if !ends_in_softmax => GpuLoss::Mse,
+            ref other => return Err(unsupported(&format!("the loss {other:?} with this output layer"))),
+        };
+        let mut weights = Vec::with_capacity(params.len());
+        for p in &params {
+            let t = p.get();
+            weights.push(gpu.upload(t.data(), t.shape()).map_err(gpu_err)?);
+        }
+        Ok(GpuModel {
+            trainable: params.iter().map(|p| trainable(p)).collect(),
+            host_versions: params.iter().map(|p| p.version()).collect(),
+            slots: (0..params.len()).map(|_| Vec::new()).collect(),
+            gpu,
+            nodes,
+            output,
+            weights,
+            loss,
+            device_newer: false,
+        })
+    }
+
+    /// The adapter, for messages.
+    pub fn adapter_name(&self) -> &str {
+        &self.gpu.adapter_summary().name
+    }
+
+    /// Uploads host weights that changed since the device copy was made.
+    fn refresh_from_host(&mut self, model: &Model) -> Result<()> {
+        let mut result = Ok(());
+        let mut i = 0;
+        model.visit_params(&mut |_, p, _| {
+            if result.is_ok() && i < self.weights.len() && p.version() != self.host_versions[i] {
+                let t = p.get();
+                match self.gpu.upload(t.data(), t.shape()) {
+                    Ok(w) => {
+                        self.weights[i] = w;
+                        self.host_versions[i] = p.version();
+                    }
+                    Err(e) => result = Err(gpu_err(e)),
+                }
+            }
+            i += 1;
+        });
+        result
+    }
+
+    /// Copies the device weights into the host parameters if they are newer.
+    pub fn sync_to_host(&mut self, model: &Model) -> Result<()> {
+        if !self.device_newer {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        let mut i = 0;
+        model.visit_params(&mut |_, p, _| {
+            if result.is_ok() && i < self.weights.len() && self.trainable[i] {
+                result = self
+                    .gpu
+                    .download(&self.weights[i])
+                    .map_err(gpu_err)
+                    .and_then(|data| p.set(data));
+                self.host_versions[i] = p.version();
+            }
+            i += 1;
+        });
+        self.device_newer = false;
+        result
+    }
+
+    /// Runs the node graph on `x`; returns the output and, with `keep`, each node's tape.
+    fn forward(
+        &self,
+        x: GpuTensor,
+        training: bool,
+        rng: &mut Rng,
+        keep: bool,
+    ) -> Result<(GpuTensor, Vec<Option<steps::Saved>>)> {
+        let fused = matches!(
+            self.loss,
+            GpuLoss::SparseCe {
+                fused_softmax: true,
+                ..
+            }
+        );
+        // Values are dropped after their last use, so inference holds few activations.
+        let mut uses: HashMap<Source, usize> = HashMap::new();
+        for s in self.nodes.iter().flat_map(|n| n.inputs.iter()).chain([&self.output]) {
+            *uses.entry(*s).or_default() += 1;
+        }
+        let mut values: HashMap<Source, GpuTensor> = HashMap::from([(Source::Input(0), x)]);
+        let mut saved = Vec::with_capacity(self.nodes.len());
+        for (n, node) in self.nodes.iter().enumerate() {
+            let mut xs = Vec::with_capacity(node.inputs.len());
+            for s in &node.inputs {
+                let v = values
+                    .get(s)
+                    .cloned()
+                    .ok_or_else(|| Error::Invalid(format!("gpu: node {n} reads {s:?} before it exists")))?;
+                let left = uses.get_mut(s).expect("counted");
+                *left -= 1;
+                if *left == 0 {
+                    values.remove(s);
+                }
+                xs.push(v);
+            }
+            let mut cx = Forward {
+                g: &self.gpu,
+                weights: &self.weights,
+                training,
+                keep,
+                fuse_softmax: fused && training && self.output == Source::Node(n, 0),
+                rng: &mut *rng,
+            };
+            let (y, tape) = node.step.forward(&mut cx, xs)?;
+            values.insert(Source::Node(n, 0), y);
+            saved.push(tape);
+        }
+        let out = values
+            .remove(&self.output)
+            .ok_or_else(|| Error::Invalid("gpu: the model output was never computed".into()))?;
+        Ok((out, saved))
+    }
+
+    /// Gradients of every weight (None: not reached) from the output gradient `dy`.
+    fn backward(&self, dy: GpuTensor, saved: Vec<Option<steps::Saved>>) -> Result<Vec<Option<GpuTensor>>> {
+        let g = &*self.gpu;
+        let mut grads: Vec<Option<GpuTensor>> = (0..self.weights.len()).map(|_| None).collect();
+        let mut pending: HashMap<Source, GpuTensor> = HashMap::from([(self.output, dy)]);
+        for (n, (node, tape)) in self.nodes.iter().zip(saved).enumerate().rev() {
+            let (Some(dy), Some(tape)) = (pending.remove(&Source::Node(n, 0)), tape) else {
+                continue; // the output does not depend on this node
+            };
+            // Nothing needs the gradient wrt the model's input.
+            let need: Vec<bool> = node.inputs.iter().map(|s| matches!(s, Source::Node(..))).collect();
+            let dxs = node.step.backward(g, &self.weights, tape, dy, &need, &mut grads)?;
+            for (s, dx) in node.inputs.iter().zip(dxs) {
+                if let (Some(dx), true) = (dx, matches!(s, Source::Node(..))) {
+                    let slot = pending.remove(s);
+                    let total = match slot {
+                        Some(old) => g.add(&old, &dx).map_err(gpu_err)?,
+                        None => dx,
+                    };
+                    pending.insert(*s, total);
+                }
+            }
+        }
+        Ok(grads)
+    }
+
+    /// One training step; returns the loss and the metrics, like [`Model::train_on_batch`].
+    pub fn train_on_batch(
+        &mut self,
+        model: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        optimizer: &mut Optimizer,
+        metrics: &[Metric],
+        rng: &mut Rng,
+    ) -> Result<Logs> {
+        self.refresh_from_host(model)?;
+        let g = Arc::clone(&self.gpu);
+        let xg = g.upload(x.data(), x.shape()).map_err(gpu_err)?;
+        let (out, saved) = self.forward(xg, true, rng, true)?;
+        let (loss_t, dy) = self.loss_and_grad(&out, y)?;
+        let loss = g.download(&loss_t).map_err(gpu_err)?[0];
+        let mut logs = vec![("loss".to_string(), loss as f64)];
+        if !metrics.is_empty() {
+            let pred = g.download(&out).map_err(gpu_err)?;
+            for m in metrics {
+                let (correct, total) = m.count(&pred, out.shape(), y.data());
+                logs.push((m.key().to_string(), correct / total.max(1.0)));
+            }
+        }
+        if !loss.is_finite() {
+            return Ok(logs);
+        }
+        let grads = self.backward(dy, saved)?;
+        optimizer.begin_step();
+        let lr = optimizer.learning_rate;
+        let step = optimizer.iterations().min(u32::MAX as u64) as u32;
+        for (i, grad) in grads.into_iter().enumerate() {
+            let (Some(grad), true) = (grad, self.trainable[i]) else {
+                continue;
+            };
+            let w = &mut self.weights[i];
+            let slots = &mut self.slots[i];
+            match optimizer.rule {
+                Rule::Sgd { momentum, nesterov } => {
+                    if momentum != 0.0 && slots.is_empty() {
+                        slots.push(g.zeros(w.shape()).map_err(gpu_err)?);
+                    }
+                    let hp = SgdParams { lr, momentum, nesterov };
+                    g.sgd_update(w, &grad, slots.first_mut(), &hp).map_err(gpu_err)?;
+                }
+                Rule::Adam {
+                    beta1, beta2, epsilon, ..
+                } => {
+                    if slots.is_empty() {
+                        slots.push(g.zeros(w.shape()).map_err(gpu_err)?);
+                        slots.push(g.zeros(w.shape()).map_err(gpu_err)?);
+                    }
+                    let (m, v) = slots.split_at_mut(1);
+                    let hp = AdamParams {
+                        lr,
+                        beta1,
+                        beta2,
+                        epsilon,
+                        step,
+                    };
+                    g.adam_update(w, &grad, &mut m[0], &mut v[0], &hp).map_err(gpu_err)?;
+                }
+                Rule::RmsProp { .. } => return Err(unsupported("the rmsprop optimizer")),
+            }
+        }
+        self.device_newer = true;
+        Ok(logs)
+    }
+
+    /// The loss (a `[1]` tensor) and its gradient with respect to the forward output.
+    fn loss_and_grad(&self, out: &GpuTensor, y: &Tensor) -> Result<(GpuTensor, GpuTensor)> {
+        let g = &*self.gpu;
+        match self.loss {
+            GpuLoss::SparseCe { input, .. } => {
+                let labels = g.upload(y.data(), &[y.len()]).map_err(gpu_err)?;
+                let ce = g
+                    .sparse_categorical_crossentropy(out, &labels, input)
+                    .map_err(gpu_err)?;
+                Ok((ce.loss, ce.grad))
+            }
+            GpuLoss::Mse => {
+                if y.len() != out.len() {
+                    return Err(Error::shape("meanSquaredError targets", out.shape(), y.shape()));
+                }
+                let target = g.upload(y.data(), out.shape()).map_err(gpu_err)?;
+                let diff = g.binary(cortex_wgpu::BinaryOp::Sub, out, &target).map_err(gpu_err)?;
+                let loss = g.mean(&g.mul(&diff, &diff).map_err(gpu_err)?).map_err(gpu_err)?;
+                let grad = g.scale(&diff, 2.0 / out.len().max(1) as f32, 0.0).map_err(gpu_err)?;
+                Ok((loss, grad))
+            }
+        }
+    }
+
+    /// Inference on the GPU (softmax applied), as [`Model::predict`] on one batch.
+    pub fn predict(&mut self, model: &Model, x: &Tensor) -> Result<Tensor> {
+        self.refresh_from_host(model)?;
+        let xg = self.gpu.upload(x.data(), x.shape()).map_err(gpu_err)?;
+        let (out, _) = self.forward(xg, false, &mut Rng::new(0), false)?;
+        let data = self.gpu.download(&out).map_err(gpu_err)?;
+        Tensor::new(data, out.shape())
+    }
+}

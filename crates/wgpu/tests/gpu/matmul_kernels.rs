@@ -1,0 +1,108 @@
+//! Every concrete GEMM kernel ([`MatmulKernel::CONCRETE`]) against the f64 reference, with
+//! every transpose combination, ragged edges, k = 1, batches, broadcast and split-K.
+
+use super::common::{assert_close, gpu, rand_vec};
+use super::matmul::reference;
+use cortex_wgpu::{MatmulDesc, MatmulKernel};
+
+/// Runs `d` on `kernel` over random operands (A and B sized for the strides) and checks it.
+fn check(d: MatmulDesc, kernel: MatmulKernel) {
+    let Some(g) = gpu() else { return };
+    let len = |stride: usize, size: usize| (d.batch - 1) * stride + size;
+    let a = rand_vec(len(d.stride_a, d.m * d.k), (d.m * 131 + d.k) as u64);
+    let b = rand_vec(len(d.stride_b, d.k * d.n), (d.n * 71 + d.k) as u64);
+    let ga = g.upload(&a, &[a.len()]).unwrap();
+    let gb = g.upload(&b, &[b.len()]).unwrap();
+    let ran = g.matmul_kernel_for(&d, kernel);
+    if d.uses_vec4() {
+        assert_eq!(ran, kernel, "vec4 shape {d:?} must run the requested kernel");
+    } else {
+        assert_eq!(ran, MatmulKernel::Tile64, "non-vec4 shape {d:?} falls back");
+    }
+    let c = g.matmul_with_kernel(&ga, &gb, &d, kernel).unwrap();
+    assert_eq!(c.shape(), &[d.batch, d.m, d.n]);
+    let what = format!("{} {d:?}", kernel.name());
+    assert_close(&what, &g.download(&c).unwrap(), &reference(&a, &b, &d), 1e-4);
+}
+
+fn desc(m: usize, n: usize, k: usize, batch: usize, ta: bool, tb: bool) -> MatmulDesc {
+    MatmulDesc {
+        m,
+        n,
+        k,
+        batch,
+        trans_a: ta,
+        trans_b: tb,
+        stride_a: m * k,
+        stride_b: k * n,
+    }
+}
+
+const TRANSPOSES: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+
+#[test]
+fn full_and_ragged_tiles_all_transposes() {
+    for kernel in MatmulKernel::CONCRETE {
+        for (ta, tb) in TRANSPOSES {
+            // Exact 128 tiles, ragged m / n / k (multiples of 4 but not of 128 or BK), tiny.
+            for (m, n, k) in [(128, 256, 64), (260, 196, 44), (132, 4, 12), (4, 132, 4)] {
+                check(desc(m, n, k, 1, ta, tb), kernel);
+            }
+        }
+    }
+}
+
+#[test]
+fn k_one_and_odd_shapes() {
+    for kernel in MatmulKernel::CONCRETE {
+        // k = 1 is a vec4 shape only when k is no stored row length (A transposed, B not).
+        check(desc(136, 140, 1, 1, true, false), kernel);
+        check(desc(136, 140, 1, 1, false, false), kernel);
+        // Odd sizes always fall back to the scalar 64-tile kernel.
+        check(desc(131, 133, 37, 1, false, true), kernel);
+    }
+}
+
+#[test]
+fn batched_and_broadcast() {
+    for kernel in MatmulKernel::CONCRETE {
+        for (ta, tb) in TRANSPOSES {
+            check(desc(132, 136, 20, 3, ta, tb), kernel);
+            // One B for every A (stride 0), and one A for every B.
+            check(
+                MatmulDesc {
+                    stride_b: 0,
+                    ..desc(140, 132, 24, 2, ta, tb)
+                },
+                kernel,
+            );
+            check(
+                MatmulDesc {
+                    stride_a: 0,
+                    ..desc(132, 128, 28, 2, ta, tb)
+                },
+                kernel,
+            );
+        }
+    }
+}
+
+#[test]
+fn split_k_on_every_kernel() {
+    // One or two 128 tiles with a long k: split over workgroups, partials summed.
+    for kernel in MatmulKernel::CONCRETE {
+        for (m, n, k, ta, tb) in [(128, 128, 2048, false, false), (136, 68, 1540, true, true)] {
+            assert!(cortex_wgpu::kernels::conv::split_k_chunk_for_tile(m, n, k, 128) < k);
+            check(desc(m, n, k, 1, ta, tb), kernel);
+        }
+    }
+}
+
+#[test]
+fn env_names_round_trip() {
+    for k in MatmulKernel::CONCRETE.into_iter().chain([MatmulKernel::Auto]) {
+        assert_eq!(MatmulKernel::from_name(k.name()), Some(k));
+    }
+    assert_eq!(MatmulKernel::from_name("TILE128_BK8"), Some(MatmulKernel::Tile128Bk8));
+    assert_eq!(MatmulKernel::from_name("nope"), None);
+}

@@ -24,7 +24,7 @@ prepare)
   mkdir -p .device/bench .device/tests
   for ex in crates/wgpu/examples/*.rs; do
     name=$(basename "$ex" .rs)
-    cp "target/release/examples/$name" ".device/bench/$name"
+    strip -o ".device/bench/$name" "target/release/examples/$name"
   done
   # Test binaries (the test profile is optimised), stripped to keep the carried tree small.
   for t in "cortex-wgpu gpu" "cortex-core gpu_model"; do
@@ -42,14 +42,21 @@ run)
   out="${OUT:-.}/gpu-bench.jsonl"
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
   tests="${OUT:-.}/gpu-tests.txt"
+  # Each suite runs three times with parallel test threads and twice on one thread, so an
+  # intermittent failure (a race) shows up, and shows whether it needs concurrency.
   for t in .device/tests/*; do
-    echo "== $t" | tee -a "$tests"
-    CORTEX_FIXTURES=test/fixtures/fixtures.json "$t" 2>&1 | grep -v '^test .* ok$' | tee -a "$tests" || true
+    for threads in "" "" "" 1 1; do
+      echo "== $t ${threads:+--test-threads=$threads}" | tee -a "$tests"
+      CORTEX_FIXTURES=test/fixtures/fixtures.json timeout 120 "$t" ${threads:+--test-threads=$threads} 2>&1 |
+        grep -E '^test result|FAILED|panicked|max relative error' | tee -a "$tests" || true
+    done
   done
   for b in .device/bench/*; do
-    "$b" | tee -a "$out" || echo "{\"failed\":\"$b\"}" | tee -a "$out"
+    # BREAKDOWN=1: lstm_bench adds per-stage times.
+    BREAKDOWN=1 timeout 180 "$b" | tee -a "$out" || echo "{\"failed\":\"$b\"}" | tee -a "$out"
   done
-  node .device/gpu_bench.mjs | tee -a "$out"
+  # Stage profiles (stderr, see benches/gpu_bench.ts) also go to $OUT/gpu-profile.jsonl.
+  timeout 240 node .device/gpu_bench.mjs 2> >(tee -a "${OUT:-.}/gpu-profile.jsonl" >&2) | tee -a "$out"
   ;;
 *)
   echo "usage: bash benches/gpu.sh prepare|run" >&2

@@ -97,6 +97,21 @@ const attnPredictMs = median(
   await sample(() => block.predict(attnX, { batchSize: attnBatch }), { warmup: 2, runs: small ? 3 : 20 }),
 );
 
+// Where the time goes: CORTEX_GPU_PROFILE=1 makes newly compiled GPU models wait for the
+// device after every stage and print ms per stage (one JSON line per 10 steps, on stderr).
+// It runs after the timed loops above, so it does not slow them.
+if (process.env.GPU_BENCH_PROFILE !== "0") {
+  process.env.CORTEX_GPU_PROFILE = "1";
+  model.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy", device: "gpu!" });
+  for (let i = 0; i < 10; i++) await model.trainOnBatch(x, y);
+  for (let i = 0; i < 10; i++) await model.predict(xi, { batchSize: inferBatch });
+  rnn.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy", device: "gpu!" });
+  for (let i = 0; i < 10; i++) await rnn.trainOnBatch(tokens, tokenLabels);
+  block.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "meanSquaredError", device: "gpu!" });
+  for (let i = 0; i < 10; i++) await block.trainOnBatch(attnX, attnY);
+  process.env.CORTEX_GPU_PROFILE = "0";
+}
+
 const train = trainBatch / (trainMs * 1e-3);
 const infer = inferBatch / (inferMs * 1e-3);
 emit({

@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use cortex_wgpu::{Conv2dSpec, Gpu, GpuTensor, MatmulDesc, MatmulKernel, Result};
+use cortex_wgpu::{Activation, Conv2dSpec, Gpu, GpuTensor, MatmulDesc, MatmulKernel, Result};
 
 fn median_secs(reps: usize, mut f: impl FnMut() -> Result<GpuTensor>, gpu: &Gpu) -> Result<f64> {
     for _ in 0..2 {
@@ -202,5 +202,51 @@ fn main() -> Result<()> {
         json_str(if small { "small" } else { "full" }),
         json_str(auto_kernel),
     );
+    println!("{}", first_layer_json(&gpu, &s.name, batch, reps)?);
     Ok(())
+}
+
+/// The MNIST convnet's first layer ([n, 28, 28, 1] * [3, 3, 1, 32]) pass by pass, and its
+/// dense head ([8n, 1600] x [1600, 10]): the shapes a profile of the model step flags.
+fn first_layer_json(gpu: &Gpu, adapter: &str, batch: usize, reps: usize) -> Result<String> {
+    let spec = Conv2dSpec::default();
+    let x = gpu.upload(&fill(batch * 28 * 28), &[batch, 28, 28, 1])?;
+    let k = gpu.upload(&fill(9 * 32), &[3, 3, 1, 32])?;
+    let dy = gpu.upload(&fill(batch * 26 * 26 * 32), &[batch, 26, 26, 32])?;
+    let fwd = median_secs(reps, || gpu.conv2d(&x, &k, &spec), gpu)?;
+    let bwd_filter = median_secs(reps, || gpu.conv2d_backward_filter(&x, &dy, (3, 3), &spec), gpu)?;
+    let flat = dy.clone().reshape(&[batch * 26 * 26, 32])?;
+    let bias_grad = median_secs(reps, || gpu.sum_rows(&flat), gpu)?;
+    let relu_bwd = median_secs(reps, || gpu.activation_backward(Activation::Relu, &dy, &dy), gpu)?;
+    let dropout = median_secs(reps, || gpu.dropout(&dy, 0.5, 7), gpu)?;
+    let rows = 8 * batch;
+    let a = gpu.upload(&fill(rows * 1600), &[rows, 1600])?;
+    let w = gpu.upload(&fill(1600 * 10), &[1600, 10])?;
+    let dense = median_secs(reps, || gpu.matmul(&a, &w, false, false), gpu)?;
+    // Host cost of one kernel call (its own command buffer and submit) on a tiny tensor.
+    let tiny = gpu.upload(&fill(256), &[256])?;
+    gpu.wait()?;
+    let t0 = std::time::Instant::now();
+    for _ in 0..200 {
+        drop(gpu.scale(&tiny, 1.0, 0.0)?);
+    }
+    gpu.wait()?;
+    let per_call_us = t0.elapsed().as_secs_f64() / 200.0 * 1e6;
+    let t0 = std::time::Instant::now();
+    for _ in 0..50 {
+        drop(gpu.scale(&tiny, 1.0, 0.0)?);
+        gpu.wait()?;
+    }
+    let per_call_wait_us = t0.elapsed().as_secs_f64() / 50.0 * 1e6;
+    let ms = |s: f64| format!("{:.3}", s * 1e3);
+    Ok(format!(
+        "{{\"adapter\":{},\"mnist_conv1_b{batch}_ms\":{{\"forward\":{},\"backward_filter\":{},\"bias_grad_sum_rows\":{},\"relu_backward\":{},\"dropout\":{}}},\"dense_{rows}x1600x10_ms\":{},\"tiny_kernel_call_us\":{per_call_us:.1},\"tiny_kernel_call_and_wait_us\":{per_call_wait_us:.1}}}",
+        json_str(adapter),
+        ms(fwd),
+        ms(bwd_filter),
+        ms(bias_grad),
+        ms(relu_bwd),
+        ms(dropout),
+        ms(dense),
+    ))
 }

@@ -15,6 +15,7 @@
 //! - [`kernels::pool2d`]: 2-D max pooling forward (with argmax) and backward;
 //! - [`kernels::optim`]: in-place SGD (momentum, Nesterov) and Adam updates;
 //! - [`kernels::rnn`]: LSTM recurrence forward / backward through time (one dispatch each);
+//! - [`kernels::gru`], [`kernels::simple_rnn`]: the same for GRU (Keras 3 `resetAfter`) and SimpleRNN;
 //! - [`kernels::embedding`]: embedding lookup and its scatter-add gradient.
 //!
 //! Environment variables:
@@ -41,11 +42,13 @@ pub use context::{adapters, AdapterSummary, Gpu};
 pub use kernels::attention::{AttentionGrads, AttentionOutput};
 pub use kernels::conv::Conv2dSpec;
 pub use kernels::elementwise::{Activation, BinaryOp};
+pub use kernels::gru::{GruBackward, GruForward, GruGrads, GruSaved};
 pub use kernels::layernorm::{LayerNormGrads, LayerNormOutput};
 pub use kernels::matmul::{MatmulDesc, MatmulKernel};
 pub use kernels::optim::{AdamParams, SgdParams};
 pub use kernels::pool2d::{MaxPool2dOutput, Pool2dSpec};
 pub use kernels::rnn::{LstmBackward, LstmForward, LstmGrads, LstmSaved};
+pub use kernels::simple_rnn::{SimpleRnnBackward, SimpleRnnForward, SimpleRnnGrads, SimpleRnnSaved};
 pub use kernels::softmax::{CrossEntropyInput, CrossEntropyOutput};
 pub use pool::PoolStats;
 pub use tensor::{DType, GpuTensor};

@@ -59,6 +59,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("layernorm", include_str!("shaders/layernorm.wgsl")),
     ("rnn", include_str!("shaders/rnn.wgsl")),
+    ("gru", include_str!("shaders/gru.wgsl")),
+    ("simple_rnn", include_str!("shaders/simple_rnn.wgsl")),
     ("embedding", include_str!("shaders/embedding.wgsl")),
 ];
 

@@ -56,7 +56,8 @@ struct Params {
     n: u32,
     c: u32,
     code: u32,
-    pad: u32,
+    /// Dropout's drop threshold (rate * 2^32).
+    threshold: u32,
     alpha: f32,
     beta: f32,
     pad1: [f32; 2],
@@ -80,7 +81,7 @@ impl Gpu {
             n,
             c: u32_of("bias length", c)?,
             code,
-            pad: 0,
+            threshold: 0,
             alpha,
             beta,
             pad1: [0.0; 2],
@@ -113,6 +114,44 @@ impl Gpu {
     pub fn activation(&self, act: Activation, x: &GpuTensor) -> Result<GpuTensor> {
         let (code, alpha) = act.code();
         self.elementwise("activation", x, None, 1, code, alpha, 0.0)
+    }
+
+    /// Inverted dropout of `x`: each element is zeroed with probability `rate` and the rest are
+    /// scaled by `1 / (1 - rate)`. The mask is a hash of `(seed, element index)`, generated on
+    /// the device; the same call on the upstream gradient with the same seed is the backward
+    /// pass, so no mask is stored.
+    pub fn dropout(&self, x: &GpuTensor, rate: f32, seed: u64) -> Result<GpuTensor> {
+        if !(0.0..1.0).contains(&rate) {
+            return Err(GpuError::Invalid {
+                op: "dropout",
+                message: format!("rate must be in [0, 1), got {rate}"),
+            });
+        }
+        x.expect_f32("dropout")?;
+        let out = self.empty(x.shape(), DType::F32)?;
+        let n = u32_of("elements", x.len())?;
+        let p = Params {
+            n,
+            c: seed as u32,
+            code: (seed >> 32) as u32,
+            threshold: (f64::from(rate) * 4_294_967_296.0).min(u32::MAX as f64) as u32,
+            alpha: 1.0 / (1.0 - rate),
+            beta: 0.0,
+            pad1: [0.0; 2],
+        };
+        if n > 0 {
+            let (gx, gy) = grid(n.div_ceil(256));
+            let mut batch = self.batch();
+            batch.dispatch(
+                "elementwise",
+                "dropout",
+                &p,
+                &[(1, x.buffer()), (3, out.buffer())],
+                (gx, gy, 1),
+            )?;
+            batch.submit();
+        }
+        Ok(out)
     }
 
     /// `dy * act'(x)`: the gradient wrt the activation's input `x`, given the upstream gradient `dy`.

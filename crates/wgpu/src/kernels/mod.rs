@@ -4,12 +4,14 @@ pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod embedding;
+pub mod gru;
 pub mod layernorm;
 pub mod matmul;
 pub mod optim;
 pub mod pool2d;
 pub mod reduce;
 pub mod rnn;
+pub mod simple_rnn;
 pub mod softmax;
 
 /// Every (shader, entry point) pair the kernels dispatch; [`crate::Gpu::warm_up`] compiles them all.
@@ -23,6 +25,7 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("elementwise", "activation_grad"),
     ("elementwise", "binary"),
     ("elementwise", "scale"),
+    ("elementwise", "dropout"),
     ("reduce", "sum_rows"),
     ("reduce", "sum_partial"),
     ("reduce", "sum_final"),
@@ -32,6 +35,7 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("conv", "forward"),
     ("conv", "backward_input"),
     ("conv", "backward_filter"),
+    ("conv", "backward_filter_small"),
     ("conv_t128_bk8", "forward"),
     ("conv_t128_bk8", "backward_input"),
     ("conv_t128_bk8", "backward_filter"),
@@ -56,6 +60,10 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("rnn", "lstm_forward"),
     ("rnn", "lstm_backward"),
     ("rnn", "transpose"),
+    ("gru", "gru_forward"),
+    ("gru", "gru_backward"),
+    ("simple_rnn", "simple_rnn_forward"),
+    ("simple_rnn", "simple_rnn_backward"),
     ("embedding", "gather"),
     ("embedding", "scatter_add"),
 ];

@@ -85,11 +85,17 @@ pub struct LstmGrads {
 }
 
 /// Sequences one recurrence workgroup handles for `units` hidden units: enough (sequence,
-/// unit) pairs to fill 256 threads, at most 8 sequences, at most 1024 pairs.
+/// unit) pairs to fill 256 threads, at most 8 sequences, at most 1024 pairs. The GRU and
+/// SimpleRNN kernels ([`super::gru`], [`super::simple_rnn`]) split the batch the same way.
 pub fn lstm_seqs_per_group(units: usize) -> Result<usize> {
+    seqs_per_group("LSTM units (one workgroup holds a whole sequence)", units)
+}
+
+/// [`lstm_seqs_per_group`] with the error naming the caller's layer.
+pub(super) fn seqs_per_group(what: &'static str, units: usize) -> Result<usize> {
     if units == 0 || units > MAX_PAIRS {
         return Err(GpuError::Limit {
-            what: "LSTM units (one workgroup holds a whole sequence)",
+            what,
             got: units as u64,
             limit: MAX_PAIRS as u64,
         });
@@ -97,7 +103,7 @@ pub fn lstm_seqs_per_group(units: usize) -> Result<usize> {
     Ok((WG / units).clamp(1, 8))
 }
 
-fn shape_err(op: &'static str, expected: String, t: &GpuTensor) -> GpuError {
+pub(super) fn shape_err(op: &'static str, expected: String, t: &GpuTensor) -> GpuError {
     GpuError::Shape {
         op,
         expected,
@@ -114,7 +120,7 @@ fn units_of(op: &'static str, recurrent: &GpuTensor) -> Result<usize> {
     }
 }
 
-fn expect_shape(op: &'static str, what: &str, t: &GpuTensor, shape: &[usize]) -> Result<()> {
+pub(super) fn expect_shape(op: &'static str, what: &str, t: &GpuTensor, shape: &[usize]) -> Result<()> {
     t.expect_f32(op)?;
     if t.shape() != shape {
         return Err(shape_err(op, format!("{what} {shape:?}"), t));
@@ -126,15 +132,25 @@ impl Gpu {
     /// `x·W + b` for every timestep at once: x `[batch, time, in]`, W `[in, 4u]`, b `[4u]`
     /// → `[batch, time, 4u]` (one GEMM and a bias add).
     pub fn lstm_input_projection(&self, x: &GpuTensor, w: &GpuTensor, bias: &GpuTensor) -> Result<GpuTensor> {
-        let op = "lstm_input_projection";
+        if !w.shape().last().is_some_and(|g| g.is_multiple_of(4)) {
+            return Err(shape_err("lstm_input_projection", "kernel [in, 4u]".into(), w));
+        }
+        self.rnn_input_projection(x, w, bias)
+    }
+
+    /// `x·W + b` for every timestep at once, for any recurrent layer: x `[batch, time, in]`,
+    /// W `[in, g]`, b `[g]` → `[batch, time, g]` (one GEMM and a bias add). The GRU passes
+    /// its input bias row here and the recurrent row to [`Gpu::gru_forward`].
+    pub fn rnn_input_projection(&self, x: &GpuTensor, w: &GpuTensor, bias: &GpuTensor) -> Result<GpuTensor> {
+        let op = "rnn_input_projection";
         let &[b, t, i] = x.shape() else {
             return Err(shape_err(op, "x [batch, time, in]".into(), x));
         };
         let &[wi, g] = w.shape() else {
-            return Err(shape_err(op, format!("kernel [{i}, 4u]"), w));
+            return Err(shape_err(op, format!("kernel [{i}, units]"), w));
         };
-        if wi != i || !g.is_multiple_of(4) {
-            return Err(shape_err(op, format!("kernel [{i}, 4u]"), w));
+        if wi != i || g == 0 {
+            return Err(shape_err(op, format!("kernel [{i}, units]"), w));
         }
         let desc = MatmulDesc {
             m: b * t,
@@ -324,28 +340,71 @@ impl Gpu {
         expect_shape(op, "x", x, &[batch, steps, i])?;
         expect_shape(op, "kernel", w, &[i, g])?;
         expect_shape(op, "saved h_prev", &saved.h_prev, &[batch, steps, u])?;
-        let rows = batch * steps;
-        let gemm = |a: &GpuTensor, b: &GpuTensor, m, n, k, trans_a, trans_b| {
-            let desc = MatmulDesc {
-                m,
-                n,
-                k,
-                batch: 1,
-                trans_a,
-                trans_b,
-                stride_a: 0,
-                stride_b: 0,
-            };
-            self.matmul_with(a, b, &desc)
+        let (dx, dw) = self.rnn_input_grads(x, w, d_gates)?;
+        let du = self.rnn_gemm(&saved.h_prev, d_gates, [u, g, batch * steps], true)?;
+        let dbias = self.rnn_column_sums(d_gates)?;
+        Ok(LstmGrads { dx, dw, du, dbias })
+    }
+
+    /// `dx = dP·Wᵀ` (`[batch, time, in]`) and `dW = xᵀ·dP` (`[in, g]`) from the gradient
+    /// `dP` `[batch, time, g]` wrt an input projection `x·W + b` (shapes checked by callers).
+    pub(super) fn rnn_input_grads(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        d_proj: &GpuTensor,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        let (&[batch, steps, i], &[_, g]) = (x.shape(), w.shape()) else {
+            return Err(shape_err(
+                "rnn_input_grads",
+                "x [batch, time, in], kernel [in, g]".into(),
+                x,
+            ));
         };
-        let dx = gemm(d_gates, w, rows, i, g, false, true)?.reshape(&[batch, steps, i])?;
-        let dw = gemm(x, d_gates, i, g, rows, true, false)?.reshape(&[i, g])?;
-        let du = gemm(&saved.h_prev, d_gates, u, g, rows, true, false)?.reshape(&[u, g])?;
+        let desc = MatmulDesc {
+            m: batch * steps,
+            n: i,
+            k: g,
+            batch: 1,
+            trans_a: false,
+            trans_b: true,
+            stride_a: 0,
+            stride_b: 0,
+        };
+        let dx = self.matmul_with(d_proj, w, &desc)?.reshape(&[batch, steps, i])?;
+        let dw = self.rnn_gemm(x, d_proj, [i, g, batch * steps], true)?;
+        Ok((dx, dw))
+    }
+
+    /// `aᵀ·b` (`trans_a`) or `a·b` as an `[m, n]` tensor over `k` shared rows/columns, `[m, n, k]`.
+    pub(super) fn rnn_gemm(
+        &self,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        [m, n, k]: [usize; 3],
+        trans_a: bool,
+    ) -> Result<GpuTensor> {
+        let desc = MatmulDesc {
+            m,
+            n,
+            k,
+            batch: 1,
+            trans_a,
+            trans_b: false,
+            stride_a: 0,
+            stride_b: 0,
+        };
+        self.matmul_with(a, b, &desc)?.reshape(&[m, n])
+    }
+
+    /// Column sums of `d` `[.., g]` as a `[g]` tensor (a bias gradient).
+    pub(super) fn rnn_column_sums(&self, d: &GpuTensor) -> Result<GpuTensor> {
+        let g = *d.shape().last().unwrap_or(&0);
+        let rows = d.len() / g.max(1);
         // A ones-vector GEMM (split over k) instead of sum_rows: the column-sum kernel walks
         // the batch*time rows serially per column (about 10 ms for 25600 x 512 on an H200).
         let ones = self.upload(&vec![1.0; rows], &[1, rows])?;
-        let dbias = gemm(&ones, d_gates, 1, g, rows, false, false)?.reshape(&[g])?;
-        Ok(LstmGrads { dx, dw, du, dbias })
+        self.rnn_gemm(&ones, d, [1, g, rows], false)?.reshape(&[g])
     }
 
     /// The transpose of a 2-D tensor.

@@ -80,3 +80,32 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 fn backward_filter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     gemm(BACKWARD_FILTER, wid, lid);
 }
+
+// Backward-filter for small kernels (gm * gn <= 1024 outputs, e.g. a first layer's
+// [3, 3, 1, 32]): a GEMM tile would be mostly padding (9 x 32 useful of 64 x 64), so each
+// thread owns up to 4 outputs and walks workgroup z's k chunk (k_chunk long) directly; adjacent
+// threads read adjacent dy columns. Partial sums go to out[z * gm * gn ..] as for split-K.
+@compute @workgroup_size(256)
+fn backward_filter_small(@builtin(workgroup_id) wid_local: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let z = wid_local.z + p.off_z;
+    let outs = p.gm * p.gn;
+    let k_begin = z * p.k_chunk;
+    let k_end = min(k_begin + p.k_chunk, p.gk);
+    var acc = vec4<f32>(0.0);
+    for (var k = k_begin; k < k_end; k++) {
+        for (var j = 0u; j < 4u; j++) {
+            let o = lid.x + 256u * j;
+            if (o < outs) {
+                let m = o / p.gn;
+                let n = o % p.gn;
+                acc[j] += load_a(BACKWARD_FILTER, m, k) * load_b(BACKWARD_FILTER, k, n);
+            }
+        }
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let o = lid.x + 256u * j;
+        if (o < outs) {
+            out[z * outs + o] = acc[j];
+        }
+    }
+}

@@ -186,3 +186,24 @@ fn backward_filter_split_k() {
         spec: Conv2dSpec::default(),
     });
 }
+
+/// Small kernels with a long k take the per-thread backward-filter path: a first layer
+/// ([3, 3, 1, 8] over 8 * 26 * 26 positions), and strided, padded, dilated two-channel input
+/// with more weights than threads in a workgroup (3 * 3 * 2 * 30 = 540 > 256).
+#[test]
+fn small_kernels_with_long_k() {
+    check(Case {
+        x: [8, 28, 28, 1],
+        k: [3, 3, 1, 8],
+        spec: Conv2dSpec::default(),
+    });
+    check(Case {
+        x: [50, 19, 20, 2],
+        k: [3, 3, 2, 30],
+        spec: Conv2dSpec {
+            strides: (2, 2),
+            dilation: (2, 1),
+            padding: [2, 1, 1, 1],
+        },
+    });
+}

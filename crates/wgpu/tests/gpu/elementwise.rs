@@ -156,3 +156,25 @@ fn large_elementwise_uses_a_2d_grid() {
     assert_eq!(y[65535 * 256 + 3], 2.0 * x[65535 * 256 + 3] + 1.0);
     assert_eq!(y[12345], 2.0 * x[12345] + 1.0);
 }
+
+/// Dropout: about `rate` of the elements are zeroed, the rest scaled by 1 / (1 - rate); the
+/// same seed gives the same mask (so the backward pass is the same call on dy), another seed
+/// another mask.
+#[test]
+fn dropout_masks_are_seeded_and_unbiased() {
+    let Some(g) = gpu() else { return };
+    let n = 100_000;
+    let ones = g.upload(&vec![1.0; n], &[n]).unwrap();
+    let a = g.download(&g.dropout(&ones, 0.3, 42).unwrap()).unwrap();
+    let again = g.download(&g.dropout(&ones, 0.3, 42).unwrap()).unwrap();
+    let other = g.download(&g.dropout(&ones, 0.3, 43).unwrap()).unwrap();
+    assert_eq!(a, again, "same seed, same mask");
+    assert_ne!(a, other, "another seed, another mask");
+    let zeros = a.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
+    assert!((zeros - 0.3).abs() < 0.01, "dropped fraction {zeros}");
+    let keep = 1.0 / 0.7f32;
+    assert!(a.iter().all(|&v| v == 0.0 || (v - keep).abs() < 1e-6));
+    let mean = a.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    assert!((mean - 1.0).abs() < 0.02, "inverted dropout keeps the mean: {mean}");
+    assert!(g.dropout(&ones, 1.0, 1).is_err());
+}

@@ -24,8 +24,6 @@ const CPU_ONLY: &[(&str, &str)] = &[
     ("conv1d", "no conv1d kernel on the GPU yet"),
     ("conv2d_transpose", "no transposed convolution on the GPU yet"),
     ("batch_normalization", "no batch normalisation on the GPU yet"),
-    ("simple_rnn", "no SimpleRNN sequence kernel on the GPU yet"),
-    ("gru", "no GRU sequence kernel on the GPU yet"),
     (
         "model_train_step",
         "runs through the model code: crates/core/tests/fixtures.rs, both devices",
@@ -120,6 +118,8 @@ fn every_fixture_case_is_accounted_for() {
         "layer_normalization",
         "embedding",
         "lstm",
+        "gru",
+        "simple_rnn",
         "multi_head_attention",
     ];
     for case in fixtures() {
@@ -421,6 +421,80 @@ fn lstm_fixtures_on_gpu() {
         };
         let back = g.lstm_backward(&fwd.saved, &u, dh_seq, dh_last).unwrap();
         let grads = g.lstm_weight_grads(&x, &w, &fwd.saved, &back.d_gates).unwrap();
+        check(g, &format!("{name} dx"), &grads.dx, &case["grads"]["x"]);
+        check(g, &format!("{name} dkernel"), &grads.dw, &case["grads"]["kernel"]);
+        check(
+            g,
+            &format!("{name} drecurrent"),
+            &grads.du,
+            &case["grads"]["recurrent_kernel"],
+        );
+        check(g, &format!("{name} dbias"), &grads.dbias, &case["grads"]["bias"]);
+    }
+    assert_eq!(cases.len(), 2);
+}
+
+#[test]
+fn gru_fixtures_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let cases = cases_of("gru");
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        assert_eq!(case["attrs"]["reset_after"], true, "{name}: only resetAfter on the GPU");
+        let p = &case["params"];
+        let x = upload(g, &case["inputs"]["x"]);
+        let (w, u) = (upload(g, &p["kernel"]), upload(g, &p["recurrent_kernel"]));
+        let (b_in, b_rec) = g.gru_bias_rows(&upload(g, &p["bias"])).unwrap();
+        let projected = g.rnn_input_projection(&x, &w, &b_in).unwrap();
+        let fwd = g.gru_forward(&projected, &u, &b_rec, None).unwrap();
+        let sequences = case["attrs"]["return_sequences"] == true;
+        let y = if sequences { &fwd.h_seq } else { &fwd.h_last };
+        check(g, &format!("{name} y"), y, &case["outputs"]["y"]);
+        let dy = upload(g, &case["cotangents"]["y"]);
+        let (dh_seq, dh_last) = if sequences {
+            (Some(&dy), None)
+        } else {
+            (None, Some(&dy))
+        };
+        let back = g.gru_backward(&fwd.saved, &u, dh_seq, dh_last).unwrap();
+        let grads = g
+            .gru_weight_grads(&x, &w, &fwd.saved, &back.d_proj, &back.d_rec)
+            .unwrap();
+        check(g, &format!("{name} dx"), &grads.dx, &case["grads"]["x"]);
+        check(g, &format!("{name} dkernel"), &grads.dw, &case["grads"]["kernel"]);
+        check(
+            g,
+            &format!("{name} drecurrent"),
+            &grads.du,
+            &case["grads"]["recurrent_kernel"],
+        );
+        check(g, &format!("{name} dbias"), &grads.dbias, &case["grads"]["bias"]);
+    }
+    assert_eq!(cases.len(), 2);
+}
+
+#[test]
+fn simple_rnn_fixtures_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let cases = cases_of("simple_rnn");
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let p = &case["params"];
+        let x = upload(g, &case["inputs"]["x"]);
+        let (w, u) = (upload(g, &p["kernel"]), upload(g, &p["recurrent_kernel"]));
+        let projected = g.rnn_input_projection(&x, &w, &upload(g, &p["bias"])).unwrap();
+        let fwd = g.simple_rnn_forward(&projected, &u, None).unwrap();
+        let sequences = case["attrs"]["return_sequences"] == true;
+        let y = if sequences { &fwd.h_seq } else { &fwd.h_last };
+        check(g, &format!("{name} y"), y, &case["outputs"]["y"]);
+        let dy = upload(g, &case["cotangents"]["y"]);
+        let (dh_seq, dh_last) = if sequences {
+            (Some(&dy), None)
+        } else {
+            (None, Some(&dy))
+        };
+        let back = g.simple_rnn_backward(&fwd.saved, &u, dh_seq, dh_last).unwrap();
+        let grads = g.simple_rnn_weight_grads(&x, &w, &fwd.saved, &back.d_pre).unwrap();
         check(g, &format!("{name} dx"), &grads.dx, &case["grads"]["x"]);
         check(g, &format!("{name} dkernel"), &grads.dw, &case["grads"]["kernel"]);
         check(

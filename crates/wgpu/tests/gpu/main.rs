@@ -11,6 +11,7 @@ mod conv;
 mod conv_kernels;
 mod elementwise;
 mod fixtures;
+mod gru;
 mod limits;
 mod matmul;
 mod matmul_kernels;

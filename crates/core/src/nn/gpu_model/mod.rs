@@ -19,6 +19,7 @@
 //! back to the CPU (or, with `"gpu!"`, fails).
 
 mod attention;
+mod profile;
 mod sequence;
 mod steps;
 
@@ -97,6 +98,8 @@ pub struct GpuModel {
     loss: GpuLoss,
     /// The device copy is newer than the host copy.
     device_newer: bool,
+    /// Stage timings (`CORTEX_GPU_PROFILE=1`).
+    profiler: Option<profile::Profiler>,
 }
 
 impl GpuModel {
@@ -190,6 +193,7 @@ impl GpuModel {
             weights,
             loss,
             device_newer: false,
+            profiler: profile::Profiler::from_env(),
         })
     }
 
@@ -285,6 +289,9 @@ impl GpuModel {
                 rng: &mut *rng,
             };
             let (y, tape) = node.step.forward(&mut cx, xs)?;
+            if let Some(p) = &self.profiler {
+                p.mark(&self.gpu, || format!("fwd {n:02} {}", node.step.kind()));
+            }
             values.insert(Source::Node(n, 0), y);
             saved.push(tape);
         }
@@ -306,6 +313,9 @@ impl GpuModel {
             // Nothing needs the gradient wrt the model's input.
             let need: Vec<bool> = node.inputs.iter().map(|s| matches!(s, Source::Node(..))).collect();
             let dxs = node.step.backward(g, &self.weights, tape, dy, &need, &mut grads)?;
+            if let Some(p) = &self.profiler {
+                p.mark(g, || format!("bwd {n:02} {}", node.step.kind()));
+            }
             for (s, dx) in node.inputs.iter().zip(dxs) {
                 if let (Some(dx), true) = (dx, matches!(s, Source::Node(..))) {
                     let slot = pending.remove(s);
@@ -332,10 +342,19 @@ impl GpuModel {
     ) -> Result<Logs> {
         self.refresh_from_host(model)?;
         let g = Arc::clone(&self.gpu);
+        if let Some(p) = &self.profiler {
+            p.start(&g);
+        }
         let xg = g.upload(x.data(), x.shape()).map_err(gpu_err)?;
+        if let Some(p) = &self.profiler {
+            p.mark(&g, || "upload x".into());
+        }
         let (out, saved) = self.forward(xg, true, rng, true)?;
         let (loss_t, dy) = self.loss_and_grad(&out, y)?;
         let loss = g.download(&loss_t).map_err(gpu_err)?[0];
+        if let Some(p) = &self.profiler {
+            p.mark(&g, || "loss + readback".into());
+        }
         let mut logs = vec![("loss".to_string(), loss as f64)];
         if !metrics.is_empty() {
             let pred = g.download(&out).map_err(gpu_err)?;
@@ -386,6 +405,10 @@ impl GpuModel {
             }
         }
         self.device_newer = true;
+        if let Some(p) = &self.profiler {
+            p.mark(&g, || "optimizer".into());
+            p.finish("train_on_batch");
+        }
         Ok(logs)
     }
 
@@ -416,9 +439,19 @@ impl GpuModel {
     /// Inference on the GPU (softmax applied), as [`Model::predict`] on one batch.
     pub fn predict(&mut self, model: &Model, x: &Tensor) -> Result<Tensor> {
         self.refresh_from_host(model)?;
+        if let Some(p) = &self.profiler {
+            p.start(&self.gpu);
+        }
         let xg = self.gpu.upload(x.data(), x.shape()).map_err(gpu_err)?;
+        if let Some(p) = &self.profiler {
+            p.mark(&self.gpu, || "upload x".into());
+        }
         let (out, _) = self.forward(xg, false, &mut Rng::new(0), false)?;
         let data = self.gpu.download(&out).map_err(gpu_err)?;
+        if let Some(p) = &self.profiler {
+            p.mark(&self.gpu, || "readback".into());
+            p.finish("predict");
+        }
         Tensor::new(data, out.shape())
     }
 }

@@ -102,7 +102,8 @@ pub(super) enum Saved {
         spec: Pool2dSpec,
     },
     Shape(Vec<usize>),
-    Dropout(Option<GpuTensor>),
+    /// The mask's seed (None: dropout was inactive).
+    Dropout(Option<u64>),
     Act(Option<GpuTensor>),
     Inputs(usize),
     Embedding(GpuTensor),
@@ -205,6 +206,25 @@ pub(super) fn plan(class: &str, name: &str, config: &Value, first: usize, count:
 }
 
 impl Step {
+    /// The step's layer kind, for profiles.
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            Step::Dense { .. } => "dense",
+            Step::Conv { .. } => "conv2d",
+            Step::MaxPool { .. } => "max_pool",
+            Step::Reshape(_) => "reshape",
+            Step::Dropout(_) => "dropout",
+            Step::Activation(_) => "activation",
+            Step::Add => "add",
+            Step::Embedding { .. } => "embedding",
+            Step::Lstm { .. } => "lstm",
+            Step::LayerNorm { .. } => "layer_norm",
+            Step::Mha(_) => "attention",
+            Step::PositionalEmbedding { .. } => "positional",
+            Step::GlobalAvgPool1d => "avg_pool_1d",
+        }
+    }
+
     /// Whether this step applies a softmax (allowed only at the model's output).
     pub(super) fn is_softmax(&self) -> bool {
         matches!(
@@ -376,11 +396,11 @@ impl Step {
                 (x.reshape(&shape).map_err(gpu_err)?, Saved::Shape(s))
             }
             &Step::Dropout(rate) if cx.training && rate > 0.0 => {
-                let x = one("Dropout", xs)?;
-                let mask = g
-                    .upload(&dropout_mask(x.len(), rate, cx.rng), x.shape())
-                    .map_err(gpu_err)?;
-                (g.mul(&x, &mask).map_err(gpu_err)?, Saved::Dropout(Some(mask)))
+                // The mask is generated on the device from a seed (a host-made mask cost 11 ms
+                // per MNIST step at batch 1024 on an H200: generation plus upload).
+                let seed = cx.rng.next_u64();
+                let y = g.dropout(&one("Dropout", xs)?, rate, seed).map_err(gpu_err)?;
+                (y, Saved::Dropout(Some(seed)))
             }
             Step::Dropout(_) => (one("Dropout", xs)?, Saved::Dropout(None)),
             &Step::Activation(act) => {
@@ -519,7 +539,9 @@ impl Step {
                 )]
             }
             (Step::Reshape(_), Saved::Shape(shape)) => vec![Some(dy.reshape(&shape).map_err(gpu_err)?)],
-            (Step::Dropout(_), Saved::Dropout(Some(mask))) => vec![Some(g.mul(&dy, &mask).map_err(gpu_err)?)],
+            (&Step::Dropout(rate), Saved::Dropout(Some(seed))) => {
+                vec![Some(g.dropout(&dy, rate, seed).map_err(gpu_err)?)]
+            }
             (Step::Dropout(_), Saved::Dropout(None)) => vec![Some(dy)],
             (&Step::Activation(act), Saved::Act(z)) => vec![Some(act_back(act, &z, dy)?)],
             (Step::Add, Saved::Inputs(n)) => (0..n).map(|i| needed(i).then(|| dy.clone())).collect(),
@@ -605,19 +627,4 @@ fn padding(
     let ph = pad(hw[0], window.0, strides.0, dilation.0);
     let pw = pad(hw[1], window.1, strides.1, dilation.1);
     [ph / 2, pw / 2, ph - ph / 2, pw - pw / 2]
-}
-
-/// Inverted-dropout mask: 0 with probability `rate`, else `1 / (1 - rate)`.
-fn dropout_mask(len: usize, rate: f32, rng: &mut Rng) -> Vec<f32> {
-    let keep = 1.0 / (1.0 - rate);
-    let threshold = (f64::from(rate) * 4_294_967_296.0) as u64;
-    let mut mask = Vec::with_capacity(len + 1);
-    while mask.len() < len {
-        let r = rng.next_u64();
-        for bits in [r & 0xffff_ffff, r >> 32] {
-            mask.push(if bits < threshold { 0.0 } else { keep });
-        }
-    }
-    mask.truncate(len);
-    mask
 }

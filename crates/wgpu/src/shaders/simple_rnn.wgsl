@@ -1,0 +1,208 @@
+// SimpleRNN recurrence forward and backward (BPTT): h_t = tanh(x_proj_t + h_{t-1}·U), where
+// x_proj = x·W + b is one GEMM for all timesteps done before these kernels.
+//
+// Same scheme as rnn.wgsl (the LSTM): WGSL has no grid-wide barrier, so one workgroup owns
+// whole sequences (p.seqs of them, all their hidden units) and loops over time with
+// workgroupBarrier() between steps; h lives in workgroup memory, U is read from global memory
+// (it stays in L2/L1). Invocation q of a group handles pairs (sequence q / u, unit q % u),
+// q += 256, so consecutive invocations read consecutive columns of U (coalesced). The host
+// guarantees p.seqs * p.units <= 1024.
+//
+// Layouts (row = b * steps + t): x_proj, h_seq, h_prev and d_pre [B, T, u] (h_seq / h_prev:
+// h after / before step t; d_pre: gradient wrt the pre-activation x_proj + h·U), U [u, u].
+
+struct Params {
+    batch: u32,
+    steps: u32,
+    units: u32,
+    // Sequences per workgroup.
+    seqs: u32,
+    // Backward: whether dh_seq / dh_last are bound with real data.
+    has_dh_seq: u32,
+    has_dh_last: u32,
+    pad0: u32,
+    pad1: u32,
+}
+
+const WG: u32 = 256u;
+// Half of hbuf: h of step t is read from one half while step t+1's h goes to the other,
+// so one barrier per step suffices.
+const HALF: u32 = 1024u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+// Forward.
+@group(0) @binding(1) var<storage, read> x_proj: array<f32>;
+// U [u, u] in the forward pass, Uᵀ in the backward pass (coalesced either way).
+@group(0) @binding(2) var<storage, read> wrec: array<f32>;
+@group(0) @binding(4) var<storage, read> h0: array<f32>;
+@group(0) @binding(6) var<storage, read_write> h_seq: array<f32>;
+@group(0) @binding(7) var<storage, read_write> h_prev: array<f32>;
+@group(0) @binding(8) var<storage, read_write> h_last: array<f32>;
+// Backward (also uses wrec and h_seq).
+@group(0) @binding(9) var<storage, read> dh_seq: array<f32>;
+@group(0) @binding(10) var<storage, read> dh_last: array<f32>;
+@group(0) @binding(11) var<storage, read_write> d_pre: array<f32>;
+@group(0) @binding(13) var<storage, read_write> dh0: array<f32>;
+
+var<workgroup> hbuf: array<f32, 2048>;
+// Pre-activation gradients of the step just processed, [seqs, u] (1024 max).
+var<workgroup> dgs: array<f32, 1024>;
+
+// Clamped because some drivers evaluate tanh via exp(2x) and overflow to NaN for large |x|;
+// tanh(15) already rounds to 1 in f32.
+fn tanh_c(x: f32) -> f32 {
+    // The builtin tanh may be a fast approximation (about 5e-4 relative error on NVIDIA's
+    // Vulkan driver, which failed our 1e-4 checks there), so: an odd Taylor polynomial near
+    // 0, where 1 - 2 / (e^2x + 1) would cancel, and that form (exp is accurate) elsewhere.
+    let a = abs(x);
+    var r: f32;
+    if (a < 0.5) {
+        let s = a * a;
+        r = a * (1.0 + s * (-0.33333334 + s * (0.13333334 + s * (-0.053968254 + s * (0.021869488 + s * -0.0088632355)))));
+    } else {
+        r = 1.0 - 2.0 / (exp(2.0 * min(a, 15.0)) + 1.0);
+    }
+    return select(-r, r, x >= 0.0);
+}
+
+@compute @workgroup_size(256)
+fn simple_rnn_forward(
+    @builtin(local_invocation_id) lid3: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lid = lid3.x;
+    let u = p.units;
+    let n = p.seqs * u;
+    let first = (wid.y * nwg.x + wid.x) * p.seqs;
+    for (var q = lid; q < n; q += WG) {
+        let b = first + q / u;
+        var v = 0.0;
+        if (b < p.batch) {
+            v = h0[b * u + q % u];
+        }
+        hbuf[q] = v;
+    }
+    workgroupBarrier();
+    for (var t = 0u; t < p.steps; t++) {
+        let cur = (t & 1u) * HALF;
+        let nxt = HALF - cur;
+        for (var q = lid; q < n; q += WG) {
+            let s = q / u;
+            let k = q % u;
+            let b = first + s;
+            if (b < p.batch) {
+                let row = b * p.steps + t;
+                let hb = cur + s * u;
+                // Four accumulators keep the U loads independent (the step is bound by L2
+                // latency, not arithmetic).
+                var acc = vec4<f32>(0.0);
+                var m = 0u;
+                for (; m + 4u <= u; m += 4u) {
+                    let hv = vec4<f32>(hbuf[hb + m], hbuf[hb + m + 1u], hbuf[hb + m + 2u], hbuf[hb + m + 3u]);
+                    let w = m * u + k;
+                    acc += hv * vec4<f32>(wrec[w], wrec[w + u], wrec[w + 2u * u], wrec[w + 3u * u]);
+                }
+                var a = x_proj[row * u + k] + (acc.x + acc.y) + (acc.z + acc.w);
+                for (; m < u; m++) {
+                    a += hbuf[hb + m] * wrec[m * u + k];
+                }
+                let h = tanh_c(a);
+                h_seq[row * u + k] = h;
+                h_prev[row * u + k] = hbuf[hb + k];
+                hbuf[nxt + s * u + k] = h;
+                if (t + 1u == p.steps) {
+                    h_last[b * u + k] = h;
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// Σ_j dgs[gb + j] · Uᵀ[j, k]; four accumulators keep the loads independent instead of one
+// serial FMA chain (scalar tail for u not a multiple of 4).
+fn dg_dot_ut(gb: u32, k: u32) -> f32 {
+    let u = p.units;
+    var acc = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 4u <= u; j += 4u) {
+        let dg = vec4<f32>(dgs[gb + j], dgs[gb + j + 1u], dgs[gb + j + 2u], dgs[gb + j + 3u]);
+        let w = j * u + k;
+        acc += dg * vec4<f32>(wrec[w], wrec[w + u], wrec[w + 2u * u], wrec[w + 3u * u]);
+    }
+    var sum = acc.x + acc.y + acc.z + acc.w;
+    for (; j < u; j++) {
+        sum += dgs[gb + j] * wrec[j * u + k];
+    }
+    return sum;
+}
+
+@compute @workgroup_size(256)
+fn simple_rnn_backward(
+    @builtin(local_invocation_id) lid3: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lid = lid3.x;
+    let u = p.units;
+    let n = p.seqs * u;
+    let first = (wid.y * nwg.x + wid.x) * p.seqs;
+    // dh of the current step per owned pair (at most 1024 / 256 = 4), kept across the
+    // barrier that protects dgs.
+    var dh: array<f32, 4>;
+    for (var tt = 0u; tt < p.steps; tt++) {
+        let t = p.steps - 1u - tt;
+        // Phase 1: dh_t = external gradient + dA_{t+1} · Uᵀ (dA_{t+1} is in dgs).
+        var i = 0u;
+        for (var q = lid; q < n; q += WG) {
+            let s = q / u;
+            let k = q % u;
+            let b = first + s;
+            var d = 0.0;
+            if (b < p.batch) {
+                if (p.has_dh_seq != 0u) {
+                    d += dh_seq[(b * p.steps + t) * u + k];
+                }
+                if (t + 1u == p.steps) {
+                    if (p.has_dh_last != 0u) {
+                        d += dh_last[b * u + k];
+                    }
+                } else {
+                    d += dg_dot_ut(s * u, k);
+                }
+            }
+            dh[i] = d;
+            i++;
+        }
+        workgroupBarrier();
+        // Phase 2: pre-activation gradient of step t, to d_pre and to dgs for step t-1.
+        i = 0u;
+        for (var q = lid; q < n; q += WG) {
+            let s = q / u;
+            let k = q % u;
+            let b = first + s;
+            if (b < p.batch) {
+                let row = b * p.steps + t;
+                let h = h_seq[row * u + k];
+                let da = dh[i] * (1.0 - h * h);
+                d_pre[row * u + k] = da;
+                dgs[s * u + k] = da;
+            }
+            i++;
+        }
+        workgroupBarrier();
+    }
+    // Gradient wrt the initial state: dA_0 · Uᵀ.
+    for (var q = lid; q < n; q += WG) {
+        let s = q / u;
+        let b = first + s;
+        if (b < p.batch) {
+            var d = 0.0;
+            if (p.steps > 0u) {
+                d = dg_dot_ut(s * u, q % u);
+            }
+            dh0[b * u + q % u] = d;
+        }
+    }
+}

@@ -14,19 +14,19 @@
  */
 import {
   adam,
+  add,
   conv2d,
   dense,
   devices,
   dropout,
   embedding,
   flatten,
+  model as functionalModel,
   input,
   layerNormalization,
-  add,
   lstm,
-  model as functionalModel,
-  multiHeadAttention,
   maxPooling2d,
+  multiHeadAttention,
   sequential,
   tensor,
 } from "../index.ts";

@@ -158,6 +158,32 @@ fn recurrent_model_trains_on_the_gpu_as_on_the_cpu() {
     assert!(last < first, "training should lower the loss: {first} -> {last}");
 }
 
+/// GRU (with and without bias) and SimpleRNN layers on float sequences: their GPU kernels train
+/// like the CPU's layer code.
+#[test]
+fn gru_and_simple_rnn_train_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let config = json!({"className": "Sequential", "inputShape": [6, 3], "layers": [
+        {"className": "GRU", "config": {"units": 7, "returnSequences": true}},
+        {"className": "SimpleRNN", "config": {"units": 5, "returnSequences": true}},
+        {"className": "GRU", "config": {"units": 4, "useBias": false}},
+        {"className": "Dense", "config": {"units": 2}}
+    ]});
+    let compile =
+        json!({"optimizer": {"name": "sgd", "learningRate": 0.1, "momentum": 0.9}, "loss": "meanSquaredError"});
+    let (mut cpu, mut gpu) = pair(&config, compile);
+    let (x, y) = (data(&[9, 6, 3], 0.4), data(&[9, 2], 1.1));
+    for step in 0..4 {
+        let (a, b) = (cpu.train_on_batch(&x, &y).unwrap(), gpu.train_on_batch(&x, &y).unwrap());
+        assert!(((a[0].1 - b[0].1) / a[0].1).abs() < 1e-4, "step {step}: {a:?} vs {b:?}");
+    }
+    assert_same_weights(&cpu, &gpu, 1e-3);
+    let (pa, pb) = (cpu.predict(&x, 4).unwrap(), gpu.predict(&x, 4).unwrap());
+    assert!(max_rel_diff(pa.data(), pb.data()) < 1e-3);
+}
+
 /// A small vision transformer as a functional model: patch convolution, reshape to tokens,
 /// positional embedding, a pre-norm encoder block (layer norm, self-attention, residual add,
 /// layer norm, gelu feed-forward, residual add; the attention layer is called on

@@ -11,9 +11,9 @@
 //! Supported today: Sequential and functional models (one input, one output; layers may be
 //! shared) of Dense, Conv2D (strides, dilation, valid/same), MaxPooling2D, Flatten, Reshape,
 //! Dropout, Activation (linear/relu/sigmoid/tanh/gelu/leakyRelu; softmax at the output), Add,
-//! Embedding (without maskZero), LSTM (tanh/sigmoid, returnSequences), LayerNormalization,
-//! MultiHeadAttention (no masks, scores or attention dropout; key size <= 64),
-//! PositionalEmbedding and GlobalAveragePooling1D layers; sparse categorical cross-entropy
+//! Embedding (without maskZero), LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences),
+//! LayerNormalization, MultiHeadAttention (no masks, scores or attention dropout; key size
+//! <= 64), PositionalEmbedding and GlobalAveragePooling1D layers; sparse categorical cross-entropy
 //! (probabilities or logits) and mean squared error; SGD (momentum, Nesterov) and Adam, with
 //! per-step schedules. Anything else is reported by [`GpuModel::new`], and `compile` falls
 //! back to the CPU (or, with `"gpu!"`, fails).

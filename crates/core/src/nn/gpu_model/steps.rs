@@ -9,7 +9,7 @@ use cortex_wgpu::{Activation as GpuAct, Conv2dSpec, Gpu, GpuTensor, MatmulDesc, 
 use serde_json::Value;
 
 use super::attention::{self, MhaTape, MhaWeights};
-use super::sequence::{self, LstmTape};
+use super::sequence::{self, Cell, RnnTape};
 use super::{gpu_err, unsupported};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -66,7 +66,8 @@ pub(super) enum Step {
         table: usize,
         vocab: usize,
     },
-    Lstm {
+    Recurrent {
+        cell: Cell,
         kernel: usize,
         recurrent: usize,
         bias: Option<usize>,
@@ -107,7 +108,7 @@ pub(super) enum Saved {
     Act(Option<GpuTensor>),
     Inputs(usize),
     Embedding(GpuTensor),
-    Lstm(LstmTape),
+    Rnn(RnnTape),
     LayerNorm {
         x: GpuTensor,
         mean: GpuTensor,
@@ -177,12 +178,16 @@ pub(super) fn plan(class: &str, name: &str, config: &Value, first: usize, count:
             table: need(0, "table")?,
             vocab: sequence::check_embedding(name, config)?,
         },
-        "LSTM" => Step::Lstm {
-            return_sequences: sequence::check_lstm(name, config)?,
-            kernel: need(0, "kernel")?,
-            recurrent: need(1, "recurrent kernel")?,
-            bias: index(2),
-        },
+        "LSTM" | "GRU" | "SimpleRNN" => {
+            let cell = Cell::of_class(class).expect("a recurrent class");
+            Step::Recurrent {
+                cell,
+                return_sequences: sequence::check_recurrent(cell, name, config)?,
+                kernel: need(0, "kernel")?,
+                recurrent: need(1, "recurrent kernel")?,
+                bias: index(2),
+            }
+        }
         "LayerNormalization" => {
             let flag = |k: &str| config.get(k).and_then(Value::as_bool).unwrap_or(true);
             if !flag("center") || !flag("scale") {
@@ -217,7 +222,11 @@ impl Step {
             Step::Activation(_) => "activation",
             Step::Add => "add",
             Step::Embedding { .. } => "embedding",
-            Step::Lstm { .. } => "lstm",
+            Step::Recurrent { cell, .. } => match cell {
+                Cell::Lstm => "lstm",
+                Cell::Gru => "gru",
+                Cell::SimpleRnn => "simple_rnn",
+            },
             Step::LayerNorm { .. } => "layer_norm",
             Step::Mha(_) => "attention",
             Step::PositionalEmbedding { .. } => "positional",
@@ -425,20 +434,22 @@ impl Step {
                 let ids = one("Embedding", xs)?;
                 (g.embedding(&w[table], &ids).map_err(gpu_err)?, Saved::Embedding(ids))
             }
-            &Step::Lstm {
+            &Step::Recurrent {
+                cell,
                 kernel,
                 recurrent,
                 bias,
                 return_sequences,
             } => {
-                let weights = sequence::LstmWeights {
+                let weights = sequence::RnnWeights {
                     kernel: &w[kernel],
                     recurrent: &w[recurrent],
                     bias: bias.map(|b| &w[b]),
                 };
-                let (y, tape) = sequence::lstm_forward(g, one("LSTM", xs)?, &weights, return_sequences, keep)?;
+                let x = one(cell.name(), xs)?;
+                let (y, tape) = sequence::rnn_forward(g, cell, x, &weights, return_sequences, keep)?;
                 match tape {
-                    Some(t) => (y, Saved::Lstm(t)),
+                    Some(t) => (y, Saved::Rnn(t)),
                     None => return Ok((y, None)),
                 }
             }
@@ -554,20 +565,20 @@ impl Step {
                 vec![None] // token ids have no gradient
             }
             (
-                &Step::Lstm {
+                &Step::Recurrent {
                     kernel,
                     recurrent,
                     bias,
                     ..
                 },
-                Saved::Lstm(tape),
+                Saved::Rnn(tape),
             ) => {
-                let weights = sequence::LstmWeights {
+                let weights = sequence::RnnWeights {
                     kernel: &w[kernel],
                     recurrent: &w[recurrent],
                     bias: bias.map(|b| &w[b]),
                 };
-                let (dx, dw, du, db) = sequence::lstm_backward(g, dy, tape, &weights)?;
+                let (dx, dw, du, db) = sequence::rnn_backward(g, dy, tape, &weights)?;
                 accumulate(g, &mut grads[kernel], dw)?;
                 accumulate(g, &mut grads[recurrent], du)?;
                 if let Some(b) = bias {

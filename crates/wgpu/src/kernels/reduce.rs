@@ -19,7 +19,7 @@ pub(crate) struct Params {
 }
 
 /// Rows from which [`Gpu::sum_rows`] takes the two-pass path of [`Gpu::sum_rows_split`].
-const SPLIT_SUM_ROWS: usize = 2048;
+const SPLIT_SUM_ROWS: usize = 256;
 
 impl Gpu {
     /// Sums a `[..rows, cols]` tensor over every axis but the last: `[cols]` (the bias gradient).
@@ -32,8 +32,8 @@ impl Gpu {
         })?;
         let rows = x.len().checked_div(cols).unwrap_or(0);
         // One thread per column walking every row starves a GPU when rows >> cols (a bias
-        // gradient over batch * pixels rows: 9.6 ms for [25600, 512] on an H200); past a few
-        // thousand rows the two-pass split sum is much faster.
+        // gradient over batch * pixels rows: 9.6 ms for [25600, 512] on an H200); from a few
+        // hundred rows the two-pass split sum (about sqrt(rows) rows per thread) is faster.
         if rows >= SPLIT_SUM_ROWS && cols > 0 {
             return self.sum_rows_split(x);
         }

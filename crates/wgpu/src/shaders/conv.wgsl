@@ -13,10 +13,12 @@ fn gemm(mode: u32, wid_local: vec3<u32>, lid: vec3<u32>) {
     let tid = lid.y * 16u + lid.x;
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = 0.0;
-    }
+    // Named accumulators, not an indexed array (which drivers may keep in memory; see
+    // matmul.wgsl).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     let k_begin = wid.z * p.k_chunk;
     let k_end = min(k_begin + p.k_chunk, p.gk);
     for (var k0 = k_begin; k0 < k_end; k0 += TK) {
@@ -40,29 +42,41 @@ fn gemm(mode: u32, wid_local: vec3<u32>, lid: vec3<u32>) {
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = a_tile[kk * TM + lid.y + 16u * i];
-                bv[i] = b_tile[kk * TN + lid.x + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
-                }
-            }
+            let ta = kk * TM + lid.y;
+            let tb = kk * TN + lid.x;
+            let av = vec4<f32>(a_tile[ta], a_tile[ta + 16u], a_tile[ta + 32u], a_tile[ta + 48u]);
+            let bv = vec4<f32>(b_tile[tb], b_tile[tb + 16u], b_tile[tb + 32u], b_tile[tb + 48u]);
+            acc0 = fma(vec4<f32>(av.x), bv, acc0);
+            acc1 = fma(vec4<f32>(av.y), bv, acc1);
+            acc2 = fma(vec4<f32>(av.z), bv, acc2);
+            acc3 = fma(vec4<f32>(av.w), bv, acc3);
         }
         workgroupBarrier();
     }
     let base = wid.z * p.gm * p.gn;
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
-            let cc = col0 + lid.x + 16u * j;
-            if (r < p.gm && cc < p.gn) {
-                out[base + r * p.gn + cc] = acc[i * 4u + j];
-            }
-        }
+    store_row(base, row0 + lid.y, col0 + lid.x, acc0);
+    store_row(base, row0 + lid.y + 16u, col0 + lid.x, acc1);
+    store_row(base, row0 + lid.y + 32u, col0 + lid.x, acc2);
+    store_row(base, row0 + lid.y + 48u, col0 + lid.x, acc3);
+}
+
+// Writes a thread's four results of row r: columns c0, c0 + 16, c0 + 32, c0 + 48.
+fn store_row(base: u32, r: u32, c0: u32, v: vec4<f32>) {
+    if (r >= p.gm) {
+        return;
+    }
+    let o = base + r * p.gn;
+    if (c0 < p.gn) {
+        out[o + c0] = v.x;
+    }
+    if (c0 + 16u < p.gn) {
+        out[o + c0 + 16u] = v.y;
+    }
+    if (c0 + 32u < p.gn) {
+        out[o + c0 + 32u] = v.z;
+    }
+    if (c0 + 48u < p.gn) {
+        out[o + c0 + 48u] = v.w;
     }
 }
 

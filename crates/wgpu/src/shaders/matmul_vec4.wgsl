@@ -53,10 +53,12 @@ fn main(@builtin(workgroup_id) wid_local: vec3<u32>, @builtin(local_invocation_i
     let base_a = bz * p.stride_a;
     let base_b = bz * p.stride_b;
     let base_c = wid.z * p.stride_c;
-    var acc: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        acc[i] = vec4<f32>(0.0);
-    }
+    // Named accumulators, not an indexed array (which drivers may keep in memory; see
+    // matmul.wgsl).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         // A tile: 16 k x 64 m = 256 vec4 loads, one per thread, along A's stored rows.
         if (p.trans_a == 0u) {
@@ -107,17 +109,23 @@ fn main(@builtin(workgroup_id) wid_local: vec3<u32>, @builtin(local_invocation_i
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
             let bvec = b_tile[kk * 16u + lid.x];
-            for (var i = 0u; i < 4u; i++) {
-                acc[i] = fma(vec4<f32>(a_tile[kk * TM + lid.y + 16u * i]), bvec, acc[i]);
-            }
+            let ta = kk * TM + lid.y;
+            acc0 = fma(vec4<f32>(a_tile[ta]), bvec, acc0);
+            acc1 = fma(vec4<f32>(a_tile[ta + 16u]), bvec, acc1);
+            acc2 = fma(vec4<f32>(a_tile[ta + 32u]), bvec, acc2);
+            acc3 = fma(vec4<f32>(a_tile[ta + 48u]), bvec, acc3);
         }
         workgroupBarrier();
     }
     let cn = col0 + lid.x * 4u;
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + lid.y + 16u * i;
-        if (r < p.m && cn < p.n) {
-            c[(base_c + r * p.n + cn) / 4u] = acc[i];
-        }
+    store4(base_c, row0 + lid.y, cn, acc0);
+    store4(base_c, row0 + lid.y + 16u, cn, acc1);
+    store4(base_c, row0 + lid.y + 32u, cn, acc2);
+    store4(base_c, row0 + lid.y + 48u, cn, acc3);
+}
+
+fn store4(base_c: u32, r: u32, cn: u32, v: vec4<f32>) {
+    if (r < p.m && cn < p.n) {
+        c[(base_c + r * p.n + cn) / 4u] = v;
     }
 }

@@ -2,6 +2,11 @@
 //! activations, losses, optimizers, a whole CNN training step) against the PyTorch float64
 //! references in test/fixtures/fixtures.json, forward values and gradients, through the same
 //! layer, loss and optimizer code that models use.
+//!
+//! Layer cases run once per device: the CPU, and the GPU backend (a one-layer model compiled
+//! for the GPU, through the code GPU models train with) for the layers it has; the kernel-level
+//! GPU suite (crates/wgpu/tests/gpu/fixtures.rs) covers losses and optimizer updates there.
+//! `CORTEX_SKIP_GPU_TESTS=1` leaves the GPU out.
 
 use cortex_core::backprop::backward_with_seed;
 use cortex_core::nn::layers::{self, ForwardCtx};
@@ -11,6 +16,9 @@ use cortex_core::nn::Sequential;
 use cortex_core::rng::Rng;
 use cortex_core::Tensor;
 use serde_json::{json, Value};
+
+mod common;
+use common::{layer_on_gpu, skip_gpu};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json");
 
@@ -82,7 +90,9 @@ fn camel(attrs: &Value, op: &str) -> (String, Value) {
     }
 }
 
-fn check_layer_case(case: &Value) {
+/// Checks one layer case on the CPU, and on the GPU where it has the layer; returns whether the
+/// GPU ran it.
+fn check_layer_case(case: &Value) -> bool {
     let name = case["name"].as_str().unwrap();
     let op = case["op"].as_str().unwrap();
     let (class, mut config) = camel(&case["attrs"], op);
@@ -116,49 +126,110 @@ fn check_layer_case(case: &Value) {
         let key = p.name.split('/').next_back().unwrap();
         assert_close(&format!("{name} d{key}"), grads.get(leaf).unwrap(), &case["grads"][key]);
     }
+    let keys: Vec<String> = params
+        .iter()
+        .map(|p| p.name.split('/').next_back().unwrap().to_string())
+        .collect();
+    drop(params);
+    let gpu = on_gpu_too(op, &case["attrs"]);
+    if gpu {
+        check_layer_on_gpu(case, &class, &config, &keys);
+    }
+    gpu
 }
 
-fn run_ops(ops: &[&str]) -> usize {
-    let mut n = 0;
+/// The expected count of GPU-checked cases: `n`, or 0 when GPU tests are skipped.
+fn on_gpu(n: usize) -> usize {
+    if skip_gpu() {
+        0
+    } else {
+        n
+    }
+}
+
+/// Whether the GPU backend has this layer (softmax is only fused into the cross-entropy there).
+fn on_gpu_too(op: &str, attrs: &Value) -> bool {
+    if skip_gpu() {
+        return false;
+    }
+    match op {
+        "dense" | "conv2d" | "max_pooling2d" => true,
+        "activation" => matches!(
+            attrs["activation"].as_str().unwrap(),
+            "relu" | "sigmoid" | "tanh" | "gelu" | "leaky_relu_0.2"
+        ),
+        _ => false,
+    }
+}
+
+/// The case's layer as a one-layer model compiled for the GPU: output, input gradient and
+/// weight gradients for the fixture's cotangent.
+fn check_layer_on_gpu(case: &Value, class: &str, config: &Value, keys: &[String]) {
+    let name = format!("{} (gpu)", case["name"].as_str().unwrap());
+    let x = tensor_of(&case["inputs"]["x"]);
+    let weights: Vec<Vec<f32>> = keys.iter().map(|k| data_of(&case["params"][k])).collect();
+    let (y, dx, grads) = layer_on_gpu(class, config, &x, &weights, &tensor_of(&case["cotangents"]["y"]));
+    assert_eq!(
+        y.shape(),
+        shape_of(&case["outputs"]["y"]).as_slice(),
+        "{name}: output shape"
+    );
+    assert_close(&format!("{name} y"), y.data(), &case["outputs"]["y"]);
+    assert_close(&format!("{name} dx"), dx.unwrap().data(), &case["grads"]["x"]);
+    for (key, grad) in keys.iter().zip(&grads) {
+        assert_close(
+            &format!("{name} d{key}"),
+            grad.as_ref().unwrap().data(),
+            &case["grads"][key],
+        );
+    }
+}
+
+/// Runs every layer case of `ops`; returns (cases, cases also checked on the GPU).
+fn run_ops(ops: &[&str]) -> (usize, usize) {
+    let (mut n, mut gpu) = (0, 0);
     for case in cases() {
         if ops.contains(&case["op"].as_str().unwrap()) {
-            check_layer_case(&case);
+            gpu += check_layer_case(&case) as usize;
             n += 1;
         }
     }
-    n
+    (n, gpu)
 }
 
 #[test]
 fn dense_matches_pytorch() {
-    assert_eq!(run_ops(&["dense"]), 2);
+    assert_eq!(run_ops(&["dense"]), (2, on_gpu(2)));
 }
 
 #[test]
 fn conv2d_matches_pytorch() {
-    assert_eq!(run_ops(&["conv2d"]), 6);
+    assert_eq!(run_ops(&["conv2d"]), (6, on_gpu(6)));
 }
 
+/// Max pooling on both devices; average and global average pooling on the CPU only.
 #[test]
 fn pooling_matches_pytorch() {
     assert_eq!(
         run_ops(&["max_pooling2d", "avg_pooling2d", "global_average_pooling2d"]),
-        5
+        (5, on_gpu(2))
     );
 }
 
+/// relu, sigmoid, tanh, gelu and leakyRelu on both devices; the rest on the CPU only (the GPU
+/// folds softmax into the cross-entropy and has no elu/selu/swish/softplus kernels yet).
 #[test]
 fn activations_match_pytorch() {
-    let mut n = 0;
+    let (mut n, mut gpu) = (0, 0);
     for case in cases().into_iter().filter(|c| c["op"] == "activation") {
         let act = case["attrs"]["activation"].as_str().unwrap();
         if act == "leaky_relu_0.2" {
             assert!(act.ends_with("0.2"), "the default leakyRelu slope is 0.2");
         }
-        check_layer_case(&case);
+        gpu += check_layer_case(&case) as usize;
         n += 1;
     }
-    assert_eq!(n, 12);
+    assert_eq!((n, gpu), (12, on_gpu(5)));
 }
 
 #[test]

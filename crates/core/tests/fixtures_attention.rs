@@ -1,7 +1,9 @@
 //! MultiHeadAttention, LayerNormalization and BatchNormalization: every fixture case against the
 //! PyTorch float64 references in test/fixtures/fixtures.json (forward values and gradients), the
 //! flash attention path against the materialised one (masks, causal, ragged tiles, dropout),
-//! finite-difference checks, batch-norm moving statistics, and bad-input errors.
+//! finite-difference checks, batch-norm moving statistics, and bad-input errors. Layer
+//! normalisation (forward and gradients) and self-attention (forward) fixtures also run on the
+//! GPU backend; `CORTEX_SKIP_GPU_TESTS=1` skips that.
 
 use cortex_core::backprop::{backward, backward_with_seed};
 use cortex_core::cpu::attention::{attention, AttnDropout, AttnMask, AttnOptions};
@@ -9,6 +11,9 @@ use cortex_core::nn::layers::{self, ForwardCtx, Layer};
 use cortex_core::rng::Rng;
 use cortex_core::{ops, Tensor};
 use serde_json::{json, Value};
+
+mod common;
+use common::{layer_on_gpu, layer_on_gpu_with_arity, skip_gpu};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json");
 
@@ -199,12 +204,58 @@ fn layer_normalization_matches_pytorch() {
     assert_eq!(all.len(), 1);
     for case in &all {
         let a = &case["attrs"];
-        check_norm_case(
-            case,
-            "LayerNormalization",
-            json!({"name": "ln", "axis": a["axis"], "epsilon": a["epsilon"]}),
-        );
+        let config = json!({"name": "ln", "axis": a["axis"], "epsilon": a["epsilon"]});
+        check_norm_case(case, "LayerNormalization", config.clone());
+        if skip_gpu() {
+            continue;
+        }
+        let x = var_of(&case["inputs"]["x"]);
+        let weights = [data_of(&case["params"]["gamma"]), data_of(&case["params"]["beta"])];
+        let dy = Tensor::new(data_of(&case["cotangents"]["y"]), x.shape()).unwrap();
+        let (y, dx, grads) = layer_on_gpu("LayerNormalization", &config, &x, &weights, &dy);
+        assert_close("layer_norm (gpu) y", y.data(), &data_of(&case["outputs"]["y"]));
+        assert_close("layer_norm (gpu) dx", dx.unwrap().data(), &data_of(&case["grads"]["x"]));
+        for (key, grad) in ["gamma", "beta"].iter().zip(&grads) {
+            let want = data_of(&case["grads"][*key]);
+            assert_close(
+                &format!("layer_norm (gpu) d{key}"),
+                grad.as_ref().unwrap().data(),
+                &want,
+            );
+        }
     }
+}
+
+/// Self-attention fixture cases through a GPU model's fused flash-attention path, forward only:
+/// the fixtures' gradients include the cotangent of the attention scores, which the fused
+/// kernel never forms (its gradients are checked in crates/wgpu/tests/gpu/attention.rs).
+#[test]
+fn self_attention_forward_matches_pytorch_on_the_gpu() {
+    if skip_gpu() {
+        return;
+    }
+    let mut checked = 0;
+    for case in cases("multi_head_attention")
+        .into_iter()
+        .filter(|c| c["attrs"]["self_attention"] == true)
+    {
+        let a = &case["attrs"];
+        let config = json!({"name": "mha", "numHeads": a["num_heads"], "keyDim": a["key_dim"],
+                            "useCausalMask": a["use_causal_mask"]});
+        let names = ["query", "key", "value", "output"];
+        let weights: Vec<Vec<f32>> = names
+            .iter()
+            .flat_map(|n| [format!("{n}_kernel"), format!("{n}_bias")])
+            .map(|k| data_of(&case["params"][k]))
+            .collect();
+        let x = var_of(&case["inputs"]["query"]);
+        let dy = Tensor::new(data_of(&case["cotangents"]["y"]), x.shape()).unwrap();
+        let (y, _, _) = layer_on_gpu_with_arity("MultiHeadAttention", &config, &x, &weights, &dy, 2);
+        let name = case["name"].as_str().unwrap();
+        assert_close(&format!("{name} (gpu) y"), y.data(), &data_of(&case["outputs"]["y"]));
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "the self-attention cases (one causal)");
 }
 
 #[test]

@@ -1,13 +1,17 @@
 //! Recurrent layers: every SimpleRNN / LSTM / GRU fixture case against the PyTorch float64
 //! references in test/fixtures/fixtures.json (forward and all gradients, through the layer),
 //! plus Keras semantics that the fixtures do not cover: returned states, goBackwards, masking,
-//! initial states, Bidirectional, finite-difference gradients and input errors.
+//! initial states, Bidirectional, finite-difference gradients and input errors. The fixture
+//! cases also run on the GPU backend (a one-layer GPU model; `CORTEX_SKIP_GPU_TESTS=1` skips).
 
 use cortex_core::backprop::backward_with_seed;
 use cortex_core::nn::layers::{self, ForwardCtx, Layer};
 use cortex_core::rng::Rng;
 use cortex_core::{ops, Tensor};
 use serde_json::{json, Value};
+
+mod common;
+use common::{layer_on_gpu, skip_gpu};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json");
 
@@ -56,6 +60,7 @@ fn ctx(rng: &mut Rng) -> ForwardCtx<'_> {
     ForwardCtx::new(false, rng)
 }
 
+/// One recurrent fixture case on the CPU layer code, then on the GPU backend (unless skipped).
 fn check_case(case: &Value) {
     let name = case["name"].as_str().unwrap();
     let attrs = &case["attrs"];
@@ -97,6 +102,24 @@ fn check_case(case: &Value) {
             grads.get(leaf).unwrap(),
             &data_of(&case["grads"][key]),
         );
+    }
+    if skip_gpu() {
+        return;
+    }
+    let keys: Vec<&str> = params.iter().map(|p| p.name.split('/').next_back().unwrap()).collect();
+    let weights: Vec<Vec<f32>> = keys.iter().map(|k| data_of(&case["params"][*k])).collect();
+    let dy = Tensor::new(data_of(&case["cotangents"]["y"]), y.shape()).unwrap();
+    let class = class_of(case["op"].as_str().unwrap());
+    let (gy, gdx, ggrads) = layer_on_gpu(class, &config, &x, &weights, &dy);
+    assert_close(&format!("{name} (gpu) y"), gy.data(), &data_of(&case["outputs"]["y"]));
+    assert_close(
+        &format!("{name} (gpu) dx"),
+        gdx.unwrap().data(),
+        &data_of(&case["grads"]["x"]),
+    );
+    for (key, grad) in keys.iter().zip(&ggrads) {
+        let want = data_of(&case["grads"][*key]);
+        assert_close(&format!("{name} (gpu) d{key}"), grad.as_ref().unwrap().data(), &want);
     }
 }
 

@@ -301,8 +301,14 @@ impl GpuModel {
         Ok((out, saved))
     }
 
-    /// Gradients of every weight (None: not reached) from the output gradient `dy`.
-    fn backward(&self, dy: GpuTensor, saved: Vec<Option<steps::Saved>>) -> Result<Vec<Option<GpuTensor>>> {
+    /// Gradients of every weight (None: not reached) from the output gradient `dy`, and, with
+    /// `input_grad`, the gradient wrt the model input (otherwise never computed).
+    fn backward(
+        &self,
+        dy: GpuTensor,
+        saved: Vec<Option<steps::Saved>>,
+        input_grad: bool,
+    ) -> Result<(Vec<Option<GpuTensor>>, Option<GpuTensor>)> {
         let g = &*self.gpu;
         let mut grads: Vec<Option<GpuTensor>> = (0..self.weights.len()).map(|_| None).collect();
         let mut pending: HashMap<Source, GpuTensor> = HashMap::from([(self.output, dy)]);
@@ -310,14 +316,15 @@ impl GpuModel {
             let (Some(dy), Some(tape)) = (pending.remove(&Source::Node(n, 0)), tape) else {
                 continue; // the output does not depend on this node
             };
-            // Nothing needs the gradient wrt the model's input.
-            let need: Vec<bool> = node.inputs.iter().map(|s| matches!(s, Source::Node(..))).collect();
+            // Training never needs the gradient wrt the model's input.
+            let needed = |s: &Source| input_grad || matches!(s, Source::Node(..));
+            let need: Vec<bool> = node.inputs.iter().map(needed).collect();
             let dxs = node.step.backward(g, &self.weights, tape, dy, &need, &mut grads)?;
             if let Some(p) = &self.profiler {
                 p.mark(g, || format!("bwd {n:02} {}", node.step.kind()));
             }
             for (s, dx) in node.inputs.iter().zip(dxs) {
-                if let (Some(dx), true) = (dx, matches!(s, Source::Node(..))) {
+                if let (Some(dx), true) = (dx, needed(s)) {
                     let slot = pending.remove(s);
                     let total = match slot {
                         Some(old) => g.add(&old, &dx).map_err(gpu_err)?,
@@ -327,7 +334,36 @@ impl GpuModel {
                 }
             }
         }
-        Ok(grads)
+        Ok((grads, pending.remove(&Source::Input(0))))
+    }
+
+    /// The output of `model` on `x` and, for the output cotangent `dy`, the gradients of
+    /// `sum(output * dy)` wrt `x` (None when the input is token ids) and every weight (None
+    /// where unreached), computed as a training step would (dropout off): the PyTorch fixture
+    /// suite checks layers on the GPU through this.
+    pub fn output_and_gradients(
+        &mut self,
+        model: &Model,
+        x: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>, Vec<Option<Tensor>>)> {
+        self.refresh_from_host(model)?;
+        let g = Arc::clone(&self.gpu);
+        let xg = g.upload(x.data(), x.shape()).map_err(gpu_err)?;
+        let (out, saved) = self.forward(xg, false, &mut Rng::new(0), true)?;
+        if dy.shape() != out.shape() {
+            return Err(Error::shape("output cotangent", out.shape(), dy.shape()));
+        }
+        let dyg = g.upload(dy.data(), dy.shape()).map_err(gpu_err)?;
+        let (grads, dx) = self.backward(dyg, saved, true)?;
+        let host = |t: &GpuTensor| -> Result<Tensor> { Tensor::new(g.download(t).map_err(gpu_err)?, t.shape()) };
+        let y = host(&out)?;
+        let dx = dx.as_ref().map(host).transpose()?;
+        let grads = grads
+            .iter()
+            .map(|t| t.as_ref().map(host).transpose())
+            .collect::<Result<_>>()?;
+        Ok((y, dx, grads))
     }
 
     /// One training step; returns the loss and the metrics, like [`Model::train_on_batch`].
@@ -366,7 +402,7 @@ impl GpuModel {
         if !loss.is_finite() {
             return Ok(logs);
         }
-        let grads = self.backward(dy, saved)?;
+        let (grads, _) = self.backward(dy, saved, false)?;
         optimizer.begin_step();
         let lr = optimizer.learning_rate;
         let step = optimizer.iterations().min(u32::MAX as u64) as u32;

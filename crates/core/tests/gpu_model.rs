@@ -77,6 +77,7 @@ fn convnet_trains_on_the_gpu_as_on_the_cpu() {
         json!({"name": "adam", "learningRate": 0.01}),
         json!({"name": "sgd", "learningRate": 0.05, "momentum": 0.9, "nesterov": true}),
         json!({"name": "sgd", "learningRate": {"name": "cosineDecay", "initialLearningRate": 0.1, "decaySteps": 4}}),
+        json!({"name": "adamw", "learningRate": 0.01, "weightDecay": 0.05}),
     ] {
         let compile = json!({"optimizer": optimizer, "loss": "sparseCategoricalCrossentropy", "metrics": ["accuracy"]});
         let (mut cpu, mut gpu) = pair(&convnet(), compile);

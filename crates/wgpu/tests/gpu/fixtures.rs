@@ -327,8 +327,8 @@ fn optimizer_fixtures_on_gpu() {
         let mut s2 = g.zeros(&shape(p0)).unwrap();
         let trajectory = case["outputs"]["trajectory"].as_array().unwrap();
         let kind = a["optimizer"].as_str().unwrap();
-        if !matches!(kind, "sgd" | "adam") {
-            continue; // adamw and rmsprop: no GPU update kernel yet
+        if !matches!(kind, "sgd" | "adam" | "adamw") {
+            continue; // rmsprop: no GPU update kernel yet
         }
         for (step, grad) in case["grads_sequence"].as_array().unwrap().iter().enumerate() {
             let grad = g.upload(&data(grad), &shape(p0)).unwrap();
@@ -341,6 +341,11 @@ fn optimizer_fixtures_on_gpu() {
                 let velocity = (hp.momentum != 0.0).then_some(&mut s1);
                 g.sgd_update(&mut w, &grad, velocity, &hp).unwrap();
             } else {
+                // AdamW as GPU models run it: the decoupled decay, then the Adam step.
+                let decay = f("learning_rate") * f("weight_decay");
+                if decay > 0.0 {
+                    w = g.scale(&w, 1.0 - decay, 0.0).unwrap();
+                }
                 let hp = AdamParams {
                     lr: f("learning_rate"),
                     beta1: f("beta_1"),
@@ -354,7 +359,7 @@ fn optimizer_fixtures_on_gpu() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 4, "sgd, sgd_momentum, sgd_nesterov, adam");
+    assert_eq!(checked, 5, "sgd, sgd_momentum, sgd_nesterov, adam, adamw");
 }
 
 #[test]

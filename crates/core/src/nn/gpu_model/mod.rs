@@ -14,7 +14,7 @@
 //! Embedding (without maskZero), LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences),
 //! LayerNormalization, MultiHeadAttention (no masks, scores or attention dropout; key size
 //! <= 64), PositionalEmbedding and GlobalAveragePooling1D layers; sparse categorical cross-entropy
-//! (probabilities or logits) and mean squared error; SGD (momentum, Nesterov) and Adam, with
+//! (probabilities or logits) and mean squared error; SGD (momentum, Nesterov), Adam and AdamW, with
 //! per-step schedules. Anything else is reported by [`GpuModel::new`], and `compile` falls
 //! back to the CPU (or, with `"gpu!"`, fails).
 
@@ -115,8 +115,7 @@ impl GpuModel {
         }
         match optimizer.rule {
             Rule::Sgd { .. } => {}
-            Rule::Adam { weight_decay: 0.0, .. } => {}
-            Rule::Adam { .. } => return Err(unsupported("the adamw optimizer")),
+            Rule::Adam { .. } => {}
             Rule::RmsProp { .. } => return Err(unsupported("the rmsprop optimizer")),
         }
         if optimizer.ema_momentum.is_some() {
@@ -421,8 +420,15 @@ impl GpuModel {
                     g.sgd_update(w, &grad, slots.first_mut(), &hp).map_err(gpu_err)?;
                 }
                 Rule::Adam {
-                    beta1, beta2, epsilon, ..
+                    beta1,
+                    beta2,
+                    epsilon,
+                    weight_decay,
                 } => {
+                    // AdamW: the decoupled decay p -= lr * wd * p comes before the Adam step.
+                    if weight_decay > 0.0 {
+                        *w = g.scale(w, 1.0 - lr * weight_decay, 0.0).map_err(gpu_err)?;
+                    }
                     if slots.is_empty() {
                         slots.push(g.zeros(w.shape()).map_err(gpu_err)?);
                         slots.push(g.zeros(w.shape()).map_err(gpu_err)?);

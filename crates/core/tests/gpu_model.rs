@@ -309,3 +309,124 @@ fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
         .to_string();
     assert!(err.contains("device must be 'cpu', 'gpu'"), "{err}");
 }
+
+/// Each configuration the GPU path cannot run yet is refused with "gpu!" by name, never run
+/// wrongly: recurrent options, attention options, masking, softmax placement, graph shapes and
+/// optimizers.
+#[test]
+fn gpu_only_compiles_refuse_what_the_gpu_lacks_by_name() {
+    if skip() {
+        return;
+    }
+    let seq = |input: Value, layers: Value| json!({"className": "Sequential", "inputShape": input, "layers": layers});
+    let layer = |class: &str, config: Value| json!({"className": class, "config": config});
+    let cases = [
+        (
+            seq(
+                json!([5, 3]),
+                json!([layer("LSTM", json!({"units": 4, "goBackwards": true}))]),
+            ),
+            "adam",
+            "LSTM goBackwards",
+        ),
+        (
+            seq(
+                json!([5]),
+                json!([
+                    layer("Embedding", json!({"inputDim": 9, "outputDim": 3, "maskZero": true})),
+                    layer("Flatten", json!({}))
+                ]),
+            ),
+            "adam",
+            "Embedding maskZero",
+        ),
+        (
+            seq(
+                json!([5]),
+                json!([
+                    layer("Dense", json!({"units": 4})),
+                    layer("Embedding", json!({"inputDim": 9, "outputDim": 3}))
+                ]),
+            ),
+            "adam",
+            "an Embedding layer that does not read the model input",
+        ),
+        (
+            seq(
+                json!([5]),
+                json!([
+                    layer("Dense", json!({"units": 4, "activation": "softmax"})),
+                    layer("Dense", json!({"units": 2}))
+                ]),
+            ),
+            "adam",
+            "softmax before the model output",
+        ),
+        (
+            seq(
+                json!([5]),
+                json!([layer("Dense", json!({"units": 2, "activation": "elu"}))]),
+            ),
+            "adam",
+            "activation 'elu'",
+        ),
+        (
+            seq(json!([5]), json!([layer("Dense", json!({"units": 2}))])),
+            "rmsprop",
+            "the rmsprop optimizer",
+        ),
+    ];
+    for (config, optimizer, want) in cases {
+        let err = gpu_compile_error(&config, optimizer);
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+    }
+    // Attention: value size, head size and scores.
+    for (options, want) in [
+        (json!({"numHeads": 2, "keyDim": 4, "valueDim": 3}), "valueDim != keyDim"),
+        (json!({"numHeads": 2, "keyDim": 80}), "keyDim 80"),
+        (json!({"numHeads": 2, "keyDim": 4, "dropout": 0.1}), "attention dropout"),
+    ] {
+        let config = json!({"className": "Functional", "inputs": [[4, 6]],
+            "layers": [{"className": "MultiHeadAttention", "config": options}],
+            "nodes": [{"layer": 0, "inputs": [[-1, 0], [-1, 0]]}], "outputs": [[0, 0]]});
+        let err = gpu_compile_error(&config, "adam");
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+    }
+    // Two outputs.
+    let config = json!({"className": "Functional", "inputs": [[5]],
+        "layers": [{"className": "Dense", "config": {"units": 2}}, {"className": "Dense", "config": {"units": 3}}],
+        "nodes": [{"layer": 0, "inputs": [[-1, 0]]}, {"layer": 1, "inputs": [[-1, 0]]}],
+        "outputs": [[0, 0], [1, 0]]});
+    let err = gpu_compile_error(&config, "adam");
+    assert!(err.contains("several inputs or outputs"), "{err}");
+}
+
+/// The error of compiling `config` with `optimizer`, MSE and `device: "gpu!"`.
+fn gpu_compile_error(config: &Value, optimizer: &str) -> String {
+    let mut model = Model::from_config(config, 1).unwrap();
+    model
+        .compile(&json!({"optimizer": optimizer, "loss": "meanSquaredError", "device": "gpu!"}))
+        .unwrap_err()
+        .to_string()
+}
+
+/// The fixture hook checks the cotangent's shape instead of reading past a buffer.
+#[test]
+fn output_and_gradients_rejects_a_cotangent_of_the_wrong_shape() {
+    if skip() {
+        return;
+    }
+    let model = Model::from_config(&mlp(), 2).unwrap();
+    let sgd = cortex_core::nn::optim::Optimizer::parse(&json!("sgd")).unwrap();
+    let loss = cortex_core::nn::loss::Loss::MeanSquaredError;
+    let mut gpu = gpu_model::GpuModel::new(&model, &loss, &sgd, &|_| true).unwrap();
+    let x = data(&[4, 7], 0.3);
+    let err = gpu
+        .output_and_gradients(&model, &x, &data(&[4, 2], 0.1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("output cotangent") && err.contains("[4, 3]"), "{err}");
+    let (y, dx, grads) = gpu.output_and_gradients(&model, &x, &data(&[4, 3], 0.1)).unwrap();
+    assert_eq!((y.shape(), dx.unwrap().shape()), (&[4, 3][..], &[4, 7][..]));
+    assert!(grads.iter().all(Option::is_some), "every weight reached");
+}

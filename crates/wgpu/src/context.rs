@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::pipelines::PipelineCache;
 use crate::pool::{BufferPool, PoolStats, PooledBuffer};
-use crate::{GpuError, Result};
+use crate::{GpuError, GpuTensor, Result};
 
 /// Workgroups per dispatch dimension guaranteed by WebGPU's default limits.
 pub(crate) const MAX_GROUPS: u32 = 65535;
@@ -208,6 +208,7 @@ impl Gpu {
             gpu: self,
             encoder: self.device.create_command_encoder(&Default::default()),
             keep: Vec::new(),
+            held: Vec::new(),
         }
     }
 }
@@ -227,9 +228,19 @@ pub(crate) struct Batch<'a> {
     gpu: &'a Gpu,
     encoder: wgpu::CommandEncoder,
     keep: Vec<PooledBuffer>,
+    /// Scratch tensors the recorded commands use; released only after the submit.
+    held: Vec<GpuTensor>,
 }
 
 impl Batch<'_> {
+    /// Keeps a scratch tensor alive until this batch is submitted. A scratch buffer released
+    /// earlier goes back to the pool while the recorded commands still use it, and another
+    /// thread's upload into it (applied at the next submit, before these commands) corrupts
+    /// both: an H200 showed exactly that. Every scratch tensor of a batch goes through here.
+    pub fn hold(&mut self, t: GpuTensor) {
+        self.held.push(t);
+    }
+
     /// Records one dispatch of `shader::entry` with `params` at binding 0 (uniform) and
     /// storage buffers at the given bindings.
     pub fn dispatch<P: bytemuck::Pod>(

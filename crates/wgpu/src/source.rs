@@ -13,7 +13,13 @@ pub const SHADERS: &[(&str, &str)] = &[
         "matmul_t128_bk16",
         concat!("const BK: u32 = 16u;\n", include_str!("shaders/matmul_t128.wgsl")),
     ),
-    ("elementwise", include_str!("shaders/elementwise.wgsl")),
+    (
+        "elementwise",
+        concat!(
+            include_str!("shaders/activation_math.wgsl"),
+            include_str!("shaders/elementwise.wgsl")
+        ),
+    ),
     ("reduce", include_str!("shaders/reduce.wgsl")),
     ("softmax", include_str!("shaders/softmax.wgsl")),
     // Implicit-GEMM conv: shared gathers plus a 64- or 128-tile core (see conv_common.wgsl).
@@ -58,9 +64,27 @@ pub const SHADERS: &[(&str, &str)] = &[
         ),
     ),
     ("layernorm", include_str!("shaders/layernorm.wgsl")),
-    ("rnn", include_str!("shaders/rnn.wgsl")),
-    ("gru", include_str!("shaders/gru.wgsl")),
-    ("simple_rnn", include_str!("shaders/simple_rnn.wgsl")),
+    (
+        "rnn",
+        concat!(
+            include_str!("shaders/activation_math.wgsl"),
+            include_str!("shaders/rnn.wgsl")
+        ),
+    ),
+    (
+        "gru",
+        concat!(
+            include_str!("shaders/activation_math.wgsl"),
+            include_str!("shaders/gru.wgsl")
+        ),
+    ),
+    (
+        "simple_rnn",
+        concat!(
+            include_str!("shaders/activation_math.wgsl"),
+            include_str!("shaders/simple_rnn.wgsl")
+        ),
+    ),
     ("embedding", include_str!("shaders/embedding.wgsl")),
 ];
 

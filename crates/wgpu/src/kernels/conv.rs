@@ -264,6 +264,7 @@ impl Gpu {
             groups,
         )?;
         self.record_sum_rows(&mut batch, partial.buffer(), splits, gm * gn, out.buffer())?;
+        batch.hold(partial);
         batch.submit();
         Ok(out)
     }
@@ -359,6 +360,7 @@ impl Gpu {
             (1, 1, u32_of("k chunks", chunks)?),
         )?;
         self.record_sum_rows(&mut batch, partial.buffer(), chunks, gm * gn, out.buffer())?;
+        batch.hold(partial);
         batch.submit();
         Ok(out)
     }

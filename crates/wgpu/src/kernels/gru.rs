@@ -16,7 +16,7 @@
 //!
 //! Not supported: `resetAfter: false`, masking, `goBackwards` (reverse the input instead).
 
-use super::rnn::{expect_shape, seqs_per_group, shape_err};
+use super::rnn::{expect_shape, seqs_per_group, shape_err, units_of};
 use super::u32_of;
 use crate::context::grid;
 use crate::{DType, Gpu, GpuError, GpuTensor, Result};
@@ -79,14 +79,6 @@ pub struct GruGrads {
 }
 
 /// Units of a recurrent kernel `[u, 3u]`.
-fn units_of(op: &'static str, recurrent: &GpuTensor) -> Result<usize> {
-    recurrent.expect_f32(op)?;
-    match *recurrent.shape() {
-        [u, g] if g == 3 * u && u > 0 => Ok(u),
-        _ => Err(shape_err(op, "recurrent kernel [u, 3u]".into(), recurrent)),
-    }
-}
-
 /// Sequences per recurrence workgroup (the LSTM's rule, see
 /// [`super::rnn::lstm_seqs_per_group`]); the backward pass keeps `3 * pairs` gradients in
 /// workgroup memory (12 KiB at the 1024-pair limit).
@@ -131,7 +123,7 @@ impl Gpu {
         h0: Option<&GpuTensor>,
     ) -> Result<GruForward> {
         let op = "gru_forward";
-        let u = units_of(op, recurrent)?;
+        let u = units_of(op, recurrent, 3)?;
         x_proj.expect_f32(op)?;
         let &[batch, steps, g] = x_proj.shape() else {
             return Err(shape_err(op, format!("x_proj [batch, time, {}]", 3 * u), x_proj));
@@ -206,7 +198,7 @@ impl Gpu {
         dh_last: Option<&GpuTensor>,
     ) -> Result<GruBackward> {
         let op = "gru_backward";
-        let u = units_of(op, recurrent)?;
+        let u = units_of(op, recurrent, 3)?;
         saved.gates.expect_f32(op)?;
         let &[batch, steps, g4] = saved.gates.shape() else {
             return Err(shape_err(op, "saved gates [batch, time, 4u]".into(), &saved.gates));

@@ -188,8 +188,9 @@ impl Gpu {
         )?;
         self.record_sum_rows(&mut batch, part_g.buffer(), chunks, cols, dgamma.buffer())?;
         self.record_sum_rows(&mut batch, part_b.buffer(), chunks, cols, dbeta.buffer())?;
+        batch.hold(part_g);
+        batch.hold(part_b);
         batch.submit();
-        drop((part_g, part_b));
         Ok(LayerNormGrads { dx, dgamma, dbeta })
     }
 
@@ -203,14 +204,12 @@ impl Gpu {
         }
         let out = self.empty(&[cols], DType::F32)?;
         let mut batch = self.batch();
-        let part = self.record_sum_rows_split(&mut batch, x.buffer(), rows, cols, out.buffer())?;
+        self.record_sum_rows_split(&mut batch, x.buffer(), rows, cols, out.buffer())?;
         batch.submit();
-        drop(part);
         Ok(out)
     }
 
-    /// Records the two passes of [`Gpu::sum_rows_split`]; the returned scratch tensor must live
-    /// until the batch is submitted.
+    /// Records the two passes of [`Gpu::sum_rows_split`] (its scratch held by the batch).
     fn record_sum_rows_split(
         &self,
         batch: &mut Batch<'_>,
@@ -218,7 +217,7 @@ impl Gpu {
         rows: usize,
         cols: usize,
         out: &wgpu::Buffer,
-    ) -> Result<GpuTensor> {
+    ) -> Result<()> {
         let chunk = chunk_rows(rows);
         let chunks = rows.div_ceil(chunk);
         let part = self.empty(&[chunks, cols], DType::F32)?;
@@ -242,6 +241,7 @@ impl Gpu {
             ),
         )?;
         self.record_sum_rows(batch, part.buffer(), chunks, cols, out)?;
-        Ok(part)
+        batch.hold(part);
+        Ok(())
     }
 }

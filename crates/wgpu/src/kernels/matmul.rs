@@ -267,10 +267,6 @@ impl Gpu {
             p.batch,
         );
         let mut batch = self.batch();
-        // The split-K scratch must outlive the submit: dropped earlier, its buffer would go back
-        // to the pool while the recorded commands still use it, and another thread's upload
-        // into it (applied at the next submit, before these commands) corrupted results.
-        let mut partial = None;
         // A single GEMM with few output tiles and a long k (e.g. a dense layer's weight
         // gradient, k = batch size) splits k over workgroups and sums the partials.
         let chunk = if d.batch == 1 {
@@ -280,7 +276,7 @@ impl Gpu {
         };
         if chunk < d.k {
             let splits = d.k.div_ceil(chunk);
-            let partial = partial.insert(self.empty(&[splits, d.m * d.n], crate::DType::F32)?);
+            let partial = self.empty(&[splits, d.m * d.n], crate::DType::F32)?;
             let ps = Params {
                 k_chunk: u32_of("k chunk", chunk)?,
                 ..p
@@ -295,12 +291,12 @@ impl Gpu {
                 (groups.0, groups.1, splits),
             )?;
             self.record_sum_rows(&mut batch, partial.buffer(), splits as usize, d.m * d.n, out.buffer())?;
+            batch.hold(partial);
         } else {
             let bufs = [(1, a.buffer()), (2, b.buffer()), (3, out.buffer())];
             batch.dispatch_tiled(shader, "main", |off| Params { off, ..p }, &bufs, groups)?;
         }
         batch.submit();
-        drop(partial);
         Ok(out)
     }
 }

@@ -60,9 +60,8 @@ impl Gpu {
         x.expect_f32("sum")?;
         let out = self.empty(&[1], DType::F32)?;
         let mut batch = self.batch();
-        let partials = self.record_sum(&mut batch, x.buffer(), x.len(), scale, out.buffer())?;
+        self.record_sum(&mut batch, x.buffer(), x.len(), scale, out.buffer())?;
         batch.submit();
-        drop(partials);
         Ok(out)
     }
 
@@ -87,8 +86,7 @@ impl Gpu {
         batch.dispatch("reduce", "sum_rows", &p, &[(1, src), (2, out)], (gx, gy, 1))
     }
 
-    /// Records `out[0] = scale * sum(src[0..n])` into `batch`; the returned scratch tensor
-    /// must live until the batch is submitted.
+    /// Records `out[0] = scale * sum(src[0..n])` into `batch` (its scratch held by the batch).
     pub(crate) fn record_sum(
         &self,
         batch: &mut Batch<'_>,
@@ -96,7 +94,7 @@ impl Gpu {
         n: usize,
         scale: f32,
         out: &wgpu::Buffer,
-    ) -> Result<Option<GpuTensor>> {
+    ) -> Result<()> {
         let n32 = u32_of("elements", n)?;
         let mk = |n: u32| Params {
             rows: 0,
@@ -107,8 +105,7 @@ impl Gpu {
             pad1: [0.0; 3],
         };
         if n <= 256 * 64 {
-            batch.dispatch("reduce", "sum_final", &mk(n32), &[(1, src), (2, out)], (1, 1, 1))?;
-            return Ok(None);
+            return batch.dispatch("reduce", "sum_final", &mk(n32), &[(1, src), (2, out)], (1, 1, 1));
         }
         let groups = n.div_ceil(256).min(PARTIALS);
         let partial = self.empty(&[groups], DType::F32)?;
@@ -127,6 +124,7 @@ impl Gpu {
             &[(1, partial.buffer()), (2, out)],
             (1, 1, 1),
         )?;
-        Ok(Some(partial))
+        batch.hold(partial);
+        Ok(())
     }
 }

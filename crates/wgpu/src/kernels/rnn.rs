@@ -112,11 +112,18 @@ pub(super) fn shape_err(op: &'static str, expected: String, t: &GpuTensor) -> Gp
 }
 
 /// Units of a recurrent kernel `[u, 4u]`.
-fn units_of(op: &'static str, recurrent: &GpuTensor) -> Result<usize> {
+pub(super) fn units_of(op: &'static str, recurrent: &GpuTensor, gates: usize) -> Result<usize> {
     recurrent.expect_f32(op)?;
     match *recurrent.shape() {
-        [u, g] if g == 4 * u && u > 0 => Ok(u),
-        _ => Err(shape_err(op, "recurrent kernel [u, 4u]".into(), recurrent)),
+        [u, g] if g == gates * u && u > 0 => Ok(u),
+        _ => {
+            let cols = if gates == 1 {
+                "u".to_string()
+            } else {
+                format!("{gates}u")
+            };
+            Err(shape_err(op, format!("recurrent kernel [u, {cols}]"), recurrent))
+        }
     }
 }
 
@@ -179,7 +186,7 @@ impl Gpu {
         c0: Option<&GpuTensor>,
     ) -> Result<LstmForward> {
         let op = "lstm_forward";
-        let u = units_of(op, recurrent)?;
+        let u = units_of(op, recurrent, 4)?;
         x_proj.expect_f32(op)?;
         let &[batch, steps, g] = x_proj.shape() else {
             return Err(shape_err(op, format!("x_proj [batch, time, {}]", 4 * u), x_proj));
@@ -261,7 +268,7 @@ impl Gpu {
         dh_last: Option<&GpuTensor>,
     ) -> Result<LstmBackward> {
         let op = "lstm_backward";
-        let u = units_of(op, recurrent)?;
+        let u = units_of(op, recurrent, 4)?;
         let &[batch, steps, g5] = saved.gates_c.shape() else {
             return Err(shape_err(op, "saved gates [batch, time, 5u]".into(), &saved.gates_c));
         };

@@ -12,7 +12,7 @@
 //!
 //! Not supported: masking, `goBackwards` (reverse the input instead).
 
-use super::rnn::{expect_shape, seqs_per_group, shape_err};
+use super::rnn::{expect_shape, seqs_per_group, shape_err, units_of};
 use super::u32_of;
 use crate::context::grid;
 use crate::{DType, Gpu, GpuError, GpuTensor, Result};
@@ -73,14 +73,6 @@ pub struct SimpleRnnGrads {
 }
 
 /// Units of a recurrent kernel `[u, u]`.
-fn units_of(op: &'static str, recurrent: &GpuTensor) -> Result<usize> {
-    recurrent.expect_f32(op)?;
-    match *recurrent.shape() {
-        [u, g] if g == u && u > 0 => Ok(u),
-        _ => Err(shape_err(op, "recurrent kernel [u, u]".into(), recurrent)),
-    }
-}
-
 /// Sequences per recurrence workgroup (the LSTM's rule, see
 /// [`super::rnn::lstm_seqs_per_group`]).
 fn simple_seqs(units: usize) -> Result<usize> {
@@ -100,7 +92,7 @@ impl Gpu {
         h0: Option<&GpuTensor>,
     ) -> Result<SimpleRnnForward> {
         let op = "simple_rnn_forward";
-        let u = units_of(op, recurrent)?;
+        let u = units_of(op, recurrent, 1)?;
         x_proj.expect_f32(op)?;
         let &[batch, steps, g] = x_proj.shape() else {
             return Err(shape_err(op, format!("x_proj [batch, time, {u}]"), x_proj));
@@ -174,7 +166,7 @@ impl Gpu {
         dh_last: Option<&GpuTensor>,
     ) -> Result<SimpleRnnBackward> {
         let op = "simple_rnn_backward";
-        let u = units_of(op, recurrent)?;
+        let u = units_of(op, recurrent, 1)?;
         saved.h_seq.expect_f32(op)?;
         let &[batch, steps, g] = saved.h_seq.shape() else {
             return Err(shape_err(op, "saved h_seq [batch, time, u]".into(), &saved.h_seq));

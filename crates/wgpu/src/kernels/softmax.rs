@@ -124,9 +124,8 @@ impl Gpu {
             (4, row_loss.buffer()),
         ];
         batch.dispatch("softmax", entry, &p, &bufs, (gx, gy, 1))?;
-        let scratch = self.record_sum(&mut batch, row_loss.buffer(), rows, 1.0 / rows as f32, loss.buffer())?;
+        self.record_sum(&mut batch, row_loss.buffer(), rows, 1.0 / rows as f32, loss.buffer())?;
         batch.submit();
-        drop(scratch);
         Ok(CrossEntropyOutput { loss, grad })
     }
 }

@@ -50,26 +50,6 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid.x;
 }
 
-// tanh that stays finite for large |v| (tanh(15) == 1 in f32).
-fn tanh_safe(v: f32) -> f32 {
-    // The builtin tanh may be a fast approximation (about 5e-4 relative error on NVIDIA's
-    // Vulkan driver, which failed our 1e-4 checks there), so: an odd Taylor polynomial near
-    // 0, where 1 - 2 / (e^2x + 1) would cancel, and that form (exp is accurate) elsewhere.
-    let a = abs(v);
-    var r: f32;
-    if (a < 0.5) {
-        let s = a * a;
-        r = a * (1.0 + s * (-0.33333334 + s * (0.13333334 + s * (-0.053968254 + s * (0.021869488 + s * -0.0088632355)))));
-    } else {
-        r = 1.0 - 2.0 / (exp(2.0 * min(a, 15.0)) + 1.0);
-    }
-    return select(-r, r, v >= 0.0);
-}
-
-fn sigmoid(v: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-v));
-}
-
 fn act(code: u32, v: f32) -> f32 {
     switch code {
         case RELU: {
@@ -79,13 +59,13 @@ fn act(code: u32, v: f32) -> f32 {
             return sigmoid(v);
         }
         case TANH: {
-            return tanh_safe(v);
+            return tanh_c(v);
         }
         case LEAKY_RELU: {
             return select(p.alpha * v, v, v > 0.0);
         }
         case GELU: {
-            return 0.5 * v * (1.0 + tanh_safe(GELU_C * (v + GELU_A * v * v * v)));
+            return 0.5 * v * (1.0 + tanh_c(GELU_C * (v + GELU_A * v * v * v)));
         }
         case GELU_ERF: {
             return 0.5 * v * (1.0 + erf_approx(v * SQRT1_2));
@@ -107,14 +87,14 @@ fn act_grad(code: u32, v: f32) -> f32 {
             return s * (1.0 - s);
         }
         case TANH: {
-            let t = tanh_safe(v);
+            let t = tanh_c(v);
             return 1.0 - t * t;
         }
         case LEAKY_RELU: {
             return select(p.alpha, 1.0, v > 0.0);
         }
         case GELU: {
-            let t = tanh_safe(GELU_C * (v + GELU_A * v * v * v));
+            let t = tanh_c(GELU_C * (v + GELU_A * v * v * v));
             return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * v * v);
         }
         case GELU_ERF: {

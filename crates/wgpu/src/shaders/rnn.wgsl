@@ -56,27 +56,6 @@ var<workgroup> hbuf: array<f32, 2048>;
 // Pre-activation gate gradients of the step just processed, [seqs, 4u] (4 * 1024 max).
 var<workgroup> dgs: array<f32, 4096>;
 
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
-// Clamped because some drivers evaluate tanh via exp(2x) and overflow to NaN for large |x|;
-// tanh(15) already rounds to 1 in f32.
-fn tanh_c(x: f32) -> f32 {
-    // The builtin tanh may be a fast approximation (about 5e-4 relative error on NVIDIA's
-    // Vulkan driver, which failed our 1e-4 checks there), so: an odd Taylor polynomial near
-    // 0, where 1 - 2 / (e^2x + 1) would cancel, and that form (exp is accurate) elsewhere.
-    let a = abs(x);
-    var r: f32;
-    if (a < 0.5) {
-        let s = a * a;
-        r = a * (1.0 + s * (-0.33333334 + s * (0.13333334 + s * (-0.053968254 + s * (0.021869488 + s * -0.0088632355)))));
-    } else {
-        r = 1.0 - 2.0 / (exp(2.0 * min(a, 15.0)) + 1.0);
-    }
-    return select(-r, r, x >= 0.0);
-}
-
 @compute @workgroup_size(256)
 fn lstm_forward(
     @builtin(local_invocation_id) lid3: vec3<u32>,

@@ -404,113 +404,78 @@ fn embedding_fixture_on_gpu() {
     assert_eq!(cases.len(), 1);
 }
 
-#[test]
-fn lstm_fixtures_on_gpu() {
+/// The fixture cases of one recurrent op (`lstm`, `gru`, `simple_rnn`) on its sequence kernels:
+/// input projection, recurrence, BPTT and weight gradients; `y` and every gradient checked.
+fn recurrent_fixtures_on_gpu(op: &str) {
     let Some(g) = gpu() else { return };
-    let cases = cases_of("lstm");
+    let cases = cases_of(op);
     for case in &cases {
         let name = case["name"].as_str().unwrap();
         let p = &case["params"];
         let x = upload(g, &case["inputs"]["x"]);
-        let (w, u) = (upload(g, &p["kernel"]), upload(g, &p["recurrent_kernel"]));
-        let projected = g.lstm_input_projection(&x, &w, &upload(g, &p["bias"])).unwrap();
-        let fwd = g.lstm_forward(&projected, &u, None, None).unwrap();
+        let (w, u, bias) = (
+            upload(g, &p["kernel"]),
+            upload(g, &p["recurrent_kernel"]),
+            upload(g, &p["bias"]),
+        );
         let sequences = case["attrs"]["return_sequences"] == true;
-        let y = if sequences { &fwd.h_seq } else { &fwd.h_last };
-        check(g, &format!("{name} y"), y, &case["outputs"]["y"]);
         let dy = upload(g, &case["cotangents"]["y"]);
         let (dh_seq, dh_last) = if sequences {
             (Some(&dy), None)
         } else {
             (None, Some(&dy))
         };
-        let back = g.lstm_backward(&fwd.saved, &u, dh_seq, dh_last).unwrap();
-        let grads = g.lstm_weight_grads(&x, &w, &fwd.saved, &back.d_gates).unwrap();
-        check(g, &format!("{name} dx"), &grads.dx, &case["grads"]["x"]);
-        check(g, &format!("{name} dkernel"), &grads.dw, &case["grads"]["kernel"]);
-        check(
-            g,
-            &format!("{name} drecurrent"),
-            &grads.du,
-            &case["grads"]["recurrent_kernel"],
-        );
-        check(g, &format!("{name} dbias"), &grads.dbias, &case["grads"]["bias"]);
+        let pick = |h_seq, h_last| if sequences { h_seq } else { h_last };
+        // (output, [dx, dkernel, drecurrent, dbias]) per cell.
+        let (y, grads) = match op {
+            "lstm" => {
+                let fwd = g
+                    .lstm_forward(&g.rnn_input_projection(&x, &w, &bias).unwrap(), &u, None, None)
+                    .unwrap();
+                let back = g.lstm_backward(&fwd.saved, &u, dh_seq, dh_last).unwrap();
+                let d = g.lstm_weight_grads(&x, &w, &fwd.saved, &back.d_gates).unwrap();
+                (pick(fwd.h_seq, fwd.h_last), [d.dx, d.dw, d.du, d.dbias])
+            }
+            "gru" => {
+                assert_eq!(case["attrs"]["reset_after"], true, "{name}: only resetAfter on the GPU");
+                let (b_in, b_rec) = g.gru_bias_rows(&bias).unwrap();
+                let projected = g.rnn_input_projection(&x, &w, &b_in).unwrap();
+                let fwd = g.gru_forward(&projected, &u, &b_rec, None).unwrap();
+                let back = g.gru_backward(&fwd.saved, &u, dh_seq, dh_last).unwrap();
+                let d = g
+                    .gru_weight_grads(&x, &w, &fwd.saved, &back.d_proj, &back.d_rec)
+                    .unwrap();
+                (pick(fwd.h_seq, fwd.h_last), [d.dx, d.dw, d.du, d.dbias])
+            }
+            _ => {
+                let projected = g.rnn_input_projection(&x, &w, &bias).unwrap();
+                let fwd = g.simple_rnn_forward(&projected, &u, None).unwrap();
+                let back = g.simple_rnn_backward(&fwd.saved, &u, dh_seq, dh_last).unwrap();
+                let d = g.simple_rnn_weight_grads(&x, &w, &fwd.saved, &back.d_pre).unwrap();
+                (pick(fwd.h_seq, fwd.h_last), [d.dx, d.dw, d.du, d.dbias])
+            }
+        };
+        check(g, &format!("{name} y"), &y, &case["outputs"]["y"]);
+        for (grad, key) in grads.iter().zip(["x", "kernel", "recurrent_kernel", "bias"]) {
+            check(g, &format!("{name} d{key}"), grad, &case["grads"][key]);
+        }
     }
-    assert_eq!(cases.len(), 2);
+    assert_eq!(cases.len(), 2, "{op}: a return-sequences and a last-step case");
+}
+
+#[test]
+fn lstm_fixtures_on_gpu() {
+    recurrent_fixtures_on_gpu("lstm");
 }
 
 #[test]
 fn gru_fixtures_on_gpu() {
-    let Some(g) = gpu() else { return };
-    let cases = cases_of("gru");
-    for case in &cases {
-        let name = case["name"].as_str().unwrap();
-        assert_eq!(case["attrs"]["reset_after"], true, "{name}: only resetAfter on the GPU");
-        let p = &case["params"];
-        let x = upload(g, &case["inputs"]["x"]);
-        let (w, u) = (upload(g, &p["kernel"]), upload(g, &p["recurrent_kernel"]));
-        let (b_in, b_rec) = g.gru_bias_rows(&upload(g, &p["bias"])).unwrap();
-        let projected = g.rnn_input_projection(&x, &w, &b_in).unwrap();
-        let fwd = g.gru_forward(&projected, &u, &b_rec, None).unwrap();
-        let sequences = case["attrs"]["return_sequences"] == true;
-        let y = if sequences { &fwd.h_seq } else { &fwd.h_last };
-        check(g, &format!("{name} y"), y, &case["outputs"]["y"]);
-        let dy = upload(g, &case["cotangents"]["y"]);
-        let (dh_seq, dh_last) = if sequences {
-            (Some(&dy), None)
-        } else {
-            (None, Some(&dy))
-        };
-        let back = g.gru_backward(&fwd.saved, &u, dh_seq, dh_last).unwrap();
-        let grads = g
-            .gru_weight_grads(&x, &w, &fwd.saved, &back.d_proj, &back.d_rec)
-            .unwrap();
-        check(g, &format!("{name} dx"), &grads.dx, &case["grads"]["x"]);
-        check(g, &format!("{name} dkernel"), &grads.dw, &case["grads"]["kernel"]);
-        check(
-            g,
-            &format!("{name} drecurrent"),
-            &grads.du,
-            &case["grads"]["recurrent_kernel"],
-        );
-        check(g, &format!("{name} dbias"), &grads.dbias, &case["grads"]["bias"]);
-    }
-    assert_eq!(cases.len(), 2);
+    recurrent_fixtures_on_gpu("gru");
 }
 
 #[test]
 fn simple_rnn_fixtures_on_gpu() {
-    let Some(g) = gpu() else { return };
-    let cases = cases_of("simple_rnn");
-    for case in &cases {
-        let name = case["name"].as_str().unwrap();
-        let p = &case["params"];
-        let x = upload(g, &case["inputs"]["x"]);
-        let (w, u) = (upload(g, &p["kernel"]), upload(g, &p["recurrent_kernel"]));
-        let projected = g.rnn_input_projection(&x, &w, &upload(g, &p["bias"])).unwrap();
-        let fwd = g.simple_rnn_forward(&projected, &u, None).unwrap();
-        let sequences = case["attrs"]["return_sequences"] == true;
-        let y = if sequences { &fwd.h_seq } else { &fwd.h_last };
-        check(g, &format!("{name} y"), y, &case["outputs"]["y"]);
-        let dy = upload(g, &case["cotangents"]["y"]);
-        let (dh_seq, dh_last) = if sequences {
-            (Some(&dy), None)
-        } else {
-            (None, Some(&dy))
-        };
-        let back = g.simple_rnn_backward(&fwd.saved, &u, dh_seq, dh_last).unwrap();
-        let grads = g.simple_rnn_weight_grads(&x, &w, &fwd.saved, &back.d_pre).unwrap();
-        check(g, &format!("{name} dx"), &grads.dx, &case["grads"]["x"]);
-        check(g, &format!("{name} dkernel"), &grads.dw, &case["grads"]["kernel"]);
-        check(
-            g,
-            &format!("{name} drecurrent"),
-            &grads.du,
-            &case["grads"]["recurrent_kernel"],
-        );
-        check(g, &format!("{name} dbias"), &grads.dbias, &case["grads"]["bias"]);
-    }
-    assert_eq!(cases.len(), 2);
+    recurrent_fixtures_on_gpu("simple_rnn");
 }
 
 /// Multi-head attention composed as the GPU runs it: Q/K/V projections (GEMMs straight into

@@ -62,9 +62,6 @@ pub(super) fn check_recurrent(cell: Cell, name: &str, config: &Value) -> Result<
             "{what} activations other than tanh / sigmoid (layer '{name}')"
         )));
     }
-    if cell == Cell::Gru && config.get("resetAfter").and_then(Value::as_bool) == Some(false) {
-        return Err(unsupported(&format!("GRU resetAfter false (layer '{name}')")));
-    }
     for key in ["returnState", "goBackwards", "stateful"] {
         if flag(key) {
             return Err(unsupported(&format!("{what} {key} (layer '{name}')")));

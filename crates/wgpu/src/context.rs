@@ -82,7 +82,16 @@ pub struct Gpu {
     group_limit_override: std::sync::atomic::AtomicU32,
     /// Conv kernel choice (see `Gpu::set_conv_kernel`): 0 = unset, else the kernel's index + 1.
     pub(crate) conv_kernel: std::sync::atomic::AtomicU8,
+    /// Whether the row reductions run their subgroup variants (see `Gpu::set_subgroups`).
+    subgroups: std::sync::atomic::AtomicBool,
 }
+
+/// Shaders with a subgroup-operation variant, registered as `<name>_sg` (see source.rs).
+const SUBGROUP_VARIANTS: &[(&str, &str)] = &[
+    ("reduce", "reduce_sg"),
+    ("softmax", "softmax_sg"),
+    ("layernorm", "layernorm_sg"),
+];
 
 impl Gpu {
     /// Opens the best adapter: discrete > integrated > virtual > CPU (software, e.g. lavapipe).
@@ -138,6 +147,11 @@ impl Gpu {
             granted,
             group_limit_override: std::sync::atomic::AtomicU32::new(0),
             conv_kernel: std::sync::atomic::AtomicU8::new(0),
+            // CORTEX_WGPU_SUBGROUPS=0 keeps the workgroup-memory path (for comparisons).
+            subgroups: std::sync::atomic::AtomicBool::new(
+                granted.contains(wgpu::Features::SUBGROUP)
+                    && std::env::var("CORTEX_WGPU_SUBGROUPS").map_or(true, |v| v != "0"),
+            ),
         })
     }
 
@@ -174,13 +188,44 @@ impl Gpu {
         Ok(())
     }
 
-    /// Compiles (and caches) every entry point of every registered shader; returns how many.
+    /// Compiles (and caches) every entry point the kernels dispatch, in the variants this
+    /// device runs (see [`Gpu::set_subgroups`]); returns how many.
     pub fn warm_up(&self) -> Result<usize> {
         let entries = crate::kernels::ALL_ENTRY_POINTS;
         for (shader, entry) in entries {
-            self.pipelines.get(&self.device, shader, entry)?;
+            self.pipelines.get(&self.device, self.resolve_shader(shader), entry)?;
         }
         Ok(entries.len())
+    }
+
+    /// Whether the row reductions (softmax, the cross-entropy losses, layer norm, full sums)
+    /// run on subgroup operations: on by default where the device has `SUBGROUP`.
+    pub fn subgroups(&self) -> bool {
+        self.subgroups.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Switches the row reductions between their subgroup variants and the workgroup-memory
+    /// path every device has (for tests and comparisons); refused where the device lacks
+    /// `SUBGROUP`.
+    pub fn set_subgroups(&self, on: bool) -> Result<()> {
+        if on && !self.granted.contains(wgpu::Features::SUBGROUP) {
+            return Err(GpuError::Invalid {
+                op: "set_subgroups",
+                message: format!("adapter '{}' has no subgroup operations", self.summary.name),
+            });
+        }
+        self.subgroups.store(on, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The registered shader that runs for `shader`: its subgroup variant when enabled.
+    pub(crate) fn resolve_shader<'s>(&self, shader: &'s str) -> &'s str {
+        if self.subgroups() {
+            if let Some((_, sg)) = SUBGROUP_VARIANTS.iter().find(|(base, _)| *base == shader) {
+                return sg;
+            }
+        }
+        shader
     }
 
     /// Workgroups allowed per dispatch dimension: the device's
@@ -266,7 +311,7 @@ impl Batch<'_> {
                 });
             }
         }
-        let pipe = gpu.pipelines.get(&gpu.device, shader, entry)?;
+        let pipe = gpu.pipelines.get(&gpu.device, gpu.resolve_shader(shader), entry)?;
         let bytes = bytemuck::bytes_of(params);
         let uniform = gpu.pool.acquire(
             bytes.len() as u64,

@@ -20,8 +20,36 @@ pub const SHADERS: &[(&str, &str)] = &[
             include_str!("shaders/elementwise.wgsl")
         ),
     ),
-    ("reduce", include_str!("shaders/reduce.wgsl")),
-    ("softmax", include_str!("shaders/softmax.wgsl")),
+    // The row-reducing shaders come twice: "<name>" reduces through workgroup memory
+    // everywhere, "<name>_sg" through subgroup operations (see wg_reduce_tree.wgsl).
+    (
+        "reduce",
+        concat!(
+            include_str!("shaders/wg_reduce_tree.wgsl"),
+            include_str!("shaders/reduce.wgsl")
+        ),
+    ),
+    (
+        "reduce_sg",
+        concat!(
+            include_str!("shaders/wg_reduce_subgroup.wgsl"),
+            include_str!("shaders/reduce.wgsl")
+        ),
+    ),
+    (
+        "softmax",
+        concat!(
+            include_str!("shaders/wg_reduce_tree.wgsl"),
+            include_str!("shaders/softmax.wgsl")
+        ),
+    ),
+    (
+        "softmax_sg",
+        concat!(
+            include_str!("shaders/wg_reduce_subgroup.wgsl"),
+            include_str!("shaders/softmax.wgsl")
+        ),
+    ),
     // Implicit-GEMM conv: shared gathers plus a 64- or 128-tile core (see conv_common.wgsl).
     (
         "conv",
@@ -63,7 +91,20 @@ pub const SHADERS: &[(&str, &str)] = &[
             include_str!("shaders/attention.wgsl")
         ),
     ),
-    ("layernorm", include_str!("shaders/layernorm.wgsl")),
+    (
+        "layernorm",
+        concat!(
+            include_str!("shaders/wg_reduce_tree.wgsl"),
+            include_str!("shaders/layernorm.wgsl")
+        ),
+    ),
+    (
+        "layernorm_sg",
+        concat!(
+            include_str!("shaders/wg_reduce_subgroup.wgsl"),
+            include_str!("shaders/layernorm.wgsl")
+        ),
+    ),
     (
         "rnn",
         concat!(
@@ -87,6 +128,18 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("embedding", include_str!("shaders/embedding.wgsl")),
 ];
+
+/// Optional device features shader `name` needs: `SUBGROUP` for the `_sg` variants,
+/// `SHADER_F16` for the `_f16` ones, none for the rest (the path every device has).
+pub fn required_features(name: &str) -> wgpu::Features {
+    if name.ends_with("_sg") {
+        wgpu::Features::SUBGROUP
+    } else if name.ends_with("_f16") {
+        wgpu::Features::SHADER_F16
+    } else {
+        wgpu::Features::empty()
+    }
+}
 
 /// The WGSL source of shader `name`, if registered.
 pub fn shader_source(name: &str) -> Option<&'static str> {

@@ -3,7 +3,8 @@
 //
 // forward / backward: one 64-thread workgroup per row (row = wid.y * num_workgroups.x + wid.x);
 // the row is re-read from global memory between passes (it is small and cache resident), which
-// keeps the mean and variance two-pass (no E[x^2] - E[x]^2 cancellation).
+// keeps the mean and variance two-pass (no E[x^2] - E[x]^2 cancellation). The row sums
+// (wg_sum2) come from a prepended wg_reduce_*.wgsl (see source.rs).
 // param_partial / col_partial: column sums split over row chunks (grid x = column block of
 // 256, y = chunk), so a long batch is summed by many workgroups; the host then sums the
 // [chunks, cols] partials with reduce::sum_rows.
@@ -36,27 +37,10 @@ struct Params {
 
 const WG: u32 = 64u;
 
-var<workgroup> red: array<vec2<f32>, WG>;
-
-// Sum of `v` over the workgroup (every thread gets the result).
-fn reduce2(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
 // y = (x - mean) * rstd * gamma + beta, rstd = 1 / sqrt(var + eps) (biased variance);
 // saves mean and rstd per row.
 @compute @workgroup_size(64)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= p.rows) {
         return;
@@ -64,20 +48,20 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let base = row * p.cols;
     let n = f32(p.cols);
     var s = 0.0;
-    for (var c = lid.x; c < p.cols; c += WG) {
+    for (var c = ids.lid; c < p.cols; c += WG) {
         s += x[base + c];
     }
-    let mu = reduce2(lid.x, vec2<f32>(s, 0.0)).x / n;
+    let mu = wg_sum(ids, s) / n;
     var sq = 0.0;
-    for (var c = lid.x; c < p.cols; c += WG) {
+    for (var c = ids.lid; c < p.cols; c += WG) {
         let d = x[base + c] - mu;
         sq += d * d;
     }
-    let r = inverseSqrt(reduce2(lid.x, vec2<f32>(sq, 0.0)).x / n + p.eps);
-    for (var c = lid.x; c < p.cols; c += WG) {
+    let r = inverseSqrt(wg_sum(ids, sq) / n + p.eps);
+    for (var c = ids.lid; c < p.cols; c += WG) {
         y[base + c] = (x[base + c] - mu) * r * gamma[c] + beta[c];
     }
-    if (lid.x == 0u) {
+    if (ids.lid == 0u) {
         mean[row] = mu;
         rstd[row] = r;
     }
@@ -85,7 +69,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma, xhat = (x - mean) * rstd.
 @compute @workgroup_size(64)
-fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= p.rows) {
         return;
@@ -94,13 +78,13 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let mu = mean_in[row];
     let r = rstd_in[row];
     var acc = vec2<f32>(0.0);
-    for (var c = lid.x; c < p.cols; c += WG) {
+    for (var c = ids.lid; c < p.cols; c += WG) {
         let g = dy[base + c] * gamma[c];
         let xh = (x[base + c] - mu) * r;
         acc += vec2<f32>(g, g * xh);
     }
-    let m = reduce2(lid.x, acc) / f32(p.cols);
-    for (var c = lid.x; c < p.cols; c += WG) {
+    let m = wg_sum2(ids, acc) / f32(p.cols);
+    for (var c = ids.lid; c < p.cols; c += WG) {
         let g = dy[base + c] * gamma[c];
         let xh = (x[base + c] - mu) * r;
         dx[base + c] = r * (g - m.x - xh * m.y);

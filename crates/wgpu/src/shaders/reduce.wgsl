@@ -1,6 +1,7 @@
 // Reductions: column sums of a [rows, cols] matrix (bias gradients) and a two-pass full sum
 // (sum_partial: one partial sum per workgroup; sum_final: one workgroup sums the partials
-// and multiplies by `scale`, 1 for a sum and 1/n for a mean).
+// and multiplies by `scale`, 1 for a sum and 1/n for a mean). wg_sum comes from a prepended
+// wg_reduce_*.wgsl (see source.rs).
 
 struct Params {
     rows: u32,
@@ -18,7 +19,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-var<workgroup> partial: array<f32, 256>;
+const WG: u32 = 256u;
 
 // out[c] = sum_r x[r, c]; one thread per column (adjacent threads read adjacent columns).
 @compute @workgroup_size(256)
@@ -39,41 +40,28 @@ fn sum_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     out[c] = s;
 }
 
-fn tree_reduce(lid: u32) {
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-}
-
 // out[w] = sum of the elements this workgroup strides over (grid-stride loop).
 @compute @workgroup_size(256)
-fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
     var s = 0.0;
-    for (var i = wid.x * 256u + lid.x; i < p.n; i += nwg.x * 256u) {
+    for (var i = wid.x * WG + ids.lid; i < p.n; i += nwg.x * WG) {
         s += x[i];
     }
-    partial[lid.x] = s;
-    workgroupBarrier();
-    tree_reduce(lid.x);
-    if (lid.x == 0u) {
-        out[wid.x] = partial[0];
+    s = wg_sum(ids, s);
+    if (ids.lid == 0u) {
+        out[wid.x] = s;
     }
 }
 
 // out[0] = scale * sum(x[0..n]) in a single workgroup.
 @compute @workgroup_size(256)
-fn sum_final(@builtin(local_invocation_id) lid: vec3<u32>) {
+fn sum_final(ids: WgIds) {
     var s = 0.0;
-    for (var i = lid.x; i < p.n; i += 256u) {
+    for (var i = ids.lid; i < p.n; i += WG) {
         s += x[i];
     }
-    partial[lid.x] = s;
-    workgroupBarrier();
-    tree_reduce(lid.x);
-    if (lid.x == 0u) {
-        out[0] = partial[0] * p.scale;
+    s = wg_sum(ids, s);
+    if (ids.lid == 0u) {
+        out[0] = s * p.scale;
     }
 }

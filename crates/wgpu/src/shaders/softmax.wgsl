@@ -1,5 +1,6 @@
 // Softmax over the last axis and sparse categorical cross-entropy, one 256-thread workgroup
-// per row (row = wid.y * num_workgroups.x + wid.x, uniform across the workgroup).
+// per row (row = wid.y * num_workgroups.x + wid.x, uniform across the workgroup). The row
+// reductions (wg_max, wg_sum) come from a prepended wg_reduce_*.wgsl (see source.rs).
 
 struct Params {
     rows: u32,
@@ -21,84 +22,56 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> row_loss: array<f32>;
 
-var<workgroup> scratch: array<f32, 256>;
-
-fn reduce_max(lid: u32, v: f32) -> f32 {
-    scratch[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            scratch[lid] = max(scratch[lid], scratch[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = scratch[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-    scratch[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            scratch[lid] += scratch[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = scratch[0];
-    workgroupBarrier();
-    return r;
-}
+const WG: u32 = 256u;
 
 // Row max and sum of exp(x - max) of `row`, computed by the whole workgroup.
-fn row_stats(row: u32, lid: u32) -> vec2<f32> {
+fn row_stats(row: u32, ids: WgIds) -> vec2<f32> {
     let base = row * p.cols;
     var m = -3.4028235e38;
-    for (var j = lid; j < p.cols; j += 256u) {
+    for (var j = ids.lid; j < p.cols; j += WG) {
         m = max(m, x[base + j]);
     }
-    m = reduce_max(lid, m);
+    m = wg_max(ids, m);
     var s = 0.0;
-    for (var j = lid; j < p.cols; j += 256u) {
+    for (var j = ids.lid; j < p.cols; j += WG) {
         s += exp(x[base + j] - m);
     }
-    s = reduce_sum(lid, s);
+    s = wg_sum(ids, s);
     return vec2<f32>(m, s);
 }
 
 // out = softmax(x) along the last axis.
 @compute @workgroup_size(256)
-fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= p.rows) {
         return;
     }
-    let st = row_stats(row, lid.x);
+    let st = row_stats(row, ids);
     let inv = 1.0 / st.y;
     let base = row * p.cols;
-    for (var j = lid.x; j < p.cols; j += 256u) {
+    for (var j = ids.lid; j < p.cols; j += WG) {
         out[base + j] = exp(x[base + j] - st.x) * inv;
     }
 }
 
 // From logits: row_loss = logsumexp(x) - x[label]; out = grad_scale * (softmax(x) - onehot(label)).
 @compute @workgroup_size(256)
-fn sce_logits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn sce_logits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= p.rows) {
         return;
     }
-    let st = row_stats(row, lid.x);
+    let st = row_stats(row, ids);
     let inv = 1.0 / st.y;
     let base = row * p.cols;
     let label = u32(max(labels[row], 0.0));
     let valid = labels[row] >= 0.0 && label < p.cols;
-    for (var j = lid.x; j < p.cols; j += 256u) {
+    for (var j = ids.lid; j < p.cols; j += WG) {
         let prob = exp(x[base + j] - st.x) * inv;
         out[base + j] = p.grad_scale * (prob - select(0.0, 1.0, j == label));
     }
-    if (lid.x == 0u) {
+    if (ids.lid == 0u) {
         if (valid) {
             row_loss[row] = st.x + log(st.y) - x[base + label];
         } else {
@@ -110,7 +83,7 @@ fn sce_logits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // From probabilities: row_loss = -log(clip(x[label], eps, 1 - eps));
 // out = -grad_scale / x[label] at the label where x[label] is inside the clip range, else 0.
 @compute @workgroup_size(256)
-fn sce_probs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn sce_probs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= p.rows) {
         return;
@@ -118,7 +91,7 @@ fn sce_probs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let base = row * p.cols;
     let label = u32(max(labels[row], 0.0));
     let valid = labels[row] >= 0.0 && label < p.cols;
-    for (var j = lid.x; j < p.cols; j += 256u) {
+    for (var j = ids.lid; j < p.cols; j += WG) {
         var g = 0.0;
         if (j == label) {
             let v = x[base + j];
@@ -128,7 +101,7 @@ fn sce_probs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         }
         out[base + j] = g;
     }
-    if (lid.x == 0u) {
+    if (ids.lid == 0u) {
         if (valid) {
             row_loss[row] = -log(clamp(x[base + label], p.eps, 1.0 - p.eps));
         } else {

@@ -240,53 +240,54 @@ fn layer_norm_ref(x: &[f32], gamma: &[f32], beta: &[f32], dy: &[f32], cols: usiz
 
 #[test]
 fn layer_norm_forward_backward() {
-    let Some(g) = gpu() else { return };
-    // cols 300: several columns per thread; 2000 rows: many column-sum chunks.
-    for (rows, cols) in [(37, 300), (5, 7), (2000, 33), (3, 256)] {
-        let seed = (rows * 31 + cols) as u64;
-        // An offset and a scale per row, so mean subtraction and rstd both matter.
-        let x: Vec<f32> = rand_vec(rows * cols, seed)
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v * (1.0 + (i / cols % 5) as f32) + 3.0)
-            .collect();
-        let gamma: Vec<f32> = rand_vec(cols, seed + 1).iter().map(|v| v + 1.5).collect();
-        let beta = rand_vec(cols, seed + 2);
-        let dy = rand_vec(rows * cols, seed + 3);
-        let [y, dx, dg, db] = layer_norm_ref(&x, &gamma, &beta, &dy, cols, 1e-5);
-        let gx = g.upload(&x, &[rows, cols]).unwrap();
-        let gg = g.upload(&gamma, &[cols]).unwrap();
-        let fwd = g
-            .layer_norm(&gx, &gg, &g.upload(&beta, &[cols]).unwrap(), 1e-5)
-            .unwrap();
-        assert_close(
-            &format!("layer_norm y {rows}x{cols}"),
-            &g.download(&fwd.y).unwrap(),
-            &y,
-            1e-4,
-        );
-        let grads = g
-            .layer_norm_backward(&gx, &gg, &fwd.mean, &fwd.rstd, &g.upload(&dy, &[rows, cols]).unwrap())
-            .unwrap();
-        let what = format!("{rows}x{cols}");
-        assert_close(
-            &format!("layer_norm dx {what}"),
-            &g.download(&grads.dx).unwrap(),
-            &dx,
-            1e-4,
-        );
-        assert_close(
-            &format!("layer_norm dgamma {what}"),
-            &g.download(&grads.dgamma).unwrap(),
-            &dg,
-            1e-4,
-        );
-        assert_close(
-            &format!("layer_norm dbeta {what}"),
-            &g.download(&grads.dbeta).unwrap(),
-            &db,
-            1e-4,
-        );
+    for (path, g) in super::common::reduction_paths() {
+        // cols 300: several columns per thread; 2000 rows: many column-sum chunks.
+        for (rows, cols) in [(37, 300), (5, 7), (2000, 33), (3, 256)] {
+            let seed = (rows * 31 + cols) as u64;
+            // An offset and a scale per row, so mean subtraction and rstd both matter.
+            let x: Vec<f32> = rand_vec(rows * cols, seed)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * (1.0 + (i / cols % 5) as f32) + 3.0)
+                .collect();
+            let gamma: Vec<f32> = rand_vec(cols, seed + 1).iter().map(|v| v + 1.5).collect();
+            let beta = rand_vec(cols, seed + 2);
+            let dy = rand_vec(rows * cols, seed + 3);
+            let [y, dx, dg, db] = layer_norm_ref(&x, &gamma, &beta, &dy, cols, 1e-5);
+            let gx = g.upload(&x, &[rows, cols]).unwrap();
+            let gg = g.upload(&gamma, &[cols]).unwrap();
+            let fwd = g
+                .layer_norm(&gx, &gg, &g.upload(&beta, &[cols]).unwrap(), 1e-5)
+                .unwrap();
+            assert_close(
+                &format!("{path}: layer_norm y {rows}x{cols}"),
+                &g.download(&fwd.y).unwrap(),
+                &y,
+                1e-4,
+            );
+            let grads = g
+                .layer_norm_backward(&gx, &gg, &fwd.mean, &fwd.rstd, &g.upload(&dy, &[rows, cols]).unwrap())
+                .unwrap();
+            let what = format!("{path}: {rows}x{cols}");
+            assert_close(
+                &format!("layer_norm dx {what}"),
+                &g.download(&grads.dx).unwrap(),
+                &dx,
+                1e-4,
+            );
+            assert_close(
+                &format!("layer_norm dgamma {what}"),
+                &g.download(&grads.dgamma).unwrap(),
+                &dg,
+                1e-4,
+            );
+            assert_close(
+                &format!("layer_norm dbeta {what}"),
+                &g.download(&grads.dbeta).unwrap(),
+                &db,
+                1e-4,
+            );
+        }
     }
 }
 

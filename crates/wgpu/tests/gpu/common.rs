@@ -20,6 +20,23 @@ pub fn gpu() -> Option<&'static Gpu> {
     .as_ref()
 }
 
+/// The devices the row-reduction tests run on, named: the shared one, which takes the
+/// subgroup variants where the adapter has `SUBGROUP`, and then a second device held on the
+/// workgroup-memory path, so every run checks both paths (lavapipe has subgroups).
+pub fn reduction_paths() -> Vec<(&'static str, &'static Gpu)> {
+    static TREE: OnceLock<Gpu> = OnceLock::new();
+    let Some(shared) = gpu() else { return Vec::new() };
+    if !shared.subgroups() {
+        return vec![("workgroup memory", shared)];
+    }
+    let tree = TREE.get_or_init(|| {
+        let g = Gpu::new().expect("second device");
+        g.set_subgroups(false).unwrap();
+        g
+    });
+    vec![("subgroups", shared), ("workgroup memory", tree)]
+}
+
 /// True when GPU tests are explicitly skipped.
 pub fn skip() -> bool {
     std::env::var("CORTEX_SKIP_GPU_TESTS").is_ok_and(|v| v == "1")

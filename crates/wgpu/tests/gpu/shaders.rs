@@ -8,8 +8,18 @@ fn every_shader_parses_and_validates() {
     assert!(SHADERS.len() >= 8);
     for (name, src) in SHADERS {
         let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-        let mut v =
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+        // Each shader may use only the optional features it declares.
+        let features = cortex_wgpu::source::required_features(name);
+        let mut caps = naga::valid::Capabilities::empty();
+        if features.contains(wgpu::Features::SUBGROUP) {
+            caps |= naga::valid::Capabilities::SUBGROUP;
+        }
+        if features.contains(wgpu::Features::SHADER_F16) {
+            caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+        }
+        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
+        v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all());
         v.validate(&module)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
         assert!(

@@ -62,10 +62,10 @@ fn kernel_gflops(gpu: &Gpu, n: usize, ta: bool, tb: bool, kernel: MatmulKernel, 
     Ok(2.0 * (n as f64).powi(3) / t / 1e9)
 }
 
-/// `{"tile64":{"nn_1024":..,..},..}` over every concrete kernel.
+/// `{"tile64":{"nn_1024":..,..},..}` over every concrete kernel, mixed precision included.
 fn kernels_json(gpu: &Gpu, sizes: [usize; 3], reps: usize) -> String {
     let mut parts = Vec::new();
-    for kernel in MatmulKernel::CONCRETE {
+    for kernel in MatmulKernel::CONCRETE.into_iter().chain([MatmulKernel::Tile128F16]) {
         // A kernel the device cannot run (e.g. too little workgroup memory) falls back; say so.
         let probe = MatmulDesc {
             m: sizes[1],

@@ -4,14 +4,31 @@
 pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("shaders/matmul.wgsl")),
     ("matmul_vec4", include_str!("shaders/matmul_vec4.wgsl")),
-    // One 128x128-tile GEMM source, compiled for two k-slab depths (see the shader's header).
+    // The 128x128-tile GEMM, compiled for two k-slab depths (see matmul_t128_common.wgsl).
     (
         "matmul_t128_bk8",
-        concat!("const BK: u32 = 8u;\n", include_str!("shaders/matmul_t128.wgsl")),
+        concat!(
+            "const BK: u32 = 8u;\nalias ST = f32;\n",
+            include_str!("shaders/matmul_t128_common.wgsl"),
+            include_str!("shaders/matmul_t128.wgsl")
+        ),
     ),
     (
         "matmul_t128_bk16",
-        concat!("const BK: u32 = 16u;\n", include_str!("shaders/matmul_t128.wgsl")),
+        concat!(
+            "const BK: u32 = 16u;\nalias ST = f32;\n",
+            include_str!("shaders/matmul_t128_common.wgsl"),
+            include_str!("shaders/matmul_t128.wgsl")
+        ),
+    ),
+    // Mixed precision (SHADER_F16): the same tiling staged in f16.
+    (
+        "matmul_t128_f16",
+        concat!(
+            "enable f16;\nconst BK: u32 = 16u;\nalias ST = f16;\n",
+            include_str!("shaders/matmul_t128_common.wgsl"),
+            include_str!("shaders/matmul_t128_f16.wgsl")
+        ),
     ),
     (
         "elementwise",

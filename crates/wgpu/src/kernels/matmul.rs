@@ -24,14 +24,26 @@ pub enum MatmulKernel {
     Tile128Bk8,
     /// As [`MatmulKernel::Tile128Bk8`] with k-slabs of 16 (32 KiB of workgroup memory).
     Tile128Bk16,
+    /// Mixed precision (device feature `SHADER_F16`): the 128x128 tiling with operands
+    /// rounded to f16 in workgroup memory (16 KiB at k-slabs of 16), f16 products summed in
+    /// f32 once per slab, f32 output. About 1e-3 relative error, operands must stay below
+    /// 65504 in magnitude; never chosen by `Auto`. Runs as `Tile128Bk8` where the device
+    /// lacks `SHADER_F16`.
+    Tile128F16,
 }
 
 impl MatmulKernel {
-    /// The concrete kernels, in benchmark order.
+    /// The concrete f32 kernels, in benchmark order.
     pub const CONCRETE: [MatmulKernel; 3] = [Self::Tile64, Self::Tile128Bk8, Self::Tile128Bk16];
 
     /// Every variant, `Auto` first.
-    pub const ALL: [MatmulKernel; 4] = [Self::Auto, Self::Tile64, Self::Tile128Bk8, Self::Tile128Bk16];
+    pub const ALL: [MatmulKernel; 5] = [
+        Self::Auto,
+        Self::Tile64,
+        Self::Tile128Bk8,
+        Self::Tile128Bk16,
+        Self::Tile128F16,
+    ];
 
     /// Short name, as accepted by `CORTEX_MATMUL_KERNEL` and printed by the benchmark.
     pub fn name(self) -> &'static str {
@@ -40,6 +52,7 @@ impl MatmulKernel {
             Self::Tile64 => "tile64",
             Self::Tile128Bk8 => "tile128_bk8",
             Self::Tile128Bk16 => "tile128_bk16",
+            Self::Tile128F16 => "tile128_f16",
         }
     }
 
@@ -75,6 +88,7 @@ impl MatmulKernel {
             Self::Auto | Self::Tile64 => (64, if vec4 { "matmul_vec4" } else { "matmul" }),
             Self::Tile128Bk8 => (128, "matmul_t128_bk8"),
             Self::Tile128Bk16 => (128, "matmul_t128_bk16"),
+            Self::Tile128F16 => (128, "matmul_t128_f16"),
         }
     }
 }
@@ -154,6 +168,19 @@ impl Gpu {
     /// The batch dimensions must match, or one side must have batch 1 (broadcast).
     /// The result has the larger side's batch dimensions followed by `[m, n]`.
     pub fn matmul(&self, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool) -> Result<GpuTensor> {
+        self.matmul_on(a, b, trans_a, trans_b, MatmulKernel::Auto)
+    }
+
+    /// [`Gpu::matmul`] on a chosen kernel (e.g. [`MatmulKernel::Tile128F16`] for mixed
+    /// precision); shapes it cannot take fall back as described in [`MatmulKernel`].
+    pub fn matmul_on(
+        &self,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        trans_a: bool,
+        trans_b: bool,
+        kernel: MatmulKernel,
+    ) -> Result<GpuTensor> {
         let (ba, ra, ca) = split("matmul", a)?;
         let (bb, rb, cb) = split("matmul", b)?;
         let (m, k) = if trans_a { (ca, ra) } else { (ra, ca) };
@@ -186,7 +213,7 @@ impl Gpu {
             stride_a: if ba == 1 { 0 } else { m * k },
             stride_b: if bb == 1 { 0 } else { k * n },
         };
-        self.matmul_with(a, b, &desc)?.reshape(&shape)
+        self.matmul_with_kernel(a, b, &desc, kernel)?.reshape(&shape)
     }
 
     /// GEMM over flat buffers as described by `desc`; returns a `[batch, m, n]` tensor.
@@ -211,6 +238,9 @@ impl Gpu {
         };
         let bk16_bytes = 2 * 2 * 16 * 128 * 4;
         if wanted == MatmulKernel::Tile128Bk16 && self.device.limits().max_compute_workgroup_storage_size < bk16_bytes {
+            return MatmulKernel::Tile128Bk8;
+        }
+        if wanted == MatmulKernel::Tile128F16 && !self.features().contains(wgpu::Features::SHADER_F16) {
             return MatmulKernel::Tile128Bk8;
         }
         wanted

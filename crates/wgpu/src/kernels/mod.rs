@@ -20,6 +20,7 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("matmul_vec4", "main"),
     ("matmul_t128_bk8", "main"),
     ("matmul_t128_bk16", "main"),
+    ("matmul_t128_f16", "main"),
     ("elementwise", "bias_add"),
     ("elementwise", "activation"),
     ("elementwise", "activation_grad"),

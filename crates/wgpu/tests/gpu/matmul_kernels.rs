@@ -100,9 +100,66 @@ fn split_k_on_every_kernel() {
 
 #[test]
 fn env_names_round_trip() {
-    for k in MatmulKernel::CONCRETE.into_iter().chain([MatmulKernel::Auto]) {
+    for k in MatmulKernel::ALL {
         assert_eq!(MatmulKernel::from_name(k.name()), Some(k));
     }
     assert_eq!(MatmulKernel::from_name("TILE128_BK8"), Some(MatmulKernel::Tile128Bk8));
     assert_eq!(MatmulKernel::from_name("nope"), None);
+}
+
+/// ‖got − want‖₂ / ‖want‖₂: the mixed-precision kernel's accuracy measure (elementwise
+/// relative error is meaningless for entries that cancel to near zero).
+fn norm_rel_err(got: &[f32], want: &[f64]) -> f64 {
+    let num: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
+    let den: f64 = want.iter().map(|w| w * w).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+/// Runs `d` on the f16 kernel; returns its norm-wise error against the f64 reference and the
+/// f32 kernel's, for the same operands.
+fn mixed_errors(d: MatmulDesc) -> (f64, f64) {
+    let g = gpu().unwrap();
+    let len = |stride: usize, size: usize| (d.batch - 1) * stride + size;
+    let a = rand_vec(len(d.stride_a, d.m * d.k), (d.m * 31 + d.k) as u64);
+    let b = rand_vec(len(d.stride_b, d.k * d.n), (d.n * 17 + d.k) as u64);
+    let (ga, gb) = (g.upload(&a, &[a.len()]).unwrap(), g.upload(&b, &[b.len()]).unwrap());
+    let want = reference(&a, &b, &d);
+    let run = |k| g.download(&g.matmul_with_kernel(&ga, &gb, &d, k).unwrap()).unwrap();
+    (
+        norm_rel_err(&run(MatmulKernel::Tile128F16), &want),
+        norm_rel_err(&run(MatmulKernel::Tile128Bk8), &want),
+    )
+}
+
+#[test]
+fn mixed_precision_kernel_where_the_device_has_f16() {
+    let Some(g) = gpu() else { return };
+    let probe = desc(256, 256, 64, 1, false, false);
+    if !g.features().contains(wgpu::Features::SHADER_F16) {
+        assert_eq!(
+            g.matmul_kernel_for(&probe, MatmulKernel::Tile128F16),
+            MatmulKernel::Tile128Bk8
+        );
+        return;
+    }
+    assert_eq!(
+        g.matmul_kernel_for(&probe, MatmulKernel::Tile128F16),
+        MatmulKernel::Tile128F16
+    );
+    let mut shapes = Vec::new();
+    for (ta, tb) in TRANSPOSES {
+        shapes.push(desc(260, 196, 44, 1, ta, tb));
+        shapes.push(desc(132, 136, 20, 3, ta, tb));
+    }
+    // Split-K, and a long k: per-slab f32 folding keeps the error from growing with k.
+    shapes.push(desc(128, 128, 2048, 1, false, false));
+    shapes.push(desc(256, 256, 8192, 1, false, true));
+    for d in shapes {
+        let (f16, f32) = mixed_errors(d);
+        eprintln!("f16 {d:?}: {f16:.2e} (f32 kernel {f32:.2e})");
+        // f16 rounding of the operands alone gives ~2^-11 / sqrt(3) ≈ 3e-4 norm-wise.
+        assert!(f16 < 2e-3, "f16 kernel error {f16:e} for {d:?}");
+        // And the f16 path really ran: it is far less exact than f32.
+        assert!(f16 > 10.0 * f32, "f16 {f16:e} vs f32 {f32:e}: did the f16 kernel run?");
+    }
 }

@@ -23,8 +23,10 @@ export interface CompileArgs {
   /**
    * Where training and inference run: `'cpu'` (default); `'gpu'` moves the weights and the
    * optimizer state to the best GPU adapter (see `devices()`) and falls back to the CPU with one
-   * warning when there is none or the model uses a layer the GPU backend lacks; `'gpu!'` throws
-   * instead of falling back.
+   * warning when there is none or the model uses something the GPU backend lacks (a layer or
+   * layer option, `useEma`, or a softmax output with a loss other than a categorical
+   * cross-entropy from probabilities; every loss and optimizer otherwise runs there); `'gpu!'`
+   * throws instead of falling back.
    */
   device?: "cpu" | "gpu" | "gpu!";
 }

@@ -126,6 +126,126 @@ fn mse_regression_and_host_weight_changes_reach_the_gpu() {
     assert_same_weights(&cpu, &gpu, 1e-3);
 }
 
+/// An MLP ending in `units` outputs with `activation`.
+fn mlp_to(units: usize, activation: &str) -> Value {
+    json!({"className": "Sequential", "inputShape": [7], "layers": [
+        {"className": "Dense", "config": {"units": 11, "activation": "tanh"}},
+        {"className": "Dense", "config": {"units": units, "activation": activation}}
+    ]})
+}
+
+/// `steps` training steps on both models: the same losses (and the same metrics).
+fn train_alike(cpu: &mut Model, gpu: &mut Model, x: &Tensor, y: &Tensor, steps: usize, what: &str) {
+    for step in 0..steps {
+        let (a, b) = (cpu.train_on_batch(x, y).unwrap(), gpu.train_on_batch(x, y).unwrap());
+        let rel = ((a[0].1 - b[0].1) / a[0].1).abs();
+        assert!(rel < 1e-4, "{what} step {step}: loss {} vs {}", a[0].1, b[0].1);
+        assert_eq!(a[1..], b[1..], "{what} step {step}: metrics");
+    }
+}
+
+/// Targets in [0, 1]: rows alternately hard 0/1 labels and soft values.
+fn binary_targets(rows: usize, cols: usize) -> Tensor {
+    let t = data(&[rows, cols], 2.1);
+    let v = t
+        .data()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if (i / cols).is_multiple_of(2) {
+                (v > 0.0) as u8 as f32
+            } else {
+                (v + 1.0) / 2.0
+            }
+        })
+        .collect();
+    Tensor::new(v, &[rows, cols]).unwrap()
+}
+
+/// Binary cross-entropy after a sigmoid output (from probabilities, clipped as on the CPU)
+/// and after a linear one (from logits), with hard and soft targets.
+#[test]
+fn binary_crossentropy_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    for (activation, from_logits) in [("sigmoid", false), ("linear", true)] {
+        let compile = json!({"optimizer": {"name": "sgd", "learningRate": 0.5, "momentum": 0.9},
+            "loss": {"name": "binaryCrossentropy", "fromLogits": from_logits}, "metrics": ["accuracy"]});
+        let (mut cpu, mut gpu) = pair(&mlp_to(4, activation), compile);
+        let (x, y) = (data(&[10, 7], 0.7), binary_targets(10, 4));
+        train_alike(&mut cpu, &mut gpu, &x, &y, 5, &format!("bce {activation}"));
+        assert_same_weights(&cpu, &gpu, 1e-4);
+        let (pa, pb) = (cpu.predict(&x, 4).unwrap(), gpu.predict(&x, 4).unwrap());
+        assert!(max_rel_diff(pa.data(), pb.data()) < 1e-4);
+    }
+}
+
+/// Categorical cross-entropy against one-hot and soft targets: after a softmax output (fused
+/// into the loss on the GPU) and from logits.
+#[test]
+fn categorical_crossentropy_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let rows = 12;
+    let one_hot = Tensor::new(
+        (0..rows * 5).map(|i| (i % 5 == (i / 5) % 5) as u8 as f32).collect(),
+        &[rows, 5],
+    )
+    .unwrap();
+    let soft = {
+        let raw = data(&[rows, 5], 0.9);
+        let v: Vec<f32> = raw
+            .data()
+            .chunks(5)
+            .flat_map(|r| {
+                let e: Vec<f32> = r.iter().map(|v| (2.0 * v).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                e.into_iter().map(move |v| v / sum)
+            })
+            .collect();
+        Tensor::new(v, &[rows, 5]).unwrap()
+    };
+    for (activation, from_logits) in [("softmax", false), ("linear", true)] {
+        for (kind, y) in [("one-hot", &one_hot), ("soft", &soft)] {
+            let compile = json!({"optimizer": {"name": "sgd", "learningRate": 0.2, "momentum": 0.9},
+                "loss": {"name": "categoricalCrossentropy", "fromLogits": from_logits}, "metrics": ["accuracy"]});
+            let (mut cpu, mut gpu) = pair(&mlp_to(5, activation), compile);
+            let x = data(&[rows, 7], 0.2);
+            train_alike(&mut cpu, &mut gpu, &x, y, 5, &format!("cce {activation} {kind}"));
+            assert_same_weights(&cpu, &gpu, 1e-4);
+            let (pa, pb) = (cpu.predict(&x, 5).unwrap(), gpu.predict(&x, 5).unwrap());
+            assert!(max_rel_diff(pa.data(), pb.data()) < 1e-4);
+            let (ea, eb) = (cpu.evaluate(&x, y, 5).unwrap(), gpu.evaluate(&x, y, 5).unwrap());
+            assert!(((ea[0].1 - eb[0].1) / ea[0].1).abs() < 1e-4, "{ea:?} vs {eb:?}");
+        }
+    }
+}
+
+/// RMSprop (with a per-step schedule) on a convnet with sparse cross-entropy, and on an MLP
+/// regression with mean absolute error.
+#[test]
+fn rmsprop_and_mean_absolute_error_train_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let schedule = json!({"name": "exponentialDecay", "initialLearningRate": 0.01, "decaySteps": 2, "decayRate": 0.5});
+    let compile = json!({"optimizer": {"name": "rmsprop", "learningRate": schedule, "rho": 0.8},
+                         "loss": "sparseCategoricalCrossentropy", "metrics": ["accuracy"]});
+    let (mut cpu, mut gpu) = pair(&convnet(), compile);
+    let x = data(&[16, 12, 12, 2], 0.5);
+    let y = Tensor::new((0..16).map(|i| (i % 5) as f32).collect(), &[16]).unwrap();
+    train_alike(&mut cpu, &mut gpu, &x, &y, 4, "rmsprop convnet");
+    assert_same_weights(&cpu, &gpu, 1e-3);
+
+    let compile = json!({"optimizer": {"name": "rmsprop", "learningRate": 0.01}, "loss": "meanAbsoluteError"});
+    let (mut cpu, mut gpu) = pair(&mlp(), compile);
+    let (x, y) = (data(&[9, 7], 0.1), data(&[9, 3], 1.3));
+    train_alike(&mut cpu, &mut gpu, &x, &y, 5, "rmsprop mae");
+    assert_same_weights(&cpu, &gpu, 1e-4);
+}
+
 /// Embedding -> LSTM (all steps) -> LSTM (last step) -> Dense: the recurrent kernels train
 /// like the CPU's, with batch and units not multiples of the kernels' tiles.
 #[test]
@@ -311,8 +431,8 @@ fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
 }
 
 /// Each configuration the GPU path cannot run yet is refused with "gpu!" by name, never run
-/// wrongly: recurrent options, attention options, masking, softmax placement, graph shapes and
-/// optimizers.
+/// wrongly: recurrent options, attention options, masking, softmax placement, losses a softmax
+/// output cannot feed, graph shapes and optimizer options.
 #[test]
 fn gpu_only_compiles_refuse_what_the_gpu_lacks_by_name() {
     if skip() {
@@ -370,14 +490,40 @@ fn gpu_only_compiles_refuse_what_the_gpu_lacks_by_name() {
             "adam",
             "activation 'elu'",
         ),
-        (
-            seq(json!([5]), json!([layer("Dense", json!({"units": 2}))])),
-            "rmsprop",
-            "the rmsprop optimizer",
-        ),
     ];
     for (config, optimizer, want) in cases {
         let err = gpu_compile_error(&config, optimizer);
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+    }
+    // A softmax output runs only fused into a cross-entropy from probabilities; the moving
+    // average of useEma has no GPU update.
+    let softmax_out = seq(
+        json!([5]),
+        json!([layer("Dense", json!({"units": 3, "activation": "softmax"}))]),
+    );
+    for (optimizer, loss, want) in [
+        (
+            json!("adam"),
+            json!("binaryCrossentropy"),
+            "the loss BinaryCrossentropy { from_logits: false } with this output layer",
+        ),
+        (
+            json!("adam"),
+            json!({"name": "categoricalCrossentropy", "fromLogits": true}),
+            "the loss CategoricalCrossentropy { from_logits: true } with this output layer",
+        ),
+        (
+            json!("rmsprop"),
+            json!("meanAbsoluteError"),
+            "the loss MeanAbsoluteError with this output layer",
+        ),
+        (
+            json!({"name": "rmsprop", "useEma": true}),
+            json!("categoricalCrossentropy"),
+            "optimizer useEma",
+        ),
+    ] {
+        let err = gpu_compile_error_with(&softmax_out, json!({"optimizer": optimizer, "loss": loss}));
         assert!(err.contains(want), "expected '{want}' in: {err}");
     }
     // Attention: value size, head size and scores.
@@ -403,11 +549,14 @@ fn gpu_only_compiles_refuse_what_the_gpu_lacks_by_name() {
 
 /// The error of compiling `config` with `optimizer`, MSE and `device: "gpu!"`.
 fn gpu_compile_error(config: &Value, optimizer: &str) -> String {
+    gpu_compile_error_with(config, json!({"optimizer": optimizer, "loss": "meanSquaredError"}))
+}
+
+/// The error of compiling `config` with `compile` and `device: "gpu!"`.
+fn gpu_compile_error_with(config: &Value, mut compile: Value) -> String {
     let mut model = Model::from_config(config, 1).unwrap();
-    model
-        .compile(&json!({"optimizer": optimizer, "loss": "meanSquaredError", "device": "gpu!"}))
-        .unwrap_err()
-        .to_string()
+    compile["device"] = json!("gpu!");
+    model.compile(&compile).unwrap_err().to_string()
 }
 
 /// The fixture hook checks the cotangent's shape instead of reading past a buffer.

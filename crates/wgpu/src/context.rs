@@ -91,6 +91,7 @@ const SUBGROUP_VARIANTS: &[(&str, &str)] = &[
     ("reduce", "reduce_sg"),
     ("softmax", "softmax_sg"),
     ("layernorm", "layernorm_sg"),
+    ("losses", "losses_sg"),
 ];
 
 impl Gpu {

@@ -7,22 +7,32 @@
 //!
 //! Kernel families (one Rust module and one WGSL file each):
 //! - [`kernels::matmul`]: batched, optionally transposed GEMM (128x128 tiles with 8x8 register
-//!   blocks when the layout allows vec4 loads, 64x64 tiles otherwise; see [`MatmulKernel`]);
+//!   blocks when the layout allows vec4 loads, 64x64 tiles otherwise; see [`MatmulKernel`]),
+//!   and an opt-in mixed-precision (f16) variant on devices with `SHADER_F16`;
 //! - [`kernels::elementwise`]: bias add, activations forward/backward, add/sub/mul/scale;
 //! - [`kernels::reduce`]: column sums (bias gradient), full sum and mean;
 //! - [`kernels::softmax`]: softmax and sparse categorical cross-entropy (loss + gradient);
 //! - [`kernels::conv`]: NHWC conv2d forward / backward-input / backward-filter as implicit GEMM;
 //! - [`kernels::pool2d`]: 2-D max pooling forward (with argmax) and backward;
-//! - [`kernels::optim`]: in-place SGD (momentum, Nesterov) and Adam updates;
+//! - [`kernels::losses`]: binary / categorical cross-entropy and mean absolute error against
+//!   dense targets (loss + gradient);
+//! - [`kernels::optim`]: in-place SGD (momentum, Nesterov), Adam and RMSprop updates;
 //! - [`kernels::rnn`]: LSTM recurrence forward / backward through time (one dispatch each);
 //! - [`kernels::gru`], [`kernels::simple_rnn`]: the same for GRU (Keras 3 `resetAfter`) and SimpleRNN;
 //! - [`kernels::embedding`]: embedding lookup and its scatter-add gradient.
+//!
+//! Optional device features: with `SUBGROUP`, the row reductions (softmax, cross-entropy,
+//! layer norm, full sums) run on subgroup operations ([`Gpu::set_subgroups`]); with
+//! `SHADER_F16`, [`MatmulKernel::Tile128F16`] is available. Every kernel has an f32 path
+//! that needs neither.
 //!
 //! Environment variables:
 //! - `WGPU_BACKEND` (e.g. `vulkan`) restricts the backends [`Gpu::new`] and [`adapters`] search;
 //! - `CORTEX_WGPU_ADAPTER=<substring>` picks an adapter by name instead of the best-ranked one;
 //! - `CORTEX_MATMUL_KERNEL` / `CORTEX_CONV_KERNEL` (`tile64`, `tile128_bk8`, `tile128_bk16`,
-//!   `auto`) force the GEMM / implicit-GEMM conv tiling ([`MatmulKernel`]);
+//!   `tile128_f16`, `auto`) force the GEMM / implicit-GEMM conv tiling ([`MatmulKernel`]);
+//!   `tile128_f16` makes every vec4-shaped GEMM of the process mixed precision;
+//! - `CORTEX_WGPU_SUBGROUPS=0` keeps the row reductions on workgroup memory;
 //! - `CORTEX_SKIP_GPU_TESTS=1` makes the crate's GPU tests return early. Without it they
 //!   fail when no adapter can be opened (never a silent skip). On a machine without a GPU,
 //!   Mesa's software Vulkan driver (lavapipe, Debian package `mesa-vulkan-drivers`) runs them.
@@ -44,8 +54,9 @@ pub use kernels::conv::Conv2dSpec;
 pub use kernels::elementwise::{Activation, BinaryOp};
 pub use kernels::gru::{GruBackward, GruForward, GruGrads, GruSaved};
 pub use kernels::layernorm::{LayerNormGrads, LayerNormOutput};
+pub use kernels::losses::LossOutput;
 pub use kernels::matmul::{MatmulDesc, MatmulKernel};
-pub use kernels::optim::{AdamParams, SgdParams};
+pub use kernels::optim::{AdamParams, RmsPropParams, SgdParams};
 pub use kernels::pool2d::{MaxPool2dOutput, Pool2dSpec};
 pub use kernels::rnn::{LstmBackward, LstmForward, LstmGrads, LstmSaved};
 pub use kernels::simple_rnn::{SimpleRnnBackward, SimpleRnnForward, SimpleRnnGrads, SimpleRnnSaved};

@@ -93,6 +93,20 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("pool2d", include_str!("shaders/pool2d.wgsl")),
     ("optim", include_str!("shaders/optim.wgsl")),
+    (
+        "losses",
+        concat!(
+            include_str!("shaders/wg_reduce_tree.wgsl"),
+            include_str!("shaders/losses.wgsl")
+        ),
+    ),
+    (
+        "losses_sg",
+        concat!(
+            include_str!("shaders/wg_reduce_subgroup.wgsl"),
+            include_str!("shaders/losses.wgsl")
+        ),
+    ),
     // One attention source with two head-dim bounds prepended (see the shader's header).
     (
         "attention_d32",

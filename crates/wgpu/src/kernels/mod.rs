@@ -6,6 +6,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod gru;
 pub mod layernorm;
+pub mod losses;
 pub mod matmul;
 pub mod optim;
 pub mod pool2d;
@@ -48,6 +49,12 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("optim", "sgd"),
     ("optim", "sgd_momentum"),
     ("optim", "adam"),
+    ("optim", "rmsprop"),
+    ("losses", "bce_probs"),
+    ("losses", "bce_logits"),
+    ("losses", "mae"),
+    ("losses", "cce_probs"),
+    ("losses", "cce_logits"),
     ("attention_d32", "forward"),
     ("attention_d32", "backward_dq"),
     ("attention_d32", "backward_dkdv"),

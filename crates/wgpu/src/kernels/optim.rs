@@ -1,4 +1,4 @@
-//! In-place optimizer updates on the GPU (shader `optim`): SGD with momentum, Adam.
+//! In-place optimizer updates on the GPU (shader `optim`): SGD with momentum, Adam, RMSprop.
 
 use super::{expect_len, u32_of};
 use crate::context::grid;
@@ -28,6 +28,17 @@ pub struct AdamParams {
     pub epsilon: f32,
     /// 1-based step number `t` of this update (for the bias correction).
     pub step: u32,
+}
+
+/// RMSprop hyper-parameters (Keras `RMSprop` without momentum or centering).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RmsPropParams {
+    /// Learning rate.
+    pub lr: f32,
+    /// Decay of the mean square (Keras default 0.9).
+    pub rho: f32,
+    /// Denominator epsilon (Keras default 1e-7).
+    pub epsilon: f32,
 }
 
 #[repr(C)]
@@ -131,6 +142,40 @@ impl Gpu {
             let mut batch = self.batch();
             let bufs = [(1, grad.buffer()), (2, w.buffer()), (3, m.buffer()), (4, v.buffer())];
             batch.dispatch("optim", "adam", &p, &bufs, (gx, gy, 1))?;
+            batch.submit();
+        }
+        Ok(())
+    }
+
+    /// One RMSprop step in place on `w` and `v` (the running mean square of the gradient):
+    /// `v = rho v + (1 - rho) g^2; w -= lr g / (sqrt(v) + eps)`.
+    pub fn rmsprop_update(
+        &self,
+        w: &mut GpuTensor,
+        grad: &GpuTensor,
+        v: &mut GpuTensor,
+        hp: &RmsPropParams,
+    ) -> Result<()> {
+        w.expect_f32("rmsprop_update")?;
+        expect_len("rmsprop_update", "grad (same size as w)", grad, w.len())?;
+        expect_len("rmsprop_update", "v (same size as w)", v, w.len())?;
+        let n = u32_of("parameters", w.len())?;
+        let p = Params {
+            n,
+            nesterov: 0,
+            pad: [0; 2],
+            lr: hp.lr,
+            momentum: 0.0,
+            beta1: 0.0,
+            beta2: hp.rho,
+            eps: hp.epsilon,
+            pad1: [0.0; 3],
+        };
+        if n > 0 {
+            let (gx, gy) = grid(n.div_ceil(256));
+            let mut batch = self.batch();
+            let bufs = [(1, grad.buffer()), (2, w.buffer()), (4, v.buffer())];
+            batch.dispatch("optim", "rmsprop", &p, &bufs, (gx, gy, 1))?;
             batch.submit();
         }
         Ok(())

@@ -3,6 +3,7 @@
 //   sgd_momentum: v = momentum * v - lr * g; w += v (Nesterov: w += momentum * v - lr * g)
 //   adam:         m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= lr_t m / (sqrt(v) + eps)
 //                 with lr_t = lr sqrt(1 - b2^t) / (1 - b1^t) computed on the host.
+//   rmsprop:      v = rho v + (1 - rho) g^2; w -= lr g / (sqrt(v) + eps), rho in `beta2`.
 
 struct Params {
     n: u32,
@@ -63,5 +64,17 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         m[i] = mi;
         v[i] = vi;
         w[i] -= p.lr * mi / (sqrt(vi) + p.eps);
+    }
+}
+
+// Mean square in `v`; rho in `beta2`.
+@compute @workgroup_size(256)
+fn rmsprop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        let gi = g[i];
+        let vi = p.beta2 * v[i] + (1.0 - p.beta2) * gi * gi;
+        v[i] = vi;
+        w[i] -= p.lr * gi / (sqrt(vi) + p.eps);
     }
 }

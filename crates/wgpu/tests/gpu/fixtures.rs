@@ -11,7 +11,8 @@
 //! carried to another machine and run from the repository root).
 
 use cortex_wgpu::{
-    Activation, AdamParams, BinaryOp, Conv2dSpec, CrossEntropyInput, Gpu, GpuTensor, Pool2dSpec, SgdParams,
+    Activation, AdamParams, BinaryOp, Conv2dSpec, CrossEntropyInput, Gpu, GpuTensor, Pool2dSpec, RmsPropParams,
+    SgdParams,
 };
 use serde_json::Value;
 
@@ -284,12 +285,7 @@ fn loss_fixtures_on_gpu() {
         let (loss, grad) = match case["attrs"]["loss"].as_str().unwrap() {
             "sparse_categorical_crossentropy" => {
                 let labels = upload(g, &case["int_targets"]);
-                let input = if case["attrs"]["from_logits"] == true {
-                    CrossEntropyInput::Logits
-                } else {
-                    CrossEntropyInput::Probabilities
-                };
-                let ce = g.sparse_categorical_crossentropy(&x, &labels, input).unwrap();
+                let ce = g.sparse_categorical_crossentropy(&x, &labels, input_of(&case)).unwrap();
                 (ce.loss, ce.grad)
             }
             // The same composition as the GPU models' MSE: mean((x - t)^2), 2 (x - t) / n.
@@ -299,7 +295,23 @@ fn loss_fixtures_on_gpu() {
                 let loss = g.mean(&g.mul(&diff, &diff).unwrap()).unwrap();
                 (loss, g.scale(&diff, 2.0 / x.len() as f32, 0.0).unwrap())
             }
-            _ => continue, // categorical and binary cross-entropy: no GPU loss kernel yet
+            "categorical_crossentropy" => {
+                let out = g
+                    .categorical_crossentropy(&x, &upload(g, &case["targets"]), input_of(&case))
+                    .unwrap();
+                (out.loss, out.grad)
+            }
+            "binary_crossentropy" => {
+                let out = g
+                    .binary_crossentropy(&x, &upload(g, &case["targets"]), input_of(&case))
+                    .unwrap();
+                (out.loss, out.grad)
+            }
+            "mean_absolute_error" => {
+                let out = g.mean_absolute_error(&x, &upload(g, &case["targets"])).unwrap();
+                (out.loss, out.grad)
+            }
+            other => panic!("loss fixture '{name}': no GPU check for '{other}'"),
         };
         check(g, &format!("{name} loss"), &loss, &case["outputs"]["loss"]);
         check(
@@ -310,7 +322,19 @@ fn loss_fixtures_on_gpu() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 2, "sparse categorical cross-entropy (logits) and MSE");
+    assert_eq!(
+        checked, 5,
+        "categorical cross-entropy (probabilities, logits), sparse categorical cross-entropy (logits), \
+         binary cross-entropy (logits) and MSE"
+    );
+}
+
+fn input_of(case: &Value) -> CrossEntropyInput {
+    if case["attrs"]["from_logits"] == true {
+        CrossEntropyInput::Logits
+    } else {
+        CrossEntropyInput::Probabilities
+    }
 }
 
 #[test]
@@ -327,9 +351,6 @@ fn optimizer_fixtures_on_gpu() {
         let mut s2 = g.zeros(&shape(p0)).unwrap();
         let trajectory = case["outputs"]["trajectory"].as_array().unwrap();
         let kind = a["optimizer"].as_str().unwrap();
-        if !matches!(kind, "sgd" | "adam" | "adamw") {
-            continue; // rmsprop: no GPU update kernel yet
-        }
         for (step, grad) in case["grads_sequence"].as_array().unwrap().iter().enumerate() {
             let grad = g.upload(&data(grad), &shape(p0)).unwrap();
             if kind == "sgd" {
@@ -340,7 +361,18 @@ fn optimizer_fixtures_on_gpu() {
                 };
                 let velocity = (hp.momentum != 0.0).then_some(&mut s1);
                 g.sgd_update(&mut w, &grad, velocity, &hp).unwrap();
+            } else if kind == "rmsprop" {
+                let hp = RmsPropParams {
+                    lr: f("learning_rate"),
+                    rho: f("rho"),
+                    epsilon: f("epsilon"),
+                };
+                g.rmsprop_update(&mut w, &grad, &mut s1, &hp).unwrap();
             } else {
+                assert!(
+                    matches!(kind, "adam" | "adamw"),
+                    "optimizer fixture '{name}': no GPU check for '{kind}'"
+                );
                 // AdamW as GPU models run it: the decoupled decay, then the Adam step.
                 let decay = f("learning_rate") * f("weight_decay");
                 if decay > 0.0 {
@@ -359,7 +391,7 @@ fn optimizer_fixtures_on_gpu() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 5, "sgd, sgd_momentum, sgd_nesterov, adam, adamw");
+    assert_eq!(checked, 6, "sgd, sgd_momentum, sgd_nesterov, adam, adamw, rmsprop");
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod elementwise;
 mod fixtures;
 mod gru;
 mod limits;
+mod losses;
 mod matmul;
 mod matmul_kernels;
 mod optim;

@@ -1,7 +1,7 @@
-//! In-place SGD (plain, momentum, Nesterov) and Adam updates against f64 references.
+//! In-place SGD (plain, momentum, Nesterov), Adam and RMSprop updates against f64 references.
 
 use super::common::{assert_close, gpu, rand_vec};
-use cortex_wgpu::{AdamParams, SgdParams};
+use cortex_wgpu::{AdamParams, RmsPropParams, SgdParams};
 
 #[test]
 fn sgd_plain_momentum_nesterov() {
@@ -87,4 +87,38 @@ fn adam_keras_rule() {
     assert_close("adam w", &g.download(&w).unwrap(), &w_ref, 1e-4);
     assert_close("adam m", &g.download(&m).unwrap(), &m_ref, 1e-4);
     assert_close("adam v", &g.download(&v).unwrap(), &v_ref, 1e-4);
+}
+
+#[test]
+fn rmsprop_keras_rule() {
+    let Some(g) = gpu() else { return };
+    let n = 1500;
+    let (lr, rho, eps) = (1e-2f64, 0.9f64, 1e-7f64);
+    let mut w_ref: Vec<f64> = rand_vec(n, 3).iter().map(|&v| v as f64).collect();
+    let mut v_ref = vec![0.0f64; n];
+    let w0: Vec<f32> = w_ref.iter().map(|&v| v as f32).collect();
+    let mut w = g.upload(&w0, &[n]).unwrap();
+    let mut v = g.zeros(&[n]).unwrap();
+    let hp = RmsPropParams {
+        lr: lr as f32,
+        rho: rho as f32,
+        epsilon: eps as f32,
+    };
+    for step in 0..5u64 {
+        let grad = rand_vec(n, 30 + step);
+        g.rmsprop_update(&mut w, &g.upload(&grad, &[n]).unwrap(), &mut v, &hp)
+            .unwrap();
+        for i in 0..n {
+            let gi = grad[i] as f64;
+            v_ref[i] = rho * v_ref[i] + (1.0 - rho) * gi * gi;
+            w_ref[i] -= lr * gi / (v_ref[i].sqrt() + eps);
+        }
+    }
+    assert_close("rmsprop w", &g.download(&w).unwrap(), &w_ref, 1e-4);
+    assert_close("rmsprop v", &g.download(&v).unwrap(), &v_ref, 1e-4);
+    let mut short = g.zeros(&[n - 1]).unwrap();
+    let err = g
+        .rmsprop_update(&mut w, &g.zeros(&[n]).unwrap(), &mut short, &hp)
+        .unwrap_err();
+    assert!(err.to_string().contains("v (same size as w)"), "{err}");
 }

@@ -13,12 +13,14 @@
 //! Dropout, Activation (linear/relu/sigmoid/tanh/gelu/leakyRelu; softmax at the output), Add,
 //! Embedding (without maskZero), LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences),
 //! LayerNormalization, MultiHeadAttention (no masks, scores or attention dropout; key size
-//! <= 64), PositionalEmbedding and GlobalAveragePooling1D layers; sparse categorical cross-entropy
-//! (probabilities or logits) and mean squared error; SGD (momentum, Nesterov), Adam and AdamW, with
-//! per-step schedules. Anything else is reported by [`GpuModel::new`], and `compile` falls
-//! back to the CPU (or, with `"gpu!"`, fails).
+//! <= 64), PositionalEmbedding and GlobalAveragePooling1D layers; sparse and dense categorical
+//! cross-entropy and binary cross-entropy (probabilities or logits; a softmax output is folded
+//! into a categorical cross-entropy), mean squared and mean absolute error; SGD (momentum,
+//! Nesterov), Adam, AdamW and RMSprop, with per-step schedules. Anything else is reported by
+//! [`GpuModel::new`], and `compile` falls back to the CPU (or, with `"gpu!"`, fails).
 
 mod attention;
+mod loss;
 mod profile;
 mod sequence;
 mod steps;
@@ -27,8 +29,9 @@ use std::sync::{Arc, OnceLock};
 
 use std::collections::HashMap;
 
-use cortex_wgpu::{AdamParams, CrossEntropyInput, Gpu, GpuError, GpuTensor, SgdParams};
+use cortex_wgpu::{AdamParams, Gpu, GpuError, GpuTensor, RmsPropParams, SgdParams};
 
+use loss::GpuLoss;
 use steps::{Forward, Step};
 
 use super::loss::Loss;
@@ -71,16 +74,6 @@ struct GpuNode {
     inputs: Vec<Source>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum GpuLoss {
-    /// Sparse categorical cross-entropy; `fused_softmax`: the last layer's softmax is folded in.
-    SparseCe {
-        input: CrossEntropyInput,
-        fused_softmax: bool,
-    },
-    Mse,
-}
-
 /// A compiled model's weights, optimizer state and layer plan on the GPU.
 pub struct GpuModel {
     gpu: Arc<Gpu>,
@@ -93,9 +86,12 @@ pub struct GpuModel {
     trainable: Vec<bool>,
     /// Per weight: the host parameter's version the device copy was made from.
     host_versions: Vec<u64>,
-    /// Per weight: optimizer slots (velocity, or Adam's two moments), created on first use.
+    /// Per weight: optimizer slots (velocity, Adam's two moments or RMSprop's mean square),
+    /// created on first use.
     slots: Vec<Vec<GpuTensor>>,
     loss: GpuLoss,
+    /// The compiled loss (for its target checks).
+    loss_spec: Loss,
     /// The device copy is newer than the host copy.
     device_newer: bool,
     /// Stage timings (`CORTEX_GPU_PROFILE=1`).
@@ -112,11 +108,6 @@ impl GpuModel {
         }
         if model.input_count() != 1 || model.output_sources().len() != 1 {
             return Err(unsupported("models with several inputs or outputs"));
-        }
-        match optimizer.rule {
-            Rule::Sgd { .. } => {}
-            Rule::Adam { .. } => {}
-            Rule::RmsProp { .. } => return Err(unsupported("the rmsprop optimizer")),
         }
         if optimizer.ema_momentum.is_some() {
             return Err(unsupported("optimizer useEma"));
@@ -161,22 +152,8 @@ impl GpuModel {
             Source::Node(n, 0) => nodes[n].step.is_softmax(),
             _ => false,
         };
-        let loss = match *loss {
-            Loss::SparseCategoricalCrossentropy { from_logits: false } if ends_in_softmax => GpuLoss::SparseCe {
-                input: CrossEntropyInput::Logits,
-                fused_softmax: true,
-            },
-            Loss::SparseCategoricalCrossentropy { from_logits: false } => GpuLoss::SparseCe {
-                input: CrossEntropyInput::Probabilities,
-                fused_softmax: false,
-            },
-            Loss::SparseCategoricalCrossentropy { from_logits: true } if !ends_in_softmax => GpuLoss::SparseCe {
-                input: CrossEntropyInput::Logits,
-                fused_softmax: false,
-            },
-            Loss::MeanSquaredError if !ends_in_softmax => GpuLoss::Mse,
-            ref other => return Err(unsupported(&format!("the loss {other:?} with this output layer"))),
-        };
+        let loss_spec = loss.clone();
+        let loss = GpuLoss::plan(loss, ends_in_softmax)?;
         let mut weights = Vec::with_capacity(params.len());
         for p in &params {
             let t = p.get();
@@ -191,6 +168,7 @@ impl GpuModel {
             output,
             weights,
             loss,
+            loss_spec,
             device_newer: false,
             profiler: profile::Profiler::from_env(),
         })
@@ -251,13 +229,7 @@ impl GpuModel {
         rng: &mut Rng,
         keep: bool,
     ) -> Result<(GpuTensor, Vec<Option<steps::Saved>>)> {
-        let fused = matches!(
-            self.loss,
-            GpuLoss::SparseCe {
-                fused_softmax: true,
-                ..
-            }
-        );
+        let fused = self.loss.fuses_softmax();
         // Values are dropped after their last use, so inference holds few activations.
         let mut uses: HashMap<Source, usize> = HashMap::new();
         for s in self.nodes.iter().flat_map(|n| n.inputs.iter()).chain([&self.output]) {
@@ -443,7 +415,13 @@ impl GpuModel {
                     };
                     g.adam_update(w, &grad, &mut m[0], &mut v[0], &hp).map_err(gpu_err)?;
                 }
-                Rule::RmsProp { .. } => return Err(unsupported("the rmsprop optimizer")),
+                Rule::RmsProp { rho, epsilon } => {
+                    if slots.is_empty() {
+                        slots.push(g.zeros(w.shape()).map_err(gpu_err)?);
+                    }
+                    let hp = RmsPropParams { lr, rho, epsilon };
+                    g.rmsprop_update(w, &grad, &mut slots[0], &hp).map_err(gpu_err)?;
+                }
             }
         }
         self.device_newer = true;
@@ -456,26 +434,7 @@ impl GpuModel {
 
     /// The loss (a `[1]` tensor) and its gradient with respect to the forward output.
     fn loss_and_grad(&self, out: &GpuTensor, y: &Tensor) -> Result<(GpuTensor, GpuTensor)> {
-        let g = &*self.gpu;
-        match self.loss {
-            GpuLoss::SparseCe { input, .. } => {
-                let labels = g.upload(y.data(), &[y.len()]).map_err(gpu_err)?;
-                let ce = g
-                    .sparse_categorical_crossentropy(out, &labels, input)
-                    .map_err(gpu_err)?;
-                Ok((ce.loss, ce.grad))
-            }
-            GpuLoss::Mse => {
-                if y.len() != out.len() {
-                    return Err(Error::shape("meanSquaredError targets", out.shape(), y.shape()));
-                }
-                let target = g.upload(y.data(), out.shape()).map_err(gpu_err)?;
-                let diff = g.binary(cortex_wgpu::BinaryOp::Sub, out, &target).map_err(gpu_err)?;
-                let loss = g.mean(&g.mul(&diff, &diff).map_err(gpu_err)?).map_err(gpu_err)?;
-                let grad = g.scale(&diff, 2.0 / out.len().max(1) as f32, 0.0).map_err(gpu_err)?;
-                Ok((loss, grad))
-            }
-        }
+        self.loss.compute(&self.gpu, &self.loss_spec, out, y)
     }
 
     /// Inference on the GPU (softmax applied), as [`Model::predict`] on one batch.

@@ -29,6 +29,13 @@ export interface CompileArgs {
    * throws instead of falling back.
    */
   device?: "cpu" | "gpu" | "gpu!";
+  /**
+   * Keras precision policy: `'float32'` (default), or `'mixed_float16'` (GPU only), where the
+   * matrix products of dense layers and attention projections take float16 operands with float32
+   * sums (about 1e-3 relative error) while weights, optimizer state and every other op stay
+   * float32. On an adapter without SHADER_F16 it warns once and computes in float32.
+   */
+  precision?: "float32" | "mixed_float16";
 }
 
 /** Arguments of {@link Sequential.fit}. */
@@ -181,10 +188,16 @@ export class Model {
   compile(args: CompileArgs): void {
     if (args === null || typeof args !== "object")
       throw new TypeError("compile: expected { optimizer, loss, metrics }");
-    knownKeys("compile", args, ["optimizer", "loss", "metrics", "device"]);
+    knownKeys("compile", args, ["optimizer", "loss", "metrics", "device", "precision"]);
     const optimizer = args.optimizer instanceof Optimizer ? args.optimizer.toJSON() : (args.optimizer ?? "rmsprop");
     this.#native.compile(
-      JSON.stringify({ optimizer, loss: args.loss, metrics: args.metrics ?? [], device: args.device ?? "cpu" }),
+      JSON.stringify({
+        optimizer,
+        loss: args.loss,
+        metrics: args.metrics ?? [],
+        device: args.device ?? "cpu",
+        precision: args.precision ?? "float32",
+      }),
     );
     this.#compileArgs = args;
     this.#warnedDevice = false;

@@ -100,4 +100,27 @@ describe.skipIf(skip)("GPU device", () => {
       process.off("warning", onWarning);
     }
   });
+
+  it("trains with the mixed_float16 precision policy on the GPU only", async () => {
+    const make = () =>
+      sequential([dense({ units: 16, activation: "relu", inputShape: [8] }), dense({ units: 4 })], { seed: 3 });
+    const model = make();
+    expect(() => model.compile({ loss: "meanSquaredError", precision: "mixed_float16" })).toThrow(/GPU only/);
+    expect(() => model.compile({ loss: "meanSquaredError", device: "gpu", precision: "half" as "float32" })).toThrow(
+      /'float32' or 'mixed_float16'/,
+    );
+    model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu!", precision: "mixed_float16" });
+    expect(model.device).not.toBe("cpu");
+    const x = tensor(
+      Float32Array.from({ length: 64 * 8 }, (_, i) => Math.sin(i)),
+      [64, 8],
+    );
+    const y = tensor(
+      Float32Array.from({ length: 64 * 4 }, (_, i) => Math.cos(i)),
+      [64, 4],
+    );
+    const history = await model.fit(x, y, { epochs: 20, batchSize: 64, verbose: 0 });
+    const losses = history.history.loss;
+    expect(losses[losses.length - 1]).toBeLessThan(0.9 * losses[0]);
+  });
 });

@@ -579,3 +579,81 @@ fn output_and_gradients_rejects_a_cotangent_of_the_wrong_shape() {
     assert_eq!((y.shape(), dx.unwrap().shape()), (&[4, 3][..], &[4, 7][..]));
     assert!(grads.iter().all(Option::is_some), "every weight reached");
 }
+
+/// Largest |a - b| / max|a| over every weight of two models.
+fn weight_gap(a: &Model, b: &Model) -> f32 {
+    let (a, b) = (a.get_weights().unwrap(), b.get_weights().unwrap());
+    a.iter()
+        .zip(&b)
+        .map(|((_, _, x), (_, _, y))| {
+            let scale = x.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            x.iter().zip(y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs() / scale))
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn mixed_float16_trains_dense_layers_close_to_float32() {
+    if skip() {
+        return;
+    }
+    // Shapes the f16 GEMM takes (multiples of 4), large enough for the 128 tiles to matter.
+    let config = json!({"className": "Sequential", "inputShape": [64], "layers": [
+        {"className": "Dense", "config": {"units": 128, "activation": "relu"}},
+        {"className": "Dense", "config": {"units": 12, "activation": "softmax"}}
+    ]});
+    let compile = json!({"optimizer": {"name": "sgd", "learningRate": 0.1, "momentum": 0.9},
+        "loss": "sparseCategoricalCrossentropy", "device": "gpu!"});
+    let mut f32_model = Model::from_config(&config, 5).unwrap();
+    f32_model.compile(&compile).unwrap();
+    let mut mixed = Model::from_config(&config, 5).unwrap();
+    let mut mixed_compile = compile.clone();
+    mixed_compile["precision"] = json!("mixed_float16");
+    mixed.compile(&mixed_compile).unwrap();
+    let x = data(&[200, 64], 0.3);
+    // A learnable rule: the class is the largest of the first 12 features.
+    let labels = x
+        .data()
+        .chunks(64)
+        .map(|row| (0..12).fold(0, |best, j| if row[j] > row[best] { j } else { best }) as f32)
+        .collect();
+    let y = Tensor::new(labels, &[200]).unwrap();
+    let has_f16 = cortex_core::nn::gpu_model::devices().iter().any(|d| d.shader_f16);
+    let warning = mixed.compiled_ref().unwrap().device_warning.clone();
+    assert_eq!(warning.is_some(), !has_f16, "{warning:?}");
+    let mut losses = Vec::new();
+    for step in 0..8 {
+        let a = f32_model.train_on_batch(&x, &y).unwrap()[0].1;
+        let b = mixed.train_on_batch(&x, &y).unwrap()[0].1;
+        assert!(((a - b) / a).abs() < 1e-2, "step {step}: float32 loss {a} vs mixed {b}");
+        losses.push(b);
+    }
+    assert!(losses[7] < 0.8 * losses[0], "mixed precision should learn: {losses:?}");
+    let gap = weight_gap(&f32_model, &mixed);
+    eprintln!("mixed_float16: losses {losses:?}, weight gap to float32 {gap:e}");
+    assert!(gap < 2e-2, "weights drifted {gap} from float32");
+    if has_f16 {
+        // f16 operands really were used: float32 runs agree to ~1e-6.
+        assert!(gap > 1e-5, "weights match float32 to {gap}: did the f16 GEMM run?");
+    }
+}
+
+#[test]
+fn precision_option_is_checked() {
+    let mut m = Model::from_config(&mlp(), 1).unwrap();
+    let cpu = m
+        .compile(&json!({"loss": "meanSquaredError", "precision": "mixed_float16"}))
+        .unwrap_err()
+        .to_string();
+    assert!(cpu.contains("GPU only"), "{cpu}");
+    let bad = m
+        .compile(&json!({"loss": "meanSquaredError", "device": "gpu", "precision": "float16"}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.contains("'float32' or 'mixed_float16'") && bad.contains("float16"),
+        "{bad}"
+    );
+    m.compile(&json!({"loss": "meanSquaredError", "precision": "float32"}))
+        .unwrap();
+}

@@ -43,6 +43,8 @@ pub struct Compiled {
     trainable: HashSet<usize>,
     /// `compile({ device })`: `None` for the CPU, `Some(strict)` for "gpu" / "gpu!".
     wants_gpu: Option<bool>,
+    /// `compile({ precision })`: "float32" or "mixed_float16" (GPU only).
+    precision: String,
     /// The GPU copy of the model, once attached.
     gpu: Option<Mutex<GpuModel>>,
     /// Why a requested GPU is not used (the fallback warning), for the binding to report once.
@@ -401,10 +403,10 @@ impl Model {
             .ok_or_else(|| invalid(format!("compile expects an object, got {config}")))?;
         if let Some(key) = obj
             .keys()
-            .find(|k| !["optimizer", "loss", "metrics", "device"].contains(&k.as_str()))
+            .find(|k| !["optimizer", "loss", "metrics", "device", "precision"].contains(&k.as_str()))
         {
             return Err(invalid(format!(
-                "compile: unknown option '{key}'; expected one of: device, loss, metrics, optimizer"
+                "compile: unknown option '{key}'; expected one of: device, loss, metrics, optimizer, precision"
             )));
         }
         let wants_gpu = match obj.get("device") {
@@ -416,6 +418,21 @@ impl Model {
                 return Err(invalid(format!(
                     "compile: device must be 'cpu', 'gpu' (falls back to the CPU with a warning) or 'gpu!' \
                      (fails without a usable GPU), got {other}"
+                )))
+            }
+        };
+        let precision = match obj.get("precision") {
+            None | Some(Value::Null) => "float32".to_string(),
+            Some(Value::String(p)) if p == "float32" => p.clone(),
+            Some(Value::String(p)) if p == "mixed_float16" && wants_gpu.is_some() => p.clone(),
+            Some(Value::String(p)) if p == "mixed_float16" => {
+                return Err(invalid(
+                    "compile: precision 'mixed_float16' runs on the GPU only; add device 'gpu' (or 'gpu!')",
+                ))
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "compile: precision must be 'float32' or 'mixed_float16', got {other}"
                 )))
             }
         };
@@ -445,6 +462,7 @@ impl Model {
             metrics,
             trainable,
             wants_gpu,
+            precision,
             gpu: None,
             device_warning: None,
         });
@@ -466,7 +484,11 @@ impl Model {
         });
         let c = self.compiled.as_mut().expect("checked above");
         match attached {
-            Ok(g) => c.gpu = Some(Mutex::new(g)),
+            Ok(mut g) => {
+                // A precision the adapter cannot honour (no SHADER_F16) is reported, not fatal.
+                c.device_warning = g.set_precision(&c.precision)?;
+                c.gpu = Some(Mutex::new(g));
+            }
             Err(e) if strict => return Err(e),
             Err(e) => c.device_warning = Some(format!("device 'gpu' is not used, training on the CPU: {e}")),
         }

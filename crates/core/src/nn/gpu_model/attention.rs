@@ -2,7 +2,7 @@
 //! `[batch, seq, heads, key_dim]` layout of cortex-wgpu's fused flash-attention kernel, the
 //! kernel itself (forward, and backward by recomputation), and the output projection.
 
-use cortex_wgpu::{Gpu, GpuTensor};
+use cortex_wgpu::{Gpu, GpuTensor, MatmulKernel};
 use serde_json::Value;
 
 use super::steps::accumulate;
@@ -113,7 +113,13 @@ fn rows2d(x: &GpuTensor) -> Result<GpuTensor> {
 }
 
 /// Forward pass on `[query, value]` or `[query, value, key]` (a single input attends to itself).
-pub(super) fn mha_forward(g: &Gpu, plan: &MhaPlan, w: &MhaWeights, xs: Vec<GpuTensor>) -> Result<(GpuTensor, MhaTape)> {
+pub(super) fn mha_forward(
+    g: &Gpu,
+    mm: MatmulKernel,
+    plan: &MhaPlan,
+    w: &MhaWeights,
+    xs: Vec<GpuTensor>,
+) -> Result<(GpuTensor, MhaTape)> {
     let arity = xs.len();
     let (query, value, key) = match xs.as_slice() {
         [q] => (q.clone(), q.clone(), q.clone()),
@@ -128,7 +134,7 @@ pub(super) fn mha_forward(g: &Gpu, plan: &MhaPlan, w: &MhaWeights, xs: Vec<GpuTe
     let (b, tq, tk) = (query.shape()[0], query.shape()[1], key.shape()[1]);
     let inputs = [rows2d(&query)?, rows2d(&key)?, rows2d(&value)?];
     let project = |i: usize, x: &GpuTensor, t: usize| -> Result<GpuTensor> {
-        let mut y = g.matmul(x, &w.kernels[i], false, false).map_err(gpu_err)?;
+        let mut y = g.matmul_on(x, &w.kernels[i], false, false, mm).map_err(gpu_err)?;
         if let Some(bias) = &w.biases[i] {
             y = g.bias_add(&y, bias).map_err(gpu_err)?;
         }
@@ -143,7 +149,7 @@ pub(super) fn mha_forward(g: &Gpu, plan: &MhaPlan, w: &MhaWeights, xs: Vec<GpuTe
         .clone()
         .reshape(&[b * tq, plan.heads * plan.key_dim])
         .map_err(gpu_err)?;
-    let mut y = g.matmul(&flat, &w.kernels[3], false, false).map_err(gpu_err)?;
+    let mut y = g.matmul_on(&flat, &w.kernels[3], false, false, mm).map_err(gpu_err)?;
     if let Some(bias) = &w.biases[3] {
         y = g.bias_add(&y, bias).map_err(gpu_err)?;
     }
@@ -165,6 +171,7 @@ pub(super) fn mha_forward(g: &Gpu, plan: &MhaPlan, w: &MhaWeights, xs: Vec<GpuTe
 /// Backward pass: weight gradients into `grads`, and one gradient per layer input.
 pub(super) fn mha_backward(
     g: &Gpu,
+    mm: MatmulKernel,
     plan: &MhaPlan,
     w: &MhaWeights,
     tape: MhaTape,
@@ -176,12 +183,12 @@ pub(super) fn mha_backward(
     accumulate(
         g,
         &mut grads[plan.kernels[3]],
-        g.matmul(&tape.attended, &dy, true, false).map_err(gpu_err)?,
+        g.matmul_on(&tape.attended, &dy, true, false, mm).map_err(gpu_err)?,
     )?;
     if let Some(i) = plan.biases[3] {
         accumulate(g, &mut grads[i], g.sum_rows(&dy).map_err(gpu_err)?)?;
     }
-    let d_attended = g.matmul(&dy, &w.kernels[3], false, true).map_err(gpu_err)?;
+    let d_attended = g.matmul_on(&dy, &w.kernels[3], false, true, mm).map_err(gpu_err)?;
     let d_attended = d_attended.reshape(tape.q.shape()).map_err(gpu_err)?;
     let attended = tape.attended.reshape(tape.q.shape()).map_err(gpu_err)?;
     let back = g
@@ -200,12 +207,14 @@ pub(super) fn mha_backward(
     for (i, d_proj) in [back.dq, back.dk, back.dv].into_iter().enumerate() {
         let rows = tape.inputs[i].shape()[0];
         let d_proj = d_proj.reshape(&[rows, hk]).map_err(gpu_err)?;
-        let dw = g.matmul(&tape.inputs[i], &d_proj, true, false).map_err(gpu_err)?;
+        let dw = g
+            .matmul_on(&tape.inputs[i], &d_proj, true, false, mm)
+            .map_err(gpu_err)?;
         accumulate(g, &mut grads[plan.kernels[i]], dw)?;
         if let Some(bi) = plan.biases[i] {
             accumulate(g, &mut grads[bi], g.sum_rows(&d_proj).map_err(gpu_err)?)?;
         }
-        d_inputs.push(g.matmul(&d_proj, &w.kernels[i], false, true).map_err(gpu_err)?);
+        d_inputs.push(g.matmul_on(&d_proj, &w.kernels[i], false, true, mm).map_err(gpu_err)?);
     }
     let [dq, dk, dv]: [GpuTensor; 3] = d_inputs.try_into().map_err(|_| Error::Invalid("gpu: mha".into()))?;
     let shaped = |d: GpuTensor, like: &GpuTensor| -> Result<GpuTensor> {

@@ -29,10 +29,10 @@ use std::sync::{Arc, OnceLock};
 
 use std::collections::HashMap;
 
-use cortex_wgpu::{AdamParams, Gpu, GpuError, GpuTensor, RmsPropParams, SgdParams};
+use cortex_wgpu::{AdamParams, Gpu, GpuError, GpuTensor, MatmulKernel, RmsPropParams, SgdParams};
 
 use loss::GpuLoss;
-use steps::{Forward, Step};
+use steps::{BackwardCx, Forward, Step};
 
 use super::loss::Loss;
 use super::metrics::Metric;
@@ -96,6 +96,9 @@ pub struct GpuModel {
     device_newer: bool,
     /// Stage timings (`CORTEX_GPU_PROFILE=1`).
     profiler: Option<profile::Profiler>,
+    /// GEMM kernel of the dense layers and attention projections: `Auto` (f32), or
+    /// `Tile128F16` under the `mixed_float16` precision policy.
+    matmul: MatmulKernel,
 }
 
 impl GpuModel {
@@ -171,7 +174,36 @@ impl GpuModel {
             loss_spec,
             device_newer: false,
             profiler: profile::Profiler::from_env(),
+            matmul: MatmulKernel::Auto,
         })
+    }
+
+    /// Sets the precision policy (Keras names): `"float32"`, or `"mixed_float16"`, where the
+    /// GEMMs of dense layers and attention projections, forward and backward, take f16
+    /// operands with f32 sums and everything else (weights, optimizer state, activations,
+    /// convolutions, recurrent cells, losses) stays f32. Returns a warning when the adapter
+    /// has no `SHADER_F16`, in which case training stays f32.
+    pub fn set_precision(&mut self, policy: &str) -> Result<Option<String>> {
+        match policy {
+            "float32" => {
+                self.matmul = MatmulKernel::Auto;
+                Ok(None)
+            }
+            "mixed_float16" => {
+                self.matmul = MatmulKernel::Tile128F16;
+                if self.gpu.adapter_summary().shader_f16 {
+                    Ok(None)
+                } else {
+                    Ok(Some(format!(
+                        "precision 'mixed_float16': adapter '{}' has no SHADER_F16, computing in float32",
+                        self.adapter_name()
+                    )))
+                }
+            }
+            other => Err(Error::Invalid(format!(
+                "precision must be 'float32' or 'mixed_float16', got '{other}'"
+            ))),
+        }
     }
 
     /// The adapter, for messages.
@@ -258,6 +290,7 @@ impl GpuModel {
                 keep,
                 fuse_softmax: fused && training && self.output == Source::Node(n, 0),
                 rng: &mut *rng,
+                matmul: self.matmul,
             };
             let (y, tape) = node.step.forward(&mut cx, xs)?;
             if let Some(p) = &self.profiler {
@@ -281,6 +314,11 @@ impl GpuModel {
         input_grad: bool,
     ) -> Result<(Vec<Option<GpuTensor>>, Option<GpuTensor>)> {
         let g = &*self.gpu;
+        let bx = BackwardCx {
+            g,
+            weights: &self.weights,
+            matmul: self.matmul,
+        };
         let mut grads: Vec<Option<GpuTensor>> = (0..self.weights.len()).map(|_| None).collect();
         let mut pending: HashMap<Source, GpuTensor> = HashMap::from([(self.output, dy)]);
         for (n, (node, tape)) in self.nodes.iter().zip(saved).enumerate().rev() {
@@ -290,7 +328,7 @@ impl GpuModel {
             // Training never needs the gradient wrt the model's input.
             let needed = |s: &Source| input_grad || matches!(s, Source::Node(..));
             let need: Vec<bool> = node.inputs.iter().map(needed).collect();
-            let dxs = node.step.backward(g, &self.weights, tape, dy, &need, &mut grads)?;
+            let dxs = node.step.backward(&bx, tape, dy, &need, &mut grads)?;
             if let Some(p) = &self.profiler {
                 p.mark(g, || format!("bwd {n:02} {}", node.step.kind()));
             }

@@ -5,7 +5,7 @@
 //! gradient per input (`None` where nothing upstream needs it) and adds the weight gradients
 //! into the model's gradient list (summed when a layer is applied more than once).
 
-use cortex_wgpu::{Activation as GpuAct, Conv2dSpec, Gpu, GpuTensor, MatmulDesc, Pool2dSpec};
+use cortex_wgpu::{Activation as GpuAct, Conv2dSpec, Gpu, GpuTensor, MatmulDesc, MatmulKernel, Pool2dSpec};
 use serde_json::Value;
 
 use super::attention::{self, MhaTape, MhaWeights};
@@ -255,6 +255,16 @@ pub(super) struct Forward<'a> {
     /// Leave this step's softmax to the loss (it ends the model and the loss folds it in).
     pub fuse_softmax: bool,
     pub rng: &'a mut Rng,
+    /// The GEMM kernel of dense layers and attention projections (mixed precision or Auto).
+    pub matmul: MatmulKernel,
+}
+
+/// What every step's backward pass reads besides its own tape.
+pub(super) struct BackwardCx<'a> {
+    pub g: &'a Gpu,
+    pub weights: &'a [GpuTensor],
+    /// As [`Forward::matmul`].
+    pub matmul: MatmulKernel,
 }
 
 fn one(op: &str, mut xs: Vec<GpuTensor>) -> Result<GpuTensor> {
@@ -274,12 +284,18 @@ pub(super) fn accumulate(g: &Gpu, slot: &mut Option<GpuTensor>, grad: GpuTensor)
 }
 
 /// `x [batch..., n] · w [n, units]` (+ bias) with the leading axes flattened.
-fn linear(g: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<(GpuTensor, Vec<usize>)> {
+fn linear(
+    g: &Gpu,
+    mm: MatmulKernel,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    b: Option<&GpuTensor>,
+) -> Result<(GpuTensor, Vec<usize>)> {
     let shape = x.shape().to_vec();
     let lead = shape[..shape.len() - 1].to_vec();
     let rows: usize = lead.iter().product();
     let x2 = x.clone().reshape(&[rows, shape[shape.len() - 1]]).map_err(gpu_err)?;
-    let mut z = g.matmul(&x2, w, false, false).map_err(gpu_err)?;
+    let mut z = g.matmul_on(&x2, w, false, false, mm).map_err(gpu_err)?;
     if let Some(b) = b {
         z = g.bias_add(&z, b).map_err(gpu_err)?;
     }
@@ -347,7 +363,7 @@ impl Step {
         let (y, saved) = match self {
             &Step::Dense { w: k, b, act } => {
                 let x = one("Dense", xs)?;
-                let (z, lead) = linear(g, &x, &w[k], b.map(|b| &w[b]))?;
+                let (z, lead) = linear(g, cx.matmul, &x, &w[k], b.map(|b| &w[b]))?;
                 let (y, z) = activate(z, act)?;
                 let units = y.shape()[1];
                 let y = y.reshape(&[lead.clone(), vec![units]].concat()).map_err(gpu_err)?;
@@ -464,7 +480,7 @@ impl Step {
                 (out.y, saved)
             }
             Step::Mha(plan) => {
-                let (y, tape) = attention::mha_forward(g, plan, &MhaWeights::of(plan, w), xs)?;
+                let (y, tape) = attention::mha_forward(g, cx.matmul, plan, &MhaWeights::of(plan, w), xs)?;
                 (y, Saved::Mha(Box::new(tape)))
             }
             &Step::PositionalEmbedding { table } => {
@@ -487,13 +503,13 @@ impl Step {
     /// adding the weight gradients into `grads`.
     pub(super) fn backward(
         &self,
-        g: &Gpu,
-        w: &[GpuTensor],
+        bx: &BackwardCx,
         saved: Saved,
         dy: GpuTensor,
         need: &[bool],
         grads: &mut [Option<GpuTensor>],
     ) -> Result<Vec<Option<GpuTensor>>> {
+        let (g, w, mm) = (bx.g, bx.weights, bx.matmul);
         let needed = |i: usize| need.get(i).copied().unwrap_or(false);
         let act_back = |act: Act, z: &Option<GpuTensor>, dy: GpuTensor| -> Result<GpuTensor> {
             match (act, z) {
@@ -507,14 +523,18 @@ impl Step {
                 let rows: usize = lead.iter().product();
                 let units = dy.len() / rows.max(1);
                 let dz = act_back(act, &z, dy.reshape(&[rows, units]).map_err(gpu_err)?)?;
-                accumulate(g, &mut grads[k], g.matmul(&x, &dz, true, false).map_err(gpu_err)?)?;
+                accumulate(
+                    g,
+                    &mut grads[k],
+                    g.matmul_on(&x, &dz, true, false, mm).map_err(gpu_err)?,
+                )?;
                 if let Some(b) = b {
                     accumulate(g, &mut grads[b], g.sum_rows(&dz).map_err(gpu_err)?)?;
                 }
                 if !needed(0) {
                     return Ok(vec![None]);
                 }
-                let dx = g.matmul(&dz, &w[k], false, true).map_err(gpu_err)?;
+                let dx = g.matmul_on(&dz, &w[k], false, true, mm).map_err(gpu_err)?;
                 let inputs = dx.shape()[1];
                 vec![Some(dx.reshape(&[lead, vec![inputs]].concat()).map_err(gpu_err)?)]
             }
@@ -595,7 +615,7 @@ impl Step {
                 vec![Some(out.dx)]
             }
             (Step::Mha(plan), Saved::Mha(tape)) => {
-                attention::mha_backward(g, plan, &MhaWeights::of(plan, w), *tape, dy, grads)?
+                attention::mha_backward(g, mm, plan, &MhaWeights::of(plan, w), *tape, dy, grads)?
             }
             (&Step::PositionalEmbedding { table }, Saved::Shape(shape)) => {
                 let flat = dy
@@ -620,7 +640,7 @@ impl Step {
 
 /// TensorFlow's padding: none for `valid`; for `same`, enough for `ceil(in / stride)` outputs,
 /// the odd pixel at the bottom/right. Returns top, left, bottom, right.
-fn padding(
+pub(super) fn padding(
     same: bool,
     hw: [usize; 2],
     window: (usize, usize),

@@ -153,7 +153,7 @@ fn on_gpu_too(op: &str, attrs: &Value) -> bool {
         return false;
     }
     match op {
-        "dense" | "conv2d" | "max_pooling2d" => true,
+        "dense" | "conv2d" | "max_pooling2d" | "avg_pooling2d" | "global_average_pooling2d" => true,
         "activation" => matches!(
             attrs["activation"].as_str().unwrap(),
             "relu" | "sigmoid" | "tanh" | "gelu" | "leaky_relu_0.2"
@@ -207,12 +207,12 @@ fn conv2d_matches_pytorch() {
     assert_eq!(run_ops(&["conv2d"]), (6, on_gpu(6)));
 }
 
-/// Max pooling on both devices; average and global average pooling on the CPU only.
+/// Max, average and global average pooling, on both devices.
 #[test]
 fn pooling_matches_pytorch() {
     assert_eq!(
         run_ops(&["max_pooling2d", "avg_pooling2d", "global_average_pooling2d"]),
-        (5, on_gpu(2))
+        (5, on_gpu(5))
     );
 }
 

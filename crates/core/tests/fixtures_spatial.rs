@@ -2,7 +2,10 @@
 //! (PyTorch float64 references in Keras layouts, forward and every gradient), the global
 //! pooling fixture through GlobalAveragePooling1D, naive reference implementations for strided,
 //! dilated and causal Conv1D and for Conv2DTranspose, finite-difference gradient checks, output
-//! shapes of every option, masks and error messages.
+//! shapes of every option, masks and error messages. Zero padding and upsampling also run on
+//! the GPU backend, against the CPU layer (`CORTEX_SKIP_GPU_TESTS=1` leaves that out).
+
+mod common;
 
 use cortex_core::backprop::backward_with_seed;
 use cortex_core::nn::layers::{self, ForwardCtx, Layer};
@@ -10,6 +13,8 @@ use cortex_core::nn::Sequential;
 use cortex_core::rng::Rng;
 use cortex_core::Tensor;
 use serde_json::{json, Value};
+
+use common::{layer_on_gpu, skip_gpu};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json");
 
@@ -378,6 +383,40 @@ fn padding_and_upsampling_gradients_match_finite_differences() {
         check_fd(&format!("upSampling2d {size}"), &x, &[2, 3, 4, 2], &|x| {
             forward(l.as_ref(), x)
         });
+    }
+}
+
+/// ZeroPadding2D and UpSampling2D as one-layer GPU models: the CPU layer's output and input
+/// gradient, for ragged shapes, asymmetric padding and unequal factors, batch 2.
+#[test]
+fn padding_and_upsampling_match_the_cpu_on_the_gpu() {
+    if skip_gpu() {
+        return;
+    }
+    let shape = [2, 3, 5, 3];
+    let xd = values(shape.iter().product(), 17);
+    let cases = [
+        ("ZeroPadding2D", json!({ "padding": 1 })),
+        ("ZeroPadding2D", json!({ "padding": [2, 0] })),
+        ("ZeroPadding2D", json!({ "padding": [[0, 2], [3, 1]] })),
+        ("UpSampling2D", json!({ "size": 2 })),
+        ("UpSampling2D", json!({ "size": [3, 1] })),
+        ("UpSampling2D", json!({ "size": [1, 2], "interpolation": "nearest" })),
+    ];
+    for (class, config) in cases {
+        let what = format!("{class} {config} (gpu)");
+        let l = layer(class, config.clone(), &shape[1..]);
+        let x = Tensor::variable(xd.clone(), &shape).unwrap();
+        let y = forward(l.as_ref(), &x);
+        let g = values(y.len(), 23);
+        let want_dx = backward_with_seed(&y, g.clone()).unwrap().get(&x).unwrap().to_vec();
+        let mut config = l.config();
+        config["name"] = json!("layer");
+        let dy = Tensor::new(g, y.shape()).unwrap();
+        let (gy, gdx, _) = layer_on_gpu(class, &config, &Tensor::new(xd.clone(), &shape).unwrap(), &[], &dy);
+        assert_eq!(gy.shape(), y.shape(), "{what}: output shape");
+        assert_close(&format!("{what} y"), gy.data(), y.data());
+        assert_close(&format!("{what} dx"), gdx.unwrap().data(), &want_dx);
     }
 }
 

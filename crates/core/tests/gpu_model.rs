@@ -99,6 +99,39 @@ fn convnet_trains_on_the_gpu_as_on_the_cpu() {
     }
 }
 
+/// A convnet of the parameter-free image layers: zero padding (asymmetric), average pooling
+/// (`same` with overlapping strided windows on a ragged size, and `valid`), nearest upsampling
+/// and global average pooling, between convolutions.
+fn spatial_convnet() -> Value {
+    json!({"className": "Sequential", "inputShape": [9, 11, 2], "layers": [
+        {"className": "ZeroPadding2D", "config": {"padding": [[1, 0], [2, 1]]}},
+        {"className": "Conv2D", "config": {"filters": 4, "kernelSize": [3, 3], "padding": "same", "activation": "relu"}},
+        {"className": "AveragePooling2D", "config": {"poolSize": [3, 3], "strides": [2, 2], "padding": "same"}},
+        {"className": "UpSampling2D", "config": {"size": [2, 1]}},
+        {"className": "Conv2D", "config": {"filters": 5, "kernelSize": [3, 3], "activation": "tanh"}},
+        {"className": "AveragePooling2D", "config": {"poolSize": [2, 2]}},
+        {"className": "GlobalAveragePooling2D", "config": {}},
+        {"className": "Dense", "config": {"units": 3, "activation": "softmax"}}
+    ]})
+}
+
+#[test]
+fn spatial_layers_train_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let compile = json!({"optimizer": {"name": "adam", "learningRate": 0.02},
+        "loss": "sparseCategoricalCrossentropy", "metrics": ["accuracy"]});
+    let (mut cpu, mut gpu) = pair(&spatial_convnet(), compile);
+    let x = data(&[6, 9, 11, 2], 0.3);
+    let y = Tensor::new((0..6).map(|i| (i % 3) as f32).collect(), &[6]).unwrap();
+    train_alike(&mut cpu, &mut gpu, &x, &y, 5, "spatial convnet");
+    assert_same_weights(&cpu, &gpu, 1e-3);
+    let (pa, pb) = (cpu.predict(&x, 4).unwrap(), gpu.predict(&x, 4).unwrap());
+    assert_eq!(pa.shape(), [6, 3]);
+    assert!(max_rel_diff(pa.data(), pb.data()) < 1e-3);
+}
+
 #[test]
 fn mse_regression_and_host_weight_changes_reach_the_gpu() {
     if skip() {

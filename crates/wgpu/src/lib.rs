@@ -13,7 +13,9 @@
 //! - [`kernels::reduce`]: column sums (bias gradient), full sum and mean;
 //! - [`kernels::softmax`]: softmax and sparse categorical cross-entropy (loss + gradient);
 //! - [`kernels::conv`]: NHWC conv2d forward / backward-input / backward-filter as implicit GEMM;
-//! - [`kernels::pool2d`]: 2-D max pooling forward (with argmax) and backward;
+//! - [`kernels::pool2d`]: 2-D max pooling forward (with argmax) and backward, average and
+//!   global average pooling forward and backward;
+//! - [`kernels::spatial`]: zero padding and nearest upsampling of images, forward and backward;
 //! - [`kernels::losses`]: binary / categorical cross-entropy and mean absolute error against
 //!   dense targets (loss + gradient);
 //! - [`kernels::optim`]: in-place SGD (momentum, Nesterov), Adam and RMSprop updates;

@@ -14,6 +14,7 @@ pub mod reduce;
 pub mod rnn;
 pub mod simple_rnn;
 pub mod softmax;
+pub mod spatial;
 
 /// Every (shader, entry point) pair the kernels dispatch; [`crate::Gpu::warm_up`] compiles them all.
 pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
@@ -46,6 +47,12 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("conv_t128_bk16", "backward_filter"),
     ("pool2d", "max_forward"),
     ("pool2d", "max_backward"),
+    ("pool2d", "avg_forward"),
+    ("pool2d", "avg_backward"),
+    ("spatial", "pad_forward"),
+    ("spatial", "pad_backward"),
+    ("spatial", "upsample_forward"),
+    ("spatial", "upsample_backward"),
     ("optim", "sgd"),
     ("optim", "sgd_momentum"),
     ("optim", "adam"),

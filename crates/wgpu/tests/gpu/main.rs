@@ -22,4 +22,5 @@ mod pooling_alloc;
 mod reduce_softmax;
 mod rnn;
 mod shaders;
+mod spatial;
 mod units;

@@ -9,9 +9,10 @@
 //! noticed through each parameter's version counter and uploaded before the next GPU step.
 //!
 //! Supported today: Sequential and functional models (one input, one output; layers may be
-//! shared) of Dense, Conv2D (strides, dilation, valid/same), MaxPooling2D, Flatten, Reshape,
-//! Dropout, Activation (linear/relu/sigmoid/tanh/gelu/leakyRelu; softmax at the output), Add,
-//! Embedding (without maskZero), LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences),
+//! shared) of Dense, Conv2D (strides, dilation, valid/same), MaxPooling2D and
+//! AveragePooling2D (strides, valid/same), GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D
+//! (nearest), Flatten, Reshape, Dropout, Activation (linear/relu/sigmoid/tanh/gelu/leakyRelu;
+//! softmax at the output), Add, Embedding (without maskZero), LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences),
 //! LayerNormalization, MultiHeadAttention (no masks, scores or attention dropout; key size
 //! <= 64), PositionalEmbedding and GlobalAveragePooling1D layers; sparse and dense categorical
 //! cross-entropy and binary cross-entropy (probabilities or logits; a softmax output is folded
@@ -23,6 +24,7 @@ mod attention;
 mod loss;
 mod profile;
 mod sequence;
+mod spatial;
 mod steps;
 
 use std::sync::{Arc, OnceLock};

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::attention::{self, MhaTape, MhaWeights};
 use super::sequence::{self, Cell, RnnTape};
+use super::spatial::{self, SpatialPlan};
 use super::{gpu_err, unsupported};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -83,6 +84,8 @@ pub(super) enum Step {
         table: usize,
     },
     GlobalAvgPool1d,
+    /// AveragePooling2D, GlobalAveragePooling2D, ZeroPadding2D or UpSampling2D.
+    Spatial(SpatialPlan),
 }
 
 /// What a step's backward pass needs from its forward pass.
@@ -206,6 +209,9 @@ pub(super) fn plan(class: &str, name: &str, config: &Value, first: usize, count:
             table: need(0, "table")?,
         },
         "GlobalAveragePooling1D" => Step::GlobalAvgPool1d,
+        "AveragePooling2D" | "GlobalAveragePooling2D" | "ZeroPadding2D" | "UpSampling2D" => {
+            Step::Spatial(spatial::plan(class, name, config)?)
+        }
         other => return Err(unsupported(&format!("the {other} layer ('{name}')"))),
     })
 }
@@ -231,6 +237,7 @@ impl Step {
             Step::Mha(_) => "attention",
             Step::PositionalEmbedding { .. } => "positional",
             Step::GlobalAvgPool1d => "avg_pool_1d",
+            Step::Spatial(sp) => sp.kind(),
         }
     }
 
@@ -490,6 +497,11 @@ impl Step {
                 let y = g.bias_add(&flat, &w[table]).map_err(gpu_err)?;
                 (y.reshape(&s).map_err(gpu_err)?, Saved::Shape(s))
             }
+            Step::Spatial(sp) => {
+                let x = one(sp.class(), xs)?;
+                let s = x.shape().to_vec();
+                (sp.forward(g, &x)?, Saved::Shape(s))
+            }
             Step::GlobalAvgPool1d => {
                 let x = one("GlobalAveragePooling1D", xs)?;
                 let s = x.shape().to_vec();
@@ -625,6 +637,7 @@ impl Step {
                 accumulate(g, &mut grads[table], g.sum_rows(&flat).map_err(gpu_err)?)?;
                 vec![Some(dy)]
             }
+            (Step::Spatial(sp), Saved::Shape(shape)) => vec![Some(sp.backward(g, &shape, &dy)?)],
             (Step::GlobalAvgPool1d, Saved::Shape(shape)) => {
                 let dx = spread_over_steps(g, &dy, shape[1])?;
                 vec![Some(dx.reshape(&shape).map_err(gpu_err)?)]

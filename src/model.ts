@@ -25,8 +25,9 @@ export interface CompileArgs {
    * optimizer state to the best GPU adapter (see `devices()`) and falls back to the CPU with one
    * warning when there is none or the model uses something the GPU backend lacks (a layer or
    * layer option, `useEma`, or a softmax output with a loss other than a categorical
-   * cross-entropy from probabilities; every loss and optimizer otherwise runs there); `'gpu!'`
-   * throws instead of falling back.
+   * cross-entropy from probabilities; every loss and optimizer otherwise runs there, and so
+   * does BatchNormalization, its moving statistics updated on the device and synced back with
+   * the weights); `'gpu!'` throws instead of falling back.
    */
   device?: "cpu" | "gpu" | "gpu!";
   /**

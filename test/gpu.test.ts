@@ -11,13 +11,17 @@ import {
   adam,
   conv1d,
   conv2d,
+  conv2dTranspose,
   dense,
   devices,
   dropout,
+  embedding,
   flatten,
+  globalAveragePooling1d,
   loadMnist,
   loadModel,
   maxPooling2d,
+  reshape,
   sequential,
   tensor,
 } from "../index.ts";
@@ -76,25 +80,67 @@ describe.skipIf(skip)("GPU device", () => {
     }
   });
 
+  it("trains Conv1D and Conv2DTranspose models on the GPU as on the CPU", async () => {
+    // Causal dilated and strided Conv1D, then a strided `same` Conv2DTranspose up to [2, 4, 2].
+    const make = () =>
+      sequential(
+        [
+          conv1d({ filters: 5, kernelSize: 3, padding: "causal", dilationRate: 2, inputShape: [9, 2] }),
+          conv1d({ filters: 4, kernelSize: 2, strides: 2, padding: "same", activation: "relu" }),
+          flatten(),
+          dense({ units: 6 }),
+          reshape({ targetShape: [1, 2, 3] }),
+          conv2dTranspose({ filters: 2, kernelSize: 3, strides: 2, padding: "same", activation: "tanh" }),
+          flatten(),
+        ],
+        { seed: 7 },
+      );
+    const [cpu, gpu] = [make(), make()];
+    cpu.compile({ optimizer: "adam", loss: "meanSquaredError" });
+    gpu.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu!" });
+    expect(gpu.device).not.toBe("cpu");
+    const x = tensor(
+      Float32Array.from({ length: 8 * 18 }, (_, i) => Math.sin(i * 0.37)),
+      [8, 9, 2],
+    );
+    const y = tensor(
+      Float32Array.from({ length: 8 * 16 }, (_, i) => Math.cos(i * 0.11)),
+      [8, 16],
+    );
+    const opts = { epochs: 3, batchSize: 8, shuffle: false, verbose: 0 as const };
+    const [a, b] = [(await cpu.fit(x, y, opts)).history.loss, (await gpu.fit(x, y, opts)).history.loss];
+    expect(b.length).toBe(3);
+    for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-4 * a[i]);
+    expect(a[2]).toBeLessThan(a[0]);
+  });
+
   it("falls back to the CPU with one warning, or throws with 'gpu!'", async () => {
     const warnings: Error[] = [];
     const onWarning = (w: Error) => warnings.push(w);
     process.on("warning", onWarning);
     try {
+      // A masking embedding has no GPU kernel yet.
       const model = sequential(
-        [conv1d({ filters: 4, kernelSize: 2, inputShape: [5, 3] }), flatten(), dense({ units: 2 })],
+        [
+          embedding({ inputDim: 9, outputDim: 4, maskZero: true, inputShape: [5] }),
+          globalAveragePooling1d(),
+          dense({ units: 2 }),
+        ],
         { seed: 1 },
       );
       model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu" });
       expect(model.device).toBe("cpu");
-      const x = tensor(new Float32Array(4 * 15).fill(0.5), [4, 5, 3]);
+      const x = tensor(
+        Float32Array.from({ length: 20 }, (_, i) => (i * 7) % 9),
+        [4, 5],
+      );
       await model.fit(x, tensor(new Float32Array(8), [4, 2]), { epochs: 1, verbose: 0 });
       await new Promise((resolve) => setImmediate(resolve));
       const ours = warnings.filter((w) => (w as { code?: string }).code === "CORTEX_GPU_FALLBACK");
       expect(ours.length).toBe(1);
-      expect(ours[0].message).toMatch(/Conv1D/);
+      expect(ours[0].message).toMatch(/Embedding maskZero/);
       expect(() => model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu!" })).toThrow(
-        /does not support the Conv1D layer/,
+        /does not support Embedding maskZero/,
       );
     } finally {
       process.off("warning", onWarning);

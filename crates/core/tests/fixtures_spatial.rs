@@ -62,8 +62,9 @@ fn forward(l: &dyn Layer, x: &Tensor) -> Tensor {
 }
 
 /// Runs one fixture case through a layer: sets its params, checks the output and the
-/// gradients of sum(y * cotangent) for the input (unless `int_input`) and every param.
-fn check_case(case: &Value, class: &str, config: Value, int_input: bool) {
+/// gradients of sum(y * cotangent) for the input (unless `int_input`) and every param; with
+/// `gpu` (and GPU tests not skipped), also as a one-layer GPU model. Returns whether the GPU ran it.
+fn check_case(case: &Value, class: &str, config: Value, int_input: bool, gpu: bool) -> bool {
     let name = case["name"].as_str().unwrap();
     let x_ref = if int_input {
         &case["int_inputs"]["x"]
@@ -114,47 +115,90 @@ fn check_case(case: &Value, class: &str, config: Value, int_input: bool) {
             &data_of(&case["grads"][key]),
         );
     }
+    if !gpu || skip_gpu() {
+        return false;
+    }
+    // The same case as a one-layer GPU model, from the CPU layer's own config.
+    let keys: Vec<String> = params
+        .iter()
+        .map(|p| p.name.split('/').next_back().unwrap().to_string())
+        .collect();
+    let weights: Vec<Vec<f32>> = keys.iter().map(|k| data_of(&case["params"][k])).collect();
+    let mut config = l.config();
+    config["name"] = json!("layer");
+    let dy = Tensor::new(data_of(&case["cotangents"]["y"]), y.shape()).unwrap();
+    let x = Tensor::new(data_of(x_ref), &x_shape).unwrap();
+    let (gy, gdx, ggrads) = layer_on_gpu(class, &config, &x, &weights, &dy);
+    assert_eq!(gy.shape(), y.shape(), "{name} (gpu): output shape");
+    assert_close(&format!("{name} (gpu) y"), gy.data(), &data_of(&case["outputs"]["y"]));
+    assert_close(
+        &format!("{name} (gpu) dx"),
+        gdx.unwrap().data(),
+        &data_of(&case["grads"]["x"]),
+    );
+    assert_eq!(ggrads.len(), keys.len(), "{name} (gpu): weight gradients");
+    for (key, grad) in keys.iter().zip(&ggrads) {
+        assert_close(
+            &format!("{name} (gpu) d{key}"),
+            grad.as_ref().unwrap().data(),
+            &data_of(&case["grads"][key]),
+        );
+    }
+    true
 }
 
-fn run(op: &str, int_input: bool, config: impl Fn(&Value) -> (String, Value)) -> usize {
-    let mut n = 0;
+/// The expected count of GPU-checked cases: `n`, or 0 when GPU tests are skipped.
+fn on_gpu(n: usize) -> usize {
+    if skip_gpu() {
+        0
+    } else {
+        n
+    }
+}
+
+/// Runs every case of `op` on the CPU (and on the GPU too with `gpu`); returns (cases, cases
+/// the GPU ran).
+fn run(op: &str, int_input: bool, gpu: bool, config: impl Fn(&Value) -> (String, Value)) -> (usize, usize) {
+    let (mut n, mut on) = (0, 0);
     for case in cases().into_iter().filter(|c| c["op"] == op) {
         let (class, cfg) = config(&case["attrs"]);
-        check_case(&case, &class, cfg, int_input);
+        on += check_case(&case, &class, cfg, int_input, gpu) as usize;
         n += 1;
     }
-    n
+    (n, on)
 }
 
+/// On both devices.
 #[test]
 fn conv1d_matches_pytorch() {
-    let n = run("conv1d", false, |a| {
+    let n = run("conv1d", false, true, |a| {
         let cfg = json!({"filters": a["filters"], "kernelSize": a["kernel_size"], "strides": a["strides"],
                          "padding": a["padding"], "dilationRate": a["dilation_rate"]});
         ("Conv1D".into(), cfg)
     });
-    assert_eq!(n, 2);
+    assert_eq!(n, (2, on_gpu(2)));
 }
 
+/// On both devices.
 #[test]
 fn conv2d_transpose_matches_pytorch() {
-    let n = run("conv2d_transpose", false, |a| {
+    let n = run("conv2d_transpose", false, true, |a| {
         let cfg = json!({"filters": a["filters"], "kernelSize": a["kernel_size"], "strides": a["strides"],
                          "padding": a["padding"]});
         ("Conv2DTranspose".into(), cfg)
     });
-    assert_eq!(n, 2);
+    assert_eq!(n, (2, on_gpu(2)));
 }
 
 #[test]
 fn embedding_matches_pytorch() {
-    let n = run("embedding", true, |a| {
+    let n = run("embedding", true, false, |a| {
         (
             "Embedding".into(),
             json!({"inputDim": a["input_dim"], "outputDim": a["output_dim"]}),
         )
     });
-    assert_eq!(n, 1);
+    assert_eq!(n, (1, 0));
 }
 
 /// There is no 1-D global pooling fixture; the 2-D one is the same mean over `h * w` steps.
@@ -417,6 +461,74 @@ fn padding_and_upsampling_match_the_cpu_on_the_gpu() {
         assert_eq!(gy.shape(), y.shape(), "{what}: output shape");
         assert_close(&format!("{what} y"), gy.data(), y.data());
         assert_close(&format!("{what} dx"), gdx.unwrap().data(), &want_dx);
+    }
+}
+
+/// Conv1D (strided, dilated, valid / same / causal, kernel 1) and Conv2DTranspose (valid /
+/// same, unequal and kernel-exceeding strides, dilation, no bias) as one-layer GPU models: the
+/// CPU layer's output, input gradient and kernel and bias gradients, batch 2.
+#[test]
+fn conv1d_and_conv2d_transpose_match_the_cpu_on_the_gpu() {
+    if skip_gpu() {
+        return;
+    }
+    let conv1d = |k: usize, s: usize, d: usize, p: &str| json!({"filters": 4, "kernelSize": k, "strides": s, "dilationRate": d, "padding": p, "activation": "tanh"});
+    let convt = |k: [usize; 2], s: [usize; 2], d: usize, p: &str| json!({"filters": 3, "kernelSize": k, "strides": s, "dilationRate": d, "padding": p});
+    let cases = [
+        ("Conv1D", conv1d(3, 2, 1, "valid"), vec![2, 11, 3]),
+        ("Conv1D", conv1d(3, 3, 1, "same"), vec![2, 11, 3]),
+        ("Conv1D", conv1d(2, 2, 1, "same"), vec![2, 11, 3]),
+        ("Conv1D", conv1d(3, 1, 3, "same"), vec![2, 11, 3]),
+        ("Conv1D", conv1d(4, 1, 2, "causal"), vec![2, 11, 3]),
+        ("Conv1D", conv1d(3, 2, 1, "causal"), vec![2, 11, 3]),
+        ("Conv1D", conv1d(1, 1, 1, "causal"), vec![2, 11, 3]),
+        ("Conv2DTranspose", convt([3, 3], [2, 2], 1, "same"), vec![2, 3, 4, 2]),
+        ("Conv2DTranspose", convt([3, 2], [2, 3], 1, "same"), vec![2, 5, 3, 2]),
+        ("Conv2DTranspose", convt([1, 1], [2, 2], 1, "valid"), vec![2, 3, 3, 2]),
+        ("Conv2DTranspose", convt([2, 4], [1, 2], 1, "valid"), vec![2, 2, 3, 2]),
+        ("Conv2DTranspose", convt([5, 5], [2, 2], 1, "same"), vec![2, 4, 4, 2]),
+        ("Conv2DTranspose", convt([4, 2], [1, 1], 1, "same"), vec![2, 4, 5, 2]),
+        ("Conv2DTranspose", convt([3, 2], [1, 1], 2, "same"), vec![2, 4, 5, 2]),
+        ("Conv2DTranspose", convt([3, 3], [1, 1], 2, "valid"), vec![2, 3, 4, 2]),
+        (
+            "Conv2DTranspose",
+            json!({"filters": 2, "kernelSize": 3, "strides": 2, "padding": "same", "useBias": false, "activation": "relu"}),
+            vec![2, 3, 3, 4],
+        ),
+    ];
+    for (i, (class, config, shape)) in cases.into_iter().enumerate() {
+        let what = format!("{class} {config} (gpu)");
+        let l = layer(class, config, &shape[1..]);
+        let weights: Vec<Vec<f32>> = l
+            .params()
+            .iter()
+            .enumerate()
+            .map(|(j, p)| values(p.shape().iter().product(), 70 + 10 * i as u64 + j as u64))
+            .collect();
+        for (p, w) in l.params().iter().zip(&weights) {
+            p.set(w.clone()).unwrap();
+        }
+        let xd = values(shape.iter().product(), 71 + 10 * i as u64);
+        let x = Tensor::variable(xd.clone(), &shape).unwrap();
+        let y = forward(l.as_ref(), &x);
+        let g = values(y.len(), 72 + 10 * i as u64);
+        let leaves: Vec<Tensor> = l.params().iter().map(|p| p.get()).collect();
+        let grads = backward_with_seed(&y, g.clone()).unwrap();
+        let mut config = l.config();
+        config["name"] = json!("layer");
+        let dy = Tensor::new(g, y.shape()).unwrap();
+        let (gy, gdx, gw) = layer_on_gpu(class, &config, &Tensor::new(xd, &shape).unwrap(), &weights, &dy);
+        assert_eq!(gy.shape(), y.shape(), "{what}: output shape");
+        assert_close(&format!("{what} y"), gy.data(), y.data());
+        assert_close(&format!("{what} dx"), gdx.unwrap().data(), grads.get(&x).unwrap());
+        assert_eq!(gw.len(), leaves.len(), "{what}: weight gradients");
+        for (j, (got, leaf)) in gw.iter().zip(&leaves).enumerate() {
+            assert_close(
+                &format!("{what} dweight{j}"),
+                got.as_ref().unwrap().data(),
+                grads.get(leaf).unwrap(),
+            );
+        }
     }
 }
 

@@ -132,6 +132,64 @@ fn spatial_layers_train_on_the_gpu_as_on_the_cpu() {
     assert!(max_rel_diff(pa.data(), pb.data()) < 1e-3);
 }
 
+/// A 1-D convnet: causal dilated, strided `same` and `valid` Conv1D layers (with and without
+/// bias) over ragged sequence lengths, then a dense softmax head.
+#[test]
+fn conv1d_model_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let config = json!({"className": "Sequential", "inputShape": [13, 3], "layers": [
+        {"className": "Conv1D", "config": {"filters": 6, "kernelSize": 3, "padding": "causal", "dilationRate": 2, "activation": "relu"}},
+        {"className": "Conv1D", "config": {"filters": 5, "kernelSize": 3, "strides": 2, "padding": "same", "activation": "tanh"}},
+        {"className": "Conv1D", "config": {"filters": 4, "kernelSize": 2, "useBias": false}},
+        {"className": "Flatten", "config": {}},
+        {"className": "Dense", "config": {"units": 3, "activation": "softmax"}}
+    ]});
+    let compile = json!({"optimizer": {"name": "adam", "learningRate": 0.01},
+        "loss": "sparseCategoricalCrossentropy", "metrics": ["accuracy"]});
+    let (mut cpu, mut gpu) = pair(&config, compile);
+    let x = data(&[7, 13, 3], 0.7);
+    let y = Tensor::new((0..7).map(|i| (i % 3) as f32).collect(), &[7]).unwrap();
+    let first = cpu.evaluate(&x, &y, 7).unwrap()[0].1;
+    train_alike(&mut cpu, &mut gpu, &x, &y, 5, "conv1d");
+    assert_same_weights(&cpu, &gpu, 1e-4);
+    let (pa, pb) = (cpu.predict(&x, 4).unwrap(), gpu.predict(&x, 4).unwrap());
+    assert_eq!(pa.shape(), [7, 3]);
+    assert!(max_rel_diff(pa.data(), pb.data()) < 1e-4);
+    let last = gpu.evaluate(&x, &y, 7).unwrap()[0].1;
+    assert!(last < first, "training should lower the loss: {first} -> {last}");
+}
+
+/// A small decoder: Dense -> Reshape -> Conv2DTranspose (strides 2, same) twice -> an image,
+/// fitted by mean squared error; plus a `valid` transposed conv with dilation.
+#[test]
+fn conv2d_transpose_decoder_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let config = json!({"className": "Sequential", "inputShape": [5], "layers": [
+        {"className": "Dense", "config": {"units": 36, "activation": "relu"}},
+        {"className": "Reshape", "config": {"targetShape": [3, 3, 4]}},
+        {"className": "Conv2DTranspose", "config": {"filters": 6, "kernelSize": 3, "strides": 2, "padding": "same", "activation": "relu"}},
+        {"className": "Conv2DTranspose", "config": {"filters": 3, "kernelSize": [4, 3], "strides": 2, "padding": "same", "activation": "tanh"}},
+        {"className": "Conv2DTranspose", "config": {"filters": 2, "kernelSize": 2, "dilationRate": 2, "useBias": false}}
+    ]});
+    let compile =
+        json!({"optimizer": {"name": "sgd", "learningRate": 0.05, "momentum": 0.9}, "loss": "meanSquaredError"});
+    let (mut cpu, mut gpu) = pair(&config, compile);
+    let x = data(&[6, 5], 0.2);
+    let y = data(&[6, 14, 14, 2], 1.3);
+    let first = cpu.evaluate(&x, &y, 6).unwrap()[0].1;
+    train_alike(&mut cpu, &mut gpu, &x, &y, 5, "conv2d transpose decoder");
+    assert_same_weights(&cpu, &gpu, 1e-4);
+    let (pa, pb) = (cpu.predict(&x, 4).unwrap(), gpu.predict(&x, 4).unwrap());
+    assert_eq!(pa.shape(), [6, 14, 14, 2]);
+    assert!(max_rel_diff(pa.data(), pb.data()) < 1e-4);
+    let last = gpu.evaluate(&x, &y, 6).unwrap()[0].1;
+    assert!(last < first, "training should lower the loss: {first} -> {last}");
+}
+
 #[test]
 fn mse_regression_and_host_weight_changes_reach_the_gpu() {
     if skip() {
@@ -429,15 +487,112 @@ fn shared_layers_sum_their_gradients_on_the_gpu() {
     assert_same_weights(&cpu, &gpu, 1e-4);
 }
 
+/// A convnet with BatchNormalization over NHWC feature maps (statistics per channel over
+/// batch, height and width) and over a dense layer's output (rank 2), with and without
+/// center/scale, plus a frozen one (`trainable: false`: moving statistics even in training).
+fn batchnorm_convnet() -> Value {
+    json!({"className": "Sequential", "inputShape": [10, 10, 3], "layers": [
+        {"className": "Conv2D", "config": {"filters": 6, "kernelSize": [3, 3], "padding": "same"}},
+        {"className": "BatchNormalization", "config": {"name": "bn_a", "momentum": 0.8}},
+        {"className": "Activation", "config": {"activation": "relu"}},
+        {"className": "MaxPooling2D", "config": {"poolSize": [2, 2]}},
+        {"className": "Conv2D", "config": {"filters": 4, "kernelSize": [3, 3], "activation": "relu"}},
+        {"className": "BatchNormalization", "config": {"name": "bn_b", "center": false, "epsilon": 0.01}},
+        {"className": "Flatten", "config": {}},
+        {"className": "Dense", "config": {"units": 10}},
+        {"className": "BatchNormalization", "config": {"name": "bn_c", "scale": false, "momentum": 0.5}},
+        {"className": "Activation", "config": {"activation": "tanh"}},
+        {"className": "BatchNormalization", "config": {"name": "bn_frozen", "trainable": false}},
+        {"className": "Dense", "config": {"units": 5, "activation": "softmax"}}
+    ]})
+}
+
+/// The weights of `model` with every moving statistic shifted (means +0.2, variances x1.5 +0.1).
+fn shifted_moving_statistics(model: &Model) -> Vec<Vec<f32>> {
+    model
+        .get_weights()
+        .unwrap()
+        .into_iter()
+        .map(|(name, _, w)| {
+            if name.ends_with("moving_mean") {
+                w.iter().map(|v| v + 0.2).collect()
+            } else if name.ends_with("moving_variance") {
+                w.iter().map(|v| v * 1.5 + 0.1).collect()
+            } else {
+                w
+            }
+        })
+        .collect()
+}
+
+/// Every weight (moving statistics included) of the two models within `abs` of each other, and
+/// within 1e-3 relative as [`assert_same_weights`] measures it.
+fn assert_weights_within(cpu: &Model, gpu: &Model, abs: f32) {
+    for ((name, _, a), (_, _, b)) in cpu.get_weights().unwrap().iter().zip(&gpu.get_weights().unwrap()) {
+        let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(d <= abs, "{name}: absolute difference {d}");
+    }
+    assert_same_weights(cpu, gpu, 1e-3);
+}
+
+/// BatchNormalization trains on the GPU as on the CPU: batch statistics in each step, the
+/// moving statistics updated on the device and synced back with the weights, the frozen
+/// layer's left alone, inference on the moving statistics, and moving statistics set on the
+/// host reaching the device.
+#[test]
+fn batch_normalization_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    // SGD: a bias feeding a normalisation has a zero gradient (the batch mean absorbs it), and
+    // Adam would turn the rounding noise standing in for it into full-size steps of any sign.
+    let compile = json!({"optimizer": {"name": "sgd", "learningRate": 0.1, "momentum": 0.9},
+        "loss": "sparseCategoricalCrossentropy", "metrics": ["accuracy"]});
+    let (mut cpu, mut gpu) = pair(&batchnorm_convnet(), compile);
+    // Non-trivial moving statistics from the host (the frozen layer normalises with them).
+    let start = shifted_moving_statistics(&cpu);
+    cpu.set_weights(&start).unwrap();
+    gpu.set_weights(&start).unwrap();
+    let x = data(&[8, 10, 10, 3], 0.7);
+    let y = Tensor::new((0..8).map(|i| (i % 5) as f32).collect(), &[8]).unwrap();
+    train_alike(&mut cpu, &mut gpu, &x, &y, 6, "batchnorm convnet");
+    assert_weights_within(&cpu, &gpu, 1e-4);
+    let after = gpu.get_weights().unwrap();
+    for ((name, _, w), w0) in after.iter().zip(&start) {
+        if name.contains("moving_") {
+            if name.contains("bn_frozen") {
+                assert_eq!(w, w0, "{name}: a frozen layer keeps its moving statistics");
+            } else {
+                assert!(max_rel_diff(w0, w) > 1e-3, "{name} should have moved");
+            }
+        }
+    }
+    let (pa, pb) = (cpu.predict(&x, 5).unwrap(), gpu.predict(&x, 5).unwrap());
+    assert_eq!(pa.shape(), [8, 5]);
+    assert!(max_rel_diff(pa.data(), pb.data()) < 1e-4);
+    let (ea, eb) = (cpu.evaluate(&x, &y, 3).unwrap(), gpu.evaluate(&x, &y, 3).unwrap());
+    assert!(((ea[0].1 - eb[0].1) / ea[0].1).abs() < 1e-4, "{ea:?} vs {eb:?}");
+    // Moving statistics changed on the host after training are uploaded before GPU inference
+    // and training.
+    let moved = shifted_moving_statistics(&cpu);
+    cpu.set_weights(&moved).unwrap();
+    gpu.set_weights(&moved).unwrap();
+    let (pa, pb) = (cpu.predict(&x, 8).unwrap(), gpu.predict(&x, 8).unwrap());
+    assert!(max_rel_diff(pa.data(), pb.data()) < 1e-4);
+    train_alike(&mut cpu, &mut gpu, &x, &y, 2, "batchnorm convnet, new statistics");
+    assert_weights_within(&cpu, &gpu, 1e-4);
+}
+
 #[test]
 fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
     if skip() {
         return;
     }
     assert!(!gpu_model::devices().is_empty(), "wgpu sees no adapter");
-    let config = json!({"className": "Sequential", "inputShape": [5, 3], "layers": [
-        {"className": "Conv1D", "config": {"filters": 4, "kernelSize": 2}},
-        {"className": "Flatten", "config": {}},
+    // A masking embedding has no GPU kernel yet (Conv1D, the earlier example, now has one).
+    let config = json!({"className": "Sequential", "inputShape": [5], "layers": [
+        {"className": "Embedding", "config": {"inputDim": 9, "outputDim": 4, "maskZero": true}},
+        {"className": "GlobalAveragePooling1D", "config": {}},
         {"className": "Dense", "config": {"units": 2}}
     ]});
     let mut model = Model::from_config(&config, 3).unwrap();
@@ -446,16 +601,15 @@ fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
         .unwrap();
     assert!(model.device_name().is_none());
     let warning = model.compiled_ref().unwrap().device_warning.clone().unwrap();
-    assert!(warning.contains("Conv1D"), "{warning}");
-    let logs = model
-        .train_on_batch(&data(&[4, 5, 3], 0.0), &data(&[4, 2], 1.0))
-        .unwrap();
+    assert!(warning.contains("Embedding maskZero"), "{warning}");
+    let tokens = Tensor::new((0..20).map(|i| (i * 7 % 9) as f32).collect(), &[4, 5]).unwrap();
+    let logs = model.train_on_batch(&tokens, &data(&[4, 2], 1.0)).unwrap();
     assert!(logs[0].1.is_finite());
     let err = model
         .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "gpu!"}))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("does not support the Conv1D layer"), "{err}");
+    assert!(err.contains("does not support Embedding maskZero"), "{err}");
     let err = model
         .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "tpu"}))
         .unwrap_err()

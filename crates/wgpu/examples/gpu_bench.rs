@@ -232,6 +232,16 @@ fn first_layer_json(gpu: &Gpu, adapter: &str, batch: usize, reps: usize) -> Resu
     }
     gpu.wait()?;
     let per_call_us = t0.elapsed().as_secs_f64() / 200.0 * 1e6;
+    // The same calls collected into one submission (Gpu::record): what submits cost.
+    let t0 = std::time::Instant::now();
+    {
+        let _scope = gpu.record();
+        for _ in 0..200 {
+            drop(gpu.scale(&tiny, 1.0, 0.0)?);
+        }
+    }
+    gpu.wait()?;
+    let per_call_recorded_us = t0.elapsed().as_secs_f64() / 200.0 * 1e6;
     let t0 = std::time::Instant::now();
     for _ in 0..50 {
         drop(gpu.scale(&tiny, 1.0, 0.0)?);
@@ -240,7 +250,7 @@ fn first_layer_json(gpu: &Gpu, adapter: &str, batch: usize, reps: usize) -> Resu
     let per_call_wait_us = t0.elapsed().as_secs_f64() / 50.0 * 1e6;
     let ms = |s: f64| format!("{:.3}", s * 1e3);
     Ok(format!(
-        "{{\"adapter\":{},\"mnist_conv1_b{batch}_ms\":{{\"forward\":{},\"backward_filter\":{},\"bias_grad_sum_rows\":{},\"relu_backward\":{},\"dropout\":{}}},\"dense_{rows}x1600x10_ms\":{},\"tiny_kernel_call_us\":{per_call_us:.1},\"tiny_kernel_call_and_wait_us\":{per_call_wait_us:.1}}}",
+        "{{\"adapter\":{},\"mnist_conv1_b{batch}_ms\":{{\"forward\":{},\"backward_filter\":{},\"bias_grad_sum_rows\":{},\"relu_backward\":{},\"dropout\":{}}},\"dense_{rows}x1600x10_ms\":{},\"tiny_kernel_call_us\":{per_call_us:.1},\"tiny_kernel_call_recorded_us\":{per_call_recorded_us:.1},\"tiny_kernel_call_and_wait_us\":{per_call_wait_us:.1}}}",
         json_str(adapter),
         ms(fwd),
         ms(bwd_filter),

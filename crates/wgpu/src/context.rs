@@ -84,6 +84,12 @@ pub struct Gpu {
     pub(crate) conv_kernel: std::sync::atomic::AtomicU8,
     /// Whether the row reductions run their subgroup variants (see `Gpu::set_subgroups`).
     subgroups: std::sync::atomic::AtomicBool,
+    /// Queue submissions so far (see `Gpu::submissions`).
+    pub(crate) submissions: std::sync::atomic::AtomicU64,
+    /// Whether `Gpu::record` collects submissions (`CORTEX_WGPU_RECORD=0` turns it off).
+    pub(crate) recording_enabled: bool,
+    /// Command buffers `Gpu::record` collects per submission (`CORTEX_WGPU_RECORD=<n>`).
+    pub(crate) record_chunk: usize,
 }
 
 /// Shaders with a subgroup-operation variant, registered as `<name>_sg` (see source.rs).
@@ -153,6 +159,13 @@ impl Gpu {
                 granted.contains(wgpu::Features::SUBGROUP)
                     && std::env::var("CORTEX_WGPU_SUBGROUPS").map_or(true, |v| v != "0"),
             ),
+            submissions: std::sync::atomic::AtomicU64::new(0),
+            recording_enabled: std::env::var("CORTEX_WGPU_RECORD").map_or(true, |v| v != "0"),
+            record_chunk: std::env::var("CORTEX_WGPU_RECORD")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n > 0)
+                .unwrap_or(crate::recording::DEFAULT_CHUNK),
         })
     }
 
@@ -181,8 +194,9 @@ impl Gpu {
         self.pipelines.len()
     }
 
-    /// Blocks until all submitted work has finished.
+    /// Blocks until all submitted work has finished (submitting this thread's recording first).
     pub fn wait(&self) -> Result<()> {
+        self.flush_recording();
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Readback(e.to_string()))?;
@@ -386,8 +400,9 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Submits everything recorded (uniform buffers go back to the pool afterwards).
+    /// Submits everything recorded, or adds it to an open [`Gpu::record`] scope (uniform
+    /// buffers and held scratch tensors go back to the pool after the submission).
     pub fn submit(self) {
-        self.gpu.queue.submit(Some(self.encoder.finish()));
+        self.gpu.submit_commands(self.encoder.finish(), self.keep, self.held);
     }
 }

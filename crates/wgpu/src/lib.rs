@@ -47,11 +47,13 @@ pub mod context;
 pub mod kernels;
 pub mod pipelines;
 pub mod pool;
+pub mod recording;
 pub mod source;
 pub mod tensor;
 
 pub use context::{adapters, AdapterSummary, Gpu};
 pub use kernels::attention::{AttentionGrads, AttentionOutput};
+pub use kernels::batchnorm::{BatchNormGrads, BatchNormStats};
 pub use kernels::conv::Conv2dSpec;
 pub use kernels::elementwise::{Activation, BinaryOp};
 pub use kernels::gru::{GruBackward, GruForward, GruGrads, GruSaved};

@@ -91,7 +91,7 @@ impl BufferPool {
         }
     }
 
-    fn release(&self, buffer: wgpu::Buffer, size: u64, usage: wgpu::BufferUsages) {
+    pub(crate) fn release(&self, buffer: wgpu::Buffer, size: u64, usage: wgpu::BufferUsages) {
         self.free.lock().unwrap().entry((size, usage)).or_default().push(buffer);
     }
 
@@ -137,7 +137,10 @@ impl PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
-            self.pool.release(b, self.size, self.usage);
+            // Parked instead while this thread has unsubmitted commands (see recording.rs).
+            if let Some(b) = crate::recording::park(&self.pool, b, self.size, self.usage) {
+                self.pool.release(b, self.size, self.usage);
+            }
         }
     }
 }

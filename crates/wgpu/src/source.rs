@@ -159,6 +159,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         ),
     ),
     ("embedding", include_str!("shaders/embedding.wgsl")),
+    ("batchnorm", include_str!("shaders/batchnorm.wgsl")),
 ];
 
 /// Optional device features shader `name` needs: `SUBGROUP` for the `_sg` variants,

@@ -148,7 +148,7 @@ impl Gpu {
         let t = self.empty(shape, DType::F32)?;
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.clear_buffer(t.buffer(), 0, None);
-        self.queue.submit(Some(enc.finish()));
+        self.submit_commands(enc.finish(), Vec::new(), Vec::new());
         Ok(t)
     }
 
@@ -175,12 +175,15 @@ impl Gpu {
         if bytes == 0 {
             return Ok(Vec::new());
         }
+        // What this thread recorded so far must run before the copy.
+        self.flush_recording();
         let staging = self
             .pool
             .acquire(bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(t.buffer(), 0, staging.buffer(), 0, bytes);
         self.queue.submit(Some(enc.finish()));
+        self.submissions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slice = staging.buffer().slice(..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {

@@ -94,7 +94,7 @@ fn copy_rows(gpu: &Gpu, src: &GpuTensor, first: usize, shape: &[usize]) -> Resul
     if bytes > 0 {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(src.buffer(), (first * out.len()) as u64 * 4, out.buffer(), 0, bytes);
-        gpu.queue.submit(Some(enc.finish()));
+        gpu.submit_commands(enc.finish(), Vec::new(), Vec::new());
     }
     Ok(out)
 }
@@ -292,7 +292,7 @@ impl Gpu {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(d_in.buffer(), 0, dbias.buffer(), 0, bytes);
         enc.copy_buffer_to_buffer(d_rb.buffer(), 0, dbias.buffer(), bytes, bytes);
-        self.queue.submit(Some(enc.finish()));
+        self.submit_commands(enc.finish(), Vec::new(), Vec::new());
         Ok(GruGrads { dx, dw, du, dbias })
     }
 }

@@ -1,6 +1,7 @@
 //! Compute kernels, one module (and one WGSL file) per op family.
 
 pub mod attention;
+pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
 pub mod embedding;
@@ -81,6 +82,14 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("simple_rnn", "simple_rnn_backward"),
     ("embedding", "gather"),
     ("embedding", "scatter_add"),
+    ("batchnorm", "sum_partial"),
+    ("batchnorm", "sq_partial"),
+    ("batchnorm", "mean_final"),
+    ("batchnorm", "update_moving"),
+    ("batchnorm", "apply"),
+    ("batchnorm", "grad_partial"),
+    ("batchnorm", "grad_final"),
+    ("batchnorm", "backward_dx"),
 ];
 
 /// Checks that `t` has exactly `len` elements.

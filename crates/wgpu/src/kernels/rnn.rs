@@ -455,7 +455,7 @@ fn copy_tensor(gpu: &Gpu, x: &GpuTensor) -> Result<GpuTensor> {
     if bytes > 0 {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(x.buffer(), 0, out.buffer(), 0, bytes);
-        gpu.queue.submit(Some(enc.finish()));
+        gpu.submit_commands(enc.finish(), Vec::new(), Vec::new());
     }
     Ok(out)
 }

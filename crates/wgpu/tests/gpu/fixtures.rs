@@ -22,9 +22,14 @@ use crate::common::gpu;
 const CPU_ONLY: &[(&str, &str)] = &[
     ("avg_pooling2d", "no average-pooling kernel on the GPU yet"),
     ("global_average_pooling2d", "no global pooling kernel on the GPU yet"),
-    ("conv1d", "no conv1d kernel on the GPU yet"),
-    ("conv2d_transpose", "no transposed convolution on the GPU yet"),
-    ("batch_normalization", "no batch normalisation on the GPU yet"),
+    (
+        "conv1d",
+        "runs on the conv2d kernels through the model code: crates/core/tests/fixtures_spatial.rs, both devices",
+    ),
+    (
+        "conv2d_transpose",
+        "runs on the conv2d kernels through the model code: crates/core/tests/fixtures_spatial.rs, both devices",
+    ),
     (
         "model_train_step",
         "runs through the model code: crates/core/tests/fixtures.rs, both devices",
@@ -117,6 +122,7 @@ fn every_fixture_case_is_accounted_for() {
         "loss",
         "optimizer",
         "layer_normalization",
+        "batch_normalization",
         "embedding",
         "lstm",
         "gru",
@@ -411,6 +417,32 @@ fn layer_norm_fixture_on_gpu() {
         check(g, "layer_norm dx", &grads.dx, &case["grads"]["x"]);
         check(g, "layer_norm dgamma", &grads.dgamma, &case["grads"]["gamma"]);
         check(g, "layer_norm dbeta", &grads.dbeta, &case["grads"]["beta"]);
+    }
+    assert_eq!(cases.len(), 1);
+}
+
+/// Training mode: the batch statistics, and dx through them.
+#[test]
+fn batch_norm_fixture_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let cases = cases_of("batch_normalization");
+    for case in &cases {
+        assert_eq!(case["attrs"]["training"], true);
+        let eps = case["attrs"]["epsilon"].as_f64().unwrap() as f32;
+        let x = upload(g, &case["inputs"]["x"]);
+        let (gamma, beta) = (upload(g, &case["params"]["gamma"]), upload(g, &case["params"]["beta"]));
+        let stats = g.batch_norm_stats(&x).unwrap();
+        let y = g
+            .batch_norm(&x, &stats.mean, &stats.var, Some(&gamma), Some(&beta), eps)
+            .unwrap();
+        check(g, "batch_norm y", &y, &case["outputs"]["y"]);
+        let dy = upload(g, &case["cotangents"]["y"]);
+        let grads = g
+            .batch_norm_backward(&x, &dy, &stats.mean, &stats.var, Some(&gamma), eps, true, true)
+            .unwrap();
+        check(g, "batch_norm dx", grads.dx.as_ref().unwrap(), &case["grads"]["x"]);
+        check(g, "batch_norm dgamma", &grads.dgamma, &case["grads"]["gamma"]);
+        check(g, "batch_norm dbeta", &grads.dbeta, &case["grads"]["beta"]);
     }
     assert_eq!(cases.len(), 1);
 }

@@ -6,6 +6,7 @@
 //! explicitly (the shader validation tests still run).
 
 mod attention;
+mod batchnorm;
 mod common;
 mod conv;
 mod conv_kernels;
@@ -19,6 +20,7 @@ mod matmul_kernels;
 mod optim;
 mod pool2d;
 mod pooling_alloc;
+mod recording;
 mod reduce_softmax;
 mod rnn;
 mod shaders;

@@ -9,11 +9,13 @@
 //! noticed through each parameter's version counter and uploaded before the next GPU step.
 //!
 //! Supported today: Sequential and functional models (one input, one output; layers may be
-//! shared) of Dense, Conv2D (strides, dilation, valid/same), MaxPooling2D and
+//! shared) of Dense, Conv2D (strides, dilation, valid/same), Conv1D (strides, dilation,
+//! valid/same/causal), Conv2DTranspose (strides, dilation, valid/same), MaxPooling2D and
 //! AveragePooling2D (strides, valid/same), GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D
 //! (nearest), Flatten, Reshape, Dropout, Activation (linear/relu/sigmoid/tanh/gelu/leakyRelu;
 //! softmax at the output), Add, Embedding (without maskZero), LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences),
-//! LayerNormalization, MultiHeadAttention (no masks, scores or attention dropout; key size
+//! LayerNormalization, BatchNormalization (moving statistics updated on the device),
+//! MultiHeadAttention (no masks, scores or attention dropout; key size
 //! <= 64), PositionalEmbedding and GlobalAveragePooling1D layers; sparse and dense categorical
 //! cross-entropy and binary cross-entropy (probabilities or logits; a softmax output is folded
 //! into a categorical cross-entropy), mean squared and mean absolute error; SGD (momentum,
@@ -21,6 +23,8 @@
 //! [`GpuModel::new`], and `compile` falls back to the CPU (or, with `"gpu!"`, fails).
 
 mod attention;
+mod batchnorm;
+mod conv_steps;
 mod loss;
 mod profile;
 mod sequence;
@@ -86,6 +90,9 @@ pub struct GpuModel {
     weights: Vec<GpuTensor>,
     /// Per weight: whether the optimizer updates it (captured at compile).
     trainable: Vec<bool>,
+    /// Per weight: whether a training step's forward pass changes it on the device
+    /// (BatchNormalization's moving statistics), so the host needs it back.
+    device_state: Vec<bool>,
     /// Per weight: the host parameter's version the device copy was made from.
     host_versions: Vec<u64>,
     /// Per weight: optimizer slots (velocity, Adam's two moments or RMSprop's mean square),
@@ -166,6 +173,14 @@ impl GpuModel {
         }
         Ok(GpuModel {
             trainable: params.iter().map(|p| trainable(p)).collect(),
+            device_state: {
+                let mut state = vec![false; params.len()];
+                layer_steps
+                    .iter()
+                    .flat_map(Step::state_weights)
+                    .for_each(|i| state[i] = true);
+                state
+            },
             host_versions: params.iter().map(|p| p.version()).collect(),
             slots: (0..params.len()).map(|_| Vec::new()).collect(),
             gpu,
@@ -241,7 +256,8 @@ impl GpuModel {
         let mut result = Ok(());
         let mut i = 0;
         model.visit_params(&mut |_, p, _| {
-            if result.is_ok() && i < self.weights.len() && self.trainable[i] {
+            // Every weight the device changes: the optimizer's and the moving statistics.
+            if result.is_ok() && i < self.weights.len() && (self.trainable[i] || self.device_state[i]) {
                 result = self
                     .gpu
                     .download(&self.weights[i])
@@ -350,8 +366,9 @@ impl GpuModel {
 
     /// The output of `model` on `x` and, for the output cotangent `dy`, the gradients of
     /// `sum(output * dy)` wrt `x` (None when the input is token ids) and every weight (None
-    /// where unreached), computed as a training step would (dropout off): the PyTorch fixture
-    /// suite checks layers on the GPU through this.
+    /// where unreached), computed as a training step would (dropout off; BatchNormalization on
+    /// the batch statistics, its moving ones left alone): the PyTorch fixture suite checks
+    /// layers on the GPU through this.
     pub fn output_and_gradients(
         &mut self,
         model: &Model,
@@ -389,6 +406,8 @@ impl GpuModel {
     ) -> Result<Logs> {
         self.refresh_from_host(model)?;
         let g = Arc::clone(&self.gpu);
+        // The step's kernel calls go to the queue in chunks (Gpu::record), not one by one.
+        let _scope = g.record();
         if let Some(p) = &self.profiler {
             p.start(&g);
         }
@@ -480,6 +499,8 @@ impl GpuModel {
     /// Inference on the GPU (softmax applied), as [`Model::predict`] on one batch.
     pub fn predict(&mut self, model: &Model, x: &Tensor) -> Result<Tensor> {
         self.refresh_from_host(model)?;
+        let g = Arc::clone(&self.gpu);
+        let _scope = g.record();
         if let Some(p) = &self.profiler {
             p.start(&self.gpu);
         }

@@ -9,6 +9,8 @@ use cortex_wgpu::{Activation as GpuAct, Conv2dSpec, Gpu, GpuTensor, MatmulDesc, 
 use serde_json::Value;
 
 use super::attention::{self, MhaTape, MhaWeights};
+use super::batchnorm::{self, BatchNormPlan, BatchNormTape};
+use super::conv_steps::{self, ConvPlan};
 use super::sequence::{self, Cell, RnnTape};
 use super::spatial::{self, SpatialPlan};
 use super::{gpu_err, unsupported};
@@ -53,6 +55,8 @@ pub(super) enum Step {
         same: bool,
         act: Act,
     },
+    /// Conv1D or Conv2DTranspose, on the conv2d kernels (see `conv_steps.rs`).
+    ConvExt(ConvPlan),
     MaxPool {
         pool: (usize, usize),
         strides: (usize, usize),
@@ -86,6 +90,7 @@ pub(super) enum Step {
     GlobalAvgPool1d,
     /// AveragePooling2D, GlobalAveragePooling2D, ZeroPadding2D or UpSampling2D.
     Spatial(SpatialPlan),
+    BatchNorm(BatchNormPlan),
 }
 
 /// What a step's backward pass needs from its forward pass.
@@ -118,6 +123,7 @@ pub(super) enum Saved {
         rstd: GpuTensor,
     },
     Mha(Box<MhaTape>),
+    BatchNorm(BatchNormTape),
 }
 
 /// Reads a `[a, b]` config entry (Keras writes kernelSize, strides... as pairs).
@@ -153,6 +159,14 @@ pub(super) fn plan(class: &str, name: &str, config: &Value, first: usize, count:
             same,
             act: act()?,
         },
+        "Conv1D" | "Conv2DTranspose" => Step::ConvExt(conv_steps::plan(
+            class,
+            name,
+            config,
+            need(0, "kernel")?,
+            index(1),
+            act()?,
+        )?),
         "MaxPooling2D" => {
             let pool = pair(config, "poolSize").unwrap_or((2, 2));
             Step::MaxPool {
@@ -209,6 +223,7 @@ pub(super) fn plan(class: &str, name: &str, config: &Value, first: usize, count:
             table: need(0, "table")?,
         },
         "GlobalAveragePooling1D" => Step::GlobalAvgPool1d,
+        "BatchNormalization" => Step::BatchNorm(batchnorm::plan(name, config, first, count)?),
         "AveragePooling2D" | "GlobalAveragePooling2D" | "ZeroPadding2D" | "UpSampling2D" => {
             Step::Spatial(spatial::plan(class, name, config)?)
         }
@@ -222,6 +237,7 @@ impl Step {
         match self {
             Step::Dense { .. } => "dense",
             Step::Conv { .. } => "conv2d",
+            Step::ConvExt(p) => p.kind_name(),
             Step::MaxPool { .. } => "max_pool",
             Step::Reshape(_) => "reshape",
             Step::Dropout(_) => "dropout",
@@ -238,6 +254,16 @@ impl Step {
             Step::PositionalEmbedding { .. } => "positional",
             Step::GlobalAvgPool1d => "avg_pool_1d",
             Step::Spatial(sp) => sp.kind(),
+            Step::BatchNorm(_) => "batch_norm",
+        }
+    }
+
+    /// The weights this step's forward pass changes on the device in a training step
+    /// (BatchNormalization's moving statistics), besides what the optimizer updates.
+    pub(super) fn state_weights(&self) -> Vec<usize> {
+        match self {
+            Step::BatchNorm(p) => p.state_weights(),
+            _ => Vec::new(),
         }
     }
 
@@ -247,6 +273,7 @@ impl Step {
             self,
             Step::Dense { act: Act::Softmax, .. }
                 | Step::Conv { act: Act::Softmax, .. }
+                | Step::ConvExt(ConvPlan { act: Act::Softmax, .. })
                 | Step::Activation(Act::Softmax)
         )
     }
@@ -401,6 +428,11 @@ impl Step {
                 let (y, z) = activate(z, act)?;
                 (y, Saved::Conv { x, z, spec })
             }
+            Step::ConvExt(p) => {
+                let (z, x, spec) = p.forward(g, w, one(p.class(), xs)?)?;
+                let (y, z) = activate(z, p.act)?;
+                (y, Saved::Conv { x, z, spec })
+            }
             &Step::MaxPool { pool, strides, same } => {
                 let x = one("MaxPooling2D", xs)?;
                 let s = x.shape();
@@ -502,6 +534,16 @@ impl Step {
                 let s = x.shape().to_vec();
                 (sp.forward(g, &x)?, Saved::Shape(s))
             }
+            Step::BatchNorm(p) => {
+                // Batch statistics whenever a gradient is taken (keep): a training step, or
+                // output_and_gradients; only a training step moves the moving statistics.
+                let x = one("BatchNormalization", xs)?;
+                let (y, tape) = p.forward(g, w, x, keep, cx.training, keep)?;
+                match tape {
+                    Some(t) => (y, Saved::BatchNorm(t)),
+                    None => return Ok((y, None)),
+                }
+            }
             Step::GlobalAvgPool1d => {
                 let x = one("GlobalAveragePooling1D", xs)?;
                 let s = x.shape().to_vec();
@@ -576,6 +618,10 @@ impl Step {
                 let dx = g.conv2d_backward_input(&dz, &w[k], x_shape, &spec).map_err(gpu_err)?;
                 vec![Some(dx)]
             }
+            (Step::ConvExt(p), Saved::Conv { x, z, spec }) => {
+                let dz = act_back(p.act, &z, dy)?;
+                vec![p.backward(g, w, &x, &spec, dz, needed(0), grads)?]
+            }
             (Step::MaxPool { .. }, Saved::Pool { argmax, x_shape, spec }) => {
                 vec![Some(
                     g.max_pool2d_backward(&dy, &argmax, x_shape, &spec).map_err(gpu_err)?,
@@ -638,6 +684,7 @@ impl Step {
                 vec![Some(dy)]
             }
             (Step::Spatial(sp), Saved::Shape(shape)) => vec![Some(sp.backward(g, &shape, &dy)?)],
+            (Step::BatchNorm(p), Saved::BatchNorm(tape)) => vec![p.backward(g, w, tape, dy, needed(0), grads)?],
             (Step::GlobalAvgPool1d, Saved::Shape(shape)) => {
                 let dx = spread_over_steps(g, &dy, shape[1])?;
                 vec![Some(dx.reshape(&shape).map_err(gpu_err)?)]

@@ -1,0 +1,272 @@
+//! GPU models: what the GPU backend refuses (fallback warning or a "gpu!" error), the test hook
+//! for output gradients, and the precision policy.
+
+mod gpu_support;
+
+use cortex_core::nn::gpu_model;
+use cortex_core::nn::model::Model;
+use cortex_core::Tensor;
+use gpu_support::*;
+use serde_json::{json, Value};
+
+#[test]
+fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
+    if skip() {
+        return;
+    }
+    assert!(!gpu_model::devices().is_empty(), "wgpu sees no adapter");
+    // A masking embedding has no GPU kernel yet (Conv1D, the earlier example, now has one).
+    let config = json!({"className": "Sequential", "inputShape": [5], "layers": [
+        {"className": "Embedding", "config": {"inputDim": 9, "outputDim": 4, "maskZero": true}},
+        {"className": "GlobalAveragePooling1D", "config": {}},
+        {"className": "Dense", "config": {"units": 2}}
+    ]});
+    let mut model = Model::from_config(&config, 3).unwrap();
+    model
+        .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "gpu"}))
+        .unwrap();
+    assert!(model.device_name().is_none());
+    let warning = model.compiled_ref().unwrap().device_warning.clone().unwrap();
+    assert!(warning.contains("Embedding maskZero"), "{warning}");
+    let tokens = Tensor::new((0..20).map(|i| (i * 7 % 9) as f32).collect(), &[4, 5]).unwrap();
+    let logs = model.train_on_batch(&tokens, &data(&[4, 2], 1.0)).unwrap();
+    assert!(logs[0].1.is_finite());
+    let err = model
+        .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "gpu!"}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not support Embedding maskZero"), "{err}");
+    let err = model
+        .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "tpu"}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("device must be 'cpu', 'gpu'"), "{err}");
+}
+
+/// Each configuration the GPU path cannot run yet is refused with "gpu!" by name, never run
+/// wrongly: recurrent options, attention options, masking, softmax placement, losses a softmax
+/// output cannot feed, graph shapes and optimizer options.
+#[test]
+fn gpu_only_compiles_refuse_what_the_gpu_lacks_by_name() {
+    if skip() {
+        return;
+    }
+    let seq = |input: Value, layers: Value| json!({"className": "Sequential", "inputShape": input, "layers": layers});
+    let layer = |class: &str, config: Value| json!({"className": class, "config": config});
+    let cases = [
+        (
+            seq(
+                json!([5, 3]),
+                json!([layer("LSTM", json!({"units": 4, "goBackwards": true}))]),
+            ),
+            "adam",
+            "LSTM goBackwards",
+        ),
+        (
+            seq(
+                json!([5]),
+                json!([
+                    layer("Embedding", json!({"inputDim": 9, "outputDim": 3, "maskZero": true})),
+                    layer("Flatten", json!({}))
+                ]),
+            ),
+            "adam",
+            "Embedding maskZero",
+        ),
+        (
+            seq(
+                json!([5]),
+                json!([
+                    layer("Dense", json!({"units": 4})),
+                    layer("Embedding", json!({"inputDim": 9, "outputDim": 3}))
+                ]),
+            ),
+            "adam",
+            "an Embedding layer that does not read the model input",
+        ),
+        (
+            seq(
+                json!([5]),
+                json!([
+                    layer("Dense", json!({"units": 4, "activation": "softmax"})),
+                    layer("Dense", json!({"units": 2}))
+                ]),
+            ),
+            "adam",
+            "softmax before the model output",
+        ),
+        (
+            seq(
+                json!([5]),
+                json!([layer("Dense", json!({"units": 2, "activation": "elu"}))]),
+            ),
+            "adam",
+            "activation 'elu'",
+        ),
+    ];
+    for (config, optimizer, want) in cases {
+        let err = gpu_compile_error(&config, optimizer);
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+    }
+    // A softmax output runs only fused into a cross-entropy from probabilities; the moving
+    // average of useEma has no GPU update.
+    let softmax_out = seq(
+        json!([5]),
+        json!([layer("Dense", json!({"units": 3, "activation": "softmax"}))]),
+    );
+    for (optimizer, loss, want) in [
+        (
+            json!("adam"),
+            json!("binaryCrossentropy"),
+            "the loss BinaryCrossentropy { from_logits: false } with this output layer",
+        ),
+        (
+            json!("adam"),
+            json!({"name": "categoricalCrossentropy", "fromLogits": true}),
+            "the loss CategoricalCrossentropy { from_logits: true } with this output layer",
+        ),
+        (
+            json!("rmsprop"),
+            json!("meanAbsoluteError"),
+            "the loss MeanAbsoluteError with this output layer",
+        ),
+        (
+            json!({"name": "rmsprop", "useEma": true}),
+            json!("categoricalCrossentropy"),
+            "optimizer useEma",
+        ),
+    ] {
+        let err = gpu_compile_error_with(&softmax_out, json!({"optimizer": optimizer, "loss": loss}));
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+    }
+    // Attention: value size, head size and scores.
+    for (options, want) in [
+        (json!({"numHeads": 2, "keyDim": 4, "valueDim": 3}), "valueDim != keyDim"),
+        (json!({"numHeads": 2, "keyDim": 80}), "keyDim 80"),
+        (json!({"numHeads": 2, "keyDim": 4, "dropout": 0.1}), "attention dropout"),
+    ] {
+        let config = json!({"className": "Functional", "inputs": [[4, 6]],
+            "layers": [{"className": "MultiHeadAttention", "config": options}],
+            "nodes": [{"layer": 0, "inputs": [[-1, 0], [-1, 0]]}], "outputs": [[0, 0]]});
+        let err = gpu_compile_error(&config, "adam");
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+    }
+    // Two outputs.
+    let config = json!({"className": "Functional", "inputs": [[5]],
+        "layers": [{"className": "Dense", "config": {"units": 2}}, {"className": "Dense", "config": {"units": 3}}],
+        "nodes": [{"layer": 0, "inputs": [[-1, 0]]}, {"layer": 1, "inputs": [[-1, 0]]}],
+        "outputs": [[0, 0], [1, 0]]});
+    let err = gpu_compile_error(&config, "adam");
+    assert!(err.contains("several inputs or outputs"), "{err}");
+}
+
+/// The error of compiling `config` with `optimizer`, MSE and `device: "gpu!"`.
+fn gpu_compile_error(config: &Value, optimizer: &str) -> String {
+    gpu_compile_error_with(config, json!({"optimizer": optimizer, "loss": "meanSquaredError"}))
+}
+
+/// The error of compiling `config` with `compile` and `device: "gpu!"`.
+fn gpu_compile_error_with(config: &Value, mut compile: Value) -> String {
+    let mut model = Model::from_config(config, 1).unwrap();
+    compile["device"] = json!("gpu!");
+    model.compile(&compile).unwrap_err().to_string()
+}
+
+/// The fixture hook checks the cotangent's shape instead of reading past a buffer.
+#[test]
+fn output_and_gradients_rejects_a_cotangent_of_the_wrong_shape() {
+    if skip() {
+        return;
+    }
+    let model = Model::from_config(&mlp(), 2).unwrap();
+    let sgd = cortex_core::nn::optim::Optimizer::parse(&json!("sgd")).unwrap();
+    let loss = cortex_core::nn::loss::Loss::MeanSquaredError;
+    let mut gpu = gpu_model::GpuModel::new(&model, &loss, &sgd, &|_| true).unwrap();
+    let x = data(&[4, 7], 0.3);
+    let err = gpu
+        .output_and_gradients(&model, &x, &data(&[4, 2], 0.1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("output cotangent") && err.contains("[4, 3]"), "{err}");
+    let (y, dx, grads) = gpu.output_and_gradients(&model, &x, &data(&[4, 3], 0.1)).unwrap();
+    assert_eq!((y.shape(), dx.unwrap().shape()), (&[4, 3][..], &[4, 7][..]));
+    assert!(grads.iter().all(Option::is_some), "every weight reached");
+}
+
+/// Largest |a - b| / max|a| over every weight of two models.
+fn weight_gap(a: &Model, b: &Model) -> f32 {
+    let (a, b) = (a.get_weights().unwrap(), b.get_weights().unwrap());
+    a.iter()
+        .zip(&b)
+        .map(|((_, _, x), (_, _, y))| {
+            let scale = x.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            x.iter().zip(y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs() / scale))
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn mixed_float16_trains_dense_layers_close_to_float32() {
+    if skip() {
+        return;
+    }
+    // Shapes the f16 GEMM takes (multiples of 4), large enough for the 128 tiles to matter.
+    let config = json!({"className": "Sequential", "inputShape": [64], "layers": [
+        {"className": "Dense", "config": {"units": 128, "activation": "relu"}},
+        {"className": "Dense", "config": {"units": 12, "activation": "softmax"}}
+    ]});
+    let compile = json!({"optimizer": {"name": "sgd", "learningRate": 0.1, "momentum": 0.9},
+        "loss": "sparseCategoricalCrossentropy", "device": "gpu!"});
+    let mut f32_model = Model::from_config(&config, 5).unwrap();
+    f32_model.compile(&compile).unwrap();
+    let mut mixed = Model::from_config(&config, 5).unwrap();
+    let mut mixed_compile = compile.clone();
+    mixed_compile["precision"] = json!("mixed_float16");
+    mixed.compile(&mixed_compile).unwrap();
+    let x = data(&[200, 64], 0.3);
+    // A learnable rule: the class is the largest of the first 12 features.
+    let labels = x
+        .data()
+        .chunks(64)
+        .map(|row| (0..12).fold(0, |best, j| if row[j] > row[best] { j } else { best }) as f32)
+        .collect();
+    let y = Tensor::new(labels, &[200]).unwrap();
+    let has_f16 = cortex_core::nn::gpu_model::devices().iter().any(|d| d.shader_f16);
+    let warning = mixed.compiled_ref().unwrap().device_warning.clone();
+    assert_eq!(warning.is_some(), !has_f16, "{warning:?}");
+    let mut losses = Vec::new();
+    for step in 0..8 {
+        let a = f32_model.train_on_batch(&x, &y).unwrap()[0].1;
+        let b = mixed.train_on_batch(&x, &y).unwrap()[0].1;
+        assert!(((a - b) / a).abs() < 1e-2, "step {step}: float32 loss {a} vs mixed {b}");
+        losses.push(b);
+    }
+    assert!(losses[7] < 0.8 * losses[0], "mixed precision should learn: {losses:?}");
+    let gap = weight_gap(&f32_model, &mixed);
+    eprintln!("mixed_float16: losses {losses:?}, weight gap to float32 {gap:e}");
+    assert!(gap < 2e-2, "weights drifted {gap} from float32");
+    if has_f16 {
+        // f16 operands really were used: float32 runs agree to ~1e-6.
+        assert!(gap > 1e-5, "weights match float32 to {gap}: did the f16 GEMM run?");
+    }
+}
+
+#[test]
+fn precision_option_is_checked() {
+    let mut m = Model::from_config(&mlp(), 1).unwrap();
+    let cpu = m
+        .compile(&json!({"loss": "meanSquaredError", "precision": "mixed_float16"}))
+        .unwrap_err()
+        .to_string();
+    assert!(cpu.contains("GPU only"), "{cpu}");
+    let bad = m
+        .compile(&json!({"loss": "meanSquaredError", "device": "gpu", "precision": "float16"}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.contains("'float32' or 'mixed_float16'") && bad.contains("float16"),
+        "{bad}"
+    );
+    m.compile(&json!({"loss": "meanSquaredError", "precision": "float32"}))
+        .unwrap();
+}

@@ -1,0 +1,63 @@
+//! Helpers shared by the GPU model test files (gpu_model.rs, gpu_model_options.rs).
+#![allow(dead_code)]
+
+use cortex_core::nn::model::Model;
+use cortex_core::Tensor;
+use serde_json::{json, Value};
+
+pub fn skip() -> bool {
+    std::env::var("CORTEX_SKIP_GPU_TESTS").is_ok_and(|v| v == "1")
+}
+
+pub fn convnet() -> Value {
+    json!({"className": "Sequential", "inputShape": [12, 12, 2], "layers": [
+        {"className": "Conv2D", "config": {"filters": 8, "kernelSize": [3, 3], "padding": "same", "activation": "relu"}},
+        {"className": "MaxPooling2D", "config": {"poolSize": [2, 2]}},
+        {"className": "Conv2D", "config": {"filters": 6, "kernelSize": [3, 3], "strides": [2, 2], "activation": "tanh"}},
+        {"className": "Flatten", "config": {}},
+        {"className": "Dense", "config": {"units": 16, "activation": "relu"}},
+        {"className": "Dropout", "config": {"rate": 0.0}},
+        {"className": "Dense", "config": {"units": 5, "activation": "softmax"}}
+    ]})
+}
+
+pub fn mlp() -> Value {
+    json!({"className": "Sequential", "inputShape": [7], "layers": [
+        {"className": "Dense", "config": {"units": 11, "activation": "sigmoid"}},
+        {"className": "Dense", "config": {"units": 3}}
+    ]})
+}
+
+pub fn data(shape: &[usize], salt: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    Tensor::new((0..n).map(|i| ((i as f32) * 0.37 + salt).sin()).collect(), shape).unwrap()
+}
+
+pub fn pair(config: &Value, compile: Value) -> (Model, Model) {
+    let mut cpu = Model::from_config(config, 11).unwrap();
+    let mut gpu = Model::from_config(config, 11).unwrap();
+    cpu.compile(&compile).unwrap();
+    let mut on_gpu = compile.clone();
+    on_gpu["device"] = json!("gpu!");
+    gpu.compile(&on_gpu).unwrap();
+    assert!(gpu.device_name().is_some(), "the model should be on the GPU");
+    assert!(cpu.device_name().is_none());
+    (cpu, gpu)
+}
+
+pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (1e-3 + x.abs()))
+        .fold(0.0, f32::max)
+}
+
+pub fn assert_same_weights(cpu: &Model, gpu: &Model, tol: f32) {
+    let (a, b) = (cpu.get_weights().unwrap(), gpu.get_weights().unwrap());
+    assert_eq!(a.len(), b.len());
+    for ((name, shape, x), (_, shape2, y)) in a.iter().zip(&b) {
+        assert_eq!(shape, shape2);
+        let d = max_rel_diff(x, y);
+        assert!(d < tol, "{name}: relative difference {d}");
+    }
+}

@@ -5,8 +5,9 @@
 #                                   bundled JS bench into .device/ (git-ignored), and packs
 #                                   Node + the Vulkan loader with ../shared/gpu/pack.sh
 #   . .device/on-device.sh && bash benches/gpu.sh run      on the GPU machine (carry .device
-#                                   and the .node addon); JSON lines go to $OUT/gpu-bench.jsonl,
-#                                   the GPU test suites' output to $OUT/gpu-tests.txt
+#                                   and the .node addon); JSON lines go to $OUT/gpu-bench.jsonl
+#   . .device/on-device.sh && bash benches/gpu.sh test     the GPU test suites there; their
+#                                   output goes to $OUT/gpu-tests.txt
 #
 # The kernel benches are cortex-wgpu's examples (`gpu_bench`: GEMM 1024^3 / 4096^3 / 8192^3 and
 # conv2d; `lstm_bench` and `attention_bench` where present); the test binaries are the GPU
@@ -16,11 +17,17 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# On the device: the bench and test binaries, unpacked once into .device/{bench,tests}.
+unpack() {
+  [ -d .device/bench ] || tar -C .device -xJf .device/bins.tar.xz
+}
+
 case "${1:-}" in
 prepare)
   npm run build
   cargo build --release -p cortex-wgpu --examples
   bash ../shared/gpu/pack.sh
+  rm -rf .device/bench .device/tests .device/bins.tar.xz
   mkdir -p .device/bench .device/tests
   for ex in crates/wgpu/examples/*.rs; do
     name=$(basename "$ex" .rs)
@@ -33,33 +40,56 @@ prepare)
       node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of s.split("\n")){try{const m=JSON.parse(l);if(m.executable&&m.target&&m.target.kind.includes("test"))console.log(m.executable)}catch{}}})')
     strip -o ".device/tests/$2" "$bin"
   done
+  # The binaries travel xz-packed (the carried tree must stay under 64 MiB); `unpack` below
+  # restores them on the device.
+  tar -C .device -cJf .device/bins.tar.xz bench tests
+  rm -rf .device/bench .device/tests
   # One ESM file with the TypeScript bench and the library; the addon stays a separate file,
   # loaded from crates/node/ as in a checkout.
   npx esbuild benches/gpu_bench.ts --bundle --platform=node --format=esm --target=node20 \
     --outfile=.device/gpu_bench.mjs --external:'*.node' --log-level=warning
   ;;
 run)
+  unpack
+  # Benchmarks first (a time limit that cuts the run short still leaves them in $OUT).
   out="${OUT:-.}/gpu-bench.jsonl"
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
-  tests="${OUT:-.}/gpu-tests.txt"
-  # Each suite runs three times with parallel test threads and twice on one thread, so an
-  # intermittent failure (a race) shows up, and shows whether it needs concurrency.
-  for t in .device/tests/*; do
-    for threads in "" "" "" 1 1; do
-      echo "== $t ${threads:+--test-threads=$threads}" | tee -a "$tests"
-      CORTEX_FIXTURES=test/fixtures/fixtures.json timeout 120 "$t" ${threads:+--test-threads=$threads} 2>&1 |
-        grep -E '^test result|FAILED|panicked|max relative error' | tee -a "$tests" || true
-    done
-  done
   for b in .device/bench/*; do
     # BREAKDOWN=1: lstm_bench adds per-stage times.
     BREAKDOWN=1 timeout 180 "$b" | tee -a "$out" || echo "{\"failed\":\"$b\"}" | tee -a "$out"
   done
   # Stage profiles (stderr, see benches/gpu_bench.ts) also go to $OUT/gpu-profile.jsonl.
   timeout 240 node .device/gpu_bench.mjs 2> >(tee -a "${OUT:-.}/gpu-profile.jsonl" >&2) | tee -a "$out"
+  # The same library bench under wgpu's full run-time checks, and with one queue submission
+  # per kernel call: what each of those defaults is worth, measured in the same session.
+  for variant in CORTEX_WGPU_CHECKS=full CORTEX_WGPU_RECORD=0; do
+    env "$variant" GPU_BENCH_PROFILE=0 timeout 150 node .device/gpu_bench.mjs | tee -a "$out" ||
+      echo "{\"failed\":\"gpu_bench.mjs $variant\"}" | tee -a "$out"
+  done
+  for b in .device/bench/lstm_bench .device/bench/attention_bench; do
+    CORTEX_WGPU_CHECKS=full timeout 120 "$b" | tee -a "$out" || true
+  done
+  ;;
+test)
+  unpack
+  # The GPU test suites on the real adapter: twice with parallel test threads (a race shows
+  # up as an intermittent failure), once on one thread, and once with no run-time checks at
+  # all (CORTEX_WGPU_CHECKS=none, which makes an out-of-range index undefined behaviour).
+  tests="${OUT:-.}/gpu-tests.txt"
+  for t in .device/tests/*; do
+    for variant in "" "" "--test-threads=1" "CORTEX_WGPU_CHECKS=none"; do
+      echo "== $t $variant" | tee -a "$tests"
+      case "$variant" in
+      CORTEX_*) cmd=(env "$variant" "$t") ;;
+      *) cmd=("$t" $variant) ;;
+      esac
+      CORTEX_FIXTURES=test/fixtures/fixtures.json timeout 120 "${cmd[@]}" 2>&1 |
+        grep -E '^test result|FAILED|panicked|max relative error' | tee -a "$tests" || true
+    done
+  done
   ;;
 *)
-  echo "usage: bash benches/gpu.sh prepare|run" >&2
+  echo "usage: bash benches/gpu.sh prepare|run|test" >&2
   exit 2
   ;;
 esac

@@ -219,8 +219,9 @@ fn main() -> Result<()> {
     let attn_flops = 4.0 * (batch * HEADS * seq * seq * HEAD_DIM) as f64;
 
     println!(
-        "{{\"adapter\":{},\"backend\":{},\"device_type\":{},\"sizes\":{},\"x_shape\":[{batch},{seq},{EMBED}],\"heads\":{HEADS},\"head_dim\":{HEAD_DIM},\"attn_fwd_ms\":{fwd_ms:.4},\"attn_fwd_bwd_ms\":{fwd_bwd_ms:.4},\"fused_attention\":{{\"fwd_ms\":{attn_ms:.4},\"fwd_tflops\":{:.3},\"bwd_ms\":{attn_bwd_ms:.4},\"bwd_tflops\":{:.3}}},\"anchor_h200_pytorch_fwd_ms\":{ANCHOR_FWD_MS},\"anchor_h200_pytorch_fwd_bwd_ms\":{ANCHOR_FWD_BWD_MS},\"vs_h200_pytorch_fwd\":{:.4},\"vs_h200_pytorch_fwd_bwd\":{:.4}}}",
+        "{{\"adapter\":{},\"checks\":{},\"backend\":{},\"device_type\":{},\"sizes\":{},\"x_shape\":[{batch},{seq},{EMBED}],\"heads\":{HEADS},\"head_dim\":{HEAD_DIM},\"attn_fwd_ms\":{fwd_ms:.4},\"attn_fwd_bwd_ms\":{fwd_bwd_ms:.4},\"fused_attention\":{{\"fwd_ms\":{attn_ms:.4},\"fwd_tflops\":{:.3},\"bwd_ms\":{attn_bwd_ms:.4},\"bwd_tflops\":{:.3}}},\"anchor_h200_pytorch_fwd_ms\":{ANCHOR_FWD_MS},\"anchor_h200_pytorch_fwd_bwd_ms\":{ANCHOR_FWD_BWD_MS},\"vs_h200_pytorch_fwd\":{:.4},\"vs_h200_pytorch_fwd_bwd\":{:.4}}}",
         json_str(&s.name),
+        json_str(gpu.shader_checks().name()),
         json_str(&s.backend),
         json_str(&s.device_type),
         json_str(if small { "small" } else { "full" }),

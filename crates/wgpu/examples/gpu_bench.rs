@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use cortex_wgpu::{Activation, Conv2dSpec, Gpu, GpuTensor, MatmulDesc, MatmulKernel, Result};
+use cortex_wgpu::{Activation, Conv2dSpec, Gpu, GpuTensor, MatmulDesc, MatmulKernel, Result, ShaderChecks};
 
 fn median_secs(reps: usize, mut f: impl FnMut() -> Result<GpuTensor>, gpu: &Gpu) -> Result<f64> {
     for _ in 0..2 {
@@ -195,15 +195,47 @@ fn main() -> Result<()> {
     let conv_kernels = format!("{{{}}}", conv_kernels.join(","));
     let conv_auto = conv_fields(conv_secs(&gpu, batch, reps), conv_flops);
     println!(
-        "{{\"adapter\":{},\"backend\":{},\"device_type\":{},\"sizes\":{},\"gemm_{g1}_gflops\":{gemm1},\"gemm_{g1}_nt_gflops\":{gemm1_nt},\"gemm_{g2}_gflops\":{gemm2},\"gemm_{g3}_gflops\":{gemm3},\"gemm_auto_kernel\":{},\"gemm_kernels\":{kernels},\"conv2d_b{batch}_13x13x32_to_64_3x3\":{{{conv_auto}}},\"conv2d_kernels\":{conv_kernels}}}",
+        "{{\"adapter\":{},\"checks\":{},\"backend\":{},\"device_type\":{},\"sizes\":{},\"gemm_{g1}_gflops\":{gemm1},\"gemm_{g1}_nt_gflops\":{gemm1_nt},\"gemm_{g2}_gflops\":{gemm2},\"gemm_{g3}_gflops\":{gemm3},\"gemm_auto_kernel\":{},\"gemm_kernels\":{kernels},\"conv2d_b{batch}_13x13x32_to_64_3x3\":{{{conv_auto}}},\"conv2d_kernels\":{conv_kernels}}}",
         json_str(&s.name),
+        json_str(gpu.shader_checks().name()),
         json_str(&s.backend),
         json_str(&s.device_type),
         json_str(if small { "small" } else { "full" }),
         json_str(auto_kernel),
     );
     println!("{}", first_layer_json(&gpu, &s.name, batch, reps)?);
+    println!("{}", checks_json(&gpu, &s.name, [g2, g3], batch, reps));
     Ok(())
+}
+
+/// The default GEMM and conv kernels under each [`ShaderChecks`] mode, side by side in one
+/// process: what wgpu's run-time checks (clamped indices, hidden loop counters) cost.
+fn checks_json(gpu: &Gpu, adapter: &str, sizes: [usize; 2], batch: usize, reps: usize) -> String {
+    let before = gpu.shader_checks();
+    let conv_flops = 2.0 * (batch * 11 * 11 * 64 * 3 * 3 * 32) as f64;
+    let mut parts = Vec::new();
+    for mode in [ShaderChecks::Full, ShaderChecks::Bounds, ShaderChecks::None] {
+        gpu.set_shader_checks(mode);
+        let mut fields = Vec::new();
+        for n in sizes {
+            let r = if n == sizes[1] { reps.min(5) } else { reps };
+            fields.push(format!("\"gemm_{n}_gflops\":{}", num(gemm_gflops(gpu, n, false, r))));
+        }
+        fields.push(format!(
+            "\"gemm_{}_tile64_gflops\":{}",
+            sizes[0],
+            num(kernel_gflops(gpu, sizes[0], false, false, MatmulKernel::Tile64, reps))
+        ));
+        fields.push(conv_fields(conv_secs(gpu, batch, reps), conv_flops));
+        parts.push(format!("{}:{{{}}}", json_str(mode.name()), fields.join(",")));
+    }
+    gpu.set_shader_checks(before);
+    format!(
+        "{{\"adapter\":{},\"default_checks\":{},\"checks\":{{{}}}}}",
+        json_str(adapter),
+        json_str(before.name()),
+        parts.join(",")
+    )
 }
 
 /// The MNIST convnet's first layer ([n, 28, 28, 1] * [3, 3, 1, 32]) pass by pass, and its

@@ -302,8 +302,9 @@ fn main() -> Result<()> {
     let train_sps = batch as f64 / train_s;
     let finite = losses.iter().all(|l| l.is_finite());
     println!(
-        "{{\"adapter\":{},\"backend\":{},\"device_type\":{},\"sizes\":{},\"batch\":{batch},\"seq_len\":{seq},\"vocab\":{VOCAB},\"embed\":{EMBED},\"units\":{UNITS},\"classes\":{CLASSES},\"steps_timed\":{reps},\"train_ms_per_step\":{:.3},\"lstm_train_samples_per_s\":{train_sps:.1},\"vs_h200_pytorch\":{:.4},\"predict_ms_per_batch\":{:.3},\"lstm_predict_samples_per_s\":{:.1},\"recurrence_forward_ms\":{:.3},\"recurrence_backward_ms\":{:.3},\"loss_first\":{:.5},\"loss_last\":{:.5},\"loss_decreased\":{}{breakdown}}}",
+        "{{\"adapter\":{},\"checks\":{},\"backend\":{},\"device_type\":{},\"sizes\":{},\"batch\":{batch},\"seq_len\":{seq},\"vocab\":{VOCAB},\"embed\":{EMBED},\"units\":{UNITS},\"classes\":{CLASSES},\"steps_timed\":{reps},\"train_ms_per_step\":{:.3},\"lstm_train_samples_per_s\":{train_sps:.1},\"vs_h200_pytorch\":{:.4},\"predict_ms_per_batch\":{:.3},\"lstm_predict_samples_per_s\":{:.1},\"recurrence_forward_ms\":{:.3},\"recurrence_backward_ms\":{:.3},\"loss_first\":{:.5},\"loss_last\":{:.5},\"loss_decreased\":{}{breakdown}}}",
         json_str(&s.name),
+        json_str(gpu.shader_checks().name()),
         json_str(&s.backend),
         json_str(&s.device_type),
         json_str(if small { "small" } else { "full" }),

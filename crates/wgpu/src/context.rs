@@ -148,7 +148,7 @@ impl Gpu {
             adapter,
             device,
             queue,
-            pipelines: PipelineCache::default(),
+            pipelines: PipelineCache::new(crate::pipelines::ShaderChecks::from_env()),
             pool,
             summary,
             granted,
@@ -187,6 +187,16 @@ impl Gpu {
     /// Frees idle pooled buffers.
     pub fn trim_pool(&self) {
         self.pool.trim();
+    }
+
+    /// The run-time checks compiled into this device's shaders (`CORTEX_WGPU_CHECKS`).
+    pub fn shader_checks(&self) -> crate::pipelines::ShaderChecks {
+        self.pipelines.checks()
+    }
+
+    /// Compiles (or reuses) kernels with `checks` from now on: for comparisons and tests.
+    pub fn set_shader_checks(&self, checks: crate::pipelines::ShaderChecks) {
+        self.pipelines.set_checks(checks);
     }
 
     /// Number of compiled pipelines in the cache.

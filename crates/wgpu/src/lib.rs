@@ -34,6 +34,8 @@
 //! - `CORTEX_MATMUL_KERNEL` / `CORTEX_CONV_KERNEL` (`tile64`, `tile128_bk8`, `tile128_bk16`,
 //!   `tile128_f16`, `auto`) force the GEMM / implicit-GEMM conv tiling ([`MatmulKernel`]);
 //!   `tile128_f16` makes every vec4-shaped GEMM of the process mixed precision;
+//! - `CORTEX_WGPU_CHECKS=full|bounds|none` sets the run-time checks compiled into the shaders
+//!   ([`pipelines::ShaderChecks`]; default `bounds`: clamped indices, no hidden loop counter);
 //! - `CORTEX_WGPU_SUBGROUPS=0` keeps the row reductions on workgroup memory;
 //! - `CORTEX_SKIP_GPU_TESTS=1` makes the crate's GPU tests return early. Without it they
 //!   fail when no adapter can be opened (never a silent skip). On a machine without a GPU,
@@ -65,6 +67,7 @@ pub use kernels::pool2d::{MaxPool2dOutput, Pool2dSpec};
 pub use kernels::rnn::{LstmBackward, LstmForward, LstmGrads, LstmSaved};
 pub use kernels::simple_rnn::{SimpleRnnBackward, SimpleRnnForward, SimpleRnnGrads, SimpleRnnSaved};
 pub use kernels::softmax::{CrossEntropyInput, CrossEntropyOutput};
+pub use pipelines::ShaderChecks;
 pub use pool::PoolStats;
 pub use tensor::{DType, GpuTensor};
 

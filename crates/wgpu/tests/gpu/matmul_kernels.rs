@@ -163,3 +163,43 @@ fn mixed_precision_kernel_where_the_device_has_f16() {
         assert!(f16 > 10.0 * f32, "f16 {f16:e} vs f32 {f32:e}: did the f16 kernel run?");
     }
 }
+
+/// Every `ShaderChecks` mode compiles the GEMM and conv kernels and gets the reference
+/// results (on a device of its own, so the shared one keeps its mode for parallel tests).
+#[test]
+fn every_shader_checks_mode_computes_the_same() {
+    use cortex_wgpu::{Conv2dSpec, Gpu, ShaderChecks};
+    if super::common::gpu().is_none() {
+        return;
+    }
+    let g = Gpu::new().expect("device");
+    let d = desc(132, 196, 44, 1, false, true);
+    let a = rand_vec(d.m * d.k, 5);
+    let b = rand_vec(d.k * d.n, 6);
+    let x = rand_vec(2 * 9 * 9 * 8, 7);
+    let k = rand_vec(3 * 3 * 8 * 12, 8);
+    let mut convs = Vec::new();
+    for mode in [ShaderChecks::Full, ShaderChecks::Bounds, ShaderChecks::None] {
+        g.set_shader_checks(mode);
+        assert_eq!(g.shader_checks(), mode);
+        let before = g.pipeline_count();
+        let ga = g.upload(&a, &[a.len()]).unwrap();
+        let gb = g.upload(&b, &[b.len()]).unwrap();
+        for kernel in MatmulKernel::CONCRETE {
+            let c = g.matmul_with_kernel(&ga, &gb, &d, kernel).unwrap();
+            let what = format!("{} under {mode:?}", kernel.name());
+            assert_close(&what, &g.download(&c).unwrap(), &reference(&a, &b, &d), 1e-4);
+        }
+        let gx = g.upload(&x, &[2, 9, 9, 8]).unwrap();
+        let gk = g.upload(&k, &[3, 3, 8, 12]).unwrap();
+        let y = g.conv2d(&gx, &gk, &Conv2dSpec::default()).unwrap();
+        convs.push(g.download(&y).unwrap());
+        // Each mode compiles its own pipelines.
+        assert!(g.pipeline_count() > before, "{mode:?} reused another mode's pipelines");
+    }
+    // The checks change no arithmetic: the three modes agree exactly.
+    assert_eq!(convs[0], convs[1]);
+    assert_eq!(convs[0], convs[2]);
+    assert_eq!(ShaderChecks::parse("none"), Some(ShaderChecks::None));
+    assert_eq!(ShaderChecks::parse("bogus"), None);
+}

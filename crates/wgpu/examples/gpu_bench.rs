@@ -227,6 +227,10 @@ fn checks_json(gpu: &Gpu, adapter: &str, sizes: [usize; 2], batch: usize, reps: 
             num(kernel_gflops(gpu, sizes[0], false, false, MatmulKernel::Tile64, reps))
         ));
         fields.push(conv_fields(conv_secs(gpu, batch, reps), conv_flops));
+        fields.push(format!(
+            "\"conv1_backward_filter_ms\":{}",
+            num(conv1_filter_secs(gpu, batch, reps).map(|t| t * 1e3))
+        ));
         parts.push(format!("{}:{{{}}}", json_str(mode.name()), fields.join(",")));
     }
     gpu.set_shader_checks(before);
@@ -236,6 +240,14 @@ fn checks_json(gpu: &Gpu, adapter: &str, sizes: [usize; 2], batch: usize, reps: 
         json_str(before.name()),
         parts.join(",")
     )
+}
+
+/// Seconds for the MNIST convnet's first layer's filter gradient at `batch`.
+fn conv1_filter_secs(gpu: &Gpu, batch: usize, reps: usize) -> Result<f64> {
+    let x = gpu.upload(&fill(batch * 28 * 28), &[batch, 28, 28, 1])?;
+    let dy = gpu.upload(&fill(batch * 26 * 26 * 32), &[batch, 26, 26, 32])?;
+    let spec = Conv2dSpec::default();
+    median_secs(reps, || gpu.conv2d_backward_filter(&x, &dy, (3, 3), &spec), gpu)
 }
 
 /// The MNIST convnet's first layer ([n, 28, 28, 1] * [3, 3, 1, 32]) pass by pass, and its

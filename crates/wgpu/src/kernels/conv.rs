@@ -346,7 +346,7 @@ impl Gpu {
         dy: &GpuTensor,
         ks: &[usize; 4],
     ) -> Result<GpuTensor> {
-        let chunks = gk.div_ceil(SMALL_FILTER_MIN_K / 8).clamp(1, 512);
+        let chunks = gk.div_ceil(SMALL_FILTER_MIN_K / 8).clamp(1, 2048);
         let k_chunk = gk.div_ceil(chunks);
         let chunks = gk.div_ceil(k_chunk);
         let out = self.empty(ks, DType::F32)?;

@@ -99,27 +99,89 @@ fn backward_filter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 // [3, 3, 1, 32]): a GEMM tile would be mostly padding (9 x 32 useful of 64 x 64), so each
 // thread owns up to 4 outputs and walks workgroup z's k chunk (k_chunk long) directly; adjacent
 // threads read adjacent dy columns. Partial sums go to out[z * gm * gn ..] as for split-K.
+// Each output's tap (ky, kx, ci) is decoded once and the position k = (n, oy, ox) is stepped
+// incrementally, so the loop does no integer division (the generic gathers do 8 per term).
+
+// One output weight of this thread: its tap offsets, input channel and output channel.
+struct Tap {
+    valid: bool,
+    // ky * dh - pad_top and kx * dw - pad_left.
+    y_off: i32,
+    x_off: i32,
+    ci: u32,
+    co: u32,
+}
+
+fn tap_of(o: u32) -> Tap {
+    var t: Tap;
+    t.valid = o < p.gm * p.gn;
+    let m = o / p.gn;
+    t.co = o % p.gn;
+    t.ci = m % p.cin;
+    let kk = m / p.cin;
+    t.y_off = i32((kk / p.kw) * p.dh) - i32(p.pad_top);
+    t.x_off = i32((kk % p.kw) * p.dw) - i32(p.pad_left);
+    return t;
+}
+
+// x at this tap for output position (nb, oy, ox), times dy[k, co]; 0 in the padding.
+fn tap_term(t: Tap, nb: u32, oy: u32, ox: u32, dy_row: u32) -> f32 {
+    if (!t.valid) {
+        return 0.0;
+    }
+    let iy = i32(oy * p.sh) + t.y_off;
+    let ix = i32(ox * p.sw) + t.x_off;
+    if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) {
+        return 0.0;
+    }
+    return src_a[((nb * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + t.ci] * src_b[dy_row + t.co];
+}
+
 @compute @workgroup_size(256)
 fn backward_filter_small(@builtin(workgroup_id) wid_local: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let z = wid_local.z + p.off_z;
     let outs = p.gm * p.gn;
     let k_begin = z * p.k_chunk;
     let k_end = min(k_begin + p.k_chunk, p.gk);
-    var acc = vec4<f32>(0.0);
+    let t0 = tap_of(lid.x);
+    let t1 = tap_of(lid.x + 256u);
+    let t2 = tap_of(lid.x + 512u);
+    let t3 = tap_of(lid.x + 768u);
+    var acc0 = 0.0;
+    var acc1 = 0.0;
+    var acc2 = 0.0;
+    var acc3 = 0.0;
+    let plane = p.oh * p.ow;
+    var nb = k_begin / plane;
+    var oy = (k_begin % plane) / p.ow;
+    var ox = k_begin % p.ow;
     for (var k = k_begin; k < k_end; k++) {
-        for (var j = 0u; j < 4u; j++) {
-            let o = lid.x + 256u * j;
-            if (o < outs) {
-                let m = o / p.gn;
-                let n = o % p.gn;
-                acc[j] += load_a(BACKWARD_FILTER, m, k) * load_b(BACKWARD_FILTER, k, n);
+        let dy_row = k * p.gn;
+        acc0 += tap_term(t0, nb, oy, ox, dy_row);
+        acc1 += tap_term(t1, nb, oy, ox, dy_row);
+        acc2 += tap_term(t2, nb, oy, ox, dy_row);
+        acc3 += tap_term(t3, nb, oy, ox, dy_row);
+        ox += 1u;
+        if (ox == p.ow) {
+            ox = 0u;
+            oy += 1u;
+            if (oy == p.oh) {
+                oy = 0u;
+                nb += 1u;
             }
         }
     }
-    for (var j = 0u; j < 4u; j++) {
-        let o = lid.x + 256u * j;
-        if (o < outs) {
-            out[z * outs + o] = acc[j];
-        }
+    let base = z * outs;
+    if (t0.valid) {
+        out[base + lid.x] = acc0;
+    }
+    if (t1.valid) {
+        out[base + lid.x + 256u] = acc1;
+    }
+    if (t2.valid) {
+        out[base + lid.x + 512u] = acc2;
+    }
+    if (t3.valid) {
+        out[base + lid.x + 768u] = acc3;
     }
 }

@@ -31,9 +31,15 @@ const ANCHOR_FWD_BWD_MS: f64 = 3.97;
 
 /// Median wall time in ms of `f` (submit + device wait) over `REPS` runs after 3 warm-ups.
 fn median_ms(gpu: &Gpu, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..3 {
+    // Warm up for at least 3 calls and 250 ms: an idle GPU runs at lower clocks until it has
+    // been busy a while (one earlier forward figure was 3x its usual value).
+    let warm = Instant::now();
+    for i in 0.. {
         f()?;
         gpu.wait()?;
+        if i >= 2 && warm.elapsed().as_secs_f64() >= 0.25 {
+            break;
+        }
     }
     let mut times = Vec::with_capacity(REPS);
     for _ in 0..REPS {

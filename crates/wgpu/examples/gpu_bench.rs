@@ -17,9 +17,15 @@ use std::time::Instant;
 use cortex_wgpu::{Activation, Conv2dSpec, Gpu, GpuTensor, MatmulDesc, MatmulKernel, Result, ShaderChecks};
 
 fn median_secs(reps: usize, mut f: impl FnMut() -> Result<GpuTensor>, gpu: &Gpu) -> Result<f64> {
-    for _ in 0..2 {
+    // Warm up for at least 2 calls and 250 ms: an idle GPU runs at lower clocks until it has
+    // been busy a while, which skewed single figures of earlier runs by up to 3x.
+    let warm = Instant::now();
+    for i in 0.. {
         drop(f()?);
         gpu.wait()?;
+        if i >= 1 && warm.elapsed().as_secs_f64() >= 0.25 {
+            break;
+        }
     }
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -80,10 +86,9 @@ fn kernels_json(gpu: &Gpu, sizes: [usize; 3], reps: usize) -> String {
         let ran = gpu.matmul_kernel_for(&probe, kernel);
         let mut fields = vec![format!("\"runs\":{}", json_str(ran.name()))];
         for n in sizes {
-            let r = if n == sizes[2] { reps.min(5) } else { reps };
             fields.push(format!(
                 "\"nn_{n}\":{}",
-                num(kernel_gflops(gpu, n, false, false, kernel, r))
+                num(kernel_gflops(gpu, n, false, false, kernel, reps))
             ));
         }
         let n = sizes[1];
@@ -218,8 +223,7 @@ fn checks_json(gpu: &Gpu, adapter: &str, sizes: [usize; 2], batch: usize, reps: 
         gpu.set_shader_checks(mode);
         let mut fields = Vec::new();
         for n in sizes {
-            let r = if n == sizes[1] { reps.min(5) } else { reps };
-            fields.push(format!("\"gemm_{n}_gflops\":{}", num(gemm_gflops(gpu, n, false, r))));
+            fields.push(format!("\"gemm_{n}_gflops\":{}", num(gemm_gflops(gpu, n, false, reps))));
         }
         fields.push(format!(
             "\"gemm_{}_tile64_gflops\":{}",

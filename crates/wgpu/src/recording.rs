@@ -38,6 +38,18 @@ struct Recording {
     keep: Vec<crate::pool::PooledBuffer>,
     held: Vec<GpuTensor>,
     parked: Vec<Parked>,
+    /// Submissions made by this recording so far: the chunk ramps up 1, 2, 4, .. to
+    /// `Gpu::record_chunk` (see `chunk_limit`).
+    flushes: u32,
+}
+
+/// Commands to collect before the next submission of a recording that has submitted
+/// `flushes` times: 1, 2, 4, .. up to `max`. The device starts on the first kernel at once
+/// instead of idling until a whole chunk is recorded (on an H200, a fixed chunk of 8 made a
+/// batch-8192 predict of about 8 calls 7% slower than one submission per call), and longer
+/// recordings still reach the full chunk.
+pub fn chunk_limit(flushes: u32, max: usize) -> usize {
+    (1usize << flushes.min(16)).min(max.max(1))
 }
 
 /// Command buffers per submission inside [`Gpu::record`]: enough to amortise the submit
@@ -128,6 +140,7 @@ impl Gpu {
                             keep: Vec::new(),
                             held: Vec::new(),
                             parked: Vec::new(),
+                            flushes: 0,
                         });
                         true
                     }
@@ -169,7 +182,7 @@ impl Gpu {
                     rec.commands.push(c);
                     rec.keep.extend(k);
                     rec.held.extend(h);
-                    flush_now = rec.commands.len() >= self.record_chunk;
+                    flush_now = rec.commands.len() >= chunk_limit(rec.flushes, self.record_chunk);
                 }
             }
         });
@@ -191,6 +204,9 @@ impl Gpu {
             let rec = open.as_mut().filter(|r| Arc::ptr_eq(&r.pool, &self.pool))?;
             if rec.commands.is_empty() && rec.parked.is_empty() {
                 return None;
+            }
+            if !rec.commands.is_empty() {
+                rec.flushes += 1;
             }
             Some((
                 std::mem::take(&mut rec.commands),

@@ -2,6 +2,7 @@
 //! reuse hazard between collected commands and later uploads.
 
 use super::common::{gpu, rand_vec};
+use cortex_wgpu::recording::chunk_limit;
 
 #[test]
 fn a_recorded_scope_submits_once_and_downloads_see_earlier_work() {
@@ -48,12 +49,26 @@ fn collected_commands_cut_submissions() {
     };
     assert_eq!(count(false), 13);
     assert!(g.record_chunk() >= 1);
-    let expected = if g.recording_enabled() {
-        13usize.div_ceil(g.record_chunk()) as u64
-    } else {
-        13
-    };
+    // Chunks ramp up 1, 2, 4, .. to record_chunk: 13 calls at chunk 8 are 1 + 2 + 4 + 6.
+    let mut expected = 13;
+    if g.recording_enabled() {
+        let (mut left, mut flushes) = (13usize, 0u32);
+        expected = 0;
+        while left > 0 {
+            left -= chunk_limit(flushes, g.record_chunk()).min(left);
+            flushes += 1;
+            expected += 1;
+        }
+    }
     assert_eq!(count(true), expected);
+}
+
+#[test]
+fn submission_chunks_ramp_up_to_the_limit() {
+    let limits: Vec<usize> = (0..6).map(|f| chunk_limit(f, 8)).collect();
+    assert_eq!(limits, [1, 2, 4, 8, 8, 8]);
+    assert_eq!(chunk_limit(40, 1000), 1000);
+    assert_eq!(chunk_limit(3, 0), 1, "a zero limit still submits every call");
 }
 
 #[test]

@@ -93,6 +93,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("pool2d", include_str!("shaders/pool2d.wgsl")),
     ("spatial", include_str!("shaders/spatial.wgsl")),
+    ("layout", include_str!("shaders/layout.wgsl")),
     ("optim", include_str!("shaders/optim.wgsl")),
     (
         "losses",

@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod gru;
 pub mod layernorm;
+pub mod layout;
 pub mod losses;
 pub mod matmul;
 pub mod optim;
@@ -50,6 +51,8 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("pool2d", "max_backward"),
     ("pool2d", "avg_forward"),
     ("pool2d", "avg_backward"),
+    ("layout", "copy_columns"),
+    ("layout", "reverse_time"),
     ("spatial", "pad_forward"),
     ("spatial", "pad_backward"),
     ("spatial", "upsample_forward"),

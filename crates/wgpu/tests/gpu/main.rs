@@ -13,6 +13,7 @@ mod conv_kernels;
 mod elementwise;
 mod fixtures;
 mod gru;
+mod layout;
 mod limits;
 mod losses;
 mod matmul;

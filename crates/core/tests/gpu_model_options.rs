@@ -57,10 +57,10 @@ fn gpu_only_compiles_refuse_what_the_gpu_lacks_by_name() {
         (
             seq(
                 json!([5, 3]),
-                json!([layer("LSTM", json!({"units": 4, "goBackwards": true}))]),
+                json!([layer("LSTM", json!({"units": 4, "activation": "relu"}))]),
             ),
             "adam",
-            "LSTM goBackwards",
+            "LSTM activations other than tanh / sigmoid",
         ),
         (
             seq(

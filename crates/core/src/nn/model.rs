@@ -78,6 +78,8 @@ pub struct Model {
     inputs: Vec<Vec<usize>>,
     outputs: Vec<Source>,
     output_shapes: Vec<Vec<usize>>,
+    /// Sample shape of every model input and node output; empty until built.
+    shapes: HashMap<Source, Vec<usize>>,
     compiled: Option<Compiled>,
     pub(crate) rng: Rng,
 }
@@ -217,6 +219,7 @@ impl Model {
             inputs: Vec::new(),
             outputs: Vec::new(),
             output_shapes: Vec::new(),
+            shapes: HashMap::new(),
             compiled: None,
             rng,
         };
@@ -324,6 +327,7 @@ impl Model {
                     .ok_or_else(|| invalid(format!("model output {s:?} does not exist")))
             })
             .collect::<Result<_>>()?;
+        self.shapes = shapes;
         Ok(())
     }
 
@@ -377,6 +381,11 @@ impl Model {
     /// Sample shapes of every output (no batch axis); empty until built.
     pub fn output_shapes(&self) -> &[Vec<usize>] {
         &self.output_shapes
+    }
+
+    /// Sample shape (no batch axis) of a model input or a node output, once built.
+    pub fn source_shape(&self, source: Source) -> Option<&[usize]> {
+        self.shapes.get(&source).map(Vec::as_slice)
     }
 
     /// Sample shapes of every input (no batch axis); empty until known.

@@ -13,7 +13,9 @@
 //! valid/same/causal), Conv2DTranspose (strides, dilation, valid/same), MaxPooling2D and
 //! AveragePooling2D (strides, valid/same), GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D
 //! (nearest), Flatten, Reshape, Dropout, Activation (linear/relu/sigmoid/tanh/gelu/leakyRelu;
-//! softmax at the output), Add, Embedding (without maskZero), LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences),
+//! softmax at the output), Add, Multiply, Concatenate (last axis), Embedding (without
+//! maskZero), LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences, goBackwards; not
+//! returnState or stateful), Bidirectional around them (merge concat, sum, mul or ave),
 //! LayerNormalization, BatchNormalization (moving statistics updated on the device),
 //! MultiHeadAttention (no masks, scores or attention dropout; key size
 //! <= 64), PositionalEmbedding and GlobalAveragePooling1D layers; sparse and dense categorical
@@ -24,8 +26,10 @@
 
 mod attention;
 mod batchnorm;
+mod bidirectional;
 mod conv_steps;
 mod loss;
+mod merge;
 mod profile;
 mod sequence;
 mod spatial;
@@ -148,6 +152,7 @@ impl GpuModel {
         let mut nodes = Vec::with_capacity(model.nodes().len());
         for (n, node) in model.nodes().iter().enumerate() {
             let step = layer_steps[node.layer].clone();
+            merge::check_node(&step, &node.inputs, model)?;
             // Token ids carry no gradient: an Embedding must read the model input itself.
             if matches!(step, Step::Embedding { .. }) && node.inputs.iter().any(|s| !matches!(s, Source::Input(_))) {
                 return Err(unsupported("an Embedding layer that does not read the model input"));

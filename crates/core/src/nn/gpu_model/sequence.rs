@@ -1,11 +1,12 @@
 //! Embedding and recurrent (LSTM, GRU, SimpleRNN) layers of GPU models: planning from the layer
 //! configs, and the forward and backward passes on cortex-wgpu's kernels (one input-projection
 //! GEMM for all timesteps, the whole recurrence in one dispatch each way, the weight gradients
-//! as GEMMs).
+//! as GEMMs). goBackwards reverses the input's time axis around the same kernels.
 
 use cortex_wgpu::{Gpu, GpuTensor, GruSaved, LstmSaved, SimpleRnnSaved};
 use serde_json::Value;
 
+use super::steps::accumulate;
 use super::{gpu_err, unsupported};
 use crate::{Error, Result};
 
@@ -51,8 +52,8 @@ impl Cell {
 }
 
 /// Checks a recurrent layer's config against what the GPU kernels implement; returns
-/// `returnSequences`.
-pub(super) fn check_recurrent(cell: Cell, name: &str, config: &Value) -> Result<bool> {
+/// `(returnSequences, goBackwards)`.
+fn check_recurrent(cell: Cell, name: &str, config: &Value) -> Result<(bool, bool)> {
     let text = |k: &str, default: &str| config.get(k).and_then(Value::as_str).unwrap_or(default).to_string();
     let flag = |k: &str| config.get(k).and_then(Value::as_bool).unwrap_or(false);
     let what = cell.name();
@@ -62,17 +63,134 @@ pub(super) fn check_recurrent(cell: Cell, name: &str, config: &Value) -> Result<
             "{what} activations other than tanh / sigmoid (layer '{name}')"
         )));
     }
-    for key in ["returnState", "goBackwards", "stateful"] {
+    for key in ["returnState", "stateful"] {
         if flag(key) {
             return Err(unsupported(&format!("{what} {key} (layer '{name}')")));
         }
     }
-    Ok(flag("returnSequences"))
+    Ok((flag("returnSequences"), flag("goBackwards")))
+}
+
+/// A planned recurrent layer: its cell, options and device weight indices.
+#[derive(Clone, Debug)]
+pub(super) struct RnnPlan {
+    pub cell: Cell,
+    kernel: usize,
+    recurrent: usize,
+    bias: Option<usize>,
+    return_sequences: bool,
+    /// Keras `goBackwards`: the time steps are visited last to first.
+    pub go_backwards: bool,
+}
+
+impl RnnPlan {
+    /// Plans recurrent layer `name` from its config; its weights (kernel, recurrent kernel,
+    /// then the bias if it has one) start at index `first` and number `count`.
+    pub(super) fn plan(cell: Cell, name: &str, config: &Value, first: usize, count: usize) -> Result<RnnPlan> {
+        let (return_sequences, go_backwards) = check_recurrent(cell, name, config)?;
+        if !(2..=3).contains(&count) {
+            return Err(Error::Invalid(format!(
+                "gpu: {} layer '{name}' has {count} weights, expected 2 or 3",
+                cell.name()
+            )));
+        }
+        Ok(RnnPlan {
+            cell,
+            kernel: first,
+            recurrent: first + 1,
+            bias: (count == 3).then_some(first + 2),
+            return_sequences,
+            go_backwards,
+        })
+    }
+
+    fn weights<'a>(&self, w: &'a [GpuTensor]) -> RnnWeights<'a> {
+        RnnWeights {
+            kernel: &w[self.kernel],
+            recurrent: &w[self.recurrent],
+            bias: self.bias.map(|b| &w[b]),
+        }
+    }
+
+    /// Forward pass from x `[batch, time, in]`. With goBackwards the input's time axis is
+    /// reversed and the unchanged recurrence runs on it, so a returned sequence is in
+    /// processing order (Keras), or, with `input_order` (as inside Bidirectional), reversed
+    /// back into input time order.
+    pub(super) fn forward(
+        &self,
+        g: &Gpu,
+        w: &[GpuTensor],
+        x: GpuTensor,
+        keep: bool,
+        input_order: bool,
+    ) -> Result<(GpuTensor, Option<RnnTape>)> {
+        check_sequence(self.cell, &x)?;
+        let flip_input = self.go_backwards;
+        let flip_output = flip_input && input_order && self.return_sequences;
+        let x = if flip_input {
+            g.reverse_time(&x).map_err(gpu_err)?
+        } else {
+            x
+        };
+        let (y, tape) = rnn_forward(g, self.cell, x, &self.weights(w), self.return_sequences, keep)?;
+        let y = if flip_output {
+            g.reverse_time(&y).map_err(gpu_err)?
+        } else {
+            y
+        };
+        let tape = tape.map(|t| RnnTape {
+            flip_input,
+            flip_output,
+            ..t
+        });
+        Ok((y, tape))
+    }
+
+    /// Backward pass: adds the weight gradients into `grads`; returns the input gradient.
+    /// (A time reversal is its own gradient.)
+    pub(super) fn backward(
+        &self,
+        g: &Gpu,
+        w: &[GpuTensor],
+        tape: RnnTape,
+        dy: GpuTensor,
+        grads: &mut [Option<GpuTensor>],
+    ) -> Result<GpuTensor> {
+        let (flip_input, flip_output) = (tape.flip_input, tape.flip_output);
+        let dy = if flip_output {
+            g.reverse_time(&dy).map_err(gpu_err)?
+        } else {
+            dy
+        };
+        let (dx, dw, du, db) = rnn_backward(g, dy, tape, &self.weights(w))?;
+        accumulate(g, &mut grads[self.kernel], dw)?;
+        accumulate(g, &mut grads[self.recurrent], du)?;
+        if let Some(b) = self.bias {
+            accumulate(g, &mut grads[b], db)?;
+        }
+        if flip_input {
+            g.reverse_time(&dx).map_err(gpu_err)
+        } else {
+            Ok(dx)
+        }
+    }
+}
+
+/// Checks that `x` is a `[batch, time, features]` sequence.
+fn check_sequence(cell: Cell, x: &GpuTensor) -> Result<()> {
+    if x.shape().len() != 3 {
+        return Err(Error::Invalid(format!(
+            "gpu: {} expects input [batch, time, features], got {:?}",
+            cell.name(),
+            x.shape()
+        )));
+    }
+    Ok(())
 }
 
 /// A recurrent layer's weights on the device: kernel W `[in, gates * u]`, recurrent kernel U
 /// `[u, gates * u]`, bias (`[2, 3u]` for the GRU: input and recurrent rows).
-pub(super) struct RnnWeights<'a> {
+struct RnnWeights<'a> {
     pub kernel: &'a GpuTensor,
     pub recurrent: &'a GpuTensor,
     pub bias: Option<&'a GpuTensor>,
@@ -89,10 +207,14 @@ pub(super) struct RnnTape {
     x: GpuTensor,
     state: CellState,
     return_sequences: bool,
+    /// The input was reversed in time (goBackwards): so is its gradient.
+    flip_input: bool,
+    /// The output sequence was reversed back into input order: so is its gradient.
+    flip_output: bool,
 }
 
 /// Forward pass from x `[batch, time, in]`: every hidden state or the last one.
-pub(super) fn rnn_forward(
+fn rnn_forward(
     g: &Gpu,
     cell: Cell,
     x: GpuTensor,
@@ -100,13 +222,6 @@ pub(super) fn rnn_forward(
     return_sequences: bool,
     keep: bool,
 ) -> Result<(GpuTensor, Option<RnnTape>)> {
-    if x.shape().len() != 3 {
-        return Err(Error::Invalid(format!(
-            "gpu: {} expects input [batch, time, features], got {:?}",
-            cell.name(),
-            x.shape()
-        )));
-    }
     let gate_cols = w.kernel.shape()[1];
     let zeros = |n: usize| g.zeros(&[n]).map_err(gpu_err);
     let (h_seq, h_last, state) = match cell {
@@ -141,12 +256,14 @@ pub(super) fn rnn_forward(
         x,
         state,
         return_sequences,
+        flip_input: false,
+        flip_output: false,
     });
     Ok((y, tape))
 }
 
 /// Gradients of a recurrent step: (dx, dW, dU, dbias).
-pub(super) fn rnn_backward(
+fn rnn_backward(
     g: &Gpu,
     dy: GpuTensor,
     tape: RnnTape,

@@ -10,8 +10,10 @@ use serde_json::Value;
 
 use super::attention::{self, MhaTape, MhaWeights};
 use super::batchnorm::{self, BatchNormPlan, BatchNormTape};
+use super::bidirectional::{self, BiPlan, BiTape};
 use super::conv_steps::{self, ConvPlan};
-use super::sequence::{self, Cell, RnnTape};
+use super::merge::{self, MergePlan, MergeTape};
+use super::sequence::{self, Cell, RnnPlan, RnnTape};
 use super::spatial::{self, SpatialPlan};
 use super::{gpu_err, unsupported};
 use crate::rng::Rng;
@@ -67,17 +69,14 @@ pub(super) enum Step {
     Dropout(f32),
     Activation(Act),
     Add,
+    /// Concatenate (last axis) or Multiply (see `merge.rs`).
+    Merge(MergePlan),
     Embedding {
         table: usize,
         vocab: usize,
     },
-    Recurrent {
-        cell: Cell,
-        kernel: usize,
-        recurrent: usize,
-        bias: Option<usize>,
-        return_sequences: bool,
-    },
+    Recurrent(RnnPlan),
+    Bidirectional(BiPlan),
     LayerNorm {
         gamma: usize,
         beta: usize,
@@ -115,8 +114,10 @@ pub(super) enum Saved {
     Dropout(Option<u64>),
     Act(Option<GpuTensor>),
     Inputs(usize),
+    Merge(MergeTape),
     Embedding(GpuTensor),
     Rnn(RnnTape),
+    Bidirectional(Box<BiTape>),
     LayerNorm {
         x: GpuTensor,
         mean: GpuTensor,
@@ -191,20 +192,16 @@ pub(super) fn plan(class: &str, name: &str, config: &Value, first: usize, count:
         "Dropout" => Step::Dropout(config.get("rate").and_then(Value::as_f64).unwrap_or(0.0) as f32),
         "Activation" => Step::Activation(act()?),
         "Add" => Step::Add,
+        "Concatenate" | "Multiply" => Step::Merge(merge::plan(class, name, config)?),
         "Embedding" => Step::Embedding {
             table: need(0, "table")?,
             vocab: sequence::check_embedding(name, config)?,
         },
         "LSTM" | "GRU" | "SimpleRNN" => {
             let cell = Cell::of_class(class).expect("a recurrent class");
-            Step::Recurrent {
-                cell,
-                return_sequences: sequence::check_recurrent(cell, name, config)?,
-                kernel: need(0, "kernel")?,
-                recurrent: need(1, "recurrent kernel")?,
-                bias: index(2),
-            }
+            Step::Recurrent(RnnPlan::plan(cell, name, config, first, count)?)
         }
+        "Bidirectional" => Step::Bidirectional(bidirectional::plan(name, config, first, count)?),
         "LayerNormalization" => {
             let flag = |k: &str| config.get(k).and_then(Value::as_bool).unwrap_or(true);
             if !flag("center") || !flag("scale") {
@@ -243,8 +240,10 @@ impl Step {
             Step::Dropout(_) => "dropout",
             Step::Activation(_) => "activation",
             Step::Add => "add",
+            Step::Merge(m) => m.kind(),
             Step::Embedding { .. } => "embedding",
-            Step::Recurrent { cell, .. } => match cell {
+            Step::Bidirectional(_) => "bidirectional",
+            Step::Recurrent(p) => match p.cell {
                 Cell::Lstm => "lstm",
                 Cell::Gru => "gru",
                 Cell::SimpleRnn => "simple_rnn",
@@ -485,29 +484,22 @@ impl Step {
                 }
                 (sum, Saved::Inputs(n))
             }
+            Step::Merge(m) => {
+                let (y, tape) = m.forward(g, xs)?;
+                (y, Saved::Merge(tape))
+            }
             &Step::Embedding { table, .. } => {
                 let ids = one("Embedding", xs)?;
                 (g.embedding(&w[table], &ids).map_err(gpu_err)?, Saved::Embedding(ids))
             }
-            &Step::Recurrent {
-                cell,
-                kernel,
-                recurrent,
-                bias,
-                return_sequences,
-            } => {
-                let weights = sequence::RnnWeights {
-                    kernel: &w[kernel],
-                    recurrent: &w[recurrent],
-                    bias: bias.map(|b| &w[b]),
-                };
-                let x = one(cell.name(), xs)?;
-                let (y, tape) = sequence::rnn_forward(g, cell, x, &weights, return_sequences, keep)?;
-                match tape {
-                    Some(t) => (y, Saved::Rnn(t)),
-                    None => return Ok((y, None)),
-                }
-            }
+            Step::Recurrent(p) => match p.forward(g, w, one(p.cell.name(), xs)?, keep, false)? {
+                (y, Some(t)) => (y, Saved::Rnn(t)),
+                (y, None) => return Ok((y, None)),
+            },
+            Step::Bidirectional(p) => match p.forward(g, w, one("Bidirectional", xs)?, keep)? {
+                (y, Some(t)) => (y, Saved::Bidirectional(Box::new(t))),
+                (y, None) => return Ok((y, None)),
+            },
             &Step::LayerNorm { gamma, beta, eps } => {
                 let x = one("LayerNormalization", xs)?;
                 let out = g.layer_norm(&x, &w[gamma], &w[beta], eps).map_err(gpu_err)?;
@@ -634,6 +626,7 @@ impl Step {
             (Step::Dropout(_), Saved::Dropout(None)) => vec![Some(dy)],
             (&Step::Activation(act), Saved::Act(z)) => vec![Some(act_back(act, &z, dy)?)],
             (Step::Add, Saved::Inputs(n)) => (0..n).map(|i| needed(i).then(|| dy.clone())).collect(),
+            (Step::Merge(m), Saved::Merge(tape)) => m.backward(g, tape, dy, needed)?,
             (&Step::Embedding { table, vocab }, Saved::Embedding(ids)) => {
                 accumulate(
                     g,
@@ -642,28 +635,8 @@ impl Step {
                 )?;
                 vec![None] // token ids have no gradient
             }
-            (
-                &Step::Recurrent {
-                    kernel,
-                    recurrent,
-                    bias,
-                    ..
-                },
-                Saved::Rnn(tape),
-            ) => {
-                let weights = sequence::RnnWeights {
-                    kernel: &w[kernel],
-                    recurrent: &w[recurrent],
-                    bias: bias.map(|b| &w[b]),
-                };
-                let (dx, dw, du, db) = sequence::rnn_backward(g, dy, tape, &weights)?;
-                accumulate(g, &mut grads[kernel], dw)?;
-                accumulate(g, &mut grads[recurrent], du)?;
-                if let Some(b) = bias {
-                    accumulate(g, &mut grads[b], db)?;
-                }
-                vec![Some(dx)]
-            }
+            (Step::Recurrent(p), Saved::Rnn(tape)) => vec![Some(p.backward(g, w, tape, dy, grads)?)],
+            (Step::Bidirectional(p), Saved::Bidirectional(t)) => vec![Some(p.backward(g, w, *t, dy, grads)?)],
             (&Step::LayerNorm { gamma, beta, .. }, Saved::LayerNorm { x, mean, rstd }) => {
                 let out = g
                     .layer_norm_backward(&x, &w[gamma], &mean, &rstd, &dy)

@@ -31,8 +31,8 @@ fn functional(input: Value, layers: Vec<Value>, nodes: &[(usize, &[i64])]) -> Va
            "outputs": [[nodes.len() - 1, 0]]})
 }
 
-/// Trains both models `steps` times on `(x, y)`: the same losses, then the same weights and
-/// the same predictions.
+/// Trains both models `steps` times on `(x, y)`: the same losses (1e-4), then the same
+/// weights and predictions (1e-3).
 fn train_alike(config: &Value, compile: Value, x: &Tensor, y: &Tensor, steps: usize) {
     let (mut cpu, mut gpu) = pair(config, compile);
     for step in 0..steps {
@@ -41,11 +41,13 @@ fn train_alike(config: &Value, compile: Value, x: &Tensor, y: &Tensor, steps: us
         assert!(rel < 1e-4, "step {step}: loss {} vs {}", a[0].1, b[0].1);
         assert_eq!(a[1..], b[1..], "step {step}: metrics");
     }
-    assert_same_weights(&cpu, &gpu, 1e-4);
+    // After training, 1e-3 as in gpu_model.rs: the H200 and lavapipe round differently, and
+    // momentum / Adam carry those differences forward (the H200 showed 1.07e-4 here).
+    assert_same_weights(&cpu, &gpu, 1e-3);
     let (pa, pb) = (cpu.predict(x, 5).unwrap(), gpu.predict(x, 5).unwrap());
     assert_eq!(pa.shape(), pb.shape());
     let d = max_rel_diff(pa.data(), pb.data());
-    assert!(d < 1e-4, "predictions differ by {d}");
+    assert!(d < 1e-3, "predictions differ by {d}");
 }
 
 fn sgd_mse() -> Value {

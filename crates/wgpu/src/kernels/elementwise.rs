@@ -192,6 +192,12 @@ impl Gpu {
     pub fn scale(&self, x: &GpuTensor, alpha: f32, beta: f32) -> Result<GpuTensor> {
         self.elementwise("scale", x, None, 1, 0, alpha, beta)
     }
+
+    /// 1 where `x != 0`, else 0, in `x`'s shape: the Keras mask of `Embedding(maskZero)`
+    /// token ids.
+    pub fn nonzero_mask(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        self.elementwise("nonzero", x, None, 1, 0, 0.0, 0.0)
+    }
 }
 
 fn entry_op(entry: &str) -> &'static str {
@@ -200,6 +206,7 @@ fn entry_op(entry: &str) -> &'static str {
         "activation" => "activation",
         "activation_grad" => "activation_backward",
         "binary" => "binary",
+        "nonzero" => "nonzero_mask",
         _ => "scale",
     }
 }

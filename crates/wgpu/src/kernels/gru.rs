@@ -14,9 +14,10 @@
 //!   gradients wrt `x_proj` and wrt the recurrent pre-activation `h·U + b_rec` of every step;
 //!   [`Gpu::gru_weight_grads`] turns them into dx, dW, dU and dbias with GEMMs.
 //!
-//! Not supported: `resetAfter: false`, masking, `goBackwards` (reverse the input instead).
+//! Masking as the LSTM's ([`RnnMask`]). Not supported: `resetAfter: false`, `goBackwards`
+//! (reverse the input and the mask instead).
 
-use super::rnn::{expect_shape, seqs_per_group, shape_err, units_of};
+use super::rnn::{expect_shape, mask_flags, seqs_per_group, shape_err, units_of, RnnMask};
 use super::u32_of;
 use crate::context::grid;
 use crate::{DType, Gpu, GpuError, GpuTensor, Result};
@@ -30,7 +31,8 @@ struct Params {
     seqs: u32,
     has_dh_seq: u32,
     has_dh_last: u32,
-    pad: [u32; 2],
+    has_mask: u32,
+    zero_masked: u32,
 }
 
 /// What the GRU backward pass needs from the forward pass.
@@ -41,6 +43,8 @@ pub struct GruSaved {
     pub gates: GpuTensor,
     /// `[batch, time, u]`: the hidden state entering each step (h0 at step 0).
     pub h_prev: GpuTensor,
+    /// The mask the forward pass ran with.
+    pub mask: Option<RnnMask>,
 }
 
 /// Outputs of [`Gpu::gru_forward`].
@@ -122,6 +126,19 @@ impl Gpu {
         recurrent_bias: &GpuTensor,
         h0: Option<&GpuTensor>,
     ) -> Result<GruForward> {
+        self.gru_forward_masked(x_proj, recurrent, recurrent_bias, h0, None)
+    }
+
+    /// [`Gpu::gru_forward`] with an optional Keras mask `[batch, time]` (see [`RnnMask`]);
+    /// [`Gpu::gru_backward`] reads it back from the saved state.
+    pub fn gru_forward_masked(
+        &self,
+        x_proj: &GpuTensor,
+        recurrent: &GpuTensor,
+        recurrent_bias: &GpuTensor,
+        h0: Option<&GpuTensor>,
+        mask: Option<&RnnMask>,
+    ) -> Result<GruForward> {
         let op = "gru_forward";
         let u = units_of(op, recurrent, 3)?;
         x_proj.expect_f32(op)?;
@@ -139,6 +156,7 @@ impl Gpu {
         }
         expect_shape(op, "recurrent bias", recurrent_bias, &[3 * u])?;
         let seqs = gru_seqs(u)?;
+        let (has_mask, zero_masked) = mask_flags(op, mask, batch, steps)?;
         let h0_zeros;
         let h0 = match h0 {
             Some(h) => {
@@ -163,7 +181,17 @@ impl Gpu {
             seqs: seqs as u32,
             has_dh_seq: 0,
             has_dh_last: 0,
-            pad: [0; 2],
+            has_mask,
+            zero_masked,
+        };
+        // Unused bindings still need a buffer.
+        let dummy;
+        let mask_buf = match mask {
+            Some(m) => m.mask.buffer(),
+            None => {
+                dummy = self.empty(&[1], DType::F32)?;
+                dummy.buffer()
+            }
         };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
@@ -176,13 +204,18 @@ impl Gpu {
             (6, h_seq.buffer()),
             (7, h_prev.buffer()),
             (8, h_last.buffer()),
+            (14, mask_buf),
         ];
         pass.dispatch("gru", "gru_forward", &p, &bufs, (gx, gy, 1))?;
         pass.submit();
         Ok(GruForward {
             h_seq,
             h_last,
-            saved: GruSaved { gates, h_prev },
+            saved: GruSaved {
+                gates,
+                h_prev,
+                mask: mask.cloned(),
+            },
         })
     }
 
@@ -224,6 +257,7 @@ impl Gpu {
             });
         }
         let seqs = gru_seqs(u)?;
+        let (has_mask, zero_masked) = mask_flags(op, saved.mask.as_ref(), batch, steps)?;
         let ut = self.transpose2d(recurrent)?;
         // Unused bindings still need a buffer.
         let dummy = self.empty(&[1], DType::F32)?;
@@ -237,7 +271,8 @@ impl Gpu {
             seqs: seqs as u32,
             has_dh_seq: dh_seq.is_some() as u32,
             has_dh_last: dh_last.is_some() as u32,
-            pad: [0; 2],
+            has_mask,
+            zero_masked,
         };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
@@ -250,6 +285,7 @@ impl Gpu {
             (11, d_proj.buffer()),
             (12, d_rec.buffer()),
             (13, dh0.buffer()),
+            (14, saved.mask.as_ref().map_or(&dummy, |m| &m.mask).buffer()),
         ];
         pass.dispatch("gru", "gru_backward", &p, &bufs, (gx, gy, 1))?;
         pass.submit();

@@ -30,6 +30,7 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("elementwise", "activation_grad"),
     ("elementwise", "binary"),
     ("elementwise", "scale"),
+    ("elementwise", "nonzero"),
     ("elementwise", "dropout"),
     ("reduce", "sum_rows"),
     ("reduce", "sum_partial"),

@@ -12,7 +12,11 @@
 //!   pre-activation gate gradients of every step; [`Gpu::lstm_weight_grads`] turns them into
 //!   dx, dW, dU and dbias with three GEMMs and a column sum.
 //!
-//! Not supported: masking, `goBackwards` (reverse the input instead), a gradient wrt the
+//! Masking follows Keras (see [`RnnMask`], also taken by the GRU and SimpleRNN kernels): a
+//! masked step keeps the previous state, outputs the previous hidden state (or zeros), and its
+//! gradient flows straight to the previous state.
+//!
+//! Not supported: `goBackwards` (reverse the input and the mask instead), a gradient wrt the
 //! final cell state, stateful carry of the final cell state.
 
 use super::{matmul::MatmulDesc, u32_of};
@@ -36,6 +40,33 @@ struct Params {
     has_dh_last: u32,
     rows: u32,
     cols: u32,
+    has_mask: u32,
+    zero_masked: u32,
+    pad: [u32; 2],
+}
+
+/// A Keras mask for a recurrent kernel: `[batch, time]` f32, nonzero = keep the step. A
+/// masked step carries the state (h, and c for the LSTM) over unchanged; its output is the
+/// previous hidden state, or zeros with `zero_outputs` (what Keras' `Bidirectional` asks for).
+/// In the backward pass a masked step's gradient goes straight to the previous state and its
+/// gate gradients are zero (so the weights get nothing from it).
+#[derive(Clone, Debug)]
+pub struct RnnMask {
+    /// `[batch, time]`, in the order the kernel visits the steps.
+    pub mask: GpuTensor,
+    /// Masked steps output zeros instead of the previous hidden state.
+    pub zero_outputs: bool,
+}
+
+/// Checks a mask against `[batch, steps]`; returns the uniform flags `(has_mask, zero_masked)`.
+pub(super) fn mask_flags(op: &'static str, mask: Option<&RnnMask>, batch: usize, steps: usize) -> Result<(u32, u32)> {
+    match mask {
+        None => Ok((0, 0)),
+        Some(m) => {
+            expect_shape(op, "mask", &m.mask, &[batch, steps])?;
+            Ok((1, m.zero_outputs as u32))
+        }
+    }
 }
 
 /// What the LSTM backward pass needs from the forward pass.
@@ -47,6 +78,8 @@ pub struct LstmSaved {
     pub h_prev: GpuTensor,
     /// `[batch, u]`: the initial cell state.
     pub c0: GpuTensor,
+    /// The mask the forward pass ran with.
+    pub mask: Option<RnnMask>,
 }
 
 /// Outputs of [`Gpu::lstm_forward`].
@@ -185,6 +218,19 @@ impl Gpu {
         h0: Option<&GpuTensor>,
         c0: Option<&GpuTensor>,
     ) -> Result<LstmForward> {
+        self.lstm_forward_masked(x_proj, recurrent, h0, c0, None)
+    }
+
+    /// [`Gpu::lstm_forward`] with an optional Keras mask `[batch, time]` (see [`RnnMask`]);
+    /// [`Gpu::lstm_backward`] reads it back from the saved state.
+    pub fn lstm_forward_masked(
+        &self,
+        x_proj: &GpuTensor,
+        recurrent: &GpuTensor,
+        h0: Option<&GpuTensor>,
+        c0: Option<&GpuTensor>,
+        mask: Option<&RnnMask>,
+    ) -> Result<LstmForward> {
         let op = "lstm_forward";
         let u = units_of(op, recurrent, 4)?;
         x_proj.expect_f32(op)?;
@@ -201,6 +247,7 @@ impl Gpu {
             });
         }
         let seqs = lstm_seqs_per_group(u)?;
+        let (has_mask, zero_masked) = mask_flags(op, mask, batch, steps)?;
         let h0_zeros;
         let h0 = match h0 {
             Some(h) => {
@@ -232,9 +279,21 @@ impl Gpu {
             has_dh_last: 0,
             rows: 0,
             cols: 0,
+            has_mask,
+            zero_masked,
+            pad: [0; 2],
         };
         // Element offsets inside the shader are u32.
         u32_of("x_proj elements", batch * steps * 5 * u)?;
+        // Unused bindings still need a buffer.
+        let dummy;
+        let mask_buf = match mask {
+            Some(m) => m.mask.buffer(),
+            None => {
+                dummy = self.empty(&[1], DType::F32)?;
+                dummy.buffer()
+            }
+        };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
         let bufs = [
@@ -246,13 +305,19 @@ impl Gpu {
             (6, h_seq.buffer()),
             (7, h_prev.buffer()),
             (8, h_last.buffer()),
+            (16, mask_buf),
         ];
         pass.dispatch("rnn", "lstm_forward", &p, &bufs, (gx, gy, 1))?;
         pass.submit();
         Ok(LstmForward {
             h_seq,
             h_last,
-            saved: LstmSaved { gates_c, h_prev, c0 },
+            saved: LstmSaved {
+                gates_c,
+                h_prev,
+                c0,
+                mask: mask.cloned(),
+            },
         })
     }
 
@@ -293,6 +358,7 @@ impl Gpu {
             });
         }
         let seqs = lstm_seqs_per_group(u)?;
+        let (has_mask, zero_masked) = mask_flags(op, saved.mask.as_ref(), batch, steps)?;
         let ut = self.transpose2d(recurrent)?;
         // Unused bindings still need a buffer.
         let dummy = self.empty(&[1], DType::F32)?;
@@ -308,6 +374,9 @@ impl Gpu {
             has_dh_last: dh_last.is_some() as u32,
             rows: 0,
             cols: 0,
+            has_mask,
+            zero_masked,
+            pad: [0; 2],
         };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
@@ -320,6 +389,7 @@ impl Gpu {
             (11, d_gates.buffer()),
             (12, dh0.buffer()),
             (13, dc0.buffer()),
+            (16, saved.mask.as_ref().map_or(&dummy, |m| &m.mask).buffer()),
         ];
         pass.dispatch("rnn", "lstm_backward", &p, &bufs, (gx, gy, 1))?;
         pass.submit();
@@ -432,6 +502,9 @@ impl Gpu {
                 has_dh_last: 0,
                 rows: rows as u32,
                 cols: cols as u32,
+                has_mask: 0,
+                zero_masked: 0,
+                pad: [0; 2],
             };
             let (gx, gy) = grid(n.div_ceil(WG as u32));
             let mut pass = self.batch();

@@ -10,9 +10,10 @@
 //! [`Gpu::simple_rnn_weight_grads`] turns the pre-activation gradients into dx, dW, dU and
 //! dbias with GEMMs.
 //!
-//! Not supported: masking, `goBackwards` (reverse the input instead).
+//! Masking as the LSTM's ([`RnnMask`]). Not supported: `goBackwards` (reverse the input and
+//! the mask instead).
 
-use super::rnn::{expect_shape, seqs_per_group, shape_err, units_of};
+use super::rnn::{expect_shape, mask_flags, seqs_per_group, shape_err, units_of, RnnMask};
 use super::u32_of;
 use crate::context::grid;
 use crate::{DType, Gpu, GpuError, GpuTensor, Result};
@@ -26,7 +27,8 @@ struct Params {
     seqs: u32,
     has_dh_seq: u32,
     has_dh_last: u32,
-    pad: [u32; 2],
+    has_mask: u32,
+    zero_masked: u32,
 }
 
 /// What the SimpleRNN backward pass needs from the forward pass.
@@ -37,6 +39,8 @@ pub struct SimpleRnnSaved {
     pub h_seq: GpuTensor,
     /// `[batch, time, u]`: the hidden state entering each step (h0 at step 0).
     pub h_prev: GpuTensor,
+    /// The mask the forward pass ran with.
+    pub mask: Option<RnnMask>,
 }
 
 /// Outputs of [`Gpu::simple_rnn_forward`].
@@ -91,6 +95,18 @@ impl Gpu {
         recurrent: &GpuTensor,
         h0: Option<&GpuTensor>,
     ) -> Result<SimpleRnnForward> {
+        self.simple_rnn_forward_masked(x_proj, recurrent, h0, None)
+    }
+
+    /// [`Gpu::simple_rnn_forward`] with an optional Keras mask `[batch, time]` (see
+    /// [`RnnMask`]); [`Gpu::simple_rnn_backward`] reads it back from the saved state.
+    pub fn simple_rnn_forward_masked(
+        &self,
+        x_proj: &GpuTensor,
+        recurrent: &GpuTensor,
+        h0: Option<&GpuTensor>,
+        mask: Option<&RnnMask>,
+    ) -> Result<SimpleRnnForward> {
         let op = "simple_rnn_forward";
         let u = units_of(op, recurrent, 1)?;
         x_proj.expect_f32(op)?;
@@ -107,6 +123,7 @@ impl Gpu {
             });
         }
         let seqs = simple_seqs(u)?;
+        let (has_mask, zero_masked) = mask_flags(op, mask, batch, steps)?;
         let h0_zeros;
         let h0 = match h0 {
             Some(h) => {
@@ -128,10 +145,20 @@ impl Gpu {
             seqs: seqs as u32,
             has_dh_seq: 0,
             has_dh_last: 0,
-            pad: [0; 2],
+            has_mask,
+            zero_masked,
         };
         // Element offsets inside the shader are u32.
         u32_of("SimpleRNN state elements", batch * steps * u)?;
+        // Unused bindings still need a buffer.
+        let dummy;
+        let mask_buf = match mask {
+            Some(m) => m.mask.buffer(),
+            None => {
+                dummy = self.empty(&[1], DType::F32)?;
+                dummy.buffer()
+            }
+        };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
         let bufs = [
@@ -141,6 +168,7 @@ impl Gpu {
             (6, h_seq.buffer()),
             (7, h_prev.buffer()),
             (8, h_last.buffer()),
+            (14, mask_buf),
         ];
         pass.dispatch("simple_rnn", "simple_rnn_forward", &p, &bufs, (gx, gy, 1))?;
         pass.submit();
@@ -148,6 +176,7 @@ impl Gpu {
             saved: SimpleRnnSaved {
                 h_seq: h_seq.clone(),
                 h_prev,
+                mask: mask.cloned(),
             },
             h_seq,
             h_last,
@@ -187,6 +216,7 @@ impl Gpu {
             });
         }
         let seqs = simple_seqs(u)?;
+        let (has_mask, zero_masked) = mask_flags(op, saved.mask.as_ref(), batch, steps)?;
         let ut = self.transpose2d(recurrent)?;
         // Unused bindings still need a buffer.
         let dummy = self.empty(&[1], DType::F32)?;
@@ -199,7 +229,8 @@ impl Gpu {
             seqs: seqs as u32,
             has_dh_seq: dh_seq.is_some() as u32,
             has_dh_last: dh_last.is_some() as u32,
-            pad: [0; 2],
+            has_mask,
+            zero_masked,
         };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
@@ -210,6 +241,7 @@ impl Gpu {
             (10, dh_last.unwrap_or(&dummy).buffer()),
             (11, d_pre.buffer()),
             (13, dh0.buffer()),
+            (14, saved.mask.as_ref().map_or(&dummy, |m| &m.mask).buffer()),
         ];
         pass.dispatch("simple_rnn", "simple_rnn_backward", &p, &bufs, (gx, gy, 1))?;
         pass.submit();

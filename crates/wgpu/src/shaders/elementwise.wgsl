@@ -159,6 +159,15 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
 }
 
+// out = 1 where x != 0, else 0 (a Keras maskZero mask from token ids).
+@compute @workgroup_size(256)
+fn nonzero(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        out[i] = select(0.0, 1.0, x[i] != 0.0);
+    }
+}
+
 // PCG hash (O'Neill's permuted congruential step): well-mixed 32-bit values from a counter.
 fn pcg_hash(v: u32) -> u32 {
     let s = v * 747796405u + 2891336453u;

@@ -17,6 +17,10 @@
 // z, r, hh and rp_h; h_seq / h_prev [B, T, u] (h after / before step t). The backward pass
 // writes d_proj (gradient wrt x_proj) and d_rec (wrt rp; equal to d_proj except the h third,
 // which is scaled by r) [B, T, 3u].
+//
+// Masking (Keras) as in rnn.wgsl: with p.has_mask, a step whose mask [B, T] entry is 0 keeps
+// h, outputs the previous h (zeros with p.zero_masked), and passes its gradient straight to
+// the previous state (zero pre-activation gradients).
 
 struct Params {
     batch: u32,
@@ -27,8 +31,9 @@ struct Params {
     // Backward: whether dh_seq / dh_last are bound with real data.
     has_dh_seq: u32,
     has_dh_last: u32,
-    pad0: u32,
-    pad1: u32,
+    // Whether `mask` holds a real mask; whether masked steps output zeros.
+    has_mask: u32,
+    zero_masked: u32,
 }
 
 const WG: u32 = 256u;
@@ -53,10 +58,17 @@ const HALF: u32 = 1024u;
 @group(0) @binding(11) var<storage, read_write> d_proj: array<f32>;
 @group(0) @binding(12) var<storage, read_write> d_rec: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dh0: array<f32>;
+// Forward and backward: the Keras mask [B, T] (a dummy without p.has_mask).
+@group(0) @binding(14) var<storage, read> mask: array<f32>;
 
 var<workgroup> hbuf: array<f32, 2048>;
 // Recurrent pre-activation gradients of the step just processed, [seqs, 3u] (3 * 1024 max).
 var<workgroup> dgs: array<f32, 3072>;
+
+// Whether step t of sequence b is masked out.
+fn is_masked(b: u32, t: u32) -> bool {
+    return p.has_mask != 0u && mask[b * p.steps + t] == 0.0;
+}
 
 @compute @workgroup_size(256)
 fn gru_forward(
@@ -86,7 +98,21 @@ fn gru_forward(
             let s = q / u;
             let k = q % u;
             let b = first + s;
-            if (b < p.batch) {
+            if (b < p.batch && is_masked(b, t)) {
+                // The state passes through; the gates are unused (written for determinism).
+                let row = b * p.steps + t;
+                let hp = hbuf[cur + s * u + k];
+                let sb = row * g4 + k;
+                for (var j = 0u; j < 4u; j++) {
+                    saved[sb + j * u] = 0.0;
+                }
+                h_seq[row * u + k] = select(hp, 0.0, p.zero_masked != 0u);
+                h_prev[row * u + k] = hp;
+                hbuf[nxt + s * u + k] = hp;
+                if (t + 1u == p.steps) {
+                    h_last[b * u + k] = hp;
+                }
+            } else if (b < p.batch) {
                 let row = b * p.steps + t;
                 var rz = brec[k];
                 var rr = brec[u + k];
@@ -183,7 +209,8 @@ fn gru_backward(
             let b = first + s;
             var d = carry[i];
             if (b < p.batch) {
-                if (p.has_dh_seq != 0u) {
+                // A zeroed masked output does not depend on the state.
+                if (p.has_dh_seq != 0u && !(p.zero_masked != 0u && is_masked(b, t))) {
                     d += dh_seq[(b * p.steps + t) * u + k];
                 }
                 if (t + 1u == p.steps) {
@@ -204,7 +231,17 @@ fn gru_backward(
             let s = q / u;
             let k = q % u;
             let b = first + s;
-            if (b < p.batch) {
+            if (b < p.batch && is_masked(b, t)) {
+                // The state passed through unchanged: so does its gradient.
+                let gb = (b * p.steps + t) * g3 + k;
+                let lb = s * g3 + k;
+                for (var j = 0u; j < 3u; j++) {
+                    d_proj[gb + j * u] = 0.0;
+                    d_rec[gb + j * u] = 0.0;
+                    dgs[lb + j * u] = 0.0;
+                }
+                carry[i] = dh[i];
+            } else if (b < p.batch) {
                 let row = b * p.steps + t;
                 let sb = row * g4 + k;
                 let z = saved[sb];

@@ -11,6 +11,11 @@
 // Layouts (row = b * steps + t): x_proj [B, T, 4u] (gate order i, f, c, o), U [u, 4u],
 // saved [B, T, 5u] = activated gates i, f, c, o then the cell state c_t, h_seq / h_prev
 // [B, T, u] (h after / before step t).
+//
+// Masking (Keras): with p.has_mask, mask [B, T] (nonzero = keep) is read once per step and
+// sequence; a masked step carries h and c over unchanged, outputs the previous h (or zeros
+// with p.zero_masked), and in the backward pass passes its gradient straight to the previous
+// state (its gate gradients are zero). Without a mask a dummy buffer is bound.
 
 struct Params {
     batch: u32,
@@ -24,6 +29,12 @@ struct Params {
     // Transpose: input is rows x cols.
     rows: u32,
     cols: u32,
+    // Forward and backward: whether `mask` holds a real mask, and whether masked steps
+    // output zeros instead of the previous state.
+    has_mask: u32,
+    zero_masked: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 const WG: u32 = 256u;
@@ -51,10 +62,17 @@ const HALF: u32 = 1024u;
 // Transpose.
 @group(0) @binding(14) var<storage, read> t_in: array<f32>;
 @group(0) @binding(15) var<storage, read_write> t_out: array<f32>;
+// Forward and backward: the Keras mask [B, T] (a dummy without p.has_mask).
+@group(0) @binding(16) var<storage, read> mask: array<f32>;
 
 var<workgroup> hbuf: array<f32, 2048>;
 // Pre-activation gate gradients of the step just processed, [seqs, 4u] (4 * 1024 max).
 var<workgroup> dgs: array<f32, 4096>;
+
+// Whether step t of sequence b is masked out.
+fn is_masked(b: u32, t: u32) -> bool {
+    return p.has_mask != 0u && mask[b * p.steps + t] == 0.0;
+}
 
 @compute @workgroup_size(256)
 fn lstm_forward(
@@ -86,37 +104,8 @@ fn lstm_forward(
             let b = first + s;
             if (b < p.batch) {
                 let row = b * p.steps + t;
-                let xb = row * g4 + k;
-                var ai = x_proj[xb];
-                var af = x_proj[xb + u];
-                var ac = x_proj[xb + 2u * u];
-                var ao = x_proj[xb + 3u * u];
                 let hb = cur + s * u;
-                // Unrolled by 4 so 16 independent U loads are in flight (the step is bound
-                // by L2 latency, not arithmetic).
-                var m = 0u;
-                for (; m + 4u <= u; m += 4u) {
-                    let hv = vec4<f32>(hbuf[hb + m], hbuf[hb + m + 1u], hbuf[hb + m + 2u], hbuf[hb + m + 3u]);
-                    let w = m * g4 + k;
-                    ai += dot(hv, vec4<f32>(wrec[w], wrec[w + g4], wrec[w + 2u * g4], wrec[w + 3u * g4]));
-                    af += dot(hv, vec4<f32>(wrec[w + u], wrec[w + u + g4], wrec[w + u + 2u * g4], wrec[w + u + 3u * g4]));
-                    let wc = w + 2u * u;
-                    ac += dot(hv, vec4<f32>(wrec[wc], wrec[wc + g4], wrec[wc + 2u * g4], wrec[wc + 3u * g4]));
-                    let wo = w + 3u * u;
-                    ao += dot(hv, vec4<f32>(wrec[wo], wrec[wo + g4], wrec[wo + 2u * g4], wrec[wo + 3u * g4]));
-                }
-                for (; m < u; m++) {
-                    let hv = hbuf[hb + m];
-                    let w = m * g4 + k;
-                    ai += hv * wrec[w];
-                    af += hv * wrec[w + u];
-                    ac += hv * wrec[w + 2u * u];
-                    ao += hv * wrec[w + 3u * u];
-                }
-                let ig = sigmoid(ai);
-                let fg = sigmoid(af);
-                let cg = tanh_c(ac);
-                let og = sigmoid(ao);
+                let hp = hbuf[hb + k];
                 // The previous cell state was written by this same invocation last step.
                 var cp: f32;
                 if (t == 0u) {
@@ -124,16 +113,61 @@ fn lstm_forward(
                 } else {
                     cp = saved[(row - 1u) * g5 + 4u * u + k];
                 }
-                let cn = fg * cp + ig * cg;
-                let h = og * tanh_c(cn);
                 let sb = row * g5 + k;
-                saved[sb] = ig;
-                saved[sb + u] = fg;
-                saved[sb + 2u * u] = cg;
-                saved[sb + 3u * u] = og;
-                saved[sb + 4u * u] = cn;
-                h_seq[row * u + k] = h;
-                h_prev[row * u + k] = hbuf[hb + k];
+                var h = hp;
+                var out = hp;
+                if (is_masked(b, t)) {
+                    // The state passes through; the gates are unused (written for determinism).
+                    saved[sb] = 0.0;
+                    saved[sb + u] = 0.0;
+                    saved[sb + 2u * u] = 0.0;
+                    saved[sb + 3u * u] = 0.0;
+                    saved[sb + 4u * u] = cp;
+                    if (p.zero_masked != 0u) {
+                        out = 0.0;
+                    }
+                } else {
+                    let xb = row * g4 + k;
+                    var ai = x_proj[xb];
+                    var af = x_proj[xb + u];
+                    var ac = x_proj[xb + 2u * u];
+                    var ao = x_proj[xb + 3u * u];
+                    // Unrolled by 4 so 16 independent U loads are in flight (the step is bound
+                    // by L2 latency, not arithmetic).
+                    var m = 0u;
+                    for (; m + 4u <= u; m += 4u) {
+                        let hv = vec4<f32>(hbuf[hb + m], hbuf[hb + m + 1u], hbuf[hb + m + 2u], hbuf[hb + m + 3u]);
+                        let w = m * g4 + k;
+                        ai += dot(hv, vec4<f32>(wrec[w], wrec[w + g4], wrec[w + 2u * g4], wrec[w + 3u * g4]));
+                        af += dot(hv, vec4<f32>(wrec[w + u], wrec[w + u + g4], wrec[w + u + 2u * g4], wrec[w + u + 3u * g4]));
+                        let wc = w + 2u * u;
+                        ac += dot(hv, vec4<f32>(wrec[wc], wrec[wc + g4], wrec[wc + 2u * g4], wrec[wc + 3u * g4]));
+                        let wo = w + 3u * u;
+                        ao += dot(hv, vec4<f32>(wrec[wo], wrec[wo + g4], wrec[wo + 2u * g4], wrec[wo + 3u * g4]));
+                    }
+                    for (; m < u; m++) {
+                        let hv = hbuf[hb + m];
+                        let w = m * g4 + k;
+                        ai += hv * wrec[w];
+                        af += hv * wrec[w + u];
+                        ac += hv * wrec[w + 2u * u];
+                        ao += hv * wrec[w + 3u * u];
+                    }
+                    let ig = sigmoid(ai);
+                    let fg = sigmoid(af);
+                    let cg = tanh_c(ac);
+                    let og = sigmoid(ao);
+                    let cn = fg * cp + ig * cg;
+                    h = og * tanh_c(cn);
+                    out = h;
+                    saved[sb] = ig;
+                    saved[sb + u] = fg;
+                    saved[sb + 2u * u] = cg;
+                    saved[sb + 3u * u] = og;
+                    saved[sb + 4u * u] = cn;
+                }
+                h_seq[row * u + k] = out;
+                h_prev[row * u + k] = hp;
                 hbuf[nxt + s * u + k] = h;
                 if (t + 1u == p.steps) {
                     h_last[b * u + k] = h;
@@ -169,24 +203,29 @@ fn lstm_backward(
     let g5 = 5u * u;
     let n = p.seqs * u;
     let first = (wid.y * nwg.x + wid.x) * p.seqs;
-    // Per owned pair (at most 1024 / 256 = 4): the carried cell-state gradient, and dh of
-    // the current step (kept across the barrier that protects dgs).
+    // Per owned pair (at most 1024 / 256 = 4): the carried cell-state gradient, dh of the
+    // current step (kept across the barrier that protects dgs), and the hidden-state
+    // gradient a masked step passed straight through to the step before it.
     var dc: array<f32, 4>;
     var dh: array<f32, 4>;
+    var hc: array<f32, 4>;
     for (var i = 0u; i < 4u; i++) {
         dc[i] = 0.0;
+        hc[i] = 0.0;
     }
     for (var tt = 0u; tt < p.steps; tt++) {
         let t = p.steps - 1u - tt;
-        // Phase 1: dh_t = external gradient + dG_{t+1} · Uᵀ (dG_{t+1} is in dgs).
+        // Phase 1: dh_t = external gradient + dG_{t+1} · Uᵀ (dG_{t+1} is in dgs; zero when
+        // step t+1 was masked, whose gradient comes through hc instead).
         var i = 0u;
         for (var q = lid; q < n; q += WG) {
             let s = q / u;
             let k = q % u;
             let b = first + s;
-            var d = 0.0;
+            var d = hc[i];
             if (b < p.batch) {
-                if (p.has_dh_seq != 0u) {
+                // A zeroed masked output does not depend on the state.
+                if (p.has_dh_seq != 0u && !(p.zero_masked != 0u && is_masked(b, t))) {
                     d += dh_seq[(b * p.steps + t) * u + k];
                 }
                 if (t + 1u == p.steps) {
@@ -207,7 +246,17 @@ fn lstm_backward(
             let s = q / u;
             let k = q % u;
             let b = first + s;
-            if (b < p.batch) {
+            if (b < p.batch && is_masked(b, t)) {
+                // The state passed through unchanged: so does its gradient (dc stays).
+                let gb = (b * p.steps + t) * g4 + k;
+                let lb = s * g4 + k;
+                for (var j = 0u; j < 4u; j++) {
+                    d_gates[gb + j * u] = 0.0;
+                    dgs[lb + j * u] = 0.0;
+                }
+                hc[i] = dh[i];
+            } else if (b < p.batch) {
+                hc[i] = 0.0;
                 let row = b * p.steps + t;
                 let sb = row * g5 + k;
                 let ig = saved[sb];
@@ -250,9 +299,9 @@ fn lstm_backward(
         let k = q % u;
         let b = first + s;
         if (b < p.batch) {
-            var d = 0.0;
+            var d = hc[i];
             if (p.steps > 0u) {
-                d = dg_dot_ut(s * g4, k);
+                d += dg_dot_ut(s * g4, k);
             }
             dh0[b * u + k] = d;
             dc0[b * u + k] = dc[i];

@@ -10,6 +10,10 @@
 //
 // Layouts (row = b * steps + t): x_proj, h_seq, h_prev and d_pre [B, T, u] (h_seq / h_prev:
 // h after / before step t; d_pre: gradient wrt the pre-activation x_proj + h·U), U [u, u].
+//
+// Masking (Keras) as in rnn.wgsl: with p.has_mask, a step whose mask [B, T] entry is 0 keeps
+// h, outputs the previous h (zeros with p.zero_masked), and passes its gradient straight to
+// the previous state (zero pre-activation gradient).
 
 struct Params {
     batch: u32,
@@ -20,8 +24,9 @@ struct Params {
     // Backward: whether dh_seq / dh_last are bound with real data.
     has_dh_seq: u32,
     has_dh_last: u32,
-    pad0: u32,
-    pad1: u32,
+    // Whether `mask` holds a real mask; whether masked steps output zeros.
+    has_mask: u32,
+    zero_masked: u32,
 }
 
 const WG: u32 = 256u;
@@ -43,10 +48,17 @@ const HALF: u32 = 1024u;
 @group(0) @binding(10) var<storage, read> dh_last: array<f32>;
 @group(0) @binding(11) var<storage, read_write> d_pre: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dh0: array<f32>;
+// Forward and backward: the Keras mask [B, T] (a dummy without p.has_mask).
+@group(0) @binding(14) var<storage, read> mask: array<f32>;
 
 var<workgroup> hbuf: array<f32, 2048>;
 // Pre-activation gradients of the step just processed, [seqs, u] (1024 max).
 var<workgroup> dgs: array<f32, 1024>;
+
+// Whether step t of sequence b is masked out.
+fn is_masked(b: u32, t: u32) -> bool {
+    return p.has_mask != 0u && mask[b * p.steps + t] == 0.0;
+}
 
 @compute @workgroup_size(256)
 fn simple_rnn_forward(
@@ -74,7 +86,17 @@ fn simple_rnn_forward(
             let s = q / u;
             let k = q % u;
             let b = first + s;
-            if (b < p.batch) {
+            if (b < p.batch && is_masked(b, t)) {
+                // The state passes through.
+                let row = b * p.steps + t;
+                let hp = hbuf[cur + s * u + k];
+                h_seq[row * u + k] = select(hp, 0.0, p.zero_masked != 0u);
+                h_prev[row * u + k] = hp;
+                hbuf[nxt + s * u + k] = hp;
+                if (t + 1u == p.steps) {
+                    h_last[b * u + k] = hp;
+                }
+            } else if (b < p.batch) {
                 let row = b * p.steps + t;
                 let hb = cur + s * u;
                 // Four accumulators keep the U loads independent (the step is bound by L2
@@ -132,8 +154,13 @@ fn simple_rnn_backward(
     let n = p.seqs * u;
     let first = (wid.y * nwg.x + wid.x) * p.seqs;
     // dh of the current step per owned pair (at most 1024 / 256 = 4), kept across the
-    // barrier that protects dgs.
+    // barrier that protects dgs, and the gradient a masked step passed straight through to
+    // the step before it.
     var dh: array<f32, 4>;
+    var hc: array<f32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        hc[i] = 0.0;
+    }
     for (var tt = 0u; tt < p.steps; tt++) {
         let t = p.steps - 1u - tt;
         // Phase 1: dh_t = external gradient + dA_{t+1} · Uᵀ (dA_{t+1} is in dgs).
@@ -142,9 +169,10 @@ fn simple_rnn_backward(
             let s = q / u;
             let k = q % u;
             let b = first + s;
-            var d = 0.0;
+            var d = hc[i];
             if (b < p.batch) {
-                if (p.has_dh_seq != 0u) {
+                // A zeroed masked output does not depend on the state.
+                if (p.has_dh_seq != 0u && !(p.zero_masked != 0u && is_masked(b, t))) {
                     d += dh_seq[(b * p.steps + t) * u + k];
                 }
                 if (t + 1u == p.steps) {
@@ -165,7 +193,13 @@ fn simple_rnn_backward(
             let s = q / u;
             let k = q % u;
             let b = first + s;
-            if (b < p.batch) {
+            if (b < p.batch && is_masked(b, t)) {
+                // The state passed through unchanged: so does its gradient.
+                d_pre[(b * p.steps + t) * u + k] = 0.0;
+                dgs[s * u + k] = 0.0;
+                hc[i] = dh[i];
+            } else if (b < p.batch) {
+                hc[i] = 0.0;
                 let row = b * p.steps + t;
                 let h = h_seq[row * u + k];
                 let da = dh[i] * (1.0 - h * h);
@@ -176,16 +210,18 @@ fn simple_rnn_backward(
         }
         workgroupBarrier();
     }
-    // Gradient wrt the initial state: dA_0 · Uᵀ.
+    // Gradient wrt the initial state: dA_0 · Uᵀ plus what masked steps passed through.
+    var i = 0u;
     for (var q = lid; q < n; q += WG) {
         let s = q / u;
         let b = first + s;
         if (b < p.batch) {
-            var d = 0.0;
+            var d = hc[i];
             if (p.steps > 0u) {
-                d = dg_dot_ut(s * u, q % u);
+                d += dg_dot_ut(s * u, q % u);
             }
             dh0[b * u + q % u] = d;
         }
+        i++;
     }
 }

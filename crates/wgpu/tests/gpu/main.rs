@@ -24,6 +24,7 @@ mod pooling_alloc;
 mod recording;
 mod reduce_softmax;
 mod rnn;
+mod rnn_mask;
 mod shaders;
 mod spatial;
 mod units;

@@ -27,6 +27,13 @@ pub(super) struct BiPlan {
     merge: Merge,
 }
 
+impl BiPlan {
+    /// The wrapped layer's `returnSequences`.
+    pub(super) fn return_sequences(&self) -> bool {
+        self.forward.return_sequences()
+    }
+}
+
 /// What a Bidirectional layer's backward pass needs.
 pub(super) struct BiTape {
     forward: RnnTape,
@@ -77,16 +84,17 @@ pub(super) fn plan(name: &str, config: &Value, first: usize, count: usize) -> Re
 }
 
 impl BiPlan {
-    /// Forward pass from x `[batch, time, in]`.
+    /// Forward pass from x `[batch, time, in]` (`mask`: the Keras mask `[batch, time]`).
     pub(super) fn forward(
         &self,
         g: &Gpu,
         w: &[GpuTensor],
         x: GpuTensor,
+        mask: Option<&GpuTensor>,
         keep: bool,
     ) -> Result<(GpuTensor, Option<BiTape>)> {
-        let (a, ta) = self.forward.forward(g, w, x.clone(), keep, true)?;
-        let (b, tb) = self.backward.forward(g, w, x, keep, true)?;
+        let (a, ta) = self.forward.forward(g, w, x.clone(), mask, keep, true)?;
+        let (b, tb) = self.backward.forward(g, w, x, mask, keep, true)?;
         let units = a.shape()[a.shape().len() - 1];
         let y = match self.merge {
             Merge::Concat => g.concat_last(&[&a, &b]),

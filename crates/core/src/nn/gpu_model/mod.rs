@@ -13,15 +13,18 @@
 //! valid/same/causal), Conv2DTranspose (strides, dilation, valid/same), MaxPooling2D and
 //! AveragePooling2D (strides, valid/same), GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D
 //! (nearest), Flatten, Reshape, Dropout, Activation (linear/relu/sigmoid/tanh/gelu/leakyRelu;
-//! softmax at the output), Add, Multiply, Concatenate (last axis), Embedding (without
-//! maskZero), LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences, goBackwards; not
-//! returnState or stateful), Bidirectional around them (merge concat, sum, mul or ave),
-//! LayerNormalization, BatchNormalization (moving statistics updated on the device),
+//! softmax at the output), Add, Multiply, Concatenate (last axis), Embedding (maskZero too),
+//! LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences, goBackwards; not returnState or
+//! stateful), Bidirectional around them (merge concat, sum, mul or ave), LayerNormalization, BatchNormalization (moving statistics updated on the device),
 //! MultiHeadAttention (no masks, scores or attention dropout; key size
 //! <= 64), PositionalEmbedding and GlobalAveragePooling1D layers; sparse and dense categorical
 //! cross-entropy and binary cross-entropy (probabilities or logits; a softmax output is folded
 //! into a categorical cross-entropy), mean squared and mean absolute error; SGD (momentum,
-//! Nesterov), Adam, AdamW and RMSprop, with per-step schedules. Anything else is reported by
+//! Nesterov), Adam, AdamW and RMSprop, with per-step schedules. An Embedding maskZero mask is
+//! applied as on the CPU by the LSTM, GRU, SimpleRNN and Bidirectional layers it reaches
+//! (directly, through stacked returnSequences layers and per-step layers, with goBackwards); a
+//! model where it would reach GlobalAveragePooling1D or MultiHeadAttention is refused (see
+//! `masking.rs`). Anything else is reported by
 //! [`GpuModel::new`], and `compile` falls back to the CPU (or, with `"gpu!"`, fails).
 
 mod attention;
@@ -29,6 +32,7 @@ mod batchnorm;
 mod bidirectional;
 mod conv_steps;
 mod loss;
+mod masking;
 mod merge;
 mod profile;
 mod sequence;
@@ -90,6 +94,8 @@ pub struct GpuModel {
     nodes: Vec<GpuNode>,
     /// The model output (a node output).
     output: Source,
+    /// Per node: whether it consumes the Embedding maskZero mask (see `masking.rs`).
+    masked: Vec<bool>,
     /// Device copies of every parameter, in `visit_params` order.
     weights: Vec<GpuTensor>,
     /// Per weight: whether the optimizer updates it (captured at compile).
@@ -150,7 +156,10 @@ impl GpuModel {
         }
         let output = model.output_sources()[0];
         let mut nodes = Vec::with_capacity(model.nodes().len());
+        let mut node_layers = Vec::with_capacity(model.nodes().len());
         for (n, node) in model.nodes().iter().enumerate() {
+            let layer = &guards[node.layer];
+            node_layers.push((layer.class_name().to_string(), layer.name().to_string()));
             let step = layer_steps[node.layer].clone();
             merge::check_node(&step, &node.inputs, model)?;
             // Token ids carry no gradient: an Embedding must read the model input itself.
@@ -165,6 +174,7 @@ impl GpuModel {
                 inputs: node.inputs.clone(),
             });
         }
+        let masked = masking::plan(model, &nodes, &node_layers)?;
         let ends_in_softmax = match output {
             Source::Node(n, 0) => nodes[n].step.is_softmax(),
             _ => false,
@@ -191,6 +201,7 @@ impl GpuModel {
             gpu,
             nodes,
             output,
+            masked,
             weights,
             loss,
             loss_spec,
@@ -290,6 +301,12 @@ impl GpuModel {
         for s in self.nodes.iter().flat_map(|n| n.inputs.iter()).chain([&self.output]) {
             *uses.entry(*s).or_default() += 1;
         }
+        // The Embedding maskZero mask, from the token ids (the model input).
+        let mask = if self.masked.iter().any(|&m| m) {
+            Some(masking::token_mask(&self.gpu, &x)?)
+        } else {
+            None
+        };
         let mut values: HashMap<Source, GpuTensor> = HashMap::from([(Source::Input(0), x)]);
         let mut saved = Vec::with_capacity(self.nodes.len());
         for (n, node) in self.nodes.iter().enumerate() {
@@ -314,6 +331,7 @@ impl GpuModel {
                 fuse_softmax: fused && training && self.output == Source::Node(n, 0),
                 rng: &mut *rng,
                 matmul: self.matmul,
+                mask: mask.as_ref().filter(|_| self.masked[n]),
             };
             let (y, tape) = node.step.forward(&mut cx, xs)?;
             if let Some(p) = &self.profiler {

@@ -1,25 +1,25 @@
 //! Embedding and recurrent (LSTM, GRU, SimpleRNN) layers of GPU models: planning from the layer
 //! configs, and the forward and backward passes on cortex-wgpu's kernels (one input-projection
 //! GEMM for all timesteps, the whole recurrence in one dispatch each way, the weight gradients
-//! as GEMMs). goBackwards reverses the input's time axis around the same kernels.
+//! as GEMMs). goBackwards reverses the input's time axis (and the mask's) around the same
+//! kernels. An Embedding with maskZero feeds its mask to the recurrent layers that consume it
+//! (see `masking.rs` for which do).
 
-use cortex_wgpu::{Gpu, GpuTensor, GruSaved, LstmSaved, SimpleRnnSaved};
+use cortex_wgpu::{Gpu, GpuTensor, GruSaved, LstmSaved, RnnMask, SimpleRnnSaved};
 use serde_json::Value;
 
 use super::steps::accumulate;
 use super::{gpu_err, unsupported};
 use crate::{Error, Result};
 
-/// Checks an Embedding layer's config: masking is not on the GPU yet.
-pub(super) fn check_embedding(name: &str, config: &Value) -> Result<usize> {
-    if config.get("maskZero").and_then(Value::as_bool) == Some(true) {
-        return Err(unsupported(&format!("Embedding maskZero (layer '{name}')")));
-    }
-    config
+/// Reads an Embedding layer's config: `(inputDim, maskZero)`.
+pub(super) fn check_embedding(name: &str, config: &Value) -> Result<(usize, bool)> {
+    let vocab = config
         .get("inputDim")
         .and_then(Value::as_u64)
         .map(|v| v as usize)
-        .ok_or_else(|| Error::Invalid(format!("gpu: embedding layer '{name}' has no inputDim")))
+        .ok_or_else(|| Error::Invalid(format!("gpu: embedding layer '{name}' has no inputDim")))?;
+    Ok((vocab, config.get("maskZero").and_then(Value::as_bool) == Some(true)))
 }
 
 /// A recurrent cell with a GPU sequence kernel.
@@ -83,6 +83,18 @@ pub(super) struct RnnPlan {
     pub go_backwards: bool,
 }
 
+/// `mask` `[batch, time]` with its time axis reversed.
+fn reverse_mask(g: &Gpu, mask: &GpuTensor) -> Result<GpuTensor> {
+    let &[b, t] = mask.shape() else {
+        return Err(Error::Invalid(format!(
+            "gpu: a recurrent mask must be [batch, time], got {:?}",
+            mask.shape()
+        )));
+    };
+    let m = mask.clone().reshape(&[b, t, 1]).map_err(gpu_err)?;
+    g.reverse_time(&m).and_then(|r| r.reshape(&[b, t])).map_err(gpu_err)
+}
+
 impl RnnPlan {
     /// Plans recurrent layer `name` from its config; its weights (kernel, recurrent kernel,
     /// then the bias if it has one) start at index `first` and number `count`.
@@ -104,6 +116,11 @@ impl RnnPlan {
         })
     }
 
+    /// Keras `returnSequences`.
+    pub(super) fn return_sequences(&self) -> bool {
+        self.return_sequences
+    }
+
     fn weights<'a>(&self, w: &'a [GpuTensor]) -> RnnWeights<'a> {
         RnnWeights {
             kernel: &w[self.kernel],
@@ -115,12 +132,14 @@ impl RnnPlan {
     /// Forward pass from x `[batch, time, in]`. With goBackwards the input's time axis is
     /// reversed and the unchanged recurrence runs on it, so a returned sequence is in
     /// processing order (Keras), or, with `input_order` (as inside Bidirectional), reversed
-    /// back into input time order.
+    /// back into input time order. `mask` is the Keras mask `[batch, time]` (in input order);
+    /// with `input_order` (Bidirectional, as on the CPU) masked steps output zeros.
     pub(super) fn forward(
         &self,
         g: &Gpu,
         w: &[GpuTensor],
         x: GpuTensor,
+        mask: Option<&GpuTensor>,
         keep: bool,
         input_order: bool,
     ) -> Result<(GpuTensor, Option<RnnTape>)> {
@@ -132,7 +151,14 @@ impl RnnPlan {
         } else {
             x
         };
-        let (y, tape) = rnn_forward(g, self.cell, x, &self.weights(w), self.return_sequences, keep)?;
+        let mask = match mask {
+            Some(m) => Some(RnnMask {
+                mask: if flip_input { reverse_mask(g, m)? } else { m.clone() },
+                zero_outputs: input_order && self.return_sequences,
+            }),
+            None => None,
+        };
+        let (y, tape) = rnn_forward(g, self.cell, x, mask, &self.weights(w), self.return_sequences, keep)?;
         let y = if flip_output {
             g.reverse_time(&y).map_err(gpu_err)?
         } else {
@@ -218,12 +244,14 @@ fn rnn_forward(
     g: &Gpu,
     cell: Cell,
     x: GpuTensor,
+    mask: Option<RnnMask>,
     w: &RnnWeights,
     return_sequences: bool,
     keep: bool,
 ) -> Result<(GpuTensor, Option<RnnTape>)> {
     let gate_cols = w.kernel.shape()[1];
     let zeros = |n: usize| g.zeros(&[n]).map_err(gpu_err);
+    let mask = mask.as_ref();
     let (h_seq, h_last, state) = match cell {
         Cell::Lstm | Cell::SimpleRnn => {
             let bias = match w.bias {
@@ -232,10 +260,14 @@ fn rnn_forward(
             };
             let projected = g.rnn_input_projection(&x, w.kernel, &bias).map_err(gpu_err)?;
             if cell == Cell::Lstm {
-                let out = g.lstm_forward(&projected, w.recurrent, None, None).map_err(gpu_err)?;
+                let out = g
+                    .lstm_forward_masked(&projected, w.recurrent, None, None, mask)
+                    .map_err(gpu_err)?;
                 (out.h_seq, out.h_last, CellState::Lstm(out.saved))
             } else {
-                let out = g.simple_rnn_forward(&projected, w.recurrent, None).map_err(gpu_err)?;
+                let out = g
+                    .simple_rnn_forward_masked(&projected, w.recurrent, None, mask)
+                    .map_err(gpu_err)?;
                 (out.h_seq, out.h_last, CellState::SimpleRnn(out.saved))
             }
         }
@@ -246,7 +278,7 @@ fn rnn_forward(
             };
             let projected = g.rnn_input_projection(&x, w.kernel, &input_bias).map_err(gpu_err)?;
             let out = g
-                .gru_forward(&projected, w.recurrent, &recurrent_bias, None)
+                .gru_forward_masked(&projected, w.recurrent, &recurrent_bias, None, mask)
                 .map_err(gpu_err)?;
             (out.h_seq, out.h_last, CellState::Gru(out.saved))
         }

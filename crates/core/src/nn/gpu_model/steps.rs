@@ -74,6 +74,8 @@ pub(super) enum Step {
     Embedding {
         table: usize,
         vocab: usize,
+        /// Keras `maskZero`: token 0 masks its step (see `masking.rs`).
+        mask_zero: bool,
     },
     Recurrent(RnnPlan),
     Bidirectional(BiPlan),
@@ -193,10 +195,14 @@ pub(super) fn plan(class: &str, name: &str, config: &Value, first: usize, count:
         "Activation" => Step::Activation(act()?),
         "Add" => Step::Add,
         "Concatenate" | "Multiply" => Step::Merge(merge::plan(class, name, config)?),
-        "Embedding" => Step::Embedding {
-            table: need(0, "table")?,
-            vocab: sequence::check_embedding(name, config)?,
-        },
+        "Embedding" => {
+            let (vocab, mask_zero) = sequence::check_embedding(name, config)?;
+            Step::Embedding {
+                table: need(0, "table")?,
+                vocab,
+                mask_zero,
+            }
+        }
         "LSTM" | "GRU" | "SimpleRNN" => {
             let cell = Cell::of_class(class).expect("a recurrent class");
             Step::Recurrent(RnnPlan::plan(cell, name, config, first, count)?)
@@ -290,6 +296,8 @@ pub(super) struct Forward<'a> {
     pub rng: &'a mut Rng,
     /// The GEMM kernel of dense layers and attention projections (mixed precision or Auto).
     pub matmul: MatmulKernel,
+    /// The Keras mask `[batch, time]` this step consumes (recurrent layers only).
+    pub mask: Option<&'a GpuTensor>,
 }
 
 /// What every step's backward pass reads besides its own tape.
@@ -492,11 +500,11 @@ impl Step {
                 let ids = one("Embedding", xs)?;
                 (g.embedding(&w[table], &ids).map_err(gpu_err)?, Saved::Embedding(ids))
             }
-            Step::Recurrent(p) => match p.forward(g, w, one(p.cell.name(), xs)?, keep, false)? {
+            Step::Recurrent(p) => match p.forward(g, w, one(p.cell.name(), xs)?, cx.mask, keep, false)? {
                 (y, Some(t)) => (y, Saved::Rnn(t)),
                 (y, None) => return Ok((y, None)),
             },
-            Step::Bidirectional(p) => match p.forward(g, w, one("Bidirectional", xs)?, keep)? {
+            Step::Bidirectional(p) => match p.forward(g, w, one("Bidirectional", xs)?, cx.mask, keep)? {
                 (y, Some(t)) => (y, Saved::Bidirectional(Box::new(t))),
                 (y, None) => return Ok((y, None)),
             },
@@ -627,7 +635,7 @@ impl Step {
             (&Step::Activation(act), Saved::Act(z)) => vec![Some(act_back(act, &z, dy)?)],
             (Step::Add, Saved::Inputs(n)) => (0..n).map(|i| needed(i).then(|| dy.clone())).collect(),
             (Step::Merge(m), Saved::Merge(tape)) => m.backward(g, tape, dy, needed)?,
-            (&Step::Embedding { table, vocab }, Saved::Embedding(ids)) => {
+            (&Step::Embedding { table, vocab, .. }, Saved::Embedding(ids)) => {
                 accumulate(
                     g,
                     &mut grads[table],

@@ -34,7 +34,7 @@ prepare)
     strip -o ".device/bench/$name" "target/release/examples/$name"
   done
   # Test binaries (the test profile is optimised), stripped to keep the carried tree small.
-  for t in "cortex-wgpu gpu" "cortex-core gpu_model" "cortex-core gpu_model_options" "cortex-core gpu_merge" "cortex-core gpu_bidirectional"; do
+  for t in "cortex-wgpu gpu" "cortex-core gpu_model" "cortex-core gpu_model_options" "cortex-core gpu_merge" "cortex-core gpu_bidirectional" "cortex-core gpu_masking"; do
     set -- $t
     bin=$(cargo test -p "$1" --test "$2" --no-run --message-format=json 2>/dev/null |
       node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of s.split("\n")){try{const m=JSON.parse(l);if(m.executable&&m.target&&m.target.kind.includes("test"))console.log(m.executable)}catch{}}})')

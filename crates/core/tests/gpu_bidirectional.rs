@@ -308,17 +308,6 @@ fn return_state_is_refused_on_the_gpu_by_name() {
     ];
     for (config, want) in cases {
         let mut model = Model::from_config(&config, 1).unwrap();
-        let err = model
-            .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "gpu!"}))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(want), "expected '{want}' in: {err}");
-        // Plain "gpu" falls back to the CPU with that warning.
-        model
-            .compile(&json!({"optimizer": "adam", "loss": "meanSquaredError", "device": "gpu"}))
-            .unwrap();
-        assert!(model.device_name().is_none());
-        let warning = model.compiled_ref().unwrap().device_warning.clone().unwrap();
-        assert!(warning.contains("returnState"), "{warning}");
+        assert_gpu_refuses(&mut model, "adam", want);
     }
 }

@@ -220,18 +220,8 @@ fn concatenate_on_another_axis_is_refused_or_falls_back() {
             &[(0, &[-1]), (1, &[0, -1]), (2, &[1]), (3, &[2])],
         );
         let mut model = Model::from_config(&config, 5).unwrap();
-        let err = model
-            .compile(&json!({"optimizer": "sgd", "loss": "meanSquaredError", "device": "gpu!"}))
-            .unwrap_err()
-            .to_string();
-        let want = format!("Concatenate along axis {axis}");
-        assert!(err.contains(&want) && err.contains("'join_steps'"), "{err}");
-        model
-            .compile(&json!({"optimizer": "sgd", "loss": "meanSquaredError", "device": "gpu"}))
-            .unwrap();
-        assert!(model.device_name().is_none(), "axis {axis} should fall back to the CPU");
-        let warning = model.compiled_ref().unwrap().device_warning.clone().unwrap();
-        assert!(warning.contains(&want), "{warning}");
+        let err = assert_gpu_refuses(&mut model, "sgd", &format!("Concatenate along axis {axis}"));
+        assert!(err.contains("'join_steps'"), "{err}");
         let logs = model
             .train_on_batch(&data(&[3, 4, 3], 0.2), &data(&[3, 2], 0.6))
             .unwrap();

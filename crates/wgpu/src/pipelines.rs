@@ -46,12 +46,20 @@ impl ShaderChecks {
         }
     }
 
-    /// `CORTEX_WGPU_CHECKS`, or the default when unset or unrecognised.
+    /// `CORTEX_WGPU_CHECKS`, or the default when unset; an unrecognised value is reported on
+    /// stderr and the default used.
     pub fn from_env() -> ShaderChecks {
-        std::env::var("CORTEX_WGPU_CHECKS")
-            .ok()
-            .and_then(|v| ShaderChecks::parse(&v))
-            .unwrap_or_default()
+        match std::env::var("CORTEX_WGPU_CHECKS") {
+            Ok(v) => ShaderChecks::parse(&v).unwrap_or_else(|| {
+                let default = ShaderChecks::default();
+                eprintln!(
+                    "cortex-wgpu: CORTEX_WGPU_CHECKS={v:?} is not full, bounds or none; using {}",
+                    default.name()
+                );
+                default
+            }),
+            Err(_) => ShaderChecks::default(),
+        }
     }
 
     /// The name `parse` reads.

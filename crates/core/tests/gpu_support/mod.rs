@@ -1,4 +1,5 @@
-//! Helpers shared by the GPU model test files (gpu_model.rs, gpu_model_options.rs).
+//! Helpers shared by the GPU model test files (gpu_model.rs, gpu_model_options.rs, gpu_merge.rs,
+//! gpu_bidirectional.rs, gpu_masking.rs).
 #![allow(dead_code)]
 
 use cortex_core::nn::model::Model;
@@ -60,4 +61,17 @@ pub fn assert_same_weights(cpu: &Model, gpu: &Model, tol: f32) {
         let d = max_rel_diff(x, y);
         assert!(d < tol, "{name}: relative difference {d}");
     }
+}
+
+/// `model` compiled with `device: "gpu!"` fails with an error naming `want`; compiled with
+/// `"gpu"` it falls back to the CPU with a warning naming it too. Returns the strict error.
+pub fn assert_gpu_refuses(model: &mut Model, optimizer: &str, want: &str) -> String {
+    let compile = |device: &str| json!({"optimizer": optimizer, "loss": "meanSquaredError", "device": device});
+    let err = model.compile(&compile("gpu!")).unwrap_err().to_string();
+    assert!(err.contains(want), "expected '{want}' in: {err}");
+    model.compile(&compile("gpu")).unwrap();
+    assert!(model.device_name().is_none(), "'{want}' should fall back to the CPU");
+    let warning = model.compiled_ref().unwrap().device_warning.clone().unwrap();
+    assert!(warning.contains(want), "{warning}");
+    err
 }

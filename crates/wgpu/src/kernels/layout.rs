@@ -114,18 +114,18 @@ impl Gpu {
 
     /// `x` `[batch, time, features]` with its time axis reversed (its own gradient too).
     pub fn reverse_time(&self, x: &GpuTensor) -> Result<GpuTensor> {
-        let [batch, time, features] = <[usize; 3]>::try_from(x.shape()).map_err(|_| GpuError::Shape {
+        let [n, time, features] = <[usize; 3]>::try_from(x.shape()).map_err(|_| GpuError::Shape {
             op: "reverse_time",
             expected: "[batch, time, features]".into(),
             got: format!("{:?}", x.shape()),
         })?;
         let out = self.empty(x.shape(), DType::F32)?;
-        let total = batch * time * features;
+        let total = n * time * features;
         if total == 0 {
             return Ok(out);
         }
         let p = Params {
-            rows: u32_of("rows", batch * time)?,
+            rows: u32_of("rows", n * time)?,
             src_cols: u32_of("features", features)?,
             dst_cols: u32_of("features", features)?,
             width: u32_of("features", features)?,

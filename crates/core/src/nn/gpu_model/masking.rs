@@ -1,6 +1,6 @@
 //! Keras masks in GPU models: which layers an `Embedding(maskZero)` mask reaches, planned when
-//! the model is compiled by the CPU model's rules, and the mask itself, computed on the device
-//! from the token ids.
+//! the model is compiled by the CPU model's rules (the mask itself is `Gpu::nonzero_mask` of
+//! the token ids, made once per forward pass).
 //!
 //! The CPU model (`Model::run`) gives each layer the mask of its first input; a layer either
 //! sets its outputs' masks (Embedding with maskZero: `ids != 0`; LSTM, GRU, SimpleRNN and
@@ -15,10 +15,8 @@
 //! An Embedding must read the model input on the GPU (checked in `GpuModel::new`), so every
 //! mask is the same `[batch, time]` tensor: `ids != 0` of the model input.
 
-use cortex_wgpu::{Gpu, GpuTensor};
-
 use super::steps::Step;
-use super::{gpu_err, unsupported, GpuNode};
+use super::{unsupported, GpuNode};
 use crate::nn::model::{Model, Source};
 use crate::{Error, Result};
 
@@ -64,9 +62,4 @@ pub(super) fn plan(model: &Model, nodes: &[GpuNode], layers: &[(String, String)]
         };
     }
     Ok(consumes)
-}
-
-/// The Keras mask of token ids `[batch, time]`: 1 where the id is nonzero.
-pub(super) fn token_mask(g: &Gpu, ids: &GpuTensor) -> Result<GpuTensor> {
-    g.nonzero_mask(ids).map_err(gpu_err)
 }

@@ -8,24 +8,24 @@
 //! call) or when `fit` ends; weights changed on the host (`setWeights`, `applyGradients`) are
 //! noticed through each parameter's version counter and uploaded before the next GPU step.
 //!
-//! Supported today: Sequential and functional models (one input, one output; layers may be
-//! shared) of Dense, Conv2D (strides, dilation, valid/same), Conv1D (strides, dilation,
+//! Supported today: Sequential and functional models (one input, one output; layers may be shared)
+//! of Dense, Conv2D (strides, dilation, valid/same), Conv1D (strides, dilation,
 //! valid/same/causal), Conv2DTranspose (strides, dilation, valid/same), MaxPooling2D and
 //! AveragePooling2D (strides, valid/same), GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D
 //! (nearest), Flatten, Reshape, Dropout, Activation (linear/relu/sigmoid/tanh/gelu/leakyRelu;
-//! softmax at the output), Add, Multiply, Concatenate (last axis), Embedding (maskZero too),
-//! LSTM, GRU and SimpleRNN (tanh/sigmoid, returnSequences, goBackwards; not returnState or
-//! stateful), Bidirectional around them (merge concat, sum, mul or ave), LayerNormalization, BatchNormalization (moving statistics updated on the device),
-//! MultiHeadAttention (no masks, scores or attention dropout; key size
-//! <= 64), PositionalEmbedding and GlobalAveragePooling1D layers; sparse and dense categorical
-//! cross-entropy and binary cross-entropy (probabilities or logits; a softmax output is folded
-//! into a categorical cross-entropy), mean squared and mean absolute error; SGD (momentum,
-//! Nesterov), Adam, AdamW and RMSprop, with per-step schedules. An Embedding maskZero mask is
-//! applied as on the CPU by the LSTM, GRU, SimpleRNN and Bidirectional layers it reaches
-//! (directly, through stacked returnSequences layers and per-step layers, with goBackwards); a
-//! model where it would reach GlobalAveragePooling1D or MultiHeadAttention is refused (see
-//! `masking.rs`). Anything else is reported by
-//! [`GpuModel::new`], and `compile` falls back to the CPU (or, with `"gpu!"`, fails).
+//! softmax at the output), Add, Multiply, Concatenate (last axis), Embedding (maskZero too), LSTM,
+//! GRU and SimpleRNN (tanh/sigmoid, returnSequences, goBackwards; not returnState or stateful),
+//! Bidirectional around them (merge concat, sum, mul or ave), LayerNormalization,
+//! BatchNormalization (moving statistics updated on the device), MultiHeadAttention (no masks,
+//! scores or attention dropout; key size <= 64), PositionalEmbedding and GlobalAveragePooling1D
+//! layers; sparse and dense categorical cross-entropy and binary cross-entropy (probabilities or
+//! logits; a softmax output is folded into a categorical cross-entropy), mean squared and mean
+//! absolute error; SGD (momentum, Nesterov), Adam, AdamW and RMSprop, with per-step schedules. An
+//! Embedding maskZero mask is applied as on the CPU by the LSTM, GRU, SimpleRNN and Bidirectional
+//! layers it reaches (directly, through stacked returnSequences layers and per-step layers, with
+//! goBackwards); a model where it would reach GlobalAveragePooling1D or MultiHeadAttention is
+//! refused (see `masking.rs`). Anything else is reported by [`GpuModel::new`], and `compile` falls
+//! back to the CPU (or, with `"gpu!"`, fails).
 
 mod attention;
 mod batchnorm;
@@ -303,7 +303,7 @@ impl GpuModel {
         }
         // The Embedding maskZero mask, from the token ids (the model input).
         let mask = if self.masked.iter().any(|&m| m) {
-            Some(masking::token_mask(&self.gpu, &x)?)
+            Some(self.gpu.nonzero_mask(&x).map_err(gpu_err)?)
         } else {
             None
         };

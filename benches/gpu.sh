@@ -8,6 +8,8 @@
 #                                   and the .node addon); JSON lines go to $OUT/gpu-bench.jsonl
 #   . .device/on-device.sh && bash benches/gpu.sh test     the GPU test suites there; their
 #                                   output goes to $OUT/gpu-tests.txt
+#   . .device/on-device.sh && bash benches/gpu.sh attention   the attention bench 3 times
+#                                   in fresh processes, to $OUT/gpu-attention.jsonl
 #
 # The kernel benches are cortex-wgpu's examples (`gpu_bench`: GEMM 1024^3 / 4096^3 / 8192^3 and
 # conv2d; `lstm_bench` and `attention_bench` where present); the test binaries are the GPU
@@ -70,6 +72,16 @@ run)
     CORTEX_WGPU_CHECKS=full timeout 120 "$b" | tee -a "$out" || true
   done
   ;;
+attention)
+  # The self-attention bench three times in fresh processes, with the GPU's clocks before
+  # each: is a slow first forward figure a slow start (clocks, first use) or the kernels?
+  unpack
+  out="${OUT:-.}/gpu-attention.jsonl"
+  for i in 1 2 3; do
+    nvidia-smi --query-gpu=clocks.sm,clocks.mem,pstate --format=csv,noheader || true
+    timeout 120 .device/bench/attention_bench | tee -a "$out" || echo '{"failed":"attention_bench"}'
+  done
+  ;;
 test)
   unpack
   # The GPU test suites on the real adapter: twice with parallel test threads (a race shows
@@ -89,7 +101,7 @@ test)
   done
   ;;
 *)
-  echo "usage: bash benches/gpu.sh prepare|run|test" >&2
+  echo "usage: bash benches/gpu.sh prepare|run|test|attention" >&2
   exit 2
   ;;
 esac

@@ -64,10 +64,14 @@ run)
   timeout 240 node .device/gpu_bench.mjs 2> >(tee -a "${OUT:-.}/gpu-profile.jsonl" >&2) | tee -a "$out"
   # The same library bench under wgpu's full run-time checks, and with one queue submission
   # per kernel call: what each of those defaults is worth, measured in the same session.
-  for variant in CORTEX_WGPU_CHECKS=full CORTEX_WGPU_RECORD=0; do
+  # GPU_BENCH_VARIANTS replaces that list (CORTEX_CONV_KERNEL=tile64: the first conv layer
+  # as implicit GEMM + bias_add, as before the direct short-k kernel); QUICK=1 skips the
+  # full-checks reruns of the LSTM and attention benches, for a short device budget.
+  for variant in ${GPU_BENCH_VARIANTS-CORTEX_WGPU_CHECKS=full CORTEX_WGPU_RECORD=0}; do
     env "$variant" GPU_BENCH_PROFILE=0 timeout 150 node .device/gpu_bench.mjs | tee -a "$out" ||
       echo "{\"failed\":\"gpu_bench.mjs $variant\"}" | tee -a "$out"
   done
+  [ "${QUICK:-0}" = 1 ] && exit 0
   for b in .device/bench/lstm_bench .device/bench/attention_bench; do
     CORTEX_WGPU_CHECKS=full timeout 120 "$b" | tee -a "$out" || true
   done

@@ -130,6 +130,7 @@ emit({
   // Non-default settings of this run (benches/gpu.sh compares them in one session).
   shader_checks: process.env.CORTEX_WGPU_CHECKS ?? "default",
   record: process.env.CORTEX_WGPU_RECORD ?? "default",
+  conv_kernel: process.env.CORTEX_CONV_KERNEL ?? "default",
   adapters: devices().map((d) => `${d.name} (${d.backend}, ${d.deviceType})`),
   convnet_train_batch: trainBatch,
   convnet_train_samples_per_s: round(train, 0),

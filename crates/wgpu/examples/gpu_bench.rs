@@ -262,6 +262,26 @@ fn first_layer_json(gpu: &Gpu, adapter: &str, batch: usize, reps: usize) -> Resu
     let k = gpu.upload(&fill(9 * 32), &[3, 3, 1, 32])?;
     let dy = gpu.upload(&fill(batch * 26 * 26 * 32), &[batch, 26, 26, 32])?;
     let fwd = median_secs(reps, || gpu.conv2d(&x, &k, &spec), gpu)?;
+    // With the bias, at this batch and at 8x (the inference bench's batch): the direct
+    // short-k kernel (the default) against the 64-tile implicit GEMM + bias_add.
+    let b = gpu.upload(&fill(32), &[32])?;
+    let big = 8 * batch;
+    let x_big = gpu.upload(&fill(big * 28 * 28), &[big, 28, 28, 1])?;
+    let mut with_bias = Vec::new();
+    for kernel in [MatmulKernel::Auto, MatmulKernel::Tile64] {
+        gpu.set_conv_kernel(kernel);
+        for (n, x) in [(batch, &x), (big, &x_big)] {
+            let t = median_secs(reps, || gpu.conv2d_bias(x, &k, Some(&b), &spec), gpu)?;
+            let path = if kernel == MatmulKernel::Auto {
+                "direct"
+            } else {
+                "gemm_tile64"
+            };
+            with_bias.push(format!("\"forward_bias_{path}_b{n}\":{:.3}", t * 1e3));
+        }
+    }
+    gpu.set_conv_kernel(MatmulKernel::Auto);
+    drop(x_big);
     let bwd_filter = median_secs(reps, || gpu.conv2d_backward_filter(&x, &dy, (3, 3), &spec), gpu)?;
     let flat = dy.clone().reshape(&[batch * 26 * 26, 32])?;
     let bias_grad = median_secs(reps, || gpu.sum_rows(&flat), gpu)?;
@@ -298,13 +318,14 @@ fn first_layer_json(gpu: &Gpu, adapter: &str, batch: usize, reps: usize) -> Resu
     let per_call_wait_us = t0.elapsed().as_secs_f64() / 50.0 * 1e6;
     let ms = |s: f64| format!("{:.3}", s * 1e3);
     Ok(format!(
-        "{{\"adapter\":{},\"mnist_conv1_b{batch}_ms\":{{\"forward\":{},\"backward_filter\":{},\"bias_grad_sum_rows\":{},\"relu_backward\":{},\"dropout\":{}}},\"dense_{rows}x1600x10_ms\":{},\"tiny_kernel_call_us\":{per_call_us:.1},\"tiny_kernel_call_recorded_us\":{per_call_recorded_us:.1},\"tiny_kernel_call_and_wait_us\":{per_call_wait_us:.1}}}",
+        "{{\"adapter\":{},\"mnist_conv1_b{batch}_ms\":{{\"forward\":{},\"backward_filter\":{},\"bias_grad_sum_rows\":{},\"relu_backward\":{},\"dropout\":{},{}}},\"dense_{rows}x1600x10_ms\":{},\"tiny_kernel_call_us\":{per_call_us:.1},\"tiny_kernel_call_recorded_us\":{per_call_recorded_us:.1},\"tiny_kernel_call_and_wait_us\":{per_call_wait_us:.1}}}",
         json_str(adapter),
         ms(fwd),
         ms(bwd_filter),
         ms(bias_grad),
         ms(relu_bwd),
         ms(dropout),
+        with_bias.join(","),
         ms(dense),
     ))
 }

@@ -42,6 +42,7 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("conv", "backward_input"),
     ("conv", "backward_filter"),
     ("conv", "backward_filter_small"),
+    ("conv", "forward_small"),
     ("conv_t128_bk8", "forward"),
     ("conv_t128_bk8", "backward_input"),
     ("conv_t128_bk8", "backward_filter"),

@@ -185,3 +185,57 @@ fn backward_filter_small(@builtin(workgroup_id) wid_local: vec3<u32>, @builtin(l
         out[base + lid.x + 768u] = acc3;
     }
 }
+
+// Forward for a short k (kh * kw * cin <= 64, the kernel at most SMALL_FORWARD_WEIGHTS
+// weights: a first layer's [3, 3, 1, 32] or [3, 3, 3, 64]) as a direct convolution. A 64x64x16
+// GEMM tile over k = 9 and 32 columns does a quarter of useful work, and the output (the
+// layer's largest tensor) is then read twice more by bias_add. Here the kernel sits in
+// workgroup memory, each thread owns 4 adjacent output channels of one pixel (adjacent
+// threads write adjacent memory), and the bias is added before the single store.
+
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+
+// SMALL_FORWARD_WEIGHTS in kernels/conv.rs, plus 3 so the last group's vec4 read stays in
+// bounds (lanes past cout are never stored).
+var<workgroup> w_small: array<f32, 2051>;
+
+@compute @workgroup_size(256)
+fn forward_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    for (var i = lid.x; i < p.gk * p.gn; i += 256u) {
+        w_small[i] = src_b[i];
+    }
+    workgroupBarrier();
+    let groups = (p.gn + 3u) / 4u;
+    let e = (wid.x + p.off_x) * 256u + lid.x;
+    if (e >= p.gm * groups) {
+        return;
+    }
+    let m = e / groups;
+    let c = (e % groups) * 4u;
+    let ox = m % p.ow;
+    let t = m / p.ow;
+    let oy = t % p.oh;
+    let nb = t / p.oh;
+    var acc = vec4<f32>(0.0);
+    var k = 0u;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        for (var kx = 0u; kx < p.kw; kx++) {
+            for (var ci = 0u; ci < p.cin; ci++) {
+                let xv = gather_x(nb, oy, ox, ky, kx, ci);
+                let wi = k * p.gn + c;
+                acc = fma(vec4<f32>(xv), vec4<f32>(w_small[wi], w_small[wi + 1u], w_small[wi + 2u], w_small[wi + 3u]), acc);
+                k++;
+            }
+        }
+    }
+    let o = m * p.gn + c;
+    for (var j = 0u; j < 4u; j++) {
+        if (c + j < p.gn) {
+            var v = acc[j];
+            if (p.has_bias != 0u) {
+                v += bias[c + j];
+            }
+            out[o + j] = v;
+        }
+    }
+}

@@ -26,7 +26,8 @@ struct Params {
     dw: u32,
     pad_top: u32,
     pad_left: u32,
-    _pad: u32,
+    // forward_small only (conv.wgsl): add bias[co] to every output.
+    has_bias: u32,
     gm: u32,
     gn: u32,
     gk: u32,

@@ -207,3 +207,96 @@ fn small_kernels_with_long_k() {
         },
     });
 }
+
+/// `conv2d_bias` against the f64 loops plus the bias, on the default device (a short k runs
+/// the direct `forward_small` kernel) and on one forced to the 64-tile GEMM (+ `bias_add`).
+fn check_bias(g: &Gpu, c: &Case) {
+    let (oh, ow) = c.spec.output_size(c.x[1], c.x[2], c.k[0], c.k[1]).unwrap();
+    let nx: usize = c.x.iter().product();
+    let nk: usize = c.k.iter().product();
+    let cout = c.k[3];
+    let ny = c.x[0] * oh * ow * cout;
+    let x = rand_vec(nx, nx as u64 + 7);
+    let w = rand_vec(nk, nk as u64 + 8);
+    let b = rand_vec(cout, cout as u64 + 9);
+    let mut y_ref: Vec<f64> = (0..ny).map(|i| b[i % cout] as f64).collect();
+    for_each_tap(c, oh, ow, |xi, wi, yi| y_ref[yi] += x[xi] as f64 * w[wi] as f64);
+    let gx = g.upload(&x, &c.x).unwrap();
+    let gw = g.upload(&w, &c.k).unwrap();
+    let gb = g.upload(&b, &[cout]).unwrap();
+    let what = format!(
+        "conv2d_bias x {:?} k {:?} {:?} on {:?}",
+        c.x,
+        c.k,
+        c.spec,
+        g.conv_kernel()
+    );
+    let y = g.conv2d_bias(&gx, &gw, Some(&gb), &c.spec).unwrap();
+    assert_eq!(y.shape(), &[c.x[0], oh, ow, cout]);
+    assert_close(&what, &g.download(&y).unwrap(), &y_ref, 1e-4);
+    // Without a bias: the plain convolution.
+    let y0 = g.conv2d_bias(&gx, &gw, None, &c.spec).unwrap();
+    let no_bias: Vec<f64> = y_ref.iter().enumerate().map(|(i, v)| v - b[i % cout] as f64).collect();
+    assert_close(&format!("{what}, no bias"), &g.download(&y0).unwrap(), &no_bias, 1e-4);
+}
+
+/// The short-k cases: MNIST's first layer, an RGB first layer with 64 filters, a channel
+/// count that is not a multiple of 4 with padding, strides and dilation, k = 64 with exactly
+/// 2048 weights (the direct kernel's limits), and k = 72 (past them: GEMM on every device).
+#[test]
+fn conv2d_bias_short_k_direct_and_gemm() {
+    let Some(g) = gpu() else { return };
+    let tile64 = Gpu::new().expect("device");
+    tile64.set_conv_kernel(cortex_wgpu::MatmulKernel::Tile64);
+    let cases = [
+        Case {
+            x: [3, 28, 28, 1],
+            k: [3, 3, 1, 32],
+            spec: Conv2dSpec::default(),
+        },
+        Case {
+            x: [2, 16, 15, 3],
+            k: [3, 3, 3, 64],
+            spec: Conv2dSpec {
+                padding: [1, 1, 1, 1],
+                ..Default::default()
+            },
+        },
+        Case {
+            x: [3, 9, 11, 5],
+            k: [3, 3, 5, 7],
+            spec: Conv2dSpec {
+                strides: (2, 1),
+                dilation: (1, 2),
+                padding: [1, 2, 0, 2],
+            },
+        },
+        Case {
+            x: [2, 6, 6, 16],
+            k: [2, 2, 16, 32],
+            spec: Conv2dSpec::default(),
+        },
+        Case {
+            x: [2, 6, 6, 8],
+            k: [3, 3, 8, 16],
+            spec: Conv2dSpec::default(),
+        },
+    ];
+    for c in &cases {
+        check_bias(g, c);
+        check_bias(&tile64, c);
+    }
+}
+
+#[test]
+fn conv2d_bias_of_the_wrong_length_is_an_error() {
+    let Some(g) = gpu() else { return };
+    let x = g.zeros(&[1, 5, 5, 1]).unwrap();
+    let w = g.zeros(&[3, 3, 1, 4]).unwrap();
+    let b = g.zeros(&[3]).unwrap();
+    let err = g
+        .conv2d_bias(&x, &w, Some(&b), &Conv2dSpec::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bias [4]") && err.contains("[3]"), "{err}");
+}

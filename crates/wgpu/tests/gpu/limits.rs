@@ -116,10 +116,12 @@ fn conv_passes_with_a_tiny_limit_match_the_default() {
         return;
     };
     // m = 2 * 17 * 17 = 578 rows (10 tiles), cout 200 (4 tiles); backward_filter splits k.
+    // With 32 filters the forward is the direct kernel: 578 * 8 threads, 19 workgroups.
     let (xs, ks) = ([2, 19, 19, 3], [3, 3, 3, 200]);
     let spec = Conv2dSpec::default();
     let x = rand_vec(xs.iter().product(), 31);
     let w = rand_vec(ks.iter().product(), 32);
+    let w_small = rand_vec(3 * 3 * 3 * 32, 36);
     let dy = rand_vec(2 * 17 * 17 * 200, 33);
     let big = rand_vec(64 * 19 * 19 * 3, 34);
     let big_dy = rand_vec(64 * 17 * 17 * 200, 35);
@@ -129,7 +131,9 @@ fn conv_passes_with_a_tiny_limit_match_the_default() {
         let gdy = g.upload(&dy, &[2, 17, 17, 200]).unwrap();
         let gbig = g.upload(&big, &[64, 19, 19, 3]).unwrap();
         let gbig_dy = g.upload(&big_dy, &[64, 17, 17, 200]).unwrap();
+        let gw_small = g.upload(&w_small, &[3, 3, 3, 32]).unwrap();
         let outs = [
+            g.conv2d(&gx, &gw_small, &spec).unwrap(),
             g.conv2d(&gx, &gw, &spec).unwrap(),
             g.conv2d_backward_input(&gdy, &gw, xs, &spec).unwrap(),
             g.conv2d_backward_filter(&gbig, &gbig_dy, (3, 3), &spec).unwrap(),

@@ -428,10 +428,9 @@ impl Step {
                     dilation,
                     padding: padding(same, [s[1], s[2]], kernel_hw, strides, dilation),
                 };
-                let mut z = g.conv2d(&x, &w[k], &spec).map_err(gpu_err)?;
-                if let Some(b) = b {
-                    z = g.bias_add(&z, &w[b]).map_err(gpu_err)?;
-                }
+                // A first layer's short k adds the bias inside the convolution (one pass
+                // over the layer's largest output instead of two).
+                let z = g.conv2d_bias(&x, &w[k], b.map(|b| &w[b]), &spec).map_err(gpu_err)?;
                 let (y, z) = activate(z, act)?;
                 (y, Saved::Conv { x, z, spec })
             }

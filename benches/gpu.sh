@@ -83,7 +83,7 @@ attention)
   out="${OUT:-.}/gpu-attention.jsonl"
   for i in 1 2 3; do
     nvidia-smi --query-gpu=clocks.sm,clocks.mem,pstate --format=csv,noheader || true
-    timeout 120 .device/bench/attention_bench | tee -a "$out" || echo '{"failed":"attention_bench"}'
+    timeout 120 .device/bench/attention_bench | tee -a "$out" || echo '{"failed":"attention_bench"}' | tee -a "$out"
   done
   ;;
 test)

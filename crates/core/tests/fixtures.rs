@@ -18,33 +18,9 @@ use cortex_core::Tensor;
 use serde_json::{json, Value};
 
 mod common;
+mod fixture_support;
 use common::{layer_on_gpu, skip_gpu};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json");
-
-fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(FIXTURES).expect("fixtures.json is readable");
-    let v: Value = serde_json::from_str(&text).expect("fixtures.json parses");
-    v["cases"].as_array().expect("cases array").clone()
-}
-
-fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn data_of(v: &Value) -> Vec<f32> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_f64().unwrap() as f32)
-        .collect()
-}
+use fixture_support::{all_cases, cases, data_of, shape_of};
 
 fn tensor_of(v: &Value) -> Tensor {
     Tensor::new(data_of(v), &shape_of(v)).unwrap()
@@ -188,7 +164,7 @@ fn check_layer_on_gpu(case: &Value, class: &str, config: &Value, keys: &[String]
 /// Runs every layer case of `ops`; returns (cases, cases also checked on the GPU).
 fn run_ops(ops: &[&str]) -> (usize, usize) {
     let (mut n, mut gpu) = (0, 0);
-    for case in cases() {
+    for case in all_cases() {
         if ops.contains(&case["op"].as_str().unwrap()) {
             gpu += check_layer_case(&case) as usize;
             n += 1;
@@ -221,7 +197,7 @@ fn pooling_matches_pytorch() {
 #[test]
 fn activations_match_pytorch() {
     let (mut n, mut gpu) = (0, 0);
-    for case in cases().into_iter().filter(|c| c["op"] == "activation") {
+    for case in cases("activation") {
         let act = case["attrs"]["activation"].as_str().unwrap();
         if act == "leaky_relu_0.2" {
             assert!(act.ends_with("0.2"), "the default leakyRelu slope is 0.2");
@@ -235,7 +211,7 @@ fn activations_match_pytorch() {
 #[test]
 fn losses_match_pytorch() {
     let mut n = 0;
-    for case in cases().into_iter().filter(|c| c["op"] == "loss") {
+    for case in cases("loss") {
         let name = case["name"].as_str().unwrap();
         let attrs = &case["attrs"];
         let loss_name = attrs["loss"].as_str().unwrap();
@@ -262,7 +238,7 @@ fn losses_match_pytorch() {
 #[test]
 fn optimizers_match_pytorch() {
     let mut n = 0;
-    for case in cases().into_iter().filter(|c| c["op"] == "optimizer") {
+    for case in cases("optimizer") {
         let a = &case["attrs"];
         let mut spec = json!({"name": a["optimizer"], "learningRate": a["learning_rate"]});
         for (from, to) in [
@@ -312,7 +288,10 @@ fn cnn_training_step_matches_pytorch() {
 }
 
 fn cnn_training_step_on(device: &str) {
-    let case = cases().into_iter().find(|c| c["name"] == "model_cnn_sgd_step").unwrap();
+    let case = all_cases()
+        .into_iter()
+        .find(|c| c["name"] == "model_cnn_sgd_step")
+        .unwrap();
     let x = tensor_of(&case["inputs"]["x"]);
     let y = tensor_of(&case["int_inputs"]["y"]);
     let classes = shape_of(&case["params"]["dense_kernel"])[1];

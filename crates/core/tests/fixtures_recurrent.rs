@@ -11,41 +11,9 @@ use cortex_core::{ops, Tensor};
 use serde_json::{json, Value};
 
 mod common;
+mod fixture_support;
 use common::{layer_on_gpu, skip_gpu};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json");
-
-fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(FIXTURES).expect("fixtures.json is readable");
-    let v: Value = serde_json::from_str(&text).expect("fixtures.json parses");
-    v["cases"].as_array().expect("cases array").clone()
-}
-
-fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn data_of(v: &Value) -> Vec<f32> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_f64().unwrap() as f32)
-        .collect()
-}
-
-/// |got - want| <= 1e-5 + 1e-4 |want| for every element.
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{what}[{i}]: got {g}, want {w}");
-    }
-}
+use fixture_support::{assert_close, cases, data_of, shape_of};
 
 fn class_of(op: &str) -> &'static str {
     match op {
@@ -124,7 +92,7 @@ fn check_case(case: &Value) {
 }
 
 fn run_op(op: &str) -> usize {
-    cases().iter().filter(|c| c["op"] == op).map(check_case).count()
+    cases(op).iter().map(check_case).count()
 }
 
 #[test]

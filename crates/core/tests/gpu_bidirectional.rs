@@ -25,10 +25,6 @@ fn seq(input: Value, layers: Value) -> Value {
     json!({"className": "Sequential", "inputShape": input, "layers": layers})
 }
 
-fn layer(class: &str, config: Value) -> Value {
-    json!({"className": class, "config": config})
-}
-
 fn bidirectional(class: &str, inner: Value, merge: &str) -> Value {
     layer(
         "Bidirectional",
@@ -36,32 +32,10 @@ fn bidirectional(class: &str, inner: Value, merge: &str) -> Value {
     )
 }
 
-/// Relative difference of two losses.
-fn rel(a: f64, b: f64) -> f64 {
-    ((a - b) / a).abs()
-}
-
-/// Predictions of both models on `x` agree within `tol` (relative).
-fn assert_same_predictions(cpu: &mut Model, gpu: &mut Model, x: &Tensor, tol: f32, what: &str) {
-    let (pa, pb) = (cpu.predict(x, 4).unwrap(), gpu.predict(x, 4).unwrap());
-    assert_eq!(pa.shape(), pb.shape(), "{what}: prediction shape");
-    let d = max_rel_diff(pa.data(), pb.data());
-    assert!(d < tol, "{what}: predictions differ by {d}");
-}
-
 /// `steps` training steps on both models with the same losses; returns the CPU's losses.
 fn train_alike(cpu: &mut Model, gpu: &mut Model, x: &Tensor, y: &Tensor, steps: usize, what: &str) -> Vec<f64> {
     (0..steps)
-        .map(|step| {
-            let (a, b) = (cpu.train_on_batch(x, y).unwrap(), gpu.train_on_batch(x, y).unwrap());
-            assert!(
-                rel(a[0].1, b[0].1) < 1e-4,
-                "{what} step {step}: loss {} vs {}",
-                a[0].1,
-                b[0].1
-            );
-            a[0].1
-        })
+        .map(|step| train_step_alike(cpu, gpu, x, y, &format!("{what} step {step}")).0[0].1)
         .collect()
 }
 
@@ -270,8 +244,7 @@ fn bidirectional_text_classifier_trains_on_the_gpu_as_on_the_cpu() {
     assert_same_predictions(&mut cpu, &mut gpu, &x, 1e-4, "text classifier");
     let mut losses = Vec::new();
     for step in 0..8 {
-        let (a, b) = (cpu.train_on_batch(&x, &y).unwrap(), gpu.train_on_batch(&x, &y).unwrap());
-        assert!(rel(a[0].1, b[0].1) < 1e-4, "step {step}: {a:?} vs {b:?}");
+        let (a, b) = train_step_alike(&mut cpu, &mut gpu, &x, &y, &format!("text classifier step {step}"));
         assert_eq!(a[1], b[1], "step {step}: accuracy");
         losses.push(b[0].1);
     }

@@ -40,26 +40,11 @@ fn seq(layers: Value) -> Value {
     json!({"className": "Sequential", "inputShape": [TIME], "layers": layers})
 }
 
-fn layer(class: &str, config: Value) -> Value {
-    json!({"className": class, "config": config})
-}
-
 fn embedding() -> Value {
     layer(
         "Embedding",
         json!({"inputDim": VOCAB, "outputDim": 5, "maskZero": true}),
     )
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    ((a - b) / a).abs()
-}
-
-fn assert_same_predictions(cpu: &mut Model, gpu: &mut Model, x: &Tensor, tol: f32, what: &str) {
-    let (pa, pb) = (cpu.predict(x, 4).unwrap(), gpu.predict(x, 4).unwrap());
-    assert_eq!(pa.shape(), pb.shape(), "{what}: prediction shape");
-    let d = max_rel_diff(pa.data(), pb.data());
-    assert!(d < tol, "{what}: predictions differ by {d}");
 }
 
 /// Predictions, `steps` Adam steps (every loss within 1e-4), then weights and predictions.
@@ -69,13 +54,7 @@ fn check_parity(config: &Value, y: &Tensor, what: &str) {
     let x = tokens();
     assert_same_predictions(&mut cpu, &mut gpu, &x, 1e-4, what);
     for step in 0..4 {
-        let (a, b) = (cpu.train_on_batch(&x, y).unwrap(), gpu.train_on_batch(&x, y).unwrap());
-        assert!(
-            rel(a[0].1, b[0].1) < 1e-4,
-            "{what} step {step}: loss {} vs {}",
-            a[0].1,
-            b[0].1
-        );
+        train_step_alike(&mut cpu, &mut gpu, &x, y, &format!("{what} step {step}"));
     }
     assert_same_weights(&cpu, &gpu, WEIGHTS_TOL);
     assert_same_predictions(&mut cpu, &mut gpu, &x, WEIGHTS_TOL, what);

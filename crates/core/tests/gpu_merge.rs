@@ -16,10 +16,6 @@ use cortex_core::Tensor;
 use gpu_support::*;
 use serde_json::{json, Value};
 
-fn layer(class: &str, config: Value) -> Value {
-    json!({"className": class, "config": config})
-}
-
 /// A functional model of `layers` applied by `nodes` (`[layer, [[node | -1, 0], ...]]`) on
 /// one input of sample shape `input`; the last node is the output.
 fn functional(input: Value, layers: Vec<Value>, nodes: &[(usize, &[i64])]) -> Value {

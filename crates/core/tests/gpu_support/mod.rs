@@ -2,7 +2,7 @@
 //! gpu_bidirectional.rs, gpu_masking.rs).
 #![allow(dead_code)]
 
-use cortex_core::nn::model::Model;
+use cortex_core::nn::model::{Logs, Model};
 use cortex_core::Tensor;
 use serde_json::{json, Value};
 
@@ -74,4 +74,26 @@ pub fn assert_gpu_refuses(model: &mut Model, optimizer: &str, want: &str) -> Str
     let warning = model.compiled_ref().unwrap().device_warning.clone().unwrap();
     assert!(warning.contains(want), "{warning}");
     err
+}
+
+/// A layer spec for model configs.
+pub fn layer(class: &str, config: Value) -> Value {
+    json!({"className": class, "config": config})
+}
+
+/// Predictions of both models on `x` agree within `tol` (relative).
+pub fn assert_same_predictions(cpu: &mut Model, gpu: &mut Model, x: &Tensor, tol: f32, what: &str) {
+    let (pa, pb) = (cpu.predict(x, 4).unwrap(), gpu.predict(x, 4).unwrap());
+    assert_eq!(pa.shape(), pb.shape(), "{what}: prediction shape");
+    let d = max_rel_diff(pa.data(), pb.data());
+    assert!(d < tol, "{what}: predictions differ by {d}");
+}
+
+/// One training step of both models on `(x, y)` whose losses agree within 1e-4 (relative);
+/// returns both steps' logs (the loss first, then the metrics).
+pub fn train_step_alike(cpu: &mut Model, gpu: &mut Model, x: &Tensor, y: &Tensor, what: &str) -> (Logs, Logs) {
+    let (a, b) = (cpu.train_on_batch(x, y).unwrap(), gpu.train_on_batch(x, y).unwrap());
+    let rel = ((a[0].1 - b[0].1) / a[0].1).abs();
+    assert!(rel < 1e-4, "{what}: loss {} vs {}", a[0].1, b[0].1);
+    (a, b)
 }

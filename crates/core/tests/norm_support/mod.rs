@@ -1,4 +1,5 @@
-//! Helpers shared by fixtures_attention.rs and fixtures_batchnorm.rs.
+//! Helpers shared by fixtures_attention.rs and fixtures_batchnorm.rs (fixture reading and
+//! comparison come from fixture_support).
 #![allow(dead_code)]
 
 use cortex_core::backprop::backward_with_seed;
@@ -7,25 +8,9 @@ use cortex_core::rng::Rng;
 use cortex_core::{ops, Tensor};
 use serde_json::Value;
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json");
-
-pub fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
-
-pub fn data_of(v: &Value) -> Vec<f32> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_f64().unwrap() as f32)
-        .collect()
-}
+#[path = "../fixture_support/mod.rs"]
+mod fixture_support;
+pub use fixture_support::*;
 
 pub fn check_norm_case(case: &Value, class: &str, config: Value) {
     let name = case["name"].as_str().unwrap();
@@ -61,38 +46,8 @@ pub fn check_norm_case(case: &Value, class: &str, config: Value) {
     }
 }
 
-/// Deterministic values in [-1, 1).
-pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect()
-}
-
-pub fn cases(op: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(FIXTURES).expect("fixtures.json is readable");
-    let v: Value = serde_json::from_str(&text).expect("fixtures.json parses");
-    v["cases"]
-        .as_array()
-        .expect("cases array")
-        .iter()
-        .filter(|c| c["op"] == op)
-        .cloned()
-        .collect()
-}
-
 pub fn var_of(v: &Value) -> Tensor {
     Tensor::variable(data_of(v), &shape_of(v)).unwrap()
-}
-
-/// |got - want| <= 1e-5 + 1e-4 |want| for every element.
-pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_close_tol(what, got, want, 1e-5, 1e-4);
-}
-
-pub fn assert_close_tol(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= abs + rel * w.abs(), "{what}[{i}]: got {g}, want {w}");
-    }
 }
 
 pub fn layer(class: &str, config: Value) -> Box<dyn Layer> {

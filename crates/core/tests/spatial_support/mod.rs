@@ -1,4 +1,5 @@
-//! Helpers shared by fixtures_spatial.rs and fixtures_embedding.rs.
+//! Helpers shared by fixtures_spatial.rs and fixtures_embedding.rs (fixture reading and
+//! comparison come from fixture_support).
 #![allow(dead_code)]
 
 use cortex_core::backprop::backward_with_seed;
@@ -7,39 +8,9 @@ use cortex_core::rng::Rng;
 use cortex_core::Tensor;
 use serde_json::{json, Value};
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/fixtures.json");
-
-pub fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(FIXTURES).expect("fixtures.json is readable");
-    let v: Value = serde_json::from_str(&text).expect("fixtures.json parses");
-    v["cases"].as_array().expect("cases array").clone()
-}
-
-pub fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
-
-pub fn data_of(v: &Value) -> Vec<f32> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_f64().unwrap() as f32)
-        .collect()
-}
-
-/// |got - want| <= 1e-5 + 1e-4 |want| for every element.
-pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{what}[{i}]: got {g}, want {w}");
-    }
-}
+#[path = "../fixture_support/mod.rs"]
+mod fixture_support;
+pub use fixture_support::*;
 
 pub fn layer(class: &str, mut config: Value, input_shape: &[usize]) -> Box<dyn Layer> {
     config["name"] = json!("layer");
@@ -50,12 +21,6 @@ pub fn layer(class: &str, mut config: Value, input_shape: &[usize]) -> Box<dyn L
 
 pub fn forward(l: &dyn Layer, x: &Tensor) -> Tensor {
     l.forward(x, &mut ForwardCtx::new(false, &mut Rng::new(0))).unwrap()
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect()
 }
 
 /// Finite-difference check of d sum(f(x) * g) / dx against the autograd gradient.

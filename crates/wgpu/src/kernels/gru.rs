@@ -184,15 +184,6 @@ impl Gpu {
             has_mask,
             zero_masked,
         };
-        // Unused bindings still need a buffer.
-        let dummy;
-        let mask_buf = match mask {
-            Some(m) => m.mask.buffer(),
-            None => {
-                dummy = self.empty(&[1], DType::F32)?;
-                dummy.buffer()
-            }
-        };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
         let bufs = [
@@ -204,7 +195,8 @@ impl Gpu {
             (6, h_seq.buffer()),
             (7, h_prev.buffer()),
             (8, h_last.buffer()),
-            (14, mask_buf),
+            // Without a mask (never read then) the recurrent kernel stands in for the binding.
+            (14, mask.map_or(recurrent, |m| &m.mask).buffer()),
         ];
         pass.dispatch("gru", "gru_forward", &p, &bufs, (gx, gy, 1))?;
         pass.submit();

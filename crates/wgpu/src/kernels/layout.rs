@@ -8,7 +8,6 @@ use crate::{DType, Gpu, GpuError, GpuTensor, Result};
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32,
     src_cols: u32,
     dst_cols: u32,
     width: u32,
@@ -44,7 +43,6 @@ impl Gpu {
             return Ok(());
         }
         let p = Params {
-            rows: u32_of("rows", rows)?,
             src_cols: u32_of("columns", src.1)?,
             dst_cols: u32_of("columns", dst.1)?,
             width: u32_of("columns", width)?,
@@ -125,7 +123,6 @@ impl Gpu {
             return Ok(out);
         }
         let p = Params {
-            rows: u32_of("rows", n * time)?,
             src_cols: u32_of("features", features)?,
             dst_cols: u32_of("features", features)?,
             width: u32_of("features", features)?,

@@ -285,15 +285,6 @@ impl Gpu {
         };
         // Element offsets inside the shader are u32.
         u32_of("x_proj elements", batch * steps * 5 * u)?;
-        // Unused bindings still need a buffer.
-        let dummy;
-        let mask_buf = match mask {
-            Some(m) => m.mask.buffer(),
-            None => {
-                dummy = self.empty(&[1], DType::F32)?;
-                dummy.buffer()
-            }
-        };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
         let bufs = [
@@ -305,7 +296,8 @@ impl Gpu {
             (6, h_seq.buffer()),
             (7, h_prev.buffer()),
             (8, h_last.buffer()),
-            (16, mask_buf),
+            // Without a mask (never read then) the recurrent kernel stands in for the binding.
+            (16, mask.map_or(recurrent, |m| &m.mask).buffer()),
         ];
         pass.dispatch("rnn", "lstm_forward", &p, &bufs, (gx, gy, 1))?;
         pass.submit();

@@ -150,15 +150,6 @@ impl Gpu {
         };
         // Element offsets inside the shader are u32.
         u32_of("SimpleRNN state elements", batch * steps * u)?;
-        // Unused bindings still need a buffer.
-        let dummy;
-        let mask_buf = match mask {
-            Some(m) => m.mask.buffer(),
-            None => {
-                dummy = self.empty(&[1], DType::F32)?;
-                dummy.buffer()
-            }
-        };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
         let bufs = [
@@ -168,7 +159,8 @@ impl Gpu {
             (6, h_seq.buffer()),
             (7, h_prev.buffer()),
             (8, h_last.buffer()),
-            (14, mask_buf),
+            // Without a mask (never read then) the recurrent kernel stands in for the binding.
+            (14, mask.map_or(recurrent, |m| &m.mask).buffer()),
         ];
         pass.dispatch("simple_rnn", "simple_rnn_forward", &p, &bufs, (gx, gy, 1))?;
         pass.submit();

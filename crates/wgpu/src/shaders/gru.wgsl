@@ -58,7 +58,7 @@ const HALF: u32 = 1024u;
 @group(0) @binding(11) var<storage, read_write> d_proj: array<f32>;
 @group(0) @binding(12) var<storage, read_write> d_rec: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dh0: array<f32>;
-// Forward and backward: the Keras mask [B, T] (a dummy without p.has_mask).
+// Forward and backward: the Keras mask [B, T] (a stand-in, never read, without p.has_mask).
 @group(0) @binding(14) var<storage, read> mask: array<f32>;
 
 var<workgroup> hbuf: array<f32, 2048>;

@@ -3,8 +3,6 @@
 // [batch, time, features] sequences (goBackwards). One thread per element written.
 
 struct Params {
-    // Rows of both matrices (for reverse_time: batch * time, with `time` below).
-    rows: u32,
     // Row lengths of the source and destination, and the width of the copied block.
     src_cols: u32,
     dst_cols: u32,

@@ -15,7 +15,8 @@
 // Masking (Keras): with p.has_mask, mask [B, T] (nonzero = keep) is read once per step and
 // sequence; a masked step carries h and c over unchanged, outputs the previous h (or zeros
 // with p.zero_masked), and in the backward pass passes its gradient straight to the previous
-// state (its gate gradients are zero). Without a mask a dummy buffer is bound.
+// state (its gate gradients are zero). Without a mask another buffer stands in for it,
+// never read.
 
 struct Params {
     batch: u32,
@@ -62,7 +63,7 @@ const HALF: u32 = 1024u;
 // Transpose.
 @group(0) @binding(14) var<storage, read> t_in: array<f32>;
 @group(0) @binding(15) var<storage, read_write> t_out: array<f32>;
-// Forward and backward: the Keras mask [B, T] (a dummy without p.has_mask).
+// Forward and backward: the Keras mask [B, T] (a stand-in, never read, without p.has_mask).
 @group(0) @binding(16) var<storage, read> mask: array<f32>;
 
 var<workgroup> hbuf: array<f32, 2048>;

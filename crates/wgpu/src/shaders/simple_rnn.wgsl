@@ -48,7 +48,7 @@ const HALF: u32 = 1024u;
 @group(0) @binding(10) var<storage, read> dh_last: array<f32>;
 @group(0) @binding(11) var<storage, read_write> d_pre: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dh0: array<f32>;
-// Forward and backward: the Keras mask [B, T] (a dummy without p.has_mask).
+// Forward and backward: the Keras mask [B, T] (a stand-in, never read, without p.has_mask).
 @group(0) @binding(14) var<storage, read> mask: array<f32>;
 
 var<workgroup> hbuf: array<f32, 2048>;

@@ -194,12 +194,20 @@ fn every_shader_checks_mode_computes_the_same() {
         let gk = g.upload(&k, &[3, 3, 8, 12]).unwrap();
         let y = g.conv2d(&gx, &gk, &Conv2dSpec::default()).unwrap();
         convs.push(g.download(&y).unwrap());
+        // Short k (3 * 3 * 2 = 18): the direct conv kernel.
+        let gx2 = g.upload(&x[..2 * 9 * 9 * 2], &[2, 9, 9, 2]).unwrap();
+        let gk2 = g.upload(&k[..3 * 3 * 2 * 12], &[3, 3, 2, 12]).unwrap();
+        let y2 = g.conv2d(&gx2, &gk2, &Conv2dSpec::default()).unwrap();
+        convs.push(g.download(&y2).unwrap());
         // Each mode compiles its own pipelines.
         assert!(g.pipeline_count() > before, "{mode:?} reused another mode's pipelines");
     }
     // The checks change no arithmetic: the three modes agree exactly.
-    assert_eq!(convs[0], convs[1]);
-    assert_eq!(convs[0], convs[2]);
+    // convs: [gemm, direct] per mode.
+    for mode in 1..3 {
+        assert_eq!(convs[0], convs[2 * mode]);
+        assert_eq!(convs[1], convs[2 * mode + 1]);
+    }
     assert_eq!(ShaderChecks::parse("none"), Some(ShaderChecks::None));
     assert_eq!(ShaderChecks::parse("bogus"), None);
 }

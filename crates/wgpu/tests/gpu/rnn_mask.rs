@@ -388,13 +388,26 @@ fn all_ones_mask_equals_no_mask() {
         assert_eq!(a.dh0, b.dh0, "{kind:?} dh0");
         assert_eq!(a.du, b.du, "{kind:?} dU");
     }
-    let xp = g.zeros(&[2, 3, 8]).unwrap();
-    let uk = g.zeros(&[2, 8]).unwrap();
+    // Batch 2, 3 steps, 2 units: a [3, 2] mask is refused by every cell, naming both shapes.
     let bad = RnnMask {
         mask: g.zeros(&[3, 2]).unwrap(),
         zero_outputs: false,
     };
-    assert!(g.lstm_forward_masked(&xp, &uk, None, None, Some(&bad)).is_err());
+    let zeros = |shape: &[usize]| g.zeros(shape).unwrap();
+    let errors = [
+        g.lstm_forward_masked(&zeros(&[2, 3, 8]), &zeros(&[2, 8]), None, None, Some(&bad))
+            .err(),
+        g.gru_forward_masked(&zeros(&[2, 3, 6]), &zeros(&[2, 6]), &zeros(&[6]), None, Some(&bad))
+            .err(),
+        g.simple_rnn_forward_masked(&zeros(&[2, 3, 2]), &zeros(&[2, 2]), None, Some(&bad))
+            .err(),
+    ];
+    for (cell, err) in ["lstm", "gru", "simple_rnn"].iter().zip(errors) {
+        let err = err
+            .unwrap_or_else(|| panic!("{cell}: a [3, 2] mask was accepted"))
+            .to_string();
+        assert!(err.contains("mask [2, 3]") && err.contains("[3, 2]"), "{cell}: {err}");
+    }
 }
 
 #[test]

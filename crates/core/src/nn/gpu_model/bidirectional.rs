@@ -6,18 +6,10 @@
 use cortex_wgpu::{Gpu, GpuTensor};
 use serde_json::Value;
 
+use super::gpu_err;
 use super::sequence::{Cell, RnnPlan, RnnTape};
-use super::{gpu_err, unsupported};
+use crate::nn::layers::BidirectionalMerge as Merge;
 use crate::{Error, Result};
-
-/// How the two directions' outputs are merged (Keras `mergeMode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Merge {
-    Concat,
-    Sum,
-    Mul,
-    Ave,
-}
 
 /// A planned Bidirectional layer.
 #[derive(Clone, Debug)]
@@ -25,13 +17,6 @@ pub(super) struct BiPlan {
     forward: RnnPlan,
     backward: RnnPlan,
     merge: Merge,
-}
-
-impl BiPlan {
-    /// The wrapped layer's `returnSequences`.
-    pub(super) fn return_sequences(&self) -> bool {
-        self.forward.return_sequences()
-    }
 }
 
 /// What a Bidirectional layer's backward pass needs.
@@ -55,17 +40,10 @@ pub(super) fn plan(name: &str, config: &Value, first: usize, count: usize) -> Re
             "gpu: Bidirectional '{name}' wraps '{class}', not an LSTM, GRU or SimpleRNN"
         ))
     })?;
-    let merge = match config.get("mergeMode").and_then(Value::as_str).unwrap_or("concat") {
-        "concat" => Merge::Concat,
-        "sum" => Merge::Sum,
-        "mul" => Merge::Mul,
-        "ave" => Merge::Ave,
-        other => {
-            return Err(unsupported(&format!(
-                "Bidirectional mergeMode '{other}' (layer '{name}')"
-            )))
-        }
-    };
+    // The CPU layer has already refused any other mode when it was built.
+    let mode = config.get("mergeMode").and_then(Value::as_str).unwrap_or("concat");
+    let merge = Merge::parse(mode)
+        .ok_or_else(|| Error::Invalid(format!("gpu: Bidirectional '{name}' has mergeMode '{mode}'")))?;
     if !count.is_multiple_of(2) {
         return Err(Error::Invalid(format!(
             "gpu: Bidirectional '{name}' has an odd number of weights ({count})"
@@ -84,6 +62,11 @@ pub(super) fn plan(name: &str, config: &Value, first: usize, count: usize) -> Re
 }
 
 impl BiPlan {
+    /// The wrapped layer's `returnSequences`.
+    pub(super) fn return_sequences(&self) -> bool {
+        self.forward.return_sequences()
+    }
+
     /// Forward pass from x `[batch, time, in]` (`mask`: the Keras mask `[batch, time]`).
     pub(super) fn forward(
         &self,

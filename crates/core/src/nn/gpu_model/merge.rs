@@ -61,12 +61,6 @@ fn is_last(axis: i64, rank: usize) -> bool {
     r >= 2 && a == r - 1
 }
 
-fn not_last(axis: i64, rank: usize, name: &str) -> Error {
-    unsupported(&format!(
-        "Concatenate along axis {axis}, not the last axis of its rank-{rank} inputs (layer '{name}')"
-    ))
-}
-
 /// Refuses, when the model is compiled, a Concatenate node that does not join its inputs'
 /// last axis (the node's input shapes are only known per node: a layer may be shared).
 pub(super) fn check_node(step: &Step, inputs: &[Source], model: &Model) -> Result<()> {
@@ -79,7 +73,9 @@ pub(super) fn check_node(step: &Step, inputs: &[Source], model: &Model) -> Resul
         .map(|s| s.len() + 1)
         .ok_or_else(|| Error::Invalid(format!("gpu: the inputs of Concatenate '{name}' have no known shape")))?;
     if !is_last(*axis, rank) {
-        return Err(not_last(*axis, rank, name));
+        return Err(unsupported(&format!(
+            "Concatenate along axis {axis}, not the last axis of its rank-{rank} inputs (layer '{name}')"
+        )));
     }
     Ok(())
 }
@@ -110,10 +106,8 @@ impl MergePlan {
             .shape()
             .to_vec();
         match self {
-            MergePlan::Concat { axis, name } => {
-                if !is_last(*axis, first.len()) {
-                    return Err(not_last(*axis, first.len(), name));
-                }
+            // `check_node` has made sure, at compile time, that the axis is the last one.
+            MergePlan::Concat { .. } => {
                 let parts: Vec<&GpuTensor> = xs.iter().collect();
                 let y = g.concat_last(&parts).map_err(gpu_err)?;
                 let widths = xs.iter().map(|x| x.shape()[x.shape().len() - 1]).collect();

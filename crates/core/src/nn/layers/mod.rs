@@ -19,6 +19,7 @@ pub use conv::Conv2dLayer;
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use pooling::{GlobalAveragePooling2d, Pooling2d};
+pub(crate) use recurrent::BidirectionalMerge;
 pub use reshape::{Flatten, Reshape};
 
 use serde_json::Value;

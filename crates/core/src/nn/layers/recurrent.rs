@@ -26,6 +26,7 @@ use crate::{ops, Error, Result, Tensor};
 
 mod bidirectional;
 use bidirectional::Bidirectional;
+pub(crate) use bidirectional::Merge as BidirectionalMerge;
 
 /// (class name, Keras base name) of every layer in this family.
 pub(super) const CLASSES: &[(&str, &str)] = &[

@@ -4,12 +4,36 @@
 
 use super::*;
 
+/// How the two directions' outputs are merged (Keras `mergeMode`); the GPU path reads it too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Merge {
+pub(crate) enum Merge {
     Concat,
     Sum,
     Mul,
     Ave,
+}
+
+impl Merge {
+    /// Parses a Keras `mergeMode`.
+    pub(crate) fn parse(mode: &str) -> Option<Merge> {
+        match mode {
+            "concat" => Some(Merge::Concat),
+            "sum" => Some(Merge::Sum),
+            "mul" => Some(Merge::Mul),
+            "ave" => Some(Merge::Ave),
+            _ => None,
+        }
+    }
+
+    /// The Keras `mergeMode` name.
+    fn name(self) -> &'static str {
+        match self {
+            Merge::Concat => "concat",
+            Merge::Sum => "sum",
+            Merge::Mul => "mul",
+            Merge::Ave => "ave",
+        }
+    }
 }
 
 /// Runs one recurrent layer forward and a copy of it backward in time, and merges the outputs.
@@ -33,17 +57,12 @@ impl Bidirectional {
             ))
         })?;
         let config = spec.get("config").cloned().unwrap_or(Value::Null);
-        let merge = match o.string("mergeMode")?.as_deref().unwrap_or("concat") {
-            "concat" => Merge::Concat,
-            "sum" => Merge::Sum,
-            "mul" => Merge::Mul,
-            "ave" => Merge::Ave,
-            other => {
-                return Err(Error::Invalid(format!(
-                    "Bidirectional: option 'mergeMode' must be one of concat, sum, mul, ave; got '{other}'"
-                )))
-            }
-        };
+        let mode = o.string("mergeMode")?.unwrap_or_else(|| "concat".into());
+        let merge = Merge::parse(&mode).ok_or_else(|| {
+            Error::Invalid(format!(
+                "Bidirectional: option 'mergeMode' must be one of concat, sum, mul, ave; got '{mode}'"
+            ))
+        })?;
         let base = crate::nn::layers::base_name(class);
         let inner = |direction: &str| -> Result<(Rnn, String)> {
             let mut io = Options::new(&format!("Bidirectional layer {class}"), &config)?;
@@ -169,15 +188,9 @@ impl Layer for Bidirectional {
         let map = inner.as_object_mut().expect("object");
         map.insert("name".into(), self.inner_name.clone().into());
         map.remove("trainable");
-        let merge = match self.merge {
-            Merge::Concat => "concat",
-            Merge::Sum => "sum",
-            Merge::Mul => "mul",
-            Merge::Ave => "ave",
-        };
         self.common.write(json!({
             "layer": {"className": class_of(self.forward.cell), "config": inner},
-            "mergeMode": merge,
+            "mergeMode": self.merge.name(),
         }))
     }
 }

@@ -1,7 +1,9 @@
 /**
  * `compile({ device: 'gpu' })` on whatever adapter wgpu finds: on a machine without a GPU that
  * is Mesa's software Vulkan driver (lavapipe), so CI checks the GPU code paths for correctness.
- * CORTEX_SKIP_GPU_TESTS=1 skips this file; otherwise a missing adapter fails it.
+ * It skips, with one printed line, under CORTEX_SKIP_GPU_TESTS=1 or when wgpu finds no adapter;
+ * CORTEX_REQUIRE_GPU=1 (set by CI) makes a missing adapter fail instead. The same rule as the
+ * Rust suites (cortex_wgpu::gpu_test_skip_reason).
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,7 +28,17 @@ import {
   tensor,
 } from "../index.ts";
 
-const skip = process.env.CORTEX_SKIP_GPU_TESTS === "1";
+function skipReason(): string | undefined {
+  if (process.env.CORTEX_SKIP_GPU_TESTS === "1") return "CORTEX_SKIP_GPU_TESTS=1";
+  if (process.env.CORTEX_REQUIRE_GPU === "1" || devices().length > 0) return undefined;
+  return (
+    "wgpu finds no GPU adapter. Install a Vulkan driver (on Debian/Ubuntu without a GPU: " +
+    "apt-get install mesa-vulkan-drivers libvulkan1) to run them; CORTEX_REQUIRE_GPU=1 makes this fail"
+  );
+}
+const reason = skipReason();
+if (reason) console.warn(`cortex-nn: skipping GPU tests: ${reason}`);
+const skip = reason !== undefined;
 
 describe.skipIf(skip)("GPU device", () => {
   it("lists at least one adapter", () => {

@@ -104,7 +104,7 @@ export declare class NativeModel {
    * Trains; resolves to the History as JSON. Options JSON: `{ epochs, batchSize, shuffle,
    * validationSplit, learningRates, callbacks }`. Events go to `onEvent` as JSON strings.
    */
-  fit(x: Float32Array, xShape: Array<number>, y: Float32Array, yShape: Array<number>, validation: Array<Float32Array> | undefined | null, validationShapes: Array<Array<number>> | undefined | null, optionsJson: string, onEvent?: EventSink | undefined | null): Promise<string>
+  fit(x: Float32Array, xShape: Array<number>, y: Float32Array, yShape: Array<number>, validation: Array<Float32Array> | undefined | null, validationShapes: Array<Array<number>> | undefined | null, optionsJson: string, onEvent?: ((event: string) => void) | undefined | null): Promise<string>
   /** Predictions for `x`, computed off the event loop. */
   predict(x: Float32Array, xShape: Array<number>, batchSize?: number | undefined | null): Promise<TensorData>
   /** Loss and metrics over `x`, `y`; resolves to JSON logs. */

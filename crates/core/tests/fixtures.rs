@@ -275,12 +275,11 @@ fn optimizers_match_pytorch() {
 }
 
 /// The whole-model step runs once per device: the CPU, and the GPU backend on whatever adapter
-/// wgpu finds (lavapipe without a GPU; `CORTEX_SKIP_GPU_TESTS=1` leaves it out).
+/// wgpu finds (lavapipe without a GPU; skipped as `skip_gpu` says).
 #[test]
 fn cnn_training_step_matches_pytorch() {
-    let skip_gpu = std::env::var("CORTEX_SKIP_GPU_TESTS").is_ok_and(|v| v == "1");
     for device in ["cpu", "gpu!"] {
-        if device != "cpu" && skip_gpu {
+        if device != "cpu" && skip_gpu() {
             continue;
         }
         cnn_training_step_on(device);

@@ -226,7 +226,8 @@ impl NativeModel {
         validation: Option<Vec<Float32Array>>,
         validation_shapes: Option<Vec<Vec<u32>>>,
         options_json: String,
-        on_event: Option<EventSink>,
+        // napi-rs does not expand type aliases in typings: spell the callback out.
+        #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_event: Option<EventSink>,
     ) -> napi::Result<AsyncTask<FitTask>> {
         let x = to_tensor("fit x", &x, &x_shape)?;
         let y = to_tensor("fit y", &y, &y_shape)?;

@@ -37,9 +37,10 @@
 //! - `CORTEX_WGPU_CHECKS=full|bounds|none` sets the run-time checks compiled into the shaders
 //!   ([`pipelines::ShaderChecks`]; default `bounds`: clamped indices, no hidden loop counter);
 //! - `CORTEX_WGPU_SUBGROUPS=0` keeps the row reductions on workgroup memory;
-//! - `CORTEX_SKIP_GPU_TESTS=1` makes the crate's GPU tests return early. Without it they
-//!   fail when no adapter can be opened (never a silent skip). On a machine without a GPU,
-//!   Mesa's software Vulkan driver (lavapipe, Debian package `mesa-vulkan-drivers`) runs them.
+//! - `CORTEX_SKIP_GPU_TESTS=1` skips the project's GPU tests; without an adapter they skip too,
+//!   with a printed reason, unless `CORTEX_REQUIRE_GPU=1` ([`gpu_test_skip_reason`]). On a
+//!   machine without a GPU, Mesa's software Vulkan driver (lavapipe, Debian package
+//!   `mesa-vulkan-drivers`) runs them.
 
 #![warn(missing_docs)]
 
@@ -52,8 +53,10 @@ pub mod pool;
 pub mod recording;
 pub mod source;
 pub mod tensor;
+mod test_gate;
 
 pub use context::{adapters, AdapterSummary, Gpu};
+pub use test_gate::gpu_test_skip_reason;
 pub use kernels::attention::{AttentionGrads, AttentionOutput};
 pub use kernels::batchnorm::{BatchNormGrads, BatchNormStats};
 pub use kernels::conv::Conv2dSpec;

@@ -7,9 +7,9 @@ use cortex_core::nn::optim::Optimizer;
 use cortex_core::Tensor;
 use serde_json::{json, Value};
 
-/// True when `CORTEX_SKIP_GPU_TESTS=1` leaves the GPU out.
+/// True when GPU tests are skipped (`cortex_wgpu::gpu_test_skip_reason`).
 pub fn skip_gpu() -> bool {
-    std::env::var("CORTEX_SKIP_GPU_TESTS").is_ok_and(|v| v == "1")
+    cortex_wgpu::gpu_test_skip_reason().is_some()
 }
 
 /// Layer `class` with `config`, as a one-layer functional model compiled for the GPU with

@@ -7,7 +7,7 @@ use cortex_core::Tensor;
 use serde_json::{json, Value};
 
 pub fn skip() -> bool {
-    std::env::var("CORTEX_SKIP_GPU_TESTS").is_ok_and(|v| v == "1")
+    cortex_wgpu::gpu_test_skip_reason().is_some()
 }
 
 pub fn convnet() -> Value {

@@ -4,12 +4,12 @@ use std::sync::OnceLock;
 
 use cortex_wgpu::Gpu;
 
-/// The shared device, or `None` when `CORTEX_SKIP_GPU_TESTS=1`; panics with the error otherwise.
+/// The shared device, or `None` when GPU tests are skipped ([`skip`]); panics with the error
+/// when a device was expected but cannot be opened.
 pub fn gpu() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
         if skip() {
-            eprintln!("CORTEX_SKIP_GPU_TESTS=1: skipping GPU test");
             return None;
         }
         match Gpu::new() {
@@ -37,9 +37,10 @@ pub fn reduction_paths() -> Vec<(&'static str, &'static Gpu)> {
     vec![("subgroups", shared), ("workgroup memory", tree)]
 }
 
-/// True when GPU tests are explicitly skipped.
+/// True when GPU tests are skipped: `CORTEX_SKIP_GPU_TESTS=1`, or no adapter without
+/// `CORTEX_REQUIRE_GPU=1` (the reason is printed once).
 pub fn skip() -> bool {
-    std::env::var("CORTEX_SKIP_GPU_TESTS").is_ok_and(|v| v == "1")
+    cortex_wgpu::gpu_test_skip_reason().is_some()
 }
 
 /// Deterministic xorshift values in [-1, 1).

@@ -50,4 +50,6 @@ for t in "${targets[@]}"; do
   cp "target/${t}/release/libcortex_node.so" "crates/node/cortex-nn.${platform}.node"
   cp "crates/node/cortex-nn.${platform}.node" "npm/${platform}/"
   ls -la "npm/${platform}/cortex-nn.${platform}.node"
+  # CI keeps target/ small (each target's build is ~0.5 GB): CORTEX_RELEASE_CLEAN=1 drops it.
+  [ "${CORTEX_RELEASE_CLEAN:-0}" = 1 ] && rm -rf "target/${t}"
 done

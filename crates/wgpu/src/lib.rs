@@ -56,7 +56,6 @@ pub mod tensor;
 mod test_gate;
 
 pub use context::{adapters, AdapterSummary, Gpu};
-pub use test_gate::gpu_test_skip_reason;
 pub use kernels::attention::{AttentionGrads, AttentionOutput};
 pub use kernels::batchnorm::{BatchNormGrads, BatchNormStats};
 pub use kernels::conv::Conv2dSpec;
@@ -73,6 +72,7 @@ pub use kernels::softmax::{CrossEntropyInput, CrossEntropyOutput};
 pub use pipelines::ShaderChecks;
 pub use pool::PoolStats;
 pub use tensor::{DType, GpuTensor};
+pub use test_gate::gpu_test_skip_reason;
 
 /// Errors of the GPU backend.
 #[derive(Debug, Error)]

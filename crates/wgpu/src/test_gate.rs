@@ -16,9 +16,11 @@ pub fn gpu_test_skip_reason() -> Option<&'static str> {
     static REASON: OnceLock<Option<String>> = OnceLock::new();
     REASON
         .get_or_init(|| {
-            let reason = decide(env_is_one("CORTEX_SKIP_GPU_TESTS"), env_is_one("CORTEX_REQUIRE_GPU"), || {
-                !crate::adapters().is_empty()
-            });
+            let reason = decide(
+                env_is_one("CORTEX_SKIP_GPU_TESTS"),
+                env_is_one("CORTEX_REQUIRE_GPU"),
+                || !crate::adapters().is_empty(),
+            );
             if let Some(why) = &reason {
                 let _ = writeln!(std::io::stderr(), "cortex-nn: skipping GPU tests: {why}");
             }
@@ -53,7 +55,11 @@ mod tests {
     #[test]
     fn skip_wins_require_runs_and_no_adapter_skips() {
         assert!(decide(true, true, || true).unwrap().contains("CORTEX_SKIP_GPU_TESTS"));
-        assert_eq!(decide(false, true, || false), None, "required: run and fail on the adapter");
+        assert_eq!(
+            decide(false, true, || false),
+            None,
+            "required: run and fail on the adapter"
+        );
         assert_eq!(decide(false, false, || true), None);
         assert!(decide(false, false, || false).unwrap().contains("mesa-vulkan-drivers"));
     }

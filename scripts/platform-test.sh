@@ -107,7 +107,7 @@ for platform in "${platforms[@]}"; do
   mkdir -p "$work/pkg" "$work/app"
   cp -r "npm/${platform}/." "$work/pkg/" && cp "$addon" "$work/pkg/"
   (cd "$work/pkg" && npm pack --silent --pack-destination "$work" >/dev/null)
-  cp test/consumer/esm.mjs test/consumer/cjs.cjs "$work/app/"
+  cp test/consumer/esm.mjs test/consumer/cjs.cjs test/consumer/check.cjs "$work/app/"
   printf '{ "name": "cortex-nn-consumer", "private": true, "type": "module" }\n' >"$work/app/package.json"
   # The package's os/cpu/libc name the target, not this machine: --force installs it anyway.
   (cd "$work/app" && npm install --silent --no-audit --no-fund --offline --force \

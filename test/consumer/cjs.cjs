@@ -1,17 +1,7 @@
-// CommonJS consumer: `require` from the installed tarball, then the same predict as esm.mjs.
-const { dense, sequential, tensor } = require("cortex-nn");
+// CommonJS consumer: `require` from the installed tarball.
+const { checkPredict } = require("./check.cjs");
 
-async function main() {
-  const model = sequential([dense({ units: 2, inputShape: [3] })]);
-  model.setWeights([tensor([1, 2, 3, 4, 5, 6], [3, 2]), tensor([0.5, -0.5], [2])]);
-  const y = await model.predict(tensor([1, 0, -1, 2, 1, 0], [2, 3]));
-  const want = [1 - 5 + 0.5, 2 - 6 - 0.5, 2 + 3 + 0.5, 4 + 4 - 0.5];
-  if (JSON.stringify(y.shape) !== "[2,2]" || want.some((w, i) => Math.abs(y.data[i] - w) > 1e-5)) {
-    throw new Error(`cjs: predict gave ${y.shape} ${Array.from(y.data)}, want ${want}`);
-  }
-  console.log(`cjs require: predict ok ${JSON.stringify(y.toArray())}`);
-}
-main().catch((e) => {
+checkPredict(require("cortex-nn"), "cjs require").catch((e) => {
   console.error(e);
   process.exit(1);
 });

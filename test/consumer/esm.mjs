@@ -1,11 +1,5 @@
-// ESM consumer: `import` from the installed tarball, then a predict checked against x·W + b.
-import { dense, sequential, tensor } from "cortex-nn";
+// ESM consumer: `import` from the installed tarball.
+import * as lib from "cortex-nn";
+import { checkPredict } from "./check.cjs";
 
-const model = sequential([dense({ units: 2, inputShape: [3] })]);
-model.setWeights([tensor([1, 2, 3, 4, 5, 6], [3, 2]), tensor([0.5, -0.5], [2])]);
-const y = await model.predict(tensor([1, 0, -1, 2, 1, 0], [2, 3]));
-const want = [1 - 5 + 0.5, 2 - 6 - 0.5, 2 + 3 + 0.5, 4 + 4 - 0.5];
-if (JSON.stringify(y.shape) !== "[2,2]" || want.some((w, i) => Math.abs(y.data[i] - w) > 1e-5)) {
-  throw new Error(`esm: predict gave ${y.shape} ${Array.from(y.data)}, want ${want}`);
-}
-console.log(`esm import: predict ok ${JSON.stringify(y.toArray())}`);
+await checkPredict(lib, "esm import");

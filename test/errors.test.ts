@@ -77,6 +77,8 @@ describe("bad input", () => {
   it("unknown layer, option, loss, optimizer and activation names", () => {
     expect(() => new Layer("Dense2", { units: 3 })).toThrow(/unknown layer class 'Dense2'/);
     expect(() => dense({ units: 3, unitz: 4 } as never)).toThrow(/unknown option 'unitz'; expected one of: .*units/);
+    // Sizes are checked before anything is allocated: this used to abort the process.
+    expect(() => dense({ units: 4e12 })).toThrow(/option 'units' must be .*below 2\^31, got 4000000000000/);
     expect(() => dense({ units: 3, activation: "relux" as never })).toThrow(/unknown activation 'relux'/);
     expect(() => dense({ units: -1 })).toThrow(/'units' must be a non-negative integer|positive integer/);
     const model = sequential([dense({ units: 2, inputShape: [2] })]);

@@ -5,6 +5,11 @@ use serde_json::{Map, Value};
 
 use crate::{Error, Result};
 
+/// The largest integer a size or count option may take: below 2^31, as every dimension is.
+/// A config (or a model file) declaring `units: 4e12` is an error here, before anything is
+/// allocated for it.
+pub const MAX_DIM: f64 = (1u64 << 31) as f64 - 1.0;
+
 /// A JSON options object being consumed key by key.
 pub struct Options {
     what: String,
@@ -45,8 +50,8 @@ impl Options {
         match self.take(key) {
             None => Ok(None),
             Some(v) => match v.as_f64() {
-                Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as usize)),
-                _ => Err(self.bad(key, "a non-negative integer", &v)),
+                Some(f) if (0.0..=MAX_DIM).contains(&f) && f.fract() == 0.0 => Ok(Some(f as usize)),
+                _ => Err(self.bad(key, "a non-negative integer below 2^31", &v)),
             },
         }
     }
@@ -97,25 +102,20 @@ impl Options {
     /// A positive integer or a pair of them (`kernelSize: 3` or `[3, 3]`).
     pub fn pair(&mut self, key: &'static str) -> Result<Option<[usize; 2]>> {
         let Some(v) = self.take(key) else { return Ok(None) };
-        let positive = |v: &Value| v.as_f64().filter(|f| *f >= 1.0 && f.fract() == 0.0).map(|f| f as usize);
         let pair = match &v {
-            Value::Array(a) if a.len() == 2 => positive(&a[0]).zip(positive(&a[1])).map(|(a, b)| [a, b]),
-            other => positive(other).map(|n| [n, n]),
+            Value::Array(a) if a.len() == 2 => dim(&a[0]).zip(dim(&a[1])).map(|(a, b)| [a, b]),
+            other => dim(other).map(|n| [n, n]),
         };
         pair.map(Some)
-            .ok_or_else(|| self.bad(key, "a positive integer or a pair of them", &v))
+            .ok_or_else(|| self.bad(key, "a positive integer below 2^31 or a pair of them", &v))
     }
 
     /// A shape: array of positive integers (`null` entries are not allowed).
     pub fn shape(&mut self, key: &'static str) -> Result<Option<Vec<usize>>> {
         let Some(v) = self.take(key) else { return Ok(None) };
-        let dims = v.as_array().and_then(|a| {
-            a.iter()
-                .map(|d| d.as_f64().filter(|f| *f >= 1.0 && f.fract() == 0.0).map(|f| f as usize))
-                .collect::<Option<Vec<_>>>()
-        });
+        let dims = v.as_array().and_then(|a| a.iter().map(dim).collect::<Option<Vec<_>>>());
         dims.map(Some)
-            .ok_or_else(|| self.bad(key, "an array of positive integers", &v))
+            .ok_or_else(|| self.bad(key, "an array of positive integers below 2^31", &v))
     }
 
     /// Errors if any option was not consumed.
@@ -134,6 +134,13 @@ impl Options {
     }
 }
 
+/// A positive integer below 2^31.
+fn dim(v: &Value) -> Option<usize> {
+    v.as_f64()
+        .filter(|f| (1.0..=MAX_DIM).contains(f) && f.fract() == 0.0)
+        .map(|f| f as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +155,20 @@ mod tests {
         let mut o = Options::new("Conv2D", &json!({"kernelSize": "big"})).unwrap();
         let e = o.pair("kernelSize").unwrap_err().to_string();
         assert!(e.contains("kernelSize") && e.contains("\"big\""), "{e}");
+    }
+
+    #[test]
+    fn sizes_are_positive_integers_below_2_pow_31() {
+        for bad in [json!(4e12), json!(2147483648u64), json!(-1), json!(2.5), json!("3")] {
+            let mut o = Options::new("Dense", &json!({ "units": bad.clone() })).unwrap();
+            let e = o.required_positive("units").unwrap_err().to_string();
+            assert!(e.contains("'units'") && e.contains("below 2^31"), "{bad}: {e}");
+            let mut o = Options::new("Input", &json!({ "shape": [4, bad.clone()] })).unwrap();
+            assert!(o.shape("shape").is_err(), "shape with {bad}");
+            let mut o = Options::new("Conv2D", &json!({ "kernelSize": [bad.clone(), 3] })).unwrap();
+            assert!(o.pair("kernelSize").is_err(), "kernelSize with {bad}");
+        }
+        let mut o = Options::new("Dense", &json!({"units": 2147483647u64})).unwrap();
+        assert_eq!(o.required_positive("units").unwrap(), (1 << 31) - 1);
     }
 }

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # `npm run build:release [-- TARGET...]`: the release binaries for every napi.targets entry,
 # cross-built on this x86_64 Linux machine with cargo-zigbuild (zig from PyPI's ziglang), into
-# crates/node/cortex-nn.<platform>.node and npm/<platform>/, ready for `napi pre-publish`.
+# npm/<platform>/cortex-nn.<platform>.node, ready for `napi pre-publish`. It leaves
+# crates/node alone (the development build of `npm run build`). The release, from a clean
+# checkout: `npm ci && npm run build:release && CORTEX_RELEASE=1 npm publish` (prepublishOnly
+# publishes the platform packages and fills optionalDependencies; scripts/prepack.sh keeps the
+# main package free of binaries).
 #   - glibc targets link against glibc 2.17 (zig's `<target>.2.17`), so they load on any
 #     glibc >= 2.17; a plain `npm run build` on Debian 12 needs glibc 2.35.
 #   - musl targets link musl dynamically (-crt-static), as Node on Alpine is.
@@ -47,8 +51,7 @@ for t in "${targets[@]}"; do
   echo "=== ${t} (cargo zigbuild --target ${zig_target})"
   RUSTFLAGS="${flags}" cargo zigbuild --release -p cortex-node --target "$zig_target"
   platform="$(platform_of "$t")"
-  cp "target/${t}/release/libcortex_node.so" "crates/node/cortex-nn.${platform}.node"
-  cp "crates/node/cortex-nn.${platform}.node" "npm/${platform}/"
+  cp "target/${t}/release/libcortex_node.so" "npm/${platform}/cortex-nn.${platform}.node"
   ls -la "npm/${platform}/cortex-nn.${platform}.node"
   # CI keeps target/ small (each target's build is ~0.5 GB): CORTEX_RELEASE_CLEAN=1 drops it.
   [ "${CORTEX_RELEASE_CLEAN:-0}" = 1 ] && rm -rf "target/${t}"

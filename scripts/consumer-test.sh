@@ -104,5 +104,15 @@ for node_bin in "${node_bins[@]}"; do
   check "${version}: compiled TypeScript (ESM) fit + predict" bash -c "cd '$app' && '$node_bin' out/app.js"
   check "${version}: compiled TypeScript (CommonJS) predict" bash -c "cd '$app' && '$node_bin' out/app-cjs.cjs"
 done
+# Without its binary the package must say so: the platform, each load attempt, what to do.
+missing_binary_explained() {
+  rm -f "$app"/node_modules/cortex-nn/crates/node/*.node
+  local out
+  out="$(cd "$app" && node cjs.cjs 2>&1)" && return 1
+  grep -q "cannot load the native addon for ${platform}" <<<"$out" &&
+    grep -q "Cannot find module './cortex-nn.${platform}.node'" <<<"$out" &&
+    grep -q "npm pack" <<<"$out"
+}
+check "without the binary: an Error naming ${platform}, each attempt and the way out" missing_binary_explained
 cd "$repo"
 finish

@@ -21,8 +21,9 @@ function load(): typeof Binding {
   }
   throw new Error(
     `cortex-nn: cannot load the native addon for ${platformName()}. Prebuilt binaries ship as the ` +
-      `optional packages cortex-nn-linux-{x64,arm64}-{gnu,musl}; on another platform, or to build ` +
-      `from source, run 'npm run build' in the package with a Rust toolchain. Each attempt:\n${causes(lastError)}`,
+      `optional packages cortex-nn-linux-{x64,arm64}-{gnu,musl} (reinstall if npm skipped it); on ` +
+      `another platform, build from source with a Rust toolchain: 'npm ci && npm pack' in a clone, ` +
+      `then install the tarball (README, "Install and supported platforms"). Each attempt:\n${causes(lastError)}`,
   );
 }
 

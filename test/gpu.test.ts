@@ -2,8 +2,7 @@
  * `compile({ device: 'gpu' })` on whatever adapter wgpu finds: on a machine without a GPU that
  * is Mesa's software Vulkan driver (lavapipe), so CI checks the GPU code paths for correctness.
  * It skips, with one printed line, under CORTEX_SKIP_GPU_TESTS=1 or when wgpu finds no adapter;
- * CORTEX_REQUIRE_GPU=1 (set by CI) makes a missing adapter fail instead. The same rule as the
- * Rust suites (cortex_wgpu::gpu_test_skip_reason).
+ * CORTEX_REQUIRE_GPU=1 (set by CI) makes a missing adapter fail instead: the Rust suites' rule.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,18 +26,10 @@ import {
   sequential,
   tensor,
 } from "../index.ts";
+import { native } from "../src/native.ts";
 
-function skipReason(): string | undefined {
-  if (process.env.CORTEX_SKIP_GPU_TESTS === "1") return "CORTEX_SKIP_GPU_TESTS=1";
-  if (process.env.CORTEX_REQUIRE_GPU === "1" || devices().length > 0) return undefined;
-  return (
-    "wgpu finds no GPU adapter. Install a Vulkan driver (on Debian/Ubuntu without a GPU: " +
-    "apt-get install mesa-vulkan-drivers libvulkan1) to run them; CORTEX_REQUIRE_GPU=1 makes this fail"
-  );
-}
-const reason = skipReason();
-if (reason) console.warn(`cortex-nn: skipping GPU tests: ${reason}`);
-const skip = reason !== undefined;
+// The rule and the printed reason live in Rust (cortex_wgpu::gpu_test_skip_reason).
+const skip = native.gpuTestSkipReason() != null;
 
 describe.skipIf(skip)("GPU device", () => {
   it("lists at least one adapter", () => {

@@ -785,6 +785,7 @@ module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
 module.exports.NativeTensor = nativeBinding.NativeTensor
 module.exports.devices = nativeBinding.devices
 module.exports.getNumThreads = nativeBinding.getNumThreads
+module.exports.gpuTestSkipReason = nativeBinding.gpuTestSkipReason
 module.exports.loadModel = nativeBinding.loadModel
 module.exports.matMul = nativeBinding.matMul
 module.exports.modelCall = nativeBinding.modelCall

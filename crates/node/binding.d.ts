@@ -177,6 +177,13 @@ export declare function devices(): Array<DeviceInfo>
 /** Number of threads kernels use. */
 export declare function getNumThreads(): number
 
+/**
+ * For test suites: why GPU tests should be skipped in this process, or null to run them
+ * (`CORTEX_SKIP_GPU_TESTS=1`; no adapter unless `CORTEX_REQUIRE_GPU=1`). The Rust suites follow
+ * the same rule; the reason is printed to stderr once.
+ */
+export declare function gpuTestSkipReason(): string | null
+
 /** One weight's gradient. */
 export interface GradData {
   /** Row-major values. */

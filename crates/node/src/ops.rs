@@ -44,6 +44,14 @@ pub struct DeviceInfo {
     pub subgroups: bool,
 }
 
+/// For test suites: why GPU tests should be skipped in this process, or null to run them
+/// (`CORTEX_SKIP_GPU_TESTS=1`; no adapter unless `CORTEX_REQUIRE_GPU=1`). The Rust suites follow
+/// the same rule; the reason is printed to stderr once.
+#[napi]
+pub fn gpu_test_skip_reason() -> Option<String> {
+    cortex_core::nn::gpu_model::gpu_test_skip_reason().map(str::to_string)
+}
+
 /// Lists the adapters `compile({ device: 'gpu' })` can use (the best one is picked).
 #[napi]
 pub fn devices() -> Vec<DeviceInfo> {

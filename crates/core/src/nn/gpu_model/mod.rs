@@ -56,7 +56,7 @@ use super::param::Param;
 use crate::rng::Rng;
 use crate::{Error, Result, Tensor};
 
-pub use cortex_wgpu::AdapterSummary;
+pub use cortex_wgpu::{gpu_test_skip_reason, AdapterSummary};
 
 /// Every adapter wgpu can see (GPUs and software rasterisers), without opening any.
 pub fn devices() -> Vec<AdapterSummary> {

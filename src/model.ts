@@ -434,10 +434,22 @@ export function model(args: ModelArgs): Model {
   return new Model(wrapLayers(nativeModel), nativeModel);
 }
 
+/** Options of {@link loadModel}. */
+export interface LoadModelArgs {
+  /** Seed of the loaded model's random state (dropout). */
+  seed?: number;
+  /**
+   * Largest weight data accepted, in bytes (default 16 GiB). A file, or a config, declaring more
+   * is refused with an Error before anything is allocated: set it to what your service can hold
+   * when the model files come from outside.
+   */
+  maxBytes?: number;
+}
+
 /** Loads a model saved with `model.save(dir)`, compiled as it was saved. */
-export async function loadModel(dir: string, args: { seed?: number } = {}): Promise<Model> {
+export async function loadModel(dir: string, args: LoadModelArgs = {}): Promise<Model> {
   if (typeof dir !== "string" || dir === "") throw new TypeError("loadModel: expected a directory path");
-  const nativeModel = await native.loadModel(dir, args.seed);
+  const nativeModel = await native.loadModel(dir, args.seed, args.maxBytes);
   const layers = wrapLayers(nativeModel);
   const isSequential = (JSON.parse(nativeModel.toJson()) as { className: string }).className === "Sequential";
   return isSequential ? new Sequential(layers, nativeModel) : new Model(layers, nativeModel);

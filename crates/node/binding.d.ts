@@ -192,8 +192,11 @@ export interface GradData {
   shape: Array<number>
 }
 
-/** Loads a model saved with `save`. */
-export declare function loadModel(dir: string, seed?: number | undefined | null): Promise<NativeModel>
+/**
+ * Loads a model saved with `save`; weight data over `maxBytes` (default 16 GiB) is refused
+ * before anything is allocated for it.
+ */
+export declare function loadModel(dir: string, seed?: number | undefined | null, maxBytes?: number | undefined | null): Promise<NativeModel>
 
 /** Matrix product of `a` (`[m, k]`) and `b` (`[k, n]`) on the cortex-nn thread pool. */
 export declare function matMul(a: Float32Array, aShape: Array<number>, b: Float32Array, bShape: Array<number>): TensorData

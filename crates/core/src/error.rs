@@ -22,6 +22,9 @@ pub enum Error {
     /// Loading or saving a model failed.
     #[error("{0}")]
     Io(String),
+    /// A size over a memory limit, or an allocation the system refused.
+    #[error("{0}")]
+    Memory(String),
     /// Training was stopped because the loss became NaN or infinite.
     #[error("{0}")]
     Diverged(String),

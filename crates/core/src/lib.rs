@@ -6,6 +6,7 @@
 //!   parallel with rayon on the pool managed by [`threads`].
 //! - [`nn`]: Keras-style layers, losses, optimizers, metrics, the `fit` loop and model files.
 
+pub mod alloc;
 pub mod backprop;
 pub mod cpu;
 pub mod device;

@@ -70,9 +70,10 @@ pub fn grad_enabled() -> bool {
     GRAD_ENABLED.with(|g| g.get())
 }
 
-/// Number of elements of a shape.
+/// Number of elements of a shape. Saturates instead of wrapping: a shape whose product overflows
+/// (from a hostile request) can then never match the length of real data.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
 }
 
 impl Tensor {

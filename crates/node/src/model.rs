@@ -321,13 +321,24 @@ impl NativeModel {
     }
 }
 
-/// Loads a model saved with `save`.
+/// Loads a model saved with `save`; weight data over `maxBytes` (default 16 GiB) is refused
+/// before anything is allocated for it.
 #[napi(ts_return_type = "Promise<NativeModel>")]
-pub fn load_model(dir: String, seed: Option<f64>) -> AsyncTask<LoadTask> {
-    AsyncTask::new(LoadTask {
+pub fn load_model(dir: String, seed: Option<f64>, max_bytes: Option<f64>) -> napi::Result<AsyncTask<LoadTask>> {
+    let mut options = io::LoadOptions::new(seed.map(|s| s as u64).unwrap_or_else(rng::next_seed));
+    if let Some(m) = max_bytes {
+        if !(m.is_finite() && m >= 1.0 && m.fract() == 0.0) {
+            return Err(napi::Error::new(
+                napi::Status::InvalidArg,
+                format!("loadModel: maxBytes must be a positive integer, got {m}"),
+            ));
+        }
+        options.max_bytes = m as u64;
+    }
+    Ok(AsyncTask::new(LoadTask {
         dir: PathBuf::from(dir),
-        seed: seed.map(|s| s as u64).unwrap_or_else(rng::next_seed),
-    })
+        options,
+    }))
 }
 
 /// Fixes the global seed for models created afterwards.
@@ -508,7 +519,7 @@ impl Task for SaveTask {
 /// Background load.
 pub struct LoadTask {
     dir: PathBuf,
-    seed: u64,
+    options: io::LoadOptions,
 }
 
 impl Task for LoadTask {
@@ -516,7 +527,7 @@ impl Task for LoadTask {
     type JsValue = NativeModel;
 
     fn compute(&mut self) -> napi::Result<Model> {
-        guarded("loadModel", || io::load(&self.dir, self.seed))
+        guarded("loadModel", || io::load(&self.dir, &self.options))
     }
 
     fn resolve(&mut self, _env: Env, output: Model) -> napi::Result<NativeModel> {

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::options::Options;
+use crate::alloc::{self, WeightFill};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -98,26 +99,34 @@ impl Initializer {
     }
 
     /// Values for a weight of `shape` (fans computed the Keras way: the last axis is fan-out,
-    /// the one before it fan-in, the rest the receptive field).
-    pub fn sample(&self, shape: &[usize], rng: &mut Rng) -> Vec<f32> {
-        let n: usize = shape.iter().product();
-        let (fan_in, fan_out) = fans(shape);
-        let trunc = |std: f32, rng: &mut Rng| -> Vec<f32> {
-            let s = std / TRUNCATION_CORRECTION;
-            (0..n).map(|_| rng.truncated_normal() * s).collect()
-        };
-        let uniform = |l: f32, rng: &mut Rng| -> Vec<f32> { (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * l).collect() };
-        match *self {
-            Initializer::Zeros => vec![0.0; n],
-            Initializer::Ones => vec![1.0; n],
-            Initializer::GlorotUniform => uniform((6.0 / (fan_in + fan_out)).sqrt(), rng),
-            Initializer::GlorotNormal => trunc((2.0 / (fan_in + fan_out)).sqrt(), rng),
-            Initializer::HeNormal => trunc((2.0 / fan_in).sqrt(), rng),
-            Initializer::HeUniform => uniform((6.0 / fan_in).sqrt(), rng),
-            Initializer::LecunNormal => trunc((1.0 / fan_in).sqrt(), rng),
-            Initializer::RandomNormal { mean, stddev } => (0..n).map(|_| mean + stddev * rng.normal()).collect(),
-            Initializer::RandomUniform { min, max } => (0..n).map(|_| min + (max - min) * rng.uniform()).collect(),
+    /// the one before it fan-in, the rest the receptive field). The weight is charged against
+    /// the active [`WeightBudget`](crate::alloc::WeightBudget) before anything is allocated.
+    pub fn sample(&self, shape: &[usize], rng: &mut Rng) -> Result<Vec<f32>> {
+        let (n, fill) = alloc::charge_weight(shape)?;
+        let what = format!("a weight of shape {shape:?}");
+        if fill == WeightFill::Overwrite {
+            return alloc::try_filled(&what, n, 0.0);
         }
+        let mut v = alloc::try_with_capacity(&what, n)?;
+        let (fan_in, fan_out) = fans(shape);
+        let trunc = |v: &mut Vec<f32>, std: f32, rng: &mut Rng| {
+            let s = std / TRUNCATION_CORRECTION;
+            v.extend((0..n).map(|_| rng.truncated_normal() * s));
+        };
+        let uniform =
+            |v: &mut Vec<f32>, l: f32, rng: &mut Rng| v.extend((0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * l));
+        match *self {
+            Initializer::Zeros => v.resize(n, 0.0),
+            Initializer::Ones => v.resize(n, 1.0),
+            Initializer::GlorotUniform => uniform(&mut v, (6.0 / (fan_in + fan_out)).sqrt(), rng),
+            Initializer::GlorotNormal => trunc(&mut v, (2.0 / (fan_in + fan_out)).sqrt(), rng),
+            Initializer::HeNormal => trunc(&mut v, (2.0 / fan_in).sqrt(), rng),
+            Initializer::HeUniform => uniform(&mut v, (6.0 / fan_in).sqrt(), rng),
+            Initializer::LecunNormal => trunc(&mut v, (1.0 / fan_in).sqrt(), rng),
+            Initializer::RandomNormal { mean, stddev } => v.extend((0..n).map(|_| mean + stddev * rng.normal())),
+            Initializer::RandomUniform { min, max } => v.extend((0..n).map(|_| min + (max - min) * rng.uniform())),
+        }
+        Ok(v)
     }
 }
 
@@ -141,11 +150,11 @@ mod tests {
     #[test]
     fn he_normal_has_the_keras_stddev() {
         let mut rng = Rng::new(3);
-        let w = Initializer::HeNormal.sample(&[3, 3, 32, 64], &mut rng);
+        let w = Initializer::HeNormal.sample(&[3, 3, 32, 64], &mut rng).unwrap();
         let var = w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
         let want = 2.0 / (9.0 * 32.0);
         assert!((var / want - 1.0).abs() < 0.05, "{var} vs {want}");
-        let g = Initializer::GlorotUniform.sample(&[100, 50], &mut rng);
+        let g = Initializer::GlorotUniform.sample(&[100, 50], &mut rng).unwrap();
         let l = (6.0f32 / 150.0).sqrt();
         assert!(g.iter().all(|v| v.abs() <= l));
         assert!(Initializer::parse(&serde_json::json!("nope")).is_err());

@@ -14,6 +14,7 @@ use super::loss::Loss;
 use super::metrics::Metric;
 use super::optim::Optimizer;
 use super::param::Param;
+use crate::alloc::{self, WeightBudget, WeightFill};
 use crate::rng::Rng;
 use crate::tensor::{no_grad, numel};
 use crate::{backprop, Error, Result, Tensor};
@@ -111,7 +112,18 @@ fn invalid(msg: impl Into<String>) -> Error {
 
 impl Model {
     /// Builds every node in order, checking shapes; fills `output_shapes`.
+    /// Builds every layer; the weights of the whole model are charged against one budget
+    /// (the caller's, e.g. `loadModel`'s `maxBytes`, or [`alloc::DEFAULT_MAX_BYTES`]).
     fn build_graph(&mut self) -> Result<()> {
+        let budget = WeightBudget::new(
+            alloc::DEFAULT_MAX_BYTES,
+            WeightFill::Initialize,
+            "the default model size limit",
+        );
+        budget.run(|| self.build_layers())
+    }
+
+    fn build_layers(&mut self) -> Result<()> {
         let mut shapes: HashMap<Source, Vec<usize>> = HashMap::new();
         for (i, s) in self.inputs.iter().enumerate() {
             shapes.insert(Source::Input(i), s.clone());
@@ -130,7 +142,11 @@ impl Model {
             let cell = &self.layers[node.layer];
             let outs = cell.build(&ins, &mut self.rng).map_err(|e| {
                 let layer = cell.read();
-                invalid(format!("building '{}' ({}): {e}", layer.name(), layer.class_name()))
+                let msg = format!("building '{}' ({}): {e}", layer.name(), layer.class_name());
+                match e {
+                    Error::Memory(_) => Error::Memory(msg),
+                    _ => invalid(msg),
+                }
             })?;
             for (o, shape) in outs.into_iter().enumerate() {
                 shapes.insert(Source::Node(n, o), shape);

@@ -136,14 +136,14 @@ impl MultiHeadAttention {
         // 3-D kernels get the Keras EinsumDense fans (the initializer's rule for rank > 2).
         let kernel = Param::new(
             format!("{name}/{part}/kernel"),
-            self.kernel_init.sample(shape, rng),
+            self.kernel_init.sample(shape, rng)?,
             shape,
             trainable,
         )?;
         let bias = if self.use_bias {
             Some(Param::new(
                 format!("{name}/{part}/bias"),
-                self.bias_init.sample(bias, rng),
+                self.bias_init.sample(bias, rng)?,
                 bias,
                 trainable,
             )?)

@@ -76,12 +76,12 @@ impl Layer for Conv2dLayer {
         let name = &self.common.name;
         self.kernel = Some(Param::new(
             format!("{name}/kernel"),
-            self.kernel_init.sample(&kshape, rng),
+            self.kernel_init.sample(&kshape, rng)?,
             &kshape,
             self.common.trainable,
         )?);
         self.bias = if self.use_bias {
-            let b = self.bias_init.sample(&[self.filters], rng);
+            let b = self.bias_init.sample(&[self.filters], rng)?;
             Some(Param::new(
                 format!("{name}/bias"),
                 b,

@@ -69,12 +69,12 @@ impl Layer for Dense {
         let shape = [din, self.units];
         self.kernel = Some(Param::new(
             format!("{name}/kernel"),
-            self.kernel_init.sample(&shape, rng),
+            self.kernel_init.sample(&shape, rng)?,
             &shape,
             self.common.trainable,
         )?);
         self.bias = if self.use_bias {
-            let b = self.bias_init.sample(&[self.units], rng);
+            let b = self.bias_init.sample(&[self.units], rng)?;
             Some(Param::new(
                 format!("{name}/bias"),
                 b,

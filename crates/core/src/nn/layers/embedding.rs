@@ -98,7 +98,7 @@ impl Layer for Embedding {
     fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>> {
         let shape = [self.input_dim, self.output_dim];
         let name = &self.common.name;
-        let data = self.init.sample(&shape, rng);
+        let data = self.init.sample(&shape, rng)?;
         self.embeddings = Some(Param::new(
             format!("{name}/embeddings"),
             data,
@@ -227,7 +227,7 @@ impl Layer for PositionalEmbedding {
         self.check_steps(t)?;
         let shape = [self.sequence_length, dim];
         let name = &self.common.name;
-        let data = self.init.sample(&shape, rng);
+        let data = self.init.sample(&shape, rng)?;
         self.embeddings = Some(Param::new(
             format!("{name}/embeddings"),
             data,

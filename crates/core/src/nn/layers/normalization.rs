@@ -97,7 +97,7 @@ impl NormOptions {
         let gamma = self.scale.then(|| {
             Param::new(
                 format!("{name}/gamma"),
-                self.gamma_init.sample(&[c], rng),
+                self.gamma_init.sample(&[c], rng)?,
                 &[c],
                 trainable,
             )
@@ -105,7 +105,7 @@ impl NormOptions {
         let beta = self.center.then(|| {
             Param::new(
                 format!("{name}/beta"),
-                self.beta_init.sample(&[c], rng),
+                self.beta_init.sample(&[c], rng)?,
                 &[c],
                 trainable,
             )
@@ -246,13 +246,13 @@ impl Layer for BatchNormalization {
         (self.gamma, self.beta) = self.opts.affine(name, c, self.common.trainable, rng)?;
         let mean = Param::new(
             format!("{name}/moving_mean"),
-            self.moving_mean_init.sample(&[c], rng),
+            self.moving_mean_init.sample(&[c], rng)?,
             &[c],
             false,
         )?;
         let var = Param::new(
             format!("{name}/moving_variance"),
-            self.moving_var_init.sample(&[c], rng),
+            self.moving_var_init.sample(&[c], rng)?,
             &[c],
             false,
         )?;

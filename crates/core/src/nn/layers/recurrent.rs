@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::dense::init_option;
 use super::{Common, ForwardCtx, Layer};
+use crate::alloc::{self, WeightFill};
 use crate::backprop::CustomOp;
 use crate::cpu::elementwise::Activation;
 use crate::cpu::rnn::{self, Cell, RnnInputs, RnnSpec, RnnTape, RnnWanted};
@@ -109,9 +110,13 @@ impl RecurrentInit {
         Ok(RecurrentInit::Orthogonal { gain })
     }
 
-    fn sample(&self, shape: &[usize; 2], rng: &mut Rng) -> Vec<f32> {
+    fn sample(&self, shape: &[usize; 2], rng: &mut Rng) -> Result<Vec<f32>> {
         match self {
-            RecurrentInit::Orthogonal { gain } => orthogonal(shape[0], shape[1], *gain, rng),
+            RecurrentInit::Orthogonal { gain } => match alloc::charge_weight(shape)? {
+                // Weights about to be overwritten from a file skip the O(n^3) orthogonalisation.
+                (n, WeightFill::Overwrite) => alloc::try_filled("a recurrent kernel", n, 0.0),
+                _ => Ok(orthogonal(shape[0], shape[1], *gain, rng)),
+            },
             RecurrentInit::Other(init) => init.sample(shape, rng),
         }
     }
@@ -402,9 +407,9 @@ impl Rnn {
         }
         let (f, u, g) = (input_shape[1], self.units, self.cell.gates() * self.units);
         let (name, trainable) = (&self.common.name, self.common.trainable);
-        let kernel = self.kernel_init.sample(&[f, g], rng);
+        let kernel = self.kernel_init.sample(&[f, g], rng)?;
         self.kernel = Some(Param::new(format!("{name}/kernel"), kernel, &[f, g], trainable)?);
-        let recurrent = self.recurrent_init.sample(&[u, g], rng);
+        let recurrent = self.recurrent_init.sample(&[u, g], rng)?;
         self.recurrent = Some(Param::new(
             format!("{name}/recurrent_kernel"),
             recurrent,
@@ -413,15 +418,15 @@ impl Rnn {
         )?);
         self.bias = if self.use_bias {
             let (data, shape) = match self.cell {
-                Cell::Gru => (self.bias_init.sample(&[2, g], rng), vec![2, g]),
+                Cell::Gru => (self.bias_init.sample(&[2, g], rng)?, vec![2, g]),
                 Cell::Lstm if self.unit_forget_bias => {
                     // Keras: init(u), ones(u), init(2u) — the forget gate starts open.
-                    let mut b = self.bias_init.sample(&[u], rng);
+                    let mut b = self.bias_init.sample(&[u], rng)?;
                     b.extend(std::iter::repeat_n(1.0, u));
-                    b.extend(self.bias_init.sample(&[2 * u], rng));
+                    b.extend(self.bias_init.sample(&[2 * u], rng)?);
                     (b, vec![g])
                 }
-                _ => (self.bias_init.sample(&[g], rng), vec![g]),
+                _ => (self.bias_init.sample(&[g], rng)?, vec![g]),
             };
             Some(Param::new(format!("{name}/bias"), data, &shape, trainable)?)
         } else {

@@ -93,14 +93,14 @@ fn conv_params(
     let name = &common.name;
     let kernel = Param::new(
         format!("{name}/kernel"),
-        kernel_init.sample(kshape, rng),
+        kernel_init.sample(kshape, rng)?,
         kshape,
         common.trainable,
     )?;
     let bias = match bias_init {
         Some(init) => Some(Param::new(
             format!("{name}/bias"),
-            init.sample(&[filters], rng),
+            init.sample(&[filters], rng)?,
             &[filters],
             common.trainable,
         )?),

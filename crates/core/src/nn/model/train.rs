@@ -6,6 +6,7 @@ impl Model {
     /// One gradient step on one batch; returns the batch's loss and metrics.
     pub fn train_on_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<Logs> {
         self.compiled()?;
+        self.check_activation_memory("training", x.shape().first().copied().unwrap_or(0), 2)?;
         let mut rng = self.rng.fork();
         if self.compiled.as_ref().is_some_and(|c| c.gpu.is_some()) {
             let mut compiled = self.compiled.take().expect("checked above");
@@ -85,15 +86,47 @@ impl Model {
         }
     }
 
+    /// Refuses a batch whose activations cannot fit in the memory the system has available,
+    /// before any kernel allocates them: a request with a huge batch (or a model file with a
+    /// huge layer output) is an Error that says what to change, not an out-of-memory kill.
+    /// `copies` is how many activation-sized buffers a sample keeps alive (1 for inference; a
+    /// training step also keeps gradients).
+    pub fn check_activation_memory(&self, what: &str, batch: usize, copies: u64) -> Result<()> {
+        // Below this the check is skipped, so small requests never read /proc/meminfo.
+        const CHECK_ABOVE: u64 = 256 << 20;
+        let per_sample = self
+            .shapes
+            .values()
+            .map(|s| numel(s) as u64)
+            .fold(0u64, u64::saturating_add)
+            .saturating_mul(4 * copies);
+        let need = per_sample.saturating_mul(batch as u64);
+        if need <= CHECK_ABOVE {
+            return Ok(());
+        }
+        match alloc::available_memory() {
+            Some(available) if need > available => Err(Error::Memory(format!(
+                "{what}: a batch of {batch} samples needs about {} of activations ({} per sample), more than \
+                 the {} of memory available; use a smaller batchSize",
+                alloc::human(need),
+                alloc::human(per_sample),
+                alloc::human(available)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Predictions for `x`, in batches, without recording gradients.
     pub fn predict(&self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
         self.check_input(x)?;
         let n = x.shape()[0];
         let batch_size = batch_size.max(1);
+        self.check_activation_memory("predict", batch_size.min(n), 1)?;
         if n <= batch_size {
             return self.predict_batch(x);
         }
-        let mut out = Vec::new();
+        let out_len = self.output_shape().map(|s| numel(s).saturating_mul(n)).unwrap_or(0);
+        let mut out = alloc::try_with_capacity("the predictions", out_len)?;
         let mut out_shape = Vec::new();
         for start in (0..n).step_by(batch_size) {
             let end = (start + batch_size).min(n);
@@ -110,6 +143,7 @@ impl Model {
         self.check_input(x)?;
         self.check_targets(x, y)?;
         let n = x.shape()[0];
+        self.check_activation_memory("evaluate", batch_size.max(1).min(n), 1)?;
         let compiled = self.compiled_ref()?;
         let mut loss_sum = 0.0;
         let mut counts = vec![(0.0, 0.0); compiled.metrics.len()];

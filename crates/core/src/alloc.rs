@@ -1,0 +1,198 @@
+//! Memory limits and fallible allocation.
+//!
+//! Rust aborts the whole process when an allocation fails, and a model file or a request comes
+//! from outside: a config declaring `units: 4e12` must become an Error, not a SIGABRT that takes
+//! the Node service down. So sizes are multiplied with checked arithmetic, weights are charged
+//! against a budget before they are allocated, and large buffers are reserved with
+//! `try_reserve_exact`, whose failure is an [`Error::Memory`] naming the buffer and the bytes.
+
+use std::cell::RefCell;
+
+use crate::{Error, Result};
+
+/// Default cap on the weights of one model: 16 GiB (4 Gi f32 values).
+pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
+
+/// Number of elements of `shape`, or an error when the product overflows.
+pub fn checked_numel(what: &str, shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| {
+        Error::Memory(format!(
+            "{what}: shape {shape:?} has more elements than memory can address"
+        ))
+    })
+}
+
+/// Bytes of `n` f32 values, overflow-checked.
+pub fn f32_bytes(what: &str, n: usize) -> Result<u64> {
+    (n as u64)
+        .checked_mul(4)
+        .ok_or_else(|| Error::Memory(format!("{what}: {n} values overflow a byte count")))
+}
+
+/// Human-readable byte count (`1.5 GiB`).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// A vector of `n` copies of `value`, or [`Error::Memory`] instead of an abort.
+pub fn try_filled(what: &str, n: usize, value: f32) -> Result<Vec<f32>> {
+    let mut v = try_with_capacity(what, n)?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+/// An empty vector with room for `n` values, or [`Error::Memory`] instead of an abort.
+pub fn try_with_capacity<T>(what: &str, n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        let bytes = (n as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+        Error::Memory(format!(
+            "cannot allocate {what}: {} ({bytes} bytes) are not available",
+            human(bytes)
+        ))
+    })?;
+    Ok(v)
+}
+
+/// How weights are filled while a [`WeightBudget`] is active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightFill {
+    /// Sample the layer's initializer (a new model).
+    Initialize,
+    /// Zeros: the weights are about to be overwritten from a file, so sampling would be wasted.
+    Overwrite,
+}
+
+struct Budget {
+    limit: u64,
+    used: u64,
+    fill: WeightFill,
+    source: String,
+}
+
+thread_local! {
+    static BUDGET: RefCell<Option<Budget>> = const { RefCell::new(None) };
+}
+
+/// Scope of a weight budget: every weight created on this thread inside [`WeightBudget::run`] is
+/// charged against `limit` bytes before it is allocated.
+pub struct WeightBudget {
+    limit: u64,
+    fill: WeightFill,
+    source: String,
+}
+
+impl WeightBudget {
+    /// A budget of `limit` bytes; `source` says where the limit comes from in error messages.
+    pub fn new(limit: u64, fill: WeightFill, source: impl Into<String>) -> Self {
+        WeightBudget {
+            limit,
+            fill,
+            source: source.into(),
+        }
+    }
+
+    /// Runs `f` under this budget. A budget already active on this thread stays in force (a
+    /// nested model is charged against its outer model's budget).
+    pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        if BUDGET.with(|b| b.borrow().is_some()) {
+            return f();
+        }
+        BUDGET.with(|b| {
+            *b.borrow_mut() = Some(Budget {
+                limit: self.limit,
+                used: 0,
+                fill: self.fill,
+                source: self.source,
+            })
+        });
+        // Cleared by a guard so a panic inside `f` cannot leave a stale budget on the thread.
+        struct Clear;
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                BUDGET.with(|b| *b.borrow_mut() = None);
+            }
+        }
+        let _clear = Clear;
+        f()
+    }
+}
+
+/// Charges a weight of `shape` against the active budget (or, outside any, against
+/// [`DEFAULT_MAX_BYTES`] alone) and says how to fill it.
+pub fn charge_weight(shape: &[usize]) -> Result<(usize, WeightFill)> {
+    let n = checked_numel("weight", shape)?;
+    let bytes = f32_bytes("weight", n)?;
+    BUDGET.with(|b| match b.borrow_mut().as_mut() {
+        Some(budget) => {
+            let total = budget.used.saturating_add(bytes);
+            if total > budget.limit {
+                return Err(Error::Memory(format!(
+                    "a weight of shape {shape:?} ({}) brings the model's weights to {}, over the {} limit ({})",
+                    human(bytes),
+                    human(total),
+                    human(budget.limit),
+                    budget.source
+                )));
+            }
+            budget.used = total;
+            Ok((n, budget.fill))
+        }
+        None if bytes > DEFAULT_MAX_BYTES => Err(Error::Memory(format!(
+            "a weight of shape {shape:?} needs {}, over the {} limit on a model's weights",
+            human(bytes),
+            human(DEFAULT_MAX_BYTES)
+        ))),
+        None => Ok((n, WeightFill::Initialize)),
+    })
+}
+
+/// Memory the kernel says is available to new allocations (`MemAvailable`), if it says.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_that_overflow_are_errors() {
+        assert!(checked_numel("x", &[1 << 40, 1 << 40]).is_err());
+        assert_eq!(checked_numel("x", &[3, 4]).unwrap(), 12);
+        assert!(f32_bytes("x", usize::MAX).is_err());
+    }
+
+    #[test]
+    fn an_impossible_allocation_is_an_error() {
+        let e = try_filled("activations", usize::MAX / 8, 0.0).unwrap_err();
+        assert!(e.to_string().contains("cannot allocate activations"), "{e}");
+    }
+
+    #[test]
+    fn the_budget_counts_every_weight_and_ends_with_its_scope() {
+        let r = WeightBudget::new(99, WeightFill::Overwrite, "test").run(|| {
+            assert_eq!(charge_weight(&[5, 4]).unwrap(), (20, WeightFill::Overwrite));
+            charge_weight(&[2, 2]).unwrap();
+            charge_weight(&[1, 1])
+        });
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("over the 99 B limit (test)"), "{e}");
+        assert_eq!(charge_weight(&[4]).unwrap().1, WeightFill::Initialize);
+        assert!(charge_weight(&[4_000_000_000_000, 4]).is_err());
+    }
+}

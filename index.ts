@@ -34,6 +34,7 @@ export {
   type CompileArgs,
   type FitArgs,
   History,
+  type LoadModelArgs,
   loadModel,
   Model,
   type ModelArgs,
@@ -41,7 +42,16 @@ export {
   Sequential,
   sequential,
 } from "./src/model.ts";
-export { type DeviceInfo, devices, getNumThreads, matMul, setNumThreads, setSeed } from "./src/ops.ts";
+export {
+  type DeviceInfo,
+  devices,
+  getMaxModelBytes,
+  getNumThreads,
+  matMul,
+  setMaxModelBytes,
+  setNumThreads,
+  setSeed,
+} from "./src/ops.ts";
 export * as optimizers from "./src/optimizers.ts";
 export { adam, adamw, type LearningRateSchedule, Optimizer, rmsprop, schedules, sgd } from "./src/optimizers.ts";
 export { bidirectional, gru, lstm, simpleRNN } from "./src/recurrent.ts";

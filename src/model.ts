@@ -439,7 +439,8 @@ export interface LoadModelArgs {
   /** Seed of the loaded model's random state (dropout). */
   seed?: number;
   /**
-   * Largest weight data accepted, in bytes (default 16 GiB). A file, or a config, declaring more
+   * Largest weight data accepted, in bytes (default: {@link getMaxModelBytes}, 16 GiB unless
+   * changed). A file, or a config, declaring more
    * is refused with an Error before anything is allocated: set it to what your service can hold
    * when the model files come from outside.
    */

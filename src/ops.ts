@@ -23,6 +23,23 @@ export function getNumThreads(): number {
   return native.getNumThreads();
 }
 
+/**
+ * Caps the weights of every model built or loaded afterwards, in bytes (default 16 GiB, or the
+ * `CORTEX_MAX_MODEL_BYTES` environment variable). A layer config or model file declaring more
+ * is refused with an Error before anything is allocated. `loadModel(dir, { maxBytes })` sets a
+ * tighter cap for one load.
+ */
+export function setMaxModelBytes(bytes: number): void {
+  if (!Number.isSafeInteger(bytes) || bytes <= 0)
+    throw new RangeError(`setMaxModelBytes: expected a positive integer, got ${bytes}`);
+  native.setMaxModelBytes(bytes);
+}
+
+/** The current cap on a model's weights, in bytes (see {@link setMaxModelBytes}). */
+export function getMaxModelBytes(): number {
+  return native.getMaxModelBytes();
+}
+
 /** Fixes the global seed: models created afterwards initialise, shuffle and drop out reproducibly. */
 export function setSeed(seed: number): void {
   if (!Number.isInteger(seed) || seed < 0)

@@ -26,6 +26,7 @@ import {
   simpleRNN,
   tensor,
   upSampling2d,
+  zeroPadding2d,
 } from "../index.ts";
 import { encodeSafetensors, SavedModel, sparseFile } from "./hostile/craft.ts";
 
@@ -121,17 +122,29 @@ const cases: Crafted[] = [
     edit: (m) => (m.layer(0).inputShape = [null]),
     expected: /inputShape/,
   },
-  // No weights, but a per-sample activation of 16 EiB: the load works, the predict is refused.
+  // No weights, but outputs past 2^31 per axis: refused when the layer is built.
   {
-    name: "UpSampling2D size 2^30, then predict",
+    name: "UpSampling2D size 2^30",
     base: "upsampling",
     edit: (m) => {
       m.layer(0).size = [2 ** 30, 2 ** 30];
       m.tensors = [];
       (m.topology.config as { layers: unknown[] }).layers.splice(1);
     },
+    expected: /not below 2\^31/,
+  },
+  // No weights and valid dimensions, but 4 TiB of activations per sample: the load works,
+  // the predict is refused before anything is allocated.
+  {
+    name: "UpSampling2D size [2^17, 2^19], then predict",
+    base: "upsampling",
+    edit: (m) => {
+      m.layer(0).size = [2 ** 17, 2 ** 19];
+      m.tensors = [];
+      (m.topology.config as { layers: unknown[] }).layers.splice(1);
+    },
     predict: [1, 4, 4, 1],
-    expected: /smaller batchSize|more elements than memory/,
+    expected: /smaller batchSize/,
   },
   // Broken safetensors.
   {
@@ -243,6 +256,17 @@ describe("hostile requests and sizes", () => {
     expect(() => dense({ units: 4e12 })).toThrow(/below 2\^31/);
     expect(() => sequential([lstm({ units: 2e9, inputShape: [4, 2] })])).toThrow(/over the 16\.0 GiB limit/);
     expect(() => sequential([dense({ units: 1e9, inputShape: [1e9] })])).toThrow(/over the 16\.0 GiB limit/);
+  });
+
+  it("regressions found by the fuzzer: padding sizes past 2^31, inputs of another shape", () => {
+    // Was a Rust panic (capacity overflow): the padded output overflowed usize.
+    expect(() => zeroPadding2d({ padding: 2 ** 31 - 1 }).build([3, 3, 4])).toThrow(/not below 2\^31/);
+    // Was a Rust panic (slice index): 1e20 became usize::MAX and the output size wrapped.
+    expect(() => zeroPadding2d({ padding: [1, 1e20] })).toThrow(/below 2\^31/);
+    // Was a Rust panic: a layer applied to samples of another shape than it was built for.
+    const pad = zeroPadding2d({ padding: 1 });
+    pad.build([3, 3, 4]);
+    expect(() => pad.apply(tensor(new Float32Array(8), [1, 2, 1, 4]))).toThrow(/built for samples of shape/);
   });
 
   it("a predict batch whose activations cannot fit in memory is refused before it runs", async () => {

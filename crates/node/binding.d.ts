@@ -174,6 +174,9 @@ export interface DeviceInfo {
 /** Lists the adapters `compile({ device: 'gpu' })` can use (the best one is picked). */
 export declare function devices(): Array<DeviceInfo>
 
+/** The current cap on a model's weights, in bytes. */
+export declare function getMaxModelBytes(): number
+
 /** Number of threads kernels use. */
 export declare function getNumThreads(): number
 
@@ -203,6 +206,12 @@ export declare function matMul(a: Float32Array, aShape: Array<number>, b: Float3
 
 /** Runs a model on a tensor with gradients recorded (training mode unless `training` is false). */
 export declare function modelCall(model: NativeModel, x: NativeTensor, training?: boolean | undefined | null): NativeTensor
+
+/**
+ * Caps the weights of any model built or loaded afterwards (default 16 GiB, or
+ * `CORTEX_MAX_MODEL_BYTES`); larger ones are refused with an Error before allocating.
+ */
+export declare function setMaxModelBytes(bytes: number): void
 
 /** Sets the number of threads kernels use (default: `CORTEX_NUM_THREADS` or all cores). */
 export declare function setNumThreads(n: number): void

@@ -7,11 +7,42 @@
 //! `try_reserve_exact`, whose failure is an [`Error::Memory`] naming the buffer and the bytes.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{Error, Result};
 
 /// Default cap on the weights of one model: 16 GiB (4 Gi f32 values).
 pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
+
+static MAX_MODEL_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// The cap on the weights of one model built or loaded in this process: set with
+/// [`set_max_model_bytes`], else `CORTEX_MAX_MODEL_BYTES`, else [`DEFAULT_MAX_BYTES`].
+pub fn max_model_bytes() -> u64 {
+    match MAX_MODEL_BYTES.load(Ordering::Relaxed) {
+        0 => {
+            let from_env = std::env::var("CORTEX_MAX_MODEL_BYTES")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&v| v > 0)
+                .unwrap_or(DEFAULT_MAX_BYTES);
+            MAX_MODEL_BYTES.store(from_env, Ordering::Relaxed);
+            from_env
+        }
+        v => v,
+    }
+}
+
+/// Changes [`max_model_bytes`]: a service that builds models from outside configs caps them.
+pub fn set_max_model_bytes(bytes: u64) -> Result<()> {
+    if bytes == 0 {
+        return Err(Error::Invalid(
+            "setMaxModelBytes: expected a positive number of bytes, got 0".into(),
+        ));
+    }
+    MAX_MODEL_BYTES.store(bytes, Ordering::Relaxed);
+    Ok(())
+}
 
 /// Number of elements of `shape`, or an error when the product overflows.
 pub fn checked_numel(what: &str, shape: &[usize]) -> Result<usize> {
@@ -130,7 +161,7 @@ impl WeightBudget {
 }
 
 /// Charges a weight of `shape` against the active budget (or, outside any, against
-/// [`DEFAULT_MAX_BYTES`] alone) and says how to fill it.
+/// [`max_model_bytes`] alone) and says how to fill it.
 pub fn charge_weight(shape: &[usize]) -> Result<(usize, WeightFill)> {
     let n = checked_numel("weight", shape)?;
     let bytes = f32_bytes("weight", n)?;
@@ -149,13 +180,45 @@ pub fn charge_weight(shape: &[usize]) -> Result<(usize, WeightFill)> {
             budget.used = total;
             Ok((n, budget.fill))
         }
-        None if bytes > DEFAULT_MAX_BYTES => Err(Error::Memory(format!(
-            "a weight of shape {shape:?} needs {}, over the {} limit on a model's weights",
+        None if bytes > max_model_bytes() => Err(Error::Memory(format!(
+            "a weight of shape {shape:?} needs {}, over the {} limit on a model's weights \
+             (setMaxModelBytes)",
             human(bytes),
-            human(DEFAULT_MAX_BYTES)
+            human(max_model_bytes())
         ))),
         None => Ok((n, WeightFill::Initialize)),
     })
+}
+
+/// Refuses a batch of `batch` samples of `per_sample` activation bytes when it needs more memory
+/// than the system has available, before any kernel allocates it. Small batches (under 256 MiB)
+/// are let through without reading `/proc/meminfo`.
+pub fn check_activations(what: &str, batch: usize, per_sample: u64) -> Result<()> {
+    const CHECK_ABOVE: u64 = 256 << 20;
+    let need = per_sample.saturating_mul(batch as u64);
+    if need <= CHECK_ABOVE {
+        return Ok(());
+    }
+    match available_memory() {
+        Some(available) if need > available => Err(Error::Memory(format!(
+            "{what}: a batch of {batch} samples needs about {} of activations ({} per sample), more than \
+             the {} of memory available; use a smaller batchSize",
+            human(need),
+            human(per_sample),
+            human(available)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes of f32 activations of the given sample shapes (saturating: a shape too large to
+/// address counts as "more than any memory").
+pub fn activation_bytes(shapes: &[Vec<usize>]) -> u64 {
+    shapes
+        .iter()
+        .map(|s| crate::tensor::numel(s) as u64)
+        .fold(0u64, u64::saturating_add)
+        .saturating_mul(4)
 }
 
 /// Memory the kernel says is available to new allocations (`MemAvailable`), if it says.

@@ -155,7 +155,7 @@ impl NativeLayer {
     /// Applies the layer to a batch (inference mode unless `training`).
     #[napi]
     pub fn apply(&mut self, x: Float32Array, x_shape: Vec<u32>, training: Option<bool>) -> napi::Result<TensorData> {
-        if self.cell.built_shapes().is_none() {
+        let Some((inputs, outputs)) = self.cell.built_shapes() else {
             return Err(napi::Error::new(
                 napi::Status::InvalidArg,
                 format!(
@@ -163,8 +163,22 @@ impl NativeLayer {
                     self.cell.read().name()
                 ),
             ));
-        }
+        };
         let x = to_tensor("layer input", &x, &x_shape)?;
+        if inputs.len() != 1 || x.shape().get(1..) != Some(inputs[0].as_slice()) {
+            return Err(napi::Error::new(
+                napi::Status::InvalidArg,
+                format!(
+                    "layer '{}' was built for samples of shape {inputs:?}; got a batch of shape {:?}",
+                    self.cell.read().name(),
+                    x.shape()
+                ),
+            ));
+        }
+        let batch = x.shape()[0];
+        guarded("apply", || {
+            cortex_core::alloc::check_activations("apply", batch, cortex_core::alloc::activation_bytes(&outputs))
+        })?;
         let training = training.unwrap_or(false);
         let (cell, rng) = (&self.cell, &mut self.rng);
         let y = guarded("apply", || {

@@ -29,6 +29,27 @@ pub fn get_num_threads() -> u32 {
     cortex_core::threads::num_threads() as u32
 }
 
+/// Caps the weights of any model built or loaded afterwards (default 16 GiB, or
+/// `CORTEX_MAX_MODEL_BYTES`); larger ones are refused with an Error before allocating.
+#[napi]
+pub fn set_max_model_bytes(bytes: f64) -> napi::Result<()> {
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes.fract() == 0.0) {
+        return Err(napi::Error::new(
+            napi::Status::InvalidArg,
+            format!("setMaxModelBytes: expected a positive integer, got {bytes}"),
+        ));
+    }
+    guarded("setMaxModelBytes", || {
+        cortex_core::alloc::set_max_model_bytes(bytes as u64)
+    })
+}
+
+/// The current cap on a model's weights, in bytes.
+#[napi]
+pub fn get_max_model_bytes() -> f64 {
+    cortex_core::alloc::max_model_bytes() as f64
+}
+
 /// A GPU (or software) adapter wgpu can use.
 #[napi(object)]
 pub struct DeviceInfo {

@@ -287,6 +287,7 @@ pub fn model_call(
         let m = guard.as_model().expect("a model cell");
         let mut rng = Rng::new(rng::next_seed());
         m.check_input(x)?;
+        m.check_activation_memory("call", x.shape()[0], if training.unwrap_or(true) { 2 } else { 1 })?;
         m.sync_from_device()?;
         threads::run(|| m.forward(x, training.unwrap_or(true), &mut rng))
     })

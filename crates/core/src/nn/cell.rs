@@ -108,8 +108,25 @@ impl LayerCell {
             }
             return Ok(built_out.clone());
         }
+        check_dims(&**self.read(), "input", inputs)?;
         let outputs = self.write().build_many(inputs, rng)?;
+        check_dims(&**self.read(), "output", &outputs)?;
         *shapes = Some((inputs.to_vec(), outputs.clone()));
         Ok(outputs)
+    }
+}
+
+/// Every dimension a layer is built for, or builds, is a positive integer below 2^31: larger
+/// ones (a huge padding, upsampling or declared shape) cannot be addressed by the kernels or
+/// passed back to JavaScript.
+fn check_dims(layer: &dyn Layer, what: &str, shapes: &[Vec<usize>]) -> Result<()> {
+    const MAX_DIM: usize = (1 << 31) - 1;
+    match shapes.iter().find(|s| s.iter().any(|&d| d == 0 || d > MAX_DIM)) {
+        Some(bad) => Err(Error::Invalid(format!(
+            "layer '{}' ({}): {what} shape {bad:?} has a dimension that is 0 or not below 2^31",
+            layer.name(),
+            layer.class_name()
+        ))),
+        None => Ok(()),
     }
 }

@@ -67,11 +67,11 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
-    /// Default limits ([`alloc::DEFAULT_MAX_BYTES`]) with `seed`.
+    /// The process's model size limit ([`alloc::max_model_bytes`]) with `seed`.
     pub fn new(seed: u64) -> Self {
         LoadOptions {
             seed,
-            max_bytes: alloc::DEFAULT_MAX_BYTES,
+            max_bytes: alloc::max_model_bytes(),
         }
     }
 }

@@ -113,12 +113,12 @@ fn invalid(msg: impl Into<String>) -> Error {
 impl Model {
     /// Builds every node in order, checking shapes; fills `output_shapes`.
     /// Builds every layer; the weights of the whole model are charged against one budget
-    /// (the caller's, e.g. `loadModel`'s `maxBytes`, or [`alloc::DEFAULT_MAX_BYTES`]).
+    /// (the caller's, e.g. `loadModel`'s `maxBytes`, or [`alloc::max_model_bytes`]).
     fn build_graph(&mut self) -> Result<()> {
         let budget = WeightBudget::new(
-            alloc::DEFAULT_MAX_BYTES,
+            alloc::max_model_bytes(),
             WeightFill::Initialize,
-            "the default model size limit",
+            "the model size limit, see setMaxModelBytes",
         );
         budget.run(|| self.build_layers())
     }

@@ -135,9 +135,17 @@ impl Options {
 }
 
 /// A positive integer below 2^31.
-fn dim(v: &Value) -> Option<usize> {
+/// A positive integer below 2^31, as every size is.
+pub(crate) fn dim(v: &Value) -> Option<usize> {
     v.as_f64()
         .filter(|f| (1.0..=MAX_DIM).contains(f) && f.fract() == 0.0)
+        .map(|f| f as usize)
+}
+
+/// A non-negative integer below 2^31 (paddings, counts that may be 0).
+pub(crate) fn count(v: &Value) -> Option<usize> {
+    v.as_f64()
+        .filter(|f| (0.0..=MAX_DIM).contains(f) && f.fract() == 0.0)
         .map(|f| f as usize)
 }
 

@@ -14,7 +14,7 @@ use crate::cpu::conv::{self, Padding};
 use crate::cpu::conv_transpose::{self as ct, ConvTranspose2dGeometry};
 use crate::cpu::spatial::{self as sp, Conv1dPadding};
 use crate::nn::init::Initializer;
-use crate::nn::options::Options;
+use crate::nn::options::{self, Options};
 use crate::nn::param::Param;
 use crate::rng::Rng;
 use crate::{ops, Error, Result, Tensor};
@@ -52,14 +52,13 @@ fn not_built(name: &str) -> Error {
 /// A positive integer given as `n` or `[n]` (Keras accepts both for 1-D sizes).
 fn single(o: &mut Options, class: &str, key: &'static str) -> Result<Option<usize>> {
     let Some(v) = o.value(key) else { return Ok(None) };
-    let positive = |v: &Value| v.as_f64().filter(|f| *f >= 1.0 && f.fract() == 0.0).map(|f| f as usize);
     let n = match &v {
-        Value::Array(a) if a.len() == 1 => positive(&a[0]),
-        other => positive(other),
+        Value::Array(a) if a.len() == 1 => options::dim(&a[0]),
+        other => options::dim(other),
     };
     n.map(Some).ok_or_else(|| {
         Error::Invalid(format!(
-            "{class}: option '{key}' must be a positive integer or [n], got {v}"
+            "{class}: option '{key}' must be a positive integer below 2^31 or [n], got {v}"
         ))
     })
 }
@@ -532,7 +531,7 @@ pub struct ZeroPadding2d {
 
 /// Parses `n`, `[h, w]` or `[[top, bottom], [left, right]]` into `[top, bottom, left, right]`.
 fn parse_padding2d(v: &Value) -> Option<[usize; 4]> {
-    let n = |v: &Value| v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as usize);
+    let n = options::count;
     let pair = |v: &Value| match v {
         Value::Array(a) if a.len() == 2 => n(&a[0]).zip(n(&a[1])),
         _ => None,
@@ -553,7 +552,7 @@ impl ZeroPadding2d {
             None => [1; 4],
             Some(v) => parse_padding2d(&v).ok_or_else(|| {
                 Error::Invalid(format!(
-                    "ZeroPadding2D: option 'padding' must be a non-negative integer, [height, width] or \
+                    "ZeroPadding2D: option 'padding' must be a non-negative integer below 2^31, [height, width] or \
                      [[top, bottom], [left, right]], got {v}"
                 ))
             })?,

@@ -86,34 +86,20 @@ impl Model {
         }
     }
 
-    /// Refuses a batch whose activations cannot fit in the memory the system has available,
-    /// before any kernel allocates them: a request with a huge batch (or a model file with a
-    /// huge layer output) is an Error that says what to change, not an out-of-memory kill.
-    /// `copies` is how many activation-sized buffers a sample keeps alive (1 for inference; a
-    /// training step also keeps gradients).
-    pub fn check_activation_memory(&self, what: &str, batch: usize, copies: u64) -> Result<()> {
-        // Below this the check is skipped, so small requests never read /proc/meminfo.
-        const CHECK_ABOVE: u64 = 256 << 20;
-        let per_sample = self
-            .shapes
+    /// Bytes of every layer output of one sample (an estimate of inference memory per sample).
+    pub fn activation_bytes_per_sample(&self) -> u64 {
+        self.shapes
             .values()
             .map(|s| numel(s) as u64)
             .fold(0u64, u64::saturating_add)
-            .saturating_mul(4 * copies);
-        let need = per_sample.saturating_mul(batch as u64);
-        if need <= CHECK_ABOVE {
-            return Ok(());
-        }
-        match alloc::available_memory() {
-            Some(available) if need > available => Err(Error::Memory(format!(
-                "{what}: a batch of {batch} samples needs about {} of activations ({} per sample), more than \
-                 the {} of memory available; use a smaller batchSize",
-                alloc::human(need),
-                alloc::human(per_sample),
-                alloc::human(available)
-            ))),
-            _ => Ok(()),
-        }
+            .saturating_mul(4)
+    }
+
+    /// Refuses a batch whose activations cannot fit in available memory (see
+    /// [`alloc::check_activations`]). `copies` is how many activation-sized buffers a sample
+    /// keeps alive: 1 for inference; a training step also keeps gradients.
+    pub fn check_activation_memory(&self, what: &str, batch: usize, copies: u64) -> Result<()> {
+        alloc::check_activations(what, batch, self.activation_bytes_per_sample().saturating_mul(copies))
     }
 
     /// Predictions for `x`, in batches, without recording gradients.

@@ -96,6 +96,27 @@ pub fn try_with_capacity<T>(what: &str, n: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// Panic payload of a kernel whose output buffer cannot be allocated. Kernels return plain
+/// vectors, so they unwind with this instead of aborting; the Node binding's panic guard turns
+/// it into an ordinary `Error` with the message (and no "please report" text).
+#[derive(Debug, Clone)]
+pub struct OutOfMemory(pub String);
+
+/// A vector with room for `n` values, or an unwind carrying [`OutOfMemory`] (never an abort).
+pub fn reserve_or_unwind<T>(what: &str, n: usize) -> Vec<T> {
+    match try_with_capacity(what, n) {
+        Ok(v) => v,
+        Err(e) => std::panic::panic_any(OutOfMemory(e.to_string())),
+    }
+}
+
+/// `n` zeros, or an unwind carrying [`OutOfMemory`].
+pub fn zeros_or_unwind(what: &str, n: usize) -> Vec<f32> {
+    let mut v = reserve_or_unwind(what, n);
+    v.resize(n, 0.0);
+    v
+}
+
 /// How weights are filled while a [`WeightBudget`] is active.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightFill {
@@ -244,6 +265,14 @@ mod tests {
     fn an_impossible_allocation_is_an_error() {
         let e = try_filled("activations", usize::MAX / 8, 0.0).unwrap_err();
         assert!(e.to_string().contains("cannot allocate activations"), "{e}");
+    }
+
+    #[test]
+    fn a_kernel_allocation_failure_unwinds_with_a_typed_payload() {
+        let r = std::panic::catch_unwind(|| zeros_or_unwind("a conv output", usize::MAX / 8));
+        let payload = r.unwrap_err();
+        let oom = payload.downcast_ref::<OutOfMemory>().expect("typed payload");
+        assert!(oom.0.contains("cannot allocate a conv output"), "{}", oom.0);
     }
 
     #[test]

@@ -108,7 +108,8 @@ impl Tensor {
 
     /// A tensor of zeros.
     pub fn zeros(shape: &[usize]) -> Tensor {
-        Tensor::new(vec![0.0; numel(shape)], shape).expect("length matches by construction")
+        let data = crate::alloc::zeros_or_unwind("a tensor of zeros", numel(shape));
+        Tensor::new(data, shape).expect("length matches by construction")
     }
 
     /// A scalar (shape `[]`).

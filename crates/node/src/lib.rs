@@ -11,6 +11,8 @@ pub mod tensor;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use cortex_core::alloc::OutOfMemory;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -19,11 +21,31 @@ pub(crate) fn js_error(e: cortex_core::Error) -> napi::Error {
     napi::Error::new(napi::Status::InvalidArg, e.to_string())
 }
 
-/// Runs `f`, turning a Rust panic into a JavaScript error instead of aborting Node.
+/// Keeps the default panic message off stderr for [`OutOfMemory`] unwinds: they are not bugs,
+/// and the caller gets them as an Error.
+fn quiet_out_of_memory_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<OutOfMemory>().is_none() {
+                default_hook(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a Rust panic into a JavaScript error instead of aborting Node. A kernel
+/// that could not allocate its output unwinds with [`OutOfMemory`], which becomes a plain Error.
 pub(crate) fn guarded<T>(what: &str, f: impl FnOnce() -> cortex_core::Result<T>) -> napi::Result<T> {
+    quiet_out_of_memory_panics();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(js_error(e)),
+        Err(panic) if panic.downcast_ref::<OutOfMemory>().is_some() => {
+            let OutOfMemory(msg) = panic.downcast_ref::<OutOfMemory>().cloned().expect("checked");
+            Err(napi::Error::new(napi::Status::GenericFailure, format!("{what}: {msg}")))
+        }
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()

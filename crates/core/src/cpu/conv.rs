@@ -274,7 +274,7 @@ where
     T: Copy + Default + Send + Sync,
     F: Fn(usize, &mut [T]) + Sync + Send,
 {
-    let mut v: Vec<T> = Vec::with_capacity(len);
+    let mut v: Vec<T> = crate::alloc::reserve_or_unwind("a kernel output", len);
     v.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
         .enumerate()
@@ -300,8 +300,8 @@ where
     B: Copy + Default + Send + Sync,
     F: Fn(usize, &mut [A], &mut [B]) + Sync + Send,
 {
-    let mut a: Vec<A> = Vec::with_capacity(len);
-    let mut b: Vec<B> = Vec::with_capacity(len);
+    let mut a: Vec<A> = crate::alloc::reserve_or_unwind("a kernel output", len);
+    let mut b: Vec<B> = crate::alloc::reserve_or_unwind("a kernel output", len);
     a.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
         .zip(b.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)))

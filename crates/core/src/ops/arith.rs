@@ -22,7 +22,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         ));
     }
     let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
-    let mut out = vec![0.0; m * n];
+    let mut out = crate::alloc::zeros_or_unwind("a matmul output", m.saturating_mul(n));
     sgemm(m, n, k, a.data(), false, b.data(), false, &mut out, false, true);
     Ok(Tensor::from_op(
         out,
@@ -49,7 +49,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         }
     }
     let rows = x.len() / din.max(1);
-    let mut out = vec![0.0; rows * dout];
+    let mut out = crate::alloc::zeros_or_unwind("a linear output", rows.saturating_mul(dout));
     if let Some(b) = b {
         for row in out.chunks_exact_mut(dout) {
             row.copy_from_slice(b.data());

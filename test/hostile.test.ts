@@ -239,6 +239,11 @@ describe("hostile model files", () => {
       results: { name: string; error: string | null; ms: number }[];
       peakRssBytes: number;
     };
+    const slowest = report.results.reduce((a, b) => (b.ms > a.ms ? b : a));
+    console.log(
+      `${report.results.length} crafted files refused; slowest ${slowest.ms.toFixed(1)} ms (${slowest.name}); ` +
+        `child peak RSS ${(report.peakRssBytes / 2 ** 20).toFixed(0)} MiB`,
+    );
     const unexpected = report.results.filter((r, i) => !r.error || !cases[i].expected.test(r.error));
     expect(unexpected).toEqual([]);
     for (const [i, r] of report.results.entries()) {

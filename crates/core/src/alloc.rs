@@ -242,12 +242,25 @@ pub fn activation_bytes(shapes: &[Vec<usize>]) -> u64 {
         .saturating_mul(4)
 }
 
-/// Memory the kernel says is available to new allocations (`MemAvailable`), if it says.
+/// Memory available to new allocations: the kernel's `MemAvailable`, or less when this process
+/// runs in a cgroup (a container) whose `memory.max` leaves less room than that.
 pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    let system = kib.checked_mul(1024)?;
+    Some(match cgroup_headroom() {
+        Some(room) => room.min(system),
+        None => system,
+    })
+}
+
+/// `memory.max - memory.current` of the cgroup v2 this process is in, when it has a limit.
+fn cgroup_headroom() -> Option<u64> {
+    let read = |name: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{name}")).ok();
+    let max: u64 = read("memory.max")?.trim().parse().ok()?; // "max" (no limit) fails to parse
+    let current: u64 = read("memory.current")?.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ const peak = Math.max(...afterWarmup);
 const growth = (last - base) / base;
 const ok = growth < allowedGrowth && counts.fits > 0 && counts.saveLoads > 0;
 console.log(
-  `soak: after warm-up ${base.toFixed(1)} -> ${last.toFixed(1)} MiB (${(growth * 100).toFixed(1)}%, ` +
+  `soak: median RSS after warm-up, first half ${base.toFixed(1)} -> second half ${last.toFixed(1)} MiB (${(growth * 100).toFixed(1)}%, ` +
     `peak ${peak.toFixed(1)} MiB, limit +${allowedGrowth * 100}%); ${counts.predicts} predicts, ` +
     `${counts.fits} fits, ${counts.saveLoads} save/loads`,
 );

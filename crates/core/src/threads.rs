@@ -49,6 +49,32 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     pool().install(f)
 }
 
+thread_local! {
+    /// A one-thread pool whose only worker is this thread (rayon's `use_current_thread`).
+    static SERIAL: std::cell::OnceCell<Option<ThreadPool>> = const { std::cell::OnceCell::new() };
+}
+
+/// Runs `f` on the calling thread with every kernel serial: no hop to the pool and no cross-
+/// thread wake-ups. For small work (a batch-1 predict) those hops cost more than the second core
+/// saves; the profile of a batch-1 MLP predict showed more time in the scheduler than in GEMM.
+pub fn run_serial<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    SERIAL.with(|cell| {
+        let pool = cell.get_or_init(|| {
+            ThreadPoolBuilder::new()
+                .num_threads(1)
+                .use_current_thread()
+                .thread_name(|_| "cortex-nn-serial".into())
+                .build()
+                .ok()
+        });
+        match pool {
+            // This thread is the pool's worker, so `install` runs `f` right here.
+            Some(pool) => pool.install(f),
+            None => run(f),
+        }
+    })
+}
+
 /// Number of threads kernels use.
 pub fn num_threads() -> usize {
     pool().current_num_threads()
@@ -91,3 +117,21 @@ fn lower_priority() {
 
 #[cfg(not(target_os = "linux"))]
 fn lower_priority() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_serial_runs_on_the_calling_thread_with_one_kernel_thread() {
+        let caller = std::thread::current().id();
+        let (thread, n) = run_serial(|| (std::thread::current().id(), rayon::current_num_threads()));
+        assert_eq!((thread, n), (caller, 1));
+        // A second call reuses the thread's pool, and parallel iterators inside it still work.
+        let sum: u64 = run_serial(|| {
+            use rayon::prelude::*;
+            (0..1000u64).into_par_iter().sum()
+        });
+        assert_eq!(sum, 499_500);
+    }
+}

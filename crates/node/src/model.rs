@@ -434,6 +434,18 @@ impl Task for FitTask {
     }
 }
 
+/// Predictions whose activations are at most this many bytes run serially on the libuv worker
+/// (see `threads::run_serial`); `CORTEX_SERIAL_BELOW_BYTES` overrides it.
+fn serial_below_bytes() -> u64 {
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("CORTEX_SERIAL_BELOW_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64 << 10)
+    })
+}
+
 /// Background prediction.
 pub struct PredictTask {
     model: Shared,
@@ -452,7 +464,12 @@ impl Task for PredictTask {
             }
             let guard = self.model.read();
             let model = model_of(&guard);
-            threads::run(|| model.predict(&self.x, self.batch_size))
+            let batch = self.x.shape()[0].min(self.batch_size.max(1)) as u64;
+            if batch.saturating_mul(model.activation_bytes_per_sample()) <= serial_below_bytes() {
+                threads::run_serial(|| model.predict(&self.x, self.batch_size))
+            } else {
+                threads::run(|| model.predict(&self.x, self.batch_size))
+            }
         })
     }
 

@@ -28,6 +28,7 @@ import {
   upSampling2d,
   zeroPadding2d,
 } from "../index.ts";
+import { native } from "../src/native.ts";
 import { encodeSafetensors, SavedModel, sparseFile } from "./hostile/craft.ts";
 
 const root = mkdtempSync(join(tmpdir(), "cortex-hostile-"));
@@ -263,11 +264,20 @@ describe("hostile requests and sizes", () => {
     expect(() => sequential([dense({ units: 1e9, inputShape: [1e9] })])).toThrow(/over the 16\.0 GiB limit/);
   });
 
-  it("regressions found by the fuzzer: padding sizes past 2^31, inputs of another shape", () => {
+  it("regressions found by the fuzzer: padding sizes past 2^31, rank-0 inputs, inputs of another shape", async () => {
     // Was a Rust panic (capacity overflow): the padded output overflowed usize.
     expect(() => zeroPadding2d({ padding: 2 ** 31 - 1 }).build([3, 3, 4])).toThrow(/not below 2\^31/);
     // Was a Rust panic (slice index): 1e20 became usize::MAX and the output size wrapped.
     expect(() => zeroPadding2d({ padding: [1, 1e20] })).toThrow(/below 2\^31/);
+    // Was a Rust panic (index out of bounds): a rank-0 input to predict, before the shape check.
+    const net = new native.NativeModel(
+      JSON.stringify({
+        className: "Sequential",
+        layers: [{ className: "Dense", config: { units: 2, inputShape: [1] } }],
+      }),
+      1,
+    );
+    await expect(net.predict(new Float32Array(1), [])).rejects.toThrow(/\[batch, \.\.\.sample shape\]/);
     // Was a Rust panic: a layer applied to samples of another shape than it was built for.
     const pad = zeroPadding2d({ padding: 1 });
     pad.build([3, 3, 4]);

@@ -464,7 +464,7 @@ impl Task for PredictTask {
             }
             let guard = self.model.read();
             let model = model_of(&guard);
-            let batch = self.x.shape()[0].min(self.batch_size.max(1)) as u64;
+            let batch = self.x.shape().first().copied().unwrap_or(1).min(self.batch_size.max(1)) as u64;
             if batch.saturating_mul(model.activation_bytes_per_sample()) <= serial_below_bytes() {
                 threads::run_serial(|| model.predict(&self.x, self.batch_size))
             } else {

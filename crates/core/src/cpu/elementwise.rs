@@ -216,6 +216,28 @@ pub fn activation_forward(act: Activation, x: &[f32]) -> Vec<f32> {
     }
 }
 
+/// x <- f(x), for inference on a buffer nobody else holds.
+pub fn activation_in_place(act: Activation, x: &mut [f32]) {
+    match act {
+        Activation::Linear => {}
+        Activation::Relu => map_in_place(x, |v| v.max(0.0)),
+        Activation::LeakyRelu(s) => map_in_place(x, move |v| if v > 0.0 { v } else { s * v }),
+        Activation::Tanh => map_in_place(x, fast_tanh),
+        Activation::Sigmoid => map_in_place(x, sigmoid),
+        other => map_in_place(x, move |v| other.apply(v)),
+    }
+}
+
+/// Applies `f` to every element in place, in parallel when large.
+fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    if x.len() >= PAR_MIN {
+        x.par_chunks_mut(CHUNK)
+            .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+    } else {
+        x.iter_mut().for_each(|v| *v = f(*v));
+    }
+}
+
 /// dy <- dy * f'(x), reusing the upstream gradient's buffer.
 pub fn activation_backward_in_place(act: Activation, x: &[f32], y: &[f32], dy: &mut [f32]) {
     match act {

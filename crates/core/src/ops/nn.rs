@@ -25,6 +25,22 @@ pub fn activation(x: &Tensor, act: Activation) -> Tensor {
     )
 }
 
+/// [`activation`] of a tensor the caller gives up: when no gradient will flow through it and
+/// nothing else holds its values (a layer's fresh output during inference), the activation is
+/// applied in place, saving an allocation and a pass over a new buffer.
+pub fn activation_owned(mut x: Tensor, act: Activation) -> Tensor {
+    if act == Activation::Linear {
+        return x;
+    }
+    if !(crate::tensor::grad_enabled() && x.tracks()) {
+        if let Some(values) = x.data_mut() {
+            elementwise::activation_in_place(act, values);
+            return x;
+        }
+    }
+    activation(&x, act)
+}
+
 fn last_axis(op: &str, x: &Tensor) -> Result<usize> {
     match x.shape().last() {
         Some(&c) if c > 0 => Ok(c),

@@ -68,6 +68,14 @@ impl ActivationSpec {
         }
     }
 
+    /// [`Self::apply`] to a layer's own fresh output: in place when no gradient needs it.
+    pub fn apply_owned(&self, x: Tensor) -> Result<Tensor> {
+        match self.kind {
+            Kind::Pointwise(a) => Ok(ops::activation_owned(x, a)),
+            _ => self.apply(&x),
+        }
+    }
+
     pub(super) fn read(o: &mut Options) -> Result<ActivationSpec> {
         match o.string("activation")? {
             Some(name) => ActivationSpec::parse(&name),

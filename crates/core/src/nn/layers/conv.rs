@@ -107,7 +107,7 @@ impl Layer for Conv2dLayer {
             self.dilation,
             self.padding,
         )?;
-        self.activation.apply(&y)
+        self.activation.apply_owned(y)
     }
     fn params(&self) -> Vec<&Param> {
         self.kernel.iter().chain(self.bias.iter()).collect()

@@ -92,7 +92,7 @@ impl Layer for Dense {
         let kernel = self.kernel.as_ref().ok_or_else(|| not_built(&self.common.name))?;
         let bias = self.bias.as_ref().map(Param::get);
         let y = ops::linear(x, &kernel.get(), bias.as_ref())?;
-        self.activation.apply(&y)
+        self.activation.apply_owned(y)
     }
     fn params(&self) -> Vec<&Param> {
         self.kernel.iter().chain(self.bias.iter()).collect()

@@ -227,7 +227,7 @@ impl Layer for Conv1dLayer {
             self.dilation,
             self.padding,
         )?;
-        self.activation.apply(&y)
+        self.activation.apply_owned(y)
     }
     fn params(&self) -> Vec<&Param> {
         self.kernel.iter().chain(self.bias.iter()).collect()
@@ -390,7 +390,7 @@ impl Layer for Conv2dTransposeLayer {
             self.dilation,
             self.padding,
         )?;
-        self.activation.apply(&y)
+        self.activation.apply_owned(y)
     }
     fn params(&self) -> Vec<&Param> {
         self.kernel.iter().chain(self.bias.iter()).collect()

@@ -14,6 +14,7 @@ import {
   dense,
   embedding,
   flatten,
+  getMaxModelBytes,
   gru,
   input,
   layerNormalization,
@@ -23,6 +24,7 @@ import {
   multiHeadAttention,
   positionalEmbedding,
   sequential,
+  setMaxModelBytes,
   simpleRNN,
   tensor,
   upSampling2d,
@@ -69,6 +71,15 @@ interface Crafted {
   expected: RegExp;
   maxBytes?: number;
   predict?: number[];
+}
+
+/** Keeps only the UpSampling2D layer (no weights) and gives it `size`. */
+function upsamplingOnly(size: [number, number]) {
+  return (m: SavedModel) => {
+    m.layer(0).size = size;
+    m.tensors = [];
+    (m.topology.config as { layers: unknown[] }).layers.splice(1);
+  };
 }
 
 const over = /over the .* limit|below 2\^31|more elements than memory/;
@@ -127,11 +138,7 @@ const cases: Crafted[] = [
   {
     name: "UpSampling2D size 2^30",
     base: "upsampling",
-    edit: (m) => {
-      m.layer(0).size = [2 ** 30, 2 ** 30];
-      m.tensors = [];
-      (m.topology.config as { layers: unknown[] }).layers.splice(1);
-    },
+    edit: upsamplingOnly([2 ** 30, 2 ** 30]),
     expected: /not below 2\^31/,
   },
   // No weights and valid dimensions, but 4 TiB of activations per sample: the load works,
@@ -139,11 +146,7 @@ const cases: Crafted[] = [
   {
     name: "UpSampling2D size [2^17, 2^19], then predict",
     base: "upsampling",
-    edit: (m) => {
-      m.layer(0).size = [2 ** 17, 2 ** 19];
-      m.tensors = [];
-      (m.topology.config as { layers: unknown[] }).layers.splice(1);
-    },
+    edit: upsamplingOnly([2 ** 17, 2 ** 19]),
     predict: [1, 4, 4, 1],
     expected: /smaller batchSize/,
   },
@@ -282,6 +285,22 @@ describe("hostile requests and sizes", () => {
     const pad = zeroPadding2d({ padding: 1 });
     pad.build([3, 3, 4]);
     expect(() => pad.apply(tensor(new Float32Array(8), [1, 2, 1, 4]))).toThrow(/built for samples of shape/);
+  });
+
+  it("the size limits are validated, and setMaxModelBytes caps what a layer may allocate", async () => {
+    await expect(loadModel(join(root, "base-dense"), { maxBytes: -1 })).rejects.toThrow(
+      /maxBytes must be a positive integer/,
+    );
+    expect(() => setMaxModelBytes(0)).toThrow(/positive integer/);
+    const cap = getMaxModelBytes();
+    expect(cap).toBe(16 * 2 ** 30);
+    setMaxModelBytes(1024);
+    try {
+      expect(() => sequential([dense({ units: 300, inputShape: [1] })])).toThrow(/over the 1\.0 KiB limit/);
+      expect(sequential([dense({ units: 4, inputShape: [2] })]).getWeights()).toHaveLength(2);
+    } finally {
+      setMaxModelBytes(cap);
+    }
   });
 
   it("a predict batch whose activations cannot fit in memory is refused before it runs", async () => {

@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{Error, Result};
 
+/// The largest size of one dimension: every size option, and every layer input and output
+/// axis, is below 2^31 (the kernels index with it and JavaScript gets it back as a u32).
+pub const MAX_DIM: usize = (1 << 31) - 1;
+
 /// Default cap on the weights of one model: 16 GiB (4 Gi f32 values).
 pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
 
@@ -234,9 +238,9 @@ pub fn check_activations(what: &str, batch: usize, per_sample: u64) -> Result<()
 
 /// Bytes of f32 activations of the given sample shapes (saturating: a shape too large to
 /// address counts as "more than any memory").
-pub fn activation_bytes(shapes: &[Vec<usize>]) -> u64 {
+pub fn activation_bytes<'a>(shapes: impl IntoIterator<Item = &'a Vec<usize>>) -> u64 {
     shapes
-        .iter()
+        .into_iter()
         .map(|s| crate::tensor::numel(s) as u64)
         .fold(0u64, u64::saturating_add)
         .saturating_mul(4)

@@ -98,9 +98,7 @@ fn check_positive(op: &str, what: &str, v: &[usize]) -> Result<()> {
 
 /// Checks that the product of `dims` fits in memory indexing.
 pub(crate) fn checked_numel(op: &str, what: &str, dims: &[usize]) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| Error::Invalid(format!("{op}: {what} {dims:?} is too large")))
+    crate::alloc::checked_numel(&format!("{op}: {what}"), dims)
 }
 
 /// Everything a 2-D convolution needs to know about its shapes.

@@ -120,8 +120,10 @@ impl LayerCell {
 /// ones (a huge padding, upsampling or declared shape) cannot be addressed by the kernels or
 /// passed back to JavaScript.
 fn check_dims(layer: &dyn Layer, what: &str, shapes: &[Vec<usize>]) -> Result<()> {
-    const MAX_DIM: usize = (1 << 31) - 1;
-    match shapes.iter().find(|s| s.iter().any(|&d| d == 0 || d > MAX_DIM)) {
+    match shapes
+        .iter()
+        .find(|s| s.iter().any(|&d| d == 0 || d > crate::alloc::MAX_DIM))
+    {
         Some(bad) => Err(Error::Invalid(format!(
             "layer '{}' ({}): {what} shape {bad:?} has a dimension that is 0 or not below 2^31",
             layer.name(),

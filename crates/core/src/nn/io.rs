@@ -16,7 +16,7 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::{Dtype, Metadata, TensorView};
 use safetensors::SafeTensors;
 use serde_json::{json, Value};
 
@@ -187,9 +187,10 @@ pub fn load(dir: &Path, options: &LoadOptions) -> Result<Model> {
             })
         }
     };
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| io_err("corrupt weights file", &weights_path, e))?;
-    let (_, header) =
+    let (header_len, header) =
         SafeTensors::read_metadata(&bytes).map_err(|e| io_err("corrupt weights file", &weights_path, e))?;
+    // read_metadata has checked that the offsets tile the data exactly.
+    let data = &bytes[8 + header_len..];
     let embedded = header
         .metadata()
         .as_ref()
@@ -224,7 +225,7 @@ pub fn load(dir: &Path, options: &LoadOptions) -> Result<Model> {
     let mut result = Ok(());
     model.visit_params(&mut |name, param, _| {
         if result.is_ok() {
-            result = read_weight(&tensors, name, param).map_err(|e| match e {
+            result = read_weight(&header, data, name, param).map_err(|e| match e {
                 Error::Memory(m) => Error::Memory(m),
                 other => io_err("weights file does not match the model", &weights_path, other),
             });
@@ -280,26 +281,26 @@ fn choose_topology<'a>(
 }
 
 /// Copies tensor `name` of the file into `param`, after checking dtype, shape and values.
-fn read_weight(tensors: &SafeTensors, name: &str, param: &Param) -> Result<()> {
-    let view = tensors
-        .tensor(name)
-        .map_err(|_| Error::Invalid(format!("the file lacks tensor '{name}'")))?;
+fn read_weight(header: &Metadata, data: &[u8], name: &str, param: &Param) -> Result<()> {
+    let info = header
+        .info(name)
+        .ok_or_else(|| Error::Invalid(format!("the file lacks tensor '{name}'")))?;
     let shape = param.shape();
-    if view.dtype() != Dtype::F32 || view.shape() != shape.as_slice() {
+    if info.dtype != Dtype::F32 || info.shape != shape {
         return Err(Error::Invalid(format!(
             "'{name}' should be f32 {shape:?}, found {:?} {:?}",
-            view.dtype(),
-            view.shape()
+            info.dtype, info.shape
         )));
     }
-    let mut data = alloc::try_with_capacity(&format!("weight '{name}'"), view.data().len() / 4)?;
-    data.extend(
-        view.data()
+    let bytes = &data[info.data_offsets.0..info.data_offsets.1];
+    let mut values = alloc::try_with_capacity(&format!("weight '{name}'"), bytes.len() / 4)?;
+    values.extend(
+        bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
     );
-    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::Invalid(format!("non-finite value at index {i} of '{name}'")));
     }
-    param.set(data)
+    param.set(values)
 }

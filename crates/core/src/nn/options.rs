@@ -8,7 +8,7 @@ use crate::{Error, Result};
 /// The largest integer a size or count option may take: below 2^31, as every dimension is.
 /// A config (or a model file) declaring `units: 4e12` is an error here, before anything is
 /// allocated for it.
-const MAX_DIM: f64 = (1u64 << 31) as f64 - 1.0;
+const MAX_DIM: f64 = crate::alloc::MAX_DIM as f64;
 
 /// A JSON options object being consumed key by key.
 pub struct Options {

@@ -88,11 +88,7 @@ impl Model {
 
     /// Bytes of every layer output of one sample (an estimate of inference memory per sample).
     pub fn activation_bytes_per_sample(&self) -> u64 {
-        self.shapes
-            .values()
-            .map(|s| numel(s) as u64)
-            .fold(0u64, u64::saturating_add)
-            .saturating_mul(4)
+        alloc::activation_bytes(self.shapes.values())
     }
 
     /// Refuses a batch whose activations cannot fit in available memory (see

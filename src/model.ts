@@ -332,7 +332,9 @@ export class Model {
     expectTensor(x, "predict: x");
     knownKeys("predict", args, ["batchSize"]);
     const batchSize = positiveInt("predict: batchSize", args.batchSize, 32);
-    const out = await this.#native.predict(x.data, [...x.shape], batchSize);
+    const out =
+      this.#native.predictInline(x.data, [...x.shape], batchSize) ??
+      (await this.#native.predict(x.data, [...x.shape], batchSize));
     return new Tensor(out.data, out.shape);
   }
 

@@ -107,6 +107,14 @@ export declare class NativeModel {
   fit(x: Float32Array, xShape: Array<number>, y: Float32Array, yShape: Array<number>, validation: Array<Float32Array> | undefined | null, validationShapes: Array<Array<number>> | undefined | null, optionsJson: string, onEvent?: ((event: string) => void) | undefined | null): Promise<string>
   /** Predictions for `x`, computed off the event loop. */
   predict(x: Float32Array, xShape: Array<number>, batchSize?: number | undefined | null): Promise<TensorData>
+  /**
+   * Predictions for `x` computed right here on the calling thread, or null when they would
+   * take longer than `CORTEX_INLINE_BELOW_US` (default 100 µs; 0: never) by this model's
+   * last measured predict, or the model is busy (training), unbuilt or on a GPU: then call
+   * `predict`. A batch-1 predict of a small model computes in a few µs, and handing it to a
+   * worker thread and back cost 30-60 µs of thread wake-ups.
+   */
+  predictInline(x: Float32Array, xShape: Array<number>, batchSize?: number | undefined | null): TensorData | null
   /** Loss and metrics over `x`, `y`; resolves to JSON logs. */
   evaluate(x: Float32Array, xShape: Array<number>, y: Float32Array, yShape: Array<number>, batchSize?: number | undefined | null): Promise<string>
   /** One gradient step on one batch; resolves to JSON logs. */

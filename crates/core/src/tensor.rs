@@ -137,9 +137,15 @@ impl Tensor {
     ) -> Tensor {
         debug_assert_eq!(data.len(), numel(&shape));
         let storage = Arc::new(Storage::Cpu(data));
-        let track = grad_enabled() && inputs.iter().any(|t| t.tracks());
+        let track = Tensor::records(inputs);
         let op = if track { Some(op(&storage)) } else { None };
         Tensor::from_parts(storage, shape, op, track)
+    }
+
+    /// Whether an op on `inputs` would be recorded: gradients are enabled on this thread and
+    /// some input needs one. Kernels with a cheaper inference-only form check this first.
+    pub(crate) fn records(inputs: &[&Tensor]) -> bool {
+        grad_enabled() && inputs.iter().any(|t| t.tracks())
     }
 
     /// Unique id.

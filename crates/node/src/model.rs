@@ -3,7 +3,7 @@
 //! threadsafe function, so training never waits for the event loop.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cortex_core::nn::callbacks::Callback;
@@ -58,12 +58,15 @@ fn logs_json(logs: &Logs) -> Value {
 pub struct NativeModel {
     inner: Shared,
     stop: Arc<AtomicBool>,
+    /// Nanoseconds per row of this model's last measured small predict (0: not measured).
+    predict_ns_per_row: Arc<AtomicU64>,
 }
 
 fn wrap(model: Model) -> NativeModel {
     NativeModel {
         inner: LayerCell::new(Box::new(model), true),
         stop: Arc::new(AtomicBool::new(false)),
+        predict_ns_per_row: Arc::new(AtomicU64::new(0)),
     }
 }
 
@@ -271,7 +274,34 @@ impl NativeModel {
             model: self.inner.clone(),
             x,
             batch_size: batch_size.unwrap_or(32) as usize,
+            ns_per_row: self.predict_ns_per_row.clone(),
         }))
+    }
+
+    /// Predictions for `x` computed right here on the calling thread, or null when they would
+    /// take longer than `CORTEX_INLINE_BELOW_US` (default 100 µs; 0: never) by this model's
+    /// last measured predict, or the model is busy (training), unbuilt or on a GPU: then call
+    /// `predict`. A batch-1 predict of a small model computes in a few µs, and handing it to a
+    /// worker thread and back cost 30-60 µs of thread wake-ups.
+    #[napi]
+    pub fn predict_inline(&self, x: Float32Array, x_shape: Vec<u32>, batch_size: Option<u32>) -> Option<TensorData> {
+        let rows = x_shape.first().copied().unwrap_or(1).max(1) as u64;
+        let ns_per_row = self.predict_ns_per_row.load(Ordering::Relaxed);
+        if ns_per_row == 0 || rows.saturating_mul(ns_per_row) > inline_below_ns() {
+            return None;
+        }
+        let guard = self.inner.try_read()?;
+        let model = model_of(&guard);
+        if !model.is_built() || model.device_name().is_some() {
+            return None;
+        }
+        // A bad input is reported by `predict`, with its usual error.
+        let x = to_tensor("predict x", &x, &x_shape).ok()?;
+        let batch_size = batch_size.unwrap_or(32) as usize;
+        let start = std::time::Instant::now();
+        let y = guarded("predict", || threads::run_serial(|| model.predict(&x, batch_size))).ok()?;
+        record_ns_per_row(&self.predict_ns_per_row, start, rows);
+        Some(TensorData::from_tensor(&y))
     }
 
     /// Loss and metrics over `x`, `y`; resolves to JSON logs.
@@ -446,11 +476,31 @@ fn serial_below_bytes() -> u64 {
     })
 }
 
+/// Predictions measured under this many ns run on the calling thread (`predictInline`).
+fn inline_below_ns() -> u64 {
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        std::env::var("CORTEX_INLINE_BELOW_US")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(100)
+            .saturating_mul(1000)
+    })
+}
+
+/// Stores the time per row of a predict that started at `start` (at least 1 ns, so a
+/// measured model never reads as unmeasured).
+fn record_ns_per_row(slot: &AtomicU64, start: std::time::Instant, rows: u64) {
+    let ns = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+    slot.store((ns / rows.max(1)).max(1), Ordering::Relaxed);
+}
+
 /// Background prediction.
 pub struct PredictTask {
     model: Shared,
     x: Tensor,
     batch_size: usize,
+    ns_per_row: Arc<AtomicU64>,
 }
 
 impl Task for PredictTask {
@@ -464,12 +514,16 @@ impl Task for PredictTask {
             }
             let guard = self.model.read();
             let model = model_of(&guard);
-            let batch = self.x.shape().first().copied().unwrap_or(1).min(self.batch_size.max(1)) as u64;
-            if batch.saturating_mul(model.activation_bytes_per_sample()) <= serial_below_bytes() {
+            let rows = self.x.shape().first().copied().unwrap_or(1);
+            let batch = rows.min(self.batch_size.max(1)) as u64;
+            let start = std::time::Instant::now();
+            let y = if batch.saturating_mul(model.activation_bytes_per_sample()) <= serial_below_bytes() {
                 threads::run_serial(|| model.predict(&self.x, self.batch_size))
             } else {
                 threads::run(|| model.predict(&self.x, self.batch_size))
-            }
+            };
+            record_ns_per_row(&self.ns_per_row, start, rows as u64);
+            y
         })
     }
 

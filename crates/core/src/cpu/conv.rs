@@ -291,6 +291,24 @@ where
     v
 }
 
+/// [`par_new`] for kernels that write every element of their chunk: the chunks are handed out
+/// uninitialised, which saves a pass of zeros over an output too large for the cache.
+/// `f` must initialise every element of its chunk (if it panics, the vector is dropped with
+/// length 0 and nothing reads the rest).
+pub(crate) fn par_new_written<F>(len: usize, chunk: usize, f: F) -> Vec<f32>
+where
+    F: Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
+{
+    let mut v: Vec<f32> = crate::alloc::reserve_or_unwind("a kernel output", len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| f(i, c));
+    // SAFETY: `f` initialised every element of every chunk, and the chunks cover `0..len`.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// [`par_new`] for two outputs of the same length, chunked alike.
 pub(crate) fn par_new_pair<A, B, F>(len: usize, chunk: usize, f: F) -> (Vec<A>, Vec<B>)
 where

@@ -3,11 +3,13 @@
 
 pub mod attention;
 pub mod conv;
+pub mod conv_direct;
 pub mod conv_transpose;
 pub mod elementwise;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod rnn;
+pub(crate) mod simd;
 pub mod softmax;
 pub mod spatial;

@@ -119,43 +119,82 @@ pub fn max_pool2d_forward(x: &[f32], g: &Pool2dGeometry) -> (Vec<f32>, Vec<u32>)
         return (Vec::new(), Vec::new());
     }
     par_new_pair(g.batch * out_img, out_img, |n, yi, ai| {
-        let xi = &x[n * in_img..(n + 1) * in_img];
-        let off = (n * in_img) as u32;
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F (checked just above).
-                unsafe { max_pool_image_avx512(xi, g, off, yi, ai) };
-                return;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 (checked just above).
-                unsafe { max_pool_image_avx2(xi, g, off, yi, ai) };
-                return;
-            }
-        }
-        max_pool_image::<LANES>(xi, g, off, yi, ai);
+        max_pool_image_dispatch::<true>(&x[n * in_img..(n + 1) * in_img], g, (n * in_img) as u32, yi, ai);
     })
+}
+
+/// Max pooling forward without the argmax (inference: nothing will route a gradient back).
+pub fn max_pool2d_values(x: &[f32], g: &Pool2dGeometry) -> Vec<f32> {
+    assert_eq!(x.len(), g.batch * g.in_img(), "max_pool2d_values: input length");
+    let (in_img, out_img) = (g.in_img(), g.out_img());
+    if g.batch * out_img == 0 {
+        return Vec::new();
+    }
+    // Several images per task: one small image is too little work to hand to a thread.
+    let per_task = (4096 / out_img.max(1)).max(1);
+    par_new(g.batch * out_img, per_task * out_img, |t, y| {
+        for (i, yi) in y.chunks_exact_mut(out_img).enumerate() {
+            let n = t * per_task + i;
+            max_pool_image_dispatch::<false>(&x[n * in_img..(n + 1) * in_img], g, 0, yi, &mut []);
+        }
+    })
+}
+
+/// Picks the widest vector build of [`max_pool_image`] this CPU runs.
+fn max_pool_image_dispatch<const ARG: bool>(xi: &[f32], g: &Pool2dGeometry, off: u32, yi: &mut [f32], ai: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { max_pool_image_avx512::<ARG>(xi, g, off, yi, ai) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { max_pool_image_avx2::<ARG>(xi, g, off, yi, ai) };
+            return;
+        }
+    }
+    max_pool_image::<LANES, ARG>(xi, g, off, yi, ai);
 }
 
 /// [`max_pool_image`] compiled for AVX2: the compare-and-select loop is instruction-bound,
 /// and the baseline x86-64 build only has SSE2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn max_pool_image_avx2(xi: &[f32], g: &Pool2dGeometry, off: u32, yi: &mut [f32], ai: &mut [u32]) {
-    max_pool_image::<8>(xi, g, off, yi, ai);
+unsafe fn max_pool_image_avx2<const ARG: bool>(
+    xi: &[f32],
+    g: &Pool2dGeometry,
+    off: u32,
+    yi: &mut [f32],
+    ai: &mut [u32],
+) {
+    max_pool_image::<8, ARG>(xi, g, off, yi, ai);
 }
 
 /// [`max_pool_image`] compiled for AVX-512 (16 channels per register, mask-register selects).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn max_pool_image_avx512(xi: &[f32], g: &Pool2dGeometry, off: u32, yi: &mut [f32], ai: &mut [u32]) {
-    max_pool_image::<16>(xi, g, off, yi, ai);
+unsafe fn max_pool_image_avx512<const ARG: bool>(
+    xi: &[f32],
+    g: &Pool2dGeometry,
+    off: u32,
+    yi: &mut [f32],
+    ai: &mut [u32],
+) {
+    max_pool_image::<16, ARG>(xi, g, off, yi, ai);
 }
 
-/// Max pooling of one image; `off` is the image's offset in the batch (for the argmax).
+/// Max pooling of one image; `off` is the image's offset in the batch (for the argmax, which
+/// is written to `ai` only when `ARG`).
 #[inline(always)]
-fn max_pool_image<const L: usize>(xi: &[f32], g: &Pool2dGeometry, off: u32, yi: &mut [f32], ai: &mut [u32]) {
+fn max_pool_image<const L: usize, const ARG: bool>(
+    xi: &[f32],
+    g: &Pool2dGeometry,
+    off: u32,
+    yi: &mut [f32],
+    ai: &mut [u32],
+) {
     let c = g.channels;
     for oh in 0..g.out_h {
         for ow in 0..g.out_w {
@@ -163,24 +202,33 @@ fn max_pool_image<const L: usize>(xi: &[f32], g: &Pool2dGeometry, off: u32, yi: 
             let win = g.window(oh, ow);
             let mut j = 0;
             while j + L <= c {
-                max_window::<L>(xi, g, win, j, off, &mut yi[o + j..], &mut ai[o + j..]);
+                max_window::<L, ARG>(xi, g, win, j, off, &mut yi[o + j..], arg_at::<ARG>(ai, o + j));
                 j += L;
             }
             while j + 4 <= c {
-                max_window::<4>(xi, g, win, j, off, &mut yi[o + j..], &mut ai[o + j..]);
+                max_window::<4, ARG>(xi, g, win, j, off, &mut yi[o + j..], arg_at::<ARG>(ai, o + j));
                 j += 4;
             }
             while j < c {
-                max_window::<1>(xi, g, win, j, off, &mut yi[o + j..], &mut ai[o + j..]);
+                max_window::<1, ARG>(xi, g, win, j, off, &mut yi[o + j..], arg_at::<ARG>(ai, o + j));
                 j += 1;
             }
         }
     }
 }
 
-/// Max and argmax over one window for channels `j..j + N`, kept in registers.
 #[inline(always)]
-fn max_window<const N: usize>(
+fn arg_at<const ARG: bool>(ai: &mut [u32], at: usize) -> &mut [u32] {
+    if ARG {
+        &mut ai[at..]
+    } else {
+        &mut []
+    }
+}
+
+/// Max (and, when `ARG`, argmax) over one window for channels `j..j + N`, kept in registers.
+#[inline(always)]
+fn max_window<const N: usize, const ARG: bool>(
     xi: &[f32],
     g: &Pool2dGeometry,
     (h0, h1, w0, w1): (usize, usize, usize, usize),
@@ -193,8 +241,10 @@ fn max_window<const N: usize>(
     let first = (h0 * g.in_w + w0) * c + j;
     let mut best: [f32; N] = xi[first..first + N].try_into().expect("N lanes");
     let mut idx = [0u32; N];
-    for (l, i) in idx.iter_mut().enumerate() {
-        *i = off + (first + l) as u32;
+    if ARG {
+        for (l, i) in idx.iter_mut().enumerate() {
+            *i = off + (first + l) as u32;
+        }
     }
     for ih in h0..h1 {
         for iw in w0..w1 {
@@ -206,12 +256,16 @@ fn max_window<const N: usize>(
                 #[allow(clippy::eq_op)]
                 let take = (v > best[l]) | (v != v);
                 best[l] = if take { v } else { best[l] };
-                idx[l] = if take { i0 + l as u32 } else { idx[l] };
+                if ARG {
+                    idx[l] = if take { i0 + l as u32 } else { idx[l] };
+                }
             }
         }
     }
     y[..N].copy_from_slice(&best);
-    arg[..N].copy_from_slice(&idx);
+    if ARG {
+        arg[..N].copy_from_slice(&idx);
+    }
 }
 
 /// Max pooling backward: routes each `dy` element to the input element that won.
@@ -362,10 +416,10 @@ mod tests {
                 );
                 let off = (n * in_img) as u32;
                 match lanes {
-                    1 => max_pool_image::<1>(xi, &g, off, yi, ai),
-                    4 => max_pool_image::<4>(xi, &g, off, yi, ai),
-                    8 => max_pool_image::<8>(xi, &g, off, yi, ai),
-                    _ => max_pool_image::<16>(xi, &g, off, yi, ai),
+                    1 => max_pool_image::<1, true>(xi, &g, off, yi, ai),
+                    4 => max_pool_image::<4, true>(xi, &g, off, yi, ai),
+                    8 => max_pool_image::<8, true>(xi, &g, off, yi, ai),
+                    _ => max_pool_image::<16, true>(xi, &g, off, yi, ai),
                 }
             }
             assert_eq!(y2, y, "{lanes} lanes");

@@ -66,6 +66,15 @@ impl LayerCell {
         self.layer.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Shared access if no one holds it exclusively right now (never waits).
+    pub fn try_read(&self) -> Option<RwLockReadGuard<'_, Box<dyn Layer>>> {
+        match self.layer.try_read() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Exclusive access to the layer.
     pub fn write(&self) -> RwLockWriteGuard<'_, Box<dyn Layer>> {
         self.layer.write().unwrap_or_else(|e| e.into_inner())

@@ -3,7 +3,7 @@
 use crate::backprop::Op;
 use crate::cpu::conv::{self, Conv2dGeometry, Padding};
 use crate::cpu::elementwise::{self, Activation};
-use crate::cpu::{pool, softmax};
+use crate::cpu::{conv_direct, pool, softmax};
 use crate::rng::Rng;
 use crate::{Error, Result, Tensor};
 
@@ -113,9 +113,40 @@ pub fn conv2d(
     ))
 }
 
+/// [`conv2d`] followed by a pointwise activation. When nothing records (inference) and the
+/// CPU has a direct kernel, the two run fused in one pass (`cpu::conv_direct`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_act(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    strides: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+    act: Activation,
+) -> Result<Tensor> {
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    if !Tensor::records(&inputs) && conv_direct::available() {
+        let geom = Conv2dGeometry::new(x.shape(), w.shape(), strides, dilation, padding)?;
+        if let Some(b) = b {
+            if b.shape() != [geom.out_c] {
+                return Err(Error::shape("conv2d bias", [geom.out_c], b.shape()));
+            }
+        }
+        if let Some(y) = conv_direct::conv2d_direct(x.data(), w.data(), b.map(|b| b.data()), &geom, act) {
+            return Tensor::new(y, &geom.output_shape());
+        }
+    }
+    Ok(activation_owned(conv2d(x, w, b, strides, dilation, padding)?, act))
+}
+
 /// Max pooling over NHWC windows.
 pub fn max_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
     let geom = pool::Pool2dGeometry::new(x.shape(), pool_size, strides, padding)?;
+    if !Tensor::records(&[x]) {
+        return Tensor::new(pool::max_pool2d_values(x.data(), &geom), &geom.output_shape());
+    }
     let (y, argmax) = pool::max_pool2d_forward(x.data(), &geom);
     Ok(Tensor::from_op(
         y,

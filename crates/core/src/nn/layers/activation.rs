@@ -69,6 +69,14 @@ impl ActivationSpec {
     }
 
     /// [`Self::apply`] to a layer's own fresh output: in place when no gradient needs it.
+    /// The pointwise activation this is, if it is one (softmax is not).
+    pub fn pointwise(&self) -> Option<Activation> {
+        match self.kind {
+            Kind::Pointwise(a) => Some(a),
+            _ => None,
+        }
+    }
+
     pub fn apply_owned(&self, x: Tensor) -> Result<Tensor> {
         match self.kind {
             Kind::Pointwise(a) => Ok(ops::activation_owned(x, a)),

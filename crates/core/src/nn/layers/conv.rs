@@ -99,6 +99,10 @@ impl Layer for Conv2dLayer {
             .as_ref()
             .ok_or_else(|| Error::Invalid(format!("layer '{}' is used before it was built", self.common.name)))?;
         let bias = self.bias.as_ref().map(Param::get);
+        if let Some(act) = self.activation.pointwise() {
+            let (k, b) = (kernel.get(), bias.as_ref());
+            return ops::conv2d_act(x, &k, b, self.strides, self.dilation, self.padding, act);
+        }
         let y = ops::conv2d(
             x,
             &kernel.get(),

@@ -101,6 +101,25 @@ function positiveInt(what: string, value: unknown, fallback: number): number {
   return value;
 }
 
+/**
+ * Inline predicts (a few µs each, on the main thread) allowed per event-loop turn. Callers that
+ * `await predict()` in a loop chain through microtasks without ever yielding, so without a cap
+ * they starve timers, I/O and every other request; past it, predicts go to a worker thread and
+ * the turn ends. 16 x the 100 µs inline limit bounds the main thread's share to ~1.6 ms a turn.
+ */
+const INLINE_PREDICTS_PER_TURN = 16;
+let inlineThisTurn = 0;
+
+function takeInlineTurn(): boolean {
+  if (inlineThisTurn >= INLINE_PREDICTS_PER_TURN) return false;
+  if (inlineThisTurn++ === 0) {
+    setImmediate(() => {
+      inlineThisTurn = 0;
+    });
+  }
+  return true;
+}
+
 /** A trainable graph of layers. Create with {@link sequential} or {@link model}. */
 export class Model {
   /** The layers, in order (shared: their weights are this model's weights). */
@@ -333,7 +352,7 @@ export class Model {
     knownKeys("predict", args, ["batchSize"]);
     const batchSize = positiveInt("predict: batchSize", args.batchSize, 32);
     const out =
-      this.#native.predictInline(x.data, [...x.shape], batchSize) ??
+      (takeInlineTurn() ? this.#native.predictInline(x.data, [...x.shape], batchSize) : null) ??
       (await this.#native.predict(x.data, [...x.shape], batchSize));
     return new Tensor(out.data, out.shape);
   }

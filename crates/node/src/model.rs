@@ -13,7 +13,7 @@ use cortex_core::nn::model::Logs;
 use cortex_core::nn::options::Options;
 use cortex_core::nn::{io, LayerCell, Model, SharedLayer};
 use cortex_core::{rng, threads, Tensor};
-use napi::bindgen_prelude::{AsyncTask, Float32Array, Unknown};
+use napi::bindgen_prelude::{AsyncTask, Float32Array, ObjectFinalize, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status, Task};
 use napi_derive::napi;
@@ -54,19 +54,41 @@ fn logs_json(logs: &Logs) -> Value {
 }
 
 /// A model (sequential or functional) living in Rust.
-#[napi]
+#[napi(custom_finalize)]
 pub struct NativeModel {
     inner: Shared,
     stop: Arc<AtomicBool>,
     /// Nanoseconds per row of this model's last measured small predict (0: not measured).
     predict_ns_per_row: Arc<AtomicU64>,
+    /// Bytes announced to V8 as external memory, taken back when the handle is collected.
+    external_bytes: i64,
 }
 
-fn wrap(model: Model) -> NativeModel {
+/// What a model holds natively beyond its weights (layer objects, caches, thread-local scratch
+/// it warmed), as a floor for the announcement below.
+const MODEL_OVERHEAD_BYTES: i64 = 64 << 10;
+
+/// Wraps a model, telling V8 how much native memory the handle keeps alive: a service that
+/// loads models in a loop (hot reload, one model per tenant) otherwise holds hundreds of
+/// collected-but-unfinalized models, because V8 sees each as a few bytes of JS.
+fn wrap(env: &Env, model: Model) -> NativeModel {
+    let mut weight_bytes = 0usize;
+    model.visit_params(&mut |_, p, _| weight_bytes += p.shape().iter().product::<usize>() * 4);
+    let external_bytes = MODEL_OVERHEAD_BYTES.saturating_add(i64::try_from(weight_bytes).unwrap_or(i64::MAX));
+    // Accounting is advice to the collector; a failure must not fail the load.
+    let _ = env.adjust_external_memory(external_bytes);
     NativeModel {
         inner: LayerCell::new(Box::new(model), true),
         stop: Arc::new(AtomicBool::new(false)),
         predict_ns_per_row: Arc::new(AtomicU64::new(0)),
+        external_bytes,
+    }
+}
+
+impl ObjectFinalize for NativeModel {
+    fn finalize(self, env: Env) -> napi::Result<()> {
+        let _ = env.adjust_external_memory(-self.external_bytes);
+        Ok(())
     }
 }
 
@@ -75,10 +97,10 @@ impl NativeModel {
     /// Creates a model from its JSON description (`{ className: 'Sequential' | 'Functional', ... }`,
     /// layers given as `{ ref: layerId }`). Without a seed, one is drawn from the global seed.
     #[napi(constructor)]
-    pub fn new(config_json: String, seed: Option<f64>) -> napi::Result<Self> {
+    pub fn new(env: Env, config_json: String, seed: Option<f64>) -> napi::Result<Self> {
         let config = parse_json("model config", &config_json)?;
         let seed = seed.map(|s| s as u64).unwrap_or_else(rng::next_seed);
-        Ok(wrap(guarded("model", || Model::from_config(&config, seed))?))
+        Ok(wrap(&env, guarded("model", || Model::from_config(&config, seed))?))
     }
 
     /// The shared cell holding the model.
@@ -601,7 +623,7 @@ impl Task for LoadTask {
         guarded("loadModel", || io::load(&self.dir, &self.options))
     }
 
-    fn resolve(&mut self, _env: Env, output: Model) -> napi::Result<NativeModel> {
-        Ok(wrap(output))
+    fn resolve(&mut self, env: Env, output: Model) -> napi::Result<NativeModel> {
+        Ok(wrap(&env, output))
     }
 }

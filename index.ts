@@ -11,6 +11,7 @@ export {
 export type { Callback, CustomCallback, Logs } from "./src/callbacks.ts";
 export * as callbacks from "./src/callbacks.ts";
 export { loadMnist } from "./src/data/mnist.ts";
+export type { ExportArgs } from "./src/export.ts";
 export { input, SymbolicTensor } from "./src/functional.ts";
 export { encodePng, type GrayImage, type ImageGridOptions, imageGrid, writePng } from "./src/image.ts";
 export * as layers from "./src/layers.ts";
@@ -39,6 +40,7 @@ export {
   Model,
   type ModelArgs,
   model,
+  type SaveArgs,
   Sequential,
   sequential,
 } from "./src/model.ts";

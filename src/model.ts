@@ -3,6 +3,7 @@
  * file I/O execute on Rust threads and return Promises, so the event loop stays free.
  */
 import { type Callback, type CustomCallback, LearningRateScheduler, type Logs, NativeCallback } from "./callbacks.ts";
+import { type ExportArgs, exportModel } from "./export.ts";
 import { describeGraph, SymbolicTensor } from "./functional.ts";
 import { Layer, type LayerConfig, type SymbolicInput } from "./layers.ts";
 import type { LossName, LossSpec } from "./losses.ts";
@@ -387,16 +388,33 @@ export class Model {
     this.#native.setWeights(weights.map((w, i) => expectTensor(w, `setWeights: weight ${i}`).data));
   }
 
-  /** Saves topology (`model.json`) and weights (`weights.safetensors`) into directory `dir`. */
-  async save(dir: string): Promise<void> {
-    if (typeof dir !== "string" || dir === "") throw new TypeError("save: expected a directory path");
-    await this.#native.save(dir);
+  /**
+   * Saves the model. By default `path` is a cortex-nn directory (`model.json` +
+   * `weights.safetensors`, kill-safe, compile settings kept); a path ending in `.keras` writes a
+   * Keras 3 file that `keras.saving.load_model` opens; `{ format: 'tfjs' }` writes a
+   * TensorFlow.js layers-model directory (`model.json` + `.bin` shards) for `tf.loadLayersModel`.
+   */
+  async save(path: string, args: SaveArgs = {}): Promise<void> {
+    if (typeof path !== "string" || path === "") throw new TypeError("save: expected a path");
+    knownKeys("save", args, ["format"]);
+    await this.#native.save(path, args.format);
+  }
+
+  /** Writes the model in an interchange format; `{ format: 'onnx' }` (opset 17, dynamic batch axis). */
+  async export(path: string, args: ExportArgs = { format: "onnx" }): Promise<void> {
+    return exportModel(this.#native, path, args);
   }
 
   /** Topology as `{ className, name, layers: [{ className, config }], ... }`. */
   toJSON(): { className: string; name: string; layers: LayerConfig[] } {
     return JSON.parse(this.#native.toJson());
   }
+}
+
+/** Arguments of {@link Model.save}. */
+export interface SaveArgs {
+  /** `'cortex'` (default; `'keras'` when the path ends in `.keras`), `'keras'` or `'tfjs'`. */
+  format?: "cortex" | "keras" | "tfjs";
 }
 
 /** Arguments of {@link sequential}. */
@@ -468,10 +486,15 @@ export interface LoadModelArgs {
   maxBytes?: number;
 }
 
-/** Loads a model saved with `model.save(dir)`, compiled as it was saved. */
-export async function loadModel(dir: string, args: LoadModelArgs = {}): Promise<Model> {
-  if (typeof dir !== "string" || dir === "") throw new TypeError("loadModel: expected a directory path");
-  const nativeModel = await native.loadModel(dir, args.seed, args.maxBytes);
+/**
+ * Loads a model: a directory written by `model.save(dir)` (compiled as it was saved), a Keras 3
+ * `.keras` file (compiled when its optimizer and loss have cortex-nn counterparts; the
+ * optimizer's state is not restored), or a TensorFlow.js layers-model (its `model.json`, or the
+ * directory holding it; quantized weights are dequantized).
+ */
+export async function loadModel(path: string, args: LoadModelArgs = {}): Promise<Model> {
+  if (typeof path !== "string" || path === "") throw new TypeError("loadModel: expected a path");
+  const nativeModel = await native.loadModel(path, args.seed, args.maxBytes);
   const layers = wrapLayers(nativeModel);
   const isSequential = (JSON.parse(nativeModel.toJson()) as { className: string }).className === "Sequential";
   return isSequential ? new Sequential(layers, nativeModel) : new Model(layers, nativeModel);

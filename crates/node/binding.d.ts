@@ -119,8 +119,13 @@ export declare class NativeModel {
   evaluate(x: Float32Array, xShape: Array<number>, y: Float32Array, yShape: Array<number>, batchSize?: number | undefined | null): Promise<string>
   /** One gradient step on one batch; resolves to JSON logs. */
   trainOnBatch(x: Float32Array, xShape: Array<number>, y: Float32Array, yShape: Array<number>): Promise<string>
-  /** Saves topology and weights into directory `dir`, atomically per file. */
-  save(dir: string): Promise<void>
+  /**
+   * Saves topology and weights to `path`, atomically per file: format `cortex` (a
+   * directory: model.json + weights.safetensors), `keras` (a Keras 3 `.keras` zip) or `tfjs`
+   * (a TensorFlow.js layers-model directory); without a format, a path ending in `.keras`
+   * is a Keras file and anything else a cortex-nn directory.
+   */
+  save(path: string, format?: string | undefined | null): Promise<void>
 }
 
 /** An optimizer with its own state, for custom training steps. */
@@ -182,6 +187,14 @@ export interface DeviceInfo {
 /** Lists the adapters `compile({ device: 'gpu' })` can use (the best one is picked). */
 export declare function devices(): Array<DeviceInfo>
 
+/**
+ * Writes a built model as an ONNX file at `path`: opset `opset` (17 to 21, default 17),
+ * float32 input(s) `input` (or `input_0`, `input_1`, ...) and output(s) `output` (or
+ * `output_0`, ...) with a dynamic first (batch) axis, channels-last layout as in Keras.
+ * Rejects with an Error naming the layer when a layer has no faithful ONNX form.
+ */
+export declare function exportOnnx(model: NativeModel, path: string, opset?: number | undefined | null): Promise<void>
+
 /** The current cap on a model's weights, in bytes. */
 export declare function getMaxModelBytes(): number
 
@@ -204,8 +217,9 @@ export interface GradData {
 }
 
 /**
- * Loads a model saved with `save`; weight data over `maxBytes` (default 16 GiB) is refused
- * before anything is allocated for it.
+ * Loads a model from `path`: a cortex-nn directory, a Keras 3 `.keras` file, or a
+ * TensorFlow.js layers-model (its model.json, or the directory holding it). Weight data over
+ * `maxBytes` (default 16 GiB) is refused before anything is allocated for it.
  */
 export declare function loadModel(dir: string, seed?: number | undefined | null, maxBytes?: number | undefined | null): Promise<NativeModel>
 

@@ -5,6 +5,7 @@
 
 pub mod layer;
 pub mod model;
+pub mod onnx;
 pub mod ops;
 pub mod tape;
 pub mod tensor;

@@ -20,7 +20,7 @@ use napi_derive::napi;
 use serde_json::{json, Map, Value};
 
 use crate::tensor::{to_tensor, TensorData};
-use crate::{guarded, parse_json};
+use crate::{guarded, js_error, parse_json};
 
 /// Receives training events as JSON strings.
 pub type EventSink = ThreadsafeFunction<String, Unknown<'static>, String, Status, false>;
@@ -363,18 +363,25 @@ impl NativeModel {
         }))
     }
 
-    /// Saves topology and weights into directory `dir`, atomically per file.
+    /// Saves topology and weights to `path`, atomically per file: format `cortex` (a
+    /// directory: model.json + weights.safetensors), `keras` (a Keras 3 `.keras` zip) or `tfjs`
+    /// (a TensorFlow.js layers-model directory); without a format, a path ending in `.keras`
+    /// is a Keras file and anything else a cortex-nn directory.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn save(&self, dir: String) -> AsyncTask<SaveTask> {
-        AsyncTask::new(SaveTask {
+    pub fn save(&self, path: String, format: Option<String>) -> napi::Result<AsyncTask<SaveTask>> {
+        let path = PathBuf::from(path);
+        let format = cortex_formats::Format::choose(format.as_deref(), &path).map_err(js_error)?;
+        Ok(AsyncTask::new(SaveTask {
             model: self.inner.clone(),
-            dir: PathBuf::from(dir),
-        })
+            dir: path,
+            format,
+        }))
     }
 }
 
-/// Loads a model saved with `save`; weight data over `maxBytes` (default 16 GiB) is refused
-/// before anything is allocated for it.
+/// Loads a model from `path`: a cortex-nn directory, a Keras 3 `.keras` file, or a
+/// TensorFlow.js layers-model (its model.json, or the directory holding it). Weight data over
+/// `maxBytes` (default 16 GiB) is refused before anything is allocated for it.
 #[napi(ts_return_type = "Promise<NativeModel>")]
 pub fn load_model(dir: String, seed: Option<f64>, max_bytes: Option<f64>) -> napi::Result<AsyncTask<LoadTask>> {
     let mut options = io::LoadOptions::new(seed.map(|s| s as u64).unwrap_or_else(rng::next_seed));
@@ -594,6 +601,7 @@ impl Task for EvaluateTask {
 pub struct SaveTask {
     model: Shared,
     dir: PathBuf,
+    format: cortex_formats::Format,
 }
 
 impl Task for SaveTask {
@@ -601,7 +609,9 @@ impl Task for SaveTask {
     type JsValue = ();
 
     fn compute(&mut self) -> napi::Result<()> {
-        guarded("save", || io::save(model_of(&self.model.read()), &self.dir))
+        guarded("save", || {
+            cortex_formats::save(model_of(&self.model.read()), &self.dir, self.format)
+        })
     }
 
     fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
@@ -620,7 +630,7 @@ impl Task for LoadTask {
     type JsValue = NativeModel;
 
     fn compute(&mut self) -> napi::Result<Model> {
-        guarded("loadModel", || io::load(&self.dir, &self.options))
+        guarded("loadModel", || cortex_formats::load(&self.dir, &self.options))
     }
 
     fn resolve(&mut self, env: Env, output: Model) -> napi::Result<NativeModel> {

@@ -140,7 +140,7 @@ fn le_bytes(data: &[f32]) -> Vec<u8> {
 
 /// Reads a whole file after checking its size against `limit` (so a huge or sparse file costs
 /// an Error, not memory), with a fallible allocation.
-fn read_limited(path: &Path, what: &str, limit: u64, limit_name: &str) -> Result<Vec<u8>> {
+pub fn read_limited(path: &Path, what: &str, limit: u64, limit_name: &str) -> Result<Vec<u8>> {
     let mut file = fs::File::open(path).map_err(|e| io_err(&format!("cannot read {what}"), path, e))?;
     let len = file
         .metadata()

@@ -7,7 +7,7 @@
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { conv2d, dense, flatten, maxPooling2d, sequential, type Tensor, tensor } from "../index.ts";
+import { conv2d, dense, flatten, sequential, type Tensor, tensor } from "../index.ts";
 import { randomTensor } from "./helpers.ts";
 
 const root = join(import.meta.dirname, "..");

@@ -112,7 +112,8 @@ async function writeTfjs(m: tf.LayersModel, dir: string, quantize?: "uint8" | "u
       const levels = quantize === "uint8" ? 255 : 65535;
       const min = Math.min(...values);
       const scale = (Math.max(...values) - min) / levels || 1;
-      const q = (quantize === "uint8" ? Uint8Array : Uint16Array).from(values, (v) => Math.round((v - min) / scale));
+      const codes = Array.from(values, (v: number) => Math.round((v - min) / scale));
+      const q = quantize === "uint8" ? Uint8Array.from(codes) : Uint16Array.from(codes);
       parts.push(new Uint8Array(q.buffer));
       return { ...s, quantization: { dtype: quantize, scale, min } };
     });
@@ -162,7 +163,7 @@ async function readTfjs(dir: string): Promise<tf.LayersModel> {
 }
 
 function tfPredict(m: tf.LayersModel, x: Tensor): Float32Array {
-  const y = tf.tidy(() => m.predict(tf.tensor(x.data, x.shape)) as tf.Tensor);
+  const y = tf.tidy(() => m.predict(tf.tensor(x.data, [...x.shape])) as tf.Tensor);
   const out = y.dataSync() as Float32Array;
   y.dispose();
   return out;

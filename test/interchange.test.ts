@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, describe, expect, it } from "vitest";
-import { conv2d, dense, flatten, loadModel, lstm, maxPooling2d, sequential, type Tensor, tensor } from "../index.ts";
+import { conv2d, dense, flatten, gru, loadModel, lstm, maxPooling2d, sequential, type Tensor, tensor } from "../index.ts";
 import { randomTensor } from "./helpers.ts";
 
 const fixtures = join(import.meta.dirname, "fixtures", "keras");
@@ -199,6 +199,11 @@ describe("TensorFlow.js layers-models", () => {
       const again = await loadModel(join(dir, "model.json"));
       expect(Array.from((await again.predict(x)).data)).toEqual(Array.from((await m.predict(x)).data));
     }
+  });
+
+  it("a GRU is refused for tfjs by name (tfjs-layers has no resetAfter GRU)", async () => {
+    const m = sequential([gru({ units: 3, inputShape: [4, 2], name: "my_gru" })], { seed: 1 });
+    await expect(m.save(join(work, "gru-tfjs"), { format: "tfjs" })).rejects.toThrow(/my_gru.*resetAfter/);
   });
 
   for (const quantize of [undefined, "uint8", "uint16", "float16"] as const) {

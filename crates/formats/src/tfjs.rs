@@ -351,6 +351,20 @@ fn keras2(v: &Value) -> Value {
     }
 }
 
+/// The name of the first layer of `class` anywhere in a Keras config.
+fn find_class(v: &Value, class: &str) -> Option<String> {
+    match v {
+        Value::Object(o) => {
+            if o.get("class_name").and_then(Value::as_str) == Some(class) {
+                return o.get("config").and_then(|c| c.get("name")).and_then(Value::as_str).map(str::to_owned);
+            }
+            o.values().find_map(|x| find_class(x, class))
+        }
+        Value::Array(a) => a.iter().find_map(|x| find_class(x, class)),
+        _ => None,
+    }
+}
+
 fn collect_history(v: &Value, out: &mut Vec<Vec<Value>>) {
     match v {
         Value::Object(o) => {
@@ -370,6 +384,12 @@ fn collect_history(v: &Value, out: &mut Vec<Vec<Value>>) {
 /// Saves `model` as a tfjs layers-model: `dir/model.json` and `dir/group1-shardKofN.bin`.
 pub fn save(model: &Model, dir: &Path) -> Result<()> {
     let (config, _) = to_keras(model)?;
+    if let Some(layer) = find_class(&config, "GRU") {
+        return Err(Error::Invalid(format!(
+            "layer '{layer}': GRU cannot be saved for TensorFlow.js: cortex-nn's GRU is Keras 3's resetAfter=true \
+             form, which tfjs-layers refuses; save it as .keras or export ONNX instead"
+        )));
+    }
     let topology = keras2(&config);
     let mut manifest = Vec::new();
     let mut data: Vec<u8> = Vec::new();

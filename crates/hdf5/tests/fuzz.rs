@@ -26,13 +26,29 @@ impl Rng {
     }
 }
 
-fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+/// Offsets of structure signatures: half the mutations land just after one, where the
+/// versions, sizes, counts and addresses the reader trusts least are stored.
+fn hot_spots(b: &[u8]) -> Vec<usize> {
+    const SIGS: [&[u8]; 14] = [
+        b"OHDR", b"OCHK", b"TREE", b"SNOD", b"HEAP", b"GCOL", b"FRHP", b"FHIB", b"FHDB", b"BTHD", b"BTIN", b"BTLF",
+        b"FAHD", b"EAHD",
+    ];
+    (0..b.len().saturating_sub(4))
+        .filter(|&i| SIGS.iter().any(|s| &b[i..i + 4] == *s))
+        .collect()
+}
+
+fn mutate(rng: &mut Rng, input: &[u8], hot: &[usize]) -> Vec<u8> {
     let mut b = input.to_vec();
     for _ in 0..1 + rng.below(4) {
         if b.is_empty() {
             break;
         }
-        let at = rng.below(b.len());
+        let at = if !hot.is_empty() && rng.below(2) == 0 {
+            (hot[rng.below(hot.len())] + rng.below(64)).min(b.len() - 1)
+        } else {
+            rng.below(b.len())
+        };
         match rng.below(6) {
             0 => b[at] ^= 1 << rng.below(8),
             1 => b[at] = rng.next() as u8,
@@ -76,6 +92,7 @@ fn mutated_files_never_panic() {
     corpus.push(fixture("unsupported_lzf"));
     let own = read(&fixture("keras_dense.weights"), &Limits::default()).unwrap();
     corpus.push(write(&own).unwrap());
+    let hot: Vec<Vec<usize>> = corpus.iter().map(|b| hot_spots(b)).collect();
     // Small enough that mutated sizes fail fast instead of allocating gigabytes.
     let limits = Limits {
         max_bytes: 1 << 26,
@@ -90,7 +107,7 @@ fn mutated_files_never_panic() {
     std::panic::set_hook(Box::new(|_| {}));
     while Instant::now() < deadline {
         let src = rng.below(corpus.len());
-        let mutant = mutate(&mut rng, &corpus[src]);
+        let mutant = mutate(&mut rng, &corpus[src], &hot[src]);
         match catch_unwind(AssertUnwindSafe(|| read(&mutant, &limits))) {
             Ok(r) => oks += u64::from(r.is_ok()),
             Err(e) => {

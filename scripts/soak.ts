@@ -7,7 +7,10 @@
  * The load, all at once on one process: 16 concurrent predict callers on a small CNN, a fit loop
  * on the same architecture, and a save/load cycle of a third model, each repeating until the end.
  * A garbage collection runs before each sample (node --expose-gc), so the numbers show native
- * memory held, not JS garbage not yet collected.
+ * memory held, not JS garbage not yet collected. `npm run soak` fixes V8's young generation at
+ * 16 MiB semispaces: left to itself, V8 grows it once mid-run under the allocation rate of
+ * millions of predicts, a +16 MiB step of JS heap *capacity* (heapUsed flat at 6 MiB) that the
+ * RSS check read as a leak.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

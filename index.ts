@@ -58,6 +58,16 @@ export * as optimizers from "./src/optimizers.ts";
 export { adam, adamw, type LearningRateSchedule, Optimizer, rmsprop, schedules, sgd } from "./src/optimizers.ts";
 export { bidirectional, gru, lstm, simpleRNN } from "./src/recurrent.ts";
 export {
+  type Batcher,
+  BatcherError,
+  type BatcherOptions,
+  type BatcherStats,
+  type BatchInfo,
+  type BatchPredictOptions,
+  batcher,
+} from "./src/serving/batcher.ts";
+export { type RequestLog, type ServeOptions, type Server, serve } from "./src/serving/server.ts";
+export {
   conv1d,
   conv2dTranspose,
   embedding,

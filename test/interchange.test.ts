@@ -11,7 +11,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, describe, expect, it } from "vitest";
-import { conv2d, dense, flatten, gru, loadModel, lstm, maxPooling2d, sequential, type Tensor, tensor } from "../index.ts";
+import {
+  conv2d,
+  dense,
+  flatten,
+  gru,
+  loadModel,
+  lstm,
+  maxPooling2d,
+  sequential,
+  type Tensor,
+  tensor,
+} from "../index.ts";
 import { randomTensor } from "./helpers.ts";
 
 const fixtures = join(import.meta.dirname, "fixtures", "keras");

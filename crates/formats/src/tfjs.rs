@@ -356,7 +356,11 @@ fn find_class(v: &Value, class: &str) -> Option<String> {
     match v {
         Value::Object(o) => {
             if o.get("class_name").and_then(Value::as_str) == Some(class) {
-                return o.get("config").and_then(|c| c.get("name")).and_then(Value::as_str).map(str::to_owned);
+                return o
+                    .get("config")
+                    .and_then(|c| c.get("name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
             }
             o.values().find_map(|x| find_class(x, class))
         }

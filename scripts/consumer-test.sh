@@ -53,11 +53,11 @@ file_list_ok() {
   node -e '
     const [info] = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     const addon = `crates/node/cortex-nn.${process.argv[2]}.node`;
-    const allowed = [/^dist\//, /^crates\/node\/binding\.(cjs|d\.ts)$/, /^(package\.json|README\.md|LICENSE)$/];
+    const allowed = [/^dist\//, /^bin\/cortex-nn\.mjs$/, /^crates\/node\/binding\.(cjs|d\.ts)$/, /^(package\.json|README\.md|LICENSE)$/];
     const paths = info.files.map((f) => f.path);
     const bad = paths.filter((p) => p !== addon && !allowed.some((re) => re.test(p)));
     console.log(`${info.filename}: ${info.entryCount} files, ${(info.size / 1024).toFixed(1)} KiB packed, ${(info.unpackedSize / 1024).toFixed(1)} KiB unpacked`);
-    for (const must of ["dist/index.js", "dist/index.d.ts", "dist/cjs/index.js", "dist/cjs/index.d.ts", "crates/node/binding.cjs", addon]) {
+    for (const must of ["dist/index.js", "dist/index.d.ts", "dist/cjs/index.js", "dist/cjs/index.d.ts", "crates/node/binding.cjs", "bin/cortex-nn.mjs", "dist/src/serving/cli.js", addon]) {
       if (!paths.includes(must)) bad.push(`missing ${must}`);
     }
     if (bad.length) { console.error("unexpected in the tarball:", bad); process.exit(1); }
@@ -104,6 +104,7 @@ for node_bin in "${node_bins[@]}"; do
   check "${version}: compiled TypeScript (ESM) fit + predict" bash -c "cd '$app' && '$node_bin' out/app.js"
   check "${version}: compiled TypeScript (CommonJS) predict" bash -c "cd '$app' && '$node_bin' out/app-cjs.cjs"
 done
+check "the cortex-nn serve command: ready probe, predict, SIGTERM exit 0" bash -c "cd '$app' && node serve.mjs"
 # Without its binary the package must say so: the platform, each load attempt, what to do.
 missing_binary_explained() {
   rm -f "$app"/node_modules/cortex-nn/crates/node/*.node

@@ -212,9 +212,63 @@ describe("TensorFlow.js layers-models", () => {
     }
   });
 
+  for (const name of ["functional", "lstm", "convnet"]) {
+    it(`the committed tfjs fixture '${name}' (written by tfjs itself) loads to tfjs' predictions`, async () => {
+      const dir = join(import.meta.dirname, "fixtures", "tfjs", name);
+      const e = JSON.parse(readFileSync(join(dir, "expected.json"), "utf8"));
+      const y = await (await loadModel(dir)).predict(tensor(Float32Array.from(e.x), e.shape));
+      expect(y.shape).toEqual(e.yShape);
+      expect(maxDiff(y.data, e.y)).toBeLessThan(1e-5);
+    });
+  }
+
   it("a GRU is refused for tfjs by name (tfjs-layers has no resetAfter GRU)", async () => {
     const m = sequential([gru({ units: 3, inputShape: [4, 2], name: "my_gru" })], { seed: 1 });
     await expect(m.save(join(work, "gru-tfjs"), { format: "tfjs" })).rejects.toThrow(/my_gru.*resetAfter/);
+  });
+
+  it("bad tfjs files are Errors that say what is wrong: missing or short shard, ../ paths, wrong shapes", async () => {
+    const m = sequential([dense({ units: 3, inputShape: [4] }), dense({ units: 2 })], { seed: 2 });
+    const good = join(work, "tfjs-good");
+    await m.save(good, { format: "tfjs" });
+    const json = JSON.parse(readFileSync(join(good, "model.json"), "utf8"));
+    const shard = readFileSync(join(good, json.weightsManifest[0].paths[0]));
+    const variant = (name: string, edit: (j: typeof json) => void, bin: Buffer = shard) => {
+      const dir = join(work, `tfjs-bad-${name}`);
+      mkdirSync(dir, { recursive: true });
+      const copy = structuredClone(json);
+      edit(copy);
+      writeFileSync(join(dir, "model.json"), JSON.stringify(copy));
+      writeFileSync(join(dir, json.weightsManifest[0].paths[0]), bin);
+      return join(dir, "model.json");
+    };
+    const cases: [string, string, RegExp][] = [
+      [
+        "missing shard",
+        variant("missing", (j) => {
+          j.weightsManifest[0].paths = ["nope.bin"];
+        }),
+        /nope\.bin/,
+      ],
+      ["short shard", variant("short", () => {}, shard.subarray(0, shard.length - 8)), /runs past the end/],
+      [
+        "escaping path",
+        variant("escape", (j) => {
+          j.weightsManifest[0].paths = ["../tfjs-good/group1-shard1of1.bin"];
+        }),
+        /leaves the model's directory/,
+      ],
+      [
+        "wrong shape",
+        variant("shape", (j) => {
+          j.weightsManifest[0].weights[0].shape = [3, 4];
+        }),
+        /\[3, 4\] in the file.*\[4, 3\]/,
+      ],
+    ];
+    for (const [label, path, message] of cases) {
+      await expect(loadModel(path), label).rejects.toThrow(message);
+    }
   });
 
   for (const quantize of [undefined, "uint8", "uint16", "float16"] as const) {

@@ -249,9 +249,10 @@ fn read_weights(model: &Model, slots: &[Slot], values: &HashMap<String, (Vec<usi
         *index += 1;
         result = match found.and_then(|k| values.get(&k).map(|v| (k, v))) {
             None => Err(Error::Invalid(format!("the file lacks weight '{name}'"))),
-            Some((k, (_, v))) if v.len() != param.shape().iter().product::<usize>() => Err(Error::Invalid(format!(
-                "weight '{k}' has {} values, '{name}' needs {:?}",
-                v.len(),
+            // Keras layouts on both sides: the shapes must agree exactly (a transposed kernel
+            // has the right size and the wrong meaning).
+            Some((k, (shape, _))) if *shape != param.shape() => Err(Error::Invalid(format!(
+                "weight '{k}' is {shape:?} in the file, '{name}' is {:?}",
                 param.shape()
             ))),
             Some((_, (_, v))) => param.set(v.clone()),

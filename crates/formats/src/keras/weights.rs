@@ -121,8 +121,9 @@ pub fn read_into(model: &Model, slots: &[Slot], root: &Group) -> Result<()> {
             .dataset(path)
             .ok_or_else(|| Error::Invalid(format!("the weights file lacks '{path}' (weight '{name}')")))?;
         let shape = param.shape();
-        let want: usize = shape.iter().product();
-        if data.len() != want {
+        // Keras and cortex-nn share layouts, so the shapes must agree exactly (a transposed
+        // kernel has the right size and the wrong meaning).
+        if data.shape != shape {
             return Err(Error::Invalid(format!(
                 "weight '{name}' should be {shape:?}, the file's '{path}' is {:?}",
                 data.shape

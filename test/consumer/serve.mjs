@@ -9,7 +9,10 @@ import { dense, sequential } from "cortex-nn";
 const dir = mkdtempSync(join(tmpdir(), "consumer-serve-"));
 const model = sequential([dense({ units: 2, inputShape: [3] })], { seed: 1 });
 await model.save(join(dir, "m"));
-const child = spawn("npx", ["cortex-nn", "serve", "--model", `m=${join(dir, "m")}`, "--port", "0"], {
+// The installed command itself (what `npx cortex-nn` runs), so the SIGTERM reaches the server
+// and not an npm wrapper around it.
+const bin = join("node_modules", ".bin", "cortex-nn");
+const child = spawn(process.execPath, [bin, "serve", "--model", `m=${join(dir, "m")}`, "--port", "0"], {
   stdio: ["ignore", "ignore", "pipe"],
 });
 let log = "";

@@ -83,3 +83,4 @@ export function learningRateScheduler(schedule: (epoch: number, lr: number) => n
     throw new TypeError("learningRateScheduler: expected a function (epoch, lr) => lr");
   return new LearningRateScheduler(schedule);
 }
+export { type TensorBoardArgs, TensorBoardCallback, tensorBoard } from "./tensorboard.ts";

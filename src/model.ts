@@ -259,7 +259,15 @@ export class Model {
     const verbose = args.verbose ?? 1;
     if (![0, 1, 2].includes(verbose)) throw new RangeError(`fit: verbose must be 0, 1 or 2, got ${verbose}`);
     const callbacks = args.callbacks ?? [];
-    const nativeSpecs = callbacks.filter((c) => c instanceof NativeCallback).map((c) => c.spec);
+    // Engine callbacks: NativeCallback objects, and hooks objects that also need the model's
+    // weights while fit holds it (tensorBoard's histograms) through their `nativeSpec`.
+    const nativeSpecs = [
+      ...callbacks.filter((c) => c instanceof NativeCallback).map((c) => c.spec),
+      ...callbacks.flatMap((c) => {
+        const spec = (c as { nativeSpec?: unknown }).nativeSpec;
+        return spec && !(c instanceof NativeCallback) ? [spec] : [];
+      }),
+    ];
     const scheduler = callbacks.find((c) => c instanceof LearningRateScheduler);
     const hooks = callbacks.filter(
       (c) => !(c instanceof NativeCallback) && !(c instanceof LearningRateScheduler),

@@ -9,6 +9,22 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** Appends scalar and histogram summaries to a new `events.out.tfevents.*` file in a directory. */
+export declare class NativeEventWriter {
+  /** Creates `dir` if needed and starts a new event file in it; `hostname` goes into the name. */
+  constructor(dir: string, hostname: string)
+  /** The event file's path. */
+  get path(): string
+  /** Appends a scalar summary (buffered). */
+  scalar(tag: string, step: number, value: number): void
+  /** Appends a histogram summary of `values` (buffered). */
+  histogram(tag: string, step: number, values: Float32Array): void
+  /** Writes buffered records to the file. */
+  flush(): void
+  /** Flushes and closes the file; later writes throw. */
+  close(): void
+}
+
 /** The gradients of one backward pass. */
 export declare class NativeGrads {
   /** Gradient with respect to a variable (zeros if it did not contribute). */

@@ -4,6 +4,7 @@
 
 pub mod keras;
 pub mod onnx;
+pub mod tensorboard;
 pub mod tfjs;
 
 use std::path::Path;

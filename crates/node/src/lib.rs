@@ -9,6 +9,7 @@ pub mod onnx;
 pub mod ops;
 pub mod tape;
 pub mod tensor;
+pub mod tensorboard;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -430,7 +430,7 @@ fn parse_fit_config(v: &Value) -> cortex_core::Result<FitConfig> {
     };
     let callbacks = match o.value("callbacks") {
         None => Vec::new(),
-        Some(Value::Array(a)) => a.iter().map(Callback::parse).collect::<cortex_core::Result<_>>()?,
+        Some(Value::Array(a)) => a.iter().map(parse_callback).collect::<cortex_core::Result<_>>()?,
         Some(other) => {
             return Err(cortex_core::Error::Invalid(format!(
                 "callbacks must be an array, got {other}"
@@ -595,6 +595,33 @@ impl Task for EvaluateTask {
     fn resolve(&mut self, _env: Env, output: String) -> napi::Result<String> {
         Ok(output)
     }
+}
+
+/// An engine callback from its spec; `tensorBoard` (weight histograms, written where the
+/// weights are while fit holds the model) is built here because its writer lives in
+/// cortex-formats, which the engine does not depend on.
+fn parse_callback(v: &Value) -> cortex_core::Result<Callback> {
+    if v.get("type").and_then(Value::as_str) != Some("tensorBoard") {
+        return Callback::parse(v);
+    }
+    let log_dir = v.get("logDir").and_then(Value::as_str).unwrap_or("");
+    let every = v
+        .get("histogramFreq")
+        .and_then(Value::as_u64)
+        .filter(|&f| f > 0)
+        .ok_or_else(|| {
+            cortex_core::Error::Invalid(format!(
+                "tensorBoard: histogramFreq must be a positive integer, got {v}"
+            ))
+        })? as usize;
+    let host = v.get("hostname").and_then(Value::as_str).unwrap_or("localhost");
+    let mut writer = cortex_formats::tensorboard::EventWriter::create(std::path::Path::new(log_dir), host)?;
+    Ok(Callback::Custom(Box::new(move |epoch, _logs, model| {
+        if epoch % every == 0 {
+            writer.weight_histograms(model, epoch as i64)?;
+        }
+        Ok(false)
+    })))
 }
 
 /// Background save.

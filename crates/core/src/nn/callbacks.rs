@@ -49,6 +49,9 @@ fn lookup(logs: &Logs, key: &str) -> Option<f64> {
     logs.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
 }
 
+/// A callback's epoch-end code: (epoch, logs, model) to "stop training?".
+pub type EpochHook = Box<dyn FnMut(usize, &Logs, &Model) -> Result<bool> + Send>;
+
 /// A training callback evaluated in Rust at the end of each epoch.
 pub enum Callback {
     /// Stop when `monitor` has not improved for `patience` epochs.
@@ -72,6 +75,9 @@ pub enum Callback {
     },
     /// Stop (without an error) when the loss becomes NaN or infinite.
     TerminateOnNaN,
+    /// Runs at each epoch end with the model at hand (e.g. the binding's TensorBoard weight
+    /// histograms, which live in another crate); returns true to stop training.
+    Custom(EpochHook),
 }
 
 impl Callback {
@@ -181,6 +187,7 @@ impl Callback {
                 Ok(false)
             }
             Callback::TerminateOnNaN => Ok(false),
+            Callback::Custom(f) => f(epoch, logs, model),
         }
     }
 

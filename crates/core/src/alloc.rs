@@ -87,16 +87,28 @@ pub fn try_filled(what: &str, n: usize, value: f32) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-/// An empty vector with room for `n` values, or [`Error::Memory`] instead of an abort.
+/// Buffers at least this large are checked against [`available_memory`] before they are
+/// reserved: with Linux overcommit (and mimalloc's lazy commit) the reservation itself succeeds,
+/// and the process is OOM-killed when the buffer is written. The fuzzer found one: a
+/// `[4, 0] x [0, 2^32 - 1]` matMul whose 68 GB of zeros were "allocated". Smaller buffers skip
+/// the check: reading /proc/meminfo costs microseconds, and they cannot exhaust a machine alone.
+const CHECK_AVAILABLE_FROM_BYTES: u64 = 256 << 20;
+
+/// An empty vector with room for `n` values, or [`Error::Memory`] instead of an abort (or an
+/// OOM kill: large buffers must fit in the memory available now).
 pub fn try_with_capacity<T>(what: &str, n: usize) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        let bytes = (n as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+    let bytes = (n as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+    let refuse = || {
         Error::Memory(format!(
             "cannot allocate {what}: {} ({bytes} bytes) are not available",
             human(bytes)
         ))
-    })?;
+    };
+    if bytes >= CHECK_AVAILABLE_FROM_BYTES && available_memory().is_some_and(|room| bytes > room) {
+        return Err(refuse());
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| refuse())?;
     Ok(v)
 }
 
@@ -282,6 +294,21 @@ mod tests {
     fn an_impossible_allocation_is_an_error() {
         let e = try_filled("activations", usize::MAX / 8, 0.0).unwrap_err();
         assert!(e.to_string().contains("cannot allocate activations"), "{e}");
+    }
+
+    #[test]
+    fn a_buffer_larger_than_available_memory_is_refused_before_it_is_reserved() {
+        // Overcommit would let the reservation succeed; writing it would get the process killed.
+        let Some(room) = available_memory() else { return };
+        let n = (room / 4 + (1 << 28)) as usize;
+        let e = try_with_capacity::<f32>("a huge output", n).unwrap_err();
+        assert!(e.to_string().contains("cannot allocate a huge output"), "{e}");
+        // The fuzzer's case: a matMul with k = 0 and a 2^32 - 1 wide output (68 GB of zeros).
+        let a = crate::Tensor::new(Vec::new(), &[4, 0]).unwrap();
+        let b = crate::Tensor::new(Vec::new(), &[0, u32::MAX as usize]).unwrap();
+        let r = std::panic::catch_unwind(|| crate::ops::matmul(&a, &b));
+        let payload = r.expect_err("an OutOfMemory unwind");
+        assert!(payload.downcast_ref::<OutOfMemory>().is_some());
     }
 
     #[test]

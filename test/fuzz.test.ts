@@ -11,12 +11,15 @@ import { describe, expect, it } from "vitest";
 const seconds = Number(process.env.CORTEX_FUZZ_SECS ?? 3);
 const seed = Number(process.env.CORTEX_FUZZ_SEED ?? Date.now() % 2 ** 31);
 
-function runChild(trace: boolean) {
-  return spawnSync(process.execPath, ["--import", "tsx", "test/hostile/fuzz-child.ts", String(seed), String(seconds)], {
+/** The fuzz child for `seconds`, or (a replay) for exactly `calls` calls with every call traced. */
+function runChild(trace: boolean, calls?: number) {
+  const args = ["--import", "tsx", "test/hostile/fuzz-child.ts", String(seed), String(seconds)];
+  if (calls !== undefined) args.push(String(calls));
+  return spawnSync(process.execPath, args, {
     encoding: "utf8",
     env: { ...process.env, CORTEX_FUZZ_TRACE: trace ? "1" : "0" },
     maxBuffer: 1 << 30,
-    timeout: (seconds + 60) * 1000,
+    timeout: (trace ? 10 * seconds + 120 : seconds + 60) * 1000,
   });
 }
 
@@ -24,7 +27,10 @@ describe(`fuzzing the native entry points (CORTEX_FUZZ_SEED=${seed})`, () => {
   it("hostile shapes, lengths, batch sizes and configs end in a result or an Error", () => {
     const run = runChild(false);
     if (run.status !== 0) {
-      const replay = runChild(true);
+      // Replay to just past the last progress mark the run printed: the same calls, traced.
+      const marks = [...(run.stdout ?? "").matchAll(/^progress (\d+)$/gm)];
+      const reached = marks.length ? Number(marks[marks.length - 1][1]) + 1000 : undefined;
+      const replay = runChild(true, reached);
       const lastCalls = replay.stderr.trim().split("\n").slice(-3).join("\n");
       throw new Error(
         `the fuzz child ended with status ${run.status} signal ${run.signal}:\n${run.stderr.slice(-2000)}\n` +

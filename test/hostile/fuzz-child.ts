@@ -93,9 +93,14 @@ const model = new native.NativeModel(
   1,
 );
 model.compile(JSON.stringify({ optimizer: "sgd", loss: "meanSquaredError" }));
-const deadline = performance.now() + seconds * 1000;
+// argv[4]: stop after this many calls instead (the replay of a run that died: the calls depend
+// only on the seed, so the same count reaches the same call however slow tracing makes it).
+const maxCalls = process.argv[4] === undefined ? Number.POSITIVE_INFINITY : Number(process.argv[4]);
+const deadline = Number.isFinite(maxCalls) ? Number.POSITIVE_INFINITY : performance.now() + seconds * 1000;
 let calls = 0;
-while (performance.now() < deadline) {
+while (performance.now() < deadline && calls < maxCalls) {
+  // Progress for the parent: a run that is killed still says how far it got.
+  if (calls % 1000 === 0) process.stdout.write(`progress ${calls}\n`);
   const [xs, ys] = [shape(), shape()];
   const [x, y] = [data(xs), data(ys)];
   currentArgs = JSON.stringify({ xs, ys, x: x.length, y: y.length });

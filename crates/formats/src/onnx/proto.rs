@@ -1,5 +1,5 @@
 //! The ONNX messages the exporter emits, encoded by `prost` with the types generated from the
-//! official `onnx.proto` ([`onnx`], see `scripts/gen-onnx-proto.sh`). The exporter builds the
+//! official `onnx.proto` ([`onnx`], see `scripts/gen-proto.sh onnx`). The exporter builds the
 //! small structs below (only the fields it sets, with its own `Attr`/`Data` enums so call sites
 //! stay terse); [`ModelProto::encode`] converts them to the generated messages, so field
 //! numbers, wire types and the attribute `type` discriminator all come from the schema.

@@ -1,6 +1,6 @@
 //! TensorBoard event files: [`EventWriter`] appends `Event` protobufs (types generated from
 //! TensorBoard's official `event.proto`, `summary.proto` and `histogram.proto`, see
-//! `scripts/gen-tensorboard-proto.sh`) to an `events.out.tfevents.*` file in TFRecord framing,
+//! `scripts/gen-proto.sh tensorboard`) to an `events.out.tfevents.*` file in TFRecord framing,
 //! the format TensorBoard and `tf.summary` read.
 //!
 //! A TFRecord is `u64 length (LE) | u32 masked CRC32C of the length bytes | data | u32 masked

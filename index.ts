@@ -12,6 +12,7 @@ export type { Callback, CustomCallback, Logs } from "./src/callbacks.ts";
 export * as callbacks from "./src/callbacks.ts";
 export { loadMnist } from "./src/data/mnist.ts";
 export type { ExportArgs } from "./src/export.ts";
+export type { BatchIterable, DataBatch, Tensors } from "./src/feed.ts";
 export { input, SymbolicTensor } from "./src/functional.ts";
 export { encodePng, type GrayImage, type ImageGridOptions, imageGrid, writePng } from "./src/image.ts";
 export * as layers from "./src/layers.ts";
@@ -32,7 +33,9 @@ export {
 } from "./src/layers.ts";
 export * as losses from "./src/losses.ts";
 export {
+  type BatchArgs,
   type CompileArgs,
+  type EvaluateArgs,
   type FitArgs,
   History,
   type LoadModelArgs,

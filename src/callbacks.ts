@@ -68,6 +68,66 @@ export function modelCheckpoint(args: ModelCheckpointArgs): NativeCallback {
   return new NativeCallback({ type: "modelCheckpoint", ...args });
 }
 
+/** Arguments of {@link reduceLROnPlateau} (Keras `ReduceLROnPlateau`). */
+export interface ReduceLROnPlateauArgs {
+  /** Log to watch (default `val_loss`). */
+  monitor?: string;
+  /** Factor the rate is multiplied by, in (0, 1) (default 0.1). */
+  factor?: number;
+  /** Epochs without improvement before reducing (default 10). */
+  patience?: number;
+  /** `'auto'`, `'min'` or `'max'`. */
+  mode?: "auto" | "min" | "max";
+  /** Smallest change that counts as an improvement (default 1e-4). */
+  minDelta?: number;
+  /** Epochs to wait after a reduction before counting again (default 0). */
+  cooldown?: number;
+  /** Lowest rate (default 0). */
+  minLr?: number;
+}
+
+/**
+ * Reduces the learning rate when the monitored log stops improving; the rate each epoch
+ * trained with is logged as `learning_rate`. Not with a per-step learning-rate schedule.
+ */
+export function reduceLROnPlateau(args: ReduceLROnPlateauArgs = {}): NativeCallback {
+  return new NativeCallback({ type: "reduceLROnPlateau", ...args });
+}
+
+/** Arguments of {@link csvLogger} (Keras `CSVLogger`). */
+export interface CsvLoggerArgs {
+  /** The CSV file. */
+  filename: string;
+  /** Column separator (default `,`). */
+  separator?: string;
+  /** Append to an existing file instead of replacing it (default false). */
+  append?: boolean;
+}
+
+/** Writes each epoch's logs as a row of a CSV file (columns: epoch, then the log names sorted). */
+export function csvLogger(args: CsvLoggerArgs): NativeCallback {
+  return new NativeCallback({ type: "csvLogger", ...args });
+}
+
+/** Arguments of {@link backupAndRestore} (Keras `BackupAndRestore`). */
+export interface BackupAndRestoreArgs {
+  /** Directory of the backup (a cortex-nn model directory with its training state). */
+  backupDir: string;
+  /** Only `'epoch'`: back up at the end of every epoch. */
+  saveFreq?: "epoch";
+  /** Remove the backup when training completes (default true). */
+  deleteCheckpoint?: boolean;
+}
+
+/**
+ * Makes a run survive interruption: after every epoch the model, its optimizer state and its
+ * random state are saved to `backupDir`; a `fit` that finds a backup there restores it and
+ * continues from the next epoch, exactly as the interrupted run would have.
+ */
+export function backupAndRestore(args: BackupAndRestoreArgs): NativeCallback {
+  return new NativeCallback({ type: "backupAndRestore", ...args });
+}
+
 /** Ends training quietly (resolving `fit`) when the loss becomes NaN or infinite, instead of rejecting. */
 export function terminateOnNaN(): NativeCallback {
   return new NativeCallback({ type: "terminateOnNaN" });

@@ -49,6 +49,7 @@ export interface GraphDescription {
   name?: string;
   layers: { ref: number }[];
   inputs: number[][];
+  inputNames: string[];
   nodes: { layer: number; inputs: [number, number][] }[];
   outputs: [number, number][];
 }
@@ -87,6 +88,8 @@ export function describeGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[
     name,
     layers: layerIds.map((id) => ({ ref: id })),
     inputs: inputs.map((t) => [...t.shape]),
+    // Keras' default names, so named inputs work the same for a model built here or loaded.
+    inputNames: inputs.map((t, i) => t.name ?? (i === 0 ? "input_layer" : `input_layer_${i}`)),
     nodes,
     outputs: outRefs,
   };

@@ -9,7 +9,9 @@ export type LossName =
   | "sparseCategoricalCrossentropy"
   | "binaryCrossentropy"
   | "meanSquaredError"
-  | "meanAbsoluteError";
+  | "meanAbsoluteError"
+  | "mse"
+  | "mae";
 
 /** A loss with options. */
 export interface LossSpec {

@@ -4,6 +4,7 @@
  */
 import { type Callback, type CustomCallback, LearningRateScheduler, type Logs, NativeCallback } from "./callbacks.ts";
 import { type ExportArgs, exportModel } from "./export.ts";
+import { type BatchIterable, type FeedEvent, Feeder, isBatchIterable, type Tensors, toArrays } from "./feed.ts";
 import { describeGraph, SymbolicTensor } from "./functional.ts";
 import { Layer, type LayerConfig, type SymbolicInput } from "./layers.ts";
 import type { LossName, LossSpec } from "./losses.ts";
@@ -15,12 +16,22 @@ import { expectTensor, Tensor } from "./tensor.ts";
 
 /** Arguments of {@link Sequential.compile}. */
 export interface CompileArgs {
-  /** An optimizer object or name: `'sgd' | 'adam' | 'adamw' | 'rmsprop'` (default rmsprop). */
-  optimizer?: Optimizer | "sgd" | "adam" | "adamw" | "rmsprop";
-  /** The loss to minimise. */
-  loss: LossName | LossSpec;
-  /** Extra metrics; `'accuracy'` picks the categorical, sparse or binary form as Keras does. */
-  metrics?: string[];
+  /** An optimizer object or name (default rmsprop). */
+  optimizer?: Optimizer | "sgd" | "adam" | "adamw" | "rmsprop" | "lion" | "lamb";
+  /**
+   * The loss to minimise. With several outputs: one loss for all of them, a list in output
+   * order, or an object keyed by output name (`model.outputNames`); the loss that trains is
+   * the sum of each output's loss times its `lossWeights` entry.
+   */
+  loss: LossSpecOrName | LossSpecOrName[] | Record<string, LossSpecOrName>;
+  /** Weights of the outputs' losses (default 1 each): a list in output order or an object by name. */
+  lossWeights?: number[] | Record<string, number>;
+  /**
+   * Extra metrics; `'accuracy'` picks the categorical, sparse or binary form as Keras does. A
+   * flat list applies to every output; or give one list per output (a list of lists, or an
+   * object keyed by output name). Multi-output logs are named `<output>_loss`, `<output>_accuracy`.
+   */
+  metrics?: string[] | string[][] | Record<string, string[]>;
   /**
    * Where training and inference run: `'cpu'` (default); `'gpu'` moves the weights and the
    * optimizer state to the best GPU adapter (see `devices()`) and falls back to the CPU with one
@@ -40,14 +51,34 @@ export interface CompileArgs {
   precision?: "float32" | "mixed_float16";
 }
 
-/** Arguments of {@link Sequential.fit}. */
+/** A loss name or `{ name, ...options }`. */
+export type LossSpecOrName = LossName | LossSpec;
+
+/** Arguments of {@link Model.fit}. */
 export interface FitArgs {
-  /** Passes over the data (default 1). */
+  /** The epoch to end before, counted from 0 as in Keras (default 1). */
   epochs?: number;
-  /** Samples per gradient step (default 32). */
+  /** The epoch to start at, to resume a run (default 0). */
+  initialEpoch?: number;
+  /** Samples per gradient step, for tensors (default 32; a stream's batches are its own). */
   batchSize?: number;
-  /** Data to evaluate after each epoch. */
-  validationData?: [Tensor, Tensor];
+  /**
+   * Data to evaluate after each epoch: `[x, y]` or `[x, y, sampleWeight]` tensors (lists or
+   * objects of them for several inputs or outputs), or a stream of batches.
+   */
+  validationData?: [Tensors, Tensors] | [Tensors, Tensors, Tensor] | BatchIterable;
+  /** Batches per epoch (default: one pass over the data). With a stream, its iteration then continues from epoch to epoch. */
+  stepsPerEpoch?: number;
+  /** Validation batches per evaluation (default: all). */
+  validationSteps?: number;
+  /** Validate every this many epochs (default 1). */
+  validationFreq?: number;
+  /** Weight of each class index in the loss, e.g. `{ 0: 1, 1: 5 }` (single-output models). */
+  classWeight?: Record<number, number>;
+  /** One weight per training sample (tensors only; a stream's batches carry their own). */
+  sampleWeight?: Tensor;
+  /** Batches a stream keeps queued ahead of training (default 2). */
+  prefetch?: number;
   /** Fraction of the samples (the last ones, before shuffling) to hold out for validation. */
   validationSplit?: number;
   /** Reshuffle the training samples each epoch (default true). */
@@ -58,10 +89,18 @@ export interface FitArgs {
   verbose?: 0 | 1 | 2;
 }
 
-/** Arguments of {@link Sequential.predict} and {@link Sequential.evaluate}. */
+/** Arguments of {@link Model.predict}. */
 export interface BatchArgs {
   /** Samples per forward pass (default 32). */
   batchSize?: number;
+}
+
+/** Arguments of {@link Model.evaluate}. */
+export interface EvaluateArgs extends BatchArgs {
+  /** One weight per sample (tensors only). */
+  sampleWeight?: Tensor;
+  /** Batches a stream keeps queued ahead (default 2). */
+  prefetch?: number;
 }
 
 /** What `fit` returns: per-epoch logs, as in Keras. */
@@ -209,12 +248,13 @@ export class Model {
   compile(args: CompileArgs): void {
     if (args === null || typeof args !== "object")
       throw new TypeError("compile: expected { optimizer, loss, metrics }");
-    knownKeys("compile", args, ["optimizer", "loss", "metrics", "device", "precision"]);
+    knownKeys("compile", args, ["optimizer", "loss", "lossWeights", "metrics", "device", "precision"]);
     const optimizer = args.optimizer instanceof Optimizer ? args.optimizer.toJSON() : (args.optimizer ?? "rmsprop");
     this.#native.compile(
       JSON.stringify({
         optimizer,
         loss: args.loss,
+        lossWeights: args.lossWeights,
         metrics: args.metrics ?? [],
         device: args.device ?? "cpu",
         precision: args.precision ?? "float32",
@@ -241,21 +281,35 @@ export class Model {
     }
   }
 
-  /** Trains for a number of epochs; resolves to the History. Runs on Rust threads. */
-  async fit(x: Tensor, y: Tensor, args: FitArgs = {}): Promise<History> {
-    expectTensor(x, "fit: x");
-    expectTensor(y, "fit: y");
+  /**
+   * Trains; resolves to the History. Runs on Rust threads. Give tensors (`x`, `y`: a Tensor,
+   * a list of Tensors in input/output order, or an object keyed by input/output name), or one
+   * stream of batches `{ xs, ys, sampleWeight? }` (a `Dataset`, an async generator, ...).
+   */
+  fit(x: Tensors, y: Tensors, args?: FitArgs): Promise<History>;
+  fit(data: BatchIterable, args?: FitArgs): Promise<History>;
+  async fit(a: Tensors | BatchIterable, b?: Tensors | FitArgs, c?: FitArgs): Promise<History> {
+    const stream = isBatchIterable(a);
+    const args = ((stream ? b : c) ?? {}) as FitArgs;
     knownKeys("fit", args, [
       "epochs",
+      "initialEpoch",
       "batchSize",
       "validationData",
       "validationSplit",
+      "validationSteps",
+      "validationFreq",
+      "stepsPerEpoch",
+      "classWeight",
+      "sampleWeight",
       "shuffle",
       "callbacks",
       "verbose",
+      "prefetch",
     ]);
     const epochs = positiveInt("fit: epochs", args.epochs, 1);
     const batchSize = positiveInt("fit: batchSize", args.batchSize, 32);
+    const prefetch = positiveInt("fit: prefetch", args.prefetch, 2);
     const verbose = args.verbose ?? 1;
     if (![0, 1, 2].includes(verbose)) throw new RangeError(`fit: verbose must be 0, 1 or 2, got ${verbose}`);
     const callbacks = args.callbacks ?? [];
@@ -284,19 +338,38 @@ export class Model {
         learningRates.push(lr);
       }
     }
-    let validation: Float32Array[] | undefined;
-    let validationShapes: number[][] | undefined;
-    if (args.validationData !== undefined) {
-      const [vx, vy] = args.validationData;
-      expectTensor(vx, "fit: validationData[0]");
-      expectTensor(vy, "fit: validationData[1]");
-      validation = [vx.data, vy.data];
-      validationShapes = [[...vx.shape], [...vy.shape]];
+    const names = [this.#native.inputNames, this.#native.outputNames] as const;
+    const convert = (what: string) => (batch: { xs: Tensors; ys?: Tensors; sampleWeight?: Tensor | Float32Array }) =>
+      toArrays(what, batch.xs, batch.ys, batch.sampleWeight, ...names);
+    const feeders = new Map<string, Feeder>();
+    let train: ReturnType<typeof toArrays> | undefined;
+    if (stream) {
+      if (args.sampleWeight !== undefined) throw new TypeError("fit: with a stream, give sampleWeight in its batches");
+      feeders.set("train", new Feeder(a, convert("fit batch"), prefetch, args.stepsPerEpoch !== undefined));
+    } else {
+      if (b === undefined) throw new TypeError("fit: expected (x, y, args) or (dataset, args)");
+      train = toArrays("fit", a as Tensors, b as Tensors, args.sampleWeight, ...names);
+    }
+    let validation: ReturnType<typeof toArrays> | undefined;
+    const v = args.validationData;
+    if (v !== undefined) {
+      if (isBatchIterable(v)) {
+        feeders.set("validation", new Feeder(v, convert("validation batch"), prefetch, false));
+      } else if (Array.isArray(v) && (v.length === 2 || v.length === 3)) {
+        validation = toArrays("fit: validationData", v[0], v[1], v[2], ...names);
+      } else {
+        throw new TypeError("fit: validationData must be [x, y], [x, y, sampleWeight] or a stream of batches");
+      }
     }
     const progress = new ProgressReporter(verbose);
     let lastLogs: Logs = {};
     const onEvent = (json: string) => {
-      const event = JSON.parse(json) as FitEvent;
+      const parsed = JSON.parse(json) as FitEvent | FeedEvent;
+      if (parsed.type === "pull" || parsed.type === "consumed") {
+        feeders.get((parsed as FeedEvent).queue)?.handle(parsed as FeedEvent);
+        return;
+      }
+      const event = parsed as FitEvent;
       if (event.type === "trainBegin") {
         progress.trainBegin(event.epochs, event.steps);
         for (const h of hooks) h.onTrainBegin?.({ epochs: event.epochs, steps: event.steps });
@@ -312,28 +385,50 @@ export class Model {
     this.#stopRequested = false;
     const options = {
       epochs,
+      initialEpoch: args.initialEpoch ?? 0,
       batchSize,
       shuffle: args.shuffle ?? true,
       validationSplit: args.validationSplit ?? 0,
+      stepsPerEpoch: args.stepsPerEpoch,
+      validationSteps: args.validationSteps,
+      validationFreq: args.validationFreq,
+      classWeight: args.classWeight,
       learningRates,
       callbacks: nativeSpecs,
     };
-    const historyJson = await this.#native.fit(
-      x.data,
-      [...x.shape],
-      y.data,
-      [...y.shape],
-      validation,
-      validationShapes,
-      JSON.stringify(options),
-      onEvent,
-    );
+    let historyJson: string;
+    try {
+      historyJson = await this.#native.fit(
+        train,
+        feeders.get("train")?.queue,
+        validation,
+        feeders.get("validation")?.queue,
+        JSON.stringify(options),
+        onEvent,
+      );
+    } catch (error) {
+      // A data source that threw: reject with its own error, not the engine's copy of it.
+      for (const f of feeders.values()) if (f.error !== undefined) throw f.error;
+      throw error;
+    } finally {
+      for (const f of feeders.values()) f.close();
+    }
     // A model built by this fit attaches to the GPU only now.
     this.#reportDevice();
     // Let events still queued on the event loop reach the callbacks before we resolve.
     await new Promise((resolve) => setImmediate(resolve));
     for (const h of hooks) h.onTrainEnd?.(lastLogs);
     return new History(JSON.parse(historyJson));
+  }
+
+  /** Names of the model inputs (keys for named inputs). */
+  get inputNames(): string[] {
+    return this.#native.inputNames;
+  }
+
+  /** Names of the model outputs (keys for named targets, per-output losses and metrics). */
+  get outputNames(): string[] {
+    return this.#native.outputNames;
   }
 
   #learningRate(): number {
@@ -346,31 +441,67 @@ export class Model {
     return name === "sgd" ? 0.01 : 0.001;
   }
 
-  /** Loss and metrics over `x`, `y`, e.g. `{ loss, accuracy }`. */
-  async evaluate(x: Tensor, y: Tensor, args: BatchArgs = {}): Promise<Logs> {
-    expectTensor(x, "evaluate: x");
-    expectTensor(y, "evaluate: y");
-    knownKeys("evaluate", args, ["batchSize"]);
+  /**
+   * Loss and metrics over `x`, `y` (tensors, lists or objects of them), or over a stream of
+   * batches, e.g. `{ loss, accuracy }`.
+   */
+  evaluate(x: Tensors, y: Tensors, args?: EvaluateArgs): Promise<Logs>;
+  evaluate(data: BatchIterable, args?: EvaluateArgs): Promise<Logs>;
+  async evaluate(a: Tensors | BatchIterable, b?: Tensors | EvaluateArgs, c?: EvaluateArgs): Promise<Logs> {
+    const stream = isBatchIterable(a);
+    const args = ((stream ? b : c) ?? {}) as EvaluateArgs;
+    knownKeys("evaluate", args, ["batchSize", "sampleWeight", "prefetch"]);
     const batchSize = positiveInt("evaluate: batchSize", args.batchSize, 32);
-    return JSON.parse(await this.#native.evaluate(x.data, [...x.shape], y.data, [...y.shape], batchSize));
+    const names = [this.#native.inputNames, this.#native.outputNames] as const;
+    if (!stream) {
+      if (b === undefined) throw new TypeError("evaluate: expected (x, y, args) or (dataset, args)");
+      const data = toArrays("evaluate", a as Tensors, b as Tensors, args.sampleWeight, ...names);
+      return JSON.parse(await this.#native.evaluate(data, undefined, batchSize));
+    }
+    const prefetch = positiveInt("evaluate: prefetch", args.prefetch, 2);
+    const feeder = new Feeder(
+      a,
+      (batch) => toArrays("evaluate batch", batch.xs, batch.ys, batch.sampleWeight, ...names),
+      prefetch,
+      false,
+    );
+    try {
+      const onEvent = (json: string) => feeder.handle(JSON.parse(json) as FeedEvent);
+      return JSON.parse(await this.#native.evaluate(undefined, feeder.queue, batchSize, onEvent));
+    } catch (error) {
+      if (feeder.error !== undefined) throw feeder.error;
+      throw error;
+    } finally {
+      feeder.close();
+    }
   }
 
-  /** Model outputs for `x`. */
-  async predict(x: Tensor, args: BatchArgs = {}): Promise<Tensor> {
-    expectTensor(x, "predict: x");
+  /**
+   * Model outputs for `x`: a Tensor for a single-output model, else one Tensor per output (in
+   * `outputNames` order). Several inputs go as a list or an object keyed by input name.
+   */
+  predict(x: Tensor, args?: BatchArgs): Promise<Tensor>;
+  predict(x: Tensors, args?: BatchArgs): Promise<Tensor | Tensor[]>;
+  async predict(x: Tensors, args: BatchArgs = {}): Promise<Tensor | Tensor[]> {
     knownKeys("predict", args, ["batchSize"]);
     const batchSize = positiveInt("predict: batchSize", args.batchSize, 32);
+    if (!(x instanceof Tensor) || this.#native.outputShapes.length > 1) {
+      const inputs = toArrays("predict", x, undefined, undefined, this.#native.inputNames, []);
+      const outs = await this.#native.predictMany(inputs.xs, inputs.xShapes, batchSize);
+      const tensors = outs.map((o) => new Tensor(o.data, o.shape));
+      return tensors.length === 1 ? tensors[0] : tensors;
+    }
+    expectTensor(x, "predict: x");
     const out =
       (takeInlineTurn() ? this.#native.predictInline(x.data, [...x.shape], batchSize) : null) ??
       (await this.#native.predict(x.data, [...x.shape], batchSize));
     return new Tensor(out.data, out.shape);
   }
 
-  /** One gradient step on one batch; resolves to its loss and metrics. */
-  async trainOnBatch(x: Tensor, y: Tensor): Promise<Logs> {
-    expectTensor(x, "trainOnBatch: x");
-    expectTensor(y, "trainOnBatch: y");
-    return JSON.parse(await this.#native.trainOnBatch(x.data, [...x.shape], y.data, [...y.shape]));
+  /** One gradient step on one batch (tensors, lists or objects of them); resolves to its loss and metrics. */
+  async trainOnBatch(x: Tensors, y: Tensors, sampleWeight?: Tensor): Promise<Logs> {
+    const data = toArrays("trainOnBatch", x, y, sampleWeight, this.#native.inputNames, this.#native.outputNames);
+    return JSON.parse(await this.#native.trainOnBatch(data));
   }
 
   /** Keras-style table of layers, output shapes and parameter counts; printed unless `print` is false. */

@@ -54,3 +54,5 @@ export type NativeTensor = Binding.NativeTensor;
 export type NativeGrads = Binding.NativeGrads;
 export type NativeOptimizer = Binding.NativeOptimizer;
 export type DeviceInfo = Binding.DeviceInfo;
+export type BatchQueue = Binding.BatchQueue;
+export type BatchData = Binding.BatchData;

@@ -112,10 +112,14 @@ while (performance.now() < deadline && calls < maxCalls) {
       await call(outcomes, "predict", () => model.predict(x, xs, rand() < 0.5 ? undefined : pick(dims)));
       break;
     case 2:
-      await call(outcomes, "evaluate", () => model.evaluate(x, xs, y, ys, pick(dims)));
+      await call(outcomes, "evaluate", () =>
+        model.evaluate({ xs: [x], xShapes: [xs], ys: [y], yShapes: [ys] }, undefined, pick(dims)),
+      );
       break;
     case 3:
-      await call(outcomes, "trainOnBatch", () => model.trainOnBatch(x, xs, y, ys));
+      await call(outcomes, "trainOnBatch", () =>
+        model.trainOnBatch({ xs: [x], xShapes: [xs], ys: [y], yShapes: [ys] }),
+      );
       break;
     case 4: {
       const [name, config] = pick(layerConfigs);

@@ -32,6 +32,16 @@ impl Rng {
         Rng::new(t ^ (std::process::id() as u64).rotate_left(32))
     }
 
+    /// The generator's whole state, for checkpoints ([`Self::from_state`] continues the stream).
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator that continues the stream whose state is `s` (from [`Self::state`]).
+    pub fn from_state(s: [u64; 4]) -> Self {
+        Rng { s }
+    }
+
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);

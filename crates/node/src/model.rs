@@ -7,14 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cortex_core::nn::callbacks::Callback;
-use cortex_core::nn::fit::{self, Event, FitConfig};
 use cortex_core::nn::layers::Layer;
 use cortex_core::nn::model::Logs;
-use cortex_core::nn::options::Options;
 use cortex_core::nn::{io, LayerCell, Model, SharedLayer};
 use cortex_core::{rng, threads, Tensor};
 use napi::bindgen_prelude::{AsyncTask, Float32Array, ObjectFinalize, Unknown};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, Status, Task};
 use napi_derive::napi;
 use serde_json::{json, Map, Value};
@@ -41,15 +39,15 @@ type ReadGuard<'a> = std::sync::RwLockReadGuard<'a, Box<dyn Layer>>;
 type WriteGuard<'a> = std::sync::RwLockWriteGuard<'a, Box<dyn Layer>>;
 
 /// The model inside a model cell (NativeModel only ever holds models).
-fn model_of<'a>(guard: &'a ReadGuard<'_>) -> &'a Model {
+pub(crate) fn model_of<'a>(guard: &'a ReadGuard<'_>) -> &'a Model {
     guard.as_model().expect("a NativeModel cell holds a model")
 }
 
-fn model_of_mut<'a>(guard: &'a mut WriteGuard<'_>) -> &'a mut Model {
+pub(crate) fn model_of_mut<'a>(guard: &'a mut WriteGuard<'_>) -> &'a mut Model {
     guard.as_model_mut().expect("a NativeModel cell holds a model")
 }
 
-fn logs_json(logs: &Logs) -> Value {
+pub(crate) fn logs_json(logs: &Logs) -> Value {
     Value::Object(logs.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>())
 }
 
@@ -103,6 +101,11 @@ impl NativeModel {
         Ok(wrap(&env, guarded("model", || Model::from_config(&config, seed))?))
     }
 
+    /// The flag `stopTraining` sets, which a running `fit` polls.
+    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
     /// The shared cell holding the model.
     pub(crate) fn cell(&self) -> Shared {
         self.inner.clone()
@@ -133,6 +136,18 @@ impl NativeModel {
     }
 
     /// Sample shapes of every output, once built.
+    /// Names of the model inputs (the keys of named inputs).
+    #[napi(getter)]
+    pub fn input_names(&self) -> Vec<String> {
+        model_of(&self.inner.read()).input_names()
+    }
+
+    /// Names of the model outputs (the keys of named targets and per-output losses).
+    #[napi(getter)]
+    pub fn output_names(&self) -> Vec<String> {
+        model_of(&self.inner.read()).output_names()
+    }
+
     #[napi(getter)]
     pub fn output_shapes(&self) -> Vec<Vec<u32>> {
         model_of(&self.inner.read())
@@ -239,50 +254,6 @@ impl NativeModel {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Trains; resolves to the History as JSON. Options JSON: `{ epochs, batchSize, shuffle,
-    /// validationSplit, learningRates, callbacks }`. Events go to `onEvent` as JSON strings.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn fit(
-        &self,
-        x: Float32Array,
-        x_shape: Vec<u32>,
-        y: Float32Array,
-        y_shape: Vec<u32>,
-        validation: Option<Vec<Float32Array>>,
-        validation_shapes: Option<Vec<Vec<u32>>>,
-        options_json: String,
-        // napi-rs does not expand type aliases in typings: spell the callback out.
-        #[napi(ts_arg_type = "((event: string) => void) | undefined | null")] on_event: Option<EventSink>,
-    ) -> napi::Result<AsyncTask<FitTask>> {
-        let x = to_tensor("fit x", &x, &x_shape)?;
-        let y = to_tensor("fit y", &y, &y_shape)?;
-        let validation = match (validation, validation_shapes) {
-            (Some(v), Some(s)) if v.len() == 2 && s.len() == 2 => Some((
-                to_tensor("validationData x", &v[0], &s[0])?,
-                to_tensor("validationData y", &v[1], &s[1])?,
-            )),
-            (None, None) => None,
-            _ => {
-                return Err(napi::Error::new(
-                    Status::InvalidArg,
-                    "validationData must be a pair [x, y] of tensors".to_string(),
-                ))
-            }
-        };
-        let options = parse_json("fit options", &options_json)?;
-        let config = guarded("fit", || parse_fit_config(&options))?;
-        self.stop.store(false, Ordering::Relaxed);
-        Ok(AsyncTask::new(FitTask {
-            model: self.inner.clone(),
-            stop: self.stop.clone(),
-            x,
-            y,
-            validation,
-            config: Some(config),
-            on_event,
-        }))
-    }
-
     /// Predictions for `x`, computed off the event loop.
     #[napi(ts_return_type = "Promise<TensorData>")]
     pub fn predict(
@@ -326,43 +297,6 @@ impl NativeModel {
         Some(TensorData::from_tensor(&y))
     }
 
-    /// Loss and metrics over `x`, `y`; resolves to JSON logs.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn evaluate(
-        &self,
-        x: Float32Array,
-        x_shape: Vec<u32>,
-        y: Float32Array,
-        y_shape: Vec<u32>,
-        batch_size: Option<u32>,
-    ) -> napi::Result<AsyncTask<EvaluateTask>> {
-        Ok(AsyncTask::new(EvaluateTask {
-            model: self.inner.clone(),
-            x: to_tensor("evaluate x", &x, &x_shape)?,
-            y: to_tensor("evaluate y", &y, &y_shape)?,
-            batch_size: batch_size.unwrap_or(32) as usize,
-            train: false,
-        }))
-    }
-
-    /// One gradient step on one batch; resolves to JSON logs.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn train_on_batch(
-        &self,
-        x: Float32Array,
-        x_shape: Vec<u32>,
-        y: Float32Array,
-        y_shape: Vec<u32>,
-    ) -> napi::Result<AsyncTask<EvaluateTask>> {
-        Ok(AsyncTask::new(EvaluateTask {
-            model: self.inner.clone(),
-            x: to_tensor("trainOnBatch x", &x, &x_shape)?,
-            y: to_tensor("trainOnBatch y", &y, &y_shape)?,
-            batch_size: 0,
-            train: true,
-        }))
-    }
-
     /// Saves topology and weights to `path`, atomically per file: format `cortex` (a
     /// directory: model.json + weights.safetensors), `keras` (a Keras 3 `.keras` zip) or `tfjs`
     /// (a TensorFlow.js layers-model directory); without a format, a path ending in `.keras`
@@ -404,93 +338,6 @@ pub fn load_model(dir: String, seed: Option<f64>, max_bytes: Option<f64>) -> nap
 #[napi]
 pub fn set_seed(seed: f64) {
     rng::set_global_seed(seed as u64);
-}
-
-fn parse_fit_config(v: &Value) -> cortex_core::Result<FitConfig> {
-    let mut o = Options::new("fit", v)?;
-    let epochs = o.usize("epochs")?.unwrap_or(1);
-    let batch_size = o.usize("batchSize")?.unwrap_or(32);
-    let shuffle = o.bool("shuffle")?.unwrap_or(true);
-    let validation_split = o.f32("validationSplit")?.unwrap_or(0.0);
-    let learning_rates = match o.value("learningRates") {
-        None => None,
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .map(|v| v.as_f64().filter(|f| f.is_finite() && *f > 0.0).map(|f| f as f32))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| {
-                    cortex_core::Error::Invalid("learning-rate schedule must return positive numbers".into())
-                })?,
-        ),
-        Some(other) => {
-            return Err(cortex_core::Error::Invalid(format!(
-                "learningRates must be an array, got {other}"
-            )))
-        }
-    };
-    let callbacks = match o.value("callbacks") {
-        None => Vec::new(),
-        Some(Value::Array(a)) => a.iter().map(parse_callback).collect::<cortex_core::Result<_>>()?,
-        Some(other) => {
-            return Err(cortex_core::Error::Invalid(format!(
-                "callbacks must be an array, got {other}"
-            )))
-        }
-    };
-    o.finish()?;
-    Ok(FitConfig {
-        epochs,
-        batch_size,
-        shuffle,
-        validation_split,
-        learning_rates,
-        callbacks,
-    })
-}
-
-/// Background training.
-pub struct FitTask {
-    model: Shared,
-    stop: Arc<AtomicBool>,
-    x: Tensor,
-    y: Tensor,
-    validation: Option<(Tensor, Tensor)>,
-    config: Option<FitConfig>,
-    on_event: Option<EventSink>,
-}
-
-impl Task for FitTask {
-    type Output = String;
-    type JsValue = String;
-
-    fn compute(&mut self) -> napi::Result<String> {
-        let config = self.config.take().expect("fit runs once");
-        let sink = self.on_event.take();
-        let mut send = |event: Event| {
-            let Some(sink) = &sink else { return };
-            let message = match event {
-                Event::TrainBegin { epochs, steps } => json!({"type": "trainBegin", "epochs": epochs, "steps": steps}),
-                Event::BatchEnd { epoch, batch, logs } => {
-                    json!({"type": "batchEnd", "epoch": epoch, "batch": batch, "logs": logs_json(logs)})
-                }
-                Event::EpochEnd { epoch, logs } => json!({"type": "epochEnd", "epoch": epoch, "logs": logs_json(logs)}),
-            };
-            // NonBlocking: a busy event loop queues events; training never waits for it.
-            sink.call(message.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
-        };
-        let history = guarded("fit", || {
-            let mut guard = self.model.write();
-            let model = model_of_mut(&mut guard);
-            let validation = self.validation.as_ref().map(|(a, b)| (a, b));
-            threads::run(|| fit::fit(model, &self.x, &self.y, validation, config, &mut send, &self.stop))
-        })?;
-        let map: Map<String, Value> = history.into_iter().map(|(k, v)| (k, json!(v))).collect();
-        Ok(Value::Object(map).to_string())
-    }
-
-    fn resolve(&mut self, _env: Env, output: String) -> napi::Result<String> {
-        Ok(output)
-    }
 }
 
 /// Predictions whose activations are at most this many bytes run serially on the libuv worker
@@ -561,46 +408,10 @@ impl Task for PredictTask {
     }
 }
 
-/// Background evaluation or single training step.
-pub struct EvaluateTask {
-    model: Shared,
-    x: Tensor,
-    y: Tensor,
-    batch_size: usize,
-    train: bool,
-}
-
-impl Task for EvaluateTask {
-    type Output = String;
-    type JsValue = String;
-
-    fn compute(&mut self) -> napi::Result<String> {
-        let logs = guarded(if self.train { "trainOnBatch" } else { "evaluate" }, || {
-            if self.train {
-                let mut guard = self.model.write();
-                let model = model_of_mut(&mut guard);
-                model.ensure_built(&self.x)?;
-                model.check_input(&self.x)?;
-                model.check_targets(&self.x, &self.y)?;
-                threads::run(|| model.train_on_batch(&self.x, &self.y))
-            } else {
-                let guard = self.model.read();
-                let model = model_of(&guard);
-                threads::run(|| model.evaluate(&self.x, &self.y, self.batch_size))
-            }
-        })?;
-        Ok(logs_json(&logs).to_string())
-    }
-
-    fn resolve(&mut self, _env: Env, output: String) -> napi::Result<String> {
-        Ok(output)
-    }
-}
-
 /// An engine callback from its spec; `tensorBoard` (weight histograms, written where the
 /// weights are while fit holds the model) is built here because its writer lives in
 /// cortex-formats, which the engine does not depend on.
-fn parse_callback(v: &Value) -> cortex_core::Result<Callback> {
+pub(crate) fn parse_callback(v: &Value) -> cortex_core::Result<Callback> {
     if v.get("type").and_then(Value::as_str) != Some("tensorBoard") {
         return Callback::parse(v);
     }

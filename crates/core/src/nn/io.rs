@@ -76,15 +76,21 @@ impl LoadOptions {
     }
 }
 
-/// Saves the model into directory `dir` (created if missing).
+/// Saves the model into directory `dir` (created if missing), with its training state (see
+/// [`checkpoint`](super::checkpoint)) when compiled.
 pub fn save(model: &Model, dir: &Path) -> Result<()> {
+    save_with(model, dir, None)
+}
+
+/// [`save`], with `extra` merged into the training state (e.g. `backupAndRestore`'s epoch).
+pub fn save_with(model: &Model, dir: &Path, extra: Option<Value>) -> Result<()> {
     if !model.is_built() {
         return Err(Error::Invalid(
             "save: the model has no weights yet; build it or train it first".into(),
         ));
     }
     fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
-    let weights = model.get_weights()?;
+    let mut weights = model.get_weights()?;
     let mut topology = json!({
         "format": FORMAT,
         "version": 1,
@@ -93,6 +99,13 @@ pub fn save(model: &Model, dir: &Path) -> Result<()> {
     });
     if let Some(c) = model.compile_json() {
         topology["compile"] = c;
+    }
+    if let Some((tensors, mut state)) = super::checkpoint::capture(model) {
+        if let (Some(Value::Object(extra)), Some(obj)) = (extra, state.as_object_mut()) {
+            obj.extend(extra);
+        }
+        topology["trainingState"] = state;
+        weights.extend(tensors);
     }
     let save_id = new_save_id();
     topology[SAVE_ID_KEY] = json!(save_id);
@@ -168,6 +181,11 @@ pub fn read_limited(path: &Path, what: &str, limit: u64, limit_name: &str) -> Re
 /// Loads a model saved by [`save`]; every problem (missing, truncated, corrupt, oversized or
 /// mismatched files) is an error that names the file.
 pub fn load(dir: &Path, options: &LoadOptions) -> Result<Model> {
+    load_with_state(dir, options).map(|(model, _)| model)
+}
+
+/// [`load`], also returning the saved `trainingState` JSON (with any extra keys of [`save_with`]).
+pub fn load_with_state(dir: &Path, options: &LoadOptions) -> Result<(Model, Option<Value>)> {
     let weights_path = dir.join(WEIGHTS);
     let topo_path = dir.join(TOPOLOGY);
     let from_file = read_model_json(&topo_path);
@@ -232,7 +250,10 @@ pub fn load(dir: &Path, options: &LoadOptions) -> Result<Model> {
         }
     });
     result?;
-    Ok(model)
+    let state = topology.get("trainingState").cloned();
+    super::checkpoint::restore(&mut model, state.as_ref(), &header, data)
+        .map_err(|e| io_err("invalid training state in", &weights_path, e))?;
+    Ok((model, state))
 }
 
 fn parse_topology(text: &str, path: &Path) -> Result<Value> {

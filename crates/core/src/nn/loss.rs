@@ -148,10 +148,30 @@ impl Loss {
 
     /// The mean loss over the batch as a scalar tensor whose op carries d loss / d pred.
     pub fn compute(&self, pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+        self.compute_weighted(pred, target, None)
+    }
+
+    /// Like [`Self::compute`] with one weight per sample (`classWeight` / `sampleWeight`): each
+    /// sample's loss is multiplied by its weight and the sum is still divided by the sample
+    /// count, as Keras' `sum_over_batch_size` reduction does.
+    pub fn compute_weighted(&self, pred: &Tensor, target: &Tensor, weights: Option<&[f32]>) -> Result<Tensor> {
         self.check_targets(pred.shape(), target)?;
         let p = pred.data();
         let t = target.data();
         let batch = pred.shape().first().copied().unwrap_or(1).max(1) as f64;
+        if let Some(w) = weights {
+            if w.len() != batch as usize {
+                return Err(Error::shape("sample weights", batch as usize, w.len()));
+            }
+            if let Some(bad) = w.iter().find(|v| !v.is_finite() || **v < 0.0) {
+                return Err(Error::Invalid(format!(
+                    "sample weights must be finite and non-negative, got {bad}"
+                )));
+            }
+        }
+        // The weight of value `i` of `len` values (samples are contiguous blocks of rows).
+        let per_sample = (p.len() / batch as usize).max(1);
+        let weight_of = |i: usize| weights.map_or(1.0, |w| w[i / per_sample] as f64);
         let mut grad = vec![0.0f32; p.len()];
         let total: f64 = match *self {
             Loss::CategoricalCrossentropy { from_logits } | Loss::SparseCategoricalCrossentropy { from_logits } => {
@@ -159,6 +179,7 @@ impl Loss {
                 let sparse = matches!(self, Loss::SparseCategoricalCrossentropy { .. });
                 let mut total = 0.0;
                 for (r, (prow, grow)) in p.chunks_exact(classes).zip(grad.chunks_exact_mut(classes)).enumerate() {
+                    let w = weight_of(r * classes);
                     let target_of = |c: usize| -> f64 {
                         if sparse {
                             (t[r] as usize == c) as u8 as f64
@@ -175,9 +196,9 @@ impl Loss {
                         for c in 0..classes {
                             let tc = target_of(c);
                             l -= tc * (prow[c] as f64 - lse);
-                            grow[c] = (((prow[c] as f64 - lse).exp() * tsum - tc) / batch) as f32;
+                            grow[c] = (w * ((prow[c] as f64 - lse).exp() * tsum - tc) / batch) as f32;
                         }
-                        l
+                        w * l
                     } else {
                         let mut l = 0.0;
                         for c in 0..classes {
@@ -189,10 +210,10 @@ impl Loss {
                             let clipped = raw.clamp(EPSILON, 1.0 - EPSILON);
                             l -= tc * clipped.ln();
                             if raw == clipped {
-                                grow[c] = (-tc / clipped / batch) as f32;
+                                grow[c] = (-w * tc / clipped / batch) as f32;
                             }
                         }
-                        l
+                        w * l
                     };
                 }
                 total
@@ -202,15 +223,15 @@ impl Loss {
                 let n = p.len().max(1) as f64;
                 let mut total = 0.0;
                 for i in 0..p.len() {
-                    let (x, y) = (p[i] as f64, t[i] as f64);
+                    let (x, y, w) = (p[i] as f64, t[i] as f64, weight_of(i));
                     if from_logits {
-                        total += x.max(0.0) - x * y + (-x.abs()).exp().ln_1p();
-                        grad[i] = ((1.0 / (1.0 + (-x).exp()) - y) / n) as f32;
+                        total += w * (x.max(0.0) - x * y + (-x.abs()).exp().ln_1p());
+                        grad[i] = (w * (1.0 / (1.0 + (-x).exp()) - y * w) / n) as f32;
                     } else {
                         let c = x.clamp(EPSILON, 1.0 - EPSILON);
-                        total -= y * c.ln() + (1.0 - y) * (1.0 - c).ln();
+                        total -= w * (y * c.ln() + (1.0 - y) * (1.0 - c).ln());
                         if x == c {
-                            grad[i] = ((c - y) / (c * (1.0 - c)) / n) as f32;
+                            grad[i] = (w * (c - y) / (c * (1.0 - c)) / n) as f32;
                         }
                     }
                 }
@@ -221,9 +242,9 @@ impl Loss {
                 let square = *self == Loss::MeanSquaredError;
                 let mut total = 0.0;
                 for i in 0..p.len() {
-                    let d = p[i] as f64 - t[i] as f64;
-                    total += if square { d * d } else { d.abs() };
-                    grad[i] = (if square {
+                    let (d, w) = (p[i] as f64 - t[i] as f64, weight_of(i));
+                    total += w * if square { d * d } else { d.abs() };
+                    grad[i] = (w * if square {
                         2.0 * d
                     } else {
                         d.signum() * (d != 0.0) as u8 as f64

@@ -3,6 +3,7 @@
 
 pub mod callbacks;
 pub mod cell;
+pub mod checkpoint;
 pub mod fit;
 pub mod gpu_model;
 pub mod init;

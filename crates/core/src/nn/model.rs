@@ -19,9 +19,12 @@ use crate::rng::Rng;
 use crate::tensor::{no_grad, numel};
 use crate::{backprop, Error, Result, Tensor};
 
+mod compile;
 mod config;
 mod describe;
 mod train;
+
+pub use train::{Batch, Evaluation};
 
 /// One weight as `(name, shape, values)`.
 pub type NamedWeight = (String, Vec<usize>, Vec<f32>);
@@ -34,12 +37,14 @@ pub type Sequential = Model;
 
 /// What `compile` configured.
 pub struct Compiled {
-    /// The loss.
-    pub loss: Loss,
+    /// One loss per model output.
+    pub losses: Vec<Loss>,
+    /// Keras `lossWeights`: the loss that trains is the sum of `weight * loss` over outputs.
+    pub loss_weights: Vec<f32>,
     /// The optimizer and its state.
     pub optimizer: Optimizer,
-    /// Extra metrics.
-    pub metrics: Vec<Metric>,
+    /// Per output: its extra metrics.
+    pub metrics: Vec<Vec<Metric>>,
     /// Addresses of the parameters that train, captured at compile time (Keras semantics:
     /// changing `trainable` afterwards takes effect at the next compile).
     trainable: HashSet<usize>,
@@ -79,6 +84,8 @@ pub struct Model {
     nodes: Vec<Node>,
     inputs: Vec<Vec<usize>>,
     outputs: Vec<Source>,
+    /// Names of the inputs (keys of named inputs); empty for the Keras defaults.
+    input_names: Vec<String>,
     output_shapes: Vec<Vec<usize>>,
     /// Sample shape of every model input and node output; empty until built.
     shapes: HashMap<Source, Vec<usize>>,
@@ -240,79 +247,6 @@ impl Model {
         }
     }
 
-    /// Sets the loss, optimizer and metrics: `{ "optimizer", "loss", "metrics"? }`.
-    pub fn compile(&mut self, config: &Value) -> Result<()> {
-        let obj = config
-            .as_object()
-            .ok_or_else(|| invalid(format!("compile expects an object, got {config}")))?;
-        if let Some(key) = obj
-            .keys()
-            .find(|k| !["optimizer", "loss", "metrics", "device", "precision"].contains(&k.as_str()))
-        {
-            return Err(invalid(format!(
-                "compile: unknown option '{key}'; expected one of: device, loss, metrics, optimizer, precision"
-            )));
-        }
-        let wants_gpu = match obj.get("device") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(d)) if d == "cpu" => None,
-            Some(Value::String(d)) if d == "gpu" => Some(false),
-            Some(Value::String(d)) if d == "gpu!" => Some(true),
-            Some(other) => {
-                return Err(invalid(format!(
-                    "compile: device must be 'cpu', 'gpu' (falls back to the CPU with a warning) or 'gpu!' \
-                     (fails without a usable GPU), got {other}"
-                )))
-            }
-        };
-        let precision = match obj.get("precision") {
-            None | Some(Value::Null) => "float32".to_string(),
-            Some(Value::String(p)) if p == "float32" => p.clone(),
-            Some(Value::String(p)) if p == "mixed_float16" && wants_gpu.is_some() => p.clone(),
-            Some(Value::String(p)) if p == "mixed_float16" => {
-                return Err(invalid(
-                    "compile: precision 'mixed_float16' runs on the GPU only; add device 'gpu' (or 'gpu!')",
-                ))
-            }
-            Some(other) => {
-                return Err(invalid(format!(
-                    "compile: precision must be 'float32' or 'mixed_float16', got {other}"
-                )))
-            }
-        };
-        let loss = Loss::parse(
-            obj.get("loss")
-                .ok_or_else(|| invalid("compile: option 'loss' is required"))?,
-        )?;
-        let optimizer = Optimizer::parse(obj.get("optimizer").unwrap_or(&json!("rmsprop")))?;
-        let metrics = match obj.get("metrics") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(list)) => list.iter().map(|m| Metric::parse(m, &loss)).collect::<Result<_>>()?,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "compile: metrics must be an array of names, got {other}"
-                )))
-            }
-        };
-        let mut trainable = HashSet::new();
-        self.visit_params(&mut |_, p, layer_trainable| {
-            if layer_trainable && p.trainable {
-                trainable.insert(p as *const Param as usize);
-            }
-        });
-        self.compiled = Some(Compiled {
-            loss,
-            optimizer,
-            metrics,
-            trainable,
-            wants_gpu,
-            precision,
-            gpu: None,
-            device_warning: None,
-        });
-        self.attach_gpu()
-    }
-
     /// Moves a compiled model that asked for the GPU onto it, once it is built: on failure a
     /// strict request ("gpu!") is an error, a plain one records the fallback warning.
     fn attach_gpu(&mut self) -> Result<()> {
@@ -323,7 +257,7 @@ impl Model {
         if !self.is_built() {
             return Ok(());
         }
-        let attached = GpuModel::new(self, &c.loss, &c.optimizer, &|p| {
+        let attached = GpuModel::new(self, &c.losses[0], &c.optimizer, &|p| {
             c.trainable.contains(&(p as *const Param as usize))
         });
         let c = self.compiled.as_mut().expect("checked above");
@@ -372,6 +306,28 @@ impl Model {
     /// Whether this is a functional DAG rather than a Sequential chain.
     pub fn is_functional(&self) -> bool {
         self.functional
+    }
+
+    /// The optimizer's accumulated state, for checkpoints; `None` when not compiled or when the
+    /// optimizer runs on a GPU (its slots live on the device).
+    pub fn optimizer_state(&self) -> Option<super::optim::OptimizerState> {
+        let c = self.compiled.as_ref()?;
+        c.gpu.is_none().then(|| c.optimizer.state())
+    }
+
+    /// Restores the optimizer's state (from [`Self::optimizer_state`] of the same model).
+    pub fn set_optimizer_state(&mut self, state: super::optim::OptimizerState) -> Result<()> {
+        self.compiled()?.optimizer.set_state(state)
+    }
+
+    /// The random state (shuffling, dropout), for checkpoints.
+    pub fn rng_state(&self) -> [u64; 4] {
+        self.rng.state()
+    }
+
+    /// Replaces the random state (from [`Self::rng_state`]).
+    pub fn set_rng(&mut self, rng: Rng) {
+        self.rng = rng;
     }
 
     /// The compile settings, or an error telling the user to compile.

@@ -386,6 +386,7 @@ fn functional_from_keras(
         "name": name,
         "layers": cortex_layers,
         "inputs": input_shapes,
+        "inputNames": inputs.iter().map(|(l, _, _)| l.clone()).collect::<Vec<_>>(),
         "nodes": nodes,
         "outputs": outputs,
     }))

@@ -129,7 +129,39 @@ fn compile_from_keras(c: &Value) -> Option<Value> {
         "rmsprop" => json!({"name": "rmsprop", "learningRate": lr, "rho": num("rho")?, "epsilon": num("epsilon")?}),
         _ => return None,
     };
+    // One loss for every output, or a list / an object of them (several outputs).
     let loss = match c.get("loss")? {
+        Value::Array(list) => Value::Array(list.iter().map(loss_from_keras).collect::<Option<_>>()?),
+        Value::Object(map) if !map.contains_key("class_name") => Value::Object(
+            map.iter()
+                .map(|(k, v)| Some((k.clone(), loss_from_keras(v)?)))
+                .collect::<Option<_>>()?,
+        ),
+        one => loss_from_keras(one)?,
+    };
+    let names = |m: &Value| -> Value {
+        match m {
+            Value::Array(list) => Value::Array(list.iter().filter(|v| v.is_string()).cloned().collect()),
+            _ => json!([]),
+        }
+    };
+    // A flat list of names, or one list per output (a list of lists, or an object).
+    let metrics = match c.get("metrics") {
+        Some(Value::Array(m)) if m.iter().any(Value::is_array) => Value::Array(m.iter().map(names).collect()),
+        Some(Value::Object(m)) => Value::Object(m.iter().map(|(k, v)| (k.clone(), names(v))).collect()),
+        Some(m @ Value::Array(_)) => names(m),
+        _ => json!([]),
+    };
+    let mut compile = json!({"optimizer": optimizer, "loss": loss, "metrics": metrics});
+    if let Some(w @ (Value::Array(_) | Value::Object(_))) = c.get("loss_weights") {
+        compile["lossWeights"] = w.clone();
+    }
+    Some(compile)
+}
+
+/// One Keras loss (a name, or a serialized loss object) as cortex-nn's.
+fn loss_from_keras(v: &Value) -> Option<Value> {
+    Some(match v {
         Value::String(s) => json!(s),
         Value::Object(o) => {
             let name = layer::snake(o.get("class_name")?.as_str()?);
@@ -142,12 +174,7 @@ fn compile_from_keras(c: &Value) -> Option<Value> {
             json!({"name": name, "fromLogits": from_logits})
         }
         _ => return None,
-    };
-    let metrics: Vec<Value> = match c.get("metrics") {
-        Some(Value::Array(m)) => m.iter().filter_map(|m| m.as_str().map(|s| json!(s))).collect(),
-        _ => Vec::new(),
-    };
-    Some(json!({"optimizer": optimizer, "loss": loss, "metrics": metrics}))
+    })
 }
 
 /// The Keras 3 config.json and weights of `model` (`config`, h5 root).

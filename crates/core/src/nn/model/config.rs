@@ -70,7 +70,16 @@ impl Model {
             }
         };
         let allowed: &[&str] = if functional {
-            &["className", "name", "layers", "inputs", "nodes", "outputs", "trainable"]
+            &[
+                "className",
+                "name",
+                "layers",
+                "inputs",
+                "inputNames",
+                "nodes",
+                "outputs",
+                "trainable",
+            ]
         } else {
             &["className", "name", "layers", "inputShape", "trainable"]
         };
@@ -113,6 +122,7 @@ impl Model {
             nodes: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            input_names: Vec::new(),
             output_shapes: Vec::new(),
             shapes: HashMap::new(),
             compiled: None,
@@ -126,6 +136,18 @@ impl Model {
                 .iter()
                 .map(|s| shape_list(s, "functional model input"))
                 .collect::<Result<_>>()?;
+            if let Some(names) = obj.get("inputNames").filter(|v| !v.is_null()) {
+                let names: Vec<String> = serde_json::from_value(names.clone())
+                    .map_err(|_| invalid(format!("inputNames must be a list of strings, got {names}")))?;
+                if names.len() != model.inputs.len() {
+                    return Err(invalid(format!(
+                        "inputNames has {} names for {} inputs",
+                        names.len(),
+                        model.inputs.len()
+                    )));
+                }
+                model.input_names = names;
+            }
             let nodes = obj
                 .get("nodes")
                 .and_then(Value::as_array)

@@ -24,6 +24,9 @@ impl Model {
                 Source::Node(n, o) => json!([n, o]),
             };
             v["inputs"] = json!(self.inputs);
+            if !self.input_names.is_empty() {
+                v["inputNames"] = json!(self.input_names);
+            }
             v["nodes"] = self
                 .nodes
                 .iter()
@@ -34,17 +37,6 @@ impl Model {
             v["inputShape"] = json!(s);
         }
         v
-    }
-
-    /// The compile settings as JSON (loss, optimizer with its learning rate, metrics).
-    pub fn compile_json(&self) -> Option<Value> {
-        self.compiled.as_ref().map(|c| {
-            json!({
-                "loss": c.loss.to_json(),
-                "optimizer": c.optimizer.to_json(),
-                "metrics": c.metrics.iter().map(|m| m.key()).collect::<Vec<_>>(),
-            })
-        })
     }
 
     /// A Keras-like table of layers, output shapes and parameter counts.

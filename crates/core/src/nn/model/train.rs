@@ -1,7 +1,55 @@
 //! Training, prediction and evaluation on whole batches (the `fit` loop in `fit.rs` drives these).
+//! A batch holds one tensor per model input and one target per output; the loss that trains is
+//! the weighted sum of each output's loss, optionally weighted per sample.
 
 use super::*;
 use rayon::prelude::*;
+
+/// One batch: a tensor per model input, a target per model output, and optionally one weight
+/// per sample (`sampleWeight`, `classWeight`). The first axis of each is the sample axis.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// One tensor per model input.
+    pub xs: Vec<Tensor>,
+    /// One target per model output.
+    pub ys: Vec<Tensor>,
+    /// One weight per sample.
+    pub sample_weight: Option<Vec<f32>>,
+}
+
+impl Batch {
+    /// A single-input, single-output batch.
+    pub fn single(x: Tensor, y: Tensor) -> Batch {
+        Batch {
+            xs: vec![x],
+            ys: vec![y],
+            sample_weight: None,
+        }
+    }
+
+    /// Number of samples.
+    pub fn rows(&self) -> usize {
+        self.xs.first().and_then(|x| x.shape().first().copied()).unwrap_or(0)
+    }
+
+    /// Rows `idx` of every tensor (and weight).
+    pub fn gather(&self, idx: &[usize]) -> Batch {
+        Batch {
+            xs: self.xs.iter().map(|t| gather_rows(t, idx)).collect(),
+            ys: self.ys.iter().map(|t| gather_rows(t, idx)).collect(),
+            sample_weight: self.sample_weight.as_ref().map(|w| idx.iter().map(|&i| w[i]).collect()),
+        }
+    }
+
+    /// Rows `start..end` of every tensor (and weight).
+    pub fn slice(&self, start: usize, end: usize) -> Batch {
+        Batch {
+            xs: self.xs.iter().map(|t| slice_rows(t, start, end)).collect(),
+            ys: self.ys.iter().map(|t| slice_rows(t, start, end)).collect(),
+            sample_weight: self.sample_weight.as_ref().map(|w| w[start..end].to_vec()),
+        }
+    }
+}
 
 /// Bytes of activations per inference chunk (see `Model::forward_in_chunks`):
 /// `CORTEX_PREDICT_CHUNK_BYTES`, default 1 MiB (half a Sapphire Rapids or Zen 4 core's L2;
@@ -17,36 +65,51 @@ fn chunk_bytes() -> u64 {
 }
 
 impl Model {
-    /// One gradient step on one batch; returns the batch's loss and metrics.
+    /// One gradient step on one single-input, single-output batch; returns its loss and metrics.
     pub fn train_on_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<Logs> {
+        self.train_step(&Batch::single(x.clone(), y.clone()))
+    }
+
+    /// One gradient step on one batch; returns the batch's loss (and each output's, with
+    /// several outputs) and metrics.
+    pub fn train_step(&mut self, batch: &Batch) -> Result<Logs> {
         self.compiled()?;
-        self.check_activation_memory("training", x.shape().first().copied().unwrap_or(0), 2)?;
+        self.check_activation_memory("training", batch.rows(), 2)?;
         let mut rng = self.rng.fork();
         if self.compiled.as_ref().is_some_and(|c| c.gpu.is_some()) {
+            if batch.xs.len() != 1 || batch.ys.len() != 1 || batch.sample_weight.is_some() {
+                return Err(invalid(
+                    "sample weights, class weights and several inputs or outputs train on the CPU only; \
+                     compile with device 'cpu'",
+                ));
+            }
             let mut compiled = self.compiled.take().expect("checked above");
             let gpu = compiled.gpu.as_mut().expect("checked above");
             let gpu = gpu.get_mut().unwrap_or_else(|e| e.into_inner());
-            let logs = gpu.train_on_batch(self, x, y, &mut compiled.optimizer, &compiled.metrics, &mut rng);
+            let logs = gpu.train_on_batch(
+                self,
+                &batch.xs[0],
+                &batch.ys[0],
+                &mut compiled.optimizer,
+                &compiled.metrics[0],
+                &mut rng,
+            );
             self.compiled = Some(compiled);
             return logs;
         }
-        let pred = self.forward(x, true, &mut rng)?;
-        let compiled = self.compiled.as_ref().expect("checked above");
-        let loss = compiled.loss.compute(&pred, y)?;
-        let loss_value = loss.item()?;
-        let mut logs = vec![("loss".to_string(), loss_value as f64)];
-        for m in &compiled.metrics {
-            let (correct, total) = m.count(pred.data(), pred.shape(), y.data());
-            logs.push((m.key().to_string(), correct / total.max(1.0)));
-        }
+        let preds = self.run(&batch.xs, &[], true, &mut rng)?;
+        let scored = self.score(&preds, batch)?;
+        let logs = scored.logs(self);
+        let loss_value = logs[0].1;
         if !loss_value.is_finite() {
             return Ok(logs);
         }
+        let loss = scored.total;
         let mut grads = backprop::backward(&loss)?;
         let mut leaves = Vec::new();
         self.visit_params(&mut |_, p, _| leaves.push(p.get()));
         // Drop the graph so the weights are uniquely owned again and update in place.
-        drop((loss, pred));
+        drop((loss, preds));
         let mut grads: Vec<Option<Vec<f32>>> = leaves.iter().map(|t| grads.remove(t)).collect();
         drop(leaves);
         // Take the compile state out so weights can be visited while the optimizer mutates.
@@ -68,6 +131,47 @@ impl Model {
         });
         self.compiled = Some(compiled);
         result.map(|_| logs)
+    }
+
+    /// The losses of `preds` against the batch's targets, and the metric counts.
+    fn score(&self, preds: &[Tensor], batch: &Batch) -> Result<Scored> {
+        let c = self.compiled_ref()?;
+        if preds.len() != c.losses.len() || batch.ys.len() != c.losses.len() {
+            return Err(invalid(format!(
+                "model '{}' has {} outputs but got {} targets",
+                self.name,
+                c.losses.len(),
+                batch.ys.len()
+            )));
+        }
+        let weights = batch.sample_weight.as_deref();
+        let mut total: Option<Tensor> = None;
+        let mut per_output = Vec::with_capacity(preds.len());
+        let mut counts = Vec::new();
+        for (o, (pred, y)) in preds.iter().zip(&batch.ys).enumerate() {
+            let loss = c.losses[o].compute_weighted(pred, y, weights)?;
+            per_output.push(loss.item()? as f64);
+            // A single output's loss trains as it is (no extra op: bit-identical to before).
+            let weighted = match c.loss_weights[o] {
+                1.0 => loss,
+                w => crate::ops::scale(&loss, w),
+            };
+            total = Some(match total {
+                None => weighted,
+                Some(t) => crate::ops::add(&t, &weighted)?,
+            });
+            for m in &c.metrics[o] {
+                counts.push(m.count(pred.data(), pred.shape(), y.data()));
+            }
+        }
+        let total = total.ok_or_else(|| invalid("a model needs at least one output"))?;
+        let value = total.item()? as f64;
+        Ok(Scored {
+            total,
+            value,
+            per_output,
+            counts,
+        })
     }
 
     /// With an optimizer's `useEma`, replaces the trained weights by their moving averages
@@ -163,50 +267,242 @@ impl Model {
 
     /// Mean loss and metrics over `x`, `y`.
     pub fn evaluate(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Logs> {
-        self.check_input(x)?;
-        self.check_targets(x, y)?;
-        let n = x.shape()[0];
-        self.check_activation_memory("evaluate", batch_size.max(1).min(n), 1)?;
-        let compiled = self.compiled_ref()?;
-        let mut loss_sum = 0.0;
-        let mut counts = vec![(0.0, 0.0); compiled.metrics.len()];
-        for start in (0..n).step_by(batch_size.max(1)) {
-            let end = (start + batch_size.max(1)).min(n);
-            let (xb, yb) = (slice_rows(x, start, end), slice_rows(y, start, end));
-            let pred = self.predict_batch(&xb)?;
-            let loss = no_grad(|| compiled.loss.compute(&pred, &yb))?.item()?;
-            loss_sum += loss as f64 * (end - start) as f64;
-            for (m, c) in compiled.metrics.iter().zip(&mut counts) {
-                let (a, b) = m.count(pred.data(), pred.shape(), yb.data());
-                c.0 += a;
-                c.1 += b;
+        self.evaluate_batch(&Batch::single(x.clone(), y.clone()), batch_size)
+    }
+
+    /// Mean losses and metrics over a batch of any size, in slices of `batch_size`.
+    pub fn evaluate_batch(&self, data: &Batch, batch_size: usize) -> Result<Logs> {
+        self.check_batch(data)?;
+        let n = data.rows();
+        let step = batch_size.max(1);
+        self.check_activation_memory("evaluate", step.min(n), 1)?;
+        let mut acc = Evaluation::default();
+        for start in (0..n).step_by(step) {
+            acc.add(self, &data.slice(start, (start + step).min(n)))?;
+        }
+        acc.logs(self)
+    }
+
+    /// Predictions of every output for a batch of any size, in slices of `batch_size`.
+    pub fn predict_many(&self, xs: &[Tensor], batch_size: usize) -> Result<Vec<Tensor>> {
+        if xs.len() == 1 && self.output_shapes.len() == 1 {
+            return Ok(vec![self.predict(&xs[0], batch_size)?]);
+        }
+        self.check_inputs(xs)?;
+        let n = xs[0].shape()[0];
+        let step = batch_size.max(1);
+        self.check_activation_memory("predict", step.min(n), 1)?;
+        let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); self.output_shapes.len()];
+        for start in (0..n).step_by(step) {
+            let end = (start + step).min(n);
+            let slice: Vec<Tensor> = xs.iter().map(|x| slice_rows(x, start, end)).collect();
+            let outs = no_grad(|| self.run(&slice, &[], false, &mut Rng::new(0)))?;
+            for (p, o) in parts.iter_mut().zip(outs) {
+                p.push(o);
             }
         }
-        let mut logs = vec![("loss".to_string(), loss_sum / n.max(1) as f64)];
-        for (m, (a, b)) in compiled.metrics.iter().zip(counts) {
-            logs.push((m.key().to_string(), a / f64::max(b, 1.0)));
+        parts.into_iter().map(|p| concat_rows(&p)).collect()
+    }
+
+    /// Checks one tensor per input: `[batch, ...input shape]`, the same batch, finite values.
+    pub fn check_inputs(&self, xs: &[Tensor]) -> Result<()> {
+        if xs.len() == 1 && self.inputs.len() <= 1 {
+            return self.check_input(&xs[0]);
         }
-        Ok(logs)
+        if xs.len() != self.inputs.len() {
+            return Err(invalid(format!(
+                "model '{}' takes {} inputs ({}), got {}",
+                self.name,
+                self.inputs.len(),
+                self.input_names().join(", "),
+                xs.len()
+            )));
+        }
+        let names = self.input_names();
+        let n = xs[0].shape().first().copied().unwrap_or(0);
+        for ((x, want), name) in xs.iter().zip(&self.inputs).zip(&names) {
+            if x.rank() < 2 || &x.shape()[1..] != want.as_slice() || x.shape()[0] != n {
+                let mut expected = vec![n];
+                expected.extend_from_slice(want);
+                return Err(Error::shape(
+                    &format!("model '{}' input '{name}'", self.name),
+                    expected,
+                    x.shape(),
+                ));
+            }
+            x.check_finite(&format!("input '{name}'"))?;
+        }
+        Ok(())
+    }
+
+    /// Checks a whole batch: its inputs, one target per output that fits that output's loss,
+    /// and one finite, non-negative weight per sample.
+    pub fn check_batch(&self, batch: &Batch) -> Result<()> {
+        self.check_inputs(&batch.xs)?;
+        let n = batch.rows();
+        let c = self.compiled_ref()?;
+        let names = self.output_names();
+        if batch.ys.len() != self.output_shapes.len() {
+            return Err(invalid(format!(
+                "model '{}' has {} outputs ({}), got {} targets",
+                self.name,
+                self.output_shapes.len(),
+                names.join(", "),
+                batch.ys.len()
+            )));
+        }
+        for (o, y) in batch.ys.iter().enumerate() {
+            let what = if names.len() > 1 {
+                format!("output '{}': ", names[o])
+            } else {
+                String::new()
+            };
+            if y.rank() == 0 || y.shape()[0] != n {
+                return Err(invalid(format!(
+                    "{what}x has {n} samples but y has {}; expected the same number of samples",
+                    y.shape().first().copied().unwrap_or(0)
+                )));
+            }
+            let mut pred_shape = vec![n];
+            pred_shape.extend_from_slice(&self.output_shapes[o]);
+            c.losses[o]
+                .check_targets(&pred_shape, y)
+                .map_err(|e| invalid(format!("{what}{e}")))?;
+        }
+        if let Some(w) = &batch.sample_weight {
+            if w.len() != n {
+                return Err(invalid(format!(
+                    "sampleWeight has {} weights for {n} samples; expected one per sample",
+                    w.len()
+                )));
+            }
+            if let Some(bad) = w.iter().find(|v| !v.is_finite() || **v < 0.0) {
+                return Err(invalid(format!(
+                    "sampleWeight must be finite and non-negative, got {bad}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Checks that `y` has one target per sample of `x` and fits the loss.
     pub fn check_targets(&self, x: &Tensor, y: &Tensor) -> Result<()> {
-        if y.rank() == 0 || y.shape()[0] != x.shape()[0] {
-            return Err(invalid(format!(
-                "x has {} samples but y has {}; expected the same number of samples",
-                x.shape()[0],
-                y.shape().first().copied().unwrap_or(0)
-            )));
-        }
-        if self.output_shapes.len() != 1 {
-            return Err(invalid(format!(
-                "training needs a single-output model; '{}' has {}",
-                self.name,
-                self.output_shapes.len()
-            )));
-        }
-        let mut pred_shape = vec![x.shape()[0]];
-        pred_shape.extend_from_slice(&self.output_shapes[0]);
-        self.compiled_ref()?.loss.check_targets(&pred_shape, y)
+        self.check_batch(&Batch::single(x.clone(), y.clone()))
     }
+}
+
+/// The losses and metric counts of one batch.
+struct Scored {
+    /// The loss that trains: the weighted sum over outputs, with its graph.
+    total: Tensor,
+    /// Its value.
+    value: f64,
+    /// Each output's (unweighted by `lossWeights`) loss.
+    per_output: Vec<f64>,
+    /// (correct, counted) of every metric, output by output.
+    counts: Vec<(f64, f64)>,
+}
+
+impl Scored {
+    /// Keras' log keys and values: `loss`, then with several outputs `<output>_loss` for each,
+    /// then the metrics (`accuracy`, or `<output>_accuracy`).
+    fn logs(&self, model: &Model) -> Logs {
+        let mut logs = vec![("loss".to_string(), self.value)];
+        let names = model.output_names();
+        let multi = self.per_output.len() > 1;
+        if multi {
+            for (name, v) in names.iter().zip(&self.per_output) {
+                logs.push((format!("{name}_loss"), *v));
+            }
+        }
+        for (key, (correct, total)) in metric_keys(model, &names).into_iter().zip(&self.counts) {
+            logs.push((key, correct / total.max(1.0)));
+        }
+        logs
+    }
+}
+
+/// The log key of every metric, output by output.
+fn metric_keys(model: &Model, names: &[String]) -> Vec<String> {
+    let Some(c) = model.compiled.as_ref() else {
+        return Vec::new();
+    };
+    let multi = c.metrics.len() > 1;
+    c.metrics
+        .iter()
+        .zip(names)
+        .flat_map(|(ms, name)| {
+            ms.iter().map(move |m| {
+                if multi {
+                    format!("{name}_{}", m.key())
+                } else {
+                    m.key().to_string()
+                }
+            })
+        })
+        .collect()
+}
+
+/// Running sums of an evaluation over batches (losses weighted by rows, metric counts).
+#[derive(Default)]
+pub struct Evaluation {
+    rows: f64,
+    loss: f64,
+    per_output: Vec<f64>,
+    counts: Vec<(f64, f64)>,
+}
+
+impl Evaluation {
+    /// Scores one batch (checked first) without recording gradients.
+    pub fn add(&mut self, model: &Model, batch: &Batch) -> Result<()> {
+        model.check_batch(batch)?;
+        let preds = match batch.xs.len() {
+            1 if batch.ys.len() == 1 => vec![model.predict_batch(&batch.xs[0])?],
+            _ => no_grad(|| model.run(&batch.xs, &[], false, &mut Rng::new(0)))?,
+        };
+        let scored = no_grad(|| model.score(&preds, batch))?;
+        let rows = batch.rows() as f64;
+        self.rows += rows;
+        self.loss += scored.value * rows;
+        self.per_output.resize(scored.per_output.len(), 0.0);
+        for (s, v) in self.per_output.iter_mut().zip(&scored.per_output) {
+            *s += v * rows;
+        }
+        self.counts.resize(scored.counts.len(), (0.0, 0.0));
+        for (s, (a, b)) in self.counts.iter_mut().zip(&scored.counts) {
+            s.0 += a;
+            s.1 += b;
+        }
+        Ok(())
+    }
+
+    /// The mean logs, in the keys of [`Model::train_step`].
+    pub fn logs(&self, model: &Model) -> Result<Logs> {
+        let n = self.rows.max(1.0);
+        let mut logs = vec![("loss".to_string(), self.loss / n)];
+        let names = model.output_names();
+        if self.per_output.len() > 1 {
+            for (name, v) in names.iter().zip(&self.per_output) {
+                logs.push((format!("{name}_loss"), v / n));
+            }
+        }
+        for (key, (a, b)) in metric_keys(model, &names).into_iter().zip(&self.counts) {
+            logs.push((key, a / f64::max(*b, 1.0)));
+        }
+        Ok(logs)
+    }
+}
+
+/// Tensors of the same sample shape stacked along the first axis.
+fn concat_rows(parts: &[Tensor]) -> Result<Tensor> {
+    let mut shape = parts.first().map(|p| p.shape().to_vec()).unwrap_or_default();
+    if shape.is_empty() {
+        return Err(invalid("nothing to concatenate"));
+    }
+    shape[0] = parts.iter().map(|p| p.shape()[0]).sum();
+    let mut data = alloc::try_with_capacity("the predictions", numel(&shape))?;
+    for p in parts {
+        data.extend_from_slice(p.data());
+    }
+    Tensor::new(data, &shape)
 }

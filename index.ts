@@ -2,6 +2,7 @@
  * cortex-nn: Keras-style neural networks for Node.js, computed by a Rust engine.
  */
 
+export * as attacks from "./src/attacks.ts";
 export {
   batchNormalization,
   layerNormalization,
@@ -11,6 +12,7 @@ export {
 export type { Callback, CustomCallback, Logs } from "./src/callbacks.ts";
 export * as callbacks from "./src/callbacks.ts";
 export { loadMnist } from "./src/data/mnist.ts";
+export * as explain from "./src/explain.ts";
 export type { ExportArgs } from "./src/export.ts";
 export type { BatchIterable, DataBatch, Tensors } from "./src/feed.ts";
 export { input, SymbolicTensor } from "./src/functional.ts";
@@ -25,6 +27,8 @@ export {
   dense,
   dropout,
   flatten,
+  gaussianDropout,
+  gaussianNoise,
   globalAveragePooling2d,
   Layer,
   maxPooling2d,

@@ -54,25 +54,28 @@ function checkSize(what: string, width: number, height: number, length: number):
 }
 
 /**
- * Encodes an 8-bit grayscale image (`gray`: `height` rows of `width` bytes, row-major) as a
- * PNG file: signature, IHDR, one IDAT (filter type 0 on every scanline), IEND.
+ * Encodes an 8-bit image (`gray`: `height` rows of `width` pixels of `channels` bytes, row-major;
+ * 1 channel: grayscale, 3: RGB) as a PNG file: signature, IHDR, one IDAT (filter type 0 on every
+ * scanline), IEND.
  */
-export function encodePng(gray: Uint8Array, width: number, height: number): Uint8Array {
+export function encodePng(gray: Uint8Array, width: number, height: number, channels: 1 | 3 = 1): Uint8Array {
   if (!(gray instanceof Uint8Array)) throw new TypeError("encodePng: gray must be a Uint8Array");
-  checkSize("encodePng", width, height, gray.length);
+  if (channels !== 1 && channels !== 3) throw new RangeError(`encodePng: channels must be 1 or 3, got ${channels}`);
+  checkSize("encodePng", width * channels, height, gray.length);
   const ihdr = new Uint8Array(13);
   const view = new DataView(ihdr.buffer);
   view.setUint32(0, width, false);
   view.setUint32(4, height, false);
   ihdr[8] = 8; // bit depth
-  ihdr[9] = 0; // color type: grayscale
+  ihdr[9] = channels === 3 ? 2 : 0; // color type: RGB or grayscale
   ihdr[10] = 0; // compression: deflate
   ihdr[11] = 0; // filter method 0
   ihdr[12] = 0; // no interlace
-  const raw = new Uint8Array(height * (width + 1));
+  const stride = width * channels;
+  const raw = new Uint8Array(height * (stride + 1));
   for (let y = 0; y < height; y++) {
-    raw[y * (width + 1)] = 0; // filter type None
-    raw.set(gray.subarray(y * width, (y + 1) * width), y * (width + 1) + 1);
+    raw[y * (stride + 1)] = 0; // filter type None
+    raw.set(gray.subarray(y * stride, (y + 1) * stride), y * (stride + 1) + 1);
   }
   const idat = new Uint8Array(deflateSync(raw, { level: 9 }));
   const parts = [PNG_SIGNATURE, chunk("IHDR", ihdr), chunk("IDAT", idat), chunk("IEND", new Uint8Array(0))];
@@ -90,9 +93,15 @@ export function encodePng(gray: Uint8Array, width: number, height: number): Uint
  * directory, which is then renamed over `path` (readers never see a half-written file).
  * Creates the directory if needed.
  */
-export async function writePng(path: string, gray: Uint8Array, width: number, height: number): Promise<void> {
+export async function writePng(
+  path: string,
+  gray: Uint8Array,
+  width: number,
+  height: number,
+  channels: 1 | 3 = 1,
+): Promise<void> {
   if (typeof path !== "string" || path === "") throw new TypeError("writePng: expected a file path");
-  const bytes = encodePng(gray, width, height);
+  const bytes = encodePng(gray, width, height, channels);
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);

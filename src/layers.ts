@@ -104,6 +104,18 @@ export interface DropoutArgs extends LayerArgs {
   rate: number;
 }
 
+/** Arguments of {@link gaussianNoise}. */
+export interface GaussianNoiseArgs extends LayerArgs {
+  /** Standard deviation of the noise added during training. */
+  stddev: number;
+}
+
+/** Arguments of {@link gaussianDropout}. */
+export interface GaussianDropoutArgs extends LayerArgs {
+  /** Drop probability in [0, 1): the multiplicative noise has variance `rate / (1 - rate)`. */
+  rate: number;
+}
+
 /** Arguments of {@link activation}. */
 export interface ActivationArgs extends LayerArgs {
   /** The function to apply. */
@@ -244,6 +256,16 @@ export function reshape(args: ReshapeArgs): Layer {
 /** Zeroes a fraction `rate` of values during training (inverted dropout). */
 export function dropout(args: DropoutArgs): Layer {
   return new Layer("Dropout", args);
+}
+
+/** Adds zero-mean Gaussian noise during training (a regulariser against noisy inputs); the identity in inference. */
+export function gaussianNoise(args: GaussianNoiseArgs): Layer {
+  return new Layer("GaussianNoise", args);
+}
+
+/** Multiplies by Gaussian noise of mean 1 during training (Gaussian dropout); the identity in inference. */
+export function gaussianDropout(args: GaussianDropoutArgs): Layer {
+  return new Layer("GaussianDropout", args);
 }
 
 /** Applies an activation function. */

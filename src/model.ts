@@ -2,6 +2,8 @@
  * The sequential model. TypeScript describes; Rust runs: `fit`, `evaluate`, `predict` and
  * file I/O execute on Rust threads and return Promises, so the event loop stays free.
  */
+
+import type { PgdArgs } from "./attacks.ts";
 import { type Callback, type CustomCallback, LearningRateScheduler, type Logs, NativeCallback } from "./callbacks.ts";
 import { type ExportArgs, exportModel } from "./export.ts";
 import { type BatchIterable, type FeedEvent, Feeder, isBatchIterable, type Tensors, toArrays } from "./feed.ts";
@@ -79,6 +81,13 @@ export interface FitArgs {
   sampleWeight?: Tensor;
   /** Batches a stream keeps queued ahead of training (default 2). */
   prefetch?: number;
+  /**
+   * Adversarial training: every batch's inputs are replaced by adversarial examples before
+   * its step, e.g. `{ epsilon: 0.1, steps: 1, stepSize: 0.125, randomStart: true }` (FGSM with
+   * a random start, Wong et al. 2020) or `{ epsilon: 0.3, steps: 40, stepSize: 0.01,
+   * randomStart: true }` (PGD, Madry et al. 2018). Inputs are clipped to `clip` (default [0, 1]).
+   */
+  adversarial?: PgdArgs;
   /** Fraction of the samples (the last ones, before shuffling) to hold out for validation. */
   validationSplit?: number;
   /** Reshuffle the training samples each epoch (default true). */
@@ -306,6 +315,7 @@ export class Model {
       "callbacks",
       "verbose",
       "prefetch",
+      "adversarial",
     ]);
     const epochs = positiveInt("fit: epochs", args.epochs, 1);
     const batchSize = positiveInt("fit: batchSize", args.batchSize, 32);
@@ -393,6 +403,7 @@ export class Model {
       validationSteps: args.validationSteps,
       validationFreq: args.validationFreq,
       classWeight: args.classWeight,
+      adversarial: args.adversarial && (({ seed: _seed, ...rest }) => rest)(args.adversarial),
       learningRates,
       callbacks: nativeSpecs,
     };

@@ -778,6 +778,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.BatchQueue = nativeBinding.BatchQueue
 module.exports.NativeEventWriter = nativeBinding.NativeEventWriter
 module.exports.NativeGrads = nativeBinding.NativeGrads
 module.exports.NativeLayer = nativeBinding.NativeLayer

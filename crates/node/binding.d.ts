@@ -9,6 +9,18 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** Batches pushed from JavaScript for a streaming `fit` or `evaluate`. */
+export declare class BatchQueue {
+  /** An empty queue. */
+  constructor()
+  /** Queues one batch of pass `generation` (copied; shapes checked against the data lengths). */
+  push(batch: BatchData, generation: number): void
+  /** Marks the end of pass `generation` over the data. */
+  end(generation: number): void
+  /** Makes the consumer fail with `message` (the data source threw). */
+  fail(message: string): void
+}
+
 /** Appends scalar and histogram summaries to a new `events.out.tfevents.*` file in a directory. */
 export declare class NativeEventWriter {
   /** Creates `dir` if needed and starts a new event file in it; `hostname` goes into the name. */
@@ -76,6 +88,37 @@ export declare class NativeLayer {
 /** A model (sequential or functional) living in Rust. */
 export declare class NativeModel {
   /**
+   * Gradients of an objective with respect to each input: the compiled loss against `ys`
+   * (when given), else the score of class `classes[i]` of output `output` for sample i.
+   */
+  inputGradients(xs: Array<Float32Array>, xShapes: Array<Array<number>>, classes?: Array<number> | undefined | null, output?: number | undefined | null, ys?: Array<Float32Array> | undefined | null, yShapes?: Array<Array<number>> | undefined | null): Promise<ExplainResult>
+  /**
+   * Adversarial examples of `x` against the compiled loss with targets `ys` (options JSON:
+   * `{ epsilon, stepSize, steps, randomStart, clip, batchSize }`).
+   */
+  attack(x: Float32Array, xShape: Array<number>, ys: Array<Float32Array>, yShapes: Array<Array<number>>, optionsJson: string, seed: number): Promise<ExplainResult>
+  /** Integrated gradients of class `classes[i]` of output `output` for each sample of `x`. */
+  integratedGradients(x: Float32Array, xShape: Array<number>, baseline: Float32Array, baselineShape: Array<number>, classes: Array<number>, output: number, steps: number): Promise<ExplainResult>
+  /** Grad-CAM heatmaps of layer `layer` for class `classes[i]` of output `output`. */
+  gradCam(xs: Array<Float32Array>, xShapes: Array<Array<number>>, layer: string, classes: Array<number>, output: number): Promise<ExplainResult>
+  /**
+   * Trains; resolves to the History as JSON. `data` (arrays) or `queue` (streamed batches)
+   * is the training data; `validation` / `validationQueue` the optional validation data.
+   * Options JSON: `{ epochs, initialEpoch, batchSize, shuffle, validationSplit, stepsPerEpoch,
+   * validationSteps, validationFreq, classWeight, learningRates, callbacks }`. Events go to
+   * `onEvent` as JSON strings.
+   */
+  fit(data: BatchData | undefined | null, queue: BatchQueue | undefined | null, validation: BatchData | undefined | null, validationQueue: BatchQueue | undefined | null, optionsJson: string, onEvent?: ((event: string) => void) | undefined | null): Promise<string>
+  /**
+   * Loss and metrics over `data` (arrays, in slices of `batchSize`) or the batches pushed
+   * into `queue`; resolves to JSON logs. `onEvent` receives the queue's pull/consumed events.
+   */
+  evaluate(data?: BatchData | undefined | null, queue?: BatchQueue | undefined | null, batchSize?: number | undefined | null, onEvent?: ((event: string) => void) | undefined | null): Promise<string>
+  /** One gradient step on one batch; resolves to JSON logs. */
+  trainOnBatch(data: BatchData): Promise<string>
+  /** Predictions of every output for one tensor per input, computed off the event loop. */
+  predictMany(xs: Array<Float32Array>, xShapes: Array<Array<number>>, batchSize?: number | undefined | null): Promise<TensorData[]>
+  /**
    * Creates a model from its JSON description (`{ className: 'Sequential' | 'Functional', ... }`,
    * layers given as `{ ref: layerId }`). Without a seed, one is drawn from the global seed.
    */
@@ -88,7 +131,13 @@ export declare class NativeModel {
   set trainable(trainable: boolean)
   /** Model name. */
   get name(): string
-  /** Sample shapes of every output, once built. */
+  /**
+   * Sample shapes of every output, once built.
+   * Names of the model inputs (the keys of named inputs).
+   */
+  get inputNames(): Array<string>
+  /** Names of the model outputs (the keys of named targets and per-output losses). */
+  get outputNames(): Array<string>
   get outputShapes(): Array<Array<number>>
   /** Registry ids of the model's layers, in order. */
   layerIds(): Array<number>
@@ -116,11 +165,6 @@ export declare class NativeModel {
   setWeights(weights: Array<Float32Array>): void
   /** Asks a running `fit` to stop after the current batch. */
   stopTraining(): void
-  /**
-   * Trains; resolves to the History as JSON. Options JSON: `{ epochs, batchSize, shuffle,
-   * validationSplit, learningRates, callbacks }`. Events go to `onEvent` as JSON strings.
-   */
-  fit(x: Float32Array, xShape: Array<number>, y: Float32Array, yShape: Array<number>, validation: Array<Float32Array> | undefined | null, validationShapes: Array<Array<number>> | undefined | null, optionsJson: string, onEvent?: ((event: string) => void) | undefined | null): Promise<string>
   /** Predictions for `x`, computed off the event loop. */
   predict(x: Float32Array, xShape: Array<number>, batchSize?: number | undefined | null): Promise<TensorData>
   /**
@@ -131,10 +175,6 @@ export declare class NativeModel {
    * worker thread and back cost 30-60 µs of thread wake-ups.
    */
   predictInline(x: Float32Array, xShape: Array<number>, batchSize?: number | undefined | null): TensorData | null
-  /** Loss and metrics over `x`, `y`; resolves to JSON logs. */
-  evaluate(x: Float32Array, xShape: Array<number>, y: Float32Array, yShape: Array<number>, batchSize?: number | undefined | null): Promise<string>
-  /** One gradient step on one batch; resolves to JSON logs. */
-  trainOnBatch(x: Float32Array, xShape: Array<number>, y: Float32Array, yShape: Array<number>): Promise<string>
   /**
    * Saves topology and weights to `path`, atomically per file: format `cortex` (a
    * directory: model.json + weights.safetensors), `keras` (a Keras 3 `.keras` zip) or `tfjs`
@@ -186,6 +226,23 @@ export declare class NativeTensor {
   backward(retainGraph?: boolean | undefined | null): NativeGrads
 }
 
+/**
+ * One batch from JavaScript: a tensor per model input, a target per output (none for
+ * predict), optional per-sample weights.
+ */
+export interface BatchData {
+  /** One Float32Array per model input. */
+  xs: Array<Float32Array>
+  /** Their shapes (batch axis first). */
+  xShapes: Array<Array<number>>
+  /** One Float32Array per model output. */
+  ys: Array<Float32Array>
+  /** Their shapes. */
+  yShapes: Array<Array<number>>
+  /** One weight per sample. */
+  sampleWeight?: Float32Array
+}
+
 /** A GPU (or software) adapter wgpu can use. */
 export interface DeviceInfo {
   /** Adapter name, e.g. "NVIDIA H200" or "llvmpipe (LLVM 15.0.6, 256 bits)". */
@@ -202,6 +259,14 @@ export interface DeviceInfo {
 
 /** Lists the adapters `compile({ device: 'gpu' })` can use (the best one is picked). */
 export declare function devices(): Array<DeviceInfo>
+
+/** Tensors and per-sample numbers computed by an [`ExplainTask`]. */
+export interface ExplainResult {
+  /** Gradients (one per input), attributions, adversarial inputs or heatmaps. */
+  tensors: Array<TensorData>
+  /** Objective values per sample, or `f(x) - f(baseline)` for integrated gradients. */
+  values: Array<number>
+}
 
 /**
  * Writes a built model as an ONNX file at `path`: opset `opset` (17 to 21, default 17),

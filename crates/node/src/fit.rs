@@ -245,6 +245,10 @@ fn parse_fit_config(v: &Value) -> cortex_core::Result<FitConfig> {
             )))
         }
     };
+    let adversarial = match o.value("adversarial") {
+        None | Some(Value::Null) => None,
+        Some(spec) => Some(crate::explain::parse_attack(&spec)?),
+    };
     let learning_rates = match o.value("learningRates") {
         None => None,
         Some(Value::Array(a)) => Some(
@@ -271,6 +275,7 @@ fn parse_fit_config(v: &Value) -> cortex_core::Result<FitConfig> {
         validation_steps,
         validation_freq,
         class_weight,
+        adversarial,
         learning_rates,
         callbacks,
     })

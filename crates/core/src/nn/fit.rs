@@ -30,6 +30,10 @@ pub struct FitConfig {
     pub validation_freq: usize,
     /// Keras `class_weight`: a weight per class index, turned into per-sample weights.
     pub class_weight: Option<Vec<(usize, f32)>>,
+    /// Adversarial training: each batch's inputs are replaced by this attack's adversarial
+    /// examples before the step (Madry et al. 2018 with PGD; Wong et al. 2020 with FGSM from a
+    /// random start).
+    pub adversarial: Option<super::explain::Attack>,
     /// Learning rate for each epoch, precomputed from a schedule.
     pub learning_rates: Option<Vec<f32>>,
     /// Rust-side callbacks.
@@ -48,6 +52,7 @@ impl Default for FitConfig {
             validation_steps: None,
             validation_freq: 1,
             class_weight: None,
+            adversarial: None,
             learning_rates: None,
             callbacks: Vec::new(),
         }
@@ -380,6 +385,15 @@ pub fn fit_source(
                 model
                     .check_batch(&batch)
                     .map_err(|e| Error::Invalid(format!("batch {} of epoch {}: {e}", batch_index + 1, epoch + 1)))?;
+            }
+            if let Some(attack) = &cfg.adversarial {
+                if batch.xs.len() != 1 {
+                    return Err(Error::Invalid(
+                        "fit: adversarial training needs a single-input model".into(),
+                    ));
+                }
+                let mut rng = model.rng.fork();
+                batch.xs[0] = model.adversarial(&batch.xs[0], &batch.ys, attack, &mut rng)?;
             }
             let rows = batch.rows();
             let logs = model.train_step(&batch)?;

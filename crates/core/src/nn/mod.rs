@@ -4,6 +4,7 @@
 pub mod callbacks;
 pub mod cell;
 pub mod checkpoint;
+pub mod explain;
 pub mod fit;
 pub mod gpu_model;
 pub mod init;

@@ -393,6 +393,22 @@ impl Model {
         training: bool,
         rng: &mut Rng,
     ) -> Result<Vec<Tensor>> {
+        self.run_tapped(inputs, masks, training, rng, None)
+            .map(|(outs, _)| outs)
+    }
+
+    /// [`Self::run`], with the first output of node `tap` cut from the graph and replaced by a
+    /// gradient leaf holding the same values, which is returned too: a backward pass then
+    /// yields the gradient with respect to that layer's activations (Grad-CAM).
+    pub fn run_tapped(
+        &self,
+        inputs: &[Tensor],
+        masks: &[Option<Tensor>],
+        training: bool,
+        rng: &mut Rng,
+        tap: Option<usize>,
+    ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+        let mut tapped = None;
         if inputs.len() != self.inputs.len() {
             return Err(invalid(format!(
                 "model '{}' takes {} inputs, got {}",
@@ -448,15 +464,20 @@ impl Model {
                     })
                     .collect()
             });
-            for (o, (t, m)) in outs
+            for (o, (mut t, m)) in outs
                 .into_iter()
                 .zip(out_masks.into_iter().chain(std::iter::repeat(None)))
                 .enumerate()
             {
+                if tap == Some(n) && o == 0 {
+                    t = Tensor::variable(t.to_vec(), t.shape())?;
+                    tapped = Some(t.clone());
+                }
                 values.insert(Source::Node(n, o), (t, m));
             }
         }
-        self.outputs
+        let outs = self
+            .outputs
             .iter()
             .map(|s| {
                 values
@@ -464,7 +485,8 @@ impl Model {
                     .map(|(t, _)| t.clone())
                     .ok_or_else(|| invalid(format!("model output {s:?} missing")))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((outs, tapped))
     }
 
     /// Runs a single-input, single-output model (`rng` feeds dropout in training mode).

@@ -1,9 +1,29 @@
 //! A trainable weight: a named, swappable tensor.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::{Error, Result, Tensor};
+
+thread_local! {
+    static FROZEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every parameter read on this thread as a constant: ops are still recorded
+/// for the inputs, but no gradient is computed for the weights (input gradients for
+/// explanations and attacks need none, and weight gradients are most of a backward pass).
+pub fn with_frozen_params<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the flag even when `f` unwinds (an out-of-memory panic becomes an Error).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FROZEN.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FROZEN.with(|c| c.replace(true)));
+    f()
+}
 
 /// A layer weight. Forward passes read a snapshot (`get`); optimizers install new values (`set`).
 pub struct Param {
@@ -27,9 +47,14 @@ impl Param {
         })
     }
 
-    /// The current value, a gradient leaf.
+    /// The current value, a gradient leaf (a constant inside [`with_frozen_params`]).
     pub fn get(&self) -> Tensor {
-        self.value.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let t = self.value.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if FROZEN.with(Cell::get) {
+            t.with_requires_grad(false)
+        } else {
+            t
+        }
     }
 
     /// The shape.

@@ -8,6 +8,7 @@ mod dense;
 mod dropout;
 mod embedding;
 mod merge;
+mod noise;
 mod normalization;
 mod pooling;
 mod recurrent;
@@ -154,6 +155,7 @@ const FAMILIES: &[(&[(&str, &str)], Factory)] = &[
     (spatial::CLASSES, spatial::create),
     (embedding::CLASSES, embedding::create),
     (merge::CLASSES, merge::create),
+    (noise::CLASSES, noise::create),
 ];
 
 const CORE_CLASSES: &[(&str, &str)] = &[

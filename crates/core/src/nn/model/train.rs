@@ -134,7 +134,7 @@ impl Model {
     }
 
     /// The losses of `preds` against the batch's targets, and the metric counts.
-    fn score(&self, preds: &[Tensor], batch: &Batch) -> Result<Scored> {
+    pub(crate) fn score(&self, preds: &[Tensor], batch: &Batch) -> Result<Scored> {
         let c = self.compiled_ref()?;
         if preds.len() != c.losses.len() || batch.ys.len() != c.losses.len() {
             return Err(invalid(format!(
@@ -392,9 +392,9 @@ impl Model {
 }
 
 /// The losses and metric counts of one batch.
-struct Scored {
+pub(crate) struct Scored {
     /// The loss that trains: the weighted sum over outputs, with its graph.
-    total: Tensor,
+    pub(crate) total: Tensor,
     /// Its value.
     value: f64,
     /// Each output's (unweighted by `lossWeights`) loss.

@@ -62,7 +62,17 @@ export {
   setSeed,
 } from "./src/ops.ts";
 export * as optimizers from "./src/optimizers.ts";
-export { adam, adamw, type LearningRateSchedule, Optimizer, rmsprop, schedules, sgd } from "./src/optimizers.ts";
+export {
+  adam,
+  adamw,
+  type LearningRateSchedule,
+  lamb,
+  lion,
+  Optimizer,
+  rmsprop,
+  schedules,
+  sgd,
+} from "./src/optimizers.ts";
 export { bidirectional, gru, lstm, simpleRNN } from "./src/recurrent.ts";
 export {
   type Batcher,

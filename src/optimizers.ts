@@ -56,6 +56,19 @@ export interface CommonOptimizerArgs {
   useEma?: boolean;
   /** Momentum of that average (default 0.99). */
   emaMomentum?: number;
+  /**
+   * Scale each weight's gradient down so that its L2 norm is at most this (Keras `clipnorm`).
+   * At most one of `clipnorm`, `clipvalue` and `globalClipnorm` may be set. CPU only: on
+   * device 'gpu' the model trains on the CPU instead (with a warning).
+   */
+  clipnorm?: number;
+  /** Clamp every gradient value to `[-clipvalue, clipvalue]` (Keras `clipvalue`). CPU only. */
+  clipvalue?: number;
+  /**
+   * Scale all gradients of a step by one factor so that their joint L2 norm is at most this
+   * (Keras `global_clipnorm`): the direction of the whole step is kept. CPU only.
+   */
+  globalClipnorm?: number;
 }
 
 /** Arguments of {@link sgd}. */
@@ -96,6 +109,31 @@ export interface RmsPropArgs extends CommonOptimizerArgs {
   epsilon?: number;
 }
 
+/** Arguments of {@link lion}. */
+export interface LionArgs extends CommonOptimizerArgs {
+  /**
+   * Step size (default 0.001), or a per-step schedule. Every weight moves by exactly this
+   * much per step, so it is usually 3 to 10 times smaller than Adam's.
+   */
+  learningRate?: number | LearningRateSchedule;
+  /** Weight of the momentum in the step's sign, in (0, 1] (default 0.9). */
+  beta1?: number;
+  /** Decay of the momentum itself (default 0.99). */
+  beta2?: number;
+}
+
+/** Arguments of {@link lamb}. */
+export interface LambArgs extends CommonOptimizerArgs {
+  /** Step size (default 0.001), or a per-step schedule. */
+  learningRate?: number | LearningRateSchedule;
+  /** First-moment decay (default 0.9). */
+  beta1?: number;
+  /** Second-moment decay (default 0.999). */
+  beta2?: number;
+  /** Numerical stabiliser (default 1e-7). */
+  epsilon?: number;
+}
+
 /** Anything whose weights an optimizer can update directly (a model). */
 export interface Trainable {
   /** @internal */
@@ -107,7 +145,7 @@ export interface Trainable {
  * `applyGradients` (custom training loops), this object keeps the state.
  */
 export class Optimizer {
-  /** `sgd`, `adam`, `adamw` or `rmsprop`. */
+  /** `sgd`, `adam`, `adamw`, `rmsprop`, `lion` or `lamb`. */
   readonly name: string;
   /** Hyper-parameters. */
   readonly args: Readonly<Record<string, unknown>>;
@@ -152,4 +190,21 @@ export function adamw(args: AdamWArgs = {}): Optimizer {
 /** RMSprop. */
 export function rmsprop(args: RmsPropArgs = {}): Optimizer {
   return new Optimizer("rmsprop", args);
+}
+
+/**
+ * Lion (Chen et al. 2023, Keras `Lion`): steps by the sign of an interpolation between the
+ * momentum and the gradient, so every weight moves by the learning rate; it keeps one slot per
+ * weight where Adam keeps two.
+ */
+export function lion(args: LionArgs = {}): Optimizer {
+  return new Optimizer("lion", args);
+}
+
+/**
+ * LAMB (You et al. 2020, Keras `Lamb`): Adam's step rescaled per weight tensor by the ratio of
+ * the weight's norm to the step's norm, which keeps large-batch training stable.
+ */
+export function lamb(args: LambArgs = {}): Optimizer {
+  return new Optimizer("lamb", args);
 }

@@ -275,3 +275,34 @@ fn precision_option_is_checked() {
     m.compile(&json!({"loss": "meanSquaredError", "precision": "float32"}))
         .unwrap();
 }
+
+/// Lion, LAMB and the clipping options have no GPU update: compile refuses them before any
+/// device work, so this holds with or without an adapter.
+#[test]
+fn gpu_refuses_lion_lamb_and_gradient_clipping_by_name() {
+    let config = json!({"className": "Sequential", "inputShape": [3], "layers": [
+        {"className": "Dense", "config": {"units": 2}}
+    ]});
+    for (optimizer, want) in [
+        (json!("lion"), "the lion optimizer"),
+        (json!({"name": "lamb", "learningRate": 0.01}), "the lamb optimizer"),
+        (json!({"name": "sgd", "clipnorm": 1.0}), "optimizer clipnorm"),
+        (json!({"name": "adam", "clipvalue": 0.5}), "optimizer clipvalue"),
+        (
+            json!({"name": "rmsprop", "globalClipnorm": 2.0}),
+            "optimizer globalClipnorm",
+        ),
+    ] {
+        let compile = json!({"optimizer": optimizer, "loss": "meanSquaredError"});
+        let err = gpu_compile_error_with(&config, compile.clone());
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+        // Plain 'gpu' trains on the CPU and says why.
+        let mut model = Model::from_config(&config, 1).unwrap();
+        let mut compile = compile;
+        compile["device"] = json!("gpu");
+        model.compile(&compile).unwrap();
+        assert!(model.device_name().is_none());
+        let warning = model.compiled_ref().unwrap().device_warning.clone().unwrap();
+        assert!(warning.contains(want), "{warning}");
+    }
+}

@@ -336,16 +336,16 @@ impl NativeOptimizer {
                     grads.len()
                 )));
             }
-            optimizer.begin_step();
-            let mut index = 0;
+            // Check every gradient before any weight moves, then clip them together (a
+            // global norm needs them all) as `fit` does.
+            let mut clipped: Vec<Option<Vec<f32>>> = Vec::with_capacity(count);
             let mut result = Ok(());
             m.visit_params(&mut |name, p, trainable| {
-                let i = index;
-                index += 1;
+                let g = &grads[clipped.len()];
                 if result.is_err() || !(trainable && p.trainable) {
+                    clipped.push(None);
                     return;
                 }
-                let g = &grads[i];
                 if g.len() != p.get().len() {
                     result = Err(Error::shape(
                         &format!("applyGradients for '{name}'"),
@@ -356,7 +356,18 @@ impl NativeOptimizer {
                     result = Err(Error::Invalid(format!(
                         "applyGradients: non-finite gradient for '{name}'"
                     )));
-                } else {
+                }
+                clipped.push(Some(g.to_vec()));
+            });
+            result?;
+            optimizer.clip_gradients(&mut clipped);
+            optimizer.begin_step();
+            let mut index = 0;
+            let mut result = Ok(());
+            m.visit_params(&mut |_, p, _| {
+                let i = index;
+                index += 1;
+                if let (Some(g), Ok(())) = (&clipped[i], &result) {
                     result = p.update(|data| optimizer.update(i, data, g));
                 }
             });

@@ -76,6 +76,18 @@ impl Options {
         }
     }
 
+    /// A number option kept in f64 (where the exact decimal a user wrote matters, as Keras'
+    /// Python floats do in LAMB's `1 - beta`).
+    pub fn f64(&mut self, key: &'static str) -> Result<Option<f64>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(f) if f.is_finite() => Ok(Some(f)),
+                _ => Err(self.bad(key, "a finite number", &v)),
+            },
+        }
+    }
+
     /// A boolean option.
     pub fn bool(&mut self, key: &'static str) -> Result<Option<bool>> {
         match self.take(key) {

@@ -76,6 +76,15 @@ fn gpu_err(e: GpuError) -> Error {
     Error::Invalid(format!("gpu: {e}"))
 }
 
+/// The name of an optimizer rule the GPU has no update kernel for (`None`: supported).
+fn gpu_unsupported_rule(rule: &Rule) -> Option<&'static str> {
+    match rule {
+        Rule::Sgd { .. } | Rule::Adam { .. } | Rule::RmsProp { .. } => None,
+        Rule::Lion { .. } => Some("lion"),
+        Rule::Lamb { .. } => Some("lamb"),
+    }
+}
+
 fn unsupported(what: &str) -> Error {
     Error::Invalid(format!(
         "the GPU backend does not support {what} yet; compile with device 'cpu' (or 'gpu' to fall back)"
@@ -133,6 +142,14 @@ impl GpuModel {
         }
         if optimizer.ema_momentum.is_some() {
             return Err(unsupported("optimizer useEma"));
+        }
+        // Lion, LAMB and gradient clipping have no GPU kernels yet: refused here, before any
+        // device work, so that compile falls back to the CPU (or fails with 'gpu!').
+        if let Some(rule) = gpu_unsupported_rule(&optimizer.rule) {
+            return Err(unsupported(&format!("the {rule} optimizer")));
+        }
+        if let Some(clip) = optimizer.clip() {
+            return Err(unsupported(&format!("optimizer {}", clip.key())));
         }
         let gpu = shared_gpu()?;
         let guards: Vec<_> = model.layers().iter().map(|cell| cell.read()).collect();
@@ -503,6 +520,13 @@ impl GpuModel {
                     }
                     let hp = RmsPropParams { lr, rho, epsilon };
                     g.rmsprop_update(w, &grad, &mut slots[0], &hp).map_err(gpu_err)?;
+                }
+                Rule::Lion { .. } | Rule::Lamb { .. } => {
+                    // `new` refuses these rules; an error rather than a panic all the same.
+                    return Err(unsupported(&format!(
+                        "the {} optimizer",
+                        gpu_unsupported_rule(&optimizer.rule).unwrap_or("given")
+                    )));
                 }
             }
         }

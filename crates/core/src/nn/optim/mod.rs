@@ -1,14 +1,19 @@
-//! Optimizers with the Keras update rules: SGD (momentum, Nesterov), Adam, AdamW, RMSprop.
+//! Optimizers with the Keras update rules: SGD (momentum, Nesterov), Adam, AdamW, RMSprop,
+//! Lion and LAMB, with Keras' gradient clipping options. The update kernels are in `rules.rs`,
+//! clipping in `clip.rs`.
 
-use rayon::prelude::*;
+mod clip;
+mod rules;
+#[cfg(test)]
+mod tests;
+
 use serde_json::{json, Value};
+
+pub use clip::Clip;
 
 use super::options::Options;
 use super::schedule::LrSchedule;
 use crate::{Error, Result};
-
-/// Below this many values an update runs on one thread.
-const PAR_MIN: usize = 1 << 15;
 
 /// The update rule and its hyper-parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +30,13 @@ pub enum Rule {
     },
     /// `v = rho*v + (1-rho)*g^2; p -= lr*g/(sqrt(v)+eps)`.
     RmsProp { rho: f32, epsilon: f32 },
+    /// Lion (Chen et al. 2023): `p -= lr*sign(b1*m + (1-b1)*g); m = b2*m + (1-b2)*g`.
+    Lion { beta1: f32, beta2: f32 },
+    /// LAMB (You et al. 2020): Adam's bias-corrected direction `r`, scaled per tensor by the
+    /// trust ratio `||p|| / ||r||` (1 when either is zero): `p -= ratio*lr*r`. The betas stay
+    /// f64 so that `1 - beta` is computed from the value as written, as Keras does (see
+    /// `rules.rs`), and survives a to_json round trip unchanged.
+    Lamb { beta1: f64, beta2: f64, epsilon: f32 },
 }
 
 /// Everything an optimizer has accumulated, for resumable checkpoints: restoring it into an
@@ -58,6 +70,9 @@ pub struct Optimizer {
     pub ema_momentum: Option<f32>,
     /// Per parameter: the moving average (empty until its first update).
     ema: Vec<Vec<f32>>,
+    /// Gradient clipping (Keras `clipnorm`, `clipvalue` or `global_clipnorm`). Private so that
+    /// only a validated (positive, finite) limit reaches [`Self::clip_gradients`].
+    clip: Option<Clip>,
 }
 
 impl Optimizer {
@@ -121,12 +136,36 @@ impl Optimizer {
                 },
                 0.001,
             ),
+            "lion" => {
+                let rule = Rule::Lion {
+                    beta1: o.f32("beta1")?.unwrap_or(0.9),
+                    beta2: o.f32("beta2")?.unwrap_or(0.99),
+                };
+                (rule, 0.001)
+            }
+            "lamb" => {
+                let rule = Rule::Lamb {
+                    beta1: o.f64("beta1")?.unwrap_or(0.9),
+                    beta2: o.f64("beta2")?.unwrap_or(0.999),
+                    epsilon: o.f32("epsilon")?.unwrap_or(1e-7),
+                };
+                (rule, 0.001)
+            }
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown optimizer '{other}'; expected one of: sgd, adam, adamw, rmsprop"
+                    "unknown optimizer '{other}'; expected one of: sgd, adam, adamw, rmsprop, lion, lamb"
                 )))
             }
         };
+        // Keras refuses beta_1 outside (0, 1] for Lion: at 0 it degenerates to signSGD.
+        if let Rule::Lion { beta1, .. } = rule {
+            if beta1 <= 0.0 || beta1 > 1.0 {
+                return Err(Error::Invalid(format!(
+                    "optimizer '{name}': beta1 must be in (0, 1], got {beta1}"
+                )));
+            }
+        }
+        let clip = Clip::parse(&name, &mut o)?;
         let ema_momentum = match (o.bool("useEma")?, o.f32("emaMomentum")?) {
             (Some(true), m) => Some(m.unwrap_or(0.99)),
             (_, Some(_)) => {
@@ -158,6 +197,7 @@ impl Optimizer {
             slots: Vec::new(),
             ema_momentum,
             ema: Vec::new(),
+            clip,
         })
     }
 
@@ -167,6 +207,9 @@ impl Optimizer {
         if let Some(m) = self.ema_momentum {
             v["useEma"] = json!(true);
             v["emaMomentum"] = json!(m);
+        }
+        if let Some(clip) = self.clip {
+            clip.write(&mut v);
         }
         v
     }
@@ -196,6 +239,12 @@ impl Optimizer {
             }
             Rule::RmsProp { rho, epsilon } => {
                 json!({"name": "rmsprop", "learningRate": lr, "rho": rho, "epsilon": epsilon})
+            }
+            Rule::Lion { beta1, beta2 } => {
+                json!({"name": "lion", "learningRate": lr, "beta1": beta1, "beta2": beta2})
+            }
+            Rule::Lamb { beta1, beta2, epsilon } => {
+                json!({"name": "lamb", "learningRate": lr, "beta1": beta1, "beta2": beta2, "epsilon": epsilon})
             }
         }
     }
@@ -229,7 +278,16 @@ impl Optimizer {
     /// Clips the gradients of one step in place (per parameter, in `visit_params` order; `None`
     /// for parameters without a gradient) as the optimizer's clipping options say. Call before
     /// [`Self::begin_step`].
-    pub fn clip_gradients(&self, _grads: &mut [Option<Vec<f32>>]) {}
+    pub fn clip_gradients(&self, grads: &mut [Option<Vec<f32>>]) {
+        if let Some(clip) = self.clip {
+            clip.apply(grads);
+        }
+    }
+
+    /// The gradient clipping option, if any.
+    pub fn clip(&self) -> Option<Clip> {
+        self.clip
+    }
 
     /// Number of steps taken.
     pub fn iterations(&self) -> u64 {
@@ -246,11 +304,7 @@ impl Optimizer {
 
     /// Updates parameter number `index` in place from its gradient; call after [`Self::begin_step`].
     pub fn update(&mut self, index: usize, p: &mut [f32], g: &[f32]) -> Result<()> {
-        let slot_count = match self.rule {
-            Rule::Sgd { momentum, .. } => usize::from(momentum != 0.0),
-            Rule::Adam { .. } => 2,
-            Rule::RmsProp { .. } => 1,
-        };
+        let slot_count = rules::slot_count(&self.rule);
         if self.slots.len() <= index {
             self.slots.resize(index + 1, Vec::new());
         }
@@ -258,60 +312,12 @@ impl Optimizer {
             self.slots[index] = vec![vec![0.0; p.len()]; slot_count];
         }
         let slots = &mut self.slots[index];
-        if p.len() != g.len() || slots.iter().any(|s| s.len() != p.len()) {
+        // A restored state (set_state) may hold another rule's slots: check the count too.
+        if p.len() != g.len() || slots.len() != slot_count || slots.iter().any(|s| s.len() != p.len()) {
             return Err(Error::shape("optimizer update", p.len(), g.len()));
         }
-        let t = self.iterations.max(1) as i32;
-        let lr = self.learning_rate;
-        {
-            match self.rule {
-                Rule::Sgd { momentum, nesterov } => {
-                    if momentum == 0.0 {
-                        for_each2(p, g, |p, g| *p -= lr * g);
-                    } else {
-                        let (v, _) = slots.split_first_mut().expect("one slot");
-                        for_each3(p, g, v, |p, g, v| {
-                            *v = momentum * *v - lr * g;
-                            *p += if nesterov { momentum * *v - lr * g } else { *v };
-                        });
-                    }
-                }
-                Rule::Adam {
-                    beta1,
-                    beta2,
-                    epsilon,
-                    weight_decay,
-                } => {
-                    let alpha = lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t));
-                    let decay = lr * weight_decay;
-                    let (m, rest) = slots.split_first_mut().expect("two slots");
-                    let v = &mut rest[0];
-                    let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-                        for i in 0..p.len() {
-                            p[i] -= decay * p[i];
-                            m[i] += (g[i] - m[i]) * (1.0 - beta1);
-                            v[i] += (g[i] * g[i] - v[i]) * (1.0 - beta2);
-                            p[i] -= alpha * m[i] / (v[i].sqrt() + epsilon);
-                        }
-                    };
-                    if p.len() >= PAR_MIN {
-                        p.par_chunks_mut(4096)
-                            .zip(g.par_chunks(4096))
-                            .zip(m.par_chunks_mut(4096).zip(v.par_chunks_mut(4096)))
-                            .for_each(|((p, g), (m, v))| update(p, g, m, v));
-                    } else {
-                        update(p, g, m, v);
-                    }
-                }
-                Rule::RmsProp { rho, epsilon } => {
-                    let (v, _) = slots.split_first_mut().expect("one slot");
-                    for_each3(p, g, v, |p, g, v| {
-                        *v = rho * *v + (1.0 - rho) * g * g;
-                        *p -= lr * g / (v.sqrt() + epsilon);
-                    });
-                }
-            }
-        }
+        let t = self.iterations.clamp(1, i32::MAX as u64) as i32;
+        rules::apply(&self.rule, self.learning_rate, t, p, g, slots);
         if let Some(momentum) = self.ema_momentum {
             if self.ema.len() <= index {
                 self.ema.resize(index + 1, Vec::new());
@@ -321,7 +327,7 @@ impl Optimizer {
                 // Keras starts the average at the weights after the first update.
                 average.extend_from_slice(p);
             } else {
-                for_each2(average, p, |a, p| *a = momentum * *a + (1.0 - momentum) * p);
+                rules::for_each2(average, p, |a, p| *a = momentum * *a + (1.0 - momentum) * p);
             }
         }
         Ok(())
@@ -330,54 +336,5 @@ impl Optimizer {
     /// The moving average of parameter `index` (with `useEma`, once it has been updated).
     pub fn ema_of(&self, index: usize) -> Option<&[f32]> {
         self.ema.get(index).filter(|a| !a.is_empty()).map(Vec::as_slice)
-    }
-}
-
-fn for_each2(p: &mut [f32], g: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
-    p.iter_mut().zip(g).for_each(|(p, &g)| f(p, g));
-}
-
-fn for_each3(p: &mut [f32], g: &[f32], s: &mut [f32], f: impl Fn(&mut f32, f32, &mut f32) + Sync) {
-    p.iter_mut()
-        .zip(g)
-        .zip(s.iter_mut())
-        .for_each(|((p, &g), s)| f(p, g, s));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ema_tracks_the_weights_as_keras_does() {
-        let mut o =
-            Optimizer::parse(&json!({"name": "sgd", "learningRate": 1.0, "useEma": true, "emaMomentum": 0.5})).unwrap();
-        let mut p = vec![0.0f32];
-        for _ in 0..2 {
-            o.begin_step();
-            o.update(0, &mut p, &[1.0]).unwrap();
-        }
-        assert_eq!(p, vec![-2.0]);
-        // First update starts the average at the weights (-1); then 0.5 * -1 + 0.5 * -2.
-        assert_eq!(o.ema_of(0), Some(&[-1.5f32][..]));
-        let round_trip = Optimizer::parse(&o.to_json()).unwrap();
-        assert_eq!(round_trip.ema_momentum, Some(0.5));
-        let e = Optimizer::parse(&json!({"name": "adam", "emaMomentum": 0.9})).unwrap_err();
-        assert!(e.to_string().contains("emaMomentum needs useEma"), "{e}");
-    }
-
-    #[test]
-    fn a_schedule_sets_the_rate_of_each_step() {
-        let spec = json!({"name": "sgd", "learningRate": {"name": "exponentialDecay", "initialLearningRate": 1.0,
-                          "decaySteps": 1, "decayRate": 0.5}});
-        let mut o = Optimizer::parse(&spec).unwrap();
-        let mut p = vec![0.0f32];
-        for _ in 0..3 {
-            o.begin_step();
-            o.update(0, &mut p, &[1.0]).unwrap();
-        }
-        // Steps of 1, 0.5 and 0.25.
-        assert_eq!(p, vec![-1.75]);
-        assert_eq!(Optimizer::parse(&o.to_json()).unwrap().schedule, o.schedule);
     }
 }

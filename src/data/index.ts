@@ -1,0 +1,14 @@
+/**
+ * Input pipelines: `Dataset` (lazy, re-iterable, tf.data-style transformations) and the readers
+ * that make Datasets from files: CSV, image folders, MNIST. Their batches, `{ xs, ys }`, are
+ * what `model.fit` consumes.
+ */
+export {
+  type Batched,
+  type BatchOptions,
+  Dataset,
+  type ShuffleOptions,
+  type Stackable,
+  type TensorTree,
+} from "./dataset.ts";
+export { loadMnist, type Mnist, type MnistOptions } from "./mnist.ts";

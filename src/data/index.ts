@@ -3,6 +3,7 @@
  * that make Datasets from files: CSV, image folders, MNIST. Their batches, `{ xs, ys }`, are
  * what `model.fit` consumes.
  */
+export { type CsvFeatures, type CsvOptions, type CsvRow, csvDataset } from "./csv.ts";
 export {
   type Batched,
   type BatchOptions,
@@ -12,3 +13,4 @@ export {
   type TensorTree,
 } from "./dataset.ts";
 export { loadMnist, type Mnist, type MnistOptions } from "./mnist.ts";
+export { type MnistDatasetOptions, type MnistSample, mnistDataset } from "./mnist-dataset.ts";

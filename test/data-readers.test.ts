@@ -1,16 +1,19 @@
-/** The file readers of cortex-nn's data pipeline: CSV, streamed MNIST. */
+/** The file readers of cortex-nn's data pipeline: CSV, image folders, streamed MNIST. */
+import { spawnSync } from "node:child_process";
 import { createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { gzipSync } from "node:zlib";
+import { deflateSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { data, loadMnist } from "../index.ts";
+import { data, encodePng, loadMnist, type Tensor } from "../index.ts";
 import { mnistDataDir } from "../src/data/mnist.ts";
+import { MersenneTwister } from "../src/data/random.ts";
+import { crc32 } from "../src/image.ts";
 
-const { csvDataset, mnistDataset } = data;
+const { csvDataset, imageDatasetFromDirectory, mnistDataset } = data;
 
 let tmp: string;
 beforeAll(async () => {
@@ -128,6 +131,283 @@ describe("csvDataset", () => {
         `peak retained heap growth ${(peak / 2 ** 20).toFixed(1)} MiB`,
     );
     expect(peak).toBeLessThan(16 * 2 ** 20);
+  });
+});
+
+/** A 3-channel PNG (color type 2, filter 0 on every row), for tests that need colour. */
+function encodeRgbPng(rgb: Uint8Array, width: number, height: number): Uint8Array {
+  const raw = new Uint8Array(height * (width * 3 + 1));
+  for (let y = 0; y < height; y++) raw.set(rgb.subarray(y * width * 3, (y + 1) * width * 3), y * (width * 3 + 1) + 1);
+  const chunk = (type: string, body: Uint8Array) => {
+    const out = Buffer.alloc(12 + body.length);
+    out.writeUInt32BE(body.length, 0);
+    out.write(type, 4, "latin1");
+    out.set(body, 8);
+    out.writeUInt32BE(crc32(out.subarray(4, 8 + body.length)), 8 + body.length);
+    return out;
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // colour type: RGB
+  return Buffer.concat([
+    Buffer.from(encodePng(new Uint8Array(1), 1, 1).subarray(0, 8)), // the PNG signature
+    chunk("IHDR", ihdr),
+    chunk("IDAT", deflateSync(raw)),
+    chunk("IEND", new Uint8Array(0)),
+  ]);
+}
+
+/** A valid PNG whose header claims `width` x `height` pixels (CRC fixed up). */
+function pngClaiming(width: number, height: number): Uint8Array {
+  const png = Buffer.from(encodePng(new Uint8Array(1), 1, 1));
+  png.writeUInt32BE(width, 16);
+  png.writeUInt32BE(height, 20);
+  png.writeUInt32BE(crc32(png.subarray(12, 29)), 29);
+  return png;
+}
+
+const pythonHas = (code: string) => spawnSync("python3", ["-c", code]).status === 0;
+
+describe("imageDatasetFromDirectory", () => {
+  let dir: string;
+  const expected = new Map<string, Uint8Array>(); // file name -> gray pixels (8x6)
+
+  beforeAll(async () => {
+    dir = join(tmp, "images");
+    // Two classes; "dogs" sorts after "cats"; a nested folder and a non-image file as Keras sees them.
+    for (const cls of ["dogs", "cats", "cats/more"]) await mkdir(join(dir, cls), { recursive: true });
+    await mkdir(join(dir, ".hidden"));
+    await writeFile(join(dir, "cats", "notes.txt"), "not an image");
+    for (let i = 0; i < 6; i++) {
+      const px = Uint8Array.from({ length: 8 * 6 }, (_, k) => (k * 5 + i * 17) % 256);
+      const name = `${i < 3 ? "cats" : i < 5 ? "dogs" : "cats/more"}/img${i}.png`;
+      expected.set(name, px);
+      await writeFile(join(dir, name), encodePng(px, 8, 6));
+    }
+    await copyFile(join(import.meta.dirname, "fixtures/images/gradient.jpg"), join(dir, "dogs", "z-gradient.JPG"));
+    const rgb = Uint8Array.from({ length: 8 * 6 * 3 }, (_, k) => (k * 7) % 256);
+    await writeFile(join(dir, "dogs", "color.png"), encodeRgbPng(rgb, 8, 6));
+  });
+
+  it("labels by sorted subfolder, yields [batch, h, w, c] pixels in [0, 255] unscaled", async () => {
+    const ds = await imageDatasetFromDirectory(dir, {
+      imageSize: [6, 8],
+      colorMode: "grayscale",
+      shuffle: false,
+      batchSize: 4,
+    });
+    expect(ds.classNames).toEqual(["cats", "dogs"]);
+    expect(ds.filePaths.map((p) => p.slice(dir.length + 1))).toEqual([
+      "cats/img0.png",
+      "cats/img1.png",
+      "cats/img2.png",
+      "cats/more/img5.png",
+      "dogs/color.png",
+      "dogs/img3.png",
+      "dogs/img4.png",
+      "dogs/z-gradient.JPG",
+    ]);
+    const batches = await ds.toArray();
+    expect(batches.map((b) => b.xs.shape)).toEqual([
+      [4, 6, 8, 1],
+      [4, 6, 8, 1],
+    ]);
+    expect([...batches[0].ys.data, ...batches[1].ys.data]).toEqual([0, 0, 0, 0, 1, 1, 1, 1]);
+    // Same size in and out: the decoded pixels exactly.
+    expect(Array.from(batches[0].xs.data.subarray(0, 48))).toEqual(Array.from(expected.get("cats/img0.png") ?? []));
+    expect(Array.from(batches[0].xs.data.subarray(3 * 48, 4 * 48))).toEqual(
+      Array.from(expected.get("cats/more/img5.png") ?? []),
+    );
+    // Colour to gray with the ITU-R 601 weights.
+    const rgb = Uint8Array.from({ length: 8 * 6 * 3 }, (_, k) => (k * 7) % 256);
+    expect(batches[1].xs.data[5]).toBe(Math.round(0.299 * rgb[15] + 0.587 * rgb[16] + 0.114 * rgb[17]));
+  });
+
+  it("decodes JPEG like libjpeg, resizes bilinearly, and encodes labels as asked", async () => {
+    const ds = await imageDatasetFromDirectory(dir, {
+      imageSize: [12, 16],
+      colorMode: "rgb",
+      shuffle: false,
+      batchSize: 8,
+      labelMode: "categorical",
+    });
+    const [b] = await ds.toArray();
+    expect(b.xs.shape).toEqual([8, 12, 16, 3]);
+    expect(b.ys.shape).toEqual([8, 2]);
+    expect(Array.from(b.ys.data.subarray(0, 2))).toEqual([1, 0]);
+    expect(Array.from(b.ys.data.subarray(14, 16))).toEqual([0, 1]);
+    const reference = JSON.parse(
+      await readFile(join(import.meta.dirname, "fixtures/images/gradient.json"), "utf8"),
+    ) as { rgb: number[] };
+    const jpeg = b.xs.data.subarray(7 * 12 * 16 * 3);
+    const maxDiff = Math.max(...reference.rgb.map((v, i) => Math.abs(v - jpeg[i])));
+    expect(maxDiff).toBeLessThanOrEqual(4);
+    // Gray 8x6 upsampled to 16x12: within the range of the source, and rgb repeats gray.
+    const gray0 = b.xs.data.subarray(0, 12 * 16 * 3);
+    expect(gray0[0]).toBe(gray0[1]);
+    expect(Math.max(...gray0)).toBeLessThanOrEqual(255);
+    const binary = await imageDatasetFromDirectory(dir, { imageSize: [2, 2], labelMode: "binary", shuffle: false });
+    const [bb] = await binary.toArray();
+    expect(bb.ys.shape).toEqual([8, 1]);
+    const none = await imageDatasetFromDirectory(dir, { imageSize: [2, 2], labelMode: null, colorMode: "rgba" });
+    const [nb] = await none.toArray();
+    expect(Object.keys(nb)).toEqual(["xs"]);
+    expect(nb.xs.shape).toEqual([8, 2, 2, 4]);
+  });
+
+  it("splits validation by Keras' seeded file shuffle (NumPy's RandomState)", async () => {
+    const [train, val] = await imageDatasetFromDirectory(dir, {
+      imageSize: [4, 4],
+      validationSplit: 0.25,
+      subset: "both",
+      seed: 1337,
+      batchSize: 3,
+    });
+    expect(train.filePaths).toHaveLength(6);
+    expect(val.filePaths).toHaveLength(2);
+    expect(new Set([...train.filePaths, ...val.filePaths]).size).toBe(8);
+    const trainBatches = await train.toArray();
+    expect(trainBatches.map((b) => b.xs.shape[0])).toEqual([3, 3]);
+    // Training data is reshuffled every pass (epoch); validation keeps its order.
+    const fingerprints = (batches: { xs: Tensor }[]) =>
+      batches.flatMap((b) =>
+        Array.from({ length: b.xs.shape[0] }, (_, i) => b.xs.data.subarray(i * 48, (i + 1) * 48).join(",")),
+      );
+    const epoch1 = fingerprints(trainBatches);
+    const epoch2 = fingerprints(await train.toArray());
+    expect(new Set(epoch1).size).toBe(6);
+    expect([...epoch2].sort()).toEqual([...epoch1].sort());
+    expect(epoch2).not.toEqual(epoch1);
+    expect(fingerprints(await val.toArray())).toEqual(fingerprints(await val.toArray()));
+    const valOnly = await imageDatasetFromDirectory(dir, {
+      imageSize: [4, 4],
+      validationSplit: 0.25,
+      subset: "validation",
+      seed: 1337,
+    });
+    expect(valOnly.filePaths).toEqual(val.filePaths);
+    // The order Keras gets: RandomState(1337).shuffle over the sorted list.
+    const sorted = (await imageDatasetFromDirectory(dir, { shuffle: false })).filePaths;
+    expect([...train.filePaths, ...val.filePaths]).toEqual(new MersenneTwister(1337).shuffle([...sorted]));
+    if (!pythonHas("import numpy")) {
+      console.log("data-readers.test: skipping the NumPy RandomState check: python3 cannot import numpy");
+      return;
+    }
+    const perm = JSON.parse(
+      spawnSync(
+        "python3",
+        [
+          "-c",
+          "import numpy as np, json; x=list(range(8)); np.random.RandomState(1337).shuffle(x); print(json.dumps(x))",
+        ],
+        { encoding: "utf8" },
+      ).stdout,
+    ) as number[];
+    expect([...train.filePaths, ...val.filePaths]).toEqual(perm.map((i) => sorted[i]));
+    await expect(imageDatasetFromDirectory(dir, { validationSplit: 0.2, subset: "training" })).rejects.toThrow(
+      /give a `seed`/,
+    );
+  });
+
+  it("resizes with TensorFlow's bilinear arithmetic (checked against PyTorch's identical one)", async (ctx) => {
+    const script = join(import.meta.dirname, "fixtures/images/torch_resize.py");
+    const ds = await imageDatasetFromDirectory(dir, { colorMode: "grayscale", shuffle: false, classNames: ["cats"] });
+    const files = ds.filePaths;
+    const sizes = [
+      [4, 5], // down
+      [9, 13], // up
+      [3, 17], // down one way, up the other
+    ];
+    const arg = sizes.map(([h, w]) => `${h}x${w}`).join(",");
+    const run = spawnSync("python3", [script, arg, ...files], { encoding: "utf8" });
+    if (run.status === 3 || run.error) {
+      console.log(`data-readers.test: skipping the resize reference: ${run.stderr?.trim() || run.error?.message}`);
+      ctx.skip();
+      return;
+    }
+    expect(run.status, run.stderr).toBe(0);
+    const ref = JSON.parse(run.stdout) as number[][][];
+    for (const [k, [h, w]] of sizes.entries()) {
+      const sized = await imageDatasetFromDirectory(dir, {
+        imageSize: [h, w],
+        colorMode: "grayscale",
+        shuffle: false,
+        classNames: ["cats"],
+      });
+      const [b] = await sized.toArray();
+      expect(b.xs.shape).toEqual([files.length, h, w, 1]);
+      const ours = Array.from(b.xs.data);
+      const maxDiff = Math.max(...ref[k].flat().map((v, i) => Math.abs(v - ours[i])));
+      expect(maxDiff).toBeLessThan(1e-3);
+    }
+  });
+
+  it("matches Keras' own image_dataset_from_directory pixel for pixel (within 1e-3)", async (ctx) => {
+    const script = join(import.meta.dirname, "fixtures/images/keras_reference.py");
+    const run = spawnSync("python3", [script, dir, "5", "7", "rgb"], { encoding: "utf8", maxBuffer: 1 << 28 });
+    if (run.status === 3 || run.error) {
+      console.log(`data-readers.test: skipping the Keras comparison: ${run.stderr?.trim() || run.error?.message}`);
+      ctx.skip();
+      return;
+    }
+    expect(run.status, run.stderr).toBe(0);
+    const ref = JSON.parse(run.stdout) as {
+      classNames: string[];
+      filePaths: string[];
+      images: number[];
+      labels: number[];
+    };
+    const ds = await imageDatasetFromDirectory(dir, { imageSize: [5, 7], shuffle: false, batchSize: 100 });
+    const [b] = await ds.toArray();
+    expect(ds.classNames).toEqual(ref.classNames);
+    expect(ds.filePaths).toEqual(ref.filePaths);
+    expect(Array.from(b.ys.data)).toEqual(ref.labels);
+    // The JPEG may differ by a few levels between decoders; the PNGs must agree to rounding.
+    const perImage = 5 * 7 * 3;
+    ref.images.forEach((v, i) => {
+      const tol = ds.filePaths[Math.floor(i / perImage)].endsWith(".JPG") ? 4 : 1e-3;
+      expect(Math.abs(v - b.xs.data[i])).toBeLessThanOrEqual(tol);
+    });
+  });
+
+  it("rejects corrupt and oversized images with errors naming the file", async () => {
+    const bad = join(tmp, "bad-images");
+    await mkdir(join(bad, "a"), { recursive: true });
+    await writeFile(join(bad, "a", "ok.png"), encodePng(new Uint8Array(4), 2, 2));
+    await writeFile(join(bad, "a", "zz-corrupt.png"), Buffer.from("definitely not a png"));
+    const corrupt = await imageDatasetFromDirectory(bad, { imageSize: [2, 2], shuffle: false });
+    await expect(corrupt.toArray()).rejects.toThrow(/cannot decode image .*zz-corrupt\.png/);
+    await rm(join(bad, "a", "zz-corrupt.png"));
+    await writeFile(join(bad, "a", "zz-huge.png"), pngClaiming(100000, 100000));
+    const before = process.memoryUsage().rss;
+    const huge = await imageDatasetFromDirectory(bad, { imageSize: [2, 2], shuffle: false });
+    await expect(huge.toArray()).rejects.toThrow(
+      /cannot decode image .*zz-huge\.png: .*exceeds limit \(at most 16384 pixels per side/,
+    );
+    expect(process.memoryUsage().rss - before).toBeLessThan(256 * 2 ** 20);
+    await rm(join(bad, "a", "zz-huge.png"));
+    const truncated = encodePng(
+      Uint8Array.from({ length: 64 * 64 }, (_, i) => i % 251),
+      64,
+      64,
+    );
+    await writeFile(join(bad, "a", "zz-truncated.png"), truncated.subarray(0, truncated.length - 40));
+    const cut = await imageDatasetFromDirectory(bad, { imageSize: [2, 2], shuffle: false });
+    await expect(cut.toArray()).rejects.toThrow(/zz-truncated\.png/);
+  });
+
+  it("validates its options and the folder", async () => {
+    await expect(imageDatasetFromDirectory(join(tmp, "nope"))).rejects.toThrow(/cannot read directory .*nope/);
+    await expect(imageDatasetFromDirectory(dir, { classNames: ["cats", "birds"] })).rejects.toThrow(/birds/);
+    await expect(imageDatasetFromDirectory(dir, { imageSize: [0, 3] })).rejects.toThrow(RangeError);
+    await expect(imageDatasetFromDirectory(dir, { batchSize: 100000, imageSize: [4096, 4096] })).rejects.toThrow(
+      /over 2\^28 floats/,
+    );
+    const only = await imageDatasetFromDirectory(dir, { classNames: ["dogs"], shuffle: false, imageSize: [2, 2] });
+    expect(only.classNames).toEqual(["dogs"]);
+    expect(only.filePaths).toHaveLength(4);
   });
 });
 

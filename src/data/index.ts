@@ -12,5 +12,11 @@ export {
   type Stackable,
   type TensorTree,
 } from "./dataset.ts";
+export {
+  type ImageBatch,
+  ImageDataset,
+  type ImageDirectoryOptions,
+  imageDatasetFromDirectory,
+} from "./image-directory.ts";
 export { loadMnist, type Mnist, type MnistOptions } from "./mnist.ts";
 export { type MnistDatasetOptions, type MnistSample, mnistDataset } from "./mnist-dataset.ts";

@@ -3,6 +3,7 @@
 //! worker (which hands the kernels to the rayon pool), so the event loop never waits.
 //! Engine errors and panics both surface as JavaScript `Error`s.
 
+pub mod image;
 pub mod layer;
 pub mod model;
 pub mod onnx;

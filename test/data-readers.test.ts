@@ -372,6 +372,32 @@ describe("imageDatasetFromDirectory", () => {
     });
   });
 
+  it("decodes on a worker thread: the event loop keeps ticking through a heavy batch", async () => {
+    const big = join(tmp, "big-images");
+    await mkdir(join(big, "a"), { recursive: true });
+    const side = 1024;
+    const px = Uint8Array.from({ length: side * side }, (_, i) => (i * 31 + (i >> 10)) % 256);
+    const png = encodePng(px, side, side);
+    for (let i = 0; i < 12; i++) await writeFile(join(big, "a", `${i}.png`), png);
+    const ds = await imageDatasetFromDirectory(big, { imageSize: [512, 512], batchSize: 12, shuffle: false });
+    let last = performance.now();
+    let worst = 0;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+    }, 5);
+    const started = performance.now();
+    const [b] = await ds.toArray();
+    const took = performance.now() - started;
+    clearInterval(timer);
+    expect(b.xs.shape).toEqual([12, 512, 512, 3]);
+    console.log(
+      `imageDatasetFromDirectory: 12 PNGs of 1024x1024 to 512x512 RGB in ${took.toFixed(0)} ms, largest timer gap ${worst.toFixed(1)} ms`,
+    );
+    expect(worst, `decode took ${took.toFixed(0)} ms`).toBeLessThan(Math.max(30, took / 4));
+  });
+
   it("rejects corrupt and oversized images with errors naming the file", async () => {
     const bad = join(tmp, "bad-images");
     await mkdir(join(bad, "a"), { recursive: true });

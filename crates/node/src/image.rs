@@ -38,7 +38,14 @@ fn invalid(msg: String) -> cortex_core::Error {
 /// reading at most one byte more, in case the file grows between the check and the read).
 fn read_limited(path: &str) -> cortex_core::Result<Vec<u8>> {
     let file = std::fs::File::open(Path::new(path)).map_err(|e| invalid(format!("cannot read image {path}: {e}")))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let meta = file
+        .metadata()
+        .map_err(|e| invalid(format!("cannot read image {path}: {e}")))?;
+    if !meta.is_file() {
+        // A device or FIFO (/dev/zero) has no size to check up front: not an image file.
+        return Err(invalid(format!("image {path} is not a regular file")));
+    }
+    let len = meta.len();
     if len > MAX_FILE_BYTES {
         return Err(invalid(format!(
             "image {path} is {len} bytes, over the {MAX_FILE_BYTES}-byte limit for one image"
@@ -241,5 +248,8 @@ mod tests {
         assert!(decode_images_impl(&[], 0, 4, 1).is_err());
         let err = decode_images_impl(&["/nonexistent/x.png".into()], 4, 4, 1).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.png"));
+        let dir = std::env::temp_dir().to_string_lossy().into_owned();
+        let err = decode_images_impl(&[dir], 4, 4, 1).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 }

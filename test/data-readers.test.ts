@@ -8,7 +8,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { deflateSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { data, encodePng, loadMnist, type Tensor } from "../index.ts";
+import { adam, data, dense, encodePng, flatten, loadMnist, sequential, type Tensor } from "../index.ts";
 import { mnistDataDir } from "../src/data/mnist.ts";
 import { MersenneTwister } from "../src/data/random.ts";
 import { crc32 } from "../src/image.ts";
@@ -448,6 +448,25 @@ describe("mnistDataset", () => {
     const [test] = await mnistDataset("test").take(100).batch(100).toArray();
     expect(test.xs.data).toEqual(ref.testImages);
     expect(test.ys.data).toEqual(ref.testLabels);
+  });
+
+  it("feeds training: a shuffled, batched, prefetched stream trains a model with trainOnBatch", async () => {
+    const net = sequential([flatten({ inputShape: [28, 28, 1] }), dense({ units: 10, activation: "softmax" })], {
+      seed: 1,
+    });
+    net.compile({
+      optimizer: adam({ learningRate: 0.01 }),
+      loss: "sparseCategoricalCrossentropy",
+      metrics: ["accuracy"],
+    });
+    const batches = mnistDataset("train").take(2048).shuffle(512, { seed: 2 }).batch(64).prefetch(2);
+    const losses: number[] = [];
+    for (let epoch = 0; epoch < 2; epoch++) {
+      for await (const { xs, ys } of batches) losses.push((await net.trainOnBatch(xs, ys)).loss);
+    }
+    expect(losses).toHaveLength(64);
+    const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+    expect(mean(losses.slice(-8))).toBeLessThan(mean(losses.slice(0, 8)) * 0.6);
   });
 
   it("reads gzip-compressed files through a streaming gunzip", async () => {

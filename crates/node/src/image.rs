@@ -27,6 +27,8 @@ const MAX_SIDE: u32 = 16_384;
 const MAX_DECODE_BYTES: u64 = 256 << 20;
 /// Largest file read into memory: a PNG or JPEG over this is not a training image.
 const MAX_FILE_BYTES: u64 = 256 << 20;
+/// Most threads one batch decodes on.
+const DECODE_THREADS: usize = 4;
 /// Largest output block, in floats (1 GiB): checked before the batch is allocated.
 const MAX_OUTPUT_FLOATS: u64 = 1 << 28;
 
@@ -164,19 +166,54 @@ pub fn decode_images_impl(paths: &[String], height: u32, width: u32, channels: u
         )));
     }
     let (h, w, c) = (height as usize, width as usize, channels as usize);
+    let per_image = per_image as usize;
     let mut out = vec![0f32; total as usize];
-    for (path, dst) in paths.iter().zip(out.chunks_exact_mut(per_image as usize)) {
-        let img = decode(path, read_limited(path)?)?;
-        let (in_w, in_h) = (img.width() as usize, img.height() as usize);
-        if in_w == 0 || in_h == 0 {
-            return Err(invalid(format!(
-                "cannot decode image {path}: it has no pixels ({in_w}x{in_h})"
-            )));
-        }
-        let pixels = to_channels(img, c);
-        resize_bilinear(&pixels, in_h, in_w, c, dst, h, w);
+    if paths.is_empty() {
+        return Ok(out);
     }
+    // Images decode independently: a few scoped threads share the batch (tf.data maps in
+    // parallel too). Capped at DECODE_THREADS so decoding the next batch leaves the cores to the
+    // training step it overlaps with.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, DECODE_THREADS)
+        .min(paths.len());
+    let per_thread = paths.len().div_ceil(threads);
+    let results: Vec<cortex_core::Result<()>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = paths
+            .chunks(per_thread)
+            .zip(out.chunks_mut(per_thread * per_image))
+            .map(|(files, block)| {
+                scope.spawn(move || {
+                    for (path, dst) in files.iter().zip(block.chunks_exact_mut(per_image)) {
+                        decode_into(path, dst, h, w, c)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    // The first failing file in batch order, whichever thread met it first.
+    results.into_iter().collect::<cortex_core::Result<Vec<()>>>()?;
     Ok(out)
+}
+
+/// Decodes one file and resizes it into `dst` (`h x w x c`).
+fn decode_into(path: &str, dst: &mut [f32], h: usize, w: usize, c: usize) -> cortex_core::Result<()> {
+    let img = decode(path, read_limited(path)?)?;
+    let (in_w, in_h) = (img.width() as usize, img.height() as usize);
+    if in_w == 0 || in_h == 0 {
+        return Err(invalid(format!(
+            "cannot decode image {path}: it has no pixels ({in_w}x{in_h})"
+        )));
+    }
+    let pixels = to_channels(img, c);
+    resize_bilinear(&pixels, in_h, in_w, c, dst, h, w);
+    Ok(())
 }
 
 /// Background decoding of one batch of image files.

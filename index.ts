@@ -11,6 +11,8 @@ export {
 } from "./src/attention.ts";
 export type { Callback, CustomCallback, Logs } from "./src/callbacks.ts";
 export * as callbacks from "./src/callbacks.ts";
+export { Dataset } from "./src/data/dataset.ts";
+export * as data from "./src/data/index.ts";
 export { loadMnist } from "./src/data/mnist.ts";
 export * as explain from "./src/explain.ts";
 export type { ExportArgs } from "./src/export.ts";

@@ -785,6 +785,7 @@ module.exports.NativeLayer = nativeBinding.NativeLayer
 module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
 module.exports.NativeTensor = nativeBinding.NativeTensor
+module.exports.decodeImages = nativeBinding.decodeImages
 module.exports.devices = nativeBinding.devices
 module.exports.exportOnnx = nativeBinding.exportOnnx
 module.exports.getMaxModelBytes = nativeBinding.getMaxModelBytes

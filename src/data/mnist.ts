@@ -114,8 +114,19 @@ export function mnistDataDir(): string {
   return join(dirname(pkgJson), "data");
 }
 
+/** The names of an MNIST split's image and label files (without `.gz`). */
+export function mnistFileNames(split: "train" | "test"): { images: string; labels: string } {
+  const prefix = split === "train" ? "train" : "t10k";
+  return { images: `${prefix}-images-idx3-ubyte`, labels: `${prefix}-labels-idx1-ubyte` };
+}
+
+/** The paths tried, in order, for the IDX file `base` in `dir`: plain, then gzip-compressed. */
+export function idxCandidates(dir: string, base: string): string[] {
+  return [join(dir, base), join(dir, `${base}.gz`)];
+}
+
 async function readIdx(dir: string, base: string): Promise<IdxFile> {
-  const candidates = [join(dir, base), join(dir, `${base}.gz`)];
+  const candidates = idxCandidates(dir, base);
   for (const path of candidates) {
     let raw: Buffer;
     try {

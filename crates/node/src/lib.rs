@@ -5,6 +5,7 @@
 
 pub mod explain;
 pub mod fit;
+pub mod image;
 pub mod layer;
 pub mod model;
 pub mod onnx;

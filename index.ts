@@ -59,6 +59,7 @@ export {
 } from "./src/ops.ts";
 export * as optimizers from "./src/optimizers.ts";
 export { adam, adamw, type LearningRateSchedule, Optimizer, rmsprop, schedules, sgd } from "./src/optimizers.ts";
+export * as privacy from "./src/privacy.ts";
 export { bidirectional, gru, lstm, simpleRNN } from "./src/recurrent.ts";
 export {
   type Batcher,

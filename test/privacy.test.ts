@@ -29,6 +29,7 @@ interface Refs {
     epochs: number;
     noiseMultiplier: number;
   }[];
+  logErfc: [number, number][];
 }
 const refs = JSON.parse(
   readFileSync(join(import.meta.dirname, "fixtures", "privacy", "rdp_refs.json"), "utf8"),
@@ -129,6 +130,18 @@ describe("privacy.computeEpsilon", () => {
       ).toThrow(RangeError);
       expect(() => privacy.computeEpsilon({ ...ok, ...patch } as privacy.ComputeEpsilonArgs)).toThrow(message);
     }
+  });
+});
+
+describe("privacy.logErfc", () => {
+  it("matches scipy's log_ndtr form (Opacus' _log_erfc) to 1e-11 relative, past erfc's underflow", () => {
+    for (const [x, ref] of refs.logErfc) {
+      const got = privacy.logErfc(x);
+      if (ref === 0) expect(got).toBe(0);
+      else expect(relative(got, ref), `x = ${x}`).toBeLessThan(1e-11);
+    }
+    expect(privacy.logErfc(Number.POSITIVE_INFINITY)).toBe(Number.NEGATIVE_INFINITY);
+    expect(privacy.logErfc(Number.NEGATIVE_INFINITY)).toBeCloseTo(Math.LN2, 15);
   });
 });
 

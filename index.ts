@@ -75,6 +75,7 @@ export {
   schedules,
   sgd,
 } from "./src/optimizers.ts";
+export * as privacy from "./src/privacy.ts";
 export { bidirectional, gru, lstm, simpleRNN } from "./src/recurrent.ts";
 export {
   type Batcher,

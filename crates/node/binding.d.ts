@@ -243,6 +243,15 @@ export interface BatchData {
   sampleWeight?: Float32Array
 }
 
+/**
+ * Decodes PNG/JPEG files off the main thread into one `[paths.length, height, width, channels]`
+ * row-major block of floats in [0, 255], each image resized bilinearly (TensorFlow's half-pixel
+ * convention, as Keras' `image_dataset_from_directory`). `channels` is 1 (gray), 3 (RGB) or 4
+ * (RGBA). Rejects with an Error naming the file when one cannot be read or decoded, is over
+ * 256 MiB, or claims more than 16384 pixels per side.
+ */
+export declare function decodeImages(paths: Array<string>, height: number, width: number, channels: number): Promise<Float32Array>
+
 /** A GPU (or software) adapter wgpu can use. */
 export interface DeviceInfo {
   /** Adapter name, e.g. "NVIDIA H200" or "llvmpipe (LLVM 15.0.6, 256 bits)". */

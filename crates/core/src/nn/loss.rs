@@ -177,6 +177,8 @@ impl Loss {
             Loss::CategoricalCrossentropy { from_logits } | Loss::SparseCategoricalCrossentropy { from_logits } => {
                 let classes = *pred.shape().last().unwrap_or(&1);
                 let sparse = matches!(self, Loss::SparseCategoricalCrossentropy { .. });
+                // Keras averages over every prediction row: samples, and time steps of sequences.
+                let rows = (p.len() / classes.max(1)).max(1) as f64;
                 let mut total = 0.0;
                 for (r, (prow, grow)) in p.chunks_exact(classes).zip(grad.chunks_exact_mut(classes)).enumerate() {
                     let w = weight_of(r * classes);
@@ -196,7 +198,7 @@ impl Loss {
                         for c in 0..classes {
                             let tc = target_of(c);
                             l -= tc * (prow[c] as f64 - lse);
-                            grow[c] = (w * ((prow[c] as f64 - lse).exp() * tsum - tc) / batch) as f32;
+                            grow[c] = (w * ((prow[c] as f64 - lse).exp() * tsum - tc) / rows) as f32;
                         }
                         w * l
                     } else {
@@ -210,13 +212,18 @@ impl Loss {
                             let clipped = raw.clamp(EPSILON, 1.0 - EPSILON);
                             l -= tc * clipped.ln();
                             if raw == clipped {
-                                grow[c] = (-w * tc / clipped / batch) as f32;
+                                grow[c] = (-w * tc / clipped / rows) as f32;
                             }
                         }
                         w * l
                     };
                 }
-                total
+                // The value below is divided by the batch; sequences average over their steps too.
+                if rows == batch {
+                    total
+                } else {
+                    total * batch / rows
+                }
             }
             Loss::BinaryCrossentropy { from_logits } => {
                 // Keras averages over the last axis, then over the batch: a mean over all values.

@@ -287,10 +287,27 @@ enum Source {
     Stream(Arc<QueueShared>),
 }
 
-fn source_of(what: &str, data: Option<BatchData>, queue: Option<&BatchQueue>) -> napi::Result<Option<Source>> {
+/// A [`Source`] as JavaScript gave it: arrays are not copied yet, because copying a large data
+/// set takes hundreds of ms (fresh pages) and must happen on the worker thread.
+enum Input {
+    Raw(&'static str, BatchData),
+    Queue(Arc<QueueShared>),
+}
+
+impl Input {
+    /// Copies raw JavaScript arrays into tensors (call on the worker thread).
+    fn ready(self) -> napi::Result<Source> {
+        match self {
+            Input::Raw(what, d) => Ok(Source::Arrays(to_batch(what, &d)?)),
+            Input::Queue(q) => Ok(Source::Stream(q)),
+        }
+    }
+}
+
+fn source_of(what: &'static str, data: Option<BatchData>, queue: Option<&BatchQueue>) -> napi::Result<Option<Input>> {
     Ok(match (data, queue) {
-        (Some(d), None) => Some(Source::Arrays(to_batch(what, &d)?)),
-        (None, Some(q)) => Some(Source::Stream(q.shared.clone())),
+        (Some(d), None) => Some(Input::Raw(what, d)),
+        (None, Some(q)) => Some(Input::Queue(q.shared.clone())),
         (None, None) => None,
         (Some(_), Some(_)) => {
             return Err(napi::Error::new(
@@ -364,7 +381,7 @@ impl NativeModel {
     pub fn train_on_batch(&self, data: BatchData) -> napi::Result<AsyncTask<EvaluateTask>> {
         Ok(AsyncTask::new(EvaluateTask {
             model: self.cell(),
-            source: Some(Source::Arrays(to_batch("trainOnBatch", &data)?)),
+            source: Some(Input::Raw("trainOnBatch", data)),
             batch_size: 0,
             train: true,
             sink: Arc::new(None),
@@ -409,8 +426,8 @@ fn event_json(event: Event) -> Value {
 pub struct FitTask {
     model: SharedLayer,
     stop: Arc<AtomicBool>,
-    train: Option<Source>,
-    validation: Option<Source>,
+    train: Option<Input>,
+    validation: Option<Input>,
     config: Option<FitConfig>,
     sink: Arc<Option<EventSink>>,
 }
@@ -450,8 +467,8 @@ impl Task for FitTask {
                 sink.call(event_json(event).to_string(), ThreadsafeFunctionCallMode::NonBlocking);
             }
         };
-        let train = self.train.take().expect("fit runs once");
-        let validation = self.validation.take();
+        let train = self.train.take().expect("fit runs once").ready()?;
+        let validation = self.validation.take().map(Input::ready).transpose()?;
         let stop = self.stop.clone();
         let history = guarded("fit", || {
             let mut guard = self.model.write();
@@ -504,7 +521,7 @@ impl Task for FitTask {
 /// Background evaluation (arrays or a stream) or single training step.
 pub struct EvaluateTask {
     model: SharedLayer,
-    source: Option<Source>,
+    source: Option<Input>,
     batch_size: usize,
     train: bool,
     sink: Arc<Option<EventSink>>,
@@ -516,7 +533,7 @@ impl Task for EvaluateTask {
     type JsValue = String;
 
     fn compute(&mut self) -> napi::Result<String> {
-        let source = self.source.take().expect("runs once");
+        let source = self.source.take().expect("runs once").ready()?;
         let logs = guarded(if self.train { "trainOnBatch" } else { "evaluate" }, || match source {
             Source::Arrays(batch) if self.train => {
                 let mut guard = self.model.write();

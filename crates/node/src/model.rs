@@ -262,10 +262,10 @@ impl NativeModel {
         x_shape: Vec<u32>,
         batch_size: Option<u32>,
     ) -> napi::Result<AsyncTask<PredictTask>> {
-        let x = to_tensor("predict x", &x, &x_shape)?;
         Ok(AsyncTask::new(PredictTask {
             model: self.inner.clone(),
-            x,
+            raw: Some((x, x_shape)),
+            x: Tensor::zeros(&[0]),
             batch_size: batch_size.unwrap_or(32) as usize,
             ns_per_row: self.predict_ns_per_row.clone(),
         }))
@@ -374,6 +374,9 @@ fn record_ns_per_row(slot: &AtomicU64, start: std::time::Instant, rows: u64) {
 /// Background prediction.
 pub struct PredictTask {
     model: Shared,
+    /// The input as JavaScript gave it, copied on the worker thread (a large batch's copy
+    /// would stall the event loop).
+    raw: Option<(Float32Array, Vec<u32>)>,
     x: Tensor,
     batch_size: usize,
     ns_per_row: Arc<AtomicU64>,
@@ -384,6 +387,9 @@ impl Task for PredictTask {
     type JsValue = TensorData;
 
     fn compute(&mut self) -> napi::Result<Tensor> {
+        if let Some((data, shape)) = self.raw.take() {
+            self.x = to_tensor("predict x", &data, &shape)?;
+        }
         guarded("predict", || {
             if !model_of(&self.model.read()).is_built() {
                 model_of_mut(&mut self.model.write()).ensure_built(&self.x)?;

@@ -141,7 +141,7 @@ export function lineCharts(
   { panelWidth = 480, panelHeight = 360 }: { panelWidth?: number; panelHeight?: number } = {},
 ): Canvas {
   const canvas = new Canvas(panelWidth * panels.length, panelHeight);
-  const [left, right, top, bottom] = [64, 20, 62, 50];
+  const [left, right, top, bottom] = [64, 28, 62, 50];
   panels.forEach((panel, i) => {
     const ox = i * panelWidth;
     const [x0, x1] = [panel.xTicks[0], panel.xTicks[panel.xTicks.length - 1]];

@@ -7,8 +7,8 @@
  *   npm run robustness
  *   EPOCHS=1 ADV_EPOCHS=1 TRAIN_LIMIT=6000 EVAL_LIMIT=200 npm run robustness   (quick run)
  *
- * Knobs: EPOCHS (plain training, default 3), ADV_EPOCHS (adversarial training, default 6),
- * TRAIN_EPSILON (default 0.15), TRAIN_LIMIT (training images, default all 60,000), EVAL_LIMIT
+ * Knobs: EPOCHS (plain training, default 3), ADV_EPOCHS (adversarial training, default 10),
+ * TRAIN_EPSILON (default 0.125), TRAIN_LIMIT (training images, default all 60,000), EVAL_LIMIT
  * (test images attacked with PGD, default the first 1000), TEST_LIMIT (test images for the clean
  * and noise accuracies, default all 10,000), SEED (default 42), OUT_DIR.
  *
@@ -97,8 +97,8 @@ const pgdStep = (epsilon: number) => Math.max(0.01, (2.5 * epsilon) / PGD_STEPS)
 /** Trains both models, measures them, prints the table and writes robustness.json and robustness.png. */
 export async function main(options: RobustnessOptions = {}): Promise<RobustnessReport> {
   const epochs = options.epochs ?? num("EPOCHS", 3);
-  const advEpochs = options.advEpochs ?? num("ADV_EPOCHS", 6);
-  const trainEpsilon = options.trainEpsilon ?? num("TRAIN_EPSILON", 0.15);
+  const advEpochs = options.advEpochs ?? num("ADV_EPOCHS", 10);
+  const trainEpsilon = options.trainEpsilon ?? num("TRAIN_EPSILON", 0.125);
   const trainLimit = options.trainLimit ?? (process.env.TRAIN_LIMIT ? Number(process.env.TRAIN_LIMIT) : undefined);
   const evalLimit = options.evalLimit ?? num("EVAL_LIMIT", 1000);
   const testLimit = options.testLimit ?? num("TEST_LIMIT", 10000);
@@ -218,7 +218,7 @@ export async function main(options: RobustnessOptions = {}): Promise<RobustnessR
   const fmt = (v: number) => (v === 0 ? "0" : v.toFixed(2).replace(/0$/, ""));
   const chart = lineCharts([
     {
-      title: `PGD-${PGD_STEPS} (${nEval} TEST IMAGES)`,
+      title: `ACCURACY UNDER PGD-${PGD_STEPS} (${nEval} IMAGES)`,
       xLabel: "EPSILON (L-INF)",
       xTicks: [0, 0.1, 0.2, 0.3],
       xFormat: fmt,
@@ -231,7 +231,7 @@ export async function main(options: RobustnessOptions = {}): Promise<RobustnessR
       })),
     },
     {
-      title: `GAUSSIAN NOISE (${nTest} TEST IMAGES)`,
+      title: `ACCURACY UNDER NOISE (${nTest} IMAGES)`,
       xLabel: "SIGMA",
       xTicks: [0, 0.1, 0.2, 0.3, 0.4, 0.5],
       xFormat: fmt,

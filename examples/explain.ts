@@ -72,6 +72,10 @@ export interface ExplainReport {
   completeness: { label: number; sum: number; delta: number; relativeError: number }[];
   /** Mean Spearman correlation between explanations of the model and of a re-initialised copy. */
   randomization: { saliency: number; integratedGradients: number };
+  /** The same correlation over the digit's nonzero pixels only, against another freshly initialised convnet. */
+  randomizationInkOnly: { saliency: number; integratedGradients: number };
+  /** Digits whose Grad-CAM map is zero everywhere (no position where the weighted activations are positive). */
+  emptyGradCams: number[];
   files: string[];
 }
 
@@ -195,9 +199,35 @@ export async function main(options: ExplainOptions = {}): Promise<ExplainReport>
       await explain.randomizationCheck(convnet, x, { target: labels, seed: seed + 1, method: "integratedGradients" })
     ).mean,
   };
+  // With a black baseline, IG is zero wherever the image is (most of an MNIST digit's pixels):
+  // those tied zeros alone make any two IG maps rank-correlate. Over the ink pixels only:
+  const random = mnistConvnet();
+  random.compile(compileArgs(1));
+  const [salRandom, igRandom] = [
+    await explain.saliency(random, x, { target: labels }),
+    await explain.integratedGradients(random, x, { target: labels, steps: igSteps }),
+  ];
+  const inkCorrelation = (a: Tensor, b: Tensor) => {
+    let total = 0;
+    for (let i = 0; i < 10; i++) {
+      const ink = [...x.data.subarray(i * 784, (i + 1) * 784).keys()].filter((p) => x.data[i * 784 + p] > 0);
+      total += explain.rankCorrelation(
+        ink.map((p) => Math.abs(a.data[i * 784 + p])),
+        ink.map((p) => Math.abs(b.data[i * 784 + p])),
+      );
+    }
+    return total / 10;
+  };
+  const inkOnly = { saliency: inkCorrelation(sal, salRandom), integratedGradients: inkCorrelation(ig, igRandom) };
   console.log(
     `Randomisation check (mean Spearman correlation with a re-initialised copy; low = depends on the weights): ` +
-      `saliency ${randomization.saliency.toFixed(3)}, integrated gradients ${randomization.integratedGradients.toFixed(3)}`,
+      `saliency ${randomization.saliency.toFixed(3)}, integrated gradients ${randomization.integratedGradients.toFixed(3)}; ` +
+      `over the ink pixels only: saliency ${inkOnly.saliency.toFixed(3)}, integrated gradients ${inkOnly.integratedGradients.toFixed(3)}`,
+  );
+  const camSize = cam.data.length / 10;
+  const emptyCams = labels.filter((c) => cam.data.subarray(c * camSize, (c + 1) * camSize).every((v) => v === 0));
+  console.log(
+    `Grad-CAM (layer conv_last, ${cam.shape.slice(1).join("x")}): all-zero maps for digit(s) [${emptyCams.join(", ")}]`,
   );
 
   const { vit, scores } = vitWithScores();
@@ -216,6 +246,8 @@ export async function main(options: ExplainOptions = {}): Promise<ExplainReport>
     vitAccuracy,
     completeness,
     randomization,
+    randomizationInkOnly: inkOnly,
+    emptyGradCams: emptyCams,
     files,
   };
   const json = join(outDir, "explain.json");

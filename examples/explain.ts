@@ -11,6 +11,12 @@
  * Knobs: EPOCHS (convnet, default 1), VIT_EPOCHS (default 2), TRAIN_LIMIT (training images for
  * both, default all 60,000), TEST_LIMIT (test images for the accuracies, default 10,000), IG_STEPS (default 64), SEED (default 42), OUT_DIR.
  *
+ * Measured here (defaults, 2-core machine shared with other jobs, about 3 minutes): convnet 98.23-98.24%
+ * after 1 epoch, ViT 97.44-97.52% after 2 (two runs); IG completeness error 0.02-0.48% of
+ * f(x) - f(0) per digit at 64 steps; randomisation check: saliency 0.56, IG 0.99 over all pixels,
+ * but 0.07 and 0.43 over the ink pixels only (IG is zero on the black background for both models);
+ * Grad-CAM of conv_last is zero everywhere for the 9.
+ *
  * The attention maps come through the public API: the ViT's attention layers are built with
  * `returnAttentionScores`, and a second functional model from the image to those scores outputs
  * shares the trained layer objects (so their weights) with the classifier.

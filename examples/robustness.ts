@@ -7,7 +7,7 @@
  *   npm run robustness
  *   EPOCHS=1 ADV_EPOCHS=1 TRAIN_LIMIT=6000 EVAL_LIMIT=200 npm run robustness   (quick run)
  *
- * Knobs: EPOCHS (plain training, default 3), ADV_EPOCHS (adversarial training, default 10),
+ * Knobs: EPOCHS (plain training, default 3), ADV_EPOCHS (adversarial training, default 15),
  * TRAIN_EPSILON (default 0.125), TRAIN_LIMIT (training images, default all 60,000), EVAL_LIMIT
  * (test images attacked with PGD, default the first 1000), TEST_LIMIT (test images for the clean
  * and noise accuracies, default all 10,000), SEED (default 42), OUT_DIR.
@@ -16,6 +16,22 @@
  * 1.25 ε_train (Wong, Rice and Kolter 2020), through `fit({ adversarial })`. PGD evaluation:
  * 40 steps of max(0.01, 2.5 ε / 40) (0.01 is Madry et al.'s MNIST step; 2.5 ε / steps their rule
  * of thumb), one random start, seeded.
+ *
+ * Measured here (all 60,000 training images, clean and noise accuracy on the 10,000 test images,
+ * PGD on the first 1000; a 2-core machine shared with other jobs, so times vary):
+ *
+ *                         clean   PGD ε 0.05  0.1     0.2     0.3     σ 0.1   0.3     0.5
+ *   plain, 3 epochs       98.82%  91.40%  57.10%   0.00%   0.00%   98.76%  90.77%  45.16%
+ *   adversarial, 15 ep.   98.49%  97.50%  94.80%  52.10%   0.50%   98.48%  90.80%  35.87%
+ *   adversarial, 10 ep.   98.23%  96.70%  93.90%  55.60%   0.30%   98.08%  86.29%  33.22%
+ *
+ * (the 10-epoch row is from an earlier run with ADV_EPOCHS=10, whose plain model measured
+ * 98.83% / 57.90% / 0.00% / σ 0.5 52.53%). The 15-epoch default took 11 minutes here with
+ * another job of ours running for 3 of them (adversarial training 507 s), the 10-epoch run
+ * 7.8 minutes. Targets: PGD-40 ε 0.1 ≥ 94% is met at 15 epochs; clean ≥ 98.5% is missed by one
+ * image in 10,000 (98.49%). ε 0.3 is out of reach for this small network trained at ε 0.125
+ * (Madry et al. reach 89% with a larger network, PGD training at ε 0.3 and far more compute).
+ * Adversarial training made the model less robust to large Gaussian noise (σ 0.5: 35.9% vs 45.2%).
  */
 import { writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -97,7 +113,7 @@ const pgdStep = (epsilon: number) => Math.max(0.01, (2.5 * epsilon) / PGD_STEPS)
 /** Trains both models, measures them, prints the table and writes robustness.json and robustness.png. */
 export async function main(options: RobustnessOptions = {}): Promise<RobustnessReport> {
   const epochs = options.epochs ?? num("EPOCHS", 3);
-  const advEpochs = options.advEpochs ?? num("ADV_EPOCHS", 10);
+  const advEpochs = options.advEpochs ?? num("ADV_EPOCHS", 15);
   const trainEpsilon = options.trainEpsilon ?? num("TRAIN_EPSILON", 0.125);
   const trainLimit = options.trainLimit ?? (process.env.TRAIN_LIMIT ? Number(process.env.TRAIN_LIMIT) : undefined);
   const evalLimit = options.evalLimit ?? num("EVAL_LIMIT", 1000);

@@ -21,8 +21,8 @@ use rayon::prelude::*;
 pub struct DpConfig {
     /// C: each sample's gradient is scaled to at most this L2 norm.
     pub l2_norm_clip: f32,
-    /// σ: the noise standard deviation is σC.
-    pub noise_multiplier: f32,
+    /// σ: the noise standard deviation is σC (f64: the accountant must see the value given).
+    pub noise_multiplier: f64,
     /// δ of the reported (ε, δ).
     pub delta: f64,
     /// Stop before a step would take ε past this.
@@ -293,7 +293,7 @@ impl Model {
             (grads, logs)
         };
         drop(leaves);
-        let std = dp.noise_multiplier * dp.l2_norm_clip;
+        let std = dp.noise_multiplier as f32 * dp.l2_norm_clip;
         let scale = 1.0 / expected_batch.max(1e-12) as f32;
         for g in grads.iter_mut().flatten() {
             for v in g.iter_mut() {

@@ -41,6 +41,7 @@ export * as losses from "./src/losses.ts";
 export {
   type BatchArgs,
   type CompileArgs,
+  type DpArgs,
   type EvaluateArgs,
   type FitArgs,
   History,

@@ -57,6 +57,18 @@ export interface CompileArgs {
 export type LossSpecOrName = LossName | LossSpec;
 
 /** Arguments of {@link Model.fit}. */
+/** Options of `fit`'s `dp` (DP-SGD). */
+export interface DpArgs {
+  /** C: the L2 norm each sample's gradient is clipped to. */
+  l2NormClip: number;
+  /** σ: the noise standard deviation is σC (0 trains with clipping only, ε = Infinity). */
+  noiseMultiplier: number;
+  /** δ of the reported (ε, δ) guarantee (default 1e-5). */
+  delta?: number;
+  /** Stop training before a step would take ε past this. */
+  targetEpsilon?: number;
+}
+
 export interface FitArgs {
   /** The epoch to end before, counted from 0 as in Keras (default 1). */
   epochs?: number;
@@ -88,6 +100,16 @@ export interface FitArgs {
    * randomStart: true }` (PGD, Madry et al. 2018). Inputs are clipped to `clip` (default [0, 1]).
    */
   adversarial?: PgdArgs;
+  /**
+   * Differentially private training (DP-SGD, Abadi et al. 2016). Batches are Poisson-sampled
+   * (each sample joins each step with probability batchSize / N; N / batchSize steps an epoch),
+   * each sample's gradient is clipped to L2 norm `l2NormClip`, Gaussian noise of standard
+   * deviation `noiseMultiplier * l2NormClip` is added to the sum, which is divided by batchSize.
+   * Each epoch's logs carry `epsilon`, the ε spent so far at `delta` (the RDP accountant of
+   * {@link privacy.computeEpsilon}). Trainable layers must be Dense or Conv2D (others may be
+   * frozen); x and y must be in-memory tensors; CPU only.
+   */
+  dp?: DpArgs;
   /** Fraction of the samples (the last ones, before shuffling) to hold out for validation. */
   validationSplit?: number;
   /** Reshuffle the training samples each epoch (default true). */
@@ -316,6 +338,7 @@ export class Model {
       "verbose",
       "prefetch",
       "adversarial",
+      "dp",
     ]);
     const epochs = positiveInt("fit: epochs", args.epochs, 1);
     const batchSize = positiveInt("fit: batchSize", args.batchSize, 32);
@@ -406,6 +429,7 @@ export class Model {
       adversarial: args.adversarial && (({ seed: _seed, ...rest }) => rest)(args.adversarial),
       learningRates,
       callbacks: nativeSpecs,
+      dp: args.dp,
     };
     let historyJson: string;
     try {

@@ -127,15 +127,36 @@ pub fn backward(root: &Tensor) -> Result<Grads> {
 /// Gradients of `sum(root * seed)`. The graph is freed as it is walked (as PyTorch does without
 /// `retain_graph`): a second backward through the same ops is an error, not silent zeros.
 pub fn backward_with_seed(root: &Tensor, seed: Vec<f32>) -> Result<Grads> {
-    run_backward(root, seed, false)
+    run_backward(root, seed, false, None)
+}
+
+/// A function shown each recorded op and its output's gradient during a backward pass.
+pub type Observer<'a> = dyn FnMut(&Op, &[f32]) + 'a;
+
+/// Like [`backward`], showing `observe` every recorded op with its output's gradient just
+/// before the op's vector-Jacobian product (DP-SGD reads per-sample gradients there: a layer's
+/// input activations and the gradient of its pre-activation output).
+pub fn backward_observing(root: &Tensor, observe: &mut Observer) -> Result<Grads> {
+    if root.len() != 1 {
+        return Err(Error::Invalid(format!(
+            "backward needs a scalar (one-element) result, got shape {:?}",
+            root.shape()
+        )));
+    }
+    run_backward(root, vec![1.0], false, Some(observe))
 }
 
 /// Like [`backward`], keeping the graph for another backward pass through the same ops.
 pub fn backward_retaining_graph(root: &Tensor) -> Result<Grads> {
-    run_backward(root, vec![1.0], true)
+    run_backward(root, vec![1.0], true, None)
 }
 
-fn run_backward(root: &Tensor, seed: Vec<f32>, retain_graph: bool) -> Result<Grads> {
+fn run_backward(
+    root: &Tensor,
+    seed: Vec<f32>,
+    retain_graph: bool,
+    mut observe: Option<&mut Observer>,
+) -> Result<Grads> {
     if seed.len() != root.len() {
         return Err(Error::shape("backward seed", root.shape(), seed.len()));
     }
@@ -157,6 +178,9 @@ fn run_backward(root: &Tensor, seed: Vec<f32>, retain_graph: bool) -> Result<Gra
         } else {
             let Some(op) = node.release_graph() else { continue };
             let Some(g) = grads.0.remove(&node.id()) else { continue };
+            if let Some(f) = observe.as_mut() {
+                f(&op, &g);
+            }
             vjp(&op, &node, g)?
         };
         for (input, gi) in pairs {

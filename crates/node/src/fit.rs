@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use cortex_core::nn::fit::{self, ArraySource, BatchSource, Event, FitConfig, Pass};
-use cortex_core::nn::model::{Batch, Evaluation};
+use cortex_core::nn::model::{Batch, DpConfig, Evaluation};
 use cortex_core::nn::options::Options;
 use cortex_core::nn::SharedLayer;
 use cortex_core::rng::Rng;
@@ -249,6 +249,10 @@ fn parse_fit_config(v: &Value) -> cortex_core::Result<FitConfig> {
         None | Some(Value::Null) => None,
         Some(spec) => Some(crate::explain::parse_attack(&spec)?),
     };
+    let dp = match o.value("dp") {
+        None | Some(Value::Null) => None,
+        Some(spec) => Some(parse_dp(&spec)?),
+    };
     let learning_rates = match o.value("learningRates") {
         None => None,
         Some(Value::Array(a)) => Some(
@@ -278,7 +282,23 @@ fn parse_fit_config(v: &Value) -> cortex_core::Result<FitConfig> {
         adversarial,
         learning_rates,
         callbacks,
+        dp,
     })
+}
+
+/// `fit`'s `dp`: `{ l2NormClip, noiseMultiplier, delta = 1e-5, targetEpsilon? }`.
+fn parse_dp(v: &Value) -> cortex_core::Result<DpConfig> {
+    let mut o = Options::new("fit dp", v)?;
+    let required = |name: &str, v: Option<f64>| v.ok_or_else(|| Error::Invalid(format!("fit: dp.{name} is required")));
+    let dp = DpConfig {
+        l2_norm_clip: required("l2NormClip", o.f64("l2NormClip")?)? as f32,
+        noise_multiplier: required("noiseMultiplier", o.f64("noiseMultiplier")?)?,
+        delta: o.f64("delta")?.unwrap_or(1e-5),
+        target_epsilon: o.f64("targetEpsilon")?,
+    };
+    o.finish()?;
+    dp.validate()?;
+    Ok(dp)
 }
 
 /// Where a fit's batches come from.

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::callbacks::Callback;
-use super::model::{Batch, Evaluation, Logs, Model};
+use super::model::{Batch, DpConfig, Evaluation, Logs, Model};
 use crate::rng::Rng;
 use crate::{Error, Result, Tensor};
 
@@ -38,6 +38,9 @@ pub struct FitConfig {
     pub learning_rates: Option<Vec<f32>>,
     /// Rust-side callbacks.
     pub callbacks: Vec<Callback>,
+    /// Differentially private training (DP-SGD): Poisson-sampled batches, per-sample clipping,
+    /// Gaussian noise; ε is logged each epoch as `epsilon`.
+    pub dp: Option<DpConfig>,
 }
 
 impl Default for FitConfig {
@@ -55,6 +58,7 @@ impl Default for FitConfig {
             adversarial: None,
             learning_rates: None,
             callbacks: Vec::new(),
+            dp: None,
         }
     }
 }
@@ -91,6 +95,62 @@ pub trait BatchSource {
     /// once as a whole instead of once per batch).
     fn checked(&self) -> bool {
         false
+    }
+    /// With Poisson sampling (DP-SGD): the sampling rate q and the dataset size N.
+    fn poisson(&self) -> Option<(f64, usize)> {
+        None
+    }
+}
+
+/// DP-SGD's batches: each of the N samples joins each batch independently with probability
+/// q = batchSize / N, for round(N / batchSize) batches an epoch (the sampling that the privacy
+/// accounting assumes; batch sizes vary around batchSize).
+pub struct PoissonSource {
+    data: Batch,
+    rate: f64,
+    steps: usize,
+    step: usize,
+    rng: Rng,
+}
+
+impl PoissonSource {
+    /// Poisson-sampled batches of expected size `batch_size` from `data`.
+    pub fn new(data: Batch, batch_size: usize) -> Self {
+        let n = data.rows().max(1);
+        let batch_size = batch_size.clamp(1, n);
+        PoissonSource {
+            data,
+            rate: batch_size as f64 / n as f64,
+            steps: ((n as f64 / batch_size as f64).round() as usize).max(1),
+            step: 0,
+            rng: Rng::new(0),
+        }
+    }
+}
+
+impl BatchSource for PoissonSource {
+    fn begin(&mut self, _pass: Pass, rng: &mut Rng) -> Result<Option<usize>> {
+        self.rng = rng.fork();
+        self.step = 0;
+        Ok(Some(self.steps))
+    }
+
+    fn next_batch(&mut self) -> Result<Option<Batch>> {
+        if self.step >= self.steps {
+            return Ok(None);
+        }
+        self.step += 1;
+        let q = self.rate as f32;
+        let idx: Vec<usize> = (0..self.data.rows()).filter(|_| self.rng.uniform() < q).collect();
+        Ok(Some(self.data.gather(&idx)))
+    }
+
+    fn checked(&self) -> bool {
+        true
+    }
+
+    fn poisson(&self) -> Option<(f64, usize)> {
+        Some((self.rate, self.data.rows()))
     }
 }
 
@@ -222,6 +282,25 @@ pub fn fit_arrays(
             )));
         }
     }
+    if cfg.dp.is_some() {
+        if cfg.batch_size > train.rows() {
+            return Err(Error::Invalid(format!(
+                "fit: dp needs batchSize ({}) at most the number of training samples ({})",
+                cfg.batch_size,
+                train.rows()
+            )));
+        }
+        let mut source = PoissonSource::new(train, cfg.batch_size);
+        let mut val_source = val.map(|v| ArraySource::new(v, cfg.batch_size, false));
+        return fit_source(
+            model,
+            &mut source,
+            val_source.as_mut().map(|v| v as &mut dyn BatchSource),
+            cfg,
+            on_event,
+            stop,
+        );
+    }
     let mut source = ArraySource::new(train, cfg.batch_size, cfg.shuffle);
     let mut val_source = val.map(|v| ArraySource::new(v, cfg.batch_size, false));
     fit_source(
@@ -317,6 +396,51 @@ fn validate(model: &Model, source: &mut dyn BatchSource, epoch: usize, cfg: &Fit
     acc.logs(model)
 }
 
+/// DP-SGD's accounting during `fit`: steps taken and the RDP of one step.
+struct Privacy {
+    expected_batch: f64,
+    steps_per_epoch: usize,
+    steps: usize,
+    rdp: Vec<f64>,
+    orders: Vec<f64>,
+    reached_target: bool,
+}
+
+impl Privacy {
+    fn new(model: &Model, train: &dyn BatchSource, dp: &DpConfig, cfg: &FitConfig) -> Result<Privacy> {
+        dp.validate()?;
+        model.check_dp_layers()?;
+        let Some((q, n)) = train.poisson() else {
+            return Err(Error::Invalid(
+                "fit: dp (DP-SGD) needs in-memory x and y, so that batches can be Poisson-sampled".into(),
+            ));
+        };
+        if cfg.adversarial.is_some() || cfg.steps_per_epoch.is_some() {
+            return Err(Error::Invalid(
+                "fit: dp cannot be combined with adversarial training or stepsPerEpoch".into(),
+            ));
+        }
+        let orders = super::privacy::default_orders();
+        let sigma = dp.noise_multiplier;
+        Ok(Privacy {
+            expected_batch: q * n as f64,
+            steps_per_epoch: ((1.0 / q).round() as usize).max(1),
+            steps: 0,
+            rdp: super::privacy::rdp_of_step_at_orders(q, sigma, &orders),
+            orders,
+            reached_target: false,
+        })
+    }
+
+    fn epsilon(&self, steps: usize, dp: &DpConfig) -> f64 {
+        super::privacy::epsilon_from_rdp(&self.rdp, &self.orders, steps as f64, dp.delta)
+    }
+
+    fn would_pass_target(&self, dp: &DpConfig) -> bool {
+        dp.target_epsilon.is_some_and(|t| self.epsilon(self.steps + 1, dp) > t)
+    }
+}
+
 /// Trains on batches from `train` (validating on `validation` after epochs); returns the
 /// history. `stop` may be set from any thread to end training after the current batch.
 pub fn fit_source(
@@ -336,6 +460,13 @@ pub fn fit_source(
         if let Some(resumed) = cb.on_train_begin(model)? {
             first_epoch = first_epoch.max(resumed);
         }
+    }
+    let mut privacy = match &cfg.dp {
+        Some(dp) => Some(Privacy::new(model, train, dp, &cfg)?),
+        None => None,
+    };
+    if let Some(p) = &mut privacy {
+        p.steps = first_epoch * p.steps_per_epoch;
     }
     let mut began = false;
     'epochs: for epoch in first_epoch..cfg.epochs {
@@ -396,8 +527,23 @@ pub fn fit_source(
                 batch.xs[0] = model.adversarial(&batch.xs[0], &batch.ys, attack, &mut rng)?;
             }
             let rows = batch.rows();
-            let logs = model.train_step(&batch)?;
+            let logs = match (&mut privacy, &cfg.dp) {
+                (Some(p), Some(dp)) => {
+                    if p.would_pass_target(dp) {
+                        p.reached_target = true;
+                        break;
+                    }
+                    p.steps += 1;
+                    model.dp_train_step(&batch, dp, p.expected_batch)?
+                }
+                _ => model.train_step(&batch)?,
+            };
             drop(batch);
+            if logs.is_empty() {
+                // An empty Poisson batch: a noise-only step, nothing to average.
+                batch_index += 1;
+                continue;
+            }
             let loss = logs[0].1;
             if !loss.is_finite() {
                 if terminate_on_nan {
@@ -424,6 +570,10 @@ pub fn fit_source(
             });
             batch_index += 1;
         }
+        let stop_at_target = privacy.as_ref().is_some_and(|p| p.reached_target);
+        if batch_index == 0 && stop_at_target {
+            break;
+        }
         if batch_index == 0 {
             return Err(Error::Invalid(format!(
                 "fit: epoch {} got no batches; the data is empty, or a one-shot iterator that the previous \
@@ -439,7 +589,10 @@ pub fn fit_source(
                 }
             }
         }
-        let mut halt = false;
+        if let (Some(p), Some(dp)) = (&privacy, &cfg.dp) {
+            logs.push(("epsilon".to_string(), p.epsilon(p.steps, dp)));
+        }
+        let mut halt = stop_at_target;
         for cb in &mut cfg.callbacks {
             halt |= cb.on_epoch_end(epoch, &mut logs, model)?;
         }

@@ -16,6 +16,7 @@ pub mod model;
 pub mod optim;
 pub mod options;
 pub mod param;
+pub mod privacy;
 pub mod schedule;
 
 pub use cell::{LayerCell, SharedLayer};

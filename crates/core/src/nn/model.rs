@@ -22,7 +22,9 @@ use crate::{backprop, Error, Result, Tensor};
 mod compile;
 mod config;
 mod describe;
+mod dp;
 mod train;
+pub use dp::DpConfig;
 
 pub use train::{Batch, Evaluation};
 

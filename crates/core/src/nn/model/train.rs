@@ -110,8 +110,15 @@ impl Model {
         self.visit_params(&mut |_, p, _| leaves.push(p.get()));
         // Drop the graph so the weights are uniquely owned again and update in place.
         drop((loss, preds));
-        let mut grads: Vec<Option<Vec<f32>>> = leaves.iter().map(|t| grads.remove(t)).collect();
+        let grads: Vec<Option<Vec<f32>>> = leaves.iter().map(|t| grads.remove(t)).collect();
         drop(leaves);
+        self.apply_gradients(grads).map(|_| logs)
+    }
+
+    /// Clips (the optimizer's `clipnorm` / `clipvalue`) and applies one gradient per weight, in
+    /// `visit_params` order; weights that do not train or got no gradient are left alone.
+    pub(crate) fn apply_gradients(&mut self, mut grads: Vec<Option<Vec<f32>>>) -> Result<()> {
+        self.compiled()?;
         // Take the compile state out so weights can be visited while the optimizer mutates.
         let mut compiled = self.compiled.take().expect("checked above");
         compiled.optimizer.clip_gradients(&mut grads);
@@ -130,7 +137,7 @@ impl Model {
             }
         });
         self.compiled = Some(compiled);
-        result.map(|_| logs)
+        result
     }
 
     /// The losses of `preds` against the batch's targets, and the metric counts.
@@ -406,7 +413,7 @@ pub(crate) struct Scored {
 impl Scored {
     /// Keras' log keys and values: `loss`, then with several outputs `<output>_loss` for each,
     /// then the metrics (`accuracy`, or `<output>_accuracy`).
-    fn logs(&self, model: &Model) -> Logs {
+    pub(crate) fn logs(&self, model: &Model) -> Logs {
         let mut logs = vec![("loss".to_string(), self.value)];
         let names = model.output_names();
         let multi = self.per_output.len() > 1;

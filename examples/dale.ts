@@ -9,7 +9,7 @@
  *
  *   npm run dale
  *
- * Knobs: EPOCHS (3), TRAIN_LIMIT (20000), TEST_LIMIT (10000), HIDDEN (256), RNN_UNITS (128),
+ * Knobs: EPOCHS (3), TRAIN_LIMIT (60000, all), TEST_LIMIT (10000), HIDDEN (256), RNN_UNITS (128),
  * LR (1e-3, adam), BATCH (128), ONLY ('mlp' or 'rnn' to run one comparison).
  */
 import {
@@ -28,7 +28,7 @@ import {
 } from "../index.ts";
 
 const epochs = Number(process.env.EPOCHS ?? 3);
-const trainLimit = Number(process.env.TRAIN_LIMIT ?? 20000);
+const trainLimit = Number(process.env.TRAIN_LIMIT ?? 60000);
 const testLimit = Number(process.env.TEST_LIMIT ?? 10000);
 const hidden = Number(process.env.HIDDEN ?? 256);
 const rnnUnits = Number(process.env.RNN_UNITS ?? 128);

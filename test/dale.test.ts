@@ -111,7 +111,7 @@ describe("Dale's law layers", () => {
       const m = sequential(
         [
           eiRNN({ units: 6, excitatoryFraction: 0.5, inputShape: [4, 2] }),
-          eiDense({ units: 2, inputExcitatoryFraction: 0.5, excitatoryFraction: 0.5 }),
+          eiDense({ units: 3, inputExcitatoryFraction: 0.5, excitatoryFraction: 0.5 }),
         ],
         { seed: 4 },
       );

@@ -9,6 +9,18 @@
  *
  *   npm run dale
  *
+ * Measured (2-core CPU, all 60000 training images, 10000 test images, adam 1e-3, batch 128,
+ * seed 7; test accuracy, unconstrained vs EI):
+ *   epochs  MLP 784-256-256-10          RNN 128 relu
+ *    3      97.49% vs 91.88% (-5.61)    95.45% vs 89.24% (-6.21)
+ *   10      98.07% vs 94.34% (-3.73)    97.06% vs 94.74% (-2.32)
+ *   30      97.99% vs 96.03% (-1.96)    98.10% vs 96.78% (-1.32)
+ *  100      98.64% vs 97.34% (-1.30)
+ * The EI networks learn more slowly and have not reached their twins (target: within 0.5 points).
+ * The MLP's cost is its first layer: non-negative weights on non-negative pixels. At 3 epochs,
+ * an eiDense first layer under plain dense layers gave 92.98%, a dense first layer under
+ * eiDense layers 96.94%.
+ *
  * Knobs: EPOCHS (3), TRAIN_LIMIT (60000, all), TEST_LIMIT (10000), HIDDEN (256), RNN_UNITS (128),
  * LR (1e-3, adam), BATCH (128), ONLY ('mlp' or 'rnn' to run one comparison).
  */

@@ -28,6 +28,7 @@ export {
   conv2d,
   dense,
   dropout,
+  eiDense,
   flatten,
   gaussianDropout,
   gaussianNoise,
@@ -77,7 +78,7 @@ export {
   sgd,
 } from "./src/optimizers.ts";
 export * as privacy from "./src/privacy.ts";
-export { bidirectional, gru, lstm, simpleRNN } from "./src/recurrent.ts";
+export { bidirectional, eiRNN, gru, lstm, simpleRNN } from "./src/recurrent.ts";
 export {
   type Batcher,
   BatcherError,

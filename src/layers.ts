@@ -223,6 +223,39 @@ export function dense(args: DenseArgs): Layer {
   return new Layer("Dense", args);
 }
 
+/** The E/I options of the layers that obey Dale's law ({@link eiDense}, `eiRNN`). */
+export interface DaleArgs {
+  /**
+   * Fraction of this layer's units that are excitatory, in [0, 1] (default 0.8); the first
+   * `round(fraction * units)` units are excitatory, the rest inhibitory. It fixes the signs of
+   * the units' outgoing weights in the next E/I layer, which receives it as its
+   * `inputExcitatoryFraction`.
+   */
+  excitatoryFraction?: number;
+  /**
+   * Fraction of the inputs that are excitatory, in [0, 1] (default 1: raw inputs count as
+   * excitatory, so their weights are non-negative). Kernel row `i` (the weights leaving input
+   * `i`) is >= 0 for the first `round(fraction * inputs)` inputs and <= 0 for the rest.
+   */
+  inputExcitatoryFraction?: number;
+}
+
+/** Arguments of {@link eiDense}. */
+export interface EIDenseArgs extends DenseArgs, DaleArgs {}
+
+/**
+ * A dense layer obeying Dale's law, in the spirit of Cornford et al. 2021 ("Learning to live
+ * with Dale's principle"): every kernel row carries the sign of its presynaptic population
+ * (see {@link DaleArgs}). Initial weights are the initializer's magnitudes, signed, with E and I
+ * rows rescaled so that their expected inputs cancel; after every optimizer step (`fit` and
+ * `applyGradients`) a weight whose sign flipped is set to 0. `getWeights` returns these signed
+ * weights. Trains on the CPU only (a 'gpu' compile falls back); the Keras, TensorFlow.js and
+ * ONNX writers refuse it.
+ */
+export function eiDense(args: EIDenseArgs): Layer {
+  return new Layer("EIDense", args);
+}
+
 /** 2-D convolution over NHWC images with a `[kh, kw, in, out]` kernel. */
 export function conv2d(args: Conv2dArgs): Layer {
   return new Layer("Conv2D", args);

@@ -2,7 +2,7 @@
  * Recurrent layers (SimpleRNN, LSTM, GRU, Bidirectional). Each runs the whole sequence, forward
  * and backward (BPTT), in one fused Rust kernel per batch.
  */
-import { type ActivationName, type InitializerSpec, Layer, type LayerArgs } from "./layers.ts";
+import { type ActivationName, type DaleArgs, type InitializerSpec, Layer, type LayerArgs } from "./layers.ts";
 
 /** Options shared by the recurrent layers. */
 export interface RecurrentArgs extends LayerArgs {
@@ -35,6 +35,23 @@ export interface GatedArgs extends RecurrentArgs {
 /** Fully connected recurrent layer: `h = tanh(x W + h U + b)`. */
 export function simpleRNN(args: RecurrentArgs): Layer {
   return new Layer("SimpleRNN", args);
+}
+
+/** Arguments of {@link eiRNN}: those of {@link simpleRNN} (activation default relu) and the E/I split. */
+export interface EIRNNArgs extends RecurrentArgs, DaleArgs {}
+
+/**
+ * The excitatory-inhibitory RNN of Song, Yang and Wang 2016 ("Training excitatory-inhibitory
+ * recurrent neural networks for cognitive tasks"): a {@link simpleRNN} (default activation relu)
+ * whose recurrent kernel `[units, units]` has row `i` >= 0 for the first
+ * `round(excitatoryFraction * units)` units and <= 0 for the others (`|W| D`, D the diagonal
+ * of unit signs), and whose input kernel rows follow `inputExcitatoryFraction` (default 1:
+ * non-negative input weights). The constraint is kept by projection after every optimizer step,
+ * and `getWeights` returns the signed weights. CPU training only; not writable to Keras,
+ * TensorFlow.js or ONNX.
+ */
+export function eiRNN(args: EIRNNArgs): Layer {
+  return new Layer("EIRNN", args);
 }
 
 /** Long short-term memory (Keras gate order i, f, c, o). */

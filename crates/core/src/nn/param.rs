@@ -34,6 +34,9 @@ pub struct Param {
     pub trainable: bool,
     /// Bumped by every change, so a device copy can tell it is stale.
     version: AtomicU64,
+    /// A sign per row of the first axis (+1 or -1), kept by every [`Param::update`]: Dale's
+    /// law, each presynaptic unit's outgoing weights are all excitatory or all inhibitory.
+    row_signs: Option<Vec<f32>>,
 }
 
 impl Param {
@@ -44,7 +47,29 @@ impl Param {
             value: RwLock::new(Tensor::variable(data, shape)?),
             trainable,
             version: AtomicU64::new(0),
+            row_signs: None,
         })
+    }
+
+    /// Constrains row `i` of the first axis to the sign `signs[i]` (> 0: weights >= 0, else
+    /// <= 0); the current value is projected onto the constraint.
+    pub fn with_row_signs(mut self, signs: Vec<f32>) -> Result<Param> {
+        let shape = self.shape();
+        if shape.first() != Some(&signs.len()) {
+            return Err(Error::shape(
+                &format!("row signs of '{}'", self.name),
+                [signs.len()],
+                &shape,
+            ));
+        }
+        self.row_signs = Some(signs);
+        self.update(|_| ());
+        Ok(self)
+    }
+
+    /// The per-row sign constraint, if any.
+    pub fn row_signs(&self) -> Option<&[f32]> {
+        self.row_signs.as_deref()
     }
 
     /// The current value, a gradient leaf (a constant inside [`with_frozen_params`]).
@@ -67,7 +92,9 @@ impl Param {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Changes the value in place (copying first only if a forward pass still holds it).
+    /// Changes the value in place (copying first only if a forward pass still holds it), then
+    /// projects it onto the sign constraint, if any (`w = s * max(s * w, 0)` per row): the
+    /// optimizer steps of `fit` and of `applyGradients` both come through here.
     pub fn update<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> R {
         self.version.fetch_add(1, Ordering::AcqRel);
         let mut guard = self.value.write().unwrap_or_else(|e| e.into_inner());
@@ -75,7 +102,12 @@ impl Param {
             let copy = Tensor::variable(guard.to_vec(), guard.shape()).expect("same shape");
             *guard = copy;
         }
-        f(guard.data_mut().expect("sole owner after the copy"))
+        let data = guard.data_mut().expect("sole owner after the copy");
+        let result = f(data);
+        if let Some(signs) = &self.row_signs {
+            project_rows(data, signs);
+        }
+        result
     }
 
     /// Replaces the value; the length must match.
@@ -91,5 +123,37 @@ impl Param {
         *self.value.write().unwrap_or_else(|e| e.into_inner()) = Tensor::variable(data, &shape)?;
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+/// Sets each weight of row `i` whose sign differs from `signs[i]` to zero.
+fn project_rows(data: &mut [f32], signs: &[f32]) {
+    let cols = data.len() / signs.len().max(1);
+    for (row, &s) in data.chunks_exact_mut(cols.max(1)).zip(signs) {
+        for w in row {
+            if s * *w < 0.0 {
+                *w = 0.0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_keep_row_signs() {
+        let p = Param::new("w".into(), vec![1.0, -2.0, 3.0, -4.0], &[2, 2], true)
+            .unwrap()
+            .with_row_signs(vec![1.0, -1.0])
+            .unwrap();
+        assert_eq!(p.get().to_vec(), [1.0, 0.0, 0.0, -4.0]);
+        p.update(|d| d.iter_mut().for_each(|w| *w -= 2.0));
+        assert_eq!(p.get().to_vec(), [0.0, 0.0, -2.0, -6.0]);
+        assert!(Param::new("w".into(), vec![0.0; 4], &[2, 2], true)
+            .unwrap()
+            .with_row_signs(vec![1.0])
+            .is_err());
     }
 }

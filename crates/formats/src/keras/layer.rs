@@ -318,6 +318,12 @@ pub fn layer_to_keras(class: &str, config: &Value) -> Result<Value> {
         .as_object()
         .ok_or_else(|| Error::Invalid(format!("a {class} layer's config must be an object, got {config}")))?;
     let layer = map.get("name").and_then(Value::as_str).unwrap_or(class).to_string();
+    if class == "EIDense" || class == "EIRNN" {
+        return Err(Error::Invalid(format!(
+            "layer '{layer}': {class} (Dale's law sign constraints) has no Keras or TensorFlow.js equivalent; \
+             save the model in the cortex format"
+        )));
+    }
     if class == "PositionalEmbedding" {
         return Err(Error::Invalid(format!(
             "layer '{layer}': PositionalEmbedding has no Keras 3 core equivalent (keras_hub's PositionEmbedding \

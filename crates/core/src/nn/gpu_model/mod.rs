@@ -161,6 +161,14 @@ impl GpuModel {
                 return Err(unsupported("nested models"));
             }
             let layer_params = layer.params();
+            // The GPU optimizer kernels know no sign projection (EIDense, EIRNN).
+            if layer_params.iter().any(|p| p.row_signs().is_some()) {
+                return Err(unsupported(&format!(
+                    "sign-constrained weights (Dale's law; layer '{}', {})",
+                    layer.name(),
+                    layer.class_name()
+                )));
+            }
             let step = steps::plan(
                 layer.class_name(),
                 layer.name(),

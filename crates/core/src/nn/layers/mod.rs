@@ -4,6 +4,7 @@
 mod activation;
 mod attention;
 mod conv;
+mod dale;
 mod dense;
 mod dropout;
 mod embedding;
@@ -160,6 +161,7 @@ const FAMILIES: &[(&[(&str, &str)], Factory)] = &[
 
 const CORE_CLASSES: &[(&str, &str)] = &[
     ("Dense", "dense"),
+    ("EIDense", "ei_dense"),
     ("Conv2D", "conv2d"),
     ("MaxPooling2D", "max_pooling2d"),
     ("AveragePooling2D", "average_pooling2d"),
@@ -175,7 +177,8 @@ fn core_layers(class_name: &str, o: &mut Options, common: &Common) -> Option<Res
         l.map(|l| Box::new(l) as Box<dyn Layer>)
     }
     Some(match class_name {
-        "Dense" => boxed(Dense::from_options(o, common)),
+        "Dense" => boxed(Dense::from_options(o, common, false)),
+        "EIDense" => boxed(Dense::from_options(o, common, true)),
         "Conv2D" => boxed(Conv2dLayer::from_options(o, common)),
         "MaxPooling2D" => boxed(Pooling2d::from_options(o, common, true)),
         "AveragePooling2D" => boxed(Pooling2d::from_options(o, common, false)),

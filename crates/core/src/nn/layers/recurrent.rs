@@ -1,5 +1,5 @@
-//! Layer family `recurrent`: SimpleRNN, LSTM, GRU (Keras 3, `resetAfter` only) and the
-//! Bidirectional wrapper. Each layer runs its whole sequence in one fused kernel
+//! Layer family `recurrent`: SimpleRNN, LSTM, GRU (Keras 3, `resetAfter` only), EIRNN (a
+//! SimpleRNN obeying Dale's law, see [`super::dale`]) and the Bidirectional wrapper. Each layer runs its whole sequence in one fused kernel
 //! ([`crate::cpu::rnn`]) recorded as a single custom op, forward and backward through time.
 //!
 //! Weights use Keras names and layouts: `{layer}/kernel [in, G*u]`, `{layer}/recurrent_kernel
@@ -13,6 +13,7 @@
 
 use serde_json::{json, Value};
 
+use super::dale::{self, Dale};
 use super::dense::init_option;
 use super::{Common, ForwardCtx, Layer};
 use crate::alloc::{self, WeightFill};
@@ -35,15 +36,17 @@ pub(super) const CLASSES: &[(&str, &str)] = &[
     ("LSTM", "lstm"),
     ("GRU", "gru"),
     ("Bidirectional", "bidirectional"),
+    ("EIRNN", "ei_rnn"),
 ];
 
 /// Creates a layer of this family, or `None` for other class names.
 pub(super) fn create(class_name: &str, o: &mut Options, common: &Common) -> Option<Result<Box<dyn Layer>>> {
     Some(match class_name {
         "Bidirectional" => Bidirectional::from_options(o, common).map(|l| Box::new(l) as Box<dyn Layer>),
+        "EIRNN" => Rnn::from_options(Cell::SimpleRnn, o, common, true).map(|l| Box::new(l) as Box<dyn Layer>),
         other => {
             let cell = cell_of(other)?;
-            Rnn::from_options(cell, o, common).map(|l| Box::new(l) as Box<dyn Layer>)
+            Rnn::from_options(cell, o, common, false).map(|l| Box::new(l) as Box<dyn Layer>)
         }
     })
 }
@@ -318,6 +321,8 @@ pub struct Rnn {
     kernel_init: Initializer,
     recurrent_init: RecurrentInit,
     bias_init: Initializer,
+    /// `EIRNN`: the E/I populations of its inputs and units (SimpleRNN cell only).
+    dale: Option<Dale>,
     features: Option<usize>,
     kernel: Option<Param>,
     recurrent: Option<Param>,
@@ -336,10 +341,16 @@ fn read_activation(o: &mut Options, key: &'static str, default: &str) -> Result<
 }
 
 impl Rnn {
-    fn from_options(cell: Cell, o: &mut Options, common: &Common) -> Result<Rnn> {
-        let what = class_of(cell);
+    /// A recurrent layer of `cell` from its options; with `ei` (SimpleRNN only) an `EIRNN`.
+    fn from_options(cell: Cell, o: &mut Options, common: &Common, ei: bool) -> Result<Rnn> {
+        let what = if ei { "EIRNN" } else { class_of(cell) };
         let units = o.required_positive("units")?;
-        let activation = read_activation(o, "activation", "tanh")?;
+        let activation = read_activation(o, "activation", if ei { "relu" } else { "tanh" })?;
+        let dale = if ei {
+            Some(Dale::read(o, &format!("{what} '{}'", common.name))?)
+        } else {
+            None
+        };
         let recurrent_activation = if cell == Cell::SimpleRnn {
             ("sigmoid".to_string(), Activation::Sigmoid)
         } else {
@@ -370,6 +381,7 @@ impl Rnn {
             kernel_init: init_option(o, "kernelInitializer", Initializer::GlorotUniform)?,
             recurrent_init: RecurrentInit::read(o)?,
             bias_init: init_option(o, "biasInitializer", Initializer::Zeros)?,
+            dale,
             features: None,
             kernel: None,
             recurrent: None,
@@ -378,7 +390,7 @@ impl Rnn {
     }
 
     fn what(&self) -> String {
-        format!("{} '{}'", class_of(self.cell), self.common.name)
+        format!("{} '{}'", self.class_name(), self.common.name)
     }
 
     fn output_shape(&self, time: usize) -> Vec<usize> {
@@ -408,14 +420,32 @@ impl Rnn {
         let (f, u, g) = (input_shape[1], self.units, self.cell.gates() * self.units);
         let (name, trainable) = (&self.common.name, self.common.trainable);
         let kernel = self.kernel_init.sample(&[f, g], rng)?;
-        self.kernel = Some(Param::new(format!("{name}/kernel"), kernel, &[f, g], trainable)?);
         let recurrent = self.recurrent_init.sample(&[u, g], rng)?;
-        self.recurrent = Some(Param::new(
-            format!("{name}/recurrent_kernel"),
-            recurrent,
-            &[u, g],
-            trainable,
-        )?);
+        let (kernel_name, recurrent_name) = (format!("{name}/kernel"), format!("{name}/recurrent_kernel"));
+        let (kernel, recurrent) = match &self.dale {
+            None => (
+                Param::new(kernel_name, kernel, &[f, g], trainable)?,
+                Param::new(recurrent_name, recurrent, &[u, g], trainable)?,
+            ),
+            Some(d) => (
+                dale::signed_param(
+                    kernel_name,
+                    kernel,
+                    &[f, g],
+                    trainable,
+                    dale::signs(f, d.input_excitatory),
+                )?,
+                dale::signed_param(
+                    recurrent_name,
+                    recurrent,
+                    &[u, g],
+                    trainable,
+                    dale::signs(u, d.excitatory),
+                )?,
+            ),
+        };
+        self.kernel = Some(kernel);
+        self.recurrent = Some(recurrent);
         self.bias = if self.use_bias {
             let (data, shape) = match self.cell {
                 Cell::Gru => (self.bias_init.sample(&[2, g], rng)?, vec![2, g]),
@@ -574,6 +604,9 @@ impl Rnn {
             }
             Cell::SimpleRnn => {}
         }
+        if let Some(d) = &self.dale {
+            d.write(map);
+        }
         self.common.write(c)
     }
 }
@@ -596,7 +629,11 @@ fn check_state_shapes(what: &str, shapes: &[Vec<usize>], expected: usize, units:
 
 impl Layer for Rnn {
     fn class_name(&self) -> &'static str {
-        class_of(self.cell)
+        if self.dale.is_some() {
+            "EIRNN"
+        } else {
+            class_of(self.cell)
+        }
     }
     fn name(&self) -> &str {
         &self.common.name

@@ -74,7 +74,7 @@ impl Bidirectional {
             };
             ic.name = format!("{}/{direction}_{inner_name}", common.name);
             ic.trainable &= common.trainable;
-            let rnn = Rnn::from_options(cell, &mut io, &ic)?;
+            let rnn = Rnn::from_options(cell, &mut io, &ic, false)?;
             io.finish()?;
             Ok((rnn, inner_name))
         };

@@ -1,0 +1,154 @@
+/**
+ * Dale's law on MNIST: excitatory/inhibitory networks against their unconstrained twins, with
+ * the same sizes, epochs, optimizer and seed.
+ *
+ *   1. an eiDense MLP 784-H-H-10 (hidden units 80% excitatory; pixel weights non-negative) vs
+ *      the dense MLP 784-H-H-10, both relu;
+ *   2. an eiRNN (relu, 80% excitatory) vs a simpleRNN (relu) on row-by-row MNIST (28 steps of
+ *      28 pixels), each read out by a 10-way layer (eiDense for the EI network).
+ *
+ *   npm run dale
+ *
+ * Measured (2-core CPU, all 60000 training images, 10000 test images, adam 1e-3, batch 128,
+ * seed 7; test accuracy, unconstrained vs EI):
+ *   epochs  MLP 784-256-256-10          RNN 128 relu
+ *    3      97.49% vs 91.88% (-5.61)    95.45% vs 89.24% (-6.21)
+ *   10      98.07% vs 94.34% (-3.73)    97.06% vs 94.74% (-2.32)
+ *   30      97.99% vs 96.03% (-1.96)    98.10% vs 96.78% (-1.32)
+ *   60                                  98.22% vs 97.88% (-0.34)
+ *  100      98.64% vs 97.34% (-1.30)
+ * The EI networks learn more slowly. The eiRNN is within 0.5 points of the simpleRNN at 60 epochs
+ * (EPOCHS=60 ONLY=rnn); the eiDense MLP is not within 0.5 points at any epoch count measured.
+ * The MLP's cost is its first layer: non-negative weights on non-negative pixels. At 3 epochs,
+ * an eiDense first layer under plain dense layers gave 92.98%, a dense first layer under
+ * eiDense layers 96.94%.
+ *
+ * Knobs: EPOCHS (3), TRAIN_LIMIT (60000, all), TEST_LIMIT (10000), HIDDEN (256), RNN_UNITS (128),
+ * LR (1e-3, adam), BATCH (128), ONLY ('mlp' or 'rnn' to run one comparison).
+ */
+import {
+  adam,
+  dense,
+  eiDense,
+  eiRNN,
+  type Layer,
+  loadMnist,
+  type Model,
+  sequential,
+  setSeed,
+  simpleRNN,
+  type Tensor,
+  tensor,
+} from "../index.ts";
+
+const epochs = Number(process.env.EPOCHS ?? 3);
+const trainLimit = Number(process.env.TRAIN_LIMIT ?? 60000);
+const testLimit = Number(process.env.TEST_LIMIT ?? 10000);
+const hidden = Number(process.env.HIDDEN ?? 256);
+const rnnUnits = Number(process.env.RNN_UNITS ?? 128);
+const lr = Number(process.env.LR ?? 1e-3);
+const batchSize = Number(process.env.BATCH ?? 128);
+const only = process.env.ONLY;
+
+const mnist = await loadMnist({ trainLimit, testLimit });
+console.log(
+  `MNIST: ${mnist.trainCount} train / ${mnist.testCount} test; ${epochs} epoch(s), adam lr ${lr}, batch ${batchSize}`,
+);
+
+/** Trains a fresh model from `layers` (seeded the same for every network) and returns its test accuracy. */
+async function run(
+  label: string,
+  layers: () => Layer[],
+  x: Tensor,
+  y: Tensor,
+  xt: Tensor,
+  yt: Tensor,
+): Promise<number> {
+  setSeed(7);
+  const model: Model = sequential(layers(), { seed: 7 });
+  model.compile({
+    optimizer: adam({ learningRate: lr }),
+    loss: "sparseCategoricalCrossentropy",
+    metrics: ["accuracy"],
+  });
+  const started = performance.now();
+  await model.fit(x, y, { epochs, batchSize, verbose: 0 });
+  const seconds = (performance.now() - started) / 1000;
+  const { accuracy } = await model.evaluate(xt, yt, { batchSize: 512 });
+  console.log(`${label}: test accuracy ${(accuracy * 100).toFixed(2)}% (${seconds.toFixed(1)} s of training)`);
+  return accuracy;
+}
+
+/** Prints the gap and whether it is within the 0.5-point target. */
+function compare(what: string, ei: number, plain: number): boolean {
+  const gap = (plain - ei) * 100;
+  const ok = gap <= 0.5;
+  console.log(`${what}: EI - unconstrained = ${(-gap).toFixed(2)} points (${ok ? "within" : "NOT within"} 0.5)`);
+  return ok;
+}
+
+const yTrain = tensor(mnist.trainLabels, [mnist.trainCount]);
+const yTest = tensor(mnist.testLabels, [mnist.testCount]);
+let ok = true;
+
+if (only !== "rnn") {
+  const x = tensor(mnist.trainImages, [mnist.trainCount, 784]);
+  const xt = tensor(mnist.testImages, [mnist.testCount, 784]);
+  console.log(`MLP 784-${hidden}-${hidden}-10, relu`);
+  const plain = await run(
+    "  dense MLP  ",
+    () => [
+      dense({ units: hidden, activation: "relu", inputShape: [784] }),
+      dense({ units: hidden, activation: "relu" }),
+      dense({ units: 10, activation: "softmax" }),
+    ],
+    x,
+    yTrain,
+    xt,
+    yTest,
+  );
+  const ei = await run(
+    "  eiDense MLP",
+    () => [
+      eiDense({ units: hidden, activation: "relu", excitatoryFraction: 0.8, inputShape: [784] }),
+      eiDense({ units: hidden, activation: "relu", excitatoryFraction: 0.8, inputExcitatoryFraction: 0.8 }),
+      eiDense({ units: 10, activation: "softmax", inputExcitatoryFraction: 0.8 }),
+    ],
+    x,
+    yTrain,
+    xt,
+    yTest,
+  );
+  ok = compare("MLP", ei, plain) && ok;
+}
+
+if (only !== "mlp") {
+  const x = tensor(mnist.trainImages, [mnist.trainCount, 28, 28]);
+  const xt = tensor(mnist.testImages, [mnist.testCount, 28, 28]);
+  console.log(`RNN ${rnnUnits} units, relu, row by row (28 x 28)`);
+  const plain = await run(
+    "  simpleRNN",
+    () => [
+      simpleRNN({ units: rnnUnits, activation: "relu", inputShape: [28, 28] }),
+      dense({ units: 10, activation: "softmax" }),
+    ],
+    x,
+    yTrain,
+    xt,
+    yTest,
+  );
+  const ei = await run(
+    "  eiRNN    ",
+    () => [
+      eiRNN({ units: rnnUnits, excitatoryFraction: 0.8, inputShape: [28, 28] }),
+      eiDense({ units: 10, activation: "softmax", inputExcitatoryFraction: 0.8 }),
+    ],
+    x,
+    yTrain,
+    xt,
+    yTest,
+  );
+  ok = compare("RNN", ei, plain) && ok;
+}
+
+if (!ok) process.exit(1);

@@ -88,6 +88,9 @@ pub struct RnnSpec {
     pub output_in_input_order: bool,
     /// Masked steps output zeros instead of the previous state.
     pub zero_masked_outputs: bool,
+    /// Save what [`rnn_backward`] needs. Inference passes false: the per-step copies of the
+    /// states into the tape are then skipped, and the tape holds only the gate buffer.
+    pub keep_tape: bool,
 }
 
 impl RnnSpec {
@@ -467,16 +470,17 @@ struct FwdChunk<'a> {
 /// Runs the recurrence over the whole sequence.
 pub fn rnn_forward(spec: &RnnSpec, inp: &RnnInputs) -> RnnForward {
     let (b, t, u, g) = (spec.batch, spec.time, spec.units, spec.g());
-    let (lstm, gru, keep_pre) = (spec.cell == Cell::Lstm, spec.cell == Cell::Gru, spec.keeps_pre());
+    let (lstm, gru, keep) = (spec.cell == Cell::Lstm, spec.cell == Cell::Gru, spec.keep_tape);
+    let keep_pre = keep && spec.keeps_pre();
     let buf = |len: usize, on: bool| if on { take(len, false) } else { Vec::new() };
     let mut tape = RnnTape {
         gates: buf(b * t * g, true),
         pre: buf(b * t * g, keep_pre),
-        hprev: buf(b * t * u, true),
-        cprev: buf(b * t * u, lstm),
+        hprev: buf(b * t * u, keep),
+        cprev: buf(b * t * u, lstm && keep),
         cnew: buf(b * t * u, lstm && keep_pre),
-        tc: buf(b * t * u, lstm),
-        rh: buf(b * t * u, gru),
+        tc: buf(b * t * u, lstm && keep),
+        rh: buf(b * t * u, gru && keep),
     };
     // The sequence output leaves with the result tensor, so it is not taken from the pool.
     let mut seq = if spec.return_sequences {
@@ -539,7 +543,7 @@ fn forward_chunk_impl(spec: &RnnSpec, inp: &RnnInputs, per_chunk: bool, mut ch: 
     if per_chunk {
         project(spec, ch.x, inp.kernel, inp.bias, ch.gates, false);
     }
-    with_activations!(spec, |act, rec, _dact, _drec| if spec.keeps_pre() {
+    with_activations!(spec, |act, rec, _dact, _drec| if spec.keep_tape && spec.keeps_pre() {
         forward_steps::<true>(spec, inp.recurrent, inp.bias, &mut ch, act, rec)
     } else {
         forward_steps::<false>(spec, inp.recurrent, inp.bias, &mut ch, act, rec)
@@ -564,10 +568,13 @@ fn forward_steps<const KEEP: bool>(
         Some(b) if spec.cell == Cell::Gru => b[g..].to_vec(),
         _ => vec![0.0; g],
     };
+    // Without a tape, LSTM's `tanh(c)` and GRU's reset term go to one row of scratch instead.
+    let mut scratch = if spec.keep_tape { Vec::new() } else { vec![0.0; u] };
     for s in 0..t {
         let ti = spec.input_time(s);
         let o = spec.output_time(s);
-        for j in 0..rows {
+        let tape_rows = if spec.keep_tape { rows } else { 0 };
+        for j in 0..tape_rows {
             let at = (j * t + ti) * u;
             ch.hprev[at..at + u].copy_from_slice(&ch.h[j * u..(j + 1) * u]);
             if spec.cell == Cell::Lstm {
@@ -578,7 +585,9 @@ fn forward_steps<const KEEP: bool>(
             let next = spec.input_time(s + 1);
             prefetch(ch.gates, (0..rows).map(|j| (j * t + next) * g), g);
         }
-        gemm_strided(rows, g, u, ch.h, (u, 1), w_rec, (g, 1), &mut r, g, false);
+        // `sgemm` (not `gemm_strided`): for a few rows it streams `U` through registers instead
+        // of packing it every step, which for batch-1 inference was half of all the time.
+        sgemm(rows, g, u, ch.h, false, w_rec, false, &mut r, false, false);
         for j in 0..rows {
             let keep = ch.mask.is_none_or(|m| m[j * t + ti] != 0.0);
             let h = &mut ch.h[j * u..(j + 1) * u];
@@ -593,9 +602,21 @@ fn forward_steps<const KEEP: bool>(
                     Cell::Lstm => {
                         let cnew = if KEEP { &mut ch.cnew[su.clone()] } else { &mut [][..] };
                         let c = &mut ch.c[j * u..(j + 1) * u];
-                        lstm_step::<KEEP>(u, gates, pre, rj, h, c, cnew, &mut ch.tc[su], &act, &rec);
+                        let tc = if spec.keep_tape {
+                            &mut ch.tc[su]
+                        } else {
+                            &mut scratch[..]
+                        };
+                        lstm_step::<KEEP>(u, gates, pre, rj, h, c, cnew, tc, &act, &rec);
                     }
-                    Cell::Gru => gru_step::<KEEP>(u, gates, pre, rj, &b_rec, h, &mut ch.rh[su], &act, &rec),
+                    Cell::Gru => {
+                        let rh = if spec.keep_tape {
+                            &mut ch.rh[su]
+                        } else {
+                            &mut scratch[..]
+                        };
+                        gru_step::<KEEP>(u, gates, pre, rj, &b_rec, h, rh, &act, &rec)
+                    }
                 }
             }
             if spec.return_sequences {

@@ -513,10 +513,18 @@ impl Rnn {
             // does inside Bidirectional) wants zeros at masked steps.
             output_in_input_order: bidirectional,
             zero_masked_outputs: bidirectional && self.return_sequences,
+            keep_tape: true,
         };
         let (kernel, recurrent) = (kernel.get(), recurrent.get());
         let bias = self.bias.as_ref().map(Param::get);
         let (h0, c0) = (states.first().cloned(), states.get(1).cloned());
+        let mut inputs = vec![x, &kernel, &recurrent];
+        inputs.extend(bias.iter().chain(h0.iter()).chain(c0.iter()));
+        // Inference (nothing to differentiate) needs no tape.
+        let spec = RnnSpec {
+            keep_tape: Tensor::records(&inputs),
+            ..spec
+        };
         let fwd = rnn::rnn_forward(
             &spec,
             &RnnInputs {
@@ -541,8 +549,6 @@ impl Rnn {
             packed.extend_from_slice(&fwd.c);
             shapes.extend(std::iter::repeat_n(vec![b, u], n_states(self.cell)));
         }
-        let mut inputs = vec![x, &kernel, &recurrent];
-        inputs.extend(bias.iter().chain(h0.iter()).chain(c0.iter()));
         let total_shape = if shapes.len() == 1 {
             shapes[0].clone()
         } else {

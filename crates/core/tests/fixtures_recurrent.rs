@@ -206,8 +206,9 @@ fn return_state_gives_output_and_final_states() {
 
 /// Inference (`no_grad`: the forward keeps no tape) gives the same outputs and states as a
 /// recorded forward, for every cell, with and without a mask, forwards and backwards, at batch
-/// sizes on either side of the cutoff (4 rows per chunk) below which `h·U` runs as the
-/// register-tiled small-row product instead of through the `gemm` crate.
+/// sizes on either side of the cutoff (4 rows per chunk) below which `h·U` runs as the packed
+/// register-tiled product (`cpu::gemv`) instead of through the `gemm` crate. Row 0 of batch 9
+/// (`gemm` path) is also checked against that row alone (packed path).
 #[test]
 fn inference_without_a_tape_matches_the_recorded_forward() {
     for class in CELLS {
@@ -216,9 +217,10 @@ fn inference_without_a_tape_matches_the_recorded_forward() {
                 let cfg =
                     json!({"units": 20, "returnSequences": true, "returnState": true, "goBackwards": go_backwards});
                 let l = layer(class, cfg, 7);
-                let x = Tensor::new(values(batch * 6 * 7, 40 + batch as u64), &[batch, 6, 7]).unwrap();
-                let mask: Vec<f32> = (0..batch * 6).map(|i| if i % 5 == 3 { 0.0 } else { 1.0 }).collect();
-                let mask = Tensor::new(mask, &[batch, 6]).unwrap();
+                // 20 steps: enough for the packed-`U` path of small chunks (>= 16 steps).
+                let x = Tensor::new(values(batch * 20 * 7, 40 + batch as u64), &[batch, 20, 7]).unwrap();
+                let mask: Vec<f32> = (0..batch * 20).map(|i| if i % 5 == 3 { 0.0 } else { 1.0 }).collect();
+                let mask = Tensor::new(mask, &[batch, 20]).unwrap();
                 for m in [None, Some(mask)] {
                     let taped = call(l.as_ref(), std::slice::from_ref(&x), m.clone());
                     assert!(taped[0].tracks(), "the training-mode forward records");
@@ -227,6 +229,16 @@ fn inference_without_a_tape_matches_the_recorded_forward() {
                     let what = format!("{class} b{batch} goBackwards={go_backwards} mask={}", m.is_some());
                     for (a, b) in inferred.iter().zip(&taped) {
                         assert_near(&what, a.data(), b.data(), 1e-5);
+                    }
+                    if batch == 9 && m.is_none() {
+                        let all: Vec<usize> = (0..20).collect();
+                        let alone = call(l.as_ref(), &[pick_steps(&x, 0, &all)], None);
+                        assert_near(
+                            &format!("{what} row 0 alone"),
+                            alone[0].data(),
+                            &taped[0].data()[..20 * 20],
+                            1e-5,
+                        );
                     }
                 }
             }

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod conv_direct;
 pub mod conv_transpose;
 pub mod elementwise;
+pub mod gemv;
 pub mod matmul;
 pub mod norm;
 pub mod pool;

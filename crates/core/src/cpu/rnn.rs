@@ -26,6 +26,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::cpu::elementwise::Activation;
+use crate::cpu::gemv::Packed;
 use crate::cpu::matmul::sgemm;
 
 mod cells;
@@ -550,6 +551,12 @@ fn forward_chunk_impl(spec: &RnnSpec, inp: &RnnInputs, per_chunk: bool, mut ch: 
     })
 }
 
+/// Chunks of at most this many rows multiply by a packed `U` (larger ones go through the
+/// `gemm` crate, whose kernels reuse each loaded `U` value across rows).
+const PACKED_MAX_ROWS: usize = 4;
+/// Packing `U` costs about as much as a few steps of the product; shorter sequences skip it.
+const PACKED_MIN_STEPS: usize = 16;
+
 /// The recurrence of one chunk; `KEEP` saves pre-activations (and LSTM cell states) as well.
 #[inline(always)]
 fn forward_steps<const KEEP: bool>(
@@ -568,6 +575,13 @@ fn forward_steps<const KEEP: bool>(
         Some(b) if spec.cell == Cell::Gru => b[g..].to_vec(),
         _ => vec![0.0; g],
     };
+    // A few rows' `h·U` per step reads all of `U` from L2 each time; packed into contiguous
+    // column panels once, it streams faster (see `gemv`). Worth the copy over many steps.
+    let packed = if rows <= PACKED_MAX_ROWS && t >= PACKED_MIN_STEPS {
+        Packed::new(u, g, w_rec)
+    } else {
+        None
+    };
     // Without a tape, LSTM's `tanh(c)` and GRU's reset term go to one row of scratch instead.
     let mut scratch = if spec.keep_tape { Vec::new() } else { vec![0.0; u] };
     for s in 0..t {
@@ -585,9 +599,13 @@ fn forward_steps<const KEEP: bool>(
             let next = spec.input_time(s + 1);
             prefetch(ch.gates, (0..rows).map(|j| (j * t + next) * g), g);
         }
-        // `sgemm` (not `gemm_strided`): for a few rows it streams `U` through registers instead
-        // of packing it every step, which for batch-1 inference was half of all the time.
-        sgemm(rows, g, u, ch.h, false, w_rec, false, &mut r, false, false);
+        // For a few rows, `U` streams through registers from the panels packed above; else
+        // `sgemm` (not `gemm_strided`: its small-row path also skips the `gemm` crate's
+        // per-call packing of `U`, which for batch-1 inference was half of all the time).
+        match &packed {
+            Some(p) => p.matmul(rows, ch.h, &mut r),
+            None => sgemm(rows, g, u, ch.h, false, w_rec, false, &mut r, false, false),
+        }
         for j in 0..rows {
             let keep = ch.mask.is_none_or(|m| m[j * t + ti] != 0.0);
             let h = &mut ch.h[j * u..(j + 1) * u];

@@ -110,9 +110,9 @@ if (only !== "rnn") {
   const ei = await run(
     "  eiDense MLP",
     () => [
-      eiDense({ units: hidden, activation: "relu", excitatoryFraction: 0.8, inputShape: [784] }),
-      eiDense({ units: hidden, activation: "relu", excitatoryFraction: 0.8, inputExcitatoryFraction: 0.8 }),
-      eiDense({ units: 10, activation: "softmax", inputExcitatoryFraction: 0.8 }),
+      eiDense({ units: hidden, activation: "relu", inputShape: [784] }),
+      eiDense({ units: hidden, activation: "relu" }),
+      eiDense({ units: 10, activation: "softmax" }),
     ],
     x,
     yTrain,

@@ -17,9 +17,8 @@
  * but 0.07 and 0.43 over the ink pixels only (IG is zero on the black background for both models);
  * Grad-CAM of conv_last is zero everywhere for the 9.
  *
- * The attention maps come through the public API: the ViT's attention layers are built with
- * `returnAttentionScores`, and a second functional model from the image to those scores outputs
- * shares the trained layer objects (so their weights) with the classifier.
+ * The attention maps come from `explain.attentionMaps(vit, x, { layer })`: the probabilities of
+ * each named multiHeadAttention layer of the trained classifier, as it is.
  */
 import { writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -87,32 +86,29 @@ export interface ExplainReport {
 
 const num = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
 
-/** A pre-norm encoder block (examples/transformer-block.ts) whose attention also outputs its scores. */
-function encoderBlock(x: SymbolicTensor, numHeads: number, ffDim: number): [SymbolicTensor, SymbolicTensor] {
+/** A pre-norm encoder block (examples/transformer-block.ts) with its attention layer named `name`. */
+function encoderBlock(x: SymbolicTensor, numHeads: number, ffDim: number, name: string): SymbolicTensor {
   const dim = x.shape[x.shape.length - 1];
   const normed = layerNormalization({ epsilon: 1e-6 }).apply(x);
-  const mha = multiHeadAttention({ numHeads, keyDim: dim / numHeads, returnAttentionScores: true });
-  const [attended, scores] = mha.apply([normed, normed], { multiOutput: true });
+  const attended = multiHeadAttention({ numHeads, keyDim: dim / numHeads, name }).apply([normed, normed]);
   const h = add().apply([x, attended]);
   const ff = dense({ units: ffDim, activation: "gelu" }).apply(layerNormalization({ epsilon: 1e-6 }).apply(h));
-  return [add().apply([h, dense({ units: dim }).apply(ff)]), scores];
+  return add().apply([h, dense({ units: dim }).apply(ff)]);
 }
 
-/** The ViT of examples/mnist-vit.ts (7x7 patches, dimension 64, 2 blocks of 4 heads) and a model of its attention scores. */
-function vitWithScores(): { vit: Model; scores: Model } {
+/** The attention layers' names in {@link vit}, block by block. */
+const attentionLayers = ["vit_attention_1", "vit_attention_2"];
+
+/** The ViT of examples/mnist-vit.ts (7x7 patches, dimension 64, 2 blocks of 4 heads). */
+function vit(): Model {
   const dim = 64;
   const image = input({ shape: [28, 28, 1] });
   const patches = conv2d({ filters: dim, kernelSize: 7, strides: 7 }).apply(image);
   let tokens = positionalEmbedding({ sequenceLength: 16 }).apply(reshape({ targetShape: [16, dim] }).apply(patches));
-  const allScores: SymbolicTensor[] = [];
-  for (let block = 0; block < 2; block++) {
-    const [next, scores] = encoderBlock(tokens, 4, 128);
-    tokens = next;
-    allScores.push(scores);
-  }
+  for (const name of attentionLayers) tokens = encoderBlock(tokens, 4, 128, name);
   const pooled = globalAveragePooling1d().apply(layerNormalization({ epsilon: 1e-6 }).apply(tokens));
   const probs = dense({ units: 10, activation: "softmax" }).apply(pooled);
-  return { vit: model({ inputs: image, outputs: probs }), scores: model({ inputs: image, outputs: allScores }) };
+  return model({ inputs: image, outputs: probs });
 }
 
 /** `[n, heads, q, k]` attention probabilities -> `[n, 4, 4]`: attention each patch receives, averaged over heads and queries. */
@@ -236,14 +232,16 @@ export async function main(options: ExplainOptions = {}): Promise<ExplainReport>
     `Grad-CAM (layer conv_last, ${cam.shape.slice(1).join("x")}): all-zero maps for digit(s) [${emptyCams.join(", ")}]`,
   );
 
-  const { vit, scores } = vitWithScores();
-  vit.compile(compileArgs(vitEpochs * stepsPerEpoch));
+  const classifier = vit();
+  classifier.compile(compileArgs(vitEpochs * stepsPerEpoch));
   console.log(`Training the ViT (${vitEpochs} epoch(s), ${mnist.trainCount} images)`);
-  await vit.fit(xTrain, yTrain, { epochs: vitEpochs, batchSize: 128, verbose });
-  const vitAccuracy = (await vit.evaluate(xTest, yTest, { batchSize: 256 })).accuracy as number;
+  await classifier.fit(xTrain, yTrain, { epochs: vitEpochs, batchSize: 128, verbose });
+  const vitAccuracy = (await classifier.evaluate(xTest, yTest, { batchSize: 256 })).accuracy as number;
   console.log(`ViT test accuracy: ${(vitAccuracy * 100).toFixed(2)}% (${mnist.testCount} images)`);
-  const blocks = (await scores.predict(x)) as unknown as Tensor[];
-  for (let b = 0; b < blocks.length; b++) await grid(`vit-attention-block${b + 1}.png`, patchAttention(blocks[b]));
+  for (const [b, layer] of attentionLayers.entries()) {
+    const maps = await explain.attentionMaps(classifier, x, { layer });
+    await grid(`vit-attention-block${b + 1}.png`, patchAttention(maps));
+  }
 
   const report: ExplainReport = {
     settings: { epochs, vitEpochs, trainImages: mnist.trainCount, testImages: mnist.testCount, igSteps, seed },

@@ -1,7 +1,8 @@
 /**
- * Explanations from gradients, computed in Rust: saliency maps (Simonyan et al. 2014),
- * integrated gradients (Sundararajan et al. 2017), Grad-CAM (Selvaraju et al. 2017), the
- * model-randomisation sanity check of Adebayo et al. 2018, and PNG heatmap grids.
+ * Explanations computed in Rust: saliency maps (Simonyan et al. 2014), integrated gradients
+ * (Sundararajan et al. 2017), Grad-CAM (Selvaraju et al. 2017), attention maps of
+ * multiHeadAttention layers, the model-randomisation sanity check of Adebayo et al. 2018, and
+ * PNG heatmap grids.
  */
 
 import { writePng } from "./image.ts";
@@ -97,6 +98,31 @@ export async function gradCam(model: Model, x: Tensor, args: GradCamArgs): Promi
   const r = await model.native.gradCam([x.data], [[...x.shape]], args.layer, classes, args.output ?? 0);
   const h = r.tensors[0];
   return new Tensor(h.data, h.shape);
+}
+
+/** Options of {@link attentionMaps}. */
+export interface AttentionMapsArgs {
+  /** Name of the multiHeadAttention layer (it may sit in a nested model). */
+  layer: string;
+}
+
+/**
+ * The attention probabilities of a multiHeadAttention layer, `[batch, heads, query, key]`
+ * (each row sums to 1 over the keys), from an inference pass of `model` on `x`: Keras'
+ * `return_attention_scores` without rebuilding the model. A layer called more than once per
+ * pass gives its first call's maps.
+ */
+export async function attentionMaps(model: Model, x: Tensor | Tensor[], args: AttentionMapsArgs): Promise<Tensor> {
+  const xs = Array.isArray(x) ? x : [x];
+  for (const [i, t] of xs.entries()) expectTensor(t, `attentionMaps: x[${i}]`);
+  if (typeof args?.layer !== "string") throw new TypeError("attentionMaps: option 'layer' (a layer name) is required");
+  const r = await model.native.attentionMaps(
+    xs.map((t) => t.data),
+    xs.map((t) => [...t.shape]),
+    args.layer,
+  );
+  const s = r.tensors[0];
+  return new Tensor(s.data, s.shape);
 }
 
 /** Spearman rank correlation of two equally long arrays (average ranks for ties). */

@@ -223,7 +223,7 @@ export function dense(args: DenseArgs): Layer {
   return new Layer("Dense", args);
 }
 
-/** The E/I options of the layers that obey Dale's law ({@link eiDense}, `eiRNN`). */
+/** The E/I options of `eiRNN`, the recurrent layer that obeys Dale's law. */
 export interface DaleArgs {
   /**
    * Fraction of this layer's units that are excitatory, in [0, 1] (default 0.8); the first
@@ -241,16 +241,40 @@ export interface DaleArgs {
 }
 
 /** Arguments of {@link eiDense}. */
-export interface EIDenseArgs extends DenseArgs, DaleArgs {}
+export interface EIDenseArgs extends LayerArgs {
+  /** Number of excitatory output units. */
+  units: number;
+  /**
+   * Number of inhibitory interneurons (default `round(units / 10)`, at least 1: the paper's
+   * one interneuron for every ten excitatory units).
+   */
+  inhibitoryUnits?: number;
+  /** Activation applied to the output (default linear). */
+  activation?: ActivationName;
+  /** Add a bias (default true). */
+  useBias?: boolean;
+  /**
+   * Fraction of the inputs that are excitatory, in [0, 1] (default 1: raw inputs and the
+   * outputs of another eiDense count as excitatory). After an `eiRNN` give its
+   * `excitatoryFraction`: the rows of `kernel` and `inhibitoryKernel` leaving its inhibitory
+   * units (the last ones) are then <= 0.
+   */
+  inputExcitatoryFraction?: number;
+}
 
 /**
- * A dense layer obeying Dale's law, in the spirit of Cornford et al. 2021 ("Learning to live
- * with Dale's principle"): every kernel row carries the sign of its presynaptic population
- * (see {@link DaleArgs}). Initial weights are the initializer's magnitudes, signed, with E and I
- * rows rescaled so that their expected inputs cancel; after every optimizer step (`fit` and
- * `applyGradients`) a weight whose sign flipped is set to 0. `getWeights` returns these signed
- * weights. Trains on the CPU only (a 'gpu' compile falls back); the Keras, TensorFlow.js and
- * ONNX writers refuse it.
+ * A dense layer obeying Dale's law: the DANN layer of Cornford et al. 2021 ("Learning to live
+ * with Dale's principle"). Its `units` outputs are excitatory, and `inhibitoryUnits` linear
+ * interneurons driven by the same inputs inhibit them:
+ * `activation(x · kernel + (x · inhibitoryKernel) · inhibitoryOutput + bias)` with `kernel`
+ * `[in, units]` >= 0, `inhibitoryKernel` `[in, inhibitoryUnits]` >= 0 and `inhibitoryOutput`
+ * `[inhibitoryUnits, units]` <= 0; `getWeights` returns these four, signed. Initialisation is
+ * the paper's: exponential excitatory weights, interneurons balancing them in expectation.
+ * After every optimizer step (`fit` and `applyGradients`) a weight whose sign flipped is set to
+ * 0. The paper's corrected SGD (scaled interneuron gradients) is not applied: under adam and
+ * the other per-weight-normalising optimizers a constant gradient scale has no effect. Trains
+ * on the CPU only (a 'gpu' compile falls back); the Keras, TensorFlow.js and ONNX writers
+ * refuse it.
  */
 export function eiDense(args: EIDenseArgs): Layer {
   return new Layer("EIDense", args);

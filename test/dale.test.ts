@@ -1,4 +1,7 @@
-/** Dale's law layers (eiDense, eiRNN): weight signs at init, after fit and applyGradients, through save/load. */
+/**
+ * Dale's law layers (eiDense, the DANN layer of Cornford et al. 2021; eiRNN): weight signs at
+ * init, after fit and applyGradients, through save/load; eiDense's forward pass.
+ */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,13 +25,10 @@ function signCounts(w: Tensor, fraction: number): { wrong: number; zero: number;
   return { wrong, zero, excitatory };
 }
 
-/** A 2-layer E/I MLP: 6 non-negative-weighted inputs -> 12 units (75% E) -> 3 logits. */
+/** A 2-layer DANN: 6 inputs -> 12 excitatory units (3 interneurons) -> 3 logits (1 interneuron). */
 function mlp(seed: number): Model {
   return sequential(
-    [
-      eiDense({ units: 12, activation: "relu", excitatoryFraction: 0.75, inputShape: [6] }),
-      eiDense({ units: 3, inputExcitatoryFraction: 0.75 }),
-    ],
+    [eiDense({ units: 12, inhibitoryUnits: 3, activation: "relu", inputShape: [6] }), eiDense({ units: 3 })],
     { seed },
   );
 }
@@ -40,22 +40,75 @@ function data(n: number, shape: number[]): { x: Tensor; y: Tensor } {
   return { x, y: tensor(labels, [n]) };
 }
 
-/** Every kernel of `mlp` obeys its sign pattern; returns the number of zeroed weights. */
+/**
+ * Every weight matrix of `mlp` obeys its sign: E->E (`kernel`) and E->I (`inhibitoryKernel`)
+ * >= 0, I->E (`inhibitoryOutput`) <= 0. Returns the number of zeroed weights.
+ */
 function checkMlp(m: Model): number {
-  const [k1, , k2] = m.getWeights();
-  const a = signCounts(k1, 1);
-  const b = signCounts(k2, 0.75);
-  expect(a.wrong).toBe(0);
-  expect(b.wrong).toBe(0);
-  expect(b.excitatory).toBe(9);
-  return a.zero + b.zero;
+  const w = m.getWeights();
+  expect(w.map((t) => t.shape)).toEqual([[6, 12], [6, 3], [3, 12], [12], [12, 3], [12, 1], [1, 3], [3]]);
+  let zeros = 0;
+  for (const [i, fraction] of [
+    [0, 1],
+    [1, 1],
+    [2, 0],
+    [4, 1],
+    [5, 1],
+    [6, 0],
+  ] as const) {
+    const c = signCounts(w[i], fraction);
+    expect(c.wrong).toBe(0);
+    zeros += c.zero;
+  }
+  return zeros;
+}
+
+/** `kernel + inhibitoryKernel · inhibitoryOutput` of an eiDense's weights `[in, units]`. */
+function effectiveKernel([k, ik, io]: Tensor[]): Float64Array {
+  const [din, units] = k.shape;
+  const ni = ik.shape[1];
+  const w = Float64Array.from(k.data);
+  for (let i = 0; i < din; i++)
+    for (let u = 0; u < units; u++)
+      for (let j = 0; j < ni; j++) w[i * units + u] += ik.data[i * ni + j] * io.data[j * units + u];
+  return w;
 }
 
 describe("Dale's law layers", () => {
-  it("eiDense starts with strictly signed weights per presynaptic population", () => {
+  it("eiDense starts with strictly signed weights, balanced E and I, and the default interneuron count", () => {
     const m = mlp(1);
     expect(checkMlp(m)).toBe(0);
-    expect(m.toJSON().layers.map((l) => l.className)).toEqual(["EIDense", "EIDense"]);
+    expect(m.toJSON().layers.map((l) => [l.className, l.config.inhibitoryUnits])).toEqual([
+      ["EIDense", 3],
+      ["EIDense", 1],
+    ]);
+    // The interneurons make the effective kernel signed both ways: each input's column mean is
+    // ~0 (exactly 0 with one interneuron, whose weights are the mean of the E weights).
+    const w = m.getWeights();
+    const k2 = effectiveKernel(w.slice(4, 7));
+    for (let i = 0; i < 12; i++) {
+      const row = k2.subarray(i * 3, i * 3 + 3);
+      expect(row.reduce((a, v) => a + v, 0)).toBeCloseTo(0, 5);
+      expect(Math.min(...row)).toBeLessThan(0);
+    }
+    expect(Math.min(...effectiveKernel(w.slice(0, 3)))).toBeLessThan(0);
+  });
+
+  it("eiDense computes activation(x · (W_EE + W_IE W_EI) + b)", async () => {
+    const m = sequential([eiDense({ units: 5, inhibitoryUnits: 2, activation: "relu", inputShape: [4] })], { seed: 9 });
+    const w = m.getWeights();
+    m.setWeights([w[0], w[1], w[2], randomTensor([5], 4)]);
+    const [k, , , b] = m.getWeights();
+    const x = randomTensor([3, 4], 8);
+    const y = (await m.predict(x)) as Tensor;
+    const kernel = effectiveKernel(m.getWeights());
+    expect(k.shape).toEqual([4, 5]);
+    for (let n = 0; n < 3; n++)
+      for (let u = 0; u < 5; u++) {
+        let z = b.data[u];
+        for (let i = 0; i < 4; i++) z += x.data[n * 4 + i] * kernel[i * 5 + u];
+        expect(y.data[n * 5 + u]).toBeCloseTo(Math.max(z, 0), 5);
+      }
   });
 
   it("fit with adam keeps every sign (the projection is active: some weights pin at 0)", async () => {
@@ -76,12 +129,14 @@ describe("Dale's law layers", () => {
       ],
       { seed: 3 },
     );
-    const [kernel, recurrent, , readout] = m.getWeights();
+    const [kernel, recurrent, , readout, readoutInhibitory, inhibitoryOutput] = m.getWeights();
     expect(recurrent.shape).toEqual([8, 8]);
     for (const [w, f] of [
       [kernel, 1],
       [recurrent, 0.75],
       [readout, 0.75],
+      [readoutInhibitory, 0.75],
+      [inhibitoryOutput, 0],
     ] as const) {
       expect(signCounts(w, f)).toMatchObject({ wrong: 0, zero: 0 });
     }
@@ -97,6 +152,8 @@ describe("Dale's law layers", () => {
       [0, 1],
       [1, 0.75],
       [3, 0.75],
+      [4, 0.75],
+      [5, 0],
     ] as const) {
       const c = signCounts(after[i], f);
       expect(c.wrong).toBe(0);
@@ -111,7 +168,7 @@ describe("Dale's law layers", () => {
       const m = sequential(
         [
           eiRNN({ units: 6, excitatoryFraction: 0.5, inputShape: [4, 2] }),
-          eiDense({ units: 3, inputExcitatoryFraction: 0.5, excitatoryFraction: 0.5 }),
+          eiDense({ units: 3, inputExcitatoryFraction: 0.5, inhibitoryUnits: 2 }),
         ],
         { seed: 4 },
       );
@@ -135,6 +192,8 @@ describe("Dale's law layers", () => {
       expect(signCounts(w[0], 1).wrong).toBe(0);
       expect(signCounts(w[1], 0.5).wrong).toBe(0);
       expect(signCounts(w[3], 0.5).wrong).toBe(0);
+      expect(signCounts(w[4], 0.5).wrong).toBe(0);
+      expect(signCounts(w[5], 0).wrong).toBe(0);
       await expect(m.save(join(dir, "m.keras"))).rejects.toThrow(/EIRNN .*Dale/);
       await expect(m.export(join(dir, "m.onnx"))).rejects.toThrow(/EIRNN/);
     } finally {
@@ -142,10 +201,12 @@ describe("Dale's law layers", () => {
     }
   });
 
-  it("rejects fractions outside [0, 1]", () => {
-    expect(() => eiDense({ units: 2, excitatoryFraction: 1.5 })).toThrow(
-      /excitatoryFraction' must be a fraction in \[0, 1\], got 1.5/,
+  it("rejects fractions outside [0, 1], no interneurons, and the row-sign layer's excitatoryFraction", () => {
+    expect(() => eiDense({ units: 2, inputExcitatoryFraction: 1.5 })).toThrow(
+      /inputExcitatoryFraction' must be a fraction in \[0, 1\], got 1.5/,
     );
+    expect(() => eiDense({ units: 2, inhibitoryUnits: 0 })).toThrow(/inhibitoryUnits' must be at least 1/);
+    expect(() => eiDense({ units: 2, excitatoryFraction: 0.8 } as never)).toThrow(/excitatoryFraction/);
     expect(() => eiRNN({ units: 2, inputExcitatoryFraction: -0.1 })).toThrow(
       /EIRNN .*inputExcitatoryFraction' must be a fraction in \[0, 1\]/,
     );

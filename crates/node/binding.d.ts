@@ -102,6 +102,11 @@ export declare class NativeModel {
   /** Grad-CAM heatmaps of layer `layer` for class `classes[i]` of output `output`. */
   gradCam(xs: Array<Float32Array>, xShapes: Array<Array<number>>, layer: string, classes: Array<number>, output: number): Promise<ExplainResult>
   /**
+   * The attention probabilities `[batch, heads, query, key]` of the MultiHeadAttention
+   * layer `layer` for inputs `xs` (an inference pass).
+   */
+  attentionMaps(xs: Array<Float32Array>, xShapes: Array<Array<number>>, layer: string): Promise<ExplainResult>
+  /**
    * Trains; resolves to the History as JSON. `data` (arrays) or `queue` (streamed batches)
    * is the training data; `validation` / `validationQueue` the optional validation data.
    * Options JSON: `{ epochs, initialEpoch, batchSize, shuffle, validationSplit, stepsPerEpoch,

@@ -1,5 +1,5 @@
 //! Explanations and adversarial examples from JavaScript: input gradients, integrated
-//! gradients, Grad-CAM and L∞ attacks, each an async task on a worker thread.
+//! gradients, Grad-CAM, attention maps and L∞ attacks, each an async task on a worker thread.
 
 use cortex_core::nn::explain::{Attack, Objective};
 use cortex_core::nn::options::Options;
@@ -96,6 +96,10 @@ enum Job {
         output: usize,
         classes: Vec<usize>,
     },
+    AttentionMaps {
+        xs: Vec<Tensor>,
+        layer: String,
+    },
 }
 
 /// Tensors and per-sample numbers computed by an [`ExplainTask`].
@@ -144,6 +148,7 @@ impl Task for ExplainTask {
                     output,
                     classes,
                 } => Ok((vec![model.grad_cam(&xs, &layer, output, &classes)?], Vec::new())),
+                Job::AttentionMaps { xs, layer } => Ok((vec![model.attention_maps(&xs, &layer)?], Vec::new())),
             })
         })
     }
@@ -250,6 +255,21 @@ impl NativeModel {
             layer,
             output: output as usize,
             classes: classes_of(classes),
+        }))
+    }
+
+    /// The attention probabilities `[batch, heads, query, key]` of the MultiHeadAttention
+    /// layer `layer` for inputs `xs` (an inference pass).
+    #[napi(ts_return_type = "Promise<ExplainResult>")]
+    pub fn attention_maps(
+        &self,
+        xs: Vec<Float32Array>,
+        x_shapes: Vec<Vec<u32>>,
+        layer: String,
+    ) -> napi::Result<AsyncTask<ExplainTask>> {
+        Ok(self.explain_task(Job::AttentionMaps {
+            xs: tensors("attentionMaps x", &xs, &x_shapes)?,
+            layer,
         }))
     }
 }

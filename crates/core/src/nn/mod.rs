@@ -1,6 +1,7 @@
 //! Keras-style building blocks: layers, initializers, losses, metrics, optimizers, the
 //! sequential model with its `fit` loop, and model files.
 
+pub mod attention_maps;
 pub mod callbacks;
 pub mod cell;
 pub mod checkpoint;

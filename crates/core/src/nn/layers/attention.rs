@@ -240,6 +240,8 @@ impl MultiHeadAttention {
             None => None,
         };
         let (h, kd, vd) = (self.num_heads, self.key_dim, self.value_dim);
+        // `explain.attentionMaps` may ask for the scores of a layer built without them.
+        let capture = crate::nn::attention_maps::capturing(&self.common.name);
         let q = built.query.apply(query, built.dims[0], h * kd)?;
         let k = built.key.apply(key, built.dims[2], h * kd)?;
         let v = built.value.apply(value, built.dims[1], h * vd)?;
@@ -255,9 +257,15 @@ impl MultiHeadAttention {
                 rate: self.dropout,
                 seed: ctx.rng.next_u64(),
             }),
-            return_scores: self.return_attention_scores,
+            return_scores: self.return_attention_scores || capture,
         };
-        let (o, scores) = attention::attention(&q, &k, &v, &opts)?;
+        let (o, mut scores) = attention::attention(&q, &k, &v, &opts)?;
+        if capture {
+            scores
+                .iter()
+                .for_each(|s| crate::nn::attention_maps::record(&self.common.name, s));
+            scores = scores.filter(|_| self.return_attention_scores);
+        }
         let y = built.output.apply(&o, h * vd, built.out_dim)?;
         Ok(std::iter::once(y).chain(scores).collect())
     }

@@ -1,7 +1,7 @@
-//! Dale's law for `EIDense` and `EIRNN`: every unit is excitatory (E) or inhibitory (I), and
-//! all of a unit's outgoing weights share its sign. A kernel's row `i` holds the weights leaving
-//! presynaptic unit `i`, so the constraint is one sign per row ([`Param::with_row_signs`]),
-//! kept by every optimizer step. Populations are ordered E first: of `n` units, the first
+//! Dale's law for `EIRNN` (and the inputs of `EIDense`, see [`super::dann`]): every unit is
+//! excitatory (E) or inhibitory (I), and all of a unit's outgoing weights share its sign. A
+//! kernel's row `i` holds the weights leaving presynaptic unit `i`, so the constraint is one
+//! sign per row ([`Param::with_row_signs`]), kept by every optimizer step. Populations are ordered E first: of `n` units, the first
 //! `round(fraction * n)` are excitatory.
 
 use serde_json::{Map, Value};
@@ -22,19 +22,9 @@ pub(super) struct Dale {
 impl Dale {
     /// Reads `excitatoryFraction` (default 0.8) and `inputExcitatoryFraction` (default 1).
     pub fn read(o: &mut Options, what: &str) -> Result<Dale> {
-        let mut fraction = |key: &'static str, default: f64| -> Result<f64> {
-            let f = o.f64(key)?.unwrap_or(default);
-            if (0.0..=1.0).contains(&f) {
-                Ok(f)
-            } else {
-                Err(Error::Invalid(format!(
-                    "{what}: option '{key}' must be a fraction in [0, 1], got {f}"
-                )))
-            }
-        };
         Ok(Dale {
-            excitatory: fraction("excitatoryFraction", 0.8)?,
-            input_excitatory: fraction("inputExcitatoryFraction", 1.0)?,
+            excitatory: fraction(o, what, "excitatoryFraction", 0.8)?,
+            input_excitatory: fraction(o, what, "inputExcitatoryFraction", 1.0)?,
         })
     }
 
@@ -42,6 +32,18 @@ impl Dale {
     pub fn write(&self, config: &mut Map<String, Value>) {
         config.insert("excitatoryFraction".into(), self.excitatory.into());
         config.insert("inputExcitatoryFraction".into(), self.input_excitatory.into());
+    }
+}
+
+/// Reads a fraction option in [0, 1] with a default.
+pub(super) fn fraction(o: &mut Options, what: &str, key: &'static str, default: f64) -> Result<f64> {
+    let f = o.f64(key)?.unwrap_or(default);
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(Error::Invalid(format!(
+            "{what}: option '{key}' must be a fraction in [0, 1], got {f}"
+        )))
     }
 }
 

@@ -1,9 +1,7 @@
-//! `dense`: `activation(x · kernel + bias)` on the last axis; `EIDense` is the same layer with
-//! its kernel rows signed by Dale's law (see [`super::dale`]).
+//! `dense`: `activation(x · kernel + bias)` on the last axis.
 
 use serde_json::{json, Value};
 
-use super::dale::{self, Dale};
 use super::{ActivationSpec, Common, ForwardCtx, Layer};
 use crate::nn::init::Initializer;
 use crate::nn::options::Options;
@@ -19,22 +17,13 @@ pub struct Dense {
     use_bias: bool,
     kernel_init: Initializer,
     bias_init: Initializer,
-    /// `EIDense`: the E/I populations of its inputs and units.
-    dale: Option<Dale>,
     kernel: Option<Param>,
     bias: Option<Param>,
 }
 
 impl Dense {
-    /// A `Dense` (or with `ei`, an `EIDense`) from its options.
-    pub(super) fn from_options(o: &mut Options, common: &Common, ei: bool) -> Result<Self> {
-        let dale = if ei {
-            Some(Dale::read(o, &format!("EIDense '{}'", common.name))?)
-        } else {
-            None
-        };
+    pub(super) fn from_options(o: &mut Options, common: &Common) -> Result<Self> {
         Ok(Dense {
-            dale,
             common: common.clone(),
             units: o.required_positive("units")?,
             activation: ActivationSpec::read(o)?,
@@ -63,11 +52,7 @@ fn not_built(name: &str) -> Error {
 
 impl Layer for Dense {
     fn class_name(&self) -> &'static str {
-        if self.dale.is_some() {
-            "EIDense"
-        } else {
-            "Dense"
-        }
+        "Dense"
     }
     fn name(&self) -> &str {
         &self.common.name
@@ -82,17 +67,12 @@ impl Layer for Dense {
         };
         let name = &self.common.name;
         let shape = [din, self.units];
-        let (kernel_name, kernel) = (format!("{name}/kernel"), self.kernel_init.sample(&shape, rng)?);
-        self.kernel = Some(match &self.dale {
-            None => Param::new(kernel_name, kernel, &shape, self.common.trainable)?,
-            Some(d) => dale::signed_param(
-                kernel_name,
-                kernel,
-                &shape,
-                self.common.trainable,
-                dale::signs(din, d.input_excitatory),
-            )?,
-        });
+        self.kernel = Some(Param::new(
+            format!("{name}/kernel"),
+            self.kernel_init.sample(&shape, rng)?,
+            &shape,
+            self.common.trainable,
+        )?);
         self.bias = if self.use_bias {
             let b = self.bias_init.sample(&[self.units], rng)?;
             Some(Param::new(
@@ -118,16 +98,12 @@ impl Layer for Dense {
         self.kernel.iter().chain(self.bias.iter()).collect()
     }
     fn config(&self) -> Value {
-        let mut c = json!({
+        self.common.write(json!({
             "units": self.units,
             "activation": self.activation.name(),
             "useBias": self.use_bias,
             "kernelInitializer": self.kernel_init.to_json(),
             "biasInitializer": self.bias_init.to_json(),
-        });
-        if let (Some(d), Some(map)) = (&self.dale, c.as_object_mut()) {
-            d.write(map);
-        }
-        self.common.write(c)
+        }))
     }
 }

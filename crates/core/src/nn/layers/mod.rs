@@ -5,6 +5,7 @@ mod activation;
 mod attention;
 mod conv;
 mod dale;
+mod dann;
 mod dense;
 mod dropout;
 mod embedding;
@@ -177,8 +178,8 @@ fn core_layers(class_name: &str, o: &mut Options, common: &Common) -> Option<Res
         l.map(|l| Box::new(l) as Box<dyn Layer>)
     }
     Some(match class_name {
-        "Dense" => boxed(Dense::from_options(o, common, false)),
-        "EIDense" => boxed(Dense::from_options(o, common, true)),
+        "Dense" => boxed(Dense::from_options(o, common)),
+        "EIDense" => boxed(dann::EIDense::from_options(o, common)),
         "Conv2D" => boxed(Conv2dLayer::from_options(o, common)),
         "MaxPooling2D" => boxed(Pooling2d::from_options(o, common, true)),
         "AveragePooling2D" => boxed(Pooling2d::from_options(o, common, false)),

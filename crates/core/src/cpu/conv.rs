@@ -392,10 +392,20 @@ impl PixelCursor {
     }
 }
 
-/// Fills `out` with the patches of global rows `r0..r0 + nrows`, one row every `ld` floats;
-/// when `ld > patch_len` the element right after each patch is set to 1 (the bias column).
+/// Fills `out` with the patches of global rows `r0..r0 + nrows`, one row every `ld` values;
+/// when `ld > patch_len` the element right after each patch is set to `tail_value` (1 for the bias
+/// column of the f32 path). Padding reads as `pad(image)` (0, or an int8 zero point).
 /// `x` holds the images the cursor's `n` indexes into.
-fn im2col(x: &[f32], g: &Conv2dGeometry, r0: usize, nrows: usize, ld: usize, out: &mut [f32]) {
+pub(crate) fn im2col<T: Copy>(
+    x: &[T],
+    g: &Conv2dGeometry,
+    r0: usize,
+    nrows: usize,
+    ld: usize,
+    out: &mut [T],
+    tail_value: T,
+    pad: impl Fn(usize) -> T,
+) {
     let c = g.in_c;
     let k = g.patch_len();
     let img_len = g.in_h * g.in_w * c;
@@ -405,7 +415,7 @@ fn im2col(x: &[f32], g: &Conv2dGeometry, r0: usize, nrows: usize, ld: usize, out
     for row in out[..nrows * ld].chunks_exact_mut(ld) {
         let (row, tail) = row.split_at_mut(k);
         if let Some(one) = tail.first_mut() {
-            *one = 1.0;
+            *one = tail_value;
         }
         let xi = &x[cur.n * img_len..(cur.n + 1) * img_len];
         let ih0 = (cur.oh * g.stride_h) as isize - g.pad_top as isize;
@@ -414,7 +424,7 @@ fn im2col(x: &[f32], g: &Conv2dGeometry, r0: usize, nrows: usize, ld: usize, out
         for (kh, dst) in row.chunks_exact_mut(row_len).enumerate() {
             let ih = ih0 + (kh * g.dil_h) as isize;
             if ih < 0 || ih >= g.in_h as isize {
-                dst.fill(0.0);
+                dst.fill(pad(cur.n));
                 continue;
             }
             let xrow = &xi[ih as usize * g.in_w * c..(ih as usize + 1) * g.in_w * c];
@@ -425,7 +435,7 @@ fn im2col(x: &[f32], g: &Conv2dGeometry, r0: usize, nrows: usize, ld: usize, out
                 for (kw, d) in dst.chunks_exact_mut(c).enumerate() {
                     let iw = iw0 + (kw * g.dil_w) as isize;
                     if iw < 0 || iw >= g.in_w as isize {
-                        d.fill(0.0);
+                        d.fill(pad(cur.n));
                     } else {
                         let s = iw as usize * c;
                         copy_small(d, &xrow[s..s + c]);
@@ -477,7 +487,7 @@ fn col2im(cols: &[f32], g: &Conv2dGeometry, r0: usize, nrows: usize, dx: &mut [f
 /// `dst.copy_from_slice(src)` without a `memcpy` call for the tiny rows of few-channel
 /// inputs (a 3x3 kernel on a 1-channel image copies 3 floats at a time).
 #[inline(always)]
-fn copy_small(dst: &mut [f32], src: &[f32]) {
+fn copy_small<T: Copy>(dst: &mut [T], src: &[T]) {
     if dst.len() <= 8 {
         for (d, s) in dst.iter_mut().zip(src) {
             *d = *s;
@@ -552,7 +562,7 @@ pub fn conv2d_forward(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, g: &Conv2
         let r0 = bi * rows;
         let nr = yb.len() / o;
         with_scratch(nr * ld, |p| {
-            im2col(x, g, r0, nr, ld, p);
+            im2col(x, g, r0, nr, ld, p, 1.0, |_| 0.0);
             sgemm(nr, o, ld, p, false, w, false, yb, false, single);
         });
     })
@@ -645,7 +655,7 @@ fn filter_grad(x: &[f32], dy: &[f32], g: &Conv2dGeometry, ld: usize) -> Vec<f32>
                     sgemm(ld, o, nr, xb, true, dyb, false, &mut acc, true, single);
                 } else {
                     with_scratch(nr * ld, |p| {
-                        im2col(x, g, r0, nr, ld, p);
+                        im2col(x, g, r0, nr, ld, p, 1.0, |_| 0.0);
                         sgemm(ld, o, nr, p, true, dyb, false, &mut acc, true, single);
                     });
                 }

@@ -7,6 +7,7 @@ pub mod conv_direct;
 pub mod conv_transpose;
 pub mod elementwise;
 pub mod gemv;
+pub mod int8;
 pub mod matmul;
 pub mod norm;
 pub mod pool;

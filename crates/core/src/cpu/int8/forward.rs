@@ -1,0 +1,117 @@
+//! Int8 forward passes of Dense and Conv2D: quantize the activations, run the `u8 x i8` GEMM
+//! over blocks of rows in parallel, and dequantize each block with its bias and activation
+//! while it is still in cache.
+
+use rayon::prelude::*;
+
+use super::{dequantize, gemm_u8i8, AffineU8, Int8Kernel, PackedInt8};
+use crate::cpu::conv::{im2col, par_new, Conv2dGeometry};
+use crate::cpu::elementwise::Activation;
+use crate::{Error, Result};
+
+/// Below this many multiply-adds the work stays on the calling thread (a batch-1 request):
+/// a rayon round trip costs more than it saves.
+const PARALLEL_MACS: usize = 1 << 17;
+/// Rows per block: the block's `u8` rows, `i32` sums and outputs stay within L2.
+const BLOCK_BYTES: usize = 1 << 18;
+
+fn block_rows(rows: usize, bytes_per_row: usize, macs: usize) -> usize {
+    let threads = if macs < PARALLEL_MACS {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
+    let fit = (BLOCK_BYTES / bytes_per_row.max(1)).max(1);
+    fit.min(rows.div_ceil(threads)).max(1)
+}
+
+/// `act(x · W + bias)` with `x` of `rows x w.k`, each row quantized on its own.
+pub fn linear_int8(
+    x: &[f32],
+    rows: usize,
+    w: &PackedInt8,
+    bias: Option<&[f32]>,
+    act: Activation,
+    kernel: Int8Kernel,
+) -> Result<Vec<f32>> {
+    let (k, n, kp, ldc) = (w.k, w.n, w.padded_depth(), w.padded_width());
+    if x.len() != rows * k {
+        return Err(Error::shape("int8 dense input", [rows, k], x.len()));
+    }
+    let quant: Vec<AffineU8> = if rows * k >= PARALLEL_MACS {
+        x.par_chunks(k.max(1)).map(AffineU8::of).collect::<Result<_>>()?
+    } else {
+        x.chunks(k.max(1)).map(AffineU8::of).collect::<Result<_>>()?
+    };
+    let block = block_rows(rows, kp + 8 * ldc, rows * k * n);
+    let run = |bi: usize, yb: &mut [f32]| {
+        let (r0, nr) = (bi * block, yb.len() / n);
+        let mut a = vec![0u8; nr * kp];
+        for (r, arow) in a.chunks_exact_mut(kp).enumerate() {
+            quant[r0 + r].quantize_into(&x[(r0 + r) * k..(r0 + r + 1) * k], arow);
+        }
+        let mut c = vec![0i32; nr * ldc];
+        gemm_u8i8(kernel, &a, nr, w, &mut c);
+        dequantize(&c, w, |r| quant[r0 + r], bias, act, yb);
+    };
+    if block >= rows {
+        let mut y = crate::alloc::try_with_capacity("int8 dense output", rows * n)?;
+        y.resize(rows * n, 0.0);
+        run(0, &mut y);
+        return Ok(y);
+    }
+    Ok(par_new(rows * n, block * n, run))
+}
+
+/// Convolution of `x` (NHWC, `g`'s shapes) with the packed `[kh * kw * in_c, out_c]` kernel,
+/// each image quantized on its own; then `+ bias` and `act`.
+pub fn conv2d_int8(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    w: &PackedInt8,
+    bias: Option<&[f32]>,
+    act: Activation,
+    kernel: Int8Kernel,
+) -> Result<Vec<f32>> {
+    let image = g.in_h * g.in_w * g.in_c;
+    if x.len() != g.batch * image || w.k != g.k_h * g.k_w * g.in_c || w.n != g.out_c {
+        return Err(Error::shape("int8 conv2d input", g.input_shape(), x.len()));
+    }
+    let mut xq = crate::alloc::try_with_capacity::<u8>("int8 conv2d input", x.len())?;
+    xq.resize(x.len(), 0);
+    let quantize = |(img, q): (&[f32], &mut [u8])| -> Result<AffineU8> {
+        let params = AffineU8::of(img)?;
+        params.quantize_into(img, q);
+        Ok(params)
+    };
+    let step = image.max(1);
+    let quant: Vec<AffineU8> = if x.len() >= PARALLEL_MACS {
+        x.par_chunks(step)
+            .zip(xq.par_chunks_mut(step))
+            .map(quantize)
+            .collect::<Result<_>>()?
+    } else {
+        x.chunks(step)
+            .zip(xq.chunks_mut(step))
+            .map(quantize)
+            .collect::<Result<_>>()?
+    };
+    let pixels = g.out_h * g.out_w;
+    let (rows, n, kp, ldc) = (g.batch * pixels, w.n, w.padded_depth(), w.padded_width());
+    let block = block_rows(rows, kp + 8 * ldc, rows * w.k * n);
+    let run = |bi: usize, yb: &mut [f32]| {
+        let (r0, nr) = (bi * block, yb.len() / n);
+        let mut a = vec![0u8; nr * kp];
+        im2col(&xq, g, r0, nr, kp, &mut a, 0, |img| quant[img].zero_point);
+        let mut c = vec![0i32; nr * ldc];
+        gemm_u8i8(kernel, &a, nr, w, &mut c);
+        dequantize(&c, w, |r| quant[(r0 + r) / pixels], bias, act, yb);
+    };
+    if block >= rows {
+        let mut y = crate::alloc::try_with_capacity("int8 conv2d output", rows * n)?;
+        y.resize(rows * n, 0.0);
+        run(0, &mut y);
+        return Ok(y);
+    }
+    Ok(par_new(rows * n, block * n, run))
+}

@@ -1,0 +1,157 @@
+//! The x86 int8 GEMM tiles. Both walk the packed weights panel by panel (a panel of 16
+//! columns stays in L1 while the rows stream past it) and keep a tile of `i32` sums in
+//! registers across the whole reduction.
+//!
+//! Safety contract of the `gemm_*` entry points: the CPU has the named features; `a` holds `m`
+//! rows of `lda` bytes; `w` holds `ldc / NR` panels of `groups` groups (`lda == groups * KG`);
+//! `c` holds `m` rows of `ldc` values.
+
+use std::arch::x86_64::*;
+
+use super::{KG, NR};
+
+/// Rows per VNNI tile: 6 rows x 2 panels = 12 accumulators of the 32 registers.
+const MR_VNNI: usize = 6;
+/// Rows per AVX2 tile: 4 rows x 2 half-panel registers = 8 of the 16 registers.
+const MR_AVX2: usize = 4;
+
+/// AVX-512 VNNI: `vpdpbusd` multiplies 4 `u8` activations (broadcast) by 4 `i8` weights of
+/// each of 16 columns and adds the four products into the column's lane.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn gemm_vnni(
+    a: *const u8,
+    m: usize,
+    lda: usize,
+    w: *const i8,
+    groups: usize,
+    c: *mut i32,
+    ldc: usize,
+) {
+    // SAFETY: the module contract; every offset below stays inside the operands.
+    unsafe {
+        let panels = ldc / NR;
+        let panel_bytes = groups * NR * KG;
+        let mut p = 0;
+        while p < panels {
+            let np = (panels - p).min(2);
+            let wp = w.add(p * panel_bytes);
+            let mut i = 0;
+            while i < m {
+                let mr = (m - i).min(MR_VNNI);
+                let (ap, cp) = (a.add(i * lda), c.add(i * ldc + p * NR));
+                macro_rules! tile {
+                    ($($r:literal),*) => {
+                        match (mr, np) {
+                            $(($r, 2) => vnni_tile::<$r, 2>(ap, lda, wp, panel_bytes, groups, cp, ldc),
+                              ($r, _) => vnni_tile::<$r, 1>(ap, lda, wp, panel_bytes, groups, cp, ldc),)*
+                            _ => unreachable!("mr <= MR_VNNI"),
+                        }
+                    };
+                }
+                tile!(1, 2, 3, 4, 5, 6);
+                i += mr;
+            }
+            p += np;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn vnni_tile<const MR: usize, const NP: usize>(
+    a: *const u8,
+    lda: usize,
+    w: *const i8,
+    panel_bytes: usize,
+    groups: usize,
+    c: *mut i32,
+    ldc: usize,
+) {
+    // SAFETY: the module contract; every offset below stays inside the operands.
+    unsafe {
+        let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+        for g in 0..groups {
+            let mut wv = [_mm512_setzero_si512(); NP];
+            for (p, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(w.add(p * panel_bytes + g * NR * KG) as *const __m512i);
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32((a.add(r * lda + g * KG) as *const i32).read_unaligned());
+                for (s, v) in row.iter_mut().zip(&wv) {
+                    *s = _mm512_dpbusd_epi32(*s, av, *v);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (p, s) in row.iter().enumerate() {
+                _mm512_storeu_si512(c.add(r * ldc + p * NR) as *mut __m512i, *s);
+            }
+        }
+    }
+}
+
+/// AVX2: the activations are widened to `i16` once per tile of rows; each group's weights of
+/// 8 columns are sign-extended to two registers of 4 columns x 4 values, and `vpmaddwd`
+/// leaves two partial sums per column, added pairwise at the end.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn gemm_avx2(
+    a: *const u8,
+    m: usize,
+    lda: usize,
+    w: *const i8,
+    groups: usize,
+    c: *mut i32,
+    ldc: usize,
+) {
+    // SAFETY: the module contract; every offset below stays inside the operands.
+    unsafe {
+        let panels = ldc / NR;
+        let panel_bytes = groups * NR * KG;
+        let mut wide = vec![0i16; MR_AVX2 * lda];
+        let mut i = 0;
+        while i < m {
+            let mr = (m - i).min(MR_AVX2);
+            for (d, s) in wide
+                .iter_mut()
+                .zip(std::slice::from_raw_parts(a.add(i * lda), mr * lda))
+            {
+                *d = *s as i16;
+            }
+            for p in 0..panels {
+                for half in 0..2 {
+                    let wp = w.add(p * panel_bytes + half * (NR / 2) * KG);
+                    let cp = c.add(i * ldc + p * NR + half * NR / 2);
+                    match mr {
+                        4 => avx2_tile::<4>(wide.as_ptr(), lda, wp, groups, cp, ldc),
+                        3 => avx2_tile::<3>(wide.as_ptr(), lda, wp, groups, cp, ldc),
+                        2 => avx2_tile::<2>(wide.as_ptr(), lda, wp, groups, cp, ldc),
+                        _ => avx2_tile::<1>(wide.as_ptr(), lda, wp, groups, cp, ldc),
+                    }
+                }
+            }
+            i += mr;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn avx2_tile<const MR: usize>(a: *const i16, lda: usize, w: *const i8, groups: usize, c: *mut i32, ldc: usize) {
+    // SAFETY: the module contract; every offset below stays inside the operands.
+    unsafe {
+        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        for g in 0..groups {
+            let wg = w.add(g * NR * KG);
+            let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wg as *const __m128i));
+            let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wg.add(16) as *const __m128i));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_epi64x((a.add(r * lda + g * KG) as *const i64).read_unaligned());
+                row[0] = _mm256_add_epi32(row[0], _mm256_madd_epi16(av, w0));
+                row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(av, w1));
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            // Lanes hold (column, half) pairs; hadd gives columns [0, 1, 4, 5 | 2, 3, 6, 7].
+            let sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(row[0], row[1]), 0b11_01_10_00);
+            _mm256_storeu_si256(c.add(r * ldc) as *mut __m256i, sums);
+        }
+    }
+}

@@ -47,6 +47,7 @@ export {
   type FitArgs,
   History,
   type LoadModelArgs,
+  type QuantizeMode,
   loadModel,
   Model,
   type ModelArgs,

@@ -296,6 +296,25 @@ export class Model {
     this.#reportDevice();
   }
 
+  /**
+   * Opt-in reduced-precision inference. `quantize({ mode: 'int8' })` runs the Dense and Conv2D
+   * layers of `predict`, `evaluate` and gradient-free calls in dynamic int8: weights quantized
+   * per output channel (packed once, repacked after training or `setWeights` changes them),
+   * activations per sample, AVX-512 VNNI or AVX2 kernels chosen at run time (see `int8Kernel`).
+   * Training, attacks and explanations keep f32. `{ mode: 'float32' }` switches back. The mode
+   * is not saved with the model. Returns how many layers switched.
+   */
+  quantize(args: { mode: QuantizeMode }): number {
+    if (args === null || typeof args !== "object") throw new TypeError("quantize: expected { mode: 'int8' | 'float32' }");
+    knownKeys("quantize", args, ["mode"]);
+    return this.#native.quantize(args.mode);
+  }
+
+  /** The int8 kernel this CPU runs: `'vnni'` (AVX-512 VNNI), `'avx2'` or `'portable'`. */
+  get int8Kernel(): string {
+    return this.#native.int8Kernel;
+  }
+
   /** `'cpu'`, or the name of the GPU adapter the compiled model runs on. */
   get device(): string {
     return this.#native.device ?? "cpu";
@@ -648,6 +667,9 @@ export function model(args: ModelArgs): Model {
 }
 
 /** Options of {@link loadModel}. */
+/** Inference precision of {@link Model.quantize}. */
+export type QuantizeMode = "int8" | "float32";
+
 export interface LoadModelArgs {
   /** Seed of the loaded model's random state (dropout). */
   seed?: number;
@@ -658,6 +680,8 @@ export interface LoadModelArgs {
    * when the model files come from outside.
    */
   maxBytes?: number;
+  /** Inference precision of the loaded model: `'int8'` calls {@link Model.quantize} on it. */
+  quantize?: QuantizeMode;
 }
 
 /**
@@ -671,5 +695,7 @@ export async function loadModel(path: string, args: LoadModelArgs = {}): Promise
   const nativeModel = await native.loadModel(path, args.seed, args.maxBytes);
   const layers = wrapLayers(nativeModel);
   const isSequential = (JSON.parse(nativeModel.toJson()) as { className: string }).className === "Sequential";
-  return isSequential ? new Sequential(layers, nativeModel) : new Model(layers, nativeModel);
+  const model = isSequential ? new Sequential(layers, nativeModel) : new Model(layers, nativeModel);
+  if (args.quantize !== undefined) model.quantize({ mode: args.quantize });
+  return model;
 }

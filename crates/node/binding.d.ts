@@ -148,6 +148,15 @@ export declare class NativeModel {
   layerIds(): Array<number>
   /** Sets loss, optimizer and metrics from JSON. */
   compile(configJson: string): void
+  /**
+   * Switches inference (predict, evaluate, call without gradients) of the Dense and Conv2D
+   * layers to `mode`: `'int8'` (dynamic int8, per-channel weight scales, AVX-512 VNNI or AVX2
+   * kernels chosen at run time) or `'float32'`. Training keeps f32 and the next predict sees
+   * the new weights. Returns how many layers switched.
+   */
+  quantize(mode: string): number
+  /** The int8 kernel this CPU runs (`'vnni'`, `'avx2'` or `'portable'`). */
+  get int8Kernel(): string
   /** The GPU adapter the compiled model trains and predicts on; null on the CPU. */
   get device(): string | null
   /** Why a GPU asked for in `compile` is not used (the model runs on the CPU); null otherwise. */

@@ -174,6 +174,27 @@ impl NativeModel {
         guarded("compile", || model_of_mut(&mut self.inner.write()).compile(&config))
     }
 
+    /// Switches inference (predict, evaluate, call without gradients) of the Dense and Conv2D
+    /// layers to `mode`: `'int8'` (dynamic int8, per-channel weight scales, AVX-512 VNNI or AVX2
+    /// kernels chosen at run time) or `'float32'`. Training keeps f32 and the next predict sees
+    /// the new weights. Returns how many layers switched.
+    #[napi]
+    pub fn quantize(&self, mode: String) -> napi::Result<u32> {
+        let precision = guarded("quantize", || cortex_core::nn::quantize::Precision::parse(&mode))?;
+        // A model that is training holds the write lock: say so rather than block the event loop.
+        let guard = self.inner.try_read().ok_or_else(|| {
+            napi::Error::from_reason("quantize: the model is busy (training); call it after fit resolves")
+        })?;
+        let switched = guarded("quantize", || model_of(&guard).quantize(precision))?;
+        Ok(switched as u32)
+    }
+
+    /// The int8 kernel this CPU runs (`'vnni'`, `'avx2'` or `'portable'`).
+    #[napi(getter)]
+    pub fn int8_kernel(&self) -> String {
+        cortex_core::cpu::int8::Int8Kernel::detect().name().to_string()
+    }
+
     /// The GPU adapter the compiled model trains and predicts on; null on the CPU.
     #[napi(getter)]
     pub fn device(&self) -> Option<String> {

@@ -232,7 +232,7 @@ impl Conv2dGeometry {
     }
 
     /// Length of one im2col row: `kh * kw * in_c`.
-    fn patch_len(&self) -> usize {
+    pub fn patch_len(&self) -> usize {
         self.k_h * self.k_w * self.in_c
     }
 

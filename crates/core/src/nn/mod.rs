@@ -18,6 +18,7 @@ pub mod optim;
 pub mod options;
 pub mod param;
 pub mod privacy;
+pub mod quantize;
 pub mod schedule;
 
 pub use cell::{LayerCell, SharedLayer};

@@ -249,6 +249,28 @@ impl Model {
         }
     }
 
+    /// Sets the arithmetic of inference forward passes for every layer that has a
+    /// reduced-precision path (recursively through nested models); returns how many layers
+    /// switched. Training is unaffected: it always runs in f32.
+    pub fn quantize(&self, precision: super::quantize::Precision) -> Result<usize> {
+        if precision != super::quantize::Precision::Float32
+            && self.compiled.as_ref().is_some_and(|c| c.wants_gpu.is_some())
+        {
+            return Err(Error::Invalid(
+                "quantize: int8 inference runs on the CPU; this model is compiled for the GPU".into(),
+            ));
+        }
+        let mut switched = 0;
+        for cell in &self.layers {
+            let layer = cell.read();
+            match layer.as_model() {
+                Some(inner) => switched += inner.quantize(precision)?,
+                None => switched += usize::from(layer.set_precision(precision)),
+            }
+        }
+        Ok(switched)
+    }
+
     /// Moves a compiled model that asked for the GPU onto it, once it is built: on failure a
     /// strict request ("gpu!") is an error, a plain one records the fallback warning.
     fn attach_gpu(&mut self) -> Result<()> {

@@ -7,7 +7,10 @@ use super::{ActivationSpec, Common, ForwardCtx, Layer};
 use crate::cpu::conv::{Conv2dGeometry, Padding};
 use crate::nn::init::Initializer;
 use crate::nn::options::Options;
+use crate::cpu::elementwise::Activation;
+use crate::cpu::int8::{conv2d_int8, Int8Kernel};
 use crate::nn::param::Param;
+use crate::nn::quantize::{Int8Weights, Precision};
 use crate::rng::Rng;
 use crate::{ops, Error, Result, Tensor};
 
@@ -25,6 +28,7 @@ pub struct Conv2dLayer {
     bias_init: Initializer,
     kernel: Option<Param>,
     bias: Option<Param>,
+    int8: Int8Weights,
 }
 
 impl Conv2dLayer {
@@ -53,7 +57,30 @@ impl Conv2dLayer {
             bias_init: init_option(o, "biasInitializer", Initializer::Zeros)?,
             kernel: None,
             bias: None,
+            int8: Int8Weights::default(),
         })
+    }
+}
+
+impl Conv2dLayer {
+    /// The int8 forward pass, when the layer is quantized and this call is plain inference.
+    fn forward_int8(&self, x: &Tensor, kernel: &Param, bias: Option<&Tensor>, ctx: &ForwardCtx) -> Result<Option<Tensor>> {
+        let w = kernel.get();
+        let geom = Conv2dGeometry::new(x.shape(), w.shape(), self.strides, self.dilation, self.padding)?;
+        let Some(packed) = self.int8.for_call(kernel, &w, x, ctx, geom.patch_len(), geom.out_c)? else {
+            return Ok(None);
+        };
+        let act = self.activation.pointwise();
+        let y = conv2d_int8(
+            x.data(),
+            &geom,
+            &packed,
+            bias.map(Tensor::data),
+            act.unwrap_or(Activation::Linear),
+            Int8Kernel::detect(),
+        )?;
+        let y = Tensor::new(y, &geom.output_shape())?;
+        Ok(Some(if act.is_some() { y } else { self.activation.apply_owned(y)? }))
     }
 }
 
@@ -93,12 +120,15 @@ impl Layer for Conv2dLayer {
         };
         Ok(geom.output_shape()[1..].to_vec())
     }
-    fn forward(&self, x: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let kernel = self
             .kernel
             .as_ref()
             .ok_or_else(|| Error::Invalid(format!("layer '{}' is used before it was built", self.common.name)))?;
         let bias = self.bias.as_ref().map(Param::get);
+        if let Some(y) = self.forward_int8(x, kernel, bias.as_ref(), ctx)? {
+            return Ok(y);
+        }
         if let Some(act) = self.activation.pointwise() {
             let (k, b) = (kernel.get(), bias.as_ref());
             return ops::conv2d_act(x, &k, b, self.strides, self.dilation, self.padding, act);
@@ -112,6 +142,10 @@ impl Layer for Conv2dLayer {
             self.padding,
         )?;
         self.activation.apply_owned(y)
+    }
+    fn set_precision(&self, precision: Precision) -> bool {
+        self.int8.set(precision);
+        true
     }
     fn params(&self) -> Vec<&Param> {
         self.kernel.iter().chain(self.bias.iter()).collect()

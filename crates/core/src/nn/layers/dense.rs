@@ -5,7 +5,10 @@ use serde_json::{json, Value};
 use super::{ActivationSpec, Common, ForwardCtx, Layer};
 use crate::nn::init::Initializer;
 use crate::nn::options::Options;
+use crate::cpu::elementwise::Activation;
+use crate::cpu::int8::{linear_int8, Int8Kernel};
 use crate::nn::param::Param;
+use crate::nn::quantize::{Int8Weights, Precision};
 use crate::rng::Rng;
 use crate::{ops, Error, Result, Tensor};
 
@@ -19,6 +22,7 @@ pub struct Dense {
     bias_init: Initializer,
     kernel: Option<Param>,
     bias: Option<Param>,
+    int8: Int8Weights,
 }
 
 impl Dense {
@@ -32,6 +36,7 @@ impl Dense {
             bias_init: init_option(o, "biasInitializer", Initializer::Zeros)?,
             kernel: None,
             bias: None,
+            int8: Int8Weights::default(),
         })
     }
 }
@@ -88,11 +93,28 @@ impl Layer for Dense {
         *out.last_mut().expect("rank checked") = self.units;
         Ok(out)
     }
-    fn forward(&self, x: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let kernel = self.kernel.as_ref().ok_or_else(|| not_built(&self.common.name))?;
         let bias = self.bias.as_ref().map(Param::get);
-        let y = ops::linear(x, &kernel.get(), bias.as_ref())?;
+        let w = kernel.get();
+        let (din, dout) = (w.shape()[0], self.units);
+        if x.shape().last() == Some(&din) {
+            if let Some(packed) = self.int8.for_call(kernel, &w, x, ctx, din, dout)? {
+                let act = self.activation.pointwise().unwrap_or(Activation::Linear);
+                let rows = x.len() / din.max(1);
+                let y = linear_int8(x.data(), rows, &packed, bias.as_ref().map(Tensor::data), act, Int8Kernel::detect())?;
+                let mut shape = x.shape().to_vec();
+                *shape.last_mut().expect("rank >= 1") = dout;
+                let y = Tensor::new(y, &shape)?;
+                return if self.activation.pointwise().is_some() { Ok(y) } else { self.activation.apply_owned(y) };
+            }
+        }
+        let y = ops::linear(x, &w, bias.as_ref())?;
         self.activation.apply_owned(y)
+    }
+    fn set_precision(&self, precision: Precision) -> bool {
+        self.int8.set(precision);
+        true
     }
     fn params(&self) -> Vec<&Param> {
         self.kernel.iter().chain(self.bias.iter()).collect()

@@ -110,6 +110,11 @@ pub trait Layer: Send + Sync {
     fn as_model_mut(&mut self) -> Option<&mut crate::nn::model::Model> {
         None
     }
+    /// Switches the arithmetic of inference forward passes; returns whether this layer has a
+    /// reduced-precision path (the others keep f32).
+    fn set_precision(&self, _precision: crate::nn::quantize::Precision) -> bool {
+        false
+    }
 }
 
 /// Options every layer accepts.

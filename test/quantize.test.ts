@@ -1,0 +1,150 @@
+/**
+ * model.quantize({ mode: 'int8' }): predictions stay close to f32, every int8 kernel gives the
+ * same numbers (the integer arithmetic is exact), weight changes after quantizing are seen by
+ * the next predict, training is untouched, and float32 switches back exactly. The arithmetic
+ * itself is checked against an f64 reference in crates/core/src/cpu/int8/tests.rs.
+ */
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { conv2d, dense, flatten, maxPooling2d, type Model, sequential, type Tensor, tensor } from "../index.ts";
+import { blobs, randomTensor } from "./helpers.ts";
+
+const root = join(import.meta.dirname, "..");
+
+function convnet(seed = 42): Model {
+  return sequential(
+    [
+      conv2d({ filters: 16, kernelSize: 3, activation: "relu", inputShape: [12, 12, 1] }),
+      maxPooling2d({ poolSize: 2 }),
+      conv2d({ filters: 8, kernelSize: 3, padding: "same", activation: "relu" }),
+      flatten(),
+      dense({ units: 10, activation: "softmax" }),
+    ],
+    { seed },
+  );
+}
+
+function maxDiff(a: Tensor, b: Tensor): number {
+  expect(a.shape).toEqual(b.shape);
+  return a.data.reduce((d, v, i) => Math.max(d, Math.abs(v - b.data[i])), 0);
+}
+
+function argmaxAgreement(a: Tensor, b: Tensor): number {
+  const classes = a.shape[a.shape.length - 1];
+  const rows = a.data.length / classes;
+  let same = 0;
+  for (let r = 0; r < rows; r++) {
+    const row = (t: Tensor) => Array.from(t.data.subarray(r * classes, (r + 1) * classes));
+    const am = (v: number[]) => v.indexOf(Math.max(...v));
+    if (am(row(a)) === am(row(b))) same++;
+  }
+  return same / rows;
+}
+
+/** int8 predictions of the test convnet in a child process with `CORTEX_INT8_KERNEL=kernel`. */
+function int8PredictWith(kernel: string): { kernel: string; data: number[] } {
+  const script = `
+    import { conv2d, dense, flatten, maxPooling2d, sequential } from "./index.ts";
+    import { randomTensor } from "./test/helpers.ts";
+    const m = sequential([
+      conv2d({ filters: 16, kernelSize: 3, activation: "relu", inputShape: [12, 12, 1] }),
+      maxPooling2d({ poolSize: 2 }),
+      conv2d({ filters: 8, kernelSize: 3, padding: "same", activation: "relu" }),
+      flatten(),
+      dense({ units: 10, activation: "softmax" }),
+    ], { seed: 42 });
+    m.quantize({ mode: "int8" });
+    const y = await m.predict(randomTensor([300, 12, 12, 1], 5));
+    console.log(JSON.stringify({ kernel: m.int8Kernel, data: Array.from(y.data) }));`;
+  const stdout = execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+    cwd: root,
+    env: { ...process.env, CORTEX_INT8_KERNEL: kernel },
+    encoding: "utf8",
+  });
+  return JSON.parse(stdout.trim().split("\n").at(-1) as string);
+}
+
+describe("int8 inference", () => {
+  it("stays close to f32, switches three layers, and switches back exactly", async () => {
+    const m = convnet();
+    const x = randomTensor([64, 12, 12, 1], 3);
+    const f32 = await m.predict(x);
+    expect(m.quantize({ mode: "int8" })).toBe(3);
+    expect(["vnni", "avx2", "portable"]).toContain(m.int8Kernel);
+    const q = await m.predict(x);
+    const d = maxDiff(f32, q);
+    expect(d).toBeGreaterThan(0); // the int8 path ran
+    expect(d).toBeLessThan(0.05);
+    expect(argmaxAgreement(f32, q)).toBeGreaterThanOrEqual(0.9);
+    m.quantize({ mode: "float32" });
+    expect(maxDiff(f32, await m.predict(x))).toBe(0);
+  });
+
+  it("a sample's result does not depend on the batch it is served in", async () => {
+    const m = convnet(7);
+    m.quantize({ mode: "int8" });
+    const x = randomTensor([5, 12, 12, 1], 11);
+    const whole = await m.predict(x);
+    const parts = await m.predict(x, { batchSize: 2 });
+    expect(maxDiff(whole, parts)).toBeLessThan(1e-6);
+    // Batch-1 requests (run inline, single-threaded) too.
+    for (let i = 0; i < 5; i++) {
+      const one = await m.predict(tensor(x.data.slice(i * 144, (i + 1) * 144), [1, 12, 12, 1]));
+      const row = tensor(whole.data.slice(i * 10, (i + 1) * 10), [1, 10]);
+      expect(maxDiff(one, row)).toBeLessThan(1e-6);
+    }
+  });
+
+  it("every int8 kernel this CPU runs gives the same predictions", () => {
+    const runs = ["vnni", "avx2", "portable"].map(int8PredictWith);
+    const ran = new Set(runs.map((r) => r.kernel));
+    console.log(`int8 kernels compared: ${[...ran].join(", ")}`);
+    expect(ran.has("portable")).toBe(true);
+    for (const r of runs) {
+      const d = r.data.reduce((m, v, i) => Math.max(m, Math.abs(v - runs[0].data[i])), 0);
+      expect(d, `${r.kernel} vs ${runs[0].kernel}`).toBeLessThan(1e-6);
+    }
+  });
+
+  it("sees setWeights and fit after quantizing, and training stays f32", async () => {
+    const { x, y } = blobs(128, 3);
+    const build = () =>
+      sequential(
+        [
+          dense({ units: 16, activation: "relu", inputShape: [x.shape[1]] }),
+          dense({ units: 2, activation: "softmax" }),
+        ],
+        { seed: 9 },
+      );
+    const plain = build();
+    const quantized = build();
+    quantized.quantize({ mode: "int8" });
+    for (const m of [plain, quantized]) m.compile({ optimizer: "adam", loss: "sparseCategoricalCrossentropy" });
+
+    const before = await quantized.predict(x);
+    await plain.fit(x, y, { epochs: 3, batchSize: 32, shuffle: false, verbose: 0 });
+    await quantized.fit(x, y, { epochs: 3, batchSize: 32, shuffle: false, verbose: 0 });
+    // Training is f32 on both: the same weights, bit for bit.
+    const wp = plain.getWeights();
+    const wq = quantized.getWeights();
+    wp.forEach((w, i) => expect(maxDiff(w, wq[i])).toBe(0));
+    // And the quantized predict serves the trained weights, not the packed copy from before.
+    const after = await quantized.predict(x);
+    expect(maxDiff(before, after)).toBeGreaterThan(0.01);
+    expect(maxDiff(after, await plain.predict(x))).toBeLessThan(0.05);
+
+    quantized.setWeights(quantized.getWeights().map((w, i) => randomTensor([...w.shape], 100 + i)));
+    plain.setWeights(quantized.getWeights());
+    expect(maxDiff(await quantized.predict(x), await plain.predict(x))).toBeLessThan(0.05);
+  });
+
+  it("rejects an unknown mode and non-finite inputs with clear errors", async () => {
+    const m = convnet();
+    expect(() => m.quantize({ mode: "int4" as "int8" })).toThrow(/unknown mode 'int4'/);
+    m.quantize({ mode: "int8" });
+    const x = randomTensor([2, 12, 12, 1], 1);
+    x.data[7] = Number.NaN;
+    await expect(m.predict(x)).rejects.toThrow(/finite/);
+  });
+});

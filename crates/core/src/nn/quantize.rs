@@ -35,6 +35,12 @@ impl Precision {
     }
 }
 
+/// Shortest reduction that runs in int8. A first convolution on raw pixels (`3 x 3 x 1`: 9
+/// values) has too little arithmetic per output to repay quantizing, unpacking and dequantizing
+/// every value: it stays f32 (where the direct kernel fuses bias and activation), as most int8
+/// deployments keep the first layer.
+pub const MIN_DEPTH: usize = 32;
+
 /// A layer kernel's int8 form: whether it is on, and the packed copy with the parameter
 /// version it was packed from.
 #[derive(Default)]
@@ -69,7 +75,7 @@ impl Int8Weights {
         k: usize,
         n: usize,
     ) -> Result<Option<Arc<PackedInt8>>> {
-        if !self.enabled() || ctx.training || Tensor::records(&[x, kernel_value]) {
+        if !self.enabled() || k < MIN_DEPTH || ctx.training || Tensor::records(&[x, kernel_value]) {
             return Ok(None);
         }
         // Read the version before the value: a change in between only costs one more repack.

@@ -15,6 +15,28 @@ const PARALLEL_MACS: usize = 1 << 17;
 /// Rows per block: the block's `u8` rows, `i32` sums and outputs stay within L2.
 const BLOCK_BYTES: usize = 1 << 18;
 
+thread_local! {
+    /// Per-thread `u8` rows and `i32` sums of a block, reused across calls (no page faults or
+    /// zeroing per call). Bytes of a row past its `k` values may hold stale values: the packed
+    /// weights are zero there.
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<i32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with this thread's scratch grown to `a_len` bytes and `c_len` sums.
+fn with_scratch<R>(a_len: usize, c_len: usize, f: impl FnOnce(&mut [u8], &mut [i32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (a, c) = &mut *s;
+        if a.len() < a_len {
+            a.resize(a_len, 0);
+        }
+        if c.len() < c_len {
+            c.resize(c_len, 0);
+        }
+        f(&mut a[..a_len], &mut c[..c_len])
+    })
+}
+
 fn block_rows(rows: usize, bytes_per_row: usize, macs: usize) -> usize {
     let threads = if macs < PARALLEL_MACS {
         1
@@ -46,13 +68,13 @@ pub fn linear_int8(
     let block = block_rows(rows, kp + 8 * ldc, rows * k * n);
     let run = |bi: usize, yb: &mut [f32]| {
         let (r0, nr) = (bi * block, yb.len() / n);
-        let mut a = vec![0u8; nr * kp];
-        for (r, arow) in a.chunks_exact_mut(kp).enumerate() {
-            quant[r0 + r].quantize_into(&x[(r0 + r) * k..(r0 + r + 1) * k], arow);
-        }
-        let mut c = vec![0i32; nr * ldc];
-        gemm_u8i8(kernel, &a, nr, w, &mut c);
-        dequantize(&c, w, |r| quant[r0 + r], bias, act, yb);
+        with_scratch(nr * kp, nr * ldc, |a, c| {
+            for (r, arow) in a.chunks_exact_mut(kp).enumerate() {
+                quant[r0 + r].quantize_into(&x[(r0 + r) * k..(r0 + r + 1) * k], arow);
+            }
+            gemm_u8i8(kernel, a, nr, w, c);
+            dequantize(c, w, |r| quant[r0 + r], bias, act, yb);
+        });
     };
     if block >= rows {
         let mut y = crate::alloc::try_with_capacity("int8 dense output", rows * n)?;
@@ -101,11 +123,11 @@ pub fn conv2d_int8(
     let block = block_rows(rows, kp + 8 * ldc, rows * w.k * n);
     let run = |bi: usize, yb: &mut [f32]| {
         let (r0, nr) = (bi * block, yb.len() / n);
-        let mut a = vec![0u8; nr * kp];
-        im2col(&xq, g, r0, nr, kp, &mut a, 0, |img| quant[img].zero_point);
-        let mut c = vec![0i32; nr * ldc];
-        gemm_u8i8(kernel, &a, nr, w, &mut c);
-        dequantize(&c, w, |r| quant[(r0 + r) / pixels], bias, act, yb);
+        with_scratch(nr * kp, nr * ldc, |a, c| {
+            im2col(&xq, g, r0, nr, kp, a, 0, |img| quant[img].zero_point);
+            gemm_u8i8(kernel, a, nr, w, c);
+            dequantize(c, w, |r| quant[(r0 + r) / pixels], bias, act, yb);
+        });
     };
     if block >= rows {
         let mut y = crate::alloc::try_with_capacity("int8 conv2d output", rows * n)?;

@@ -113,13 +113,8 @@ impl AffineU8 {
     /// ReLU zeros are exact), split into 255 steps. Errors on a non-finite value, which int8
     /// cannot represent.
     pub fn of(x: &[f32]) -> Result<AffineU8> {
-        let (mut lo, mut hi) = (0f32, 0f32);
-        for &v in x {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        // min/max skip NaN, so check the sum of the extremes and every value only on failure.
-        if !(lo.is_finite() && hi.is_finite()) || x.iter().any(|v| v.is_nan()) {
+        let (lo, hi, finite) = range(x);
+        if !finite {
             return Err(Error::Invalid(
                 "int8 inference needs finite inputs; got NaN or infinity".into(),
             ));
@@ -140,18 +135,76 @@ impl AffineU8 {
         })
     }
 
-    /// One quantized value.
+    /// One quantized value: `floor(x / s + z + 0.5)` clamped to `0..=255` (round half up,
+    /// written so that the loop below vectorises; `roundf` does not).
     #[inline(always)]
     pub fn quantize(&self, x: f32) -> u8 {
-        ((x * self.inverse).round() + self.zero_point as f32).clamp(0.0, 255.0) as u8
+        (x * self.inverse + (self.zero_point as f32 + 0.5)).clamp(0.0, 255.0) as i32 as u8
     }
 
     /// Quantizes `x` into the first `x.len()` bytes of `out`.
     pub fn quantize_into(&self, x: &[f32], out: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { self.quantize_into_avx2(x, out) };
+        }
+        self.quantize_into_plain(x, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn quantize_into_avx2(&self, x: &[f32], out: &mut [u8]) {
+        // SAFETY: the caller checked AVX2 (FMA comes with every AVX2 CPU we dispatch to).
+        unsafe { x86::quantize_avx2(x, self.inverse, self.zero_point as f32 + 0.5, out) }
+    }
+
+    #[inline(always)]
+    fn quantize_into_plain(&self, x: &[f32], out: &mut [u8]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = self.quantize(v);
         }
     }
+}
+
+/// `(min(x, 0), max(x, 0), all finite)`, in lanes so that it vectorises (`f32::min` chains
+/// do not: they must skip NaN one value at a time).
+fn range(x: &[f32]) -> (f32, f32, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { range_avx2(x) };
+    }
+    range_plain(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn range_avx2(x: &[f32]) -> (f32, f32, bool) {
+    range_plain(x)
+}
+
+#[inline(always)]
+fn range_plain(x: &[f32]) -> (f32, f32, bool) {
+    const L: usize = 16;
+    let (mut lo, mut hi, mut bad) = ([0f32; L], [0f32; L], [0f32; L]);
+    let chunks = x.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..L {
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+            // x * 0 is 0 for finite x and NaN for NaN or infinity.
+            bad[i] += c[i] * 0.0;
+        }
+    }
+    for (i, &v) in rest.iter().enumerate() {
+        lo[i] = if v < lo[i] { v } else { lo[i] };
+        hi[i] = if v > hi[i] { v } else { hi[i] };
+        bad[i] += v * 0.0;
+    }
+    let lo = lo.iter().fold(0f32, |a, &b| a.min(b));
+    let hi = hi.iter().fold(0f32, |a, &b| a.max(b));
+    (lo, hi, bad.iter().all(|b| *b == 0.0))
 }
 
 /// A `k x n` weight matrix quantized per column and packed for the GEMM kernels: panels of
@@ -282,14 +335,52 @@ pub fn dequantize(
     act: crate::cpu::elementwise::Activation,
     y: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { dequantize_avx2(c, w, quant, bias, act, y) };
+    }
+    dequantize_plain(c, w, quant, bias, act, y);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dequantize_avx2(
+    c: &[i32],
+    w: &PackedInt8,
+    quant: impl Fn(usize) -> AffineU8,
+    bias: Option<&[f32]>,
+    act: crate::cpu::elementwise::Activation,
+    y: &mut [f32],
+) {
+    dequantize_plain(c, w, quant, bias, act, y);
+}
+
+#[inline(always)]
+fn dequantize_plain(
+    c: &[i32],
+    w: &PackedInt8,
+    quant: impl Fn(usize) -> AffineU8,
+    bias: Option<&[f32]>,
+    act: crate::cpu::elementwise::Activation,
+    y: &mut [f32],
+) {
     let (n, ldc) = (w.n, w.padded_width());
+    let zeros;
+    let bias = match bias {
+        Some(b) => &b[..n],
+        None => {
+            zeros = vec![0f32; n];
+            &zeros[..]
+        }
+    };
+    let (scales, col_sums) = (&w.scales[..n], &w.col_sums[..n]);
     for (i, yrow) in y.chunks_exact_mut(n).enumerate() {
         let q = quant(i);
-        let zp = q.zero_point as i32;
+        let (zp, s) = (q.zero_point as i32, q.scale);
         let crow = &c[i * ldc..i * ldc + n];
         for j in 0..n {
-            let sum = (crow[j] - zp * w.col_sums[j]) as f32;
-            yrow[j] = sum * (q.scale * w.scales[j]) + bias.map_or(0.0, |b| b[j]);
+            yrow[j] = ((crow[j] - zp * col_sums[j]) as f32) * (s * scales[j]) + bias[j];
         }
         crate::cpu::elementwise::activation_in_place(act, yrow);
     }

@@ -10,8 +10,11 @@ use std::arch::x86_64::*;
 
 use super::{KG, NR};
 
-/// Rows per VNNI tile: 6 rows x 2 panels = 12 accumulators of the 32 registers.
-const MR_VNNI: usize = 6;
+/// Rows per VNNI tile: 5 rows x 4 panels = 20 accumulators of the 32 registers (4 weight
+/// loads and 5 broadcasts feed 20 `vpdpbusd`; 64 columns cover most layers in one pass).
+const MR_VNNI: usize = 5;
+/// Panels per VNNI tile.
+const NP_VNNI: usize = 4;
 /// Rows per AVX2 tile: 4 rows x 2 half-panel registers = 8 of the 16 registers.
 const MR_AVX2: usize = 4;
 
@@ -33,7 +36,7 @@ pub(super) unsafe fn gemm_vnni(
         let panel_bytes = groups * NR * KG;
         let mut p = 0;
         while p < panels {
-            let np = (panels - p).min(2);
+            let np = (panels - p).min(NP_VNNI);
             let wp = w.add(p * panel_bytes);
             let mut i = 0;
             while i < m {
@@ -42,13 +45,15 @@ pub(super) unsafe fn gemm_vnni(
                 macro_rules! tile {
                     ($($r:literal),*) => {
                         match (mr, np) {
-                            $(($r, 2) => vnni_tile::<$r, 2>(ap, lda, wp, panel_bytes, groups, cp, ldc),
+                            $(($r, 4) => vnni_tile::<$r, 4>(ap, lda, wp, panel_bytes, groups, cp, ldc),
+                              ($r, 3) => vnni_tile::<$r, 3>(ap, lda, wp, panel_bytes, groups, cp, ldc),
+                              ($r, 2) => vnni_tile::<$r, 2>(ap, lda, wp, panel_bytes, groups, cp, ldc),
                               ($r, _) => vnni_tile::<$r, 1>(ap, lda, wp, panel_bytes, groups, cp, ldc),)*
                             _ => unreachable!("mr <= MR_VNNI"),
                         }
                     };
                 }
-                tile!(1, 2, 3, 4, 5, 6);
+                tile!(1, 2, 3, 4, 5);
                 i += mr;
             }
             p += np;
@@ -153,5 +158,37 @@ unsafe fn avx2_tile<const MR: usize>(a: *const i16, lda: usize, w: *const i8, gr
             let sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(row[0], row[1]), 0b11_01_10_00);
             _mm256_storeu_si256(c.add(r * ldc) as *mut __m256i, sums);
         }
+    }
+}
+
+/// `out[i] = clamp(floor(x[i] * inverse + offset), 0, 255)` for `x.len() <= out.len()` values,
+/// 32 at a time: four vectors of `i32` packed to bytes (`packs` works within 128-bit lanes, so
+/// a final permute restores the order).
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn quantize_avx2(x: &[f32], inverse: f32, offset: f32, out: &mut [u8]) {
+    let n = x.len().min(out.len());
+    let (inv, off) = (_mm256_set1_ps(inverse), _mm256_set1_ps(offset));
+    let (lo, hi) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut i = 0;
+    // SAFETY: every load reads x[i..i + 32] and every store writes out[i..i + 32], i + 32 <= n.
+    unsafe {
+        let q = |p: *const f32| {
+            // Multiply then add, rounded twice as the scalar form is (an FMA could move a value
+            // sitting on a .5 boundary to the other side).
+            let v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(p), inv), off);
+            _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi))
+        };
+        while i + 32 <= n {
+            let p = x.as_ptr().add(i);
+            let ab = _mm256_packs_epi32(q(p), q(p.add(8)));
+            let cd = _mm256_packs_epi32(q(p.add(16)), q(p.add(24)));
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+            _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, bytes);
+            i += 32;
+        }
+    }
+    for j in i..n {
+        out[j] = (x[j] * inverse + offset).clamp(0.0, 255.0) as u8;
     }
 }

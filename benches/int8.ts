@@ -1,0 +1,98 @@
+/**
+ * int8 inference against cortex-nn's own f32, on the demo's MNIST convnet trained here on the
+ * real MNIST training set: test accuracy of both (the cost of quantizing), how often they
+ * agree, batch-256 throughput and batch-1 latency, the two precisions alternating in one
+ * process. Writes its section of benches/RESULTS.md.
+ *
+ *   npm run bench:int8 [-- threads]     (EPOCHS=3 by default, as the demo; SEED=42)
+ */
+import { cpus } from "node:os";
+import { adam, loadMnist, type Model, schedules, setNumThreads, setSeed, type Tensor, tensor } from "../index.ts";
+import { mnistConvnet } from "../examples/convnet.ts";
+import { writeSection } from "./results.ts";
+
+const threads = Number(process.argv[2] ?? 2);
+const epochs = Number(process.env.EPOCHS ?? 3);
+setNumThreads(threads);
+setSeed(Number(process.env.SEED ?? 42));
+
+const mnist = await loadMnist();
+const xTrain = tensor(mnist.trainImages, [mnist.trainCount, 28, 28, 1]);
+const yTrain = tensor(mnist.trainLabels, [mnist.trainCount]);
+const xTest = tensor(mnist.testImages, [mnist.testCount, 28, 28, 1]);
+const labels = mnist.testLabels;
+
+const model = mnistConvnet();
+const steps = Math.ceil(mnist.trainCount / 128) * epochs;
+model.compile({
+  optimizer: adam({ learningRate: schedules.cosineDecay({ initialLearningRate: 5e-3, decaySteps: steps }) }),
+  loss: "sparseCategoricalCrossentropy",
+  metrics: ["accuracy"],
+});
+console.log(`training the demo convnet for ${epochs} epoch(s) on ${mnist.trainCount} MNIST images...`);
+await model.fit(xTrain, yTrain, { epochs, batchSize: 128, verbose: 0 });
+
+function argmaxes(y: Tensor): Int32Array {
+  const classes = y.shape[1];
+  const out = new Int32Array(y.shape[0]);
+  for (let r = 0; r < out.length; r++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (y.data[r * classes + c] > y.data[r * classes + best]) best = c;
+    out[r] = best;
+  }
+  return out;
+}
+const accuracy = (pred: Int32Array) => pred.reduce((n, p, i) => n + (p === labels[i] ? 1 : 0), 0) / pred.length;
+
+model.quantize({ mode: "float32" });
+const f32 = argmaxes(await model.predict(xTest, { batchSize: 256 }));
+const switched = model.quantize({ mode: "int8" });
+const int8 = argmaxes(await model.predict(xTest, { batchSize: 256 }));
+const agree = f32.reduce((n, p, i) => n + (p === int8[i] ? 1 : 0), 0) / f32.length;
+const [accF32, accInt8] = [accuracy(f32), accuracy(int8)];
+
+/** Median milliseconds of `reps` predicts of `x` in one batch. */
+async function median(m: Model, x: Tensor, reps: number): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await m.predict(x, { batchSize: x.shape[0] });
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return times[times.length >> 1];
+}
+
+const big = tensor(mnist.testImages.subarray(0, 256 * 784), [256, 28, 28, 1]);
+const one = tensor(mnist.testImages.subarray(0, 784), [1, 28, 28, 1]);
+const timing = { f32: { b256: [] as number[], b1: [] as number[] }, int8: { b256: [] as number[], b1: [] as number[] } };
+for (let round = 0; round < 5; round++) {
+  for (const mode of ["float32", "int8"] as const) {
+    model.quantize({ mode });
+    const key = mode === "int8" ? "int8" : "f32";
+    await median(model, big, 3); // warm-up (packing, scratch buffers)
+    timing[key].b256.push(await median(model, big, 15));
+    timing[key].b1.push(await median(model, one, 200));
+  }
+}
+const mid = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
+const [tF, tQ] = [mid(timing.f32.b256), mid(timing.int8.b256)];
+const [lF, lQ] = [mid(timing.f32.b1), mid(timing.int8.b1)];
+
+const cpu = cpus()[0]?.model ?? "unknown CPU";
+const body = `## int8 inference (\`npm run bench:int8\`)
+
+The demo's MNIST convnet trained ${epochs} epoch(s) on the 60,000 training images, then evaluated
+on the 10,000 test images in f32 and after \`model.quantize({ mode: 'int8' })\` (${switched} layers
+switched; the first convolution, 9 values per output, stays f32). Kernel: \`${model.int8Kernel}\`,
+${threads} threads, ${cpu}. Timings are medians of 5 alternating rounds.
+
+| | f32 | int8 | int8 vs f32 |
+|---|---|---|---|
+| MNIST test accuracy | ${(accF32 * 100).toFixed(2)}% | ${(accInt8 * 100).toFixed(2)}% | ${((accInt8 - accF32) * 100).toFixed(2)} points |
+| same class as f32 | | ${(agree * 100).toFixed(2)}% | |
+| batch 256 | ${tF.toFixed(2)} ms | ${tQ.toFixed(2)} ms | ${(tF / tQ).toFixed(2)}x throughput |
+| batch 1 | ${(lF * 1000).toFixed(0)} µs | ${(lQ * 1000).toFixed(0)} µs | ${(lF / lQ).toFixed(2)}x |
+`;
+console.log(body);
+writeSection("int8", body);

@@ -5,10 +5,10 @@ use serde_json::{json, Value};
 use super::dense::init_option;
 use super::{ActivationSpec, Common, ForwardCtx, Layer};
 use crate::cpu::conv::{Conv2dGeometry, Padding};
-use crate::nn::init::Initializer;
-use crate::nn::options::Options;
 use crate::cpu::elementwise::Activation;
 use crate::cpu::int8::{conv2d_int8, Int8Kernel};
+use crate::nn::init::Initializer;
+use crate::nn::options::Options;
 use crate::nn::param::Param;
 use crate::nn::quantize::{Int8Weights, Precision};
 use crate::rng::Rng;
@@ -64,7 +64,13 @@ impl Conv2dLayer {
 
 impl Conv2dLayer {
     /// The int8 forward pass, when the layer is quantized and this call is plain inference.
-    fn forward_int8(&self, x: &Tensor, kernel: &Param, bias: Option<&Tensor>, ctx: &ForwardCtx) -> Result<Option<Tensor>> {
+    fn forward_int8(
+        &self,
+        x: &Tensor,
+        kernel: &Param,
+        bias: Option<&Tensor>,
+        ctx: &ForwardCtx,
+    ) -> Result<Option<Tensor>> {
         let w = kernel.get();
         let geom = Conv2dGeometry::new(x.shape(), w.shape(), self.strides, self.dilation, self.padding)?;
         let Some(packed) = self.int8.for_call(kernel, &w, x, ctx, geom.patch_len(), geom.out_c)? else {
@@ -80,7 +86,11 @@ impl Conv2dLayer {
             Int8Kernel::detect(),
         )?;
         let y = Tensor::new(y, &geom.output_shape())?;
-        Ok(Some(if act.is_some() { y } else { self.activation.apply_owned(y)? }))
+        Ok(Some(if act.is_some() {
+            y
+        } else {
+            self.activation.apply_owned(y)?
+        }))
     }
 }
 

@@ -3,10 +3,10 @@
 use serde_json::{json, Value};
 
 use super::{ActivationSpec, Common, ForwardCtx, Layer};
-use crate::nn::init::Initializer;
-use crate::nn::options::Options;
 use crate::cpu::elementwise::Activation;
 use crate::cpu::int8::{linear_int8, Int8Kernel};
+use crate::nn::init::Initializer;
+use crate::nn::options::Options;
 use crate::nn::param::Param;
 use crate::nn::quantize::{Int8Weights, Precision};
 use crate::rng::Rng;
@@ -102,11 +102,22 @@ impl Layer for Dense {
             if let Some(packed) = self.int8.for_call(kernel, &w, x, ctx, din, dout)? {
                 let act = self.activation.pointwise().unwrap_or(Activation::Linear);
                 let rows = x.len() / din.max(1);
-                let y = linear_int8(x.data(), rows, &packed, bias.as_ref().map(Tensor::data), act, Int8Kernel::detect())?;
+                let y = linear_int8(
+                    x.data(),
+                    rows,
+                    &packed,
+                    bias.as_ref().map(Tensor::data),
+                    act,
+                    Int8Kernel::detect(),
+                )?;
                 let mut shape = x.shape().to_vec();
                 *shape.last_mut().expect("rank >= 1") = dout;
                 let y = Tensor::new(y, &shape)?;
-                return if self.activation.pointwise().is_some() { Ok(y) } else { self.activation.apply_owned(y) };
+                return if self.activation.pointwise().is_some() {
+                    Ok(y)
+                } else {
+                    self.activation.apply_owned(y)
+                };
             }
         }
         let y = ops::linear(x, &w, bias.as_ref())?;

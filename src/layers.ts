@@ -246,7 +246,12 @@ export interface EIDenseArgs extends LayerArgs {
   units: number;
   /**
    * Number of inhibitory interneurons (default `round(units / 10)`, at least 1: the paper's
-   * one interneuron for every ten excitatory units).
+   * one interneuron for every ten excitatory units). 0 makes the row-sign layer (Song, Yang &
+   * Wang 2016): no interneurons, a single `kernel` `|W| * D` whose row `i` has the sign `D` of
+   * input `i` (see `inputExcitatoryFraction`), so `getWeights` returns `[kernel, bias]`. Its
+   * initial weights are `|glorotUniform|` with the rows of excitatory inputs scaled by
+   * `sqrt(nI / nE)` and those of inhibitory inputs by `sqrt(nE / nI)`, as `eiRNN`'s. It only has
+   * weights of both signs after a layer with inhibitory units of its own (an `eiRNN`).
    */
   inhibitoryUnits?: number;
   /** Activation applied to the output (default linear). */
@@ -257,7 +262,8 @@ export interface EIDenseArgs extends LayerArgs {
    * Fraction of the inputs that are excitatory, in [0, 1] (default 1: raw inputs and the
    * outputs of another eiDense count as excitatory). After an `eiRNN` give its
    * `excitatoryFraction`: the rows of `kernel` and `inhibitoryKernel` leaving its inhibitory
-   * units (the last ones) are then <= 0.
+   * units (the last ones) are then <= 0, and the rows of E and I inputs start balanced
+   * (scaled by `sqrt(nI / nE)` and `sqrt(nE / nI)`).
    */
   inputExcitatoryFraction?: number;
 }
@@ -270,6 +276,8 @@ export interface EIDenseArgs extends LayerArgs {
  * `[in, units]` >= 0, `inhibitoryKernel` `[in, inhibitoryUnits]` >= 0 and `inhibitoryOutput`
  * `[inhibitoryUnits, units]` <= 0; `getWeights` returns these four, signed. Initialisation is
  * the paper's: exponential excitatory weights, interneurons balancing them in expectation.
+ * `inhibitoryUnits: 0` gives the row-sign layer instead (see {@link EIDenseArgs}), the readout
+ * for an `eiRNN`.
  * After every optimizer step (`fit` and `applyGradients`) a weight whose sign flipped is set to
  * 0. The paper's corrected SGD (scaled interneuron gradients) is not applied: under adam and
  * the other per-weight-normalising optimizers a constant gradient scale has no effect. Trains

@@ -1,6 +1,7 @@
 /**
- * Dale's law layers (eiDense, the DANN layer of Cornford et al. 2021; eiRNN): weight signs at
- * init, after fit and applyGradients, through save/load; eiDense's forward pass.
+ * Dale's law layers (eiDense, the DANN layer of Cornford et al. 2021, or with inhibitoryUnits 0
+ * the row-sign layer; eiRNN): weight signs at init, after fit and applyGradients, through
+ * save/load; eiDense's forward pass.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -201,11 +202,77 @@ describe("Dale's law layers", () => {
     }
   });
 
-  it("rejects fractions outside [0, 1], no interneurons, and the row-sign layer's excitatoryFraction", () => {
+  it("inhibitoryUnits 0 is the row-sign layer: x · (|W| * D) + b, D by presynaptic population", async () => {
+    const m = sequential([eiDense({ units: 3, inhibitoryUnits: 0, inputExcitatoryFraction: 0.5, inputShape: [4] })], {
+      seed: 6,
+    });
+    const [k] = m.getWeights();
+    expect(m.getWeights().map((t) => t.shape)).toEqual([[4, 3], [3]]);
+    expect(m.toJSON().layers[0].config).toMatchObject({ inhibitoryUnits: 0, inputExcitatoryFraction: 0.5 });
+    expect(signCounts(k, 0.5)).toMatchObject({ wrong: 0, zero: 0 });
+    m.setWeights([k, randomTensor([3], 4)]);
+    const bias = m.getWeights()[1];
+    const x = randomTensor([3, 4], 8);
+    const y = (await m.predict(x)) as Tensor;
+    for (let n = 0; n < 3; n++)
+      for (let u = 0; u < 3; u++) {
+        let z = bias.data[u];
+        for (let i = 0; i < 4; i++) z += x.data[n * 4 + i] * k.data[i * 3 + u];
+        expect(y.data[n * 3 + u]).toBeCloseTo(z, 5);
+      }
+  });
+
+  it("the row-sign eiDense after an eiRNN starts E/I-balanced and keeps its signs through fit and save/load", async () => {
+    const m = sequential(
+      [
+        eiRNN({ units: 8, excitatoryFraction: 0.75, inputShape: [5, 3] }),
+        eiDense({ units: 3, inhibitoryUnits: 0, inputExcitatoryFraction: 0.75 }),
+      ],
+      { seed: 5 },
+    );
+    const w = m.getWeights();
+    expect(w.map((t) => t.shape)).toEqual([[3, 8], [8, 8], [8], [8, 3], [3]]);
+    expect(signCounts(w[3], 0.75)).toMatchObject({ wrong: 0, zero: 0 });
+    // |glorotUniform| magnitudes: the 6 E rows scaled by sqrt(2/6), the 2 I rows by sqrt(6/2).
+    const limit = Math.sqrt(6 / (8 + 3));
+    const rows = (from: number, to: number) => Array.from(w[3].data.subarray(from * 3, to * 3), Math.abs);
+    expect(Math.max(...rows(0, 6))).toBeLessThanOrEqual(limit * Math.sqrt(2 / 6) + 1e-6);
+    expect(Math.max(...rows(6, 8))).toBeLessThanOrEqual(limit * Math.sqrt(6 / 2) + 1e-6);
+    expect(Math.max(...rows(6, 8))).toBeGreaterThan(limit * Math.sqrt(2 / 6));
+    const { x, y } = data(64, [5, 3]);
+    m.compile({ optimizer: optimizers.adam({ learningRate: 0.05 }), loss: "sparseCategoricalCrossentropy" });
+    const history = await m.fit(x, y, { epochs: 8, batchSize: 16, verbose: 0 });
+    const losses = history.history.loss;
+    expect(losses[losses.length - 1]).toBeLessThan(losses[0]);
+    const after = m.getWeights();
+    let zeros = 0;
+    for (const [i, f] of [
+      [0, 1],
+      [1, 0.75],
+      [3, 0.75],
+    ] as const) {
+      const c = signCounts(after[i], f);
+      expect(c.wrong).toBe(0);
+      zeros += c.zero;
+    }
+    expect(zeros).toBeGreaterThan(0);
+    const dir = await mkdtemp(join(tmpdir(), "cortex-dale-"));
+    try {
+      await m.save(dir);
+      const loaded = await loadModel(dir);
+      expect(loaded.toJSON().layers[1].config).toMatchObject({ inhibitoryUnits: 0, inputExcitatoryFraction: 0.75 });
+      expect(Array.from(((await loaded.predict(x)) as Tensor).data)).toEqual(
+        Array.from(((await m.predict(x)) as Tensor).data),
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("rejects fractions outside [0, 1] and the old row-sign layer's excitatoryFraction", () => {
     expect(() => eiDense({ units: 2, inputExcitatoryFraction: 1.5 })).toThrow(
       /inputExcitatoryFraction' must be a fraction in \[0, 1\], got 1.5/,
     );
-    expect(() => eiDense({ units: 2, inhibitoryUnits: 0 })).toThrow(/inhibitoryUnits' must be at least 1/);
     expect(() => eiDense({ units: 2, excitatoryFraction: 0.8 } as never)).toThrow(/excitatoryFraction/);
     expect(() => eiRNN({ units: 2, inputExcitatoryFraction: -0.1 })).toThrow(
       /EIRNN .*inputExcitatoryFraction' must be a fraction in \[0, 1\]/,

@@ -12,18 +12,24 @@
 //! (Keras layout, `[from, to]`; the paper writes `W_EE - W_EI W_IE` with all three non-negative,
 //! here `W_EI` holds the signed weights so that `getWeights` shows what each synapse does.)
 //! The effective kernel `W_EE + W_IE · W_EI` has weights of both signs, which the row-sign
-//! layer this replaces could not give raw (non-negative) inputs such as pixels: that layer
-//! stayed 1.3 points short of the unconstrained MLP on MNIST.
+//! layer (`inhibitoryUnits: 0`, below) cannot give raw (non-negative) inputs such as pixels:
+//! as the MLP's layers it stayed 1.3 points short of the unconstrained MLP on MNIST.
 //!
 //! When the inputs come from a layer with inhibitory units of its own (an `EIRNN`), its last
 //! `1 - inputExcitatoryFraction` inputs are inhibitory: their rows of `W_EE` and `W_IE` are
 //! <= 0, so every presynaptic unit keeps one sign ([`super::dale`]). Signs are kept by the
 //! projection in [`Param::update`] after every optimizer step.
+//!
+//! `inhibitoryUnits: 0` is the row-sign layer (Song, Yang & Wang 2016): no interneurons, one
+//! kernel `|W| * D` whose rows carry the sign `D` of their presynaptic unit, `z = x · W + b`.
+//! It needs inputs from both populations (an `EIRNN`) to have weights of both signs; it is the
+//! readout of the eiRNN in `npm run dale` (row-by-row MNIST, see the README's Dale table).
 
 use serde_json::{json, Value};
 
 use super::dale;
 use super::{ActivationSpec, Common, ForwardCtx, Layer};
+use crate::nn::init::Initializer;
 use crate::nn::options::Options;
 use crate::nn::param::Param;
 use crate::rng::Rng;
@@ -39,8 +45,9 @@ pub struct EIDense {
     use_bias: bool,
     /// Fraction of the inputs that are excitatory (1: raw inputs or excitatory units).
     input_excitatory: f64,
-    /// `[kernel W_EE, inhibitory_kernel W_IE, inhibitory_output W_EI, bias]` once built.
-    weights: Option<[Param; 3]>,
+    /// Once built: `[kernel W_EE, inhibitory_kernel W_IE, inhibitory_output W_EI]`, or
+    /// `[kernel]` with no interneurons (the row-sign layer).
+    weights: Vec<Param>,
     bias: Option<Param>,
 }
 
@@ -54,15 +61,8 @@ impl EIDense {
     pub(super) fn from_options(o: &mut Options, common: &Common) -> Result<Self> {
         let what = format!("EIDense '{}'", common.name);
         let units = o.required_positive("units")?;
-        let inhibitory = match o.usize("inhibitoryUnits")? {
-            Some(0) => {
-                return Err(Error::Invalid(format!(
-                    "{what}: option 'inhibitoryUnits' must be at least 1, got 0"
-                )))
-            }
-            Some(n) => n,
-            None => default_inhibitory(units),
-        };
+        // 0 selects the row-sign layer.
+        let inhibitory = o.usize("inhibitoryUnits")?.unwrap_or_else(|| default_inhibitory(units));
         Ok(EIDense {
             units,
             inhibitory,
@@ -70,7 +70,7 @@ impl EIDense {
             use_bias: o.bool("useBias")?.unwrap_or(true),
             input_excitatory: dale::fraction(o, &what, "inputExcitatoryFraction", 1.0)?,
             common: common.clone(),
-            weights: None,
+            weights: Vec::new(),
             bias: None,
         })
     }
@@ -109,32 +109,6 @@ fn dann_init(din: usize, units: usize, inhibitory: usize, rng: &mut Rng) -> [Vec
     [w_ee, w_ie, w_ei]
 }
 
-/// With inputs from both populations (after an `EIRNN`), scales the rows leaving excitatory
-/// inputs by `sqrt(nI / nE)` and those leaving inhibitory inputs by `sqrt(nE / nI)`, the rule
-/// [`dale::signed_param`] applies to the EIRNN's own kernels: the two populations then carry the
-/// same total weight. The paper has excitatory inputs only. On row-by-row MNIST (eiRNN 128
-/// units, 80% excitatory, 3 epochs, `npm run dale`) the readout reached 90.77%, unscaled 76.58%.
-fn balance_inputs(w: &mut [f32], cols: usize, signs: &[f32]) {
-    let n_e = signs.iter().filter(|&&s| s > 0.0).count() as f32;
-    let n_i = signs.len() as f32 - n_e;
-    if n_e == 0.0 || n_i == 0.0 {
-        return;
-    }
-    let (scale_e, scale_i) = ((n_i / n_e).sqrt(), (n_e / n_i).sqrt());
-    for (row, &s) in w.chunks_exact_mut(cols).zip(signs) {
-        let k = if s > 0.0 { scale_e } else { scale_i };
-        row.iter_mut().for_each(|v| *v *= k);
-    }
-}
-
-/// A weight with one sign per row: `signs[i] * |w|` for row `i`, kept by every update.
-fn signed(name: String, mut data: Vec<f32>, shape: [usize; 2], trainable: bool, signs: Vec<f32>) -> Result<Param> {
-    for (row, &s) in data.chunks_exact_mut(shape[1]).zip(&signs) {
-        row.iter_mut().for_each(|w| *w = s * w.abs());
-    }
-    Param::new(name, data, &shape, trainable)?.with_row_signs(signs)
-}
-
 fn not_built(name: &str) -> Error {
     Error::Invalid(format!(
         "layer '{name}' is used before it was built; call build(inputShape) first"
@@ -158,33 +132,27 @@ impl Layer for EIDense {
         };
         let (name, trainable) = (&self.common.name, self.common.trainable);
         let (units, ni) = (self.units, self.inhibitory);
-        let [mut w_ee, mut w_ie, w_ei] = dann_init(din, units, ni, rng);
+        // With inputs from both populations (after an `EIRNN`), `signed_param` scales the rows
+        // leaving excitatory inputs by sqrt(nI / nE) and those leaving inhibitory inputs by
+        // sqrt(nE / nI), the rule of the EIRNN's own kernels: the two populations then carry the
+        // same total weight (the paper has excitatory inputs only). On row-by-row MNIST (eiRNN
+        // 128 units, 80% excitatory, 3 epochs) the DANN readout reached 90.77%, unscaled 76.58%.
         let input_signs = dale::signs(din, self.input_excitatory);
-        balance_inputs(&mut w_ee, units, &input_signs);
-        balance_inputs(&mut w_ie, ni, &input_signs);
-        self.weights = Some([
-            signed(
-                format!("{name}/kernel"),
-                w_ee,
-                [din, units],
-                trainable,
-                input_signs.clone(),
-            )?,
-            signed(
-                format!("{name}/inhibitory_kernel"),
-                w_ie,
-                [din, ni],
-                trainable,
-                input_signs,
-            )?,
-            signed(
-                format!("{name}/inhibitory_output"),
-                w_ei,
-                [ni, units],
-                trainable,
-                vec![-1.0; ni],
-            )?,
-        ]);
+        let signed = |suffix: &str, data, shape: [usize; 2], signs| {
+            dale::signed_param(format!("{name}/{suffix}"), data, &shape, trainable, signs)
+        };
+        self.weights = if ni == 0 {
+            // Row-sign layer: |glorot uniform|, E/I-balanced rows.
+            let w = Initializer::GlorotUniform.sample(&[din, units], rng)?;
+            vec![signed("kernel", w, [din, units], input_signs)?]
+        } else {
+            let [w_ee, w_ie, w_ei] = dann_init(din, units, ni, rng);
+            vec![
+                signed("kernel", w_ee, [din, units], input_signs.clone())?,
+                signed("inhibitory_kernel", w_ie, [din, ni], input_signs)?,
+                signed("inhibitory_output", w_ei, [ni, units], vec![-1.0; ni])?,
+            ]
+        };
         self.bias = if self.use_bias {
             Some(Param::new(
                 format!("{name}/bias"),
@@ -200,16 +168,19 @@ impl Layer for EIDense {
         Ok(out)
     }
     fn forward(&self, x: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let [w_ee, w_ie, w_ei] = self.weights.as_ref().ok_or_else(|| not_built(&self.common.name))?;
-        // Folding the interneurons into one effective kernel costs in * inhibitory * units
-        // once per batch, instead of rows * inhibitory * (in + units) through them.
-        let kernel = ops::add(&w_ee.get(), &ops::matmul(&w_ie.get(), &w_ei.get())?)?;
+        let kernel = match self.weights.as_slice() {
+            [w] => w.get(),
+            // Folding the interneurons into one effective kernel costs in * inhibitory * units
+            // once per batch, instead of rows * inhibitory * (in + units) through them.
+            [w_ee, w_ie, w_ei] => ops::add(&w_ee.get(), &ops::matmul(&w_ie.get(), &w_ei.get())?)?,
+            _ => return Err(not_built(&self.common.name)),
+        };
         let bias = self.bias.as_ref().map(Param::get);
         let z = ops::linear(x, &kernel, bias.as_ref())?;
         self.activation.apply_owned(z)
     }
     fn params(&self) -> Vec<&Param> {
-        self.weights.iter().flatten().chain(self.bias.iter()).collect()
+        self.weights.iter().chain(self.bias.iter()).collect()
     }
     fn config(&self) -> Value {
         self.common.write(json!({
@@ -232,18 +203,6 @@ mod tests {
         assert_eq!(default_inhibitory(500), 50);
         assert_eq!(default_inhibitory(10), 1);
         assert_eq!(default_inhibitory(3), 1);
-    }
-
-    #[test]
-    fn mixed_inputs_are_balanced_by_population() {
-        // Three E inputs and one I input, two columns: E rows * sqrt(1/3), the I row * sqrt(3).
-        let mut w = vec![1.0; 8];
-        balance_inputs(&mut w, 2, &dale::signs(4, 0.75));
-        let (e, i) = ((1.0f32 / 3.0).sqrt(), 3f32.sqrt());
-        assert_eq!(w, [e, e, e, e, e, e, i, i]);
-        let mut one_population = vec![1.0; 4];
-        balance_inputs(&mut one_population, 2, &[1.0, 1.0]);
-        assert_eq!(one_population, [1.0; 4]);
     }
 
     #[test]

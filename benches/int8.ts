@@ -7,8 +7,8 @@
  *   npm run bench:int8 [-- threads]     (EPOCHS=3 by default, as the demo; SEED=42)
  */
 import { cpus } from "node:os";
-import { adam, loadMnist, type Model, schedules, setNumThreads, setSeed, type Tensor, tensor } from "../index.ts";
 import { mnistConvnet } from "../examples/convnet.ts";
+import { adam, loadMnist, type Model, schedules, setNumThreads, setSeed, type Tensor, tensor } from "../index.ts";
 import { writeSection } from "./results.ts";
 
 const threads = Number(process.argv[2] ?? 2);
@@ -65,7 +65,10 @@ async function median(m: Model, x: Tensor, reps: number): Promise<number> {
 
 const big = tensor(mnist.testImages.subarray(0, 256 * 784), [256, 28, 28, 1]);
 const one = tensor(mnist.testImages.subarray(0, 784), [1, 28, 28, 1]);
-const timing = { f32: { b256: [] as number[], b1: [] as number[] }, int8: { b256: [] as number[], b1: [] as number[] } };
+const timing = {
+  f32: { b256: [] as number[], b1: [] as number[] },
+  int8: { b256: [] as number[], b1: [] as number[] },
+};
 for (let round = 0; round < 5; round++) {
   for (const mode of ["float32", "int8"] as const) {
     model.quantize({ mode });

@@ -10,7 +10,7 @@ import { cpus } from "node:os";
 import {
   adam,
   conv2d,
-  Dataset,
+  type Dataset,
   data,
   dense,
   dropout,

@@ -305,7 +305,8 @@ export class Model {
    * is not saved with the model. Returns how many layers switched.
    */
   quantize(args: { mode: QuantizeMode }): number {
-    if (args === null || typeof args !== "object") throw new TypeError("quantize: expected { mode: 'int8' | 'float32' }");
+    if (args === null || typeof args !== "object")
+      throw new TypeError("quantize: expected { mode: 'int8' | 'float32' }");
     knownKeys("quantize", args, ["mode"]);
     return this.#native.quantize(args.mode);
   }

@@ -7,7 +7,7 @@
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { conv2d, dense, flatten, maxPooling2d, type Model, sequential, type Tensor, tensor } from "../index.ts";
+import { conv2d, dense, flatten, type Model, maxPooling2d, sequential, type Tensor, tensor } from "../index.ts";
 import { blobs, randomTensor } from "./helpers.ts";
 
 const root = join(import.meta.dirname, "..");
@@ -71,7 +71,7 @@ describe("int8 inference", () => {
     const x = randomTensor([64, 12, 12, 1], 3);
     const f32 = await m.predict(x);
     expect(m.quantize({ mode: "int8" })).toBe(3);
-    expect(["vnni", "avx2", "portable"]).toContain(m.int8Kernel);
+    expect(["amx", "vnni", "avx2", "portable"]).toContain(m.int8Kernel);
     const q = await m.predict(x);
     const d = maxDiff(f32, q);
     expect(d).toBeGreaterThan(0); // the int8 path ran
@@ -97,7 +97,7 @@ describe("int8 inference", () => {
   });
 
   it("every int8 kernel this CPU runs gives the same predictions", () => {
-    const runs = ["vnni", "avx2", "portable"].map(int8PredictWith);
+    const runs = ["amx", "vnni", "avx2", "portable"].map(int8PredictWith);
     const ran = new Set(runs.map((r) => r.kernel));
     console.log(`int8 kernels compared: ${[...ran].join(", ")}`);
     expect(ran.has("portable")).toBe(true);
@@ -128,7 +128,7 @@ describe("int8 inference", () => {
     // Training is f32 on both: the same weights, bit for bit.
     const wp = plain.getWeights();
     const wq = quantized.getWeights();
-    wp.forEach((w, i) => expect(maxDiff(w, wq[i])).toBe(0));
+    for (const [i, w] of wp.entries()) expect(maxDiff(w, wq[i])).toBe(0);
     // And the quantized predict serves the trained weights, not the packed copy from before.
     const after = await quantized.predict(x);
     expect(maxDiff(before, after)).toBeGreaterThan(0.01);

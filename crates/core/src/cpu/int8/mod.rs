@@ -15,6 +15,8 @@
 //! multiply-adds per 32-bit lane), AVX2 (`vpmaddwd` on sign-extended 16-bit values: exact,
 //! where `vpmaddubsw` would saturate its 16-bit pair sums), and a portable loop.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod forward;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -35,6 +37,8 @@ pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 127);
 /// Which int8 GEMM kernel runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Int8Kernel {
+    /// Intel AMX tiles (`tdpbusd`), with VNNI for the last rows of a block.
+    Amx,
     /// AVX-512 VNNI.
     Vnni,
     /// AVX2 `vpmaddwd`.
@@ -44,15 +48,20 @@ pub enum Int8Kernel {
 }
 
 impl Int8Kernel {
-    /// The fastest kernel this CPU runs; `CORTEX_INT8_KERNEL=vnni|avx2|portable` picks a slower
+    /// The fastest kernel this CPU runs; `CORTEX_INT8_KERNEL=amx|vnni|avx2|portable` picks a slower
     /// one (to test or measure it) when the CPU supports it.
     pub fn detect() -> Int8Kernel {
         static CHOSEN: OnceLock<Int8Kernel> = OnceLock::new();
         *CHOSEN.get_or_init(|| {
-            let best = [Int8Kernel::Vnni, Int8Kernel::Avx2, Int8Kernel::Portable]
-                .into_iter()
-                .find(|k| k.supported())
-                .unwrap_or(Int8Kernel::Portable);
+            let best = [
+                Int8Kernel::Amx,
+                Int8Kernel::Vnni,
+                Int8Kernel::Avx2,
+                Int8Kernel::Portable,
+            ]
+            .into_iter()
+            .find(|k| k.supported())
+            .unwrap_or(Int8Kernel::Portable);
             match std::env::var("CORTEX_INT8_KERNEL")
                 .ok()
                 .as_deref()
@@ -66,6 +75,7 @@ impl Int8Kernel {
 
     fn parse(s: &str) -> Option<Int8Kernel> {
         match s {
+            "amx" => Some(Int8Kernel::Amx),
             "vnni" => Some(Int8Kernel::Vnni),
             "avx2" => Some(Int8Kernel::Avx2),
             "portable" => Some(Int8Kernel::Portable),
@@ -77,6 +87,8 @@ impl Int8Kernel {
     pub fn supported(self) -> bool {
         match self {
             Int8Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Amx => amx::available(),
             #[cfg(target_arch = "x86_64")]
             Int8Kernel::Vnni => {
                 is_x86_feature_detected!("avx512f")
@@ -93,6 +105,7 @@ impl Int8Kernel {
     /// Lower-case name, as `CORTEX_INT8_KERNEL` spells it.
     pub fn name(self) -> &'static str {
         match self {
+            Int8Kernel::Amx => "amx",
             Int8Kernel::Vnni => "vnni",
             Int8Kernel::Avx2 => "avx2",
             Int8Kernel::Portable => "portable",
@@ -246,7 +259,7 @@ impl PackedInt8 {
             *s = if *s > 0.0 { *s / 127.0 } else { 1.0 };
         }
         let panels = n.div_ceil(NR);
-        let groups = k.div_ceil(KG);
+        let groups = padded_groups(k);
         let mut data = crate::alloc::try_with_capacity::<i8>("int8 weights", panels * groups * NR * KG)?;
         data.resize(panels * groups * NR * KG, 0);
         let mut col_sums = vec![0i32; n];
@@ -270,14 +283,14 @@ impl PackedInt8 {
 
     /// Quantized weight `(kk, j)` (for references and tests).
     pub fn weight(&self, kk: usize, j: usize) -> i8 {
-        let groups = self.k.div_ceil(KG);
+        let groups = padded_groups(self.k);
         let (g, t, p, c) = (kk / KG, kk % KG, j / NR, j % NR);
         self.data[((p * groups + g) * NR + c) * KG + t]
     }
 
     /// Reduction length padded to whole groups: the row stride of the activations.
     pub fn padded_depth(&self) -> usize {
-        self.k.div_ceil(KG) * KG
+        padded_groups(self.k) * KG
     }
 
     /// Columns padded to whole panels: the row stride of the `i32` results.
@@ -296,7 +309,17 @@ pub fn gemm_u8i8(kernel: Int8Kernel, a: &[u8], m: usize, w: &PackedInt8, c: &mut
     let groups = lda / KG;
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Vnni if kernel.supported() => {
+        Int8Kernel::Amx if kernel.supported() && groups.is_multiple_of(amx::GROUPS_PER_STEP) => {
+            // SAFETY: AMX was granted (checked); the asserts bound every tile; the rows AMX
+            // leaves (under 16) run on VNNI, which every AMX CPU has.
+            unsafe {
+                let done = amx::gemm_amx(a.as_ptr(), m, lda, w.data.as_ptr(), groups, c.as_mut_ptr(), ldc);
+                let (a, c) = (a.as_ptr().add(done * lda), c.as_mut_ptr().add(done * ldc));
+                x86::gemm_vnni(a, m - done, lda, w.data.as_ptr(), groups, c, ldc);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Vnni | Int8Kernel::Amx if Int8Kernel::Vnni.supported() => {
             // SAFETY: the CPU has the features (checked); the asserts bound every access.
             unsafe { x86::gemm_vnni(a.as_ptr(), m, lda, w.data.as_ptr(), groups, c.as_mut_ptr(), ldc) }
         }
@@ -323,6 +346,18 @@ fn gemm_portable(a: &[u8], m: usize, lda: usize, w: &[i8], groups: usize, c: &mu
             cpanel.copy_from_slice(&acc);
         }
     }
+}
+
+/// Reduction groups of a packed matrix: `k / KG` rounded up, and to whole AMX tile steps on a
+/// CPU that runs AMX (the zero groups cost the other kernels little, and every kernel then
+/// reads the same packing).
+fn padded_groups(k: usize) -> usize {
+    let groups = k.div_ceil(KG);
+    #[cfg(target_arch = "x86_64")]
+    if Int8Kernel::Amx.supported() {
+        return groups.div_ceil(amx::GROUPS_PER_STEP) * amx::GROUPS_PER_STEP;
+    }
+    groups
 }
 
 /// Turns the `i32` sums of `rows` rows into outputs: `y = s_i * s_j * (c - z_i * colsum_j) +

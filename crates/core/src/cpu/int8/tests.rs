@@ -14,10 +14,15 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn kernels() -> Vec<Int8Kernel> {
-    [Int8Kernel::Vnni, Int8Kernel::Avx2, Int8Kernel::Portable]
-        .into_iter()
-        .filter(|k| k.supported())
-        .collect()
+    [
+        Int8Kernel::Amx,
+        Int8Kernel::Vnni,
+        Int8Kernel::Avx2,
+        Int8Kernel::Portable,
+    ]
+    .into_iter()
+    .filter(|k| k.supported())
+    .collect()
 }
 
 fn assert_close(got: &[f32], want: &[f64], tol: f64) {

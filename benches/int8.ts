@@ -44,12 +44,22 @@ function argmaxes(y: Tensor): Int32Array {
 }
 const accuracy = (pred: Int32Array) => pred.reduce((n, p, i) => n + (p === labels[i] ? 1 : 0), 0) / pred.length;
 
+/** The reduced precisions this CPU runs (bf16 needs AMX-BF16). */
+const modes = model.bf16Kernel === null ? (["int8"] as const) : (["int8", "bf16"] as const);
+type Mode = "float32" | (typeof modes)[number];
+
 model.quantize({ mode: "float32" });
 const f32 = argmaxes(await model.predict(xTest, { batchSize: 256 }));
-const switched = model.quantize({ mode: "int8" });
-const int8 = argmaxes(await model.predict(xTest, { batchSize: 256 }));
-const agree = f32.reduce((n, p, i) => n + (p === int8[i] ? 1 : 0), 0) / f32.length;
-const [accF32, accInt8] = [accuracy(f32), accuracy(int8)];
+const quality = new Map<Mode, { accuracy: number; agree: number }>();
+let switched = 0;
+for (const mode of modes) {
+  switched = model.quantize({ mode });
+  const pred = argmaxes(await model.predict(xTest, { batchSize: 256 }));
+  quality.set(mode, {
+    accuracy: accuracy(pred),
+    agree: f32.reduce((n, p, i) => n + (p === pred[i] ? 1 : 0), 0) / f32.length,
+  });
+}
 
 /** Median milliseconds of `reps` predicts of `x` in one batch. */
 async function median(m: Model, x: Tensor, reps: number): Promise<number> {
@@ -65,37 +75,41 @@ async function median(m: Model, x: Tensor, reps: number): Promise<number> {
 
 const big = tensor(mnist.testImages.subarray(0, 256 * 784), [256, 28, 28, 1]);
 const one = tensor(mnist.testImages.subarray(0, 784), [1, 28, 28, 1]);
-const timing = {
-  f32: { b256: [] as number[], b1: [] as number[] },
-  int8: { b256: [] as number[], b1: [] as number[] },
-};
+const all: Mode[] = ["float32", ...modes];
+const timing = new Map(all.map((m) => [m, { b256: [] as number[], b1: [] as number[] }]));
 for (let round = 0; round < 5; round++) {
-  for (const mode of ["float32", "int8"] as const) {
+  for (const mode of all) {
     model.quantize({ mode });
-    const key = mode === "int8" ? "int8" : "f32";
     await median(model, big, 3); // warm-up (packing, scratch buffers)
-    timing[key].b256.push(await median(model, big, 15));
-    timing[key].b1.push(await median(model, one, 200));
+    timing.get(mode)?.b256.push(await median(model, big, 15));
+    timing.get(mode)?.b1.push(await median(model, one, 200));
   }
 }
-const mid = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
-const [tF, tQ] = [mid(timing.f32.b256), mid(timing.int8.b256)];
-const [lF, lQ] = [mid(timing.f32.b1), mid(timing.int8.b1)];
+const mid = (v: number[] = []) => [...v].sort((a, b) => a - b)[v.length >> 1];
+const b256 = (m: Mode) => mid(timing.get(m)?.b256);
+const b1 = (m: Mode) => mid(timing.get(m)?.b1);
+const pct = (v: number) => `${(v * 100).toFixed(2)}%`;
+const row = (label: string, f32cell: string, f: (m: (typeof modes)[number]) => string) =>
+  `| ${label} | ${f32cell} | ${modes.map(f).join(" | ")} |`;
 
 const cpu = cpus()[0]?.model ?? "unknown CPU";
-const body = `## int8 inference (\`npm run bench:int8\`)
+const kernels = `int8 kernel \`${model.int8Kernel}\`${model.bf16Kernel ? `, bf16 kernel \`${model.bf16Kernel}\`` : " (bf16: this CPU has no AMX-BF16)"}`;
+const body = `## int8 and bf16 inference (\`npm run bench:int8\`)
 
 The demo's MNIST convnet trained ${epochs} epoch(s) on the 60,000 training images, then evaluated
-on the 10,000 test images in f32 and after \`model.quantize({ mode: 'int8' })\` (${switched} layers
-switched; the first convolution, 9 values per output, stays f32). Kernel: \`${model.int8Kernel}\`,
+on the 10,000 test images in f32 and after \`model.quantize({ mode })\` (${switched} layers
+switched; the first convolution, 9 values per output, stays f32). ${kernels},
 ${threads} threads, ${cpu}. Timings are medians of 5 alternating rounds.
 
-| | f32 | int8 | int8 vs f32 |
-|---|---|---|---|
-| MNIST test accuracy | ${(accF32 * 100).toFixed(2)}% | ${(accInt8 * 100).toFixed(2)}% | ${((accInt8 - accF32) * 100).toFixed(2)} points |
-| same class as f32 | | ${(agree * 100).toFixed(2)}% | |
-| batch 256 | ${tF.toFixed(2)} ms | ${tQ.toFixed(2)} ms | ${(tF / tQ).toFixed(2)}x throughput |
-| batch 1 | ${(lF * 1000).toFixed(0)} µs | ${(lQ * 1000).toFixed(0)} µs | ${(lF / lQ).toFixed(2)}x |
+| | f32 | ${modes.map((m) => `${m} | ${m} vs f32`).join(" | ")} |
+|---|---|${modes.map(() => "---|---|").join("")}
+${row("MNIST test accuracy", pct(accuracy(f32)), (m) => {
+  const q = quality.get(m);
+  return q ? `${pct(q.accuracy)} | ${((q.accuracy - accuracy(f32)) * 100).toFixed(2)} points` : "";
+})}
+${row("same class as f32", "", (m) => `${pct(quality.get(m)?.agree ?? 0)} |`)}
+${row("batch 256", `${b256("float32").toFixed(2)} ms`, (m) => `${b256(m).toFixed(2)} ms | ${(b256("float32") / b256(m)).toFixed(2)}x throughput`)}
+${row("batch 1", `${(b1("float32") * 1000).toFixed(0)} µs`, (m) => `${(b1(m) * 1000).toFixed(0)} µs | ${(b1("float32") / b1(m)).toFixed(2)}x`)}
 `;
 console.log(body);
 writeSection("int8", body);

@@ -300,20 +300,27 @@ export class Model {
    * Opt-in reduced-precision inference. `quantize({ mode: 'int8' })` runs the Dense and Conv2D
    * layers of `predict`, `evaluate` and gradient-free calls in dynamic int8: weights quantized
    * per output channel (packed once, repacked after training or `setWeights` changes them),
-   * activations per sample, AVX-512 VNNI or AVX2 kernels chosen at run time (see `int8Kernel`).
-   * Training, attacks and explanations keep f32. `{ mode: 'float32' }` switches back. The mode
-   * is not saved with the model. Returns how many layers switched.
+   * activations per sample, AMX, AVX-512 VNNI or AVX2 kernels chosen at run time (see
+   * `int8Kernel`). `{ mode: 'bf16' }` rounds weights and activations to bfloat16 and sums in
+   * f32 on Intel AMX (see `bf16Kernel`; an Error on CPUs without AMX-BF16). Training, attacks
+   * and explanations keep f32. `{ mode: 'float32' }` switches back. The mode is not saved with
+   * the model. Returns how many layers switched.
    */
   quantize(args: { mode: QuantizeMode }): number {
     if (args === null || typeof args !== "object")
-      throw new TypeError("quantize: expected { mode: 'int8' | 'float32' }");
+      throw new TypeError("quantize: expected { mode: 'int8' | 'bf16' | 'float32' }");
     knownKeys("quantize", args, ["mode"]);
     return this.#native.quantize(args.mode);
   }
 
-  /** The int8 kernel this CPU runs: `'vnni'` (AVX-512 VNNI), `'avx2'` or `'portable'`. */
+  /** The int8 kernel this CPU runs: `'amx'`, `'vnni'` (AVX-512 VNNI), `'avx2'` or `'portable'`. */
   get int8Kernel(): string {
     return this.#native.int8Kernel;
+  }
+
+  /** The bf16 kernel this CPU runs (`'amx'`), or null where `quantize({ mode: 'bf16' })` is refused. */
+  get bf16Kernel(): string | null {
+    return this.#native.bf16Kernel ?? null;
   }
 
   /** `'cpu'`, or the name of the GPU adapter the compiled model runs on. */
@@ -669,7 +676,7 @@ export function model(args: ModelArgs): Model {
 
 /** Options of {@link loadModel}. */
 /** Inference precision of {@link Model.quantize}. */
-export type QuantizeMode = "int8" | "float32";
+export type QuantizeMode = "int8" | "bf16" | "float32";
 
 export interface LoadModelArgs {
   /** Seed of the loaded model's random state (dropout). */
@@ -681,7 +688,7 @@ export interface LoadModelArgs {
    * when the model files come from outside.
    */
   maxBytes?: number;
-  /** Inference precision of the loaded model: `'int8'` calls {@link Model.quantize} on it. */
+  /** Inference precision of the loaded model: `'int8'` or `'bf16'` calls {@link Model.quantize} on it. */
   quantize?: QuantizeMode;
 }
 

@@ -42,8 +42,14 @@ function argmaxAgreement(a: Tensor, b: Tensor): number {
   return same / rows;
 }
 
-/** int8 predictions of the test convnet in a child process with `CORTEX_INT8_KERNEL=kernel`. */
-function int8PredictWith(kernel: string): { kernel: string; data: number[] } {
+/**
+ * Predictions of the test convnet quantized to `mode` in a child process with the kernel chosen
+ * by `env` (kernels are picked once per process); with no mode, the f32 predictions.
+ */
+function predictInChild(
+  mode: "int8" | "bf16" | null,
+  env: Record<string, string>,
+): { kernel: string | null; data: number[] } {
   const script = `
     import { conv2d, dense, flatten, maxPooling2d, sequential } from "./index.ts";
     import { randomTensor } from "./test/helpers.ts";
@@ -54,12 +60,14 @@ function int8PredictWith(kernel: string): { kernel: string; data: number[] } {
       flatten(),
       dense({ units: 10, activation: "softmax" }),
     ], { seed: 42 });
-    m.quantize({ mode: "int8" });
+    const mode = ${JSON.stringify(mode)};
+    if (mode) m.quantize({ mode });
     const y = await m.predict(randomTensor([300, 12, 12, 1], 5));
-    console.log(JSON.stringify({ kernel: m.int8Kernel, data: Array.from(y.data) }));`;
+    const kernel = mode === "bf16" ? m.bf16Kernel : m.int8Kernel;
+    console.log(JSON.stringify({ kernel, data: Array.from(y.data) }));`;
   const stdout = execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
     cwd: root,
-    env: { ...process.env, CORTEX_INT8_KERNEL: kernel },
+    env: { ...process.env, ...env },
     encoding: "utf8",
   });
   return JSON.parse(stdout.trim().split("\n").at(-1) as string);
@@ -97,7 +105,7 @@ describe("int8 inference", () => {
   });
 
   it("every int8 kernel this CPU runs gives the same predictions", () => {
-    const runs = ["amx", "vnni", "avx2", "portable"].map(int8PredictWith);
+    const runs = ["amx", "vnni", "avx2", "portable"].map((k) => predictInChild("int8", { CORTEX_INT8_KERNEL: k }));
     const ran = new Set(runs.map((r) => r.kernel));
     console.log(`int8 kernels compared: ${[...ran].join(", ")}`);
     expect(ran.has("portable")).toBe(true);
@@ -146,5 +154,47 @@ describe("int8 inference", () => {
     const x = randomTensor([2, 12, 12, 1], 1);
     x.data[7] = Number.NaN;
     await expect(m.predict(x)).rejects.toThrow(/finite/);
+  });
+});
+
+describe("bf16 inference", () => {
+  it("runs on AMX-BF16 CPUs close to f32, and is refused with a clear Error elsewhere", async () => {
+    const m = convnet();
+    const x = randomTensor([64, 12, 12, 1], 3);
+    const f32 = await m.predict(x);
+    if (m.bf16Kernel === null) {
+      console.log("bf16 inference: this CPU has no AMX-BF16, checking the refusal");
+      expect(() => m.quantize({ mode: "bf16" })).toThrow(/AMX-BF16/);
+      expect(maxDiff(f32, await m.predict(x))).toBe(0);
+      return;
+    }
+    expect(m.quantize({ mode: "bf16" })).toBe(3);
+    const b = await m.predict(x);
+    const d = maxDiff(f32, b);
+    expect(d).toBeGreaterThan(0);
+    expect(d).toBeLessThan(0.01);
+    expect(argmaxAgreement(f32, b)).toBeGreaterThanOrEqual(0.95);
+    // Batch-independent: a sample alone gives the same numbers as in the batch.
+    const one = await m.predict(tensor(x.data.slice(0, 144), [1, 12, 12, 1]));
+    expect(maxDiff(one, tensor(b.data.slice(0, 10), [1, 10]))).toBeLessThan(1e-6);
+    m.quantize({ mode: "float32" });
+    expect(maxDiff(f32, await m.predict(x))).toBe(0);
+  });
+
+  it("the portable bf16 kernel (any CPU) matches AMX and stays near f32", () => {
+    const f32 = predictInChild(null, {});
+    const portable = predictInChild("bf16", { CORTEX_BF16_KERNEL: "portable" });
+    expect(portable.kernel).toBe("portable");
+    const diff = (a: number[], b: number[]) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+    const fromF32 = diff(portable.data, f32.data);
+    expect(fromF32).toBeGreaterThan(0);
+    expect(fromF32).toBeLessThan(0.01);
+    const amx = predictInChild("bf16", {});
+    if (amx.kernel === null) {
+      console.log("bf16: no AMX-BF16 here; only the portable kernel ran");
+      return;
+    }
+    expect(amx.kernel).toBe("amx");
+    expect(diff(amx.data, portable.data)).toBeLessThan(1e-5);
   });
 });

@@ -175,9 +175,10 @@ impl NativeModel {
     }
 
     /// Switches inference (predict, evaluate, call without gradients) of the Dense and Conv2D
-    /// layers to `mode`: `'int8'` (dynamic int8, per-channel weight scales, AVX-512 VNNI or AVX2
-    /// kernels chosen at run time) or `'float32'`. Training keeps f32 and the next predict sees
-    /// the new weights. Returns how many layers switched.
+    /// layers to `mode`: `'int8'` (dynamic int8, per-channel weight scales, AMX, AVX-512 VNNI or
+    /// AVX2 kernels chosen at run time), `'bf16'` (bf16 weights and activations, f32 sums, on
+    /// AMX-BF16 CPUs; elsewhere an Error) or `'float32'`. Training keeps f32 and the next predict
+    /// sees the new weights. Returns how many layers switched.
     #[napi]
     pub fn quantize(&self, mode: String) -> napi::Result<u32> {
         let precision = guarded("quantize", || cortex_core::nn::quantize::Precision::parse(&mode))?;
@@ -189,10 +190,17 @@ impl NativeModel {
         Ok(switched as u32)
     }
 
-    /// The int8 kernel this CPU runs (`'vnni'`, `'avx2'` or `'portable'`).
+    /// The int8 kernel this CPU runs (`'amx'`, `'vnni'`, `'avx2'` or `'portable'`).
     #[napi(getter)]
     pub fn int8_kernel(&self) -> String {
         cortex_core::cpu::int8::Int8Kernel::detect().name().to_string()
+    }
+
+    /// The bf16 kernel this CPU runs (`'amx'`), or null where `quantize({ mode: 'bf16' })` is
+    /// refused.
+    #[napi(getter)]
+    pub fn bf16_kernel(&self) -> Option<String> {
+        cortex_core::cpu::bf16::Bf16Kernel::detect().map(|k| k.name().to_string())
     }
 
     /// The GPU adapter the compiled model trains and predicts on; null on the CPU.

@@ -1,7 +1,10 @@
 //! CPU kernels: plain functions over row-major `f32` slices, parallel with rayon.
 //! One file per op family; the autograd layer (`crate::ops`) calls these.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
 pub mod attention;
+pub mod bf16;
 pub mod conv;
 pub mod conv_direct;
 pub mod conv_transpose;

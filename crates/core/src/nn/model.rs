@@ -257,9 +257,10 @@ impl Model {
             && self.compiled.as_ref().is_some_and(|c| c.wants_gpu.is_some())
         {
             return Err(Error::Invalid(
-                "quantize: int8 inference runs on the CPU; this model is compiled for the GPU".into(),
+                "quantize: int8 and bf16 inference run on the CPU; this model is compiled for the GPU".into(),
             ));
         }
+        precision.check_supported()?;
         let mut switched = 0;
         for cell in &self.layers {
             let layer = cell.read();

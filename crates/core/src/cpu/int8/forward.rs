@@ -11,7 +11,7 @@ use crate::{Error, Result};
 
 /// Below this many multiply-adds the work stays on the calling thread (a batch-1 request):
 /// a rayon round trip costs more than it saves.
-const PARALLEL_MACS: usize = 1 << 17;
+pub(crate) const PARALLEL_MACS: usize = 1 << 17;
 /// Rows per block: the block's `u8` rows, `i32` sums and outputs stay within L2.
 const BLOCK_BYTES: usize = 1 << 18;
 
@@ -37,7 +37,7 @@ fn with_scratch<R>(a_len: usize, c_len: usize, f: impl FnOnce(&mut [u8], &mut [i
     })
 }
 
-fn block_rows(rows: usize, bytes_per_row: usize, macs: usize) -> usize {
+pub(crate) fn block_rows(rows: usize, bytes_per_row: usize, macs: usize) -> usize {
     let threads = if macs < PARALLEL_MACS {
         1
     } else {

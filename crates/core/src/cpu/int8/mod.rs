@@ -15,12 +15,11 @@
 //! multiply-adds per 32-bit lane), AVX2 (`vpmaddwd` on sign-extended 16-bit values: exact,
 //! where `vpmaddubsw` would saturate its 16-bit pair sums), and a portable loop.
 
-#[cfg(target_arch = "x86_64")]
-mod amx;
 mod forward;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub(crate) use forward::{block_rows, PARALLEL_MACS};
 pub use forward::{conv2d_int8, linear_int8};
 
 use std::sync::OnceLock;
@@ -31,6 +30,8 @@ use crate::{Error, Result};
 pub(crate) const NR: usize = 16;
 /// Reduction values per packed group (the four bytes `vpdpbusd` sums into one lane).
 pub(crate) const KG: usize = 4;
+/// Packed groups per AMX reduction step (16 groups of 4 bytes fill a 64-byte tile row).
+const GROUPS_PER_TILE_STEP: usize = 16;
 /// Longest reduction whose `i32` sums cannot overflow: `255 * 127 * k < 2^31`.
 pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 127);
 
@@ -88,7 +89,7 @@ impl Int8Kernel {
         match self {
             Int8Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Int8Kernel::Amx => amx::available(),
+            Int8Kernel::Amx => crate::cpu::amx::int8_available(),
             #[cfg(target_arch = "x86_64")]
             Int8Kernel::Vnni => {
                 is_x86_feature_detected!("avx512f")
@@ -309,11 +310,14 @@ pub fn gemm_u8i8(kernel: Int8Kernel, a: &[u8], m: usize, w: &PackedInt8, c: &mut
     let groups = lda / KG;
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Amx if kernel.supported() && groups.is_multiple_of(amx::GROUPS_PER_STEP) => {
+        Int8Kernel::Amx if kernel.supported() && groups.is_multiple_of(GROUPS_PER_TILE_STEP) => {
             // SAFETY: AMX was granted (checked); the asserts bound every tile; the rows AMX
-            // leaves (under 16) run on VNNI, which every AMX CPU has.
+            // leaves (under 16) run on VNNI, which int8_available also checked.
             unsafe {
-                let done = amx::gemm_amx(a.as_ptr(), m, lda, w.data.as_ptr(), groups, c.as_mut_ptr(), ldc);
+                let (wp, steps) = (w.data.as_ptr() as *const u8, groups / GROUPS_PER_TILE_STEP);
+                let cp = c.as_mut_ptr() as *mut u8;
+                let done =
+                    crate::cpu::amx::gemm_tiles(crate::cpu::amx::TileOp::U8I8, a.as_ptr(), m, lda, wp, steps, cp, ldc);
                 let (a, c) = (a.as_ptr().add(done * lda), c.as_mut_ptr().add(done * ldc));
                 x86::gemm_vnni(a, m - done, lda, w.data.as_ptr(), groups, c, ldc);
             }
@@ -355,7 +359,7 @@ fn padded_groups(k: usize) -> usize {
     let groups = k.div_ceil(KG);
     #[cfg(target_arch = "x86_64")]
     if Int8Kernel::Amx.supported() {
-        return groups.div_ceil(amx::GROUPS_PER_STEP) * amx::GROUPS_PER_STEP;
+        return groups.div_ceil(GROUPS_PER_TILE_STEP) * GROUPS_PER_TILE_STEP;
     }
     groups
 }

@@ -6,11 +6,10 @@ use super::dense::init_option;
 use super::{ActivationSpec, Common, ForwardCtx, Layer};
 use crate::cpu::conv::{Conv2dGeometry, Padding};
 use crate::cpu::elementwise::Activation;
-use crate::cpu::int8::{conv2d_int8, Int8Kernel};
 use crate::nn::init::Initializer;
 use crate::nn::options::Options;
 use crate::nn::param::Param;
-use crate::nn::quantize::{Int8Weights, Precision};
+use crate::nn::quantize::{Precision, QuantizedWeights};
 use crate::rng::Rng;
 use crate::{ops, Error, Result, Tensor};
 
@@ -28,7 +27,7 @@ pub struct Conv2dLayer {
     bias_init: Initializer,
     kernel: Option<Param>,
     bias: Option<Param>,
-    int8: Int8Weights,
+    quantized: QuantizedWeights,
 }
 
 impl Conv2dLayer {
@@ -57,14 +56,15 @@ impl Conv2dLayer {
             bias_init: init_option(o, "biasInitializer", Initializer::Zeros)?,
             kernel: None,
             bias: None,
-            int8: Int8Weights::default(),
+            quantized: QuantizedWeights::default(),
         })
     }
 }
 
 impl Conv2dLayer {
-    /// The int8 forward pass, when the layer is quantized and this call is plain inference.
-    fn forward_int8(
+    /// The reduced-precision forward pass, when the layer is quantized and this call is plain
+    /// inference.
+    fn forward_quantized(
         &self,
         x: &Tensor,
         kernel: &Param,
@@ -73,17 +73,18 @@ impl Conv2dLayer {
     ) -> Result<Option<Tensor>> {
         let w = kernel.get();
         let geom = Conv2dGeometry::new(x.shape(), w.shape(), self.strides, self.dilation, self.padding)?;
-        let Some(packed) = self.int8.for_call(kernel, &w, x, ctx, geom.patch_len(), geom.out_c)? else {
+        let Some(packed) = self
+            .quantized
+            .for_call(kernel, &w, x, ctx, geom.patch_len(), geom.out_c)?
+        else {
             return Ok(None);
         };
         let act = self.activation.pointwise();
-        let y = conv2d_int8(
+        let y = packed.conv2d(
             x.data(),
             &geom,
-            &packed,
             bias.map(Tensor::data),
             act.unwrap_or(Activation::Linear),
-            Int8Kernel::detect(),
         )?;
         let y = Tensor::new(y, &geom.output_shape())?;
         Ok(Some(if act.is_some() {
@@ -136,7 +137,7 @@ impl Layer for Conv2dLayer {
             .as_ref()
             .ok_or_else(|| Error::Invalid(format!("layer '{}' is used before it was built", self.common.name)))?;
         let bias = self.bias.as_ref().map(Param::get);
-        if let Some(y) = self.forward_int8(x, kernel, bias.as_ref(), ctx)? {
+        if let Some(y) = self.forward_quantized(x, kernel, bias.as_ref(), ctx)? {
             return Ok(y);
         }
         if let Some(act) = self.activation.pointwise() {
@@ -154,7 +155,7 @@ impl Layer for Conv2dLayer {
         self.activation.apply_owned(y)
     }
     fn set_precision(&self, precision: Precision) -> bool {
-        self.int8.set(precision);
+        self.quantized.set(precision);
         true
     }
     fn params(&self) -> Vec<&Param> {

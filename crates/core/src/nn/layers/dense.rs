@@ -4,11 +4,10 @@ use serde_json::{json, Value};
 
 use super::{ActivationSpec, Common, ForwardCtx, Layer};
 use crate::cpu::elementwise::Activation;
-use crate::cpu::int8::{linear_int8, Int8Kernel};
 use crate::nn::init::Initializer;
 use crate::nn::options::Options;
 use crate::nn::param::Param;
-use crate::nn::quantize::{Int8Weights, Precision};
+use crate::nn::quantize::{Precision, QuantizedWeights};
 use crate::rng::Rng;
 use crate::{ops, Error, Result, Tensor};
 
@@ -22,7 +21,7 @@ pub struct Dense {
     bias_init: Initializer,
     kernel: Option<Param>,
     bias: Option<Param>,
-    int8: Int8Weights,
+    quantized: QuantizedWeights,
 }
 
 impl Dense {
@@ -36,7 +35,7 @@ impl Dense {
             bias_init: init_option(o, "biasInitializer", Initializer::Zeros)?,
             kernel: None,
             bias: None,
-            int8: Int8Weights::default(),
+            quantized: QuantizedWeights::default(),
         })
     }
 }
@@ -99,17 +98,10 @@ impl Layer for Dense {
         let w = kernel.get();
         let (din, dout) = (w.shape()[0], self.units);
         if x.shape().last() == Some(&din) {
-            if let Some(packed) = self.int8.for_call(kernel, &w, x, ctx, din, dout)? {
+            if let Some(packed) = self.quantized.for_call(kernel, &w, x, ctx, din, dout)? {
                 let act = self.activation.pointwise().unwrap_or(Activation::Linear);
                 let rows = x.len() / din.max(1);
-                let y = linear_int8(
-                    x.data(),
-                    rows,
-                    &packed,
-                    bias.as_ref().map(Tensor::data),
-                    act,
-                    Int8Kernel::detect(),
-                )?;
+                let y = packed.linear(x.data(), rows, bias.as_ref().map(Tensor::data), act)?;
                 let mut shape = x.shape().to_vec();
                 *shape.last_mut().expect("rank >= 1") = dout;
                 let y = Tensor::new(y, &shape)?;
@@ -124,7 +116,7 @@ impl Layer for Dense {
         self.activation.apply_owned(y)
     }
     fn set_precision(&self, precision: Precision) -> bool {
-        self.int8.set(precision);
+        self.quantized.set(precision);
         true
     }
     fn params(&self) -> Vec<&Param> {

@@ -1,0 +1,114 @@
+//! bf16 forward passes of Dense and Conv2D: round the activations to bf16, run the bf16 GEMM
+//! over blocks of rows in parallel, and add bias and activation to each block while it is still
+//! in cache. The blocking and threading are int8's (`crate::cpu::int8::forward`).
+
+use rayon::prelude::*;
+
+use super::{convert_into, finish, gemm_bf16, Bf16Kernel, PackedBf16};
+use crate::cpu::conv::{im2col, par_new, Conv2dGeometry};
+use crate::cpu::elementwise::Activation;
+use crate::cpu::int8::{block_rows, PARALLEL_MACS};
+use crate::{Error, Result};
+
+thread_local! {
+    /// Per-thread bf16 rows and f32 sums of a block, reused across calls.
+    static SCRATCH: std::cell::RefCell<(Vec<u16>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with this thread's scratch grown to `a_len` values and `c_len` sums.
+fn with_scratch<R>(a_len: usize, c_len: usize, f: impl FnOnce(&mut [u16], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (a, c) = &mut *s;
+        if a.len() < a_len {
+            a.resize(a_len, 0);
+        }
+        if c.len() < c_len {
+            c.resize(c_len, 0.0);
+        }
+        f(&mut a[..a_len], &mut c[..c_len])
+    })
+}
+
+/// Runs `run(block, output)` over `rows x n` outputs in blocks of `block` rows: inline for one
+/// block, else on the rayon pool.
+fn blocks(
+    rows: usize,
+    n: usize,
+    block: usize,
+    what: &str,
+    run: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Result<Vec<f32>> {
+    if block >= rows {
+        let mut y = crate::alloc::try_with_capacity(what, rows * n)?;
+        y.resize(rows * n, 0.0);
+        run(0, &mut y);
+        return Ok(y);
+    }
+    Ok(par_new(rows * n, block * n, run))
+}
+
+/// `act(x · W + bias)` with `x` of `rows x w.k`.
+pub fn linear_bf16(
+    x: &[f32],
+    rows: usize,
+    w: &PackedBf16,
+    bias: Option<&[f32]>,
+    act: Activation,
+    kernel: Bf16Kernel,
+) -> Result<Vec<f32>> {
+    let (k, n, kp, ldc) = (w.k, w.n, w.padded_depth(), w.padded_width());
+    if x.len() != rows * k {
+        return Err(Error::shape("bf16 dense input", [rows, k], x.len()));
+    }
+    let block = block_rows(rows, 2 * kp + 4 * ldc, rows * k * n);
+    blocks(rows, n, block, "bf16 dense output", |bi, yb| {
+        let (r0, nr) = (bi * block, yb.len() / n);
+        with_scratch(nr * kp, nr * ldc, |a, c| {
+            for (r, arow) in a.chunks_exact_mut(kp).enumerate() {
+                convert_into(&x[(r0 + r) * k..(r0 + r + 1) * k], arow);
+                arow[k..].fill(0);
+            }
+            gemm_bf16(kernel, a, nr, w, c);
+            finish(c, ldc, n, bias, act, yb);
+        });
+    })
+}
+
+/// Convolution of `x` (NHWC, `g`'s shapes) with the packed `[kh * kw * in_c, out_c]` kernel,
+/// then `+ bias` and `act`.
+pub fn conv2d_bf16(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    w: &PackedBf16,
+    bias: Option<&[f32]>,
+    act: Activation,
+    kernel: Bf16Kernel,
+) -> Result<Vec<f32>> {
+    if x.len() != g.batch * g.in_h * g.in_w * g.in_c || w.k != g.patch_len() || w.n != g.out_c {
+        return Err(Error::shape("bf16 conv2d input", g.input_shape(), x.len()));
+    }
+    let mut xb = crate::alloc::try_with_capacity::<u16>("bf16 conv2d input", x.len())?;
+    xb.resize(x.len(), 0);
+    if x.len() >= PARALLEL_MACS {
+        x.par_chunks(1 << 14)
+            .zip(xb.par_chunks_mut(1 << 14))
+            .for_each(|(x, o)| convert_into(x, o));
+    } else {
+        convert_into(x, &mut xb);
+    }
+    let (k, n, kp, ldc) = (w.k, w.n, w.padded_depth(), w.padded_width());
+    let rows = g.batch * g.out_h * g.out_w;
+    let block = block_rows(rows, 2 * kp + 4 * ldc, rows * k * n);
+    blocks(rows, n, block, "bf16 conv2d output", |bi, yb| {
+        let (r0, nr) = (bi * block, yb.len() / n);
+        with_scratch(nr * kp, nr * ldc, |a, c| {
+            im2col(&xb, g, r0, nr, kp, a, 0, |_| 0);
+            if kp > k {
+                a.chunks_exact_mut(kp).for_each(|row| row[k..].fill(0));
+            }
+            gemm_bf16(kernel, a, nr, w, c);
+            finish(c, ldc, n, bias, act, yb);
+        });
+    })
+}

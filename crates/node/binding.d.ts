@@ -150,13 +150,19 @@ export declare class NativeModel {
   compile(configJson: string): void
   /**
    * Switches inference (predict, evaluate, call without gradients) of the Dense and Conv2D
-   * layers to `mode`: `'int8'` (dynamic int8, per-channel weight scales, AVX-512 VNNI or AVX2
-   * kernels chosen at run time) or `'float32'`. Training keeps f32 and the next predict sees
-   * the new weights. Returns how many layers switched.
+   * layers to `mode`: `'int8'` (dynamic int8, per-channel weight scales, AMX, AVX-512 VNNI or
+   * AVX2 kernels chosen at run time), `'bf16'` (bf16 weights and activations, f32 sums, on
+   * AMX-BF16 CPUs; elsewhere an Error) or `'float32'`. Training keeps f32 and the next predict
+   * sees the new weights. Returns how many layers switched.
    */
   quantize(mode: string): number
-  /** The int8 kernel this CPU runs (`'vnni'`, `'avx2'` or `'portable'`). */
+  /** The int8 kernel this CPU runs (`'amx'`, `'vnni'`, `'avx2'` or `'portable'`). */
   get int8Kernel(): string
+  /**
+   * The bf16 kernel this CPU runs (`'amx'`), or null where `quantize({ mode: 'bf16' })` is
+   * refused.
+   */
+  get bf16Kernel(): string | null
   /** The GPU adapter the compiled model trains and predicts on; null on the CPU. */
   get device(): string | null
   /** Why a GPU asked for in `compile` is not used (the model runs on the CPU); null otherwise. */

@@ -135,9 +135,78 @@ pub fn max_pool2d_values(x: &[f32], g: &Pool2dGeometry) -> Vec<f32> {
     par_new(g.batch * out_img, per_task * out_img, |t, y| {
         for (i, yi) in y.chunks_exact_mut(out_img).enumerate() {
             let n = t * per_task + i;
-            max_pool_image_dispatch::<false>(&x[n * in_img..(n + 1) * in_img], g, 0, yi, &mut []);
+            let xi = &x[n * in_img..(n + 1) * in_img];
+            #[cfg(target_arch = "x86_64")]
+            if g.channels.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked); the lengths are the geometry's.
+                unsafe { max_values_image_avx512(xi, g, yi) };
+                continue;
+            }
+            max_pool_image_dispatch::<false>(xi, g, 0, yi, &mut []);
         }
     })
+}
+
+/// Max pooling of one image without the argmax, 64 (then 16) channels per pass: `vmaxps` over
+/// the window into independent registers (the argmax path's compare-and-select chain is
+/// latency-bound), then NaN wherever the window held one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_values_image_avx512(xi: &[f32], g: &Pool2dGeometry, yi: &mut [f32]) {
+    let c = g.channels;
+    assert!(xi.len() >= g.in_img() && yi.len() >= g.out_img() && c.is_multiple_of(16));
+    for oh in 0..g.out_h {
+        for ow in 0..g.out_w {
+            let win = g.window(oh, ow);
+            let o = (oh * g.out_w + ow) * c;
+            let mut j = 0;
+            // SAFETY: every window lies inside the image (Pool2dGeometry::window) and the
+            // channels j..j + 16 * NV <= c, so loads stay in `xi` and stores in pixel `o`.
+            unsafe {
+                while j + 64 <= c {
+                    max_values_window::<4>(xi.as_ptr(), g, win, j, yi.as_mut_ptr().add(o + j));
+                    j += 64;
+                }
+                while j < c {
+                    max_values_window::<1>(xi.as_ptr(), g, win, j, yi.as_mut_ptr().add(o + j));
+                    j += 16;
+                }
+            }
+        }
+    }
+}
+
+/// Max of one window over channels `j..j + 16 * NV`, into `y`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_values_window<const NV: usize>(
+    x: *const f32,
+    g: &Pool2dGeometry,
+    (h0, h1, w0, w1): (usize, usize, usize, usize),
+    j: usize,
+    y: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let mut best = [_mm512_set1_ps(f32::NEG_INFINITY); NV];
+    let mut nan: [__mmask16; NV] = [0; NV];
+    // SAFETY: the caller's bounds.
+    unsafe {
+        for ih in h0..h1 {
+            for iw in w0..w1 {
+                let base = x.add((ih * g.in_w + iw) * g.channels + j);
+                for v in 0..NV {
+                    let val = _mm512_loadu_ps(base.add(16 * v));
+                    nan[v] |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(val, val);
+                    best[v] = _mm512_max_ps(best[v], val);
+                }
+            }
+        }
+        for v in 0..NV {
+            let out = _mm512_mask_mov_ps(best[v], nan[v], _mm512_set1_ps(f32::NAN));
+            _mm512_storeu_ps(y.add(16 * v), out);
+        }
+    }
 }
 
 /// Picks the widest vector build of [`max_pool_image`] this CPU runs.
@@ -424,6 +493,30 @@ mod tests {
             }
             assert_eq!(y2, y, "{lanes} lanes");
             assert_eq!(a2, a, "{lanes} lanes");
+        }
+    }
+
+    /// The values-only path (vmaxps, 16 to 80 channels) equals the argmax path, NaN included.
+    #[test]
+    fn max_values_match_the_argmax_path() {
+        for (shape, pool, strides, padding) in [
+            ([3, 9, 8, 16], [2, 2], [2, 2], Padding::Valid),
+            ([2, 7, 6, 80], [3, 2], [2, 1], Padding::Same),
+            ([1, 5, 5, 48], [3, 3], [1, 1], Padding::Same),
+        ] {
+            let g = Pool2dGeometry::new(&shape, pool, strides, padding).unwrap();
+            let mut x: Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|i| ((i * 7919) % 263) as f32 - 131.0)
+                .collect();
+            x[5] = f32::NAN;
+            x[shape[3] * 3 + 17] = f32::NAN;
+            let (want, _) = max_pool2d_forward(&x, &g);
+            let got = max_pool2d_values(&x, &g);
+            assert_eq!(got.len(), want.len());
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(a == b || (a.is_nan() && b.is_nan()), "{shape:?} [{i}]: {a} vs {b}");
+            }
+            assert!(got.iter().any(|v| v.is_nan()));
         }
     }
 }

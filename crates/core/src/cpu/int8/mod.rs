@@ -375,10 +375,28 @@ pub fn dequantize(
     y: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { dequantize_avx512(c, w, quant, bias, act, y) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
         return unsafe { dequantize_avx2(c, w, quant, bias, act, y) };
     }
+    dequantize_plain(c, w, quant, bias, act, y);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dequantize_avx512(
+    c: &[i32],
+    w: &PackedInt8,
+    quant: impl Fn(usize) -> AffineU8,
+    bias: Option<&[f32]>,
+    act: crate::cpu::elementwise::Activation,
+    y: &mut [f32],
+) {
     dequantize_plain(c, w, quant, bias, act, y);
 }
 
@@ -418,10 +436,19 @@ fn dequantize_plain(
         let q = quant(i);
         let (zp, s) = (q.zero_point as i32, q.scale);
         let crow = &c[i * ldc..i * ldc + n];
-        for j in 0..n {
-            yrow[j] = ((crow[j] - zp * col_sums[j]) as f32) * (s * scales[j]) + bias[j];
+        let terms = yrow.iter_mut().zip(crow).zip(col_sums).zip(scales).zip(bias);
+        let value = |c: i32, sum: i32, scale: f32, b: f32| ((c - zp * sum) as f32) * (s * scale) + b;
+        // ReLU (the common case) in the same pass; other activations on the finished row.
+        if act == crate::cpu::elementwise::Activation::Relu {
+            for ((((y, &c), &sum), &scale), &b) in terms {
+                *y = value(c, sum, scale, b).max(0.0);
+            }
+        } else {
+            for ((((y, &c), &sum), &scale), &b) in terms {
+                *y = value(c, sum, scale, b);
+            }
+            crate::cpu::elementwise::activation_in_place(act, yrow);
         }
-        crate::cpu::elementwise::activation_in_place(act, yrow);
     }
 }
 

@@ -5,9 +5,23 @@
  * itself is checked against an f64 reference in crates/core/src/cpu/int8/tests.rs.
  */
 import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { conv2d, dense, flatten, type Model, maxPooling2d, sequential, type Tensor, tensor } from "../index.ts";
+import {
+  conv2d,
+  dense,
+  flatten,
+  loadModel,
+  type Model,
+  maxPooling2d,
+  sequential,
+  serve,
+  type Tensor,
+  tensor,
+} from "../index.ts";
+import { parseServeArgs } from "../src/serving/cli.ts";
 import { blobs, randomTensor } from "./helpers.ts";
 
 const root = join(import.meta.dirname, "..");
@@ -196,5 +210,41 @@ describe("bf16 inference", () => {
     }
     expect(amx.kernel).toBe("amx");
     expect(diff(amx.data, portable.data)).toBeLessThan(1e-5);
+  });
+});
+
+describe("serving quantized models", () => {
+  it("serve({ quantize: 'int8' }) answers with the int8 model's predictions", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "cortex-quantize-serve-"));
+    try {
+      const m = sequential([dense({ units: 16, activation: "relu", inputShape: [64] }), dense({ units: 3 })], {
+        seed: 9,
+      });
+      await m.save(join(dir, "m"));
+      const server = await serve({ models: { q: join(dir, "m") }, port: 0, quantize: "int8" });
+      try {
+        const x = randomTensor([5, 64], 4);
+        const instances = Array.from({ length: 5 }, (_, r) => Array.from(x.data.slice(r * 64, (r + 1) * 64)));
+        const res = await fetch(`${server.url}/v1/models/q:predict`, {
+          method: "POST",
+          body: JSON.stringify({ instances }),
+        });
+        expect(res.status).toBe(200);
+        const body = (await res.json()) as { predictions: number[][] };
+        const got = tensor(Float32Array.from(body.predictions.flat()), [5, 3]);
+        const quantized = await loadModel(join(dir, "m"), { quantize: "int8" });
+        expect(maxDiff(got, await quantized.predict(x))).toBeLessThan(1e-6);
+        expect(maxDiff(got, await m.predict(x))).toBeGreaterThan(0); // the int8 path served it
+      } finally {
+        await server.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("the CLI takes --quantize and rejects unknown modes", () => {
+    expect(parseServeArgs(["--model", "a=/x", "--quantize", "int8"]).quantize).toBe("int8");
+    expect(() => parseServeArgs(["--model", "a=/x", "--quantize", "int4"])).toThrow(/--quantize must be/);
   });
 });

@@ -20,6 +20,7 @@ Options:
   --max-queue N              queued requests per model before 429 (default 10000)
   --body-limit-bytes N       largest request body (default 16777216)
   --device cpu|gpu           where the models run (default cpu)
+  --quantize int8|bf16       reduced-precision inference (default float32; bf16 needs AMX)
   --log-requests             one JSON line per request on stdout
 `;
 
@@ -44,6 +45,7 @@ export function parseServeArgs(argv: string[]): ServeOptions {
       "body-limit-bytes": { type: "string" },
       "worker-decode-bytes": { type: "string" },
       device: { type: "string" },
+      quantize: { type: "string" },
       "log-requests": { type: "boolean" },
     },
     strict: true,
@@ -60,6 +62,10 @@ export function parseServeArgs(argv: string[]): ServeOptions {
   if (device !== undefined && device !== "cpu" && device !== "gpu" && device !== "gpu!") {
     throw new Error(`--device must be cpu or gpu, got '${device}'`);
   }
+  const quantize = values.quantize;
+  if (quantize !== undefined && quantize !== "int8" && quantize !== "bf16" && quantize !== "float32") {
+    throw new Error(`--quantize must be int8, bf16 or float32, got '${quantize}'`);
+  }
   const timeout = values["batch-timeout-ms"];
   if (timeout !== undefined && !(Number(timeout) >= 0))
     throw new Error(`--batch-timeout-ms must be >= 0, got '${timeout}'`);
@@ -73,6 +79,7 @@ export function parseServeArgs(argv: string[]): ServeOptions {
     bodyLimitBytes: int("body-limit-bytes", values["body-limit-bytes"], 1),
     workerDecodeBytes: int("worker-decode-bytes", values["worker-decode-bytes"], 0),
     device,
+    quantize,
     logRequests: values["log-requests"] ?? false,
   };
 }

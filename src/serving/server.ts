@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { loadModel, type Model } from "../model.ts";
+import { loadModel, type Model, type QuantizeMode } from "../model.ts";
 import { Tensor } from "../tensor.ts";
 import { type Batcher, type BatcherError, batcher } from "./batcher.ts";
 import { DecodePool, WorkerCrash } from "./decode-worker.ts";
@@ -55,6 +55,11 @@ export interface ServeOptions {
   logRequests?: boolean | ((entry: RequestLog) => void);
   /** Compiles models loaded from paths for this device (`'gpu'` falls back to the CPU with a warning). */
   device?: "cpu" | "gpu" | "gpu!";
+  /**
+   * Inference precision of models loaded from paths (see `Model.quantize`): `'int8'` or `'bf16'`
+   * (AMX-BF16 CPUs only; elsewhere the server does not start). CPU only.
+   */
+  quantize?: QuantizeMode;
 }
 
 /** One request as logged by {@link ServeOptions.logRequests}. */
@@ -409,6 +414,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       for (const version of versions ?? ["1"]) {
         const model = await loadModel(versions ? join(spec, version) : spec);
         if (options.device) model.compile({ optimizer: "sgd", loss: "meanSquaredError", device: options.device });
+        if (options.quantize) model.quantize({ mode: options.quantize });
         addVersion(name, version, model);
       }
     }

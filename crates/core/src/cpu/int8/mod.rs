@@ -31,6 +31,7 @@ pub(crate) const NR: usize = 16;
 /// Reduction values per packed group (the four bytes `vpdpbusd` sums into one lane).
 pub(crate) const KG: usize = 4;
 /// Packed groups per AMX reduction step (16 groups of 4 bytes fill a 64-byte tile row).
+#[cfg(target_arch = "x86_64")]
 const GROUPS_PER_TILE_STEP: usize = 16;
 /// Longest reduction whose `i32` sums cannot overflow: `255 * 127 * k < 2^31`.
 pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 127);

@@ -10,14 +10,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
+  bidirectional,
   conv2d,
   dense,
   flatten,
+  gru,
   loadModel,
+  lstm,
   type Model,
   maxPooling2d,
   sequential,
   serve,
+  simpleRNN,
   type Tensor,
   tensor,
 } from "../index.ts";
@@ -246,5 +250,30 @@ describe("serving quantized models", () => {
   it("the CLI takes --quantize and rejects unknown modes", () => {
     expect(parseServeArgs(["--model", "a=/x", "--quantize", "int8"]).quantize).toBe("int8");
     expect(() => parseServeArgs(["--model", "a=/x", "--quantize", "int4"])).toThrow(/--quantize must be/);
+  });
+});
+
+describe("int8 recurrent layers", () => {
+  it("LSTM, GRU and bidirectional SimpleRNN run h·U in int8 close to f32, and switch back exactly", async () => {
+    const x = randomTensor([6, 9, 40], 12);
+    for (const layer of [
+      lstm({ units: 48, inputShape: [9, 40] }),
+      gru({ units: 40, returnSequences: true, inputShape: [9, 40] }),
+      bidirectional({ layer: simpleRNN({ units: 32 }), inputShape: [9, 40] }),
+    ]) {
+      const m = sequential([layer, dense({ units: 4 })], { seed: 5 });
+      const f32 = await m.predict(x);
+      expect(m.quantize({ mode: "int8" })).toBe(2);
+      const q = await m.predict(x);
+      const d = maxDiff(f32, q);
+      expect(d).toBeGreaterThan(0);
+      expect(d).toBeLessThan(0.05);
+      // Batch-independent: one sample alone.
+      const one = await m.predict(tensor(x.data.slice(0, 9 * 40), [1, 9, 40]));
+      const width = q.data.length / 6;
+      expect(maxDiff(one, tensor(q.data.slice(0, width), [1, ...q.shape.slice(1)]))).toBeLessThan(1e-6);
+      m.quantize({ mode: "float32" });
+      expect(maxDiff(f32, await m.predict(x))).toBe(0);
+    }
   });
 });

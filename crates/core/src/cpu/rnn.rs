@@ -144,6 +144,8 @@ pub struct RnnInputs<'a> {
     pub c0: Option<&'a [f32]>,
     /// Keras mask `[batch, time]`, nonzero = keep.
     pub mask: Option<&'a [f32]>,
+    /// `recurrent` quantized for int8 inference (`model.quantize`): `h·U` per step in int8.
+    pub recurrent_int8: Option<&'a crate::cpu::int8::PackedInt8>,
 }
 
 /// What the backward pass needs from the forward pass (all indexed by input time).
@@ -545,9 +547,9 @@ fn forward_chunk_impl(spec: &RnnSpec, inp: &RnnInputs, per_chunk: bool, mut ch: 
         project(spec, ch.x, inp.kernel, inp.bias, ch.gates, false);
     }
     with_activations!(spec, |act, rec, _dact, _drec| if spec.keep_tape && spec.keeps_pre() {
-        forward_steps::<true>(spec, inp.recurrent, inp.bias, &mut ch, act, rec)
+        forward_steps::<true>(spec, inp, &mut ch, act, rec)
     } else {
-        forward_steps::<false>(spec, inp.recurrent, inp.bias, &mut ch, act, rec)
+        forward_steps::<false>(spec, inp, &mut ch, act, rec)
     })
 }
 
@@ -561,13 +563,14 @@ const PACKED_MIN_STEPS: usize = 16;
 #[inline(always)]
 fn forward_steps<const KEEP: bool>(
     spec: &RnnSpec,
-    w_rec: &[f32],
-    bias: Option<&[f32]>,
+    inp: &RnnInputs,
     ch: &mut FwdChunk,
     act: impl Fn(f32) -> f32,
     rec: impl Fn(f32) -> f32,
 ) {
     let (t, u, g) = (spec.time, spec.units, spec.g());
+    let (w_rec, bias) = (inp.recurrent, inp.bias);
+    let int8 = inp.recurrent_int8.map(|q| (q, crate::cpu::int8::Int8Kernel::detect()));
     let rows = ch.h.len() / u;
     // Scratch for h·U, and GRU's recurrent bias (zeros without bias), allocated once per chunk.
     let mut r = vec![0.0; rows * g];
@@ -577,7 +580,7 @@ fn forward_steps<const KEEP: bool>(
     };
     // A few rows' `h·U` per step reads all of `U` from L2 each time; packed into contiguous
     // column panels once, it streams faster (see `gemv`). Worth the copy over many steps.
-    let packed = if rows <= PACKED_MAX_ROWS && t >= PACKED_MIN_STEPS {
+    let packed = if int8.is_none() && rows <= PACKED_MAX_ROWS && t >= PACKED_MIN_STEPS {
         Packed::new(u, g, w_rec)
     } else {
         None
@@ -602,7 +605,12 @@ fn forward_steps<const KEEP: bool>(
         // For a few rows, `U` streams through registers from the panels packed above; else
         // `sgemm` (not `gemm_strided`: its small-row path also skips the `gemm` crate's
         // per-call packing of `U`, which for batch-1 inference was half of all the time).
+        // int8 inference quantizes each row of h at each step; a state it cannot quantize (not
+        // finite) takes the f32 product.
+        let int8_done =
+            int8.is_some_and(|(q, kernel)| crate::cpu::int8::matmul_int8_serial(ch.h, rows, q, kernel, &mut r).is_ok());
         match &packed {
+            _ if int8_done => {}
             Some(p) => p.matmul(rows, ch.h, &mut r),
             None => sgemm(rows, g, u, ch.h, false, w_rec, false, &mut r, false, false),
         }

@@ -85,6 +85,27 @@ pub fn linear_int8(
     Ok(par_new(rows * n, block * n, run))
 }
 
+/// `y = x · W` for `rows` rows of `x`, each quantized on its own, on the calling thread into
+/// `y` (`rows x w.n`): the recurrent product of one RNN chunk at one time step.
+pub fn matmul_int8_serial(x: &[f32], rows: usize, w: &PackedInt8, kernel: Int8Kernel, y: &mut [f32]) -> Result<()> {
+    let (k, n, kp, ldc) = (w.k, w.n, w.padded_depth(), w.padded_width());
+    if x.len() < rows * k || y.len() < rows * n {
+        return Err(Error::shape("int8 matmul input", [rows, k], x.len()));
+    }
+    let quant: Vec<AffineU8> = x[..rows * k]
+        .chunks(k.max(1))
+        .map(AffineU8::of)
+        .collect::<Result<_>>()?;
+    with_scratch(rows * kp, rows * ldc, |a, c| {
+        for (r, arow) in a.chunks_exact_mut(kp).enumerate() {
+            quant[r].quantize_into(&x[r * k..(r + 1) * k], arow);
+        }
+        gemm_u8i8(kernel, a, rows, w, c);
+        dequantize(c, w, |r| quant[r], None, Activation::Linear, &mut y[..rows * n]);
+    });
+    Ok(())
+}
+
 /// Convolution of `x` (NHWC, `g`'s shapes) with the packed `[kh * kw * in_c, out_c]` kernel,
 /// each image quantized on its own; then `+ bias` and `act`.
 pub fn conv2d_int8(

@@ -20,7 +20,7 @@ mod forward;
 mod x86;
 
 pub(crate) use forward::{block_rows, PARALLEL_MACS};
-pub use forward::{conv2d_int8, linear_int8};
+pub use forward::{conv2d_int8, linear_int8, matmul_int8_serial};
 
 use std::sync::OnceLock;
 

@@ -23,6 +23,7 @@ use crate::cpu::rnn::{self, Cell, RnnInputs, RnnSpec, RnnTape, RnnWanted};
 use crate::nn::init::Initializer;
 use crate::nn::options::Options;
 use crate::nn::param::Param;
+use crate::nn::quantize::{Packed as QuantizedPack, Precision, QuantizedWeights};
 use crate::rng::Rng;
 use crate::{ops, Error, Result, Tensor};
 
@@ -192,6 +193,7 @@ impl RnnOp {
             h0: self.h0.as_ref().map(Tensor::data),
             c0: self.c0.as_ref().map(Tensor::data),
             mask: self.mask.as_ref().map(Tensor::data),
+            recurrent_int8: None,
         }
     }
 }
@@ -327,6 +329,8 @@ pub struct Rnn {
     kernel: Option<Param>,
     recurrent: Option<Param>,
     bias: Option<Param>,
+    /// The recurrent kernel's int8 form (`model.quantize({ mode: 'int8' })`).
+    quantized: QuantizedWeights,
 }
 
 fn read_activation(o: &mut Options, key: &'static str, default: &str) -> Result<(String, Activation)> {
@@ -386,6 +390,7 @@ impl Rnn {
             kernel: None,
             recurrent: None,
             bias: None,
+            quantized: QuantizedWeights::default(),
         })
     }
 
@@ -467,7 +472,14 @@ impl Rnn {
     }
 
     /// Runs the layer: `[output, states...]` when `returnState`, else `[output]`.
-    fn run(&self, x: &Tensor, states: &[Tensor], mask: Option<&Tensor>, bidirectional: bool) -> Result<Vec<Tensor>> {
+    fn run(
+        &self,
+        x: &Tensor,
+        states: &[Tensor],
+        mask: Option<&Tensor>,
+        bidirectional: bool,
+        ctx: &ForwardCtx,
+    ) -> Result<Vec<Tensor>> {
         let what = self.what();
         let (Some(kernel), Some(recurrent), Some(features)) = (&self.kernel, &self.recurrent, self.features) else {
             return Err(Error::Invalid(format!(
@@ -515,6 +527,7 @@ impl Rnn {
             zero_masked_outputs: bidirectional && self.return_sequences,
             keep_tape: true,
         };
+        let recurrent_param = recurrent;
         let (kernel, recurrent) = (kernel.get(), recurrent.get());
         let bias = self.bias.as_ref().map(Param::get);
         let (h0, c0) = (states.first().cloned(), states.get(1).cloned());
@@ -524,6 +537,18 @@ impl Rnn {
         let spec = RnnSpec {
             keep_tape: Tensor::records(&inputs),
             ..spec
+        };
+        // int8 inference (quantized, nothing recorded): h·U per step in int8.
+        let int8 = if spec.keep_tape {
+            None
+        } else {
+            match self
+                .quantized
+                .for_call(recurrent_param, &recurrent, x, ctx, u, self.cell.gates() * u)?
+            {
+                Some(QuantizedPack::Int8(q)) => Some(q),
+                _ => None,
+            }
         };
         let fwd = rnn::rnn_forward(
             &spec,
@@ -535,6 +560,7 @@ impl Rnn {
                 h0: h0.as_ref().map(Tensor::data),
                 c0: c0.as_ref().map(Tensor::data),
                 mask: mask.map(Tensor::data),
+                recurrent_int8: int8.as_deref(),
             },
         );
         let out_shape = if self.return_sequences {
@@ -661,7 +687,7 @@ impl Layer for Rnn {
     }
     fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let mask = ctx.mask(0).cloned();
-        let mut outs = self.run(x, &[], mask.as_ref(), false)?;
+        let mut outs = self.run(x, &[], mask.as_ref(), false, ctx)?;
         ctx.output_masks = Some(vec![self.output_masks(mask.as_ref()).swap_remove(0)]);
         Ok(outs.swap_remove(0))
     }
@@ -670,9 +696,15 @@ impl Layer for Rnn {
             return Err(Error::Invalid(format!("{}: expected at least one input", self.what())));
         };
         let mask = ctx.mask(0).cloned();
-        let outs = self.run(x, states, mask.as_ref(), false)?;
+        let outs = self.run(x, states, mask.as_ref(), false, ctx)?;
         ctx.output_masks = Some(self.output_masks(mask.as_ref()));
         Ok(outs)
+    }
+    fn set_precision(&self, precision: Precision) -> bool {
+        // int8 only: bf16 has no recurrent kernel (the layer stays f32 and is not counted).
+        let int8 = precision == Precision::Int8;
+        self.quantized.set(if int8 { precision } else { Precision::Float32 });
+        precision != Precision::Bf16
     }
     fn params(&self) -> Vec<&Param> {
         self.kernel

@@ -117,8 +117,8 @@ impl Bidirectional {
         }
         let (fs, bs) = states.split_at(states.len() / 2);
         let mask = ctx.mask(0).cloned();
-        let mut yf = self.forward.run(x, fs, mask.as_ref(), true)?;
-        let mut yb = self.backward.run(x, bs, mask.as_ref(), true)?;
+        let mut yf = self.forward.run(x, fs, mask.as_ref(), true, ctx)?;
+        let mut yb = self.backward.run(x, bs, mask.as_ref(), true, ctx)?;
         let (a, b) = (yf.remove(0), yb.remove(0));
         let y = match self.merge {
             Merge::Concat => concat_last(&a, &b)?,
@@ -177,6 +177,10 @@ impl Layer for Bidirectional {
     }
     fn call(&self, inputs: &[Tensor], ctx: &mut ForwardCtx) -> Result<Vec<Tensor>> {
         self.run(inputs, ctx)
+    }
+    fn set_precision(&self, precision: crate::nn::quantize::Precision) -> bool {
+        let f = self.forward.set_precision(precision);
+        self.backward.set_precision(precision) && f
     }
     fn params(&self) -> Vec<&Param> {
         let mut p = self.forward.params();

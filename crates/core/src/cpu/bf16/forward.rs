@@ -5,47 +5,14 @@
 use rayon::prelude::*;
 
 use super::{convert_into, finish, gemm_bf16, Bf16Kernel, PackedBf16};
-use crate::cpu::conv::{im2col, par_new, Conv2dGeometry};
+use crate::cpu::conv::{im2col, Conv2dGeometry};
 use crate::cpu::elementwise::Activation;
-use crate::cpu::int8::{block_rows, PARALLEL_MACS};
+use crate::cpu::int8::{block_rows, blocks, with_scratch, Scratch, PARALLEL_MACS};
 use crate::{Error, Result};
 
 thread_local! {
     /// Per-thread bf16 rows and f32 sums of a block, reused across calls.
-    static SCRATCH: std::cell::RefCell<(Vec<u16>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-}
-
-/// Runs `f` with this thread's scratch grown to `a_len` values and `c_len` sums.
-fn with_scratch<R>(a_len: usize, c_len: usize, f: impl FnOnce(&mut [u16], &mut [f32]) -> R) -> R {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        let (a, c) = &mut *s;
-        if a.len() < a_len {
-            a.resize(a_len, 0);
-        }
-        if c.len() < c_len {
-            c.resize(c_len, 0.0);
-        }
-        f(&mut a[..a_len], &mut c[..c_len])
-    })
-}
-
-/// Runs `run(block, output)` over `rows x n` outputs in blocks of `block` rows: inline for one
-/// block, else on the rayon pool.
-fn blocks(
-    rows: usize,
-    n: usize,
-    block: usize,
-    what: &str,
-    run: impl Fn(usize, &mut [f32]) + Sync + Send,
-) -> Result<Vec<f32>> {
-    if block >= rows {
-        let mut y = crate::alloc::try_with_capacity(what, rows * n)?;
-        y.resize(rows * n, 0.0);
-        run(0, &mut y);
-        return Ok(y);
-    }
-    Ok(par_new(rows * n, block * n, run))
+    static SCRATCH: Scratch<u16, f32> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// `act(x · W + bias)` with `x` of `rows x w.k`.
@@ -64,7 +31,7 @@ pub fn linear_bf16(
     let block = block_rows(rows, 2 * kp + 4 * ldc, rows * k * n);
     blocks(rows, n, block, "bf16 dense output", |bi, yb| {
         let (r0, nr) = (bi * block, yb.len() / n);
-        with_scratch(nr * kp, nr * ldc, |a, c| {
+        with_scratch(&SCRATCH, nr * kp, nr * ldc, |a, c| {
             for (r, arow) in a.chunks_exact_mut(kp).enumerate() {
                 convert_into(&x[(r0 + r) * k..(r0 + r + 1) * k], arow);
                 arow[k..].fill(0);
@@ -102,7 +69,7 @@ pub fn conv2d_bf16(
     let block = block_rows(rows, 2 * kp + 4 * ldc, rows * k * n);
     blocks(rows, n, block, "bf16 conv2d output", |bi, yb| {
         let (r0, nr) = (bi * block, yb.len() / n);
-        with_scratch(nr * kp, nr * ldc, |a, c| {
+        with_scratch(&SCRATCH, nr * kp, nr * ldc, |a, c| {
             im2col(&xb, g, r0, nr, kp, a, 0, |_| 0);
             if kp > k {
                 a.chunks_exact_mut(kp).for_each(|row| row[k..].fill(0));

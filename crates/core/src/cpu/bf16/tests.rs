@@ -1,17 +1,7 @@
 use super::*;
 use crate::cpu::conv::{Conv2dGeometry, Padding};
 use crate::cpu::elementwise::Activation;
-
-/// Deterministic values in [-1, 1) (a small LCG: no dependency on the crate's RNG streams).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use crate::cpu::int8::tests::values;
 
 /// The kernels this CPU runs: always the portable loop, AMX where granted.
 fn kernels() -> Vec<Bf16Kernel> {

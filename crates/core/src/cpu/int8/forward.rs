@@ -15,26 +15,53 @@ pub(crate) const PARALLEL_MACS: usize = 1 << 17;
 /// Rows per block: the block's `u8` rows, `i32` sums and outputs stay within L2.
 const BLOCK_BYTES: usize = 1 << 18;
 
+/// A thread's block scratch: the converted activation rows and the GEMM sums.
+pub(crate) type Scratch<A, C> = std::cell::RefCell<(Vec<A>, Vec<C>)>;
+
 thread_local! {
     /// Per-thread `u8` rows and `i32` sums of a block, reused across calls (no page faults or
     /// zeroing per call). Bytes of a row past its `k` values may hold stale values: the packed
     /// weights are zero there.
-    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<i32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: Scratch<u8, i32> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Runs `f` with this thread's scratch grown to `a_len` bytes and `c_len` sums.
-fn with_scratch<R>(a_len: usize, c_len: usize, f: impl FnOnce(&mut [u8], &mut [i32]) -> R) -> R {
-    SCRATCH.with(|s| {
+/// Runs `f` with this thread's `scratch` grown to `a_len` rows values and `c_len` sums (shared
+/// with the bf16 forward passes, which keep their own `u16`/`f32` scratch).
+pub(crate) fn with_scratch<A: Copy + Default, C: Copy + Default, R>(
+    scratch: &'static std::thread::LocalKey<Scratch<A, C>>,
+    a_len: usize,
+    c_len: usize,
+    f: impl FnOnce(&mut [A], &mut [C]) -> R,
+) -> R {
+    scratch.with(|s| {
         let mut s = s.borrow_mut();
         let (a, c) = &mut *s;
         if a.len() < a_len {
-            a.resize(a_len, 0);
+            a.resize(a_len, A::default());
         }
         if c.len() < c_len {
-            c.resize(c_len, 0);
+            c.resize(c_len, C::default());
         }
         f(&mut a[..a_len], &mut c[..c_len])
     })
+}
+
+/// Runs `run(block, output)` over `rows x n` outputs in blocks of `block` rows: inline for one
+/// block, else on the rayon pool.
+pub(crate) fn blocks(
+    rows: usize,
+    n: usize,
+    block: usize,
+    what: &str,
+    run: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Result<Vec<f32>> {
+    if block >= rows {
+        let mut y = crate::alloc::try_with_capacity(what, rows * n)?;
+        y.resize(rows * n, 0.0);
+        run(0, &mut y);
+        return Ok(y);
+    }
+    Ok(par_new(rows * n, block * n, run))
 }
 
 pub(crate) fn block_rows(rows: usize, bytes_per_row: usize, macs: usize) -> usize {
@@ -68,7 +95,7 @@ pub fn linear_int8(
     let block = block_rows(rows, kp + 8 * ldc, rows * k * n);
     let run = |bi: usize, yb: &mut [f32]| {
         let (r0, nr) = (bi * block, yb.len() / n);
-        with_scratch(nr * kp, nr * ldc, |a, c| {
+        with_scratch(&SCRATCH, nr * kp, nr * ldc, |a, c| {
             for (r, arow) in a.chunks_exact_mut(kp).enumerate() {
                 quant[r0 + r].quantize_into(&x[(r0 + r) * k..(r0 + r + 1) * k], arow);
             }
@@ -76,13 +103,7 @@ pub fn linear_int8(
             dequantize(c, w, |r| quant[r0 + r], bias, act, yb);
         });
     };
-    if block >= rows {
-        let mut y = crate::alloc::try_with_capacity("int8 dense output", rows * n)?;
-        y.resize(rows * n, 0.0);
-        run(0, &mut y);
-        return Ok(y);
-    }
-    Ok(par_new(rows * n, block * n, run))
+    blocks(rows, n, block, "int8 dense output", run)
 }
 
 /// `y = x · W` for `rows` rows of `x`, each quantized on its own, on the calling thread into
@@ -96,7 +117,7 @@ pub fn matmul_int8_serial(x: &[f32], rows: usize, w: &PackedInt8, kernel: Int8Ke
         .chunks(k.max(1))
         .map(AffineU8::of)
         .collect::<Result<_>>()?;
-    with_scratch(rows * kp, rows * ldc, |a, c| {
+    with_scratch(&SCRATCH, rows * kp, rows * ldc, |a, c| {
         for (r, arow) in a.chunks_exact_mut(kp).enumerate() {
             quant[r].quantize_into(&x[r * k..(r + 1) * k], arow);
         }
@@ -144,17 +165,11 @@ pub fn conv2d_int8(
     let block = block_rows(rows, kp + 8 * ldc, rows * w.k * n);
     let run = |bi: usize, yb: &mut [f32]| {
         let (r0, nr) = (bi * block, yb.len() / n);
-        with_scratch(nr * kp, nr * ldc, |a, c| {
+        with_scratch(&SCRATCH, nr * kp, nr * ldc, |a, c| {
             im2col(&xq, g, r0, nr, kp, a, 0, |img| quant[img].zero_point);
             gemm_u8i8(kernel, a, nr, w, c);
             dequantize(c, w, |r| quant[(r0 + r) / pixels], bias, act, yb);
         });
     };
-    if block >= rows {
-        let mut y = crate::alloc::try_with_capacity("int8 conv2d output", rows * n)?;
-        y.resize(rows * n, 0.0);
-        run(0, &mut y);
-        return Ok(y);
-    }
-    Ok(par_new(rows * n, block * n, run))
+    blocks(rows, n, block, "int8 conv2d output", run)
 }

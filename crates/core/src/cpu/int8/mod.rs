@@ -19,7 +19,7 @@ mod forward;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub(crate) use forward::{block_rows, PARALLEL_MACS};
+pub(crate) use forward::{block_rows, blocks, with_scratch, Scratch, PARALLEL_MACS};
 pub use forward::{conv2d_int8, linear_int8, matmul_int8_serial};
 
 use std::sync::OnceLock;
@@ -454,4 +454,4 @@ fn dequantize_plain(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

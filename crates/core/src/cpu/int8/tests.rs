@@ -3,7 +3,7 @@ use crate::cpu::conv::{Conv2dGeometry, Padding};
 use crate::cpu::elementwise::Activation;
 
 /// Deterministic values in [-1, 1) (a small LCG: no dependency on the crate's RNG streams).
-fn values(n: usize, seed: u64) -> Vec<f32> {
+pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
@@ -185,4 +185,21 @@ fn conv_matches_an_f64_reference_of_the_quantized_arithmetic() {
             assert_close(&y, &want, 1e-5);
         }
     }
+}
+
+#[test]
+fn a_non_finite_row_is_an_error_and_callers_keep_f32() {
+    // The RNN step falls back to its f32 product on this Error (cpu/rnn.rs).
+    let w = PackedInt8::new(&values(64 * 8, 1), 64, 8).unwrap();
+    let mut x = values(2 * 64, 2);
+    let mut y = vec![0.0; 16];
+    for bad in [f32::NAN, f32::INFINITY] {
+        x[70] = bad;
+        let err = matmul_int8_serial(&x, 2, &w, Int8Kernel::detect(), &mut y).unwrap_err();
+        assert!(err.to_string().contains("finite"), "{err}");
+    }
+    x[70] = 0.5;
+    matmul_int8_serial(&x, 2, &w, Int8Kernel::detect(), &mut y).unwrap();
+    let want = linear_int8(&x, 2, &w, None, Activation::Linear, Int8Kernel::detect()).unwrap();
+    assert_eq!(y, want, "the serial product equals the blocked one");
 }

@@ -9,7 +9,7 @@ use crate::cpu::elementwise::{self, Activation};
 use crate::cpu::{matmul::sgemm, pool, softmax};
 use crate::device::Storage;
 use crate::tensor::{Graph, Tensor, TensorId};
-use crate::{Error, Result};
+use crate::{bail, Error, Result};
 
 /// An op defined outside this file (fused kernels such as recurrent layers or attention):
 /// it names its inputs and computes their gradients itself.
@@ -86,31 +86,115 @@ pub enum Op {
     Slice { x: Tensor, start: usize },
     /// An op implemented elsewhere.
     Custom(Box<dyn CustomOp>),
+    /// A copy of `x` on another device; the gradient goes back to `x`'s device.
+    ToDevice(Tensor),
+}
+
+impl Op {
+    /// The op's name, for error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Reshape(_) => "reshape",
+            Op::MatMul(..) => "matMul",
+            Op::Linear { .. } => "dense",
+            Op::Add(..) => "add",
+            Op::Sub(..) => "sub",
+            Op::Mul(..) => "mul",
+            Op::AddLastAxis(..) => "bias add",
+            Op::Scale(..) => "scale",
+            Op::Activation { .. } => "activation",
+            Op::Softmax { .. } => "softmax",
+            Op::LogSoftmax { .. } => "logSoftmax",
+            Op::Sum(_) => "sum",
+            Op::Mean(_) => "mean",
+            Op::Conv2d { .. } => "conv2d",
+            Op::MaxPool2d { .. } => "maxPool2d",
+            Op::AvgPool2d { .. } => "avgPool2d",
+            Op::GlobalAvgPool { .. } => "globalAveragePooling",
+            Op::Mask { .. } => "dropout",
+            Op::Precomputed { .. } => "loss",
+            Op::Slice { .. } => "slice",
+            Op::Custom(op) => op.name(),
+            Op::ToDevice(_) => "to",
+        }
+    }
+}
+
+/// One tensor's gradient, on the device of the tensor.
+enum Grad {
+    Host(Vec<f32>),
+    /// A GPU tensor (its host copy is made when [`Grads::get`] reads it).
+    Device(Tensor),
 }
 
 /// Gradients of one backward pass, keyed by tensor.
 #[derive(Default)]
-pub struct Grads(HashMap<TensorId, Vec<f32>>);
+pub struct Grads(HashMap<TensorId, Grad>);
 
 impl Grads {
-    /// The gradient of `t`, if it received one.
+    /// The gradient of `t` in host memory, if it received one (a GPU gradient is read back).
     pub fn get(&self, t: &Tensor) -> Option<&[f32]> {
-        self.0.get(&t.id()).map(Vec::as_slice)
+        self.0.get(&t.id()).map(|g| match g {
+            Grad::Host(v) => v.as_slice(),
+            Grad::Device(d) => d.data(),
+        })
     }
 
-    /// Takes the gradient of `t` out of the map.
+    /// The gradient of `t` as a tensor on `t`'s device (a constant), if it received one.
+    pub fn tensor(&self, t: &Tensor) -> Option<Result<Tensor>> {
+        self.0.get(&t.id()).map(|g| match g {
+            Grad::Host(v) => Tensor::new(v.clone(), t.shape()),
+            Grad::Device(d) => d.reshape(t.shape()),
+        })
+    }
+
+    /// Takes the gradient of `t` out of the map (a GPU gradient is read back).
     pub fn remove(&mut self, t: &Tensor) -> Option<Vec<f32>> {
-        self.0.remove(&t.id())
+        self.0.remove(&t.id()).map(|g| match g {
+            Grad::Host(v) => v,
+            Grad::Device(d) => d.to_vec(),
+        })
     }
 
-    fn accumulate(&mut self, t: &Tensor, g: Vec<f32>) {
-        match self.0.get_mut(&t.id()) {
-            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
-            None => {
-                self.0.insert(t.id(), g);
+    fn accumulate(&mut self, t: &Tensor, g: Grad) -> Result<()> {
+        let Some(acc) = self.0.get_mut(&t.id()) else {
+            self.0.insert(t.id(), g);
+            return Ok(());
+        };
+        match (acc, g) {
+            (Grad::Host(acc), Grad::Host(g)) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            (Grad::Device(acc), Grad::Device(g)) => *acc = crate::ops::gpu::add_grads(acc, &g)?,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "backward: gradients of a {} tensor arrived on two devices",
+                    t.device().name()
+                )))
             }
         }
+        Ok(())
     }
+}
+
+/// A gradient moved to `device` (the backward of [`Tensor::to`]).
+fn grad_to(g: Grad, shape: &[usize], device: crate::Device) -> Result<Grad> {
+    Ok(match (g, device) {
+        (Grad::Host(v), crate::Device::Cpu) => Grad::Host(v),
+        (Grad::Host(v), crate::Device::Gpu) => Grad::Device(Tensor::new(v, shape)?.to(device)?),
+        (Grad::Device(d), crate::Device::Gpu) => Grad::Device(d),
+        (Grad::Device(d), crate::Device::Cpu) => Grad::Host(d.host_values()?.to_vec()),
+    })
+}
+
+/// The gradients `op` sends to its inputs, on each input's device.
+fn propagate(op: &Op, out: &Tensor, g: Grad) -> Result<Vec<(Tensor, Grad)>> {
+    Ok(match (op, g) {
+        (Op::ToDevice(x), g) => vec![(x.clone(), grad_to(g, x.shape(), x.device())?)],
+        (op, Grad::Host(g)) => vjp(op, out, g)?.into_iter().map(|(t, g)| (t, Grad::Host(g))).collect(),
+        (op, Grad::Device(g)) => crate::ops::gpu::vjp(op, &g)?
+            .into_iter()
+            .map(|(t, g)| (t, Grad::Device(g)))
+            .collect(),
+    })
 }
 
 /// Gradients of the scalar `root` with respect to every tracked tensor it depends on.
@@ -165,6 +249,7 @@ fn run_backward(
         return Ok(grads);
     }
     let mut order = topological_order(root)?;
+    let seed = grad_to(Grad::Host(seed), root.shape(), root.device())?;
     grads.0.insert(root.id(), seed);
     // Popping drops each node's handle once its gradient has been pushed to its inputs, so
     // activations no one else holds are freed during the pass rather than after it.
@@ -174,18 +259,24 @@ fn run_backward(
             let graph = node.graph();
             let Graph::Recorded(op) = &*graph else { continue };
             let Some(g) = grads.0.remove(&node.id()) else { continue };
-            vjp(op, &node, g)?
+            propagate(op, &node, g)?
         } else {
             let Some(op) = node.release_graph() else { continue };
             let Some(g) = grads.0.remove(&node.id()) else { continue };
             if let Some(f) = observe.as_mut() {
-                f(&op, &g);
+                let Grad::Host(host) = &g else {
+                    return Err(Error::Invalid(format!(
+                        "per-sample gradients (DP-SGD) are not computed on the GPU yet ({} on the GPU)",
+                        op.name()
+                    )));
+                };
+                f(&op, host);
             }
-            vjp(&op, &node, g)?
+            propagate(&op, &node, g)?
         };
         for (input, gi) in pairs {
             if input.tracks() {
-                grads.accumulate(&input, gi);
+                grads.accumulate(&input, gi)?;
             }
         }
     }
@@ -206,7 +297,8 @@ fn inputs(op: &Op) -> Vec<&Tensor> {
         | Op::GlobalAvgPool { x, .. }
         | Op::Mask { x, .. }
         | Op::Precomputed { x, .. }
-        | Op::Slice { x, .. } => vec![x],
+        | Op::Slice { x, .. }
+        | Op::ToDevice(x) => vec![x],
         Op::Custom(op) => op.inputs(),
         Op::MatMul(a, b) | Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::AddLastAxis(a, b) => vec![a, b],
         Op::Linear { x, w, b } | Op::Conv2d { x, w, b, .. } => {
@@ -366,6 +458,7 @@ fn vjp(op: &Op, out: &Tensor, mut g: Vec<f32>) -> Result<Vec<(Tensor, Vec<f32>)>
             vec![(x.clone(), gx)]
         }
         Op::Custom(op) => op.vjp(out, g_ref)?,
+        Op::ToDevice(_) => bail!("backward: a device copy reached the host gradient path"),
         Op::Precomputed { x, grad } => {
             let s = g[0];
             debug_assert_eq!(out.len(), 1);

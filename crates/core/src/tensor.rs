@@ -178,9 +178,63 @@ impl Tensor {
         self.0.storage.device()
     }
 
-    /// The values (host memory).
+    /// The values in host memory. A GPU tensor is read back on the first call (blocking) and
+    /// unwinds if that fails; [`Tensor::host_values`] returns the failure as an Error.
     pub fn data(&self) -> &[f32] {
         self.0.storage.as_slice()
+    }
+
+    /// [`Tensor::data`], with a failed GPU read-back as an Error.
+    pub fn host_values(&self) -> Result<&[f32]> {
+        self.0.storage.host_values()
+    }
+
+    /// The values on `device`: the same tensor when it is there already, else a copy. The copy
+    /// is differentiable: gradients flow back to this tensor's device.
+    pub fn to(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let storage = match device {
+            Device::Gpu => {
+                let gpu = crate::device::shared_gpu()?;
+                Storage::gpu(
+                    gpu.upload(self.host_values()?, self.shape())
+                        .map_err(crate::device::gpu_err)?,
+                )
+            }
+            Device::Cpu => Storage::Cpu(self.host_values()?.to_vec()),
+        };
+        let track = grad_enabled() && self.tracks();
+        let op = track.then(|| Op::ToDevice(self.clone()));
+        Ok(Tensor::from_parts(Arc::new(storage), self.shape().to_vec(), op, track))
+    }
+
+    /// The device buffer of a GPU tensor, under this tensor's shape (a reshape shares storage
+    /// whose buffer keeps the shape it was made with).
+    pub(crate) fn gpu_tensor(&self) -> Option<cortex_wgpu::GpuTensor> {
+        let t = self.0.storage.gpu_tensor()?.clone();
+        t.reshape(self.shape()).ok()
+    }
+
+    /// A GPU op's result: records `op` when gradients are enabled and an input needs one.
+    pub(crate) fn from_gpu_op(
+        t: cortex_wgpu::GpuTensor,
+        shape: Vec<usize>,
+        op: impl FnOnce(&Arc<Storage>) -> Op,
+        inputs: &[&Tensor],
+    ) -> Tensor {
+        debug_assert_eq!(t.len(), numel(&shape));
+        let storage = Arc::new(Storage::gpu(t));
+        let track = Tensor::records(inputs);
+        let op = if track { Some(op(&storage)) } else { None };
+        Tensor::from_parts(storage, shape, op, track)
+    }
+
+    /// A constant wrapping a device buffer.
+    pub(crate) fn from_gpu(t: cortex_wgpu::GpuTensor) -> Tensor {
+        let shape = t.shape().to_vec();
+        Tensor::from_parts(Arc::new(Storage::gpu(t)), shape, None, false)
     }
 
     /// A copy of the values.
@@ -230,6 +284,7 @@ impl Tensor {
         let inner = Arc::get_mut(&mut self.0)?;
         match Arc::get_mut(&mut inner.storage)? {
             Storage::Cpu(v) => Some(v.as_mut_slice()),
+            Storage::Gpu(_) => None,
         }
     }
 

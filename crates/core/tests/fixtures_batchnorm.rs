@@ -196,7 +196,7 @@ fn batch_norm_moving_statistics_and_inference() {
     // Inference gradients treat the statistics as constants.
     let xv = Tensor::variable(xs.clone(), &[n, c]).unwrap();
     let y = bn.forward(&xv, &mut ForwardCtx::new(false, &mut rng)).unwrap();
-    let grads = backward(&ops::sum(&y)).unwrap();
+    let grads = backward(&ops::sum(&y).unwrap()).unwrap();
     let dx = grads.get(&xv).unwrap();
     for i in 0..n * c {
         assert!((dx[i] - g[i % c] / (mv[i % c] + 1e-3).sqrt()).abs() < 1e-5);

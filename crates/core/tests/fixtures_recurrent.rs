@@ -466,7 +466,7 @@ fn check_gradients(class: &str, options: Value, batch: usize) {
     let terms: Vec<Tensor> = outs
         .iter()
         .zip(&cots)
-        .map(|(o, c)| ops::sum(&ops::mul(o, &Tensor::new(c.clone(), o.shape()).unwrap()).unwrap()))
+        .map(|(o, c)| ops::sum(&ops::mul(o, &Tensor::new(c.clone(), o.shape()).unwrap()).unwrap()).unwrap())
         .collect();
     let total = terms[1..]
         .iter()

@@ -9,7 +9,7 @@ use cortex_core::nn::loss::Loss;
 use cortex_core::nn::optim::Optimizer;
 use cortex_core::nn::Param;
 use cortex_core::rng::{self, Rng};
-use cortex_core::{ops, threads, Error, Tensor};
+use cortex_core::{ops, threads, Device, Error, Tensor};
 use napi::bindgen_prelude::{Float32Array, Float32ArraySlice, ObjectFinalize};
 use napi::Env;
 use napi_derive::napi;
@@ -68,8 +68,14 @@ impl NativeTensor {
         data: Float32Array,
         shape: Vec<u32>,
         variable: Option<bool>,
+        device: Option<String>,
     ) -> napi::Result<NativeTensor> {
         let t = to_tensor("tensor", &data, &shape)?;
+        // Moved before it becomes a leaf, so a GPU variable's gradient stays on the GPU.
+        let t = match device {
+            Some(d) => guarded("tensor", || t.to(Device::parse(&d)?))?,
+            None => t,
+        };
         Ok(wrap(
             &env,
             if variable.unwrap_or(false) {
@@ -80,10 +86,25 @@ impl NativeTensor {
         ))
     }
 
-    /// Copy of the values.
+    /// Copy of the values (a GPU tensor's are read back first).
     #[napi(getter)]
     pub fn data<'e>(&self, env: &'e Env) -> napi::Result<Float32ArraySlice<'e>> {
-        js_copy(env, self.tensor()?.data())
+        let t = self.tensor()?;
+        js_copy(env, guarded("data", || t.host_values())?)
+    }
+
+    /// `'cpu'` or `'gpu'`.
+    #[napi(getter)]
+    pub fn device(&self) -> napi::Result<String> {
+        Ok(self.tensor()?.device().name().to_string())
+    }
+
+    /// The same values on `device` (`'cpu'` or `'gpu'`): this tensor when it is there already,
+    /// else a copy that gradients flow back through.
+    #[napi]
+    pub fn to(&self, env: Env, device: String) -> napi::Result<NativeTensor> {
+        let t = self.tensor()?;
+        guarded("to", || t.to(Device::parse(&device)?)).map(|t| wrap(&env, t))
     }
 
     /// Dimensions.
@@ -132,12 +153,12 @@ impl NativeTensor {
         let attrs = parse_json(&op, attrs_json.as_deref().unwrap_or("{}"))?;
         let x = self.tensor()?;
         guarded(&op, || match op.as_str() {
-            "sum" => Ok(ops::sum(x)),
-            "mean" => Ok(ops::mean(x)),
+            "sum" => ops::sum(x),
+            "mean" => ops::mean(x),
             "scale" => {
                 let f = attrs.get("factor").and_then(|v| v.as_f64());
-                f.map(|f| ops::scale(x, f as f32))
-                    .ok_or_else(|| Error::Invalid("scale needs a numeric 'factor'".into()))
+                let f = f.ok_or_else(|| Error::Invalid("scale needs a numeric 'factor'".into()))?;
+                ops::scale(x, f as f32)
             }
             "reshape" => {
                 let shape: Option<Vec<usize>> = attrs
@@ -148,9 +169,10 @@ impl NativeTensor {
             }
             "softmax" => ops::softmax(x),
             "logSoftmax" => ops::log_softmax(x),
-            name => Activation::parse(name)
-                .map(|a| ops::activation(x, a))
-                .ok_or_else(|| Error::Invalid(format!("unknown op '{name}'"))),
+            name => match Activation::parse(name) {
+                Some(a) => ops::activation(x, a),
+                None => Err(Error::Invalid(format!("unknown op '{name}'"))),
+            },
         })
         .map(|t| wrap(&env, t))
     }

@@ -84,7 +84,7 @@ fn class_score(out: &Tensor, classes: &[usize]) -> Result<(Tensor, Vec<f32>)> {
         values.push(out.data()[i * k + c]);
     }
     let picked = ops::mul(out, &Tensor::new(mask, out.shape())?)?;
-    Ok((ops::sum(&picked), values))
+    Ok((ops::sum(&picked)?, values))
 }
 
 impl Model {

@@ -156,6 +156,9 @@ impl Loss {
     /// count, as Keras' `sum_over_batch_size` reduction does.
     pub fn compute_weighted(&self, pred: &Tensor, target: &Tensor, weights: Option<&[f32]>) -> Result<Tensor> {
         self.check_targets(pred.shape(), target)?;
+        // The fused losses are CPU kernels; on the GPU compose one from ops (sub, mul, mean,
+        // logSoftmax) until they get GPU forms.
+        crate::ops::gpu::cpu_only("a Keras loss", &[pred, target])?;
         let p = pred.data();
         let t = target.data();
         let batch = pred.shape().first().copied().unwrap_or(1).max(1) as f64;

@@ -1,8 +1,11 @@
 //! Linear algebra, elementwise arithmetic and reductions.
 
+use super::gpu::{self, cpu_only, on_gpu};
 use crate::backprop::Op;
 use crate::cpu::elementwise::{map_binary, map_unary};
 use crate::cpu::matmul::sgemm;
+use cortex_wgpu::BinaryOp;
+
 use crate::{Error, Result, Tensor};
 
 fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
@@ -20,6 +23,9 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             format!("[m, k] and [k, n] with matching k (lhs is {:?})", a.shape()),
             b.shape(),
         ));
+    }
+    if on_gpu("matMul", &[a, b])? {
+        return gpu::matmul(a, b);
     }
     let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
     let mut out = crate::alloc::zeros_or_unwind("a matmul output", m.saturating_mul(n));
@@ -48,6 +54,13 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             return Err(Error::shape("dense bias", [dout], b.shape()));
         }
     }
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank checked") = dout;
+    if on_gpu("dense", &inputs)? {
+        return gpu::linear(x, w, b, shape);
+    }
     let rows = x.len() / din.max(1);
     let mut out = crate::alloc::zeros_or_unwind("a linear output", rows.saturating_mul(dout));
     if let Some(b) = b {
@@ -67,10 +80,6 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         b.is_some(),
         true,
     );
-    let mut shape = x.shape().to_vec();
-    *shape.last_mut().expect("rank checked") = dout;
-    let mut inputs = vec![x, w];
-    inputs.extend(b);
     Ok(Tensor::from_op(
         out,
         shape,
@@ -94,6 +103,7 @@ pub fn split(packed: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
             shapes,
         ));
     }
+    cpu_only("split", &[packed])?;
     let mut start = 0;
     let mut out = Vec::with_capacity(shapes.len());
     for shape in shapes {
@@ -129,12 +139,18 @@ pub fn custom(
             data.len(),
         ));
     }
+    if inputs.iter().any(|t| t.device() == crate::Device::Gpu) {
+        return Err(gpu::no_gpu_kernel(op().name()));
+    }
     Ok(Tensor::from_op(data, shape, |_| Op::Custom(op()), inputs))
 }
 
 /// Elementwise `a + b` (equal shapes).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("add", a, b)?;
+    if on_gpu("add", &[a, b])? {
+        return gpu::binary(BinaryOp::Add, a, b);
+    }
     let out = map_binary(a.data(), b.data(), |x, y| x + y);
     Ok(Tensor::from_op(
         out,
@@ -147,6 +163,9 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Elementwise `a - b` (equal shapes).
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("sub", a, b)?;
+    if on_gpu("sub", &[a, b])? {
+        return gpu::binary(BinaryOp::Sub, a, b);
+    }
     let out = map_binary(a.data(), b.data(), |x, y| x - y);
     Ok(Tensor::from_op(
         out,
@@ -159,6 +178,9 @@ pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Elementwise `a * b` (equal shapes).
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("mul", a, b)?;
+    if on_gpu("mul", &[a, b])? {
+        return gpu::binary(BinaryOp::Mul, a, b);
+    }
     let out = map_binary(a.data(), b.data(), |x, y| x * y);
     Ok(Tensor::from_op(
         out,
@@ -174,6 +196,9 @@ pub fn add_last_axis(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     if b.shape() != [c] {
         return Err(Error::shape("bias add", [c], b.shape()));
     }
+    if on_gpu("bias add", &[x, b])? {
+        return gpu::add_last_axis(x, b);
+    }
     let mut out = x.to_vec();
     for row in out.chunks_exact_mut(c.max(1)) {
         row.iter_mut().zip(b.data()).for_each(|(o, v)| *o += v);
@@ -187,21 +212,35 @@ pub fn add_last_axis(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// `x * s` for a constant scalar.
-pub fn scale(x: &Tensor, s: f32) -> Tensor {
+pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
+    if on_gpu("scale", &[x])? {
+        return gpu::scale(x, s);
+    }
     let out = map_unary(x.data(), |v| v * s);
-    Tensor::from_op(out, x.shape().to_vec(), |_| Op::Scale(x.clone(), s), &[x])
+    Ok(Tensor::from_op(
+        out,
+        x.shape().to_vec(),
+        |_| Op::Scale(x.clone(), s),
+        &[x],
+    ))
 }
 
 /// Sum of all elements (a scalar).
-pub fn sum(x: &Tensor) -> Tensor {
+pub fn sum(x: &Tensor) -> Result<Tensor> {
+    if on_gpu("sum", &[x])? {
+        return gpu::reduce_all(x, false);
+    }
     let s = x.data().iter().map(|&v| v as f64).sum::<f64>() as f32;
-    Tensor::from_op(vec![s], vec![], |_| Op::Sum(x.clone()), &[x])
+    Ok(Tensor::from_op(vec![s], vec![], |_| Op::Sum(x.clone()), &[x]))
 }
 
 /// Mean of all elements (a scalar).
-pub fn mean(x: &Tensor) -> Tensor {
+pub fn mean(x: &Tensor) -> Result<Tensor> {
+    if on_gpu("mean", &[x])? {
+        return gpu::reduce_all(x, true);
+    }
     let s = x.data().iter().map(|&v| v as f64).sum::<f64>() / x.len().max(1) as f64;
-    Tensor::from_op(vec![s as f32], vec![], |_| Op::Mean(x.clone()), &[x])
+    Ok(Tensor::from_op(vec![s as f32], vec![], |_| Op::Mean(x.clone()), &[x]))
 }
 
 #[cfg(test)]
@@ -216,7 +255,7 @@ mod tests {
         let b = Tensor::variable(vec![0.1, -0.2, 0.3, 0.05], &[4]).unwrap();
         let f = |x: &Tensor, w: &Tensor| {
             let y = linear(x, w, Some(&b)).unwrap();
-            sum(&mul(&y, &y).unwrap())
+            sum(&mul(&y, &y).unwrap()).unwrap()
         };
         let loss = f(&x, &w);
         let grads = backward(&loss).unwrap();
@@ -238,7 +277,7 @@ mod tests {
     #[test]
     fn backward_frees_the_graph_unless_asked_to_retain_it() {
         let w = Tensor::variable(vec![1.0, 2.0, 3.0], &[3]).unwrap();
-        let loss = sum(&mul(&w, &w).unwrap());
+        let loss = sum(&mul(&w, &w).unwrap()).unwrap();
         let first = crate::backprop::backward_retaining_graph(&loss).unwrap();
         let second = backward(&loss).unwrap();
         assert_eq!(first.get(&w).unwrap(), second.get(&w).unwrap());

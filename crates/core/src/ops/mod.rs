@@ -1,8 +1,12 @@
-//! Differentiable tensor ops: each computes its value with a CPU kernel and records the
-//! [`Op`](crate::backprop::Op) its gradient needs.
+//! Differentiable tensor ops: each computes its value with a kernel on its inputs' device (the
+//! CPU kernels, or the GPU ones in [`gpu`]) and records the [`Op`](crate::backprop::Op) its
+//! gradient needs. Inputs on two devices, or a GPU input to an op with no GPU kernel yet, are
+//! an Error: nothing moves between devices unless `Tensor::to` asks for it.
 
 mod arith;
+pub(crate) mod gpu;
 mod nn;
 
 pub use arith::*;
+pub use gpu::gpu_activation;
 pub use nn::*;

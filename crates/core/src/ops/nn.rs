@@ -1,5 +1,6 @@
 //! Neural-network ops: activations, softmax, convolution, pooling, dropout.
 
+use super::gpu::{self, cpu_only, on_gpu};
 use crate::backprop::Op;
 use crate::cpu::conv::{self, Conv2dGeometry, Padding};
 use crate::cpu::elementwise::{self, Activation};
@@ -8,12 +9,15 @@ use crate::rng::Rng;
 use crate::{Error, Result, Tensor};
 
 /// Pointwise activation.
-pub fn activation(x: &Tensor, act: Activation) -> Tensor {
+pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     if act == Activation::Linear {
-        return x.clone();
+        return Ok(x.clone());
+    }
+    if on_gpu("activation", &[x])? {
+        return gpu::activation(x, act);
     }
     let y = elementwise::activation_forward(act, x.data());
-    Tensor::from_op(
+    Ok(Tensor::from_op(
         y,
         x.shape().to_vec(),
         |s| Op::Activation {
@@ -22,20 +26,20 @@ pub fn activation(x: &Tensor, act: Activation) -> Tensor {
             y: s.clone(),
         },
         &[x],
-    )
+    ))
 }
 
 /// [`activation`] of a tensor the caller gives up: when no gradient will flow through it and
 /// nothing else holds its values (a layer's fresh output during inference), the activation is
 /// applied in place, saving an allocation and a pass over a new buffer.
-pub fn activation_owned(mut x: Tensor, act: Activation) -> Tensor {
+pub fn activation_owned(mut x: Tensor, act: Activation) -> Result<Tensor> {
     if act == Activation::Linear {
-        return x;
+        return Ok(x);
     }
     if !(crate::tensor::grad_enabled() && x.tracks()) {
         if let Some(values) = x.data_mut() {
             elementwise::activation_in_place(act, values);
-            return x;
+            return Ok(x);
         }
     }
     activation(&x, act)
@@ -55,6 +59,9 @@ fn last_axis(op: &str, x: &Tensor) -> Result<usize> {
 /// Softmax over the last axis.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
     let c = last_axis("softmax", x)?;
+    if on_gpu("softmax", &[x])? {
+        return gpu::softmax(x, false);
+    }
     let y = softmax::softmax_forward(x.data(), c);
     Ok(Tensor::from_op(
         y,
@@ -70,6 +77,9 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
 /// Log-softmax over the last axis.
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
     let c = last_axis("logSoftmax", x)?;
+    if on_gpu("logSoftmax", &[x])? {
+        return gpu::softmax(x, true);
+    }
     let y = softmax::log_softmax_forward(x.data(), c);
     Ok(Tensor::from_op(
         y,
@@ -97,6 +107,7 @@ pub fn conv2d(
             return Err(Error::shape("conv2d bias", [geom.out_c], b.shape()));
         }
     }
+    cpu_only("conv2d", &[x, w])?;
     let y = conv::conv2d_forward(x.data(), w.data(), b.map(|b| b.data()), &geom);
     let mut inputs = vec![x, w];
     inputs.extend(b);
@@ -127,6 +138,7 @@ pub fn conv2d_act(
 ) -> Result<Tensor> {
     let mut inputs = vec![x, w];
     inputs.extend(b);
+    cpu_only("conv2d", &inputs)?;
     if !Tensor::records(&inputs) && conv_direct::available() {
         let geom = Conv2dGeometry::new(x.shape(), w.shape(), strides, dilation, padding)?;
         if let Some(b) = b {
@@ -138,12 +150,13 @@ pub fn conv2d_act(
             return Tensor::new(y, &geom.output_shape());
         }
     }
-    Ok(activation_owned(conv2d(x, w, b, strides, dilation, padding)?, act))
+    activation_owned(conv2d(x, w, b, strides, dilation, padding)?, act)
 }
 
 /// Max pooling over NHWC windows.
 pub fn max_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
     let geom = pool::Pool2dGeometry::new(x.shape(), pool_size, strides, padding)?;
+    cpu_only("maxPool2d", &[x])?;
     if !Tensor::records(&[x]) {
         return Tensor::new(pool::max_pool2d_values(x.data(), &geom), &geom.output_shape());
     }
@@ -163,6 +176,7 @@ pub fn max_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], paddin
 /// Average pooling over NHWC windows (TensorFlow `same`: padding is not counted).
 pub fn avg_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
     let geom = pool::Pool2dGeometry::new(x.shape(), pool_size, strides, padding)?;
+    cpu_only("avgPool2d", &[x])?;
     let y = pool::avg_pool2d_forward(x.data(), &geom);
     Ok(Tensor::from_op(
         y,
@@ -184,6 +198,7 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
             x.shape(),
         ));
     }
+    cpu_only("globalAveragePooling", &[x])?;
     let batch = x.shape()[0];
     let channels = *x.shape().last().expect("rank checked");
     let spatial = x.len() / (batch * channels).max(1);
@@ -210,6 +225,7 @@ pub fn dropout(x: &Tensor, rate: f32, rng: &mut Rng) -> Result<Tensor> {
     if rate == 0.0 {
         return Ok(x.clone());
     }
+    cpu_only("dropout", &[x])?;
     let keep = 1.0 / (1.0 - rate);
     // Two 32-bit draws per generator step, compared as integers: the mask costs about a
     // nanosecond per element instead of a float conversion per element.

@@ -58,7 +58,7 @@ pub fn layer(class: &str, config: Value) -> Box<dyn Layer> {
 pub fn weighted_sum(outputs: &[Tensor], cotangents: &[Vec<f32>]) -> Tensor {
     let mut total: Option<Tensor> = None;
     for (y, c) in outputs.iter().zip(cotangents) {
-        let s = ops::sum(&ops::mul(y, &Tensor::new(c.clone(), y.shape()).unwrap()).unwrap());
+        let s = ops::sum(&ops::mul(y, &Tensor::new(c.clone(), y.shape()).unwrap()).unwrap()).unwrap();
         total = Some(match total {
             None => s,
             Some(t) => ops::add(&t, &s).unwrap(),

@@ -23,6 +23,14 @@ pub enum Activation {
     /// GELU, exact form `0.5 x (1 + erf(x / sqrt(2)))` (Keras' default `gelu`), with erf
     /// approximated to < 1.5e-7 absolute.
     GeluErf,
+    /// `x` for `x > 0`, else `alpha * (e^x - 1)`.
+    Elu(f32),
+    /// Scaled ELU with the self-normalising constants.
+    Selu,
+    /// `x * sigmoid(x)` (SiLU).
+    Swish,
+    /// `ln(1 + e^x)`.
+    Softplus,
 }
 
 impl Activation {
@@ -35,6 +43,10 @@ impl Activation {
             Activation::LeakyRelu(s) => (4, s),
             Activation::Gelu => (5, 0.0),
             Activation::GeluErf => (6, 0.0),
+            Activation::Elu(a) => (7, a),
+            Activation::Selu => (8, 0.0),
+            Activation::Swish => (9, 0.0),
+            Activation::Softplus => (10, 0.0),
         }
     }
 }

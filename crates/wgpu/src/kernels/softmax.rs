@@ -47,8 +47,28 @@ fn rows_cols(op: &'static str, x: &GpuTensor) -> Result<(usize, usize)> {
 impl Gpu {
     /// Softmax along the last axis.
     pub fn softmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
-        x.expect_f32("softmax")?;
-        let (rows, cols) = rows_cols("softmax", x)?;
+        self.row_kernel("softmax", x, None)
+    }
+
+    /// Log-softmax along the last axis.
+    pub fn log_softmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        self.row_kernel("log_softmax", x, None)
+    }
+
+    /// The gradient wrt softmax's input, from its output `y` and the upstream gradient `dy`.
+    pub fn softmax_backward(&self, y: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        self.row_kernel("softmax_grad", y, Some(dy))
+    }
+
+    /// The gradient wrt log-softmax's input, from its output `y` and the upstream gradient `dy`.
+    pub fn log_softmax_backward(&self, y: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        self.row_kernel("log_softmax_grad", y, Some(dy))
+    }
+
+    /// One workgroup per row of `x` (and of `second`, same shape) running `entry`.
+    fn row_kernel(&self, entry: &'static str, x: &GpuTensor, second: Option<&GpuTensor>) -> Result<GpuTensor> {
+        x.expect_f32(entry)?;
+        let (rows, cols) = rows_cols(entry, x)?;
         let out = self.empty(x.shape(), DType::F32)?;
         let p = Params {
             rows: u32_of("rows", rows)?,
@@ -59,16 +79,16 @@ impl Gpu {
             eps: 0.0,
             pad1: [0.0; 2],
         };
+        let mut bufs = vec![(1, x.buffer()), (3, out.buffer())];
+        if let Some(dy) = second {
+            dy.expect_f32(entry)?;
+            expect_len(entry, "dy (same size as y)", dy, x.len())?;
+            bufs.push((2, dy.buffer()));
+        }
         if rows > 0 {
             let (gx, gy) = grid(p.rows);
             let mut batch = self.batch();
-            batch.dispatch(
-                "softmax",
-                "softmax",
-                &p,
-                &[(1, x.buffer()), (3, out.buffer())],
-                (gx, gy, 1),
-            )?;
+            batch.dispatch("softmax", entry, &p, &bufs, (gx, gy, 1))?;
             batch.submit();
         }
         Ok(out)

@@ -28,6 +28,14 @@ const TANH: u32 = 3u;
 const LEAKY_RELU: u32 = 4u;
 const GELU: u32 = 5u;
 const GELU_ERF: u32 = 6u;
+const ELU: u32 = 7u;
+const SELU: u32 = 8u;
+const SWISH: u32 = 9u;
+const SOFTPLUS: u32 = 10u;
+
+// SELU's self-normalising constants (Klambauer et al. 2017, as in Keras).
+const SELU_ALPHA: f32 = 1.6732632423543772;
+const SELU_SCALE: f32 = 1.0507009873554805;
 
 // sqrt(2 / pi) of the tanh-approximated GELU.
 const GELU_C: f32 = 0.7978845608028654;
@@ -44,6 +52,26 @@ fn erf_approx(v: f32) -> f32 {
     let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
     let r = 1.0 - poly * exp(-a * a);
     return select(-r, r, v >= 0.0);
+}
+
+// e^v - 1 without the cancellation of exp(v) - 1 near 0 (WGSL has no expm1): a Taylor
+// polynomial below |v| = 0.01, where its truncation error is under 1e-10 relative.
+fn expm1_c(v: f32) -> f32 {
+    if (abs(v) < 0.01) {
+        return v * (1.0 + v * (0.5 + v * (0.16666667 + v * 0.041666668)));
+    }
+    return exp(v) - 1.0;
+}
+
+// ln(1 + e^v) = max(v, 0) + ln(1 + e^-|v|); WGSL has no log1p, so a small e^-|v| (where
+// 1 + e would round it away) takes the series e - e^2/2.
+fn softplus_c(v: f32) -> f32 {
+    let e = exp(-abs(v));
+    var l = log(1.0 + e);
+    if (e < 1e-4) {
+        l = e * (1.0 - 0.5 * e);
+    }
+    return max(v, 0.0) + l;
 }
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
@@ -69,6 +97,18 @@ fn act(code: u32, v: f32) -> f32 {
         }
         case GELU_ERF: {
             return 0.5 * v * (1.0 + erf_approx(v * SQRT1_2));
+        }
+        case ELU: {
+            return select(p.alpha * expm1_c(v), v, v > 0.0);
+        }
+        case SELU: {
+            return SELU_SCALE * select(SELU_ALPHA * expm1_c(v), v, v > 0.0);
+        }
+        case SWISH: {
+            return v * sigmoid(v);
+        }
+        case SOFTPLUS: {
+            return softplus_c(v);
         }
         default: {
             return v;
@@ -99,6 +139,19 @@ fn act_grad(code: u32, v: f32) -> f32 {
         }
         case GELU_ERF: {
             return 0.5 * (1.0 + erf_approx(v * SQRT1_2)) + v * INV_SQRT_2PI * exp(-0.5 * v * v);
+        }
+        case ELU: {
+            return select(p.alpha * exp(v), 1.0, v > 0.0);
+        }
+        case SELU: {
+            return SELU_SCALE * select(SELU_ALPHA * exp(v), 1.0, v > 0.0);
+        }
+        case SWISH: {
+            let s = sigmoid(v);
+            return s + v * s * (1.0 - s);
+        }
+        case SOFTPLUS: {
+            return sigmoid(v);
         }
         default: {
             return 1.0;

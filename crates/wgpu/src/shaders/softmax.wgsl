@@ -55,6 +55,59 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
 }
 
+// out = log_softmax(x) = x - max - ln(sum exp(x - max)) along the last axis.
+@compute @workgroup_size(256)
+fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
+    let row = wid.y * nwg.x + wid.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let st = row_stats(row, ids);
+    let shift = st.x + log(st.y);
+    let base = row * p.cols;
+    for (var j = ids.lid; j < p.cols; j += WG) {
+        out[base + j] = x[base + j] - shift;
+    }
+}
+
+// Softmax's backward: out = y * (dy - sum_j dy_j y_j), with the softmax output y in `x` and
+// the upstream gradient dy in `labels` (the second input binding).
+@compute @workgroup_size(256)
+fn softmax_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
+    let row = wid.y * nwg.x + wid.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    var d = 0.0;
+    for (var j = ids.lid; j < p.cols; j += WG) {
+        d += x[base + j] * labels[base + j];
+    }
+    d = wg_sum(ids, d);
+    for (var j = ids.lid; j < p.cols; j += WG) {
+        out[base + j] = x[base + j] * (labels[base + j] - d);
+    }
+}
+
+// Log-softmax's backward: out = dy - exp(y) * sum_j dy_j, with the log-softmax output y in
+// `x` and dy in `labels`.
+@compute @workgroup_size(256)
+fn log_softmax_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
+    let row = wid.y * nwg.x + wid.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    var s = 0.0;
+    for (var j = ids.lid; j < p.cols; j += WG) {
+        s += labels[base + j];
+    }
+    s = wg_sum(ids, s);
+    for (var j = ids.lid; j < p.cols; j += WG) {
+        out[base + j] = labels[base + j] - exp(x[base + j]) * s;
+    }
+}
+
 // From logits: row_loss = logsumexp(x) - x[label]; out = grad_scale * (softmax(x) - onehot(label)).
 @compute @workgroup_size(256)
 fn sce_logits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {

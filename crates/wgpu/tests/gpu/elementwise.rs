@@ -21,6 +21,19 @@ fn f64_act(act: Activation, x: f64) -> f64 {
             0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
         }
         Activation::GeluErf => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
+        Activation::Elu(a) => {
+            if x > 0.0 {
+                x
+            } else {
+                a as f64 * x.exp_m1()
+            }
+        }
+        Activation::Selu => {
+            let (alpha, scale) = (1.6732632423543772, 1.0507009873554805);
+            scale * if x > 0.0 { x } else { alpha * x.exp_m1() }
+        }
+        Activation::Swish => x / (1.0 + (-x).exp()),
+        Activation::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
     }
 }
 
@@ -46,6 +59,9 @@ fn f64_grad(act: Activation, x: f64) -> f64 {
             }
         }
         Activation::Linear => 1.0,
+        // Piecewise at 0: the one-sided derivatives (a central difference straddling 0 is neither).
+        Activation::Elu(a) if x <= 0.0 => a as f64 * x.exp(),
+        Activation::Selu => 1.0507009873554805 * if x > 0.0 { 1.0 } else { 1.6732632423543772 * x.exp() },
         _ => {
             let h = 1e-6;
             (f64_act(act, x + h) - f64_act(act, x - h)) / (2.0 * h)
@@ -53,7 +69,7 @@ fn f64_grad(act: Activation, x: f64) -> f64 {
     }
 }
 
-const ACTS: [Activation; 7] = [
+const ACTS: [Activation; 11] = [
     Activation::Linear,
     Activation::Relu,
     Activation::Sigmoid,
@@ -61,6 +77,10 @@ const ACTS: [Activation; 7] = [
     Activation::LeakyRelu(0.2),
     Activation::Gelu,
     Activation::GeluErf,
+    Activation::Elu(0.7),
+    Activation::Selu,
+    Activation::Swish,
+    Activation::Softplus,
 ];
 
 #[test]

@@ -45,13 +45,13 @@ fn gpu_activation(name: &str) -> Option<Activation> {
         "gelu_tanh" => Activation::Gelu,
         "gelu" => Activation::GeluErf,
         "leaky_relu_0.2" => Activation::LeakyRelu(0.2),
+        "elu" => Activation::Elu(1.0),
+        "selu" => Activation::Selu,
+        "swish" => Activation::Swish,
+        "softplus" => Activation::Softplus,
         _ => return None,
     })
 }
-
-/// Activations without an elementwise GPU kernel (softmax has a forward kernel and is fused
-/// into the cross-entropy for training, so only its forward is checked).
-const CPU_ONLY_ACTIVATIONS: &[&str] = &["log_softmax", "elu", "selu", "swish", "softplus"];
 
 fn fixtures() -> Vec<Value> {
     let candidates = [
@@ -139,7 +139,7 @@ fn every_fixture_case_is_accounted_for() {
         if op == "activation" {
             let name = case["attrs"]["activation"].as_str().unwrap();
             assert!(
-                gpu_activation(name).is_some() || name == "softmax" || CPU_ONLY_ACTIVATIONS.contains(&name),
+                gpu_activation(name).is_some() || name == "softmax" || name == "log_softmax",
                 "activation '{name}' is not accounted for"
             );
         }
@@ -257,8 +257,18 @@ fn activation_fixtures_on_gpu() {
     for case in cases_of("activation") {
         let name = case["attrs"]["activation"].as_str().unwrap();
         let x = upload(g, &case["inputs"]["x"]);
-        if name == "softmax" {
-            check(g, "softmax y", &g.softmax(&x).unwrap(), &case["outputs"]["y"]);
+        if name == "softmax" || name == "log_softmax" {
+            let y = match name {
+                "softmax" => g.softmax(&x).unwrap(),
+                _ => g.log_softmax(&x).unwrap(),
+            };
+            check(g, &format!("{name} y"), &y, &case["outputs"]["y"]);
+            let dy = upload(g, &case["cotangents"]["y"]);
+            let dx = match name {
+                "softmax" => g.softmax_backward(&y, &dy).unwrap(),
+                _ => g.log_softmax_backward(&y, &dy).unwrap(),
+            };
+            check(g, &format!("{name} dx"), &dx, &case["grads"]["x"]);
             checked += 1;
             continue;
         }
@@ -275,8 +285,9 @@ fn activation_fixtures_on_gpu() {
         checked += 1;
     }
     assert_eq!(
-        checked, 7,
-        "relu, sigmoid, tanh, gelu, gelu_tanh, leaky_relu_0.2 and softmax"
+        checked, 12,
+        "relu, sigmoid, tanh, gelu, gelu_tanh, leaky_relu_0.2, elu, selu, swish, softplus, softmax \
+         and log_softmax"
     );
 }
 

@@ -39,11 +39,11 @@ mod sequence;
 mod spatial;
 mod steps;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use std::collections::HashMap;
 
-use cortex_wgpu::{AdamParams, Gpu, GpuError, GpuTensor, MatmulKernel, RmsPropParams, SgdParams};
+use cortex_wgpu::{AdamParams, Gpu, GpuTensor, MatmulKernel, RmsPropParams, SgdParams};
 
 use loss::GpuLoss;
 use steps::{BackwardCx, Forward, Step};
@@ -63,18 +63,8 @@ pub fn devices() -> Vec<AdapterSummary> {
     cortex_wgpu::adapters()
 }
 
-/// The process-wide GPU device, opened on first use (an error if there is no adapter).
-pub fn shared_gpu() -> Result<Arc<Gpu>> {
-    static SHARED: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
-    SHARED
-        .get_or_init(|| Gpu::new().map(Arc::new).map_err(|e| e.to_string()))
-        .clone()
-        .map_err(|e| Error::Invalid(format!("gpu: {e}")))
-}
-
-fn gpu_err(e: GpuError) -> Error {
-    Error::Invalid(format!("gpu: {e}"))
-}
+use crate::device::gpu_err;
+pub use crate::device::shared_gpu;
 
 /// The name of an optimizer rule the GPU has no update kernel for (`None`: supported).
 fn gpu_unsupported_rule(rule: &Rule) -> Option<&'static str> {

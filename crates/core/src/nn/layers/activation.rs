@@ -62,7 +62,7 @@ impl ActivationSpec {
     /// Applies it.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         match self.kind {
-            Kind::Pointwise(a) => Ok(ops::activation(x, a)),
+            Kind::Pointwise(a) => ops::activation(x, a),
             Kind::Softmax => ops::softmax(x),
             Kind::LogSoftmax => ops::log_softmax(x),
         }
@@ -79,7 +79,7 @@ impl ActivationSpec {
 
     pub fn apply_owned(&self, x: Tensor) -> Result<Tensor> {
         match self.kind {
-            Kind::Pointwise(a) => Ok(ops::activation_owned(x, a)),
+            Kind::Pointwise(a) => ops::activation_owned(x, a),
             _ => self.apply(&x),
         }
     }

@@ -161,7 +161,7 @@ impl Model {
             // A single output's loss trains as it is (no extra op: bit-identical to before).
             let weighted = match c.loss_weights[o] {
                 1.0 => loss,
-                w => crate::ops::scale(&loss, w),
+                w => crate::ops::scale(&loss, w)?,
             };
             total = Some(match total {
                 None => weighted,

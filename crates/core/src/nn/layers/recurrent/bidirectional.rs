@@ -124,7 +124,7 @@ impl Bidirectional {
             Merge::Concat => concat_last(&a, &b)?,
             Merge::Sum => ops::add(&a, &b)?,
             Merge::Mul => ops::mul(&a, &b)?,
-            Merge::Ave => ops::scale(&ops::add(&a, &b)?, 0.5),
+            Merge::Ave => ops::scale(&ops::add(&a, &b)?, 0.5)?,
         };
         let mut outs = vec![y];
         outs.extend(yf);

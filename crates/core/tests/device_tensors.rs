@@ -1,0 +1,196 @@
+//! Tensors on the GPU under the tape: the primitive ops run on the device of their inputs,
+//! gradients flow back on that device (and across `Tensor::to`), and the same op code gives
+//! the CPU's values and gradients, and the PyTorch fixtures', on both devices.
+//!
+//! Skipped with a printed reason without an adapter (Mesa's lavapipe is one; CI requires it).
+
+mod fixture_support;
+
+use cortex_core::backprop::{backward, Grads};
+use cortex_core::cpu::conv::Padding;
+use cortex_core::cpu::elementwise::Activation;
+use cortex_core::{ops, Device, Result, Tensor};
+use fixture_support::{assert_close, cases, data_of, shape_of, values};
+
+fn skip() -> bool {
+    cortex_wgpu::gpu_test_skip_reason().is_some()
+}
+
+/// A gradient leaf holding `values` on `device`.
+fn leaf(values: Vec<f32>, shape: &[usize], device: Device) -> Tensor {
+    Tensor::new(values, shape)
+        .unwrap()
+        .to(device)
+        .unwrap()
+        .with_requires_grad(true)
+}
+
+const ACTIVATIONS: [Activation; 11] = [
+    Activation::Linear,
+    Activation::Relu,
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Gelu,
+    Activation::GeluTanh,
+    Activation::Elu(0.7),
+    Activation::Selu,
+    Activation::LeakyRelu(0.2),
+    Activation::Swish,
+    Activation::Softplus,
+];
+
+/// One graph over every primitive op with a GPU kernel, the same code on either device.
+/// Returns the scalar loss and the tensors whose gradients are compared.
+fn graph(device: Device, act: Activation, log: bool) -> Result<(Tensor, Vec<Tensor>)> {
+    let x = leaf(values(5 * 7, 1), &[5, 7], device);
+    let w = leaf(values(7 * 6, 2), &[7, 6], device);
+    let b = leaf(values(6, 3), &[6], device);
+    let v = leaf(values(6 * 4, 4), &[6, 4], device);
+    let c = leaf(values(4, 5), &[4], device);
+    let h = ops::activation(&ops::linear(&x, &w, Some(&b))?, act)?;
+    let h2 = ops::mul(&ops::sub(&h, &ops::scale(&h, 0.3)?)?, &h)?;
+    let z = ops::add_last_axis(&ops::matmul(&ops::add(&h, &h2)?, &v)?, &c)?;
+    let p = if log { ops::log_softmax(&z)? } else { ops::softmax(&z)? };
+    let weights = Tensor::new(values(20, 6), &[2, 10])?.to(device)?;
+    let weighted = ops::mul(&p.reshape(&[2, 10])?, &weights)?;
+    let loss = ops::add(&ops::sum(&weighted)?, &ops::scale(&ops::mean(&h)?, 0.5)?)?;
+    Ok((loss, vec![x, w, b, v, c]))
+}
+
+fn grad_of(grads: &Grads, t: &Tensor) -> Vec<f32> {
+    grads.get(t).expect("a gradient").to_vec()
+}
+
+#[test]
+fn primitive_ops_give_the_cpu_values_and_gradients_on_the_gpu() {
+    if skip() {
+        return;
+    }
+    for act in ACTIVATIONS {
+        for log in [false, true] {
+            let what = format!("{act:?} log_softmax={log}");
+            let (cpu_loss, cpu_leaves) = graph(Device::Cpu, act, log).unwrap();
+            let (gpu_loss, gpu_leaves) = graph(Device::Gpu, act, log).unwrap();
+            assert_eq!(gpu_loss.device(), Device::Gpu, "{what}: the loss stays on the GPU");
+            assert_close(&format!("{what} loss"), gpu_loss.data(), cpu_loss.data());
+            let (cpu_grads, gpu_grads) = (backward(&cpu_loss).unwrap(), backward(&gpu_loss).unwrap());
+            for (i, (c, g)) in cpu_leaves.iter().zip(&gpu_leaves).enumerate() {
+                let on_device = gpu_grads.tensor(g).unwrap().unwrap();
+                assert_eq!(on_device.device(), Device::Gpu, "{what}: gradient {i} stays on the GPU");
+                assert_eq!(on_device.shape(), g.shape());
+                assert_close(
+                    &format!("{what} grad {i}"),
+                    &grad_of(&gpu_grads, g),
+                    &grad_of(&cpu_grads, c),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn activation_and_dense_fixtures_hold_on_the_gpu_through_the_ops() {
+    if skip() {
+        return;
+    }
+    let mut checked = 0;
+    for case in cases("activation") {
+        let name = case["attrs"]["activation"].as_str().unwrap();
+        let x = leaf(
+            data_of(&case["inputs"]["x"]),
+            &shape_of(&case["inputs"]["x"]),
+            Device::Gpu,
+        );
+        let y = match name {
+            "softmax" => ops::softmax(&x).unwrap(),
+            "log_softmax" => ops::log_softmax(&x).unwrap(),
+            "leaky_relu_0.2" => ops::activation(&x, Activation::LeakyRelu(0.2)).unwrap(),
+            other => ops::activation(&x, Activation::parse(other).expect("a known activation")).unwrap(),
+        };
+        assert_eq!(y.device(), Device::Gpu);
+        assert_close(&format!("{name} y"), y.data(), &data_of(&case["outputs"]["y"]));
+        let cot = Tensor::new(data_of(&case["cotangents"]["y"]), y.shape())
+            .unwrap()
+            .to(Device::Gpu)
+            .unwrap();
+        let grads = backward(&ops::sum(&ops::mul(&y, &cot).unwrap()).unwrap()).unwrap();
+        assert_close(
+            &format!("{name} dx"),
+            &grad_of(&grads, &x),
+            &data_of(&case["grads"]["x"]),
+        );
+        checked += 1;
+    }
+    for case in cases("dense") {
+        let name = case["name"].as_str().unwrap();
+        let tensor = |v: &serde_json::Value| leaf(data_of(v), &shape_of(v), Device::Gpu);
+        let (x, w, b) = (
+            tensor(&case["inputs"]["x"]),
+            tensor(&case["params"]["kernel"]),
+            tensor(&case["params"]["bias"]),
+        );
+        let y = ops::linear(&x, &w, Some(&b)).unwrap();
+        assert_close(&format!("{name} y"), y.data(), &data_of(&case["outputs"]["y"]));
+        let cot = Tensor::new(data_of(&case["cotangents"]["y"]), y.shape())
+            .unwrap()
+            .to(Device::Gpu)
+            .unwrap();
+        let grads = backward(&ops::sum(&ops::mul(&y, &cot).unwrap()).unwrap()).unwrap();
+        for (t, key) in [(&x, "x"), (&w, "kernel"), (&b, "bias")] {
+            assert_close(
+                &format!("{name} d{key}"),
+                &grad_of(&grads, t),
+                &data_of(&case["grads"][key]),
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 14, "12 activations and 2 dense cases");
+}
+
+#[test]
+fn gradients_flow_back_across_devices_and_accumulate() {
+    if skip() {
+        return;
+    }
+    // A CPU leaf copied to the GPU and used twice there; the loss comes back to the CPU.
+    let x = Tensor::variable(vec![0.5, -1.0, 2.0, 3.0], &[2, 2]).unwrap();
+    let on_gpu = x.to(Device::Gpu).unwrap();
+    assert!(on_gpu.tracks(), "the copy of a variable records its gradient path");
+    let y = ops::add(&ops::mul(&on_gpu, &on_gpu).unwrap(), &on_gpu).unwrap();
+    let loss = ops::sum(&y).unwrap().to(Device::Cpu).unwrap();
+    assert_eq!(loss.device(), Device::Cpu);
+    let grads = backward(&loss).unwrap();
+    let gx = grads.tensor(&x).unwrap().unwrap();
+    assert_eq!(gx.device(), Device::Cpu, "a CPU leaf gets a CPU gradient");
+    assert_close("d(x^2 + x)/dx", gx.data(), &[2.0, -1.0, 5.0, 7.0]);
+    // Copying without a gradient path and back gives the same values.
+    let back = x.detach().to(Device::Gpu).unwrap().to(Device::Cpu).unwrap();
+    assert_eq!(back.data(), x.data());
+}
+
+#[test]
+fn split_devices_and_ops_without_gpu_kernels_are_errors_that_name_the_op() {
+    if skip() {
+        return;
+    }
+    let cpu = Tensor::new(values(2 * 4 * 4 * 3, 7), &[2, 4, 4, 3]).unwrap();
+    let gpu = cpu.to(Device::Gpu).unwrap();
+    let err = ops::add(&cpu, &gpu).unwrap_err().to_string();
+    assert!(err.contains("add") && err.contains("different devices"), "{err}");
+    let kernel = Tensor::new(values(3 * 3 * 3 * 2, 8), &[3, 3, 3, 2])
+        .unwrap()
+        .to(Device::Gpu)
+        .unwrap();
+    let err = ops::conv2d(&gpu, &kernel, None, [1, 1], [1, 1], Padding::Same)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conv2d has no GPU kernel yet"), "{err}");
+    let err = ops::max_pool2d(&gpu, [2, 2], [2, 2], Padding::Valid)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("maxPool2d"), "{err}");
+    let loss = cortex_core::nn::loss::Loss::parse(&serde_json::json!("meanSquaredError")).unwrap();
+    let err = loss.compute(&gpu, &gpu).unwrap_err().to_string();
+    assert!(err.contains("no GPU kernel yet"), "{err}");
+}

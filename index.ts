@@ -99,5 +99,14 @@ export {
   upSampling2d,
   zeroPadding2d,
 } from "./src/spatial.ts";
-export { constant, grads, TapeTensor, type ValueAndGrads, valueAndGrads, variable } from "./src/tape.ts";
+export {
+  constant,
+  type Device,
+  grads,
+  TapeTensor,
+  type TapeTensorOptions,
+  type ValueAndGrads,
+  valueAndGrads,
+  variable,
+} from "./src/tape.ts";
 export { type NestedArray, Tensor, tensor } from "./src/tensor.ts";

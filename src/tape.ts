@@ -36,6 +36,22 @@ export class TapeTensor {
     return this.native.shape;
   }
 
+  /** Where the values live: `'cpu'` or `'gpu'`. */
+  get device(): Device {
+    return this.native.device as Device;
+  }
+
+  /**
+   * The same values on `device`: this tensor when it is there already, else a copy that
+   * gradients flow back through. Ops run on the device of their inputs (all inputs on one
+   * device); on the GPU today: add, sub, mul, matMul, scale, sum, mean, reshape, every
+   * activation, softmax and logSoftmax. Anything else throws and names itself rather than
+   * running on the CPU.
+   */
+  to(device: Device): TapeTensor {
+    return new TapeTensor(this.native.to(checkDevice(device, "to")));
+  }
+
   /** A plain Tensor with a copy of the values. */
   toTensor(): Tensor {
     return new Tensor(this.native.data, this.native.shape);
@@ -43,19 +59,19 @@ export class TapeTensor {
 
   /** Elementwise `this + other`. */
   add(other: TapeTensor | Tensor): TapeTensor {
-    return new TapeTensor(this.native.binary("add", lift(other).native));
+    return new TapeTensor(this.native.binary("add", lift(other, this.device).native));
   }
   /** Elementwise `this - other`. */
   sub(other: TapeTensor | Tensor): TapeTensor {
-    return new TapeTensor(this.native.binary("sub", lift(other).native));
+    return new TapeTensor(this.native.binary("sub", lift(other, this.device).native));
   }
   /** Elementwise `this * other`. */
   mul(other: TapeTensor | Tensor): TapeTensor {
-    return new TapeTensor(this.native.binary("mul", lift(other).native));
+    return new TapeTensor(this.native.binary("mul", lift(other, this.device).native));
   }
   /** Matrix product with `[k, n]`. */
   matMul(other: TapeTensor | Tensor): TapeTensor {
-    return new TapeTensor(this.native.binary("matMul", lift(other).native));
+    return new TapeTensor(this.native.binary("matMul", lift(other, this.device).native));
   }
   /** `this * factor`. */
   scale(factor: number): TapeTensor {
@@ -83,20 +99,42 @@ export class TapeTensor {
   }
 }
 
+/** A device tensors can live on (see {@link TapeTensor.to}). */
+export type Device = "cpu" | "gpu";
+
+/** Options of {@link constant} and {@link variable}. */
+export interface TapeTensorOptions {
+  /** Where the values live (default `'cpu'`); `'gpu'` needs an adapter (see `devices()`). */
+  device?: Device;
+}
+
+function checkDevice(device: unknown, what: string): Device {
+  if (device !== "cpu" && device !== "gpu") {
+    throw new TypeError(`${what}: device must be 'cpu' or 'gpu', got ${JSON.stringify(device)}`);
+  }
+  return device;
+}
+
 /** A constant (no gradient) from a Tensor. */
-export function constant(t: Tensor): TapeTensor {
+export function constant(t: Tensor, options: TapeTensorOptions = {}): TapeTensor {
   const x = expectTensor(t, "constant");
-  return new TapeTensor(native.NativeTensor.fromData(x.data, [...x.shape], false));
+  const device = options.device === undefined ? undefined : checkDevice(options.device, "constant");
+  return new TapeTensor(native.NativeTensor.fromData(x.data, [...x.shape], false, device));
 }
 
-/** A variable: gradients with respect to it can be requested. */
-export function variable(t: Tensor): TapeTensor {
+/**
+ * A variable: gradients with respect to it can be requested. With `{ device: 'gpu' }` its
+ * values and its gradients stay on the GPU until read.
+ */
+export function variable(t: Tensor, options: TapeTensorOptions = {}): TapeTensor {
   const x = expectTensor(t, "variable");
-  return new TapeTensor(native.NativeTensor.fromData(x.data, [...x.shape], true), false);
+  const device = options.device === undefined ? undefined : checkDevice(options.device, "variable");
+  return new TapeTensor(native.NativeTensor.fromData(x.data, [...x.shape], true, device), false);
 }
 
-function lift(v: TapeTensor | Tensor): TapeTensor {
-  return v instanceof TapeTensor ? v : constant(v);
+/** A plain Tensor operand becomes a constant on `device` (the other operand's). */
+function lift(v: TapeTensor | Tensor, device?: Device): TapeTensor {
+  return v instanceof TapeTensor ? v : constant(v, device === "gpu" ? { device } : {});
 }
 
 /** Something gradients can be taken with respect to: a model or layer (all its weights) or a variable. */

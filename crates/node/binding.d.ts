@@ -217,9 +217,16 @@ export declare class NativeOptimizer {
 /** An engine tensor that may carry a recorded graph. */
 export declare class NativeTensor {
   /** A tensor from values; `variable` makes it a gradient leaf. */
-  static fromData(data: Float32Array, shape: Array<number>, variable?: boolean | undefined | null): NativeTensor
-  /** Copy of the values. */
+  static fromData(data: Float32Array, shape: Array<number>, variable?: boolean | undefined | null, device?: string | undefined | null): NativeTensor
+  /** Copy of the values (a GPU tensor's are read back first). */
   get data(): Float32Array
+  /** `'cpu'` or `'gpu'`. */
+  get device(): string
+  /**
+   * The same values on `device` (`'cpu'` or `'gpu'`): this tensor when it is there already,
+   * else a copy that gradients flow back through.
+   */
+  to(device: string): NativeTensor
   /** Dimensions. */
   get shape(): Array<number>
   /** Whether gradients flow through it. */

@@ -383,6 +383,14 @@ impl Model {
 
     /// Checks `x`: `[batch, ...input_shape]` with finite values.
     pub fn check_input(&self, x: &Tensor) -> Result<()> {
+        if x.device() != crate::Device::Cpu {
+            // Layers reach the GPU with the models-on-the-GPU step of the one-tensor redesign;
+            // until then a GPU input would meet CPU weights in every layer.
+            return Err(invalid(
+                "a model's weights live on the CPU: call it with CPU tensors (.to('cpu')); \
+                 compile({ device: 'gpu' }) trains and predicts on the GPU",
+            ));
+        }
         if x.rank() < 2 {
             return Err(Error::shape("model input", "[batch, ...sample shape]", x.shape()));
         }

@@ -16,6 +16,8 @@ use super::merge::{self, MergePlan, MergeTape};
 use super::sequence::{self, Cell, RnnPlan, RnnTape};
 use super::spatial::{self, SpatialPlan};
 use super::{gpu_err, unsupported};
+use crate::cpu::elementwise::Activation;
+use crate::ops::gpu_activation;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -27,17 +29,14 @@ pub(super) enum Act {
     Softmax,
 }
 
+/// The CPU layers' own activation parser (one list of names and defaults), mapped to kernels.
 pub(super) fn parse_act(layer: &str, name: &str) -> Result<Act> {
-    Ok(match name {
-        "linear" => Act::Plain(GpuAct::Linear),
-        "relu" => Act::Plain(GpuAct::Relu),
-        "sigmoid" => Act::Plain(GpuAct::Sigmoid),
-        "tanh" => Act::Plain(GpuAct::Tanh),
-        "gelu" => Act::Plain(GpuAct::GeluErf),
-        "leaky_relu" | "leakyRelu" => Act::Plain(GpuAct::LeakyRelu(0.2)),
-        "softmax" => Act::Softmax,
-        other => return Err(unsupported(&format!("activation '{other}' (in layer '{layer}')"))),
-    })
+    if name == "softmax" {
+        return Ok(Act::Softmax);
+    }
+    Activation::parse(name)
+        .map(|a| Act::Plain(gpu_activation(a)))
+        .ok_or_else(|| unsupported(&format!("activation '{name}' (in layer '{layer}')")))
 }
 
 /// One layer of the plan; weight fields index the model's device weights.

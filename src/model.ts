@@ -13,7 +13,7 @@ import type { LossName, LossSpec } from "./losses.ts";
 import { type NativeGrads, type NativeModel, native } from "./native.ts";
 import { type LearningRateSchedule, Optimizer } from "./optimizers.ts";
 import { ProgressReporter } from "./progress.ts";
-import { constant, TapeTensor } from "./tape.ts";
+import { constant, type Device, TapeTensor } from "./tape.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
 
 /** Arguments of {@link Sequential.compile}. */
@@ -266,7 +266,8 @@ export class Model {
    * (training mode unless `training: false`). Runs on the calling thread.
    */
   call(x: Tensor | TapeTensor, options: { training?: boolean } = {}): TapeTensor {
-    const input = x instanceof TapeTensor ? x : constant(expectTensor(x, "call: x"));
+    // A plain Tensor goes where the weights are.
+    const input = x instanceof TapeTensor ? x : constant(expectTensor(x, "call: x"), { device: this.weightsDevice });
     return new TapeTensor(native.modelCall(this.#native, input.native, options.training ?? true));
   }
 
@@ -326,6 +327,23 @@ export class Model {
   /** `'cpu'`, or the name of the GPU adapter the compiled model runs on. */
   get device(): string {
     return this.#native.device ?? "cpu";
+  }
+
+  /**
+   * Moves the weights to `device` for {@link Model.call}, `valueAndGrads` and
+   * `optimizer.applyGradients`: the layers' ops then run there, on inputs moved there with
+   * `TapeTensor.to` (or `constant(t, { device })`). On the GPU today: dense, conv2d, the
+   * pooling layers, dropout, activation, flatten and reshape; other layers throw and name the op.
+   * `compile({ device })` is separate: it plans `fit`/`predict` onto the GPU with weights of its own.
+   */
+  to(device: Device): this {
+    this.#native.toDevice(device);
+    return this;
+  }
+
+  /** Where the weights live for {@link Model.call}: `'cpu'` or `'gpu'` (see {@link Model.to}). */
+  get weightsDevice(): Device {
+    return this.#native.weightsDevice as Device;
   }
 
   #warnedDevice = false;

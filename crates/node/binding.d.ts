@@ -165,6 +165,13 @@ export declare class NativeModel {
   get bf16Kernel(): string | null
   /** The GPU adapter the compiled model trains and predicts on; null on the CPU. */
   get device(): string | null
+  /** Where the weights live for `call` and the tape: `'cpu'` or `'gpu'`. */
+  get weightsDevice(): string
+  /**
+   * Moves the weights to `device` (`'cpu'` or `'gpu'`) for `call`, `valueAndGrads` and
+   * `applyGradients`.
+   */
+  toDevice(device: string): void
   /** Why a GPU asked for in `compile` is not used (the model runs on the CPU); null otherwise. */
   get deviceWarning(): string | null
   /** Creates the weights for samples of `inputShape` (no batch axis). */

@@ -68,6 +68,14 @@ pub enum Op {
         argmax: Vec<u32>,
         geom: pool::Pool2dGeometry,
     },
+    /// Max pooling on the GPU, with the argmax indices on the device.
+    MaxPool2dOnGpu {
+        x: Tensor,
+        argmax: cortex_wgpu::GpuTensor,
+        geom: pool::Pool2dGeometry,
+    },
+    /// Dropout on the GPU: the mask is a hash of `(seed, index)`, recomputed by backward.
+    DropoutOnGpu { x: Tensor, rate: f32, seed: u64 },
     /// Average pooling.
     AvgPool2d { x: Tensor, geom: pool::Pool2dGeometry },
     /// Mean over the spatial axes of `[b, spatial..., c]`.
@@ -108,7 +116,8 @@ impl Op {
             Op::Sum(_) => "sum",
             Op::Mean(_) => "mean",
             Op::Conv2d { .. } => "conv2d",
-            Op::MaxPool2d { .. } => "maxPool2d",
+            Op::MaxPool2d { .. } | Op::MaxPool2dOnGpu { .. } => "maxPool2d",
+            Op::DropoutOnGpu { .. } => "dropout",
             Op::AvgPool2d { .. } => "avgPool2d",
             Op::GlobalAvgPool { .. } => "globalAveragePooling",
             Op::Mask { .. } => "dropout",
@@ -293,6 +302,8 @@ fn inputs(op: &Op) -> Vec<&Tensor> {
         | Op::Softmax { x, .. }
         | Op::LogSoftmax { x, .. }
         | Op::MaxPool2d { x, .. }
+        | Op::MaxPool2dOnGpu { x, .. }
+        | Op::DropoutOnGpu { x, .. }
         | Op::AvgPool2d { x, .. }
         | Op::GlobalAvgPool { x, .. }
         | Op::Mask { x, .. }
@@ -458,7 +469,9 @@ fn vjp(op: &Op, out: &Tensor, mut g: Vec<f32>) -> Result<Vec<(Tensor, Vec<f32>)>
             vec![(x.clone(), gx)]
         }
         Op::Custom(op) => op.vjp(out, g_ref)?,
-        Op::ToDevice(_) => bail!("backward: a device copy reached the host gradient path"),
+        Op::ToDevice(_) | Op::MaxPool2dOnGpu { .. } | Op::DropoutOnGpu { .. } => {
+            bail!("backward: the GPU op {} got a host gradient", op.name())
+        }
         Op::Precomputed { x, grad } => {
             let s = g[0];
             debug_assert_eq!(out.len(), 1);

@@ -7,7 +7,6 @@
 mod fixture_support;
 
 use cortex_core::backprop::{backward, Grads};
-use cortex_core::cpu::conv::Padding;
 use cortex_core::cpu::elementwise::Activation;
 use cortex_core::{ops, Device, Result, Tensor};
 use fixture_support::{assert_close, cases, data_of, shape_of, values};
@@ -178,19 +177,62 @@ fn split_devices_and_ops_without_gpu_kernels_are_errors_that_name_the_op() {
     let gpu = cpu.to(Device::Gpu).unwrap();
     let err = ops::add(&cpu, &gpu).unwrap_err().to_string();
     assert!(err.contains("add") && err.contains("different devices"), "{err}");
-    let kernel = Tensor::new(values(3 * 3 * 3 * 2, 8), &[3, 3, 3, 2])
-        .unwrap()
-        .to(Device::Gpu)
-        .unwrap();
-    let err = ops::conv2d(&gpu, &kernel, None, [1, 1], [1, 1], Padding::Same)
+    let err = ops::split(&gpu, &[vec![2, 4, 4, 1], vec![2, 4, 4, 2]])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("conv2d has no GPU kernel yet"), "{err}");
-    let err = ops::max_pool2d(&gpu, [2, 2], [2, 2], Padding::Valid)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("maxPool2d"), "{err}");
+    assert!(err.contains("split has no GPU kernel yet"), "{err}");
     let loss = cortex_core::nn::loss::Loss::parse(&serde_json::json!("meanSquaredError")).unwrap();
     let err = loss.compute(&gpu, &gpu).unwrap_err().to_string();
     assert!(err.contains("no GPU kernel yet"), "{err}");
+}
+
+#[test]
+fn convolution_pooling_and_dropout_run_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    use cortex_core::cpu::conv::Padding;
+    // Odd sizes, strides and `same` padding put the uneven padding on the trailing side.
+    let run = |device: Device, padding: Padding| -> (Tensor, Vec<Tensor>, Grads) {
+        let x = leaf(values(2 * 7 * 6 * 3, 11), &[2, 7, 6, 3], device);
+        let w = leaf(values(3 * 2 * 3 * 4, 12), &[3, 2, 3, 4], device);
+        let b = leaf(values(4, 13), &[4], device);
+        let w2 = leaf(values(3 * 3 * 4 * 4, 14), &[3, 3, 4, 4], device);
+        let y = ops::conv2d(&x, &w, Some(&b), [2, 1], [1, 2], padding).unwrap();
+        let y = ops::conv2d_act(&y, &w2, None, [1, 1], [1, 1], Padding::Same, Activation::Tanh).unwrap();
+        let m = ops::max_pool2d(&y, [2, 2], [1, 2], padding).unwrap();
+        let a = ops::avg_pool2d(&y, [3, 2], [2, 1], padding).unwrap();
+        let g = ops::global_avg_pool(&y).unwrap();
+        let loss = ops::add(
+            &ops::add(&ops::sum(&ops::mul(&m, &m).unwrap()).unwrap(), &ops::sum(&a).unwrap()).unwrap(),
+            &ops::sum(&ops::mul(&g, &g).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let grads = backward(&loss).unwrap();
+        (loss, vec![x, w, b, w2], grads)
+    };
+    for padding in [Padding::Valid, Padding::Same] {
+        let (cpu_loss, cpu_leaves, cpu_grads) = run(Device::Cpu, padding);
+        let (gpu_loss, gpu_leaves, gpu_grads) = run(Device::Gpu, padding);
+        assert_eq!(gpu_loss.device(), Device::Gpu);
+        assert_close(&format!("{padding:?} loss"), gpu_loss.data(), cpu_loss.data());
+        for (i, (c, g)) in cpu_leaves.iter().zip(&gpu_leaves).enumerate() {
+            assert_close(
+                &format!("{padding:?} grad {i}"),
+                &grad_of(&gpu_grads, g),
+                &grad_of(&cpu_grads, c),
+            );
+        }
+    }
+    // Dropout: the kept fraction is about 1 - rate, kept values are scaled by 1 / (1 - rate),
+    // and the gradient passes exactly where the value did.
+    let x = leaf(vec![1.0; 4096], &[64, 64], Device::Gpu);
+    let mut rng = cortex_core::rng::Rng::new(5);
+    let y = ops::dropout(&x, 0.25, &mut rng).unwrap();
+    assert_eq!(y.device(), Device::Gpu);
+    let kept = y.data().iter().filter(|&&v| v != 0.0).count() as f32 / 4096.0;
+    assert!((kept - 0.75).abs() < 0.03, "kept {kept}");
+    assert!(y.data().iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+    let grads = backward(&ops::sum(&y).unwrap()).unwrap();
+    assert_eq!(grad_of(&grads, &x), y.data().to_vec());
 }

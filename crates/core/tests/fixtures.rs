@@ -3,9 +3,11 @@
 //! references in test/fixtures/fixtures.json, forward values and gradients, through the same
 //! layer, loss and optimizer code that models use.
 //!
-//! Layer cases run once per device: the CPU, and the GPU backend (a one-layer model compiled
-//! for the GPU, through the code GPU models train with) for the layers it has; the kernel-level
-//! GPU suite (crates/wgpu/tests/gpu/fixtures.rs) covers losses and optimizer updates there.
+//! Layer cases run on the CPU and, for the layers the GPU has, twice more there: through the
+//! same layer code with GPU weights and input (the tape's ops dispatch on the device), and as
+//! a one-layer model compiled for the GPU (the planner GPU models train with). The
+//! kernel-level GPU suite (crates/wgpu/tests/gpu/fixtures.rs) covers losses and optimizer
+//! updates there.
 //! `CORTEX_SKIP_GPU_TESTS=1` leaves the GPU out.
 
 use cortex_core::backprop::backward_with_seed;
@@ -14,7 +16,7 @@ use cortex_core::nn::loss::Loss;
 use cortex_core::nn::optim::Optimizer;
 use cortex_core::nn::Sequential;
 use cortex_core::rng::Rng;
-use cortex_core::Tensor;
+use cortex_core::{Device, Tensor};
 use serde_json::{json, Value};
 
 mod common;
@@ -68,27 +70,63 @@ fn camel(attrs: &Value, op: &str) -> (String, Value) {
 
 /// Checks one layer case on the CPU, and on the GPU where it has the layer; returns whether the
 /// GPU ran it.
-fn check_layer_case(case: &Value) -> bool {
-    let name = case["name"].as_str().unwrap();
+/// How a layer case was checked besides the CPU.
+#[derive(Default)]
+struct Checked {
+    /// Through a one-layer model compiled for the GPU (the planner, `nn/gpu_model`).
+    planner: usize,
+    /// Through the same layer code as the CPU, with GPU weights and input (the tape's ops).
+    tape: usize,
+}
+
+fn check_layer_case(case: &Value) -> Checked {
+    let op = case["op"].as_str().unwrap();
+    let keys = check_layer_on(case, Device::Cpu);
+    let mut checked = Checked::default();
+    if skip_gpu() {
+        return checked;
+    }
+    if on_gpu_too(op, &case["attrs"]) {
+        let (class, config) = layer_config(case);
+        check_layer_on_gpu(case, &class, &config, &keys);
+        checked.planner = 1;
+    }
+    if through_tape_on_gpu(op) {
+        check_layer_on(case, Device::Gpu);
+        checked.tape = 1;
+    }
+    checked
+}
+
+fn layer_config(case: &Value) -> (String, Value) {
     let op = case["op"].as_str().unwrap();
     let (class, mut config) = camel(&case["attrs"], op);
-    let x_ref = &case["inputs"]["x"];
-    let x_shape = shape_of(x_ref);
     if op == "dense" {
         config["units"] = json!(shape_of(&case["params"]["kernel"])[1]);
     }
     config["name"] = json!("layer");
+    (class, config)
+}
+
+/// Runs the case's layer with its weights and input on `device`; returns the weight names.
+fn check_layer_on(case: &Value, device: Device) -> Vec<String> {
+    let name = format!("{} ({})", case["name"].as_str().unwrap(), device.name());
+    let (class, config) = layer_config(case);
+    let x_ref = &case["inputs"]["x"];
+    let x_shape = shape_of(x_ref);
     let (mut layer, _) = layers::from_config(&class, &config).unwrap();
     layer.build(&x_shape[1..], &mut Rng::new(0)).unwrap();
     let params = layer.params();
     for p in &params {
         let key = p.name.split('/').next_back().unwrap();
         p.set(data_of(&case["params"][key])).unwrap();
+        p.to_device(device).unwrap();
     }
-    let x = Tensor::variable(data_of(x_ref), &x_shape).unwrap();
+    let x = tensor_of(x_ref).to(device).unwrap().with_requires_grad(true);
     let y = layer
         .forward(&x, &mut ForwardCtx::new(false, &mut Rng::new(0)))
         .unwrap();
+    assert_eq!(y.device(), device, "{name}: the output stays on the device");
     assert_eq!(
         y.shape(),
         shape_of(&case["outputs"]["y"]).as_slice(),
@@ -102,16 +140,18 @@ fn check_layer_case(case: &Value) -> bool {
         let key = p.name.split('/').next_back().unwrap();
         assert_close(&format!("{name} d{key}"), grads.get(leaf).unwrap(), &case["grads"][key]);
     }
-    let keys: Vec<String> = params
+    params
         .iter()
         .map(|p| p.name.split('/').next_back().unwrap().to_string())
-        .collect();
-    drop(params);
-    let gpu = on_gpu_too(op, &case["attrs"]);
-    if gpu {
-        check_layer_on_gpu(case, &class, &config, &keys);
-    }
-    gpu
+        .collect()
+}
+
+/// Layers whose ops all have GPU kernels, so their CPU code runs on the GPU unchanged.
+fn through_tape_on_gpu(op: &str) -> bool {
+    matches!(
+        op,
+        "dense" | "conv2d" | "max_pooling2d" | "avg_pooling2d" | "global_average_pooling2d" | "activation"
+    )
 }
 
 /// The expected count of GPU-checked cases: `n`, or 0 when GPU tests are skipped.
@@ -130,10 +170,7 @@ fn on_gpu_too(op: &str, attrs: &Value) -> bool {
     }
     match op {
         "dense" | "conv2d" | "max_pooling2d" | "avg_pooling2d" | "global_average_pooling2d" => true,
-        "activation" => matches!(
-            attrs["activation"].as_str().unwrap(),
-            "relu" | "sigmoid" | "tanh" | "gelu" | "leaky_relu_0.2"
-        ),
+        "activation" => !matches!(attrs["activation"].as_str().unwrap(), "softmax" | "log_softmax"),
         _ => false,
     }
 }
@@ -161,26 +198,28 @@ fn check_layer_on_gpu(case: &Value, class: &str, config: &Value, keys: &[String]
     }
 }
 
-/// Runs every layer case of `ops`; returns (cases, cases also checked on the GPU).
-fn run_ops(ops: &[&str]) -> (usize, usize) {
-    let (mut n, mut gpu) = (0, 0);
+/// Runs every layer case of `ops`; returns (cases, cases also checked on the GPU through the
+/// planner, cases also checked on the GPU through the layer code).
+fn run_ops(ops: &[&str]) -> (usize, usize, usize) {
+    let (mut n, mut planner, mut tape) = (0, 0, 0);
     for case in all_cases() {
         if ops.contains(&case["op"].as_str().unwrap()) {
-            gpu += check_layer_case(&case) as usize;
+            let checked = check_layer_case(&case);
+            (planner, tape) = (planner + checked.planner, tape + checked.tape);
             n += 1;
         }
     }
-    (n, gpu)
+    (n, planner, tape)
 }
 
 #[test]
 fn dense_matches_pytorch() {
-    assert_eq!(run_ops(&["dense"]), (2, on_gpu(2)));
+    assert_eq!(run_ops(&["dense"]), (2, on_gpu(2), on_gpu(2)));
 }
 
 #[test]
 fn conv2d_matches_pytorch() {
-    assert_eq!(run_ops(&["conv2d"]), (6, on_gpu(6)));
+    assert_eq!(run_ops(&["conv2d"]), (6, on_gpu(6), on_gpu(6)));
 }
 
 /// Max, average and global average pooling, on both devices.
@@ -188,24 +227,25 @@ fn conv2d_matches_pytorch() {
 fn pooling_matches_pytorch() {
     assert_eq!(
         run_ops(&["max_pooling2d", "avg_pooling2d", "global_average_pooling2d"]),
-        (5, on_gpu(5))
+        (5, on_gpu(5), on_gpu(5))
     );
 }
 
-/// relu, sigmoid, tanh, gelu and leakyRelu on both devices; the rest on the CPU only (the GPU
-/// folds softmax into the cross-entropy and has no elu/selu/swish/softplus kernels yet).
+/// Every activation on both devices through the layer code; the planner has all but softmax
+/// and logSoftmax (it folds softmax into the cross-entropy).
 #[test]
 fn activations_match_pytorch() {
-    let (mut n, mut gpu) = (0, 0);
+    let (mut n, mut planner, mut tape) = (0, 0, 0);
     for case in cases("activation") {
         let act = case["attrs"]["activation"].as_str().unwrap();
         if act == "leaky_relu_0.2" {
             assert!(act.ends_with("0.2"), "the default leakyRelu slope is 0.2");
         }
-        gpu += check_layer_case(&case) as usize;
+        let checked = check_layer_case(&case);
+        (planner, tape) = (planner + checked.planner, tape + checked.tape);
         n += 1;
     }
-    assert_eq!((n, gpu), (12, on_gpu(5)));
+    assert_eq!((n, planner, tape), (12, on_gpu(10), on_gpu(12)));
 }
 
 #[test]

@@ -209,6 +209,22 @@ impl NativeModel {
         model_of(&self.inner.read()).device_name()
     }
 
+    /// Where the weights live for `call` and the tape: `'cpu'` or `'gpu'`.
+    #[napi(getter)]
+    pub fn weights_device(&self) -> String {
+        model_of(&self.inner.read()).weights_device().name().to_string()
+    }
+
+    /// Moves the weights to `device` (`'cpu'` or `'gpu'`) for `call`, `valueAndGrads` and
+    /// `applyGradients`.
+    #[napi]
+    pub fn to_device(&self, device: String) -> napi::Result<()> {
+        let inner = self.inner.read();
+        guarded("to", || {
+            model_of(&inner).to_device(cortex_core::Device::parse(&device)?)
+        })
+    }
+
     /// Why a GPU asked for in `compile` is not used (the model runs on the CPU); null otherwise.
     #[napi(getter)]
     pub fn device_warning(&self) -> Option<String> {

@@ -383,13 +383,14 @@ impl Model {
 
     /// Checks `x`: `[batch, ...input_shape]` with finite values.
     pub fn check_input(&self, x: &Tensor) -> Result<()> {
-        if x.device() != crate::Device::Cpu {
-            // Layers reach the GPU with the models-on-the-GPU step of the one-tensor redesign;
-            // until then a GPU input would meet CPU weights in every layer.
-            return Err(invalid(
-                "a model's weights live on the CPU: call it with CPU tensors (.to('cpu')); \
-                 compile({ device: 'gpu' }) trains and predicts on the GPU",
-            ));
+        let weights = self.weights_device();
+        if x.device() != weights {
+            return Err(invalid(format!(
+                "the model's weights are on the {} and its input on the {}: move one of them \
+                 (model.to(device) or tensor.to(device))",
+                weights.name(),
+                x.device().name()
+            )));
         }
         if x.rank() < 2 {
             return Err(Error::shape("model input", "[batch, ...sample shape]", x.shape()));
@@ -533,6 +534,27 @@ impl Model {
             )));
         }
         Ok(outs.remove(0))
+    }
+
+    /// Moves every weight to `device`: `call` then runs the layers' ops there, and the tape
+    /// computes the weights' gradients there (`compile({ device })` is separate: it plans the
+    /// model onto the GPU kernels with weights of its own).
+    pub fn to_device(&self, device: crate::Device) -> Result<()> {
+        self.sync_from_device()?;
+        let mut result = Ok(());
+        self.visit_params(&mut |_, p, _| {
+            if result.is_ok() {
+                result = p.to_device(device);
+            }
+        });
+        result
+    }
+
+    /// Where the weights live (the CPU for a model without weights).
+    pub fn weights_device(&self) -> crate::Device {
+        let mut device = crate::Device::Cpu;
+        self.visit_params(&mut |_, p, _| device = p.device());
+        device
     }
 
     /// Visits every weight with its file name (`layer/weight`, nested models prefixed by their

@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
-use crate::{Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 thread_local! {
     static FROZEN: Cell<bool> = const { Cell::new(false) };
@@ -95,9 +95,26 @@ impl Param {
     /// Changes the value in place (copying first only if a forward pass still holds it), then
     /// projects it onto the sign constraint, if any (`w = s * max(s * w, 0)` per row): the
     /// optimizer steps of `fit` and of `applyGradients` both come through here.
+    ///
+    /// A GPU value is updated on the host and uploaded again (the optimizers' tape path has
+    /// no device kernels yet); a failed read-back or upload unwinds, as an Error at the binding.
     pub fn update<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> R {
         self.version.fetch_add(1, Ordering::AcqRel);
         let mut guard = self.value.write().unwrap_or_else(|e| e.into_inner());
+        if guard.device() != Device::Cpu {
+            let device = guard.device();
+            let mut host = guard.to_vec();
+            let result = f(&mut host);
+            if let Some(signs) = &self.row_signs {
+                project_rows(&mut host, signs);
+            }
+            let moved = Tensor::new(host, guard.shape()).and_then(|t| t.to(device));
+            *guard = match moved {
+                Ok(t) => t.with_requires_grad(true),
+                Err(e) => panic!("updating the GPU weight '{}' failed: {e}", self.name),
+            };
+            return result;
+        }
         if guard.data_mut().is_none() {
             let copy = Tensor::variable(guard.to_vec(), guard.shape()).expect("same shape");
             *guard = copy;
@@ -120,8 +137,26 @@ impl Param {
                 data.len(),
             ));
         }
-        *self.value.write().unwrap_or_else(|e| e.into_inner()) = Tensor::variable(data, &shape)?;
+        let device = self.device();
+        *self.value.write().unwrap_or_else(|e| e.into_inner()) =
+            Tensor::new(data, &shape)?.to(device)?.with_requires_grad(true);
         self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Where the value lives.
+    pub fn device(&self) -> Device {
+        self.value.read().unwrap_or_else(|e| e.into_inner()).device()
+    }
+
+    /// Moves the value to `device` (a no-op when it is there): forward passes then run the
+    /// layer's ops there, and gradients for it are computed there.
+    pub fn to_device(&self, device: Device) -> Result<()> {
+        let mut guard = self.value.write().unwrap_or_else(|e| e.into_inner());
+        if guard.device() != device {
+            *guard = guard.detach().to(device)?.with_requires_grad(true);
+            self.version.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(())
     }
 }

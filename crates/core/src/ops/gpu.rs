@@ -63,13 +63,13 @@ pub fn gpu_activation(act: Activation) -> GpuAct {
     }
 }
 
-fn buf(t: &Tensor) -> Result<GpuTensor> {
+pub(super) fn buf(t: &Tensor) -> Result<GpuTensor> {
     t.gpu_tensor()
         .ok_or_else(|| Error::Invalid(format!("expected a GPU tensor, got a {} tensor", t.device().name())))
 }
 
 /// `f(gpu)` with cortex-wgpu errors as engine errors.
-fn run<T>(f: impl FnOnce(&Gpu) -> cortex_wgpu::Result<T>) -> Result<T> {
+pub(super) fn run<T>(f: impl FnOnce(&Gpu) -> cortex_wgpu::Result<T>) -> Result<T> {
     f(shared_gpu()?.as_ref()).map_err(gpu_err)
 }
 
@@ -197,7 +197,7 @@ pub(crate) fn add_grads(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// A gradient buffer as a constant tensor.
-fn grad(t: GpuTensor) -> Tensor {
+pub(super) fn grad(t: GpuTensor) -> Tensor {
     Tensor::from_gpu(t)
 }
 
@@ -298,10 +298,13 @@ pub(crate) fn vjp(op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
             vec![(x.clone(), grad(fill(gpu, &dy, x.shape(), factor).map_err(e)?))]
         }
         other => {
+            if let Some(result) = super::gpu_spatial::vjp(other, &dy) {
+                return result;
+            }
             return Err(Error::Invalid(format!(
                 "backward of {} has no GPU kernel yet; run it on the CPU (.to('cpu'))",
                 other.name()
-            )))
+            )));
         }
     })
 }

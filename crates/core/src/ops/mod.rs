@@ -5,6 +5,7 @@
 
 mod arith;
 pub(crate) mod gpu;
+mod gpu_spatial;
 mod nn;
 
 pub use arith::*;

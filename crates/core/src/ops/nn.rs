@@ -1,6 +1,7 @@
 //! Neural-network ops: activations, softmax, convolution, pooling, dropout.
 
-use super::gpu::{self, cpu_only, on_gpu};
+use super::gpu::{self, on_gpu};
+use super::gpu_spatial;
 use crate::backprop::Op;
 use crate::cpu::conv::{self, Conv2dGeometry, Padding};
 use crate::cpu::elementwise::{self, Activation};
@@ -107,10 +108,12 @@ pub fn conv2d(
             return Err(Error::shape("conv2d bias", [geom.out_c], b.shape()));
         }
     }
-    cpu_only("conv2d", &[x, w])?;
-    let y = conv::conv2d_forward(x.data(), w.data(), b.map(|b| b.data()), &geom);
     let mut inputs = vec![x, w];
     inputs.extend(b);
+    if on_gpu("conv2d", &inputs)? {
+        return gpu_spatial::conv2d(x, w, b, &geom);
+    }
+    let y = conv::conv2d_forward(x.data(), w.data(), b.map(|b| b.data()), &geom);
     Ok(Tensor::from_op(
         y,
         geom.output_shape(),
@@ -138,8 +141,7 @@ pub fn conv2d_act(
 ) -> Result<Tensor> {
     let mut inputs = vec![x, w];
     inputs.extend(b);
-    cpu_only("conv2d", &inputs)?;
-    if !Tensor::records(&inputs) && conv_direct::available() {
+    if !on_gpu("conv2d", &inputs)? && !Tensor::records(&inputs) && conv_direct::available() {
         let geom = Conv2dGeometry::new(x.shape(), w.shape(), strides, dilation, padding)?;
         if let Some(b) = b {
             if b.shape() != [geom.out_c] {
@@ -156,7 +158,9 @@ pub fn conv2d_act(
 /// Max pooling over NHWC windows.
 pub fn max_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
     let geom = pool::Pool2dGeometry::new(x.shape(), pool_size, strides, padding)?;
-    cpu_only("maxPool2d", &[x])?;
+    if on_gpu("maxPool2d", &[x])? {
+        return gpu_spatial::max_pool2d(x, &geom);
+    }
     if !Tensor::records(&[x]) {
         return Tensor::new(pool::max_pool2d_values(x.data(), &geom), &geom.output_shape());
     }
@@ -176,7 +180,9 @@ pub fn max_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], paddin
 /// Average pooling over NHWC windows (TensorFlow `same`: padding is not counted).
 pub fn avg_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
     let geom = pool::Pool2dGeometry::new(x.shape(), pool_size, strides, padding)?;
-    cpu_only("avgPool2d", &[x])?;
+    if on_gpu("avgPool2d", &[x])? {
+        return gpu_spatial::avg_pool2d(x, &geom);
+    }
     let y = pool::avg_pool2d_forward(x.data(), &geom);
     Ok(Tensor::from_op(
         y,
@@ -198,10 +204,12 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
             x.shape(),
         ));
     }
-    cpu_only("globalAveragePooling", &[x])?;
     let batch = x.shape()[0];
     let channels = *x.shape().last().expect("rank checked");
     let spatial = x.len() / (batch * channels).max(1);
+    if on_gpu("globalAveragePooling", &[x])? {
+        return gpu_spatial::global_avg_pool(x, batch, spatial, channels);
+    }
     let y = pool::global_avg_pool2d_forward(x.data(), batch, spatial, channels);
     Ok(Tensor::from_op(
         y,
@@ -225,7 +233,10 @@ pub fn dropout(x: &Tensor, rate: f32, rng: &mut Rng) -> Result<Tensor> {
     if rate == 0.0 {
         return Ok(x.clone());
     }
-    cpu_only("dropout", &[x])?;
+    if on_gpu("dropout", &[x])? {
+        // One draw from the layer's generator seeds the device mask: seeded runs repeat.
+        return gpu_spatial::dropout(x, rate, rng.next_u64());
+    }
     let keep = 1.0 / (1.0 - rate);
     // Two 32-bit draws per generator step, compared as integers: the mask costs about a
     // nanosecond per element instead of a float conversion per element.

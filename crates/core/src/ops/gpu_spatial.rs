@@ -1,0 +1,185 @@
+//! The GPU side of the spatial ops (convolution, pooling) and dropout, with their
+//! vector-Jacobian products: cortex-wgpu's kernels behind the same ops the layers call.
+
+use cortex_wgpu::{Conv2dSpec, GpuTensor, Pool2dSpec};
+
+use super::gpu::{buf, grad, run};
+use crate::backprop::Op;
+use crate::cpu::conv::Conv2dGeometry;
+use crate::cpu::pool::Pool2dGeometry;
+use crate::device::gpu_err;
+use crate::{Result, Tensor};
+
+/// The padding after the input that makes `out` windows of extent `extent` fit, given the
+/// padding before it (the CPU geometry keeps only the leading side).
+fn trailing_pad(input: usize, out: usize, stride: usize, extent: usize, lead: usize) -> usize {
+    ((out.saturating_sub(1)) * stride + extent).saturating_sub(input + lead)
+}
+
+fn conv_spec(g: &Conv2dGeometry) -> Conv2dSpec {
+    let (eh, ew) = (g.dil_h * (g.k_h - 1) + 1, g.dil_w * (g.k_w - 1) + 1);
+    Conv2dSpec {
+        strides: (g.stride_h, g.stride_w),
+        dilation: (g.dil_h, g.dil_w),
+        padding: [
+            g.pad_top,
+            g.pad_left,
+            trailing_pad(g.in_h, g.out_h, g.stride_h, eh, g.pad_top),
+            trailing_pad(g.in_w, g.out_w, g.stride_w, ew, g.pad_left),
+        ],
+    }
+}
+
+fn pool_spec(g: &Pool2dGeometry) -> Pool2dSpec {
+    Pool2dSpec {
+        pool: (g.pool_h, g.pool_w),
+        strides: (g.stride_h, g.stride_w),
+        padding: [
+            g.pad_top,
+            g.pad_left,
+            trailing_pad(g.in_h, g.out_h, g.stride_h, g.pool_h, g.pad_top),
+            trailing_pad(g.in_w, g.out_w, g.stride_w, g.pool_w, g.pad_left),
+        ],
+    }
+}
+
+fn input_shape(g: &Conv2dGeometry) -> [usize; 4] {
+    [g.batch, g.in_h, g.in_w, g.in_c]
+}
+
+fn pool_input(g: &Pool2dGeometry) -> [usize; 4] {
+    [g.batch, g.in_h, g.in_w, g.channels]
+}
+
+pub(crate) fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, geom: &Conv2dGeometry) -> Result<Tensor> {
+    let (gx, gw) = (buf(x)?, buf(w)?);
+    let gb = b.map(buf).transpose()?;
+    let spec = conv_spec(geom);
+    let out = run(|gpu| gpu.conv2d_bias(&gx, &gw, gb.as_ref(), &spec))?;
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    Ok(Tensor::from_gpu_op(
+        out,
+        geom.output_shape(),
+        |_| Op::Conv2d {
+            x: x.clone(),
+            w: w.clone(),
+            b: b.cloned(),
+            geom: geom.clone(),
+        },
+        &inputs,
+    ))
+}
+
+pub(crate) fn max_pool2d(x: &Tensor, geom: &Pool2dGeometry) -> Result<Tensor> {
+    let gx = buf(x)?;
+    let pooled = run(|gpu| gpu.max_pool2d(&gx, &pool_spec(geom)))?;
+    let argmax = pooled.argmax;
+    Ok(Tensor::from_gpu_op(
+        pooled.output,
+        geom.output_shape(),
+        |_| Op::MaxPool2dOnGpu {
+            x: x.clone(),
+            argmax,
+            geom: geom.clone(),
+        },
+        &[x],
+    ))
+}
+
+pub(crate) fn avg_pool2d(x: &Tensor, geom: &Pool2dGeometry) -> Result<Tensor> {
+    let gx = buf(x)?;
+    let out = run(|gpu| gpu.avg_pool2d(&gx, &pool_spec(geom)))?;
+    Ok(Tensor::from_gpu_op(
+        out,
+        geom.output_shape(),
+        |_| Op::AvgPool2d {
+            x: x.clone(),
+            geom: geom.clone(),
+        },
+        &[x],
+    ))
+}
+
+/// Mean over the `spatial` positions of `[batch, spatial..., channels]`: `[batch, channels]`.
+pub(crate) fn global_avg_pool(x: &Tensor, batch: usize, spatial: usize, channels: usize) -> Result<Tensor> {
+    let gx = buf(x)?.reshape(&[batch, spatial, 1, channels]).map_err(gpu_err)?;
+    let out = run(|gpu| gpu.global_avg_pool2d(&gx))?;
+    Ok(Tensor::from_gpu_op(
+        out,
+        vec![batch, channels],
+        |_| Op::GlobalAvgPool {
+            x: x.clone(),
+            batch,
+            spatial,
+            channels,
+        },
+        &[x],
+    ))
+}
+
+/// Inverted dropout on the device: the mask is a hash of `(seed, index)`, so the backward pass
+/// is the same kernel on the gradient and nothing is stored.
+pub(crate) fn dropout(x: &Tensor, rate: f32, seed: u64) -> Result<Tensor> {
+    let gx = buf(x)?;
+    let out = run(|gpu| gpu.dropout(&gx, rate, seed))?;
+    Ok(Tensor::from_gpu_op(
+        out,
+        x.shape().to_vec(),
+        |_| Op::DropoutOnGpu {
+            x: x.clone(),
+            rate,
+            seed,
+        },
+        &[x],
+    ))
+}
+
+/// The vector-Jacobian products of the ops above, for a GPU gradient `dy`; `None` for an op
+/// that is not one of them.
+pub(crate) fn vjp(op: &Op, dy: &GpuTensor) -> Option<Result<Vec<(Tensor, Tensor)>>> {
+    let e = gpu_err;
+    Some(match op {
+        Op::Conv2d { x, w, b, geom } => (|| {
+            let spec = conv_spec(geom);
+            let mut v = Vec::with_capacity(3);
+            if x.tracks() {
+                let gw = buf(w)?;
+                let gx = run(|gpu| gpu.conv2d_backward_input(dy, &gw, input_shape(geom), &spec))?;
+                v.push((x.clone(), grad(gx)));
+            }
+            if w.tracks() {
+                let gx = buf(x)?;
+                let gw = run(|gpu| gpu.conv2d_backward_filter(&gx, dy, (geom.k_h, geom.k_w), &spec))?;
+                v.push((w.clone(), grad(gw)));
+            }
+            if let Some(b) = b.as_ref().filter(|b| b.tracks()) {
+                let rows = dy
+                    .clone()
+                    .reshape(&[dy.len() / geom.out_c.max(1), geom.out_c])
+                    .map_err(e)?;
+                v.push((b.clone(), grad(run(|gpu| gpu.sum_rows(&rows))?)));
+            }
+            Ok(v)
+        })(),
+        Op::MaxPool2dOnGpu { x, argmax, geom } => {
+            run(|gpu| gpu.max_pool2d_backward(dy, argmax, pool_input(geom), &pool_spec(geom)))
+                .map(|gx| vec![(x.clone(), grad(gx))])
+        }
+        Op::AvgPool2d { x, geom } => run(|gpu| gpu.avg_pool2d_backward(dy, pool_input(geom), &pool_spec(geom)))
+            .map(|gx| vec![(x.clone(), grad(gx))]),
+        Op::GlobalAvgPool {
+            x,
+            batch,
+            spatial,
+            channels,
+        } => run(|gpu| gpu.global_avg_pool2d_backward(dy, [*batch, *spatial, 1, *channels])).and_then(|gx| {
+            let gx = gx.reshape(x.shape()).map_err(e)?;
+            Ok(vec![(x.clone(), grad(gx))])
+        }),
+        Op::DropoutOnGpu { x, rate, seed } => {
+            run(|gpu| gpu.dropout(dy, *rate, *seed)).map(|gx| vec![(x.clone(), grad(gx))])
+        }
+        _ => return None,
+    })
+}

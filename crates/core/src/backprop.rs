@@ -74,6 +74,8 @@ pub enum Op {
         argmax: cortex_wgpu::GpuTensor,
         geom: pool::Pool2dGeometry,
     },
+    /// A fused loss on the GPU: its gradient wrt `x` was computed with the value.
+    LossOnGpu { x: Tensor, grad: cortex_wgpu::GpuTensor },
     /// Dropout on the GPU: the mask is a hash of `(seed, index)`, recomputed by backward.
     DropoutOnGpu { x: Tensor, rate: f32, seed: u64 },
     /// Average pooling.
@@ -121,7 +123,7 @@ impl Op {
             Op::AvgPool2d { .. } => "avgPool2d",
             Op::GlobalAvgPool { .. } => "globalAveragePooling",
             Op::Mask { .. } => "dropout",
-            Op::Precomputed { .. } => "loss",
+            Op::Precomputed { .. } | Op::LossOnGpu { .. } => "loss",
             Op::Slice { .. } => "slice",
             Op::Custom(op) => op.name(),
             Op::ToDevice(_) => "to",
@@ -304,6 +306,7 @@ fn inputs(op: &Op) -> Vec<&Tensor> {
         | Op::MaxPool2d { x, .. }
         | Op::MaxPool2dOnGpu { x, .. }
         | Op::DropoutOnGpu { x, .. }
+        | Op::LossOnGpu { x, .. }
         | Op::AvgPool2d { x, .. }
         | Op::GlobalAvgPool { x, .. }
         | Op::Mask { x, .. }
@@ -469,7 +472,7 @@ fn vjp(op: &Op, out: &Tensor, mut g: Vec<f32>) -> Result<Vec<(Tensor, Vec<f32>)>
             vec![(x.clone(), gx)]
         }
         Op::Custom(op) => op.vjp(out, g_ref)?,
-        Op::ToDevice(_) | Op::MaxPool2dOnGpu { .. } | Op::DropoutOnGpu { .. } => {
+        Op::ToDevice(_) | Op::MaxPool2dOnGpu { .. } | Op::DropoutOnGpu { .. } | Op::LossOnGpu { .. } => {
             bail!("backward: the GPU op {} got a host gradient", op.name())
         }
         Op::Precomputed { x, grad } => {

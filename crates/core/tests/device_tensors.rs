@@ -182,8 +182,14 @@ fn split_devices_and_ops_without_gpu_kernels_are_errors_that_name_the_op() {
         .to_string();
     assert!(err.contains("split has no GPU kernel yet"), "{err}");
     let loss = cortex_core::nn::loss::Loss::parse(&serde_json::json!("meanSquaredError")).unwrap();
-    let err = loss.compute(&gpu, &gpu).unwrap_err().to_string();
-    assert!(err.contains("no GPU kernel yet"), "{err}");
+    let err = loss
+        .compute_weighted(&gpu, &gpu, Some(&[1.0, 2.0]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a loss with sample or class weights has no GPU kernel yet"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -248,11 +248,17 @@ fn activations_match_pytorch() {
     assert_eq!((n, planner, tape), (12, on_gpu(10), on_gpu(12)));
 }
 
+/// Every loss on the CPU and, through the same `Loss::compute`, on the GPU.
 #[test]
 fn losses_match_pytorch() {
+    let devices: &[Device] = if skip_gpu() {
+        &[Device::Cpu]
+    } else {
+        &[Device::Cpu, Device::Gpu]
+    };
     let mut n = 0;
-    for case in cases("loss") {
-        let name = case["name"].as_str().unwrap();
+    for (case, &device) in cases("loss").iter().flat_map(|c| devices.iter().map(move |d| (c, d))) {
+        let name = format!("{} ({})", case["name"].as_str().unwrap(), device.name());
         let attrs = &case["attrs"];
         let loss_name = attrs["loss"].as_str().unwrap();
         let spec = match attrs.get("from_logits") {
@@ -265,14 +271,19 @@ fn losses_match_pytorch() {
         } else {
             tensor_of(&case["targets"])
         };
-        let x = Tensor::variable(data_of(&case["inputs"]["x"]), &shape_of(&case["inputs"]["x"])).unwrap();
+        let target = target.to(device).unwrap();
+        let x = tensor_of(&case["inputs"]["x"])
+            .to(device)
+            .unwrap()
+            .with_requires_grad(true);
         let value = loss.compute(&x, &target).unwrap();
+        assert_eq!(value.device(), device, "{name}: the loss stays on the device");
         assert_close(&format!("{name} loss"), value.data(), &case["outputs"]["loss"]);
         let grads = backward_with_seed(&value, data_of(&case["cotangents"]["loss"])).unwrap();
         assert_close(&format!("{name} dx"), grads.get(&x).unwrap(), &case["grads"]["x"]);
         n += 1;
     }
-    assert_eq!(n, 5);
+    assert_eq!(n, 5 * devices.len());
 }
 
 #[test]
@@ -314,11 +325,12 @@ fn optimizers_match_pytorch() {
     assert_eq!(n, 6);
 }
 
-/// The whole-model step runs once per device: the CPU, and the GPU backend on whatever adapter
-/// wgpu finds (lavapipe without a GPU; skipped as `skip_gpu` says).
+/// The whole-model step runs on the CPU, and twice on whatever adapter wgpu finds (lavapipe
+/// without a GPU; skipped as `skip_gpu` says): compiled for the GPU (the planner), and with
+/// the weights moved there (`tape-gpu`: the CPU's layer, loss and fit code on GPU tensors).
 #[test]
 fn cnn_training_step_matches_pytorch() {
-    for device in ["cpu", "gpu!"] {
+    for device in ["cpu", "gpu!", "tape-gpu"] {
         if device != "cpu" && skip_gpu() {
             continue;
         }
@@ -346,7 +358,7 @@ fn cnn_training_step_on(device: &str) {
         .compile(
             &json!({"optimizer": {"name": "sgd", "learningRate": case["attrs"]["learning_rate"]},
                          "loss": {"name": "sparseCategoricalCrossentropy", "fromLogits": true},
-                         "device": device}),
+                         "device": if device == "tape-gpu" { "cpu" } else { device }}),
         )
         .unwrap();
     let p = &case["params"];
@@ -354,6 +366,10 @@ fn cnn_training_step_on(device: &str) {
     model
         .set_weights(&names.iter().map(|k| data_of(&p[k])).collect::<Vec<_>>())
         .unwrap();
+    if device == "tape-gpu" {
+        model.to_device(Device::Gpu).unwrap();
+        assert_eq!(model.weights_device(), Device::Gpu);
+    }
     let logs = model.train_on_batch(&x, &y).unwrap();
     assert_close("loss before", &[logs[0].1 as f32], &case["outputs"]["loss"]);
     let after = model.get_weights().unwrap();
@@ -362,4 +378,13 @@ fn cnn_training_step_on(device: &str) {
     }
     let loss_after = model.evaluate(&x, &y, 64).unwrap();
     assert_close("loss after", &[loss_after[0].1 as f32], &case["outputs"]["loss_after"]);
+    if device == "tape-gpu" {
+        assert_eq!(
+            model.weights_device(),
+            Device::Gpu,
+            "training keeps the weights on the GPU"
+        );
+        let preds = model.predict(&x, 64).unwrap();
+        assert_eq!(preds.device(), Device::Cpu, "predictions come back as host data");
+    }
 }

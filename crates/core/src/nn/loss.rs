@@ -156,9 +156,12 @@ impl Loss {
     /// count, as Keras' `sum_over_batch_size` reduction does.
     pub fn compute_weighted(&self, pred: &Tensor, target: &Tensor, weights: Option<&[f32]>) -> Result<Tensor> {
         self.check_targets(pred.shape(), target)?;
-        // The fused losses are CPU kernels; on the GPU compose one from ops (sub, mul, mean,
-        // logSoftmax) until they get GPU forms.
-        crate::ops::gpu::cpu_only("a Keras loss", &[pred, target])?;
+        if crate::ops::gpu::on_gpu("loss", &[pred, target])? {
+            if weights.is_some() {
+                return Err(crate::ops::gpu::no_gpu_kernel("a loss with sample or class weights"));
+            }
+            return crate::ops::loss_on_gpu(self, pred, target);
+        }
         let p = pred.data();
         let t = target.data();
         let batch = pred.shape().first().copied().unwrap_or(1).max(1) as f64;

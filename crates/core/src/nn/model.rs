@@ -383,15 +383,6 @@ impl Model {
 
     /// Checks `x`: `[batch, ...input_shape]` with finite values.
     pub fn check_input(&self, x: &Tensor) -> Result<()> {
-        let weights = self.weights_device();
-        if x.device() != weights {
-            return Err(invalid(format!(
-                "the model's weights are on the {} and its input on the {}: move one of them \
-                 (model.to(device) or tensor.to(device))",
-                weights.name(),
-                x.device().name()
-            )));
-        }
         if x.rank() < 2 {
             return Err(Error::shape("model input", "[batch, ...sample shape]", x.shape()));
         }
@@ -451,9 +442,12 @@ impl Model {
                 inputs.len()
             )));
         }
+        // Inputs go where the weights are (a differentiable copy when they are elsewhere).
+        let device = self.weights_device();
         let mut values: HashMap<Source, (Tensor, Option<Tensor>)> = HashMap::new();
         for (i, x) in inputs.iter().enumerate() {
-            values.insert(Source::Input(i), (x.clone(), masks.get(i).cloned().flatten()));
+            let mask = masks.get(i).cloned().flatten().map(|m| m.to(device)).transpose()?;
+            values.insert(Source::Input(i), (x.to(device)?, mask));
         }
         // Free intermediate values after their last use (inference memory stays small).
         let mut uses: HashMap<Source, usize> = HashMap::new();
@@ -536,9 +530,10 @@ impl Model {
         Ok(outs.remove(0))
     }
 
-    /// Moves every weight to `device`: `call` then runs the layers' ops there, and the tape
-    /// computes the weights' gradients there (`compile({ device })` is separate: it plans the
-    /// model onto the GPU kernels with weights of its own).
+    /// Moves every weight to `device`: the layers' ops then run there (inputs are moved to the
+    /// weights as the model runs), for `call` and the tape as for `fit`, `evaluate` and
+    /// `predict` of a model compiled for the CPU (`compile({ device: 'gpu' })` is separate: it
+    /// plans the model onto the GPU kernels with weights of its own).
     pub fn to_device(&self, device: crate::Device) -> Result<()> {
         self.sync_from_device()?;
         let mut result = Ok(());

@@ -202,7 +202,7 @@ pub(super) fn grad(t: GpuTensor) -> Tensor {
 }
 
 /// `g` broadcast to every element of a tensor of `shape` (the backward of sum and mean).
-fn fill(gpu: &Gpu, g: &GpuTensor, shape: &[usize], factor: f32) -> cortex_wgpu::Result<GpuTensor> {
+pub(super) fn fill(gpu: &Gpu, g: &GpuTensor, shape: &[usize], factor: f32) -> cortex_wgpu::Result<GpuTensor> {
     let n: usize = shape.iter().product();
     let zeros = gpu.zeros(&[n, 1])?;
     let filled = gpu.bias_add(&zeros, &g.clone().reshape(&[1])?)?;
@@ -297,6 +297,7 @@ pub(crate) fn vjp(op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
             let factor = 1.0 / x.len().max(1) as f32;
             vec![(x.clone(), grad(fill(gpu, &dy, x.shape(), factor).map_err(e)?))]
         }
+        Op::LossOnGpu { x, grad: saved } => return super::gpu_loss::vjp(x, saved, &dy),
         other => {
             if let Some(result) = super::gpu_spatial::vjp(other, &dy) {
                 return result;

@@ -5,9 +5,11 @@
 
 mod arith;
 pub(crate) mod gpu;
+mod gpu_loss;
 mod gpu_spatial;
 mod nn;
 
 pub use arith::*;
 pub use gpu::gpu_activation;
+pub(crate) use gpu_loss::compute as loss_on_gpu;
 pub use nn::*;

@@ -156,6 +156,7 @@ impl Model {
         let mut per_output = Vec::with_capacity(preds.len());
         let mut counts = Vec::new();
         for (o, (pred, y)) in preds.iter().zip(&batch.ys).enumerate() {
+            let y = &y.to(pred.device())?;
             let loss = c.losses[o].compute_weighted(pred, y, weights)?;
             per_output.push(loss.item()? as f64);
             // A single output's loss trains as it is (no extra op: bit-identical to before).
@@ -208,7 +209,8 @@ impl Model {
     fn predict_batch(&self, x: &Tensor) -> Result<Tensor> {
         match self.compiled.as_ref().and_then(|c| c.gpu.as_ref()) {
             Some(gpu) => gpu.lock().unwrap_or_else(|e| e.into_inner()).predict(self, x),
-            None => self.forward_in_chunks(x),
+            // Predictions are host data (GPU weights leave them on the device).
+            None => self.forward_in_chunks(x)?.to(crate::Device::Cpu),
         }
     }
 
@@ -221,7 +223,9 @@ impl Model {
         let n = x.shape().first().copied().unwrap_or(0);
         let per_row = self.activation_bytes_per_sample().max(1);
         let chunk = (chunk_bytes() / per_row).max(1) as usize;
-        if chunk_bytes() == 0 || n < 2 * chunk || crate::threads::num_threads() < 2 {
+        // GPU weights: one forward of the whole batch (the device parallelises it).
+        let on_host = self.weights_device() == crate::Device::Cpu;
+        if !on_host || chunk_bytes() == 0 || n < 2 * chunk || crate::threads::num_threads() < 2 {
             return no_grad(|| self.forward(x, false, &mut Rng::new(0)));
         }
         let starts: Vec<usize> = (0..n).step_by(chunk).collect();

@@ -8,6 +8,9 @@
  *               generator; every step is `predict` + two `trainOnBatch` calls.
  *   MODE=custom a custom training step: `valueAndGrads` + `optimizer.applyGradients` for both.
  *
+ * DEVICE=gpu puts both models' weights on the GPU (`model.to('gpu')`): either form then trains
+ * there through the same layer and loss code.
+ *
  * Details that make it train reliably: batch normalization (momentum 0.8) after each hidden
  * layer of the generator, dropout 0.3 in the discriminator, one-sided label smoothing (real
  * images labelled 0.9), and an exponential moving average of the generator's weights (decay
@@ -22,7 +25,7 @@
  *   MODE=custom npx tsx examples/gan.ts
  *   EPOCHS=2 STEPS=200 npx tsx examples/gan.ts     (a quick look; misses the bars)
  *
- * Env: MODE, EPOCHS, STEPS (steps per epoch, default a full pass), SEED, EMA (decay, 0 = off),
+ * Env: MODE, DEVICE (cpu or gpu), EPOCHS, STEPS (steps per epoch, default a full pass), SEED, EMA (decay, 0 = off),
  * SCORE_EVERY (also score every N epochs, 0 = only at the end), SCORER_DIR (the convnet's cache).
  */
 import { existsSync } from "node:fs";
@@ -54,6 +57,8 @@ import { imageGrid, writePng } from "../src/image.ts";
 
 const mode = process.env.MODE ?? "keras";
 if (mode !== "keras" && mode !== "custom") throw new Error(`MODE must be 'keras' or 'custom', got '${mode}'`);
+const device = process.env.DEVICE ?? "cpu";
+if (device !== "cpu" && device !== "gpu") throw new Error(`DEVICE must be 'cpu' or 'gpu', got '${device}'`);
 const epochs = Number(process.env.EPOCHS ?? 70);
 const emaDecay = Number(process.env.EMA ?? 0.999);
 const scoreEvery = Number(process.env.SCORE_EVERY ?? 10);
@@ -130,6 +135,10 @@ const discriminator = sequential(
   ],
   { name: "discriminator" },
 );
+// DEVICE=gpu: both models' weights on the GPU; their layers, the losses and both training
+// forms run there through the same code (the EMA copy and the scorer stay on the CPU).
+generator.to(device);
+discriminator.to(device);
 const bce = { name: "binaryCrossentropy", fromLogits: true } as const;
 const optimizerArgs = { learningRate: 2e-4, beta1: 0.5 };
 
@@ -282,7 +291,7 @@ function emaModel(): Model {
 
 // ---- training --------------------------------------------------------------------------------
 console.log(
-  `Training the GAN (MODE=${mode}): ${epochs} epoch(s) x ${stepsPerEpoch} steps, batch ${batch}, Adam 2e-4 (beta1 0.5)` +
+  `Training the GAN (MODE=${mode}, DEVICE=${device}): ${epochs} epoch(s) x ${stepsPerEpoch} steps, batch ${batch}, Adam 2e-4 (beta1 0.5)` +
     (emaDecay > 0 ? `, weight EMA ${emaDecay}` : ""),
 );
 const order = Int32Array.from({ length: mnist.trainCount }, (_, i) => i);

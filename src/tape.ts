@@ -95,7 +95,7 @@ export class TapeTensor {
   }
   /** A Keras loss of these predictions against `target` (a scalar). */
   loss(target: TapeTensor | Tensor, spec: LossName | LossSpec): TapeTensor {
-    return new TapeTensor(this.native.loss(lift(target).native, JSON.stringify(spec)));
+    return new TapeTensor(this.native.loss(lift(target, this.device).native, JSON.stringify(spec)));
   }
 }
 

@@ -23,6 +23,17 @@ pub trait CustomOp: Send + Sync {
     fn vjp(&self, out: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>>;
 }
 
+/// An op on GPU tensors whose backward runs on the device (fused kernels: pooling with its
+/// argmax, losses, normalisation...): it names its inputs and computes their GPU gradients.
+pub trait GpuCustomOp: Send + Sync {
+    /// Name for error messages.
+    fn name(&self) -> &'static str;
+    /// The tensors gradients flow to.
+    fn inputs(&self) -> Vec<&Tensor>;
+    /// GPU gradients for (some of) the inputs, given the output's GPU gradient `dy`.
+    fn vjp(&self, dy: &cortex_wgpu::GpuTensor) -> Result<Vec<(Tensor, Tensor)>>;
+}
+
 /// How a recorded tensor was computed: enough to send gradients to its inputs.
 pub enum Op {
     /// Same data, new shape.
@@ -68,16 +79,8 @@ pub enum Op {
         argmax: Vec<u32>,
         geom: pool::Pool2dGeometry,
     },
-    /// Max pooling on the GPU, with the argmax indices on the device.
-    MaxPool2dOnGpu {
-        x: Tensor,
-        argmax: cortex_wgpu::GpuTensor,
-        geom: pool::Pool2dGeometry,
-    },
-    /// A fused loss on the GPU: its gradient wrt `x` was computed with the value.
-    LossOnGpu { x: Tensor, grad: cortex_wgpu::GpuTensor },
-    /// Dropout on the GPU: the mask is a hash of `(seed, index)`, recomputed by backward.
-    DropoutOnGpu { x: Tensor, rate: f32, seed: u64 },
+    /// An op implemented elsewhere on GPU tensors.
+    GpuCustom(Box<dyn GpuCustomOp>),
     /// Average pooling.
     AvgPool2d { x: Tensor, geom: pool::Pool2dGeometry },
     /// Mean over the spatial axes of `[b, spatial..., c]`.
@@ -118,12 +121,12 @@ impl Op {
             Op::Sum(_) => "sum",
             Op::Mean(_) => "mean",
             Op::Conv2d { .. } => "conv2d",
-            Op::MaxPool2d { .. } | Op::MaxPool2dOnGpu { .. } => "maxPool2d",
-            Op::DropoutOnGpu { .. } => "dropout",
+            Op::MaxPool2d { .. } => "maxPool2d",
+            Op::GpuCustom(op) => op.name(),
             Op::AvgPool2d { .. } => "avgPool2d",
             Op::GlobalAvgPool { .. } => "globalAveragePooling",
             Op::Mask { .. } => "dropout",
-            Op::Precomputed { .. } | Op::LossOnGpu { .. } => "loss",
+            Op::Precomputed { .. } => "loss",
             Op::Slice { .. } => "slice",
             Op::Custom(op) => op.name(),
             Op::ToDevice(_) => "to",
@@ -304,9 +307,6 @@ fn inputs(op: &Op) -> Vec<&Tensor> {
         | Op::Softmax { x, .. }
         | Op::LogSoftmax { x, .. }
         | Op::MaxPool2d { x, .. }
-        | Op::MaxPool2dOnGpu { x, .. }
-        | Op::DropoutOnGpu { x, .. }
-        | Op::LossOnGpu { x, .. }
         | Op::AvgPool2d { x, .. }
         | Op::GlobalAvgPool { x, .. }
         | Op::Mask { x, .. }
@@ -314,6 +314,7 @@ fn inputs(op: &Op) -> Vec<&Tensor> {
         | Op::Slice { x, .. }
         | Op::ToDevice(x) => vec![x],
         Op::Custom(op) => op.inputs(),
+        Op::GpuCustom(op) => op.inputs(),
         Op::MatMul(a, b) | Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::AddLastAxis(a, b) => vec![a, b],
         Op::Linear { x, w, b } | Op::Conv2d { x, w, b, .. } => {
             let mut v = vec![x, w];
@@ -472,7 +473,7 @@ fn vjp(op: &Op, out: &Tensor, mut g: Vec<f32>) -> Result<Vec<(Tensor, Vec<f32>)>
             vec![(x.clone(), gx)]
         }
         Op::Custom(op) => op.vjp(out, g_ref)?,
-        Op::ToDevice(_) | Op::MaxPool2dOnGpu { .. } | Op::DropoutOnGpu { .. } | Op::LossOnGpu { .. } => {
+        Op::ToDevice(_) | Op::GpuCustom(_) => {
             bail!("backward: the GPU op {} got a host gradient", op.name())
         }
         Op::Precomputed { x, grad } => {

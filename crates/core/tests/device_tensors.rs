@@ -242,3 +242,52 @@ fn convolution_pooling_and_dropout_run_on_the_gpu_as_on_the_cpu() {
     let grads = backward(&ops::sum(&y).unwrap()).unwrap();
     assert_eq!(grad_of(&grads, &x), y.data().to_vec());
 }
+
+/// BatchNormalization through its layer code with GPU weights: every center/scale option, a
+/// training step (batch statistics, moving averages updated) then inference with the moving
+/// statistics, against the same layer on the CPU.
+#[test]
+fn batch_normalization_layer_trains_and_infers_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    use cortex_core::nn::layers::{self, ForwardCtx};
+    use cortex_core::rng::Rng;
+    for (center, scale) in [(true, true), (false, true), (true, false), (false, false)] {
+        let run = |device: Device| -> Vec<Vec<f32>> {
+            let config = serde_json::json!({"name": "bn", "momentum": 0.7, "center": center, "scale": scale});
+            let (mut l, _) = layers::from_config("BatchNormalization", &config).unwrap();
+            l.build(&[3, 5], &mut Rng::new(0)).unwrap();
+            for (i, p) in l.params().iter().enumerate() {
+                p.set(values(5, 40 + i as u64).iter().map(|v| v.abs() + 0.5).collect())
+                    .unwrap();
+                p.to_device(device).unwrap();
+            }
+            let x = leaf(values(4 * 3 * 5, 50), &[4, 3, 5], device);
+            let cot = Tensor::new(values(60, 51), &[4, 3, 5]).unwrap().to(device).unwrap();
+            let mut out = Vec::new();
+            for training in [true, false] {
+                let y = l.forward(&x, &mut ForwardCtx::new(training, &mut Rng::new(0))).unwrap();
+                assert_eq!(y.device(), device);
+                let leaves: Vec<Tensor> = l.params().iter().map(|p| p.get()).collect();
+                let grads = backward(&ops::sum(&ops::mul(&y, &cot).unwrap()).unwrap()).unwrap();
+                out.push(y.to_vec());
+                out.push(grad_of(&grads, &x));
+                for (p, t) in l.params().iter().zip(&leaves) {
+                    if p.trainable {
+                        out.push(grad_of(&grads, t));
+                    } else {
+                        assert_eq!(p.device(), device, "the moving statistics stay on the device");
+                        out.push(p.get().to_vec());
+                    }
+                }
+            }
+            out
+        };
+        let (cpu, gpu) = (run(Device::Cpu), run(Device::Gpu));
+        assert_eq!(cpu.len(), gpu.len());
+        for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+            assert_close(&format!("center={center} scale={scale} #{i}"), g, c);
+        }
+    }
+}

@@ -104,6 +104,12 @@ pub fn layer_norm(x: &Tensor, gamma: Option<&Tensor>, beta: Option<&Tensor>, eps
     let c = last_axis(OP, x)?;
     check_vec(OP, "gamma", gamma, c)?;
     check_vec(OP, "beta", beta, c)?;
+    let mut inputs = vec![x];
+    inputs.extend(gamma);
+    inputs.extend(beta);
+    if crate::ops::gpu::on_gpu(OP, &inputs)? {
+        return crate::ops::gpu_norm::layer_norm(x, gamma, beta, eps);
+    }
     let rows = x.len() / c;
     let mut y = vec![0.0; x.len()];
     let mut mean = vec![0.0; rows];
@@ -224,6 +230,19 @@ pub fn batch_norm(
     let c = last_axis(OP, x)?;
     check_vec(OP, "gamma", gamma, c)?;
     check_vec(OP, "beta", beta, c)?;
+    if let Some(s) = stats.filter(|s| s.mean.len() != c || s.var.len() != c) {
+        return Err(Error::shape(
+            &format!("{OP} moving statistics"),
+            [c],
+            [s.mean.len(), s.var.len()],
+        ));
+    }
+    let mut inputs = vec![x];
+    inputs.extend(gamma);
+    inputs.extend(beta);
+    if crate::ops::gpu::on_gpu(OP, &inputs)? {
+        return crate::ops::gpu_norm::batch_norm(x, gamma, beta, stats, eps);
+    }
     let rows = x.len() / c;
     let training = stats.is_none();
     let stats = match stats {

@@ -297,7 +297,7 @@ pub(crate) fn vjp(op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
             let factor = 1.0 / x.len().max(1) as f32;
             vec![(x.clone(), grad(fill(gpu, &dy, x.shape(), factor).map_err(e)?))]
         }
-        Op::LossOnGpu { x, grad: saved } => return super::gpu_loss::vjp(x, saved, &dy),
+        Op::GpuCustom(op) => return op.vjp(&dy),
         other => {
             if let Some(result) = super::gpu_spatial::vjp(other, &dy) {
                 return result;

@@ -5,7 +5,7 @@
 use cortex_wgpu::{CrossEntropyInput, GpuTensor};
 
 use super::gpu::{buf, fill, grad, run};
-use crate::backprop::Op;
+use crate::backprop::{GpuCustomOp, Op};
 use crate::device::gpu_err;
 use crate::nn::loss::Loss;
 use crate::{Result, Tensor};
@@ -39,19 +39,38 @@ pub(crate) fn compute(loss: &Loss, pred: &Tensor, target: &Tensor) -> Result<Ten
     Ok(Tensor::from_gpu_op(
         value,
         vec![],
-        |_| Op::LossOnGpu {
-            x: pred.clone(),
-            grad: gradient,
+        |_| {
+            Op::GpuCustom(Box::new(LossBackward {
+                x: pred.clone(),
+                grad: gradient,
+            }))
         },
         &[pred],
     ))
 }
 
-/// The backward of [`Op::LossOnGpu`]: the saved gradient times the upstream scalar `dy`.
-pub(crate) fn vjp(x: &Tensor, saved: &GpuTensor, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
-    let gx = run(|gpu| {
-        let scale = fill(gpu, dy, saved.shape(), 1.0)?;
-        gpu.mul(saved, &scale)
-    })?;
-    Ok(vec![(x.clone(), grad(gx.reshape(x.shape()).map_err(gpu_err)?))])
+/// A fused loss's backward: the saved gradient times the upstream scalar.
+struct LossBackward {
+    x: Tensor,
+    grad: GpuTensor,
+}
+
+impl GpuCustomOp for LossBackward {
+    fn name(&self) -> &'static str {
+        "loss"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let saved = &self.grad;
+        let gx = run(|gpu| {
+            let scale = fill(gpu, dy, saved.shape(), 1.0)?;
+            gpu.mul(saved, &scale)
+        })?;
+        Ok(vec![(
+            self.x.clone(),
+            grad(gx.reshape(self.x.shape()).map_err(gpu_err)?),
+        )])
+    }
 }

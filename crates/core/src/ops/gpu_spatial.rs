@@ -4,7 +4,7 @@
 use cortex_wgpu::{Conv2dSpec, GpuTensor, Pool2dSpec};
 
 use super::gpu::{buf, grad, run};
-use crate::backprop::Op;
+use crate::backprop::{GpuCustomOp, Op};
 use crate::cpu::conv::Conv2dGeometry;
 use crate::cpu::pool::Pool2dGeometry;
 use crate::device::gpu_err;
@@ -78,10 +78,12 @@ pub(crate) fn max_pool2d(x: &Tensor, geom: &Pool2dGeometry) -> Result<Tensor> {
     Ok(Tensor::from_gpu_op(
         pooled.output,
         geom.output_shape(),
-        |_| Op::MaxPool2dOnGpu {
-            x: x.clone(),
-            argmax,
-            geom: geom.clone(),
+        |_| {
+            Op::GpuCustom(Box::new(MaxPoolBackward {
+                x: x.clone(),
+                argmax,
+                geom: geom.clone(),
+            }))
         },
         &[x],
     ))
@@ -126,10 +128,12 @@ pub(crate) fn dropout(x: &Tensor, rate: f32, seed: u64) -> Result<Tensor> {
     Ok(Tensor::from_gpu_op(
         out,
         x.shape().to_vec(),
-        |_| Op::DropoutOnGpu {
-            x: x.clone(),
-            rate,
-            seed,
+        |_| {
+            Op::GpuCustom(Box::new(DropoutBackward {
+                x: x.clone(),
+                rate,
+                seed,
+            }))
         },
         &[x],
     ))
@@ -162,10 +166,6 @@ pub(crate) fn vjp(op: &Op, dy: &GpuTensor) -> Option<Result<Vec<(Tensor, Tensor)
             }
             Ok(v)
         })(),
-        Op::MaxPool2dOnGpu { x, argmax, geom } => {
-            run(|gpu| gpu.max_pool2d_backward(dy, argmax, pool_input(geom), &pool_spec(geom)))
-                .map(|gx| vec![(x.clone(), grad(gx))])
-        }
         Op::AvgPool2d { x, geom } => run(|gpu| gpu.avg_pool2d_backward(dy, pool_input(geom), &pool_spec(geom)))
             .map(|gx| vec![(x.clone(), grad(gx))]),
         Op::GlobalAvgPool {
@@ -177,9 +177,47 @@ pub(crate) fn vjp(op: &Op, dy: &GpuTensor) -> Option<Result<Vec<(Tensor, Tensor)
             let gx = gx.reshape(x.shape()).map_err(e)?;
             Ok(vec![(x.clone(), grad(gx))])
         }),
-        Op::DropoutOnGpu { x, rate, seed } => {
-            run(|gpu| gpu.dropout(dy, *rate, *seed)).map(|gx| vec![(x.clone(), grad(gx))])
-        }
         _ => return None,
     })
+}
+
+/// Max pooling's backward: each gradient goes to its window's argmax, kept on the device.
+struct MaxPoolBackward {
+    x: Tensor,
+    argmax: GpuTensor,
+    geom: Pool2dGeometry,
+}
+
+impl GpuCustomOp for MaxPoolBackward {
+    fn name(&self) -> &'static str {
+        "maxPool2d"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let (geom, argmax) = (&self.geom, &self.argmax);
+        let gx = run(|gpu| gpu.max_pool2d_backward(dy, argmax, pool_input(geom), &pool_spec(geom)))?;
+        Ok(vec![(self.x.clone(), grad(gx))])
+    }
+}
+
+/// Dropout's backward: the same hashed mask applied to the gradient.
+struct DropoutBackward {
+    x: Tensor,
+    rate: f32,
+    seed: u64,
+}
+
+impl GpuCustomOp for DropoutBackward {
+    fn name(&self) -> &'static str {
+        "dropout"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let gx = run(|gpu| gpu.dropout(dy, self.rate, self.seed))?;
+        Ok(vec![(self.x.clone(), grad(gx))])
+    }
 }

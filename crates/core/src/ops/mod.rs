@@ -6,6 +6,7 @@
 mod arith;
 pub(crate) mod gpu;
 mod gpu_loss;
+pub(crate) mod gpu_norm;
 mod gpu_spatial;
 mod nn;
 

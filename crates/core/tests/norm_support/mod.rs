@@ -5,22 +5,37 @@
 use cortex_core::backprop::backward_with_seed;
 use cortex_core::nn::layers::{self, ForwardCtx, Layer};
 use cortex_core::rng::Rng;
-use cortex_core::{ops, Tensor};
+use cortex_core::{ops, Device, Tensor};
 use serde_json::Value;
 
 #[path = "../fixture_support/mod.rs"]
 mod fixture_support;
 pub use fixture_support::*;
 
+/// Checks a normalisation fixture case through the layer code on the CPU and, unless GPU
+/// tests are skipped, again with the weights and input on the GPU.
 pub fn check_norm_case(case: &Value, class: &str, config: Value) {
-    let name = case["name"].as_str().unwrap();
+    check_norm_case_on(case, class, config.clone(), Device::Cpu);
+    if cortex_wgpu::gpu_test_skip_reason().is_none() {
+        check_norm_case_on(case, class, config, Device::Gpu);
+    }
+}
+
+fn check_norm_case_on(case: &Value, class: &str, config: Value, device: Device) {
+    let name = format!("{} ({})", case["name"].as_str().unwrap(), device.name());
     let mut l = layer(class, config);
-    let x = var_of(&case["inputs"]["x"]);
+    let x = var_of(&case["inputs"]["x"])
+        .to(device)
+        .unwrap()
+        .with_requires_grad(true);
     l.build(&x.shape()[1..], &mut Rng::new(0)).unwrap();
     let params = l.params();
     for p in params.iter().filter(|p| p.trainable) {
         let key = p.name.rsplit('/').next().unwrap();
         p.set(data_of(&case["params"][key])).unwrap();
+    }
+    for p in &params {
+        p.to_device(device).unwrap();
     }
     let y = l
         .forward(
@@ -28,6 +43,7 @@ pub fn check_norm_case(case: &Value, class: &str, config: Value) {
             &mut ForwardCtx::new(case["attrs"]["training"] == true, &mut Rng::new(0)),
         )
         .unwrap();
+    assert_eq!(y.device(), device, "{name}: the output stays on the device");
     assert_close(&format!("{name} y"), y.data(), &data_of(&case["outputs"]["y"]));
     let leaves: Vec<Tensor> = params.iter().map(|p| p.get()).collect();
     let grads = backward_with_seed(&y, data_of(&case["cotangents"]["y"])).unwrap();

@@ -1,0 +1,176 @@
+//! Layer and batch normalisation on the GPU: cortex-wgpu's kernels behind `cpu::norm`'s entry
+//! points, with their backward passes on the device.
+
+use cortex_wgpu::GpuTensor;
+
+use super::gpu::{buf, grad, run};
+use crate::backprop::{GpuCustomOp, Op};
+use crate::cpu::norm::BatchStats;
+use crate::{Result, Tensor};
+
+/// `gamma` on the device, or ones when the layer has no scale (`scale: false`).
+fn gamma_or_ones(gamma: Option<&Tensor>, c: usize) -> Result<GpuTensor> {
+    match gamma {
+        Some(g) => buf(g),
+        None => run(|gpu| gpu.upload(&vec![1.0; c], &[c])),
+    }
+}
+
+pub(crate) fn layer_norm(x: &Tensor, gamma: Option<&Tensor>, beta: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    let c = *x.shape().last().expect("checked by the caller");
+    let (gx, gg) = (buf(x)?, gamma_or_ones(gamma, c)?);
+    let gb = match beta {
+        Some(b) => buf(b)?,
+        None => run(|gpu| gpu.zeros(&[c]))?,
+    };
+    let out = run(|gpu| gpu.layer_norm(&gx, &gg, &gb, eps))?;
+    let mut inputs = vec![x];
+    inputs.extend(gamma);
+    inputs.extend(beta);
+    Ok(Tensor::from_gpu_op(
+        out.y,
+        x.shape().to_vec(),
+        |_| {
+            Op::GpuCustom(Box::new(LayerNormBackward {
+                x: x.clone(),
+                gamma: gamma.cloned(),
+                beta: beta.cloned(),
+                gamma_buf: gg,
+                mean: out.mean,
+                rstd: out.rstd,
+            }))
+        },
+        &inputs,
+    ))
+}
+
+struct LayerNormBackward {
+    x: Tensor,
+    gamma: Option<Tensor>,
+    beta: Option<Tensor>,
+    gamma_buf: GpuTensor,
+    mean: GpuTensor,
+    rstd: GpuTensor,
+}
+
+impl GpuCustomOp for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "layerNormalization"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.x];
+        v.extend(self.gamma.iter());
+        v.extend(self.beta.iter());
+        v
+    }
+    fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let gx = buf(&self.x)?;
+        let g = run(|gpu| gpu.layer_norm_backward(&gx, &self.gamma_buf, &self.mean, &self.rstd, dy))?;
+        let mut v = vec![(self.x.clone(), grad(g.dx))];
+        if let Some(t) = &self.gamma {
+            v.push((t.clone(), grad(g.dgamma)));
+        }
+        if let Some(t) = &self.beta {
+            v.push((t.clone(), grad(g.dbeta)));
+        }
+        Ok(v)
+    }
+}
+
+/// Batch normalisation with the batch's statistics (`stats: None`, returned for the moving
+/// averages) or given ones (constants).
+pub(crate) fn batch_norm(
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    stats: Option<&BatchStats>,
+    eps: f32,
+) -> Result<(Tensor, BatchStats)> {
+    let gx = buf(x)?;
+    let (gg, gb) = (gamma.map(buf).transpose()?, beta.map(buf).transpose()?);
+    let c = *x.shape().last().expect("checked by the caller");
+    let (mean, var) = match stats {
+        Some(s) => run(|gpu| Ok((gpu.upload(&s.mean, &[c])?, gpu.upload(&s.var, &[c])?)))?,
+        None => run(|gpu| gpu.batch_norm_stats(&gx)).map(|s| (s.mean, s.var))?,
+    };
+    let y = run(|gpu| gpu.batch_norm(&gx, &mean, &var, gg.as_ref(), gb.as_ref(), eps))?;
+    // The moving averages are host values: the batch's statistics come back (2 x c floats).
+    let host = match stats {
+        Some(s) => s.clone(),
+        None => run(|gpu| {
+            Ok(BatchStats {
+                mean: gpu.download(&mean)?,
+                var: gpu.download(&var)?,
+            })
+        })?,
+    };
+    let mut inputs = vec![x];
+    inputs.extend(gamma);
+    inputs.extend(beta);
+    let y = Tensor::from_gpu_op(
+        y,
+        x.shape().to_vec(),
+        |_| {
+            Op::GpuCustom(Box::new(BatchNormBackward {
+                x: x.clone(),
+                gamma: gamma.cloned(),
+                beta: beta.cloned(),
+                mean,
+                var,
+                eps,
+                batch_stats: stats.is_none(),
+            }))
+        },
+        &inputs,
+    );
+    Ok((y, host))
+}
+
+struct BatchNormBackward {
+    x: Tensor,
+    gamma: Option<Tensor>,
+    beta: Option<Tensor>,
+    mean: GpuTensor,
+    var: GpuTensor,
+    eps: f32,
+    batch_stats: bool,
+}
+
+impl GpuCustomOp for BatchNormBackward {
+    fn name(&self) -> &'static str {
+        "batchNormalization"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.x];
+        v.extend(self.gamma.iter());
+        v.extend(self.beta.iter());
+        v
+    }
+    fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let gx = buf(&self.x)?;
+        let gg = self.gamma.as_ref().map(buf).transpose()?;
+        let g = run(|gpu| {
+            gpu.batch_norm_backward(
+                &gx,
+                dy,
+                &self.mean,
+                &self.var,
+                gg.as_ref(),
+                self.eps,
+                self.batch_stats,
+                self.x.tracks(),
+            )
+        })?;
+        let mut v = Vec::with_capacity(3);
+        if let Some(dx) = g.dx {
+            v.push((self.x.clone(), grad(dx)));
+        }
+        if let Some(t) = &self.gamma {
+            v.push((t.clone(), grad(g.dgamma)));
+        }
+        if let Some(t) = &self.beta {
+            v.push((t.clone(), grad(g.dbeta)));
+        }
+        Ok(v)
+    }
+}

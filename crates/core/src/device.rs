@@ -71,6 +71,14 @@ pub struct GpuStorage {
     host: OnceLock<Vec<f32>>,
 }
 
+impl GpuStorage {
+    /// The buffer, leaving this storage without values (the caller replaces it).
+    pub(crate) fn take_tensor(&mut self) -> GpuTensor {
+        self.host = OnceLock::new();
+        self.tensor.clone()
+    }
+}
+
 impl Storage {
     /// Wraps a device tensor.
     pub fn gpu(tensor: GpuTensor) -> Storage {

@@ -217,6 +217,11 @@ impl Tensor {
         t.reshape(self.shape()).ok()
     }
 
+    /// The device buffer of a GPU tensor (`None` on the CPU), for kernels outside the engine.
+    pub fn gpu_buffer(&self) -> Option<cortex_wgpu::GpuTensor> {
+        self.gpu_tensor()
+    }
+
     /// A GPU op's result: records `op` when gradients are enabled and an input needs one.
     pub(crate) fn from_gpu_op(
         t: cortex_wgpu::GpuTensor,
@@ -231,8 +236,23 @@ impl Tensor {
         Tensor::from_parts(storage, shape, op, track)
     }
 
+    /// The device buffer of a GPU tensor for an in-place update: its own when nothing else
+    /// holds this tensor or its storage, else a fresh copy. Errors for a CPU tensor.
+    pub(crate) fn take_gpu_buffer(&mut self) -> Result<cortex_wgpu::GpuTensor> {
+        let shape = self.shape().to_vec();
+        let unique = Arc::get_mut(&mut self.0).and_then(|inner| Arc::get_mut(&mut inner.storage));
+        if let Some(Storage::Gpu(s)) = unique {
+            return Ok(s.take_tensor().reshape(&shape).map_err(crate::device::gpu_err)?);
+        }
+        let shared = self
+            .gpu_tensor()
+            .ok_or_else(|| Error::Invalid("an in-place device update of a CPU tensor".into()))?;
+        let gpu = crate::device::shared_gpu()?;
+        gpu.scale(&shared, 1.0, 0.0).map_err(crate::device::gpu_err)
+    }
+
     /// A constant wrapping a device buffer.
-    pub(crate) fn from_gpu(t: cortex_wgpu::GpuTensor) -> Tensor {
+    pub fn from_gpu(t: cortex_wgpu::GpuTensor) -> Tensor {
         let shape = t.shape().to_vec();
         Tensor::from_parts(Arc::new(Storage::gpu(t)), shape, None, false)
     }

@@ -291,3 +291,53 @@ fn batch_normalization_layer_trains_and_infers_on_the_gpu_as_on_the_cpu() {
         }
     }
 }
+
+/// The optimizers' device updates (weights moved with `to_device`) against their host updates:
+/// three steps of each rule with a GPU kernel, the slots read back by `state`, and the rules
+/// and options that stay on the host named.
+#[test]
+fn optimizer_device_updates_equal_the_host_updates() {
+    if skip() {
+        return;
+    }
+    use cortex_core::nn::optim::Optimizer;
+    use serde_json::json;
+    for spec in [
+        json!({"name": "sgd", "learningRate": 0.1}),
+        json!({"name": "sgd", "learningRate": 0.1, "momentum": 0.9, "nesterov": true}),
+        json!({"name": "adam", "learningRate": 0.01}),
+        json!({"name": "adamw", "learningRate": 0.01, "weightDecay": 0.1}),
+        json!({"name": "rmsprop", "learningRate": 0.01}),
+    ] {
+        let (mut host, mut device) = (Optimizer::parse(&spec).unwrap(), Optimizer::parse(&spec).unwrap());
+        assert_eq!(device.device_update_blocker(), None, "{spec}");
+        let mut w_host = values(37, 60);
+        let gpu = cortex_core::device::shared_gpu().unwrap();
+        let mut w_dev = gpu.upload(&w_host, &[37]).unwrap();
+        for step in 0..3u64 {
+            let g = values(37, 61 + step);
+            host.begin_step();
+            host.update(0, &mut w_host, &g).unwrap();
+            device.begin_step();
+            device
+                .update_on_device(0, &mut w_dev, &gpu.upload(&g, &[37]).unwrap())
+                .unwrap();
+        }
+        assert_close(&format!("{spec} weights"), &gpu.download(&w_dev).unwrap(), &w_host);
+        let (hs, ds) = (host.state().unwrap(), device.state().unwrap());
+        let slots = |s: &cortex_core::nn::optim::OptimizerState| s.slots.first().cloned().unwrap_or_default();
+        let (hs, ds) = (slots(&hs), slots(&ds));
+        assert_eq!(hs.len(), ds.len(), "{spec}");
+        for (h, d) in hs.iter().zip(&ds) {
+            assert_close(&format!("{spec} slot"), d, h);
+        }
+    }
+    for (spec, why) in [
+        (json!("lion"), "lion"),
+        (json!({"name": "adam", "clipnorm": 1.0}), "gradient clipping"),
+        (json!({"name": "adam", "useEma": true}), "useEma"),
+    ] {
+        let blocker = Optimizer::parse(&spec).unwrap().device_update_blocker().unwrap();
+        assert!(blocker.contains(why), "{spec}: {blocker}");
+    }
+}

@@ -384,14 +384,28 @@ impl NativeOptimizer {
             result?;
             optimizer.clip_gradients(&mut clipped);
             optimizer.begin_step();
+            let on_device = optimizer.device_update_blocker().is_none();
             let mut index = 0;
             let mut result = Ok(());
             m.visit_params(&mut |_, p, _| {
                 let i = index;
                 index += 1;
-                if let (Some(g), Ok(())) = (&clipped[i], &result) {
-                    result = p.update(|data| optimizer.update(i, data, g));
-                }
+                let (Some(g), Ok(())) = (&clipped[i], &result) else {
+                    return;
+                };
+                result = if on_device && p.device() == Device::Gpu && p.row_signs().is_none() {
+                    // Weights on the GPU: the gradient goes up and the update runs there.
+                    Tensor::new(g.clone(), &p.shape())
+                        .and_then(|t| t.to(Device::Gpu))
+                        .and_then(|t| {
+                            let buffer = t
+                                .gpu_buffer()
+                                .ok_or_else(|| Error::Invalid("a gradient left the GPU".into()))?;
+                            p.update_on_device(|w| optimizer.update_on_device(i, w, &buffer))
+                        })
+                } else {
+                    p.update(|data| optimizer.update(i, data, g))
+                };
             });
             result
         })

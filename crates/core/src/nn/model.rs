@@ -337,7 +337,7 @@ impl Model {
     /// optimizer runs on a GPU (its slots live on the device).
     pub fn optimizer_state(&self) -> Option<super::optim::OptimizerState> {
         let c = self.compiled.as_ref()?;
-        c.gpu.is_none().then(|| c.optimizer.state())
+        c.gpu.is_none().then(|| c.optimizer.state().ok()).flatten()
     }
 
     /// Restores the optimizer's state (from [`Self::optimizer_state`] of the same model).

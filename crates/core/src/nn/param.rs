@@ -144,6 +144,24 @@ impl Param {
         Ok(())
     }
 
+    /// Updates a GPU value in place with `f` on its device buffer (after copying it when a
+    /// graph or a caller still holds the current value). Values with a sign constraint go
+    /// through [`Param::update`], which projects on the host.
+    pub fn update_on_device(&self, f: impl FnOnce(&mut cortex_wgpu::GpuTensor) -> Result<()>) -> Result<()> {
+        if self.row_signs.is_some() {
+            return Err(Error::Invalid(format!(
+                "'{}' has a sign constraint, projected on the host",
+                self.name
+            )));
+        }
+        let mut guard = self.value.write().unwrap_or_else(|e| e.into_inner());
+        let mut buffer = guard.take_gpu_buffer()?;
+        self.version.fetch_add(1, Ordering::AcqRel);
+        f(&mut buffer)?;
+        *guard = Tensor::from_gpu(buffer).with_requires_grad(true);
+        Ok(())
+    }
+
     /// Where the value lives.
     pub fn device(&self) -> Device {
         self.value.read().unwrap_or_else(|e| e.into_inner()).device()

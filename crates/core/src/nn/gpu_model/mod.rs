@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use std::collections::HashMap;
 
-use cortex_wgpu::{AdamParams, Gpu, GpuTensor, MatmulKernel, RmsPropParams, SgdParams};
+use cortex_wgpu::{Gpu, GpuTensor, MatmulKernel};
 
 use loss::GpuLoss;
 use steps::{BackwardCx, Forward, Step};
@@ -51,7 +51,7 @@ use steps::{BackwardCx, Forward, Step};
 use super::loss::Loss;
 use super::metrics::Metric;
 use super::model::{Logs, Model, Source};
-use super::optim::{Optimizer, Rule};
+use super::optim::{gpu_unsupported_rule, update_gpu_buffers, Optimizer};
 use super::param::Param;
 use crate::rng::Rng;
 use crate::{Error, Result, Tensor};
@@ -65,15 +65,6 @@ pub fn devices() -> Vec<AdapterSummary> {
 
 use crate::device::gpu_err;
 pub use crate::device::shared_gpu;
-
-/// The name of an optimizer rule the GPU has no update kernel for (`None`: supported).
-fn gpu_unsupported_rule(rule: &Rule) -> Option<&'static str> {
-    match rule {
-        Rule::Sgd { .. } | Rule::Adam { .. } | Rule::RmsProp { .. } => None,
-        Rule::Lion { .. } => Some("lion"),
-        Rule::Lamb { .. } => Some("lamb"),
-    }
-}
 
 fn unsupported(what: &str) -> Error {
     Error::Invalid(format!(
@@ -479,54 +470,7 @@ impl GpuModel {
                 continue;
             };
             let w = &mut self.weights[i];
-            let slots = &mut self.slots[i];
-            match optimizer.rule {
-                Rule::Sgd { momentum, nesterov } => {
-                    if momentum != 0.0 && slots.is_empty() {
-                        slots.push(g.zeros(w.shape()).map_err(gpu_err)?);
-                    }
-                    let hp = SgdParams { lr, momentum, nesterov };
-                    g.sgd_update(w, &grad, slots.first_mut(), &hp).map_err(gpu_err)?;
-                }
-                Rule::Adam {
-                    beta1,
-                    beta2,
-                    epsilon,
-                    weight_decay,
-                } => {
-                    // AdamW: the decoupled decay p -= lr * wd * p comes before the Adam step.
-                    if weight_decay > 0.0 {
-                        *w = g.scale(w, 1.0 - lr * weight_decay, 0.0).map_err(gpu_err)?;
-                    }
-                    if slots.is_empty() {
-                        slots.push(g.zeros(w.shape()).map_err(gpu_err)?);
-                        slots.push(g.zeros(w.shape()).map_err(gpu_err)?);
-                    }
-                    let (m, v) = slots.split_at_mut(1);
-                    let hp = AdamParams {
-                        lr,
-                        beta1,
-                        beta2,
-                        epsilon,
-                        step,
-                    };
-                    g.adam_update(w, &grad, &mut m[0], &mut v[0], &hp).map_err(gpu_err)?;
-                }
-                Rule::RmsProp { rho, epsilon } => {
-                    if slots.is_empty() {
-                        slots.push(g.zeros(w.shape()).map_err(gpu_err)?);
-                    }
-                    let hp = RmsPropParams { lr, rho, epsilon };
-                    g.rmsprop_update(w, &grad, &mut slots[0], &hp).map_err(gpu_err)?;
-                }
-                Rule::Lion { .. } | Rule::Lamb { .. } => {
-                    // `new` refuses these rules; an error rather than a panic all the same.
-                    return Err(unsupported(&format!(
-                        "the {} optimizer",
-                        gpu_unsupported_rule(&optimizer.rule).unwrap_or("given")
-                    )));
-                }
-            }
+            update_gpu_buffers(&g, &optimizer.rule, lr, step, w, &grad, &mut self.slots[i])?;
         }
         self.device_newer = true;
         if let Some(p) = &self.profiler {

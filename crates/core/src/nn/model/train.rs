@@ -110,6 +110,17 @@ impl Model {
         self.visit_params(&mut |_, p, _| leaves.push(p.get()));
         // Drop the graph so the weights are uniquely owned again and update in place.
         drop((loss, preds));
+        let on_device = self.weights_device() == crate::Device::Gpu
+            && self.compiled_ref()?.optimizer.device_update_blocker().is_none();
+        if on_device {
+            // GPU gradients stay there: the optimizer's kernels update the weights in place.
+            let grads = leaves
+                .iter()
+                .map(|t| grads.tensor(t).transpose())
+                .collect::<Result<Vec<_>>>()?;
+            drop(leaves);
+            return self.apply_device_gradients(grads).map(|_| logs);
+        }
         let grads: Vec<Option<Vec<f32>>> = leaves.iter().map(|t| grads.remove(t)).collect();
         drop(leaves);
         self.apply_gradients(grads).map(|_| logs)
@@ -135,6 +146,37 @@ impl Model {
             ) {
                 result = p.update(|data| compiled.optimizer.update(i, data, g));
             }
+        });
+        self.compiled = Some(compiled);
+        result
+    }
+
+    /// Applies one gradient tensor per weight (`None`: no gradient) with the optimizer's device
+    /// kernels for GPU weights (see [`Optimizer::device_update_blocker`]), on the host for the
+    /// others.
+    pub(crate) fn apply_device_gradients(&mut self, grads: Vec<Option<Tensor>>) -> Result<()> {
+        self.compiled()?;
+        let mut compiled = self.compiled.take().expect("checked above");
+        compiled.optimizer.begin_step();
+        let mut result = Ok(());
+        let mut index = 0;
+        self.visit_params(&mut |_, p, _| {
+            let i = index;
+            index += 1;
+            let (true, Some(g), Ok(())) = (
+                compiled.trainable.contains(&(p as *const Param as usize)),
+                &grads[i],
+                &result,
+            ) else {
+                return;
+            };
+            let optimizer = &mut compiled.optimizer;
+            result = match (p.device(), g.gpu_tensor(), p.row_signs()) {
+                (crate::Device::Gpu, Some(gb), None) => p.update_on_device(|w| optimizer.update_on_device(i, w, &gb)),
+                _ => g
+                    .host_values()
+                    .and_then(|gh| p.update(|data| optimizer.update(i, data, gh))),
+            };
         });
         self.compiled = Some(compiled);
         result

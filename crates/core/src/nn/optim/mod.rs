@@ -3,6 +3,7 @@
 //! clipping in `clip.rs`.
 
 mod clip;
+mod gpu;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -10,6 +11,8 @@ mod tests;
 use serde_json::{json, Value};
 
 pub use clip::Clip;
+pub use gpu::unsupported_rule as gpu_unsupported_rule;
+pub(crate) use gpu::update_buffers as update_gpu_buffers;
 
 use super::options::Options;
 use super::schedule::LrSchedule;
@@ -73,6 +76,8 @@ pub struct Optimizer {
     /// Gradient clipping (Keras `clipnorm`, `clipvalue` or `global_clipnorm`). Private so that
     /// only a validated (positive, finite) limit reaches [`Self::clip_gradients`].
     clip: Option<Clip>,
+    /// Per parameter: the rule's slots on the GPU, for weights that live there.
+    device_slots: Vec<Vec<cortex_wgpu::GpuTensor>>,
 }
 
 impl Optimizer {
@@ -198,6 +203,7 @@ impl Optimizer {
             ema_momentum,
             ema: Vec::new(),
             clip,
+            device_slots: Vec::new(),
         })
     }
 
@@ -250,13 +256,24 @@ impl Optimizer {
     }
 
     /// A copy of the accumulated state (see [`OptimizerState`]).
-    pub fn state(&self) -> OptimizerState {
-        OptimizerState {
+    /// Slots of weights updated on the GPU are read back.
+    pub fn state(&self) -> Result<OptimizerState> {
+        let mut slots = self.slots.clone();
+        for (i, device) in self.device_slots.iter().enumerate().filter(|(_, d)| !d.is_empty()) {
+            if slots.len() <= i {
+                slots.resize(i + 1, Vec::new());
+            }
+            slots[i] = device
+                .iter()
+                .map(|s| crate::device::shared_gpu()?.download(s).map_err(crate::device::gpu_err))
+                .collect::<Result<_>>()?;
+        }
+        Ok(OptimizerState {
             iterations: self.iterations,
             learning_rate: self.learning_rate,
-            slots: self.slots.clone(),
+            slots,
             ema: self.ema.clone(),
-        }
+        })
     }
 
     /// Replaces the accumulated state by `state` (from [`Self::state`] of an optimizer with the

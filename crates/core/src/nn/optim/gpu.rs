@@ -1,0 +1,127 @@
+//! Optimizer updates of GPU weights on the device (cortex-wgpu's in-place update kernels),
+//! shared by the GPU model planner (`nn/gpu_model`) and weights moved with `Model::to_device`.
+
+use cortex_wgpu::{AdamParams, Gpu, GpuTensor, RmsPropParams, SgdParams};
+
+use super::{Optimizer, Rule};
+use crate::device::{gpu_err, shared_gpu};
+use crate::{Error, Result};
+
+/// The name of a rule with no GPU update kernel (`None`: it has one).
+pub fn unsupported_rule(rule: &Rule) -> Option<&'static str> {
+    match rule {
+        Rule::Sgd { .. } | Rule::Adam { .. } | Rule::RmsProp { .. } => None,
+        Rule::Lion { .. } => Some("lion"),
+        Rule::Lamb { .. } => Some("lamb"),
+    }
+}
+
+/// One update of the weight buffer `w` from `grad`, in place; `slots` (the rule's state, made
+/// on first use) live on the device too. `step` is the 1-based step (Adam's bias correction).
+pub(crate) fn update_buffers(
+    gpu: &Gpu,
+    rule: &Rule,
+    lr: f32,
+    step: u32,
+    w: &mut GpuTensor,
+    grad: &GpuTensor,
+    slots: &mut Vec<GpuTensor>,
+) -> Result<()> {
+    match *rule {
+        Rule::Sgd { momentum, nesterov } => {
+            if momentum != 0.0 && slots.is_empty() {
+                slots.push(gpu.zeros(w.shape()).map_err(gpu_err)?);
+            }
+            let hp = SgdParams { lr, momentum, nesterov };
+            gpu.sgd_update(w, grad, slots.first_mut(), &hp).map_err(gpu_err)
+        }
+        Rule::Adam {
+            beta1,
+            beta2,
+            epsilon,
+            weight_decay,
+        } => {
+            // AdamW: the decoupled decay p -= lr * wd * p comes before the Adam step.
+            if weight_decay > 0.0 {
+                *w = gpu.scale(w, 1.0 - lr * weight_decay, 0.0).map_err(gpu_err)?;
+            }
+            if slots.is_empty() {
+                slots.push(gpu.zeros(w.shape()).map_err(gpu_err)?);
+                slots.push(gpu.zeros(w.shape()).map_err(gpu_err)?);
+            }
+            let (m, v) = slots.split_at_mut(1);
+            let hp = AdamParams {
+                lr,
+                beta1,
+                beta2,
+                epsilon,
+                step,
+            };
+            gpu.adam_update(w, grad, &mut m[0], &mut v[0], &hp).map_err(gpu_err)
+        }
+        Rule::RmsProp { rho, epsilon } => {
+            if slots.is_empty() {
+                slots.push(gpu.zeros(w.shape()).map_err(gpu_err)?);
+            }
+            let hp = RmsPropParams { lr, rho, epsilon };
+            gpu.rmsprop_update(w, grad, &mut slots[0], &hp).map_err(gpu_err)
+        }
+        Rule::Lion { .. } | Rule::Lamb { .. } => Err(Error::Invalid(format!(
+            "the {} optimizer has no GPU update kernel yet",
+            unsupported_rule(rule).unwrap_or("given")
+        ))),
+    }
+}
+
+impl Optimizer {
+    /// Why this optimizer cannot update GPU weights on the device (`None`: it can): a rule
+    /// without a kernel, gradient clipping or `useEma`, which run on host values.
+    pub fn device_update_blocker(&self) -> Option<String> {
+        if let Some(rule) = unsupported_rule(&self.rule) {
+            return Some(format!("the {rule} optimizer"));
+        }
+        if self.clip.is_some() {
+            return Some("gradient clipping (clipnorm, clipvalue, globalClipnorm)".into());
+        }
+        if self.ema_momentum.is_some() {
+            return Some("useEma".into());
+        }
+        None
+    }
+
+    /// Updates parameter number `index`, a GPU buffer, in place from its GPU gradient; call
+    /// after [`Self::begin_step`]. The rule's state for it lives on the device.
+    pub fn update_on_device(&mut self, index: usize, w: &mut GpuTensor, grad: &GpuTensor) -> Result<()> {
+        if let Some(why) = self.device_update_blocker() {
+            return Err(Error::Invalid(format!("{why} does not update weights on the GPU yet")));
+        }
+        if w.len() != grad.len() {
+            return Err(Error::shape("optimizer update", w.len(), grad.len()));
+        }
+        if self.device_slots.len() <= index {
+            self.device_slots.resize(index + 1, Vec::new());
+        }
+        // Host slots (restored from a checkpoint, or from host updates) move to the device once.
+        if let Some(host) = self.slots.get_mut(index).filter(|s| !s.is_empty()) {
+            if self.device_slots[index].is_empty() {
+                let gpu = shared_gpu()?;
+                self.device_slots[index] = host
+                    .iter()
+                    .map(|s| gpu.upload(s, w.shape()).map_err(gpu_err))
+                    .collect::<Result<_>>()?;
+            }
+            host.clear();
+        }
+        let step = self.iterations.clamp(1, u32::MAX as u64) as u32;
+        let gpu = shared_gpu()?;
+        update_buffers(
+            &gpu,
+            &self.rule,
+            self.learning_rate,
+            step,
+            w,
+            grad,
+            &mut self.device_slots[index],
+        )
+    }
+}

@@ -107,7 +107,11 @@ function ganSteps(device: Device, steps: number): { losses: number[]; weights: F
  * combined functional model D(G(z)) (nested models) that trains the generator with
  * trainOnBatch; batch normalization in the generator.
  */
-async function kerasGanSteps(device: Device, steps: number): Promise<{ losses: number[]; weights: Float32Array[] }> {
+async function kerasGanSteps(
+  device: Device,
+  steps: number,
+  compileDevice: "cpu" | "gpu!" = "cpu",
+): Promise<{ losses: number[]; weights: Float32Array[] }> {
   const gen = sequential(
     [
       dense({ units: 16, inputShape: [4] }),
@@ -123,11 +127,16 @@ async function kerasGanSteps(device: Device, steps: number): Promise<{ losses: n
   const bce = { name: "binaryCrossentropy", fromLogits: true } as const;
   // SGD with momentum: Adam's first steps move each weight by about lr * sign(gradient), so a
   // gradient within float noise of 0 can step either way and the comparison would measure that.
-  disc.compile({ optimizer: optimizers.sgd({ learningRate: 0.1, momentum: 0.9 }), loss: bce });
+  disc.compile({ optimizer: optimizers.sgd({ learningRate: 0.1, momentum: 0.9 }), loss: bce, device: compileDevice });
   disc.trainable = false;
   const z = input({ shape: [4] });
   const combined = model({ inputs: z, outputs: disc.apply(gen.apply(z)) });
-  combined.compile({ optimizer: optimizers.sgd({ learningRate: 0.1, momentum: 0.9 }), loss: bce });
+  combined.compile({
+    optimizer: optimizers.sgd({ learningRate: 0.1, momentum: 0.9 }),
+    loss: bce,
+    device: compileDevice,
+  });
+  if (compileDevice !== "cpu") expect(combined.device).not.toBe("cpu");
   const real = randomTensor([12, 8], 33);
   const noise = randomTensor([12, 4], 34);
   const labels = tensor(
@@ -141,11 +150,20 @@ async function kerasGanSteps(device: Device, steps: number): Promise<{ losses: n
     const both = tensor(Float32Array.from([...real.data, ...fake.data]), [24, 8]);
     losses.push((await disc.trainOnBatch(both, labels)).loss, (await combined.trainOnBatch(noise, ones)).loss);
   }
-  expect([gen.weightsDevice, disc.weightsDevice]).toEqual([device, device]);
+  // A GPU compile the planner refuses (the nested combined model) moves the weights itself.
+  const expected = compileDevice === "cpu" ? device : "gpu";
+  expect([gen.weightsDevice, disc.weightsDevice]).toEqual([expected, expected]);
   return { losses, weights: [...gen.getWeights(), ...disc.getWeights()].map((w) => w.data) };
 }
 
 describe.skipIf(skip)("tape tensors on the GPU", () => {
+  it("compile({ device: 'gpu!' }) trains the Keras-form GAN there: nested models through their layers", async () => {
+    const cpu = await kerasGanSteps("cpu", 4);
+    const gpu = await kerasGanSteps("cpu", 4, "gpu!");
+    expect(maxRelDiff(gpu.losses, cpu.losses)).toBeLessThan(1e-4);
+    for (const [i, w] of gpu.weights.entries()) expect(maxRelDiff(w, cpu.weights[i])).toBeLessThan(1e-4);
+  });
+
   it("train the Keras form of a GAN (nested, frozen, batch-normalized) as on the CPU", async () => {
     const cpu = await kerasGanSteps("cpu", 4);
     const gpu = await kerasGanSteps("gpu", 4);

@@ -58,6 +58,9 @@ pub struct Compiled {
     gpu: Option<Mutex<GpuModel>>,
     /// Why a requested GPU is not used (the fallback warning), for the binding to report once.
     pub device_warning: Option<String>,
+    /// The planner refused the model and its weights moved to the GPU instead: the layers,
+    /// losses and optimizer run there through their own code (see [`Model::to_device`]).
+    pub(crate) layers_on_gpu: bool,
 }
 
 /// Where a node input comes from.
@@ -276,7 +279,7 @@ impl Model {
     /// strict request ("gpu!") is an error, a plain one records the fallback warning.
     fn attach_gpu(&mut self) -> Result<()> {
         let Some(c) = self.compiled.as_ref() else { return Ok(()) };
-        let (Some(strict), None, None) = (c.wants_gpu, &c.gpu, &c.device_warning) else {
+        let (Some(strict), None, None, false) = (c.wants_gpu, &c.gpu, &c.device_warning, c.layers_on_gpu) else {
             return Ok(());
         };
         if !self.is_built() {
@@ -292,25 +295,100 @@ impl Model {
                 c.device_warning = g.set_precision(&c.precision)?;
                 c.gpu = Some(Mutex::new(g));
             }
-            Err(e) if strict => return Err(e),
-            Err(e) => c.device_warning = Some(format!("device 'gpu' is not used, training on the CPU: {e}")),
+            Err(planned) => match self.run_layers_on_gpu() {
+                Ok(()) => self.compiled.as_mut().expect("checked above").layers_on_gpu = true,
+                Err(e) => {
+                    let why = format!("{planned}; and through the layers' own GPU ops: {e}");
+                    if strict {
+                        return Err(Error::Invalid(why));
+                    }
+                    let c = self.compiled.as_mut().expect("checked above");
+                    c.device_warning = Some(format!("device 'gpu' is not used, training on the CPU: {why}"));
+                }
+            },
         }
         Ok(())
     }
 
+    /// For a model the planner refused: moves the weights to the GPU after checking that every
+    /// layer, the loss and the optimizer have GPU kernels (a probe forward in inference and in
+    /// training, with a backward pass, on a two-row batch of zeros); the weights stay on the
+    /// CPU otherwise, and the Error names what is missing.
+    fn run_layers_on_gpu(&mut self) -> Result<()> {
+        let c = self.compiled_ref()?;
+        if let Some(why) = c.optimizer.device_update_blocker() {
+            return Err(invalid(format!("{why} updates weights on the host")));
+        }
+        if c.precision != "float32" {
+            return Err(invalid("precision 'mixed_float16' runs on the planned GPU models only"));
+        }
+        self.to_device(crate::Device::Gpu)?;
+        let probed = self.probe_layers();
+        if probed.is_err() {
+            self.to_device(crate::Device::Cpu)?;
+        }
+        probed
+    }
+
+    fn probe_layers(&self) -> Result<()> {
+        // The training probe moves batch-norm statistics: they are put back afterwards.
+        let saved: Vec<Vec<f32>> = self.get_weights()?.into_iter().map(|(_, _, w)| w).collect();
+        let xs = self
+            .inputs
+            .iter()
+            .map(|shape| Tensor::new(vec![0.0; 2 * numel(shape)], &[[2].as_slice(), shape].concat()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut rng = Rng::new(0);
+        crate::tensor::no_grad(|| self.run(&xs, &[], false, &mut rng))?;
+        let outs = self.run(&xs, &[], true, &mut rng)?;
+        let c = self.compiled_ref()?;
+        let mut total: Option<Tensor> = None;
+        for (out, loss) in outs.iter().zip(&c.losses) {
+            let target = match loss {
+                Loss::SparseCategoricalCrossentropy { .. } => {
+                    let rows = out.len() / out.shape().last().copied().unwrap_or(1).max(1);
+                    Tensor::new(vec![0.0; rows], &out.shape()[..out.rank() - 1])?
+                }
+                _ => Tensor::new(vec![0.0; out.len()], out.shape())?,
+            };
+            let l = loss.compute(out, &target.to(out.device())?)?;
+            total = Some(match total {
+                None => l,
+                Some(t) => crate::ops::add(&t, &l)?,
+            });
+        }
+        if let Some(total) = total {
+            crate::backprop::backward(&total)?;
+        }
+        self.set_weights(&saved)
+    }
+
     /// The adapter a compiled model trains on, or `None` for the CPU.
     pub fn device_name(&self) -> Option<String> {
-        let gpu = self.compiled.as_ref()?.gpu.as_ref()?;
+        let c = self.compiled.as_ref()?;
+        if c.layers_on_gpu && self.weights_device() == crate::Device::Gpu {
+            return crate::device::shared_gpu()
+                .ok()
+                .map(|g| g.adapter_summary().name.clone());
+        }
+        let gpu = c.gpu.as_ref()?;
         let name = gpu.lock().unwrap_or_else(|e| e.into_inner()).adapter_name().to_string();
         Some(name)
     }
 
-    /// Copies weights trained on the GPU back into the host parameters (no-op on the CPU).
+    /// Copies weights a planned GPU model trained back into the parameters, this model's and
+    /// its nested models' (a discriminator trained on its own plan, then called inside a
+    /// combined model, must be read at its current values). A no-op when nothing is newer.
     pub fn sync_from_device(&self) -> Result<()> {
-        match self.compiled.as_ref().and_then(|c| c.gpu.as_ref()) {
-            Some(gpu) => gpu.lock().unwrap_or_else(|e| e.into_inner()).sync_to_host(self),
-            None => Ok(()),
+        if let Some(gpu) = self.compiled.as_ref().and_then(|c| c.gpu.as_ref()) {
+            gpu.lock().unwrap_or_else(|e| e.into_inner()).sync_to_host(self)?;
         }
+        for cell in &self.layers {
+            if let Some(inner) = cell.read().as_model() {
+                inner.sync_from_device()?;
+            }
+        }
+        Ok(())
     }
 
     /// The layer applications, in an order where every input comes first.

@@ -169,6 +169,11 @@ impl Model {
                 )))
             }
         };
+        // A GPU compile that moved the weights (the planner refused the model) is undone by a
+        // CPU compile; weights moved by the caller (`to_device`) stay where they are.
+        if wants_gpu.is_none() && self.compiled.as_ref().is_some_and(|c| c.layers_on_gpu) {
+            self.to_device(crate::Device::Cpu)?;
+        }
         let mut trainable = HashSet::new();
         self.visit_params(&mut |_, p, layer_trainable| {
             if layer_trainable && p.trainable {
@@ -185,6 +190,7 @@ impl Model {
             precision,
             gpu: None,
             device_warning: None,
+            layers_on_gpu: false,
         });
         self.attach_gpu()
     }

@@ -97,6 +97,7 @@ impl Model {
             self.compiled = Some(compiled);
             return logs;
         }
+        self.sync_from_device()?;
         let preds = self.run(&batch.xs, &[], true, &mut rng)?;
         let scored = self.score(&preds, batch)?;
         let logs = scored.logs(self);
@@ -252,7 +253,10 @@ impl Model {
         match self.compiled.as_ref().and_then(|c| c.gpu.as_ref()) {
             Some(gpu) => gpu.lock().unwrap_or_else(|e| e.into_inner()).predict(self, x),
             // Predictions are host data (GPU weights leave them on the device).
-            None => self.forward_in_chunks(x)?.to(crate::Device::Cpu),
+            None => {
+                self.sync_from_device()?;
+                self.forward_in_chunks(x)?.to(crate::Device::Cpu)
+            }
         }
     }
 

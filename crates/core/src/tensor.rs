@@ -242,7 +242,7 @@ impl Tensor {
         let shape = self.shape().to_vec();
         let unique = Arc::get_mut(&mut self.0).and_then(|inner| Arc::get_mut(&mut inner.storage));
         if let Some(Storage::Gpu(s)) = unique {
-            return Ok(s.take_tensor().reshape(&shape).map_err(crate::device::gpu_err)?);
+            return s.take_tensor().reshape(&shape).map_err(crate::device::gpu_err);
         }
         let shared = self
             .gpu_tensor()

@@ -36,12 +36,12 @@ export interface CompileArgs {
   metrics?: string[] | string[][] | Record<string, string[]>;
   /**
    * Where training and inference run: `'cpu'` (default); `'gpu'` moves the weights and the
-   * optimizer state to the best GPU adapter (see `devices()`) and falls back to the CPU with one
-   * warning when there is none or the model uses something the GPU backend lacks (a layer or
-   * layer option, `useEma`, or a softmax output with a loss other than a categorical
-   * cross-entropy from probabilities; every loss and optimizer otherwise runs there, and so
-   * does BatchNormalization, its moving statistics updated on the device and synced back with
-   * the weights); `'gpu!'` throws instead of falling back.
+   * optimizer state to the best GPU adapter (see `devices()`): planned onto fused GPU steps,
+   * or, for what the planner refuses (nested models, several outputs, softmax inside a model),
+   * through the layers' own GPU ops when every layer, the loss and the optimizer have them
+   * (see {@link Model.to}). It falls back to the CPU with one warning when there is no adapter
+   * or neither path has what the model uses (the warning names it); `'gpu!'` throws instead of
+   * falling back.
    */
   device?: "cpu" | "gpu" | "gpu!";
   /**

@@ -221,3 +221,73 @@ impl GpuCustomOp for DropoutBackward {
         Ok(vec![(self.x.clone(), grad(gx))])
     }
 }
+
+/// Zero padding of `x` (`shape`, NHWC) by `pads` = `[top, bottom, left, right]`.
+pub(crate) fn pad2d(x: &Tensor, shape: [usize; 4], pads: [usize; 4]) -> Result<Tensor> {
+    let gx = buf(x)?;
+    let out = run(|gpu| gpu.zero_pad2d(&gx, pads))?;
+    let out_shape = out.shape().to_vec();
+    Ok(Tensor::from_gpu_op(
+        out,
+        out_shape,
+        |_| {
+            Op::GpuCustom(Box::new(Resize2dBackward {
+                x: x.clone(),
+                shape,
+                kind: Resize::Pad(pads),
+            }))
+        },
+        &[x],
+    ))
+}
+
+/// Nearest-neighbour upsampling of `x` (`shape`, NHWC) by `size` (rows, columns).
+pub(crate) fn upsample2d(x: &Tensor, shape: [usize; 4], size: [usize; 2]) -> Result<Tensor> {
+    let gx = buf(x)?;
+    let out = run(|gpu| gpu.upsample_nearest2d(&gx, (size[0], size[1])))?;
+    let out_shape = out.shape().to_vec();
+    Ok(Tensor::from_gpu_op(
+        out,
+        out_shape,
+        |_| {
+            Op::GpuCustom(Box::new(Resize2dBackward {
+                x: x.clone(),
+                shape,
+                kind: Resize::Upsample(size),
+            }))
+        },
+        &[x],
+    ))
+}
+
+enum Resize {
+    Pad([usize; 4]),
+    Upsample([usize; 2]),
+}
+
+/// The backward of zero padding (the interior of the gradient) or of nearest upsampling (each
+/// pixel's copies summed).
+struct Resize2dBackward {
+    x: Tensor,
+    shape: [usize; 4],
+    kind: Resize,
+}
+
+impl GpuCustomOp for Resize2dBackward {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            Resize::Pad(_) => "zeroPadding2d",
+            Resize::Upsample(_) => "upSampling2d",
+        }
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let gx = run(|gpu| match self.kind {
+            Resize::Pad(pads) => gpu.zero_pad2d_backward(dy, self.shape, pads),
+            Resize::Upsample(size) => gpu.upsample_nearest2d_backward(dy, self.shape, (size[0], size[1])),
+        })?;
+        Ok(vec![(self.x.clone(), grad(gx))])
+    }
+}

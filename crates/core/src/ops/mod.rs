@@ -5,6 +5,7 @@
 
 mod arith;
 pub(crate) mod gpu;
+pub(crate) mod gpu_layout;
 mod gpu_loss;
 pub(crate) mod gpu_norm;
 mod gpu_spatial;
@@ -12,5 +13,7 @@ mod nn;
 
 pub use arith::*;
 pub use gpu::gpu_activation;
+pub(crate) use gpu::on_gpu;
 pub(crate) use gpu_loss::compute as loss_on_gpu;
+pub(crate) use gpu_spatial::{pad2d as pad2d_on_gpu, upsample2d as upsample2d_on_gpu};
 pub use nn::*;

@@ -119,14 +119,18 @@ impl Layer for Embedding {
         if x.rank() == 0 {
             return Err(Error::shape(&what, "indices of rank >= 1 [batch, ...]", x.shape()));
         }
-        let idx = sp::indices(&what, x.data(), self.input_dim)?;
+        // Ids are checked on the host (a GPU input is read back): hostile ids are an Error.
+        let idx = sp::indices(&what, x.host_values()?, self.input_dim)?;
+        if self.mask_zero {
+            let mask = idx.iter().map(|&i| if i != 0 { 1.0 } else { 0.0 }).collect();
+            ctx.output_masks = Some(vec![Some(Tensor::new(mask, x.shape())?.to(table.device())?)]);
+        }
+        if crate::ops::gpu::on_gpu("embedding", &[&table])? {
+            return crate::ops::gpu_layout::embedding(&table, &idx, x.shape());
+        }
         let y = sp::gather_rows(table.data(), self.output_dim, &idx);
         let mut shape = x.shape().to_vec();
         shape.push(self.output_dim);
-        if self.mask_zero {
-            let mask = idx.iter().map(|&i| if i != 0 { 1.0 } else { 0.0 }).collect();
-            ctx.output_masks = Some(vec![Some(Tensor::new(mask, x.shape())?)]);
-        }
         ops::custom(
             y,
             shape,

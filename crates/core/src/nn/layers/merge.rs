@@ -150,6 +150,12 @@ pub fn concatenate(inputs: &[Tensor], axis: usize) -> Result<Tensor> {
     let outer: usize = inputs[0].shape()[..axis].iter().product();
     let widths: Vec<usize> = inputs.iter().map(|t| t.shape()[axis..].iter().product()).collect();
     let total: usize = widths.iter().sum();
+    let mut shape = inputs[0].shape().to_vec();
+    shape[axis] = inputs.iter().map(|t| t.shape()[axis]).sum();
+    let refs: Vec<&Tensor> = inputs.iter().collect();
+    if crate::ops::gpu::on_gpu("concatenate", &refs)? {
+        return crate::ops::gpu_layout::concatenate(inputs, outer, &widths, shape);
+    }
     let mut data = vec![0.0; outer * total];
     let mut offset = 0;
     for (t, &w) in inputs.iter().zip(&widths) {
@@ -158,9 +164,6 @@ pub fn concatenate(inputs: &[Tensor], axis: usize) -> Result<Tensor> {
         }
         offset += w;
     }
-    let mut shape = inputs[0].shape().to_vec();
-    shape[axis] = inputs.iter().map(|t| t.shape()[axis]).sum();
-    let refs: Vec<&Tensor> = inputs.iter().collect();
     ops::custom(
         data,
         shape,

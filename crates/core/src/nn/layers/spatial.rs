@@ -489,6 +489,9 @@ impl Layer for UpSampling2d {
         let shape = nhwc("UpSampling2D", x)?;
         let [b, h, w, c] = shape;
         let out_shape = vec![b, h * self.size[0], w * self.size[1], c];
+        if ops::on_gpu("upSampling2d", &[x])? {
+            return ops::upsample2d_on_gpu(x, shape, self.size);
+        }
         let y = sp::upsample_nearest2d(x.data(), shape, self.size);
         let op = Upsample2dOp {
             x: x.clone(),
@@ -586,6 +589,9 @@ impl Layer for ZeroPadding2d {
         let shape = nhwc("ZeroPadding2D", x)?;
         let [b, h, w, c] = shape;
         let [pt, pb, pl, pr] = self.pads;
+        if ops::on_gpu("zeroPadding2d", &[x])? {
+            return ops::pad2d_on_gpu(x, shape, self.pads);
+        }
         let y = sp::pad2d(x.data(), shape, self.pads);
         let op = Pad2dOp {
             x: x.clone(),

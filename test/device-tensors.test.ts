@@ -14,7 +14,6 @@ import {
   dropout,
   flatten,
   input,
-  layerNormalization,
   lstm,
   maxPooling2d,
   model,

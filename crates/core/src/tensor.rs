@@ -136,6 +136,11 @@ impl Tensor {
         inputs: &[&Tensor],
     ) -> Tensor {
         debug_assert_eq!(data.len(), numel(&shape));
+        // A host result of GPU inputs would be a silent CPU fallback: ops dispatch first.
+        debug_assert!(
+            inputs.iter().all(|t| t.device() == Device::Cpu),
+            "a CPU kernel ran on GPU inputs"
+        );
         let storage = Arc::new(Storage::Cpu(data));
         let track = Tensor::records(inputs);
         let op = if track { Some(op(&storage)) } else { None };

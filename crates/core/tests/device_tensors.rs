@@ -440,3 +440,50 @@ fn padding_and_upsampling_train_on_the_gpu_as_on_the_cpu() {
     let y = Tensor::new(values(4 * 4 * 6 * 2, 71), &[4, 4, 6, 2]).unwrap();
     trains_alike(&config, "meanSquaredError", &x, &y);
 }
+
+/// Recurrent layers through their layer code with GPU weights: an embedding's maskZero mask
+/// into a Bidirectional GRU (concatenated sequences), a goBackwards LSTM and a SimpleRNN.
+#[test]
+fn recurrent_layers_with_masks_train_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let config = serde_json::json!({"className": "Sequential", "inputShape": [7], "layers": [
+        {"className": "Embedding", "config": {"inputDim": 6, "outputDim": 4, "maskZero": true}},
+        {"className": "Bidirectional", "config": {"layer": {"className": "GRU", "config": {"units": 3, "returnSequences": true}}}},
+        {"className": "LSTM", "config": {"units": 4, "returnSequences": true, "goBackwards": true}},
+        {"className": "SimpleRNN", "config": {"units": 3}},
+        {"className": "Dense", "config": {"units": 2}}
+    ]});
+    // Trailing zeros are padding: masked steps keep the state.
+    let ids: Vec<f32> = (0..5 * 7)
+        .map(|i| {
+            if i % 7 >= 4 + i / 7 % 3 {
+                0.0
+            } else {
+                (i % 5 + 1) as f32
+            }
+        })
+        .collect();
+    let x = Tensor::new(ids, &[5, 7]).unwrap();
+    let y = Tensor::new(values(10, 80), &[5, 2]).unwrap();
+    trains_alike(&config, "meanSquaredError", &x, &y);
+}
+
+/// Conv1D (causal dilated, strided `same`, `valid` without bias) on the conv2d kernels.
+#[test]
+fn conv1d_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let config = serde_json::json!({"className": "Sequential", "inputShape": [13, 3], "layers": [
+        {"className": "Conv1D", "config": {"filters": 6, "kernelSize": 3, "padding": "causal", "dilationRate": 2, "activation": "elu"}},
+        {"className": "Conv1D", "config": {"filters": 5, "kernelSize": 3, "strides": 2, "padding": "same", "activation": "tanh"}},
+        {"className": "Conv1D", "config": {"filters": 4, "kernelSize": 2, "useBias": false}},
+        {"className": "Flatten", "config": {}},
+        {"className": "Dense", "config": {"units": 3, "activation": "softmax"}}
+    ]});
+    let x = Tensor::new(values(7 * 13 * 3, 90), &[7, 13, 3]).unwrap();
+    let y = Tensor::new((0..7).map(|i| (i % 3) as f32).collect(), &[7]).unwrap();
+    trains_alike(&config, "sparseCategoricalCrossentropy", &x, &y);
+}

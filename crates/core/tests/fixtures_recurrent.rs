@@ -7,7 +7,7 @@
 use cortex_core::backprop::backward_with_seed;
 use cortex_core::nn::layers::{self, ForwardCtx, Layer};
 use cortex_core::rng::Rng;
-use cortex_core::{ops, Tensor};
+use cortex_core::{ops, Device, Tensor};
 use serde_json::{json, Value};
 
 mod common;
@@ -28,9 +28,44 @@ fn ctx(rng: &mut Rng) -> ForwardCtx<'_> {
     ForwardCtx::new(false, rng)
 }
 
-/// One recurrent fixture case on the CPU layer code, then on the GPU backend (unless skipped).
+/// One recurrent fixture case through the layer code on the CPU and, unless GPU tests are
+/// skipped, again with the weights and input on the GPU, then through the GPU planner.
 fn check_case(case: &Value) {
+    let (config, keys) = check_case_on(case, Device::Cpu);
+    if skip_gpu() {
+        return;
+    }
+    check_case_on(case, Device::Gpu);
     let name = case["name"].as_str().unwrap();
+    let x = Tensor::new(data_of(&case["inputs"]["x"]), &shape_of(&case["inputs"]["x"])).unwrap();
+    let weights: Vec<Vec<f32>> = keys.iter().map(|k| data_of(&case["params"][k.as_str()])).collect();
+    let dy = Tensor::new(data_of(&case["cotangents"]["y"]), &shape_of(&case["outputs"]["y"])).unwrap();
+    let class = class_of(case["op"].as_str().unwrap());
+    let (gy, gdx, ggrads) = layer_on_gpu(class, &config, &x, &weights, &dy);
+    assert_close(
+        &format!("{name} (planner) y"),
+        gy.data(),
+        &data_of(&case["outputs"]["y"]),
+    );
+    assert_close(
+        &format!("{name} (planner) dx"),
+        gdx.unwrap().data(),
+        &data_of(&case["grads"]["x"]),
+    );
+    for (key, grad) in keys.iter().zip(&ggrads) {
+        let want = data_of(&case["grads"][key.as_str()]);
+        assert_close(
+            &format!("{name} (planner) d{key}"),
+            grad.as_ref().unwrap().data(),
+            &want,
+        );
+    }
+}
+
+/// The case through the layer code with its weights and input on `device`; returns the
+/// layer config and the weight names.
+fn check_case_on(case: &Value, device: Device) -> (Value, Vec<String>) {
+    let name = format!("{} ({})", case["name"].as_str().unwrap(), device.name());
     let attrs = &case["attrs"];
     let x_ref = &case["inputs"]["x"];
     let x_shape = shape_of(x_ref);
@@ -46,10 +81,16 @@ fn check_case(case: &Value) {
         let key = p.name.split('/').next_back().unwrap();
         assert_eq!(p.shape(), shape_of(&case["params"][key]), "{name}: {key} shape");
         p.set(data_of(&case["params"][key])).unwrap();
+        p.to_device(device).unwrap();
     }
-    let x = Tensor::variable(data_of(x_ref), &x_shape).unwrap();
+    let x = Tensor::new(data_of(x_ref), &x_shape)
+        .unwrap()
+        .to(device)
+        .unwrap()
+        .with_requires_grad(true);
     let mut rng = Rng::new(0);
     let y = layer.forward(&x, &mut ctx(&mut rng)).unwrap();
+    assert_eq!(y.device(), device, "{name}: the output stays on the device");
     assert_eq!(
         y.shape(),
         shape_of(&case["outputs"]["y"]).as_slice(),
@@ -71,24 +112,11 @@ fn check_case(case: &Value) {
             &data_of(&case["grads"][key]),
         );
     }
-    if skip_gpu() {
-        return;
-    }
-    let keys: Vec<&str> = params.iter().map(|p| p.name.split('/').next_back().unwrap()).collect();
-    let weights: Vec<Vec<f32>> = keys.iter().map(|k| data_of(&case["params"][*k])).collect();
-    let dy = Tensor::new(data_of(&case["cotangents"]["y"]), y.shape()).unwrap();
-    let class = class_of(case["op"].as_str().unwrap());
-    let (gy, gdx, ggrads) = layer_on_gpu(class, &config, &x, &weights, &dy);
-    assert_close(&format!("{name} (gpu) y"), gy.data(), &data_of(&case["outputs"]["y"]));
-    assert_close(
-        &format!("{name} (gpu) dx"),
-        gdx.unwrap().data(),
-        &data_of(&case["grads"]["x"]),
-    );
-    for (key, grad) in keys.iter().zip(&ggrads) {
-        let want = data_of(&case["grads"][*key]);
-        assert_close(&format!("{name} (gpu) d{key}"), grad.as_ref().unwrap().data(), &want);
-    }
+    let keys = params
+        .iter()
+        .map(|p| p.name.split('/').next_back().unwrap().to_string())
+        .collect();
+    (config, keys)
 }
 
 fn run_op(op: &str) -> usize {

@@ -139,6 +139,9 @@ impl QuantizedWeights {
         if precision == Precision::Float32 || k < MIN_DEPTH || ctx.training || Tensor::records(&[x, kernel_value]) {
             return Ok(None);
         }
+        if x.device() != crate::Device::Cpu || kernel_value.device() != crate::Device::Cpu {
+            return Err(crate::ops::no_gpu_kernel(&format!("{precision:?} inference")));
+        }
         // Read the version before the value: a change in between only costs one more repack.
         let version = kernel.version();
         let mut slot = self.packed.lock().unwrap_or_else(|e| e.into_inner());

@@ -8,12 +8,13 @@ pub(crate) mod gpu;
 pub(crate) mod gpu_layout;
 mod gpu_loss;
 pub(crate) mod gpu_norm;
+pub(crate) mod gpu_rnn;
 mod gpu_spatial;
 mod nn;
 
 pub use arith::*;
 pub use gpu::gpu_activation;
-pub(crate) use gpu::on_gpu;
+pub(crate) use gpu::{no_gpu_kernel, on_gpu};
 pub(crate) use gpu_loss::compute as loss_on_gpu;
-pub(crate) use gpu_spatial::{pad2d as pad2d_on_gpu, upsample2d as upsample2d_on_gpu};
+pub(crate) use gpu_spatial::{conv2d as conv2d_on_gpu, pad2d as pad2d_on_gpu, upsample2d as upsample2d_on_gpu};
 pub use nn::*;

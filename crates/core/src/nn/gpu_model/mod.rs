@@ -35,7 +35,7 @@ mod loss;
 mod masking;
 mod merge;
 mod profile;
-mod sequence;
+pub(crate) mod sequence;
 mod spatial;
 mod steps;
 

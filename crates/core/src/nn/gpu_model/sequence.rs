@@ -24,7 +24,7 @@ pub(super) fn check_embedding(name: &str, config: &Value) -> Result<(usize, bool
 
 /// A recurrent cell with a GPU sequence kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Cell {
+pub(crate) enum Cell {
     Lstm,
     Gru,
     SimpleRnn,
@@ -73,7 +73,7 @@ fn check_recurrent(cell: Cell, name: &str, config: &Value) -> Result<(bool, bool
 
 /// A planned recurrent layer: its cell, options and device weight indices.
 #[derive(Clone, Debug)]
-pub(super) struct RnnPlan {
+pub(crate) struct RnnPlan {
     pub cell: Cell,
     kernel: usize,
     recurrent: usize,
@@ -116,6 +116,19 @@ impl RnnPlan {
         })
     }
 
+    /// A layer's own plan, for its weights `[kernel, recurrent kernel, bias?]` in that order
+    /// (the layer path: `nn/layers/recurrent.rs` with GPU weights).
+    pub(crate) fn for_layer(cell: Cell, has_bias: bool, return_sequences: bool, go_backwards: bool) -> RnnPlan {
+        RnnPlan {
+            cell,
+            kernel: 0,
+            recurrent: 1,
+            bias: has_bias.then_some(2),
+            return_sequences,
+            go_backwards,
+        }
+    }
+
     /// Keras `returnSequences`.
     pub(super) fn return_sequences(&self) -> bool {
         self.return_sequences
@@ -134,7 +147,7 @@ impl RnnPlan {
     /// processing order (Keras), or, with `input_order` (as inside Bidirectional), reversed
     /// back into input time order. `mask` is the Keras mask `[batch, time]` (in input order);
     /// with `input_order` (Bidirectional, as on the CPU) masked steps output zeros.
-    pub(super) fn forward(
+    pub(crate) fn forward(
         &self,
         g: &Gpu,
         w: &[GpuTensor],
@@ -174,7 +187,7 @@ impl RnnPlan {
 
     /// Backward pass: adds the weight gradients into `grads`; returns the input gradient.
     /// (A time reversal is its own gradient.)
-    pub(super) fn backward(
+    pub(crate) fn backward(
         &self,
         g: &Gpu,
         w: &[GpuTensor],
@@ -229,7 +242,7 @@ enum CellState {
 }
 
 /// What a recurrent layer's backward pass needs.
-pub(super) struct RnnTape {
+pub(crate) struct RnnTape {
     x: GpuTensor,
     state: CellState,
     return_sequences: bool,

@@ -24,6 +24,7 @@ use crate::nn::init::Initializer;
 use crate::nn::options::Options;
 use crate::nn::param::Param;
 use crate::nn::quantize::{Packed as QuantizedPack, Precision, QuantizedWeights};
+use crate::ops::gpu_rnn;
 use crate::rng::Rng;
 use crate::{ops, Error, Result, Tensor};
 
@@ -285,13 +286,17 @@ fn last(t: &Tensor) -> usize {
 
 fn concat_last(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (da, db) = (last(a), last(b));
+    let mut shape = a.shape().to_vec();
+    *shape.last_mut().expect("rank >= 2") = da + db;
+    if ops::on_gpu("bidirectional concat", &[a, b])? {
+        let rows = a.len() / da.max(1);
+        return ops::gpu_layout::concatenate(&[a.clone(), b.clone()], rows, &[da, db], shape);
+    }
     let mut data = Vec::with_capacity(a.len() + b.len());
     for (ra, rb) in a.data().chunks_exact(da).zip(b.data().chunks_exact(db)) {
         data.extend_from_slice(ra);
         data.extend_from_slice(rb);
     }
-    let mut shape = a.shape().to_vec();
-    *shape.last_mut().expect("rank >= 2") = da + db;
     ops::custom(
         data,
         shape,
@@ -511,6 +516,9 @@ impl Rnn {
                 return Err(Error::shape(&format!("{what} mask"), [b, t], m.shape()));
             }
         }
+        if let Some(y) = self.run_on_gpu(x, states, mask, bidirectional)? {
+            return Ok(vec![y]);
+        }
         let spec = RnnSpec {
             cell: self.cell,
             batch: b,
@@ -601,6 +609,48 @@ impl Rnn {
         } else {
             ops::split(&packed, &shapes)
         }
+    }
+
+    /// The layer on the GPU when its weights and input are there (the sequence kernels have
+    /// tanh/sigmoid cells without initial or returned states; anything else is an Error that
+    /// names it); `None` on the CPU.
+    fn run_on_gpu(
+        &self,
+        x: &Tensor,
+        states: &[Tensor],
+        mask: Option<&Tensor>,
+        bidirectional: bool,
+    ) -> Result<Option<Tensor>> {
+        let what = self.what();
+        let (Some(kernel), Some(recurrent)) = (&self.kernel, &self.recurrent) else {
+            return Ok(None);
+        };
+        let (kernel, recurrent) = (kernel.get(), recurrent.get());
+        let bias = self.bias.as_ref().map(Param::get);
+        let mut inputs = vec![x, &kernel, &recurrent];
+        inputs.extend(bias.iter().chain(states));
+        if !ops::on_gpu(&what, &inputs)? {
+            return Ok(None);
+        }
+        let gates_ok = self.cell == Cell::SimpleRnn || self.recurrent_activation.0 == "sigmoid";
+        if self.activation.0 != "tanh" || !gates_ok {
+            return Err(ops::no_gpu_kernel(&format!(
+                "{what} with activations other than tanh / sigmoid"
+            )));
+        }
+        if !states.is_empty() || self.return_state {
+            return Err(ops::no_gpu_kernel(&format!("{what} with initial or returned states")));
+        }
+        let call = gpu_rnn::RnnCall {
+            cell: self.cell,
+            kernel: &kernel,
+            recurrent: &recurrent,
+            bias: bias.as_ref(),
+            return_sequences: self.return_sequences,
+            go_backwards: self.go_backwards,
+            input_order: bidirectional,
+        };
+        gpu_rnn::run(&call, x, mask).map(Some)
     }
 
     fn output_masks(&self, mask: Option<&Tensor>) -> Vec<Option<Tensor>> {

@@ -130,9 +130,12 @@ pub(crate) fn conv1d(
     // Height-1 views share storage; their reshape ops route the gradients back to x and w.
     let x4 = x.reshape(&geom.input_shape())?;
     let w4 = w.reshape(&geom.kernel_shape())?;
-    let y = conv::conv2d_forward(x.data(), w.data(), b.map(Tensor::data), &geom);
     let mut inputs = vec![&x4, &w4];
     inputs.extend(b);
+    if ops::on_gpu("conv1d", &inputs)? {
+        return ops::conv2d_on_gpu(&x4, &w4, b, &geom)?.reshape(&[geom.batch, geom.out_w, geom.out_c]);
+    }
+    let y = conv::conv2d_forward(x.data(), w.data(), b.map(Tensor::data), &geom);
     let y4 = Tensor::from_op(
         y,
         geom.output_shape(),

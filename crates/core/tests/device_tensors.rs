@@ -405,14 +405,17 @@ fn embedding_and_concatenate_run_on_the_gpu_as_on_the_cpu() {
 /// A model trained 3 steps with its weights on the CPU and on the GPU (Adam): the same losses
 /// and predictions.
 fn trains_alike(config: &serde_json::Value, loss: &str, x: &Tensor, y: &Tensor) {
+    trains_alike_with(config, &serde_json::json!({"optimizer": "adam", "loss": loss}), x, y);
+}
+
+fn trains_alike_with(config: &serde_json::Value, compile: &serde_json::Value, x: &Tensor, y: &Tensor) {
     use cortex_core::nn::model::Model;
-    let compile = serde_json::json!({"optimizer": "adam", "loss": loss});
     let (mut cpu, mut gpu) = (
         Model::from_config(config, 7).unwrap(),
         Model::from_config(config, 7).unwrap(),
     );
-    cpu.compile(&compile).unwrap();
-    gpu.compile(&compile).unwrap();
+    cpu.compile(compile).unwrap();
+    gpu.compile(compile).unwrap();
     gpu.to_device(Device::Gpu).unwrap();
     for step in 0..3 {
         let (a, b) = (cpu.train_on_batch(x, y).unwrap(), gpu.train_on_batch(x, y).unwrap());
@@ -486,4 +489,45 @@ fn conv1d_trains_on_the_gpu_as_on_the_cpu() {
     let x = Tensor::new(values(7 * 13 * 3, 90), &[7, 13, 3]).unwrap();
     let y = Tensor::new((0..7).map(|i| (i % 3) as f32).collect(), &[7]).unwrap();
     trains_alike(&config, "sparseCategoricalCrossentropy", &x, &y);
+}
+
+/// A small vision transformer through the layer code on the GPU: patch convolution, tokens,
+/// positional embedding, a pre-norm encoder block (layer norm, causal self-attention on the
+/// flash kernels, residual adds, gelu feed-forward), pooling over tokens and a softmax head.
+#[test]
+fn transformer_block_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let layer = |class: &str, config: serde_json::Value| serde_json::json!({"className": class, "config": config});
+    let config = serde_json::json!({"className": "Functional", "inputs": [[8, 8, 1]],
+        "layers": [
+            layer("Conv2D", serde_json::json!({"filters": 12, "kernelSize": [4, 4], "strides": [4, 4]})),
+            layer("Reshape", serde_json::json!({"targetShape": [4, 12]})),
+            layer("PositionalEmbedding", serde_json::json!({"sequenceLength": 4})),
+            layer("LayerNormalization", serde_json::json!({"epsilon": 1e-6})),
+            layer("MultiHeadAttention", serde_json::json!({"numHeads": 3, "keyDim": 4, "useCausalMask": true})),
+            layer("Add", serde_json::json!({})),
+            layer("LayerNormalization", serde_json::json!({"epsilon": 1e-6})),
+            layer("Dense", serde_json::json!({"units": 16, "activation": "gelu"})),
+            layer("Dense", serde_json::json!({"units": 12})),
+            layer("Add", serde_json::json!({})),
+            layer("GlobalAveragePooling1D", serde_json::json!({})),
+            layer("Dense", serde_json::json!({"units": 3, "activation": "softmax"}))
+        ],
+        "nodes": [
+            {"layer": 0, "inputs": [[-1, 0]]}, {"layer": 1, "inputs": [[0, 0]]}, {"layer": 2, "inputs": [[1, 0]]},
+            {"layer": 3, "inputs": [[2, 0]]}, {"layer": 4, "inputs": [[3, 0], [3, 0]]},
+            {"layer": 5, "inputs": [[2, 0], [4, 0]]}, {"layer": 6, "inputs": [[5, 0]]}, {"layer": 7, "inputs": [[6, 0]]},
+            {"layer": 8, "inputs": [[7, 0]]}, {"layer": 9, "inputs": [[5, 0], [8, 0]]}, {"layer": 10, "inputs": [[9, 0]]},
+            {"layer": 11, "inputs": [[10, 0]]}
+        ],
+        "outputs": [[11, 0]]
+    });
+    // SGD: the key bias's gradient is exactly zero, which Adam would turn into noise-sized steps.
+    let compile = serde_json::json!({"optimizer": {"name": "sgd", "learningRate": 0.1, "momentum": 0.9},
+        "loss": "sparseCategoricalCrossentropy"});
+    let x = Tensor::new(values(9 * 64, 95), &[9, 8, 8, 1]).unwrap();
+    let y = Tensor::new((0..9).map(|i| (i % 3) as f32).collect(), &[9]).unwrap();
+    trains_alike_with(&config, &compile, &x, &y);
 }

@@ -620,6 +620,9 @@ fn dims_of(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttnOptions) -> Result<Dim
 /// `opts.return_scores`, the probabilities `[b, h, tq, tv]`. Differentiable in `q`, `k`, `v`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttnOptions) -> Result<(Tensor, Option<Tensor>)> {
     let d = dims_of(q, k, v, opts)?;
+    if crate::ops::on_gpu("attention", &[q, k, v])? {
+        return Ok((crate::ops::gpu_attention::attention(q, k, v, opts)?, None));
+    }
     let Dims { b, h, tq, tv, kd, vd } = d;
     let scale = 1.0 / (kd as f32).sqrt();
     let qh = split_heads(q.data(), b, tq, h, kd, scale);

@@ -5,6 +5,7 @@
 
 mod arith;
 pub(crate) mod gpu;
+pub(crate) mod gpu_attention;
 pub(crate) mod gpu_layout;
 mod gpu_loss;
 pub(crate) mod gpu_norm;

@@ -253,6 +253,16 @@ impl Layer for PositionalEmbedding {
             _ => return Err(Error::shape(&what, format!("input [batch, steps, {dim}]"), x.shape())),
         };
         self.check_steps(t)?;
+        if ops::on_gpu(&what, &[x, &table])? {
+            // As ops: x viewed as [b, t * dim] plus the table's rows as one bias vector.
+            if table.shape()[0] != t {
+                return Err(ops::no_gpu_kernel(&format!(
+                    "{what} on sequences shorter than sequenceLength"
+                )));
+            }
+            let y = ops::add_last_axis(&x.reshape(&[b, t * dim])?, &table.reshape(&[t * dim])?)?;
+            return y.reshape(&[b, t, dim]);
+        }
         let y = sp::add_positions(x.data(), table.data(), b, t, dim);
         let op = || {
             Box::new(AddPositionsOp {

@@ -1,11 +1,16 @@
 /**
  * Row-by-row MNIST: each image is a sequence of 28 rows of 28 pixels, read by an LSTM(128).
  *
- *   npm run lstm          (5 epochs)
+ *   npm run lstm          (5 epochs; DEVICE=gpu to train on the GPU)
  */
 import { adam, callbacks, dense, loadMnist, lstm, sequential, setSeed, tensor } from "../index.ts";
 
 const epochs = Number(process.env.EPOCHS ?? 5);
+const device = () => {
+  const d = process.env.DEVICE ?? "cpu";
+  if (d !== "cpu" && d !== "gpu" && d !== "gpu!") throw new Error(`DEVICE must be cpu, gpu or gpu!, got '${d}'`);
+  return d;
+};
 const trainLimit = process.env.TRAIN_LIMIT ? Number(process.env.TRAIN_LIMIT) : undefined;
 
 setSeed(3);
@@ -20,6 +25,8 @@ model.summary();
 const peakLr = Number(process.env.LR ?? 3e-3);
 model.compile({
   optimizer: adam({ learningRate: peakLr }),
+  // DEVICE=gpu trains on the GPU (the planned steps, or the layers' own GPU code).
+  device: device(),
   loss: "sparseCategoricalCrossentropy",
   metrics: ["accuracy"],
 });

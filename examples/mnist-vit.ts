@@ -2,7 +2,7 @@
  * A small vision transformer on MNIST: 7x7 patches (a stride-7 convolution is the linear patch
  * embedding), a learned positional embedding, 2 encoder blocks with 4 heads, model dimension 64.
  *
- *   npm run vit           (5 epochs)
+ *   npm run vit           (5 epochs; DEVICE=gpu to train on the GPU)
  */
 import {
   adam,
@@ -22,6 +22,11 @@ import {
 import { transformerEncoder } from "./transformer-block.ts";
 
 const epochs = Number(process.env.EPOCHS ?? 5);
+const device = () => {
+  const d = process.env.DEVICE ?? "cpu";
+  if (d !== "cpu" && d !== "gpu" && d !== "gpu!") throw new Error(`DEVICE must be cpu, gpu or gpu!, got '${d}'`);
+  return d;
+};
 const trainLimit = process.env.TRAIN_LIMIT ? Number(process.env.TRAIN_LIMIT) : undefined;
 const dim = 64;
 
@@ -45,6 +50,8 @@ vit.summary();
 const peakLr = 2e-3;
 vit.compile({
   optimizer: adam({ learningRate: peakLr }),
+  // DEVICE=gpu trains on the GPU (the planned steps, or the layers' own GPU code).
+  device: device(),
   loss: "sparseCategoricalCrossentropy",
   metrics: ["accuracy"],
 });

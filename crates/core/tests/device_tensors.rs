@@ -531,3 +531,24 @@ fn transformer_block_trains_on_the_gpu_as_on_the_cpu() {
     let y = Tensor::new((0..9).map(|i| (i % 3) as f32).collect(), &[9]).unwrap();
     trains_alike_with(&config, &compile, &x, &y);
 }
+
+/// A decoder: Dense -> Reshape -> Conv2DTranspose (strides 2, same; valid with dilation), with
+/// Gaussian noise and Gaussian dropout (noise drawn on the host from the model's generator, so
+/// both devices see the same), trained with its weights on the GPU as on the CPU.
+#[test]
+fn transposed_convolution_and_noise_layers_train_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let config = serde_json::json!({"className": "Sequential", "inputShape": [5], "layers": [
+        {"className": "Dense", "config": {"units": 36, "activation": "relu"}},
+        {"className": "GaussianNoise", "config": {"stddev": 0.1}},
+        {"className": "Reshape", "config": {"targetShape": [3, 3, 4]}},
+        {"className": "Conv2DTranspose", "config": {"filters": 6, "kernelSize": 3, "strides": 2, "padding": "same", "activation": "relu"}},
+        {"className": "GaussianDropout", "config": {"rate": 0.2}},
+        {"className": "Conv2DTranspose", "config": {"filters": 2, "kernelSize": 2, "dilationRate": 2, "useBias": false}}
+    ]});
+    let x = Tensor::new(values(4 * 5, 100), &[4, 5]).unwrap();
+    let y = Tensor::new(values(4 * 8 * 8 * 2, 101), &[4, 8, 8, 2]).unwrap();
+    trains_alike(&config, "meanSquaredError", &x, &y);
+}

@@ -291,3 +291,77 @@ impl GpuCustomOp for Resize2dBackward {
         Ok(vec![(self.x.clone(), grad(gx))])
     }
 }
+
+/// Transposed convolution as the convolution `C` it is the adjoint of (see
+/// `nn/gpu_model/conv_steps.rs`): forward is `C`'s backward-input pass, the input gradient
+/// `C`'s forward pass, the kernel gradient `C`'s backward-filter pass with roles swapped.
+pub(crate) fn conv2d_transpose(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    geom: &crate::cpu::conv_transpose::ConvTranspose2dGeometry,
+) -> Result<Tensor> {
+    let (gx, gw) = (buf(x)?, buf(w)?);
+    let gb = b.map(buf).transpose()?;
+    let spec = conv_spec(&geom.conv);
+    let out_shape = geom.output_shape();
+    let out4 = [out_shape[0], out_shape[1], out_shape[2], out_shape[3]];
+    let y = run(|gpu| {
+        let z = gpu.conv2d_backward_input(&gx, &gw, out4, &spec)?;
+        match &gb {
+            Some(gb) => gpu.bias_add(&z, gb),
+            None => Ok(z),
+        }
+    })?;
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    Ok(Tensor::from_gpu_op(
+        y,
+        out_shape,
+        |_| {
+            Op::GpuCustom(Box::new(ConvTransposeBackward {
+                x: x.clone(),
+                w: w.clone(),
+                b: b.cloned(),
+                spec,
+            }))
+        },
+        &inputs,
+    ))
+}
+
+struct ConvTransposeBackward {
+    x: Tensor,
+    w: Tensor,
+    b: Option<Tensor>,
+    spec: Conv2dSpec,
+}
+
+impl GpuCustomOp for ConvTransposeBackward {
+    fn name(&self) -> &'static str {
+        "conv2dTranspose"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.x, &self.w];
+        v.extend(self.b.iter());
+        v
+    }
+    fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let (gx, gw) = (buf(&self.x)?, buf(&self.w)?);
+        let ks = self.w.shape();
+        let mut v = Vec::with_capacity(3);
+        if self.x.tracks() {
+            v.push((self.x.clone(), grad(run(|gpu| gpu.conv2d(dy, &gw, &self.spec))?)));
+        }
+        if self.w.tracks() {
+            let dk = run(|gpu| gpu.conv2d_backward_filter(dy, &gx, (ks[0], ks[1]), &self.spec))?;
+            v.push((self.w.clone(), grad(dk)));
+        }
+        if let Some(b) = self.b.as_ref().filter(|b| b.tracks()) {
+            let cout = *dy.shape().last().unwrap_or(&1);
+            let rows = dy.clone().reshape(&[dy.len() / cout.max(1), cout]).map_err(gpu_err)?;
+            v.push((b.clone(), grad(run(|gpu| gpu.sum_rows(&rows))?)));
+        }
+        Ok(v)
+    }
+}

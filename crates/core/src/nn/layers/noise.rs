@@ -79,12 +79,12 @@ impl Layer for GaussianNoise {
         match self.kind {
             Kind::Additive { stddev } if stddev > 0.0 => {
                 let noise: Vec<f32> = (0..x.len()).map(|_| stddev * ctx.rng.normal()).collect();
-                ops::add(x, &Tensor::new(noise, x.shape())?)
+                ops::add(x, &Tensor::new(noise, x.shape())?.to(x.device())?)
             }
             Kind::Multiplicative { rate } if rate > 0.0 => {
                 let stddev = (rate / (1.0 - rate)).sqrt();
                 let noise: Vec<f32> = (0..x.len()).map(|_| 1.0 + stddev * ctx.rng.normal()).collect();
-                ops::mul(x, &Tensor::new(noise, x.shape())?)
+                ops::mul(x, &Tensor::new(noise, x.shape())?.to(x.device())?)
             }
             _ => Ok(x.clone()),
         }

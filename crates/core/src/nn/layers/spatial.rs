@@ -300,6 +300,11 @@ pub(crate) fn conv2d_transpose(
 ) -> Result<Tensor> {
     let geom = ConvTranspose2dGeometry::new(x.shape(), w.shape(), strides, dilation, padding)?;
     check_bias("conv2dTranspose bias", b, geom.out_channels())?;
+    let mut on = vec![x, w];
+    on.extend(b);
+    if ops::on_gpu("conv2dTranspose", &on)? {
+        return ops::conv2d_transpose_on_gpu(x, w, b, &geom);
+    }
     let y = ct::conv2d_transpose_forward(x.data(), w.data(), b.map(Tensor::data), &geom);
     let mut inputs = vec![x, w];
     inputs.extend(b);

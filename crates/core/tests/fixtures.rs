@@ -288,7 +288,7 @@ fn losses_match_pytorch() {
 
 #[test]
 fn optimizers_match_pytorch() {
-    let mut n = 0;
+    let (mut n, mut on_device) = (0, 0);
     for case in cases("optimizer") {
         let a = &case["attrs"];
         let mut spec = json!({"name": a["optimizer"], "learningRate": a["learning_rate"]});
@@ -308,21 +308,47 @@ fn optimizers_match_pytorch() {
         let mut opt = Optimizer::parse(&spec).unwrap();
         let mut p = data_of(&case["params"]["p0"]);
         let trajectory = case["outputs"]["trajectory"].as_array().unwrap();
-        for (step, g) in case["grads_sequence"].as_array().unwrap().iter().enumerate() {
-            let g: Vec<f32> = g
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
+        let grads_sequence: Vec<Vec<f32>> = case["grads_sequence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                g.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect();
+        for (step, g) in grads_sequence.iter().enumerate() {
             opt.begin_step();
-            opt.update(0, &mut p, &g).unwrap();
+            opt.update(0, &mut p, g).unwrap();
             let want = json!({ "data": trajectory[step] });
             assert_close(&format!("{} step {step}", case["name"]), &p, &want);
         }
         n += 1;
+        // The device kernels (weights moved with to_device) follow the same trajectory.
+        let mut opt = Optimizer::parse(&spec).unwrap();
+        if skip_gpu() || opt.device_update_blocker().is_some() {
+            continue;
+        }
+        let gpu = cortex_core::device::shared_gpu().unwrap();
+        let p0 = data_of(&case["params"]["p0"]);
+        let mut w = gpu.upload(&p0, &[p0.len()]).unwrap();
+        for (step, g) in grads_sequence.iter().enumerate() {
+            opt.begin_step();
+            let g = gpu.upload(g, &[g.len()]).unwrap();
+            opt.update_on_device(0, &mut w, &g).unwrap();
+            let want = json!({ "data": trajectory[step] });
+            assert_close(
+                &format!("{} (gpu) step {step}", case["name"]),
+                &gpu.download(&w).unwrap(),
+                &want,
+            );
+        }
+        on_device += 1;
     }
-    assert_eq!(n, 6);
+    assert_eq!((n, on_device), (6, on_gpu(6)));
 }
 
 /// The whole-model step runs on the CPU, and twice on whatever adapter wgpu finds (lavapipe

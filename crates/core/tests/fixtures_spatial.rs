@@ -11,17 +11,59 @@ mod spatial_support;
 use cortex_core::backprop::backward_with_seed;
 use cortex_core::nn::layers::{self, ForwardCtx};
 use cortex_core::rng::Rng;
-use cortex_core::Tensor;
+use cortex_core::{Device, Tensor};
 use serde_json::{json, Value};
 
 use common::{layer_on_gpu, skip_gpu};
 use spatial_support::*;
 
-/// Runs one fixture case through a layer: sets its params, checks the output and the
-/// gradients of sum(y * cotangent) for the input (unless `int_input`) and every param; with
-/// `gpu` (and GPU tests not skipped), also as a one-layer GPU model. Returns whether the GPU ran it.
+/// Runs one fixture case through the layer code on the CPU and, unless GPU tests are skipped,
+/// again with the weights and input on the GPU; with `gpu`, also as a one-layer model planned
+/// for the GPU. Returns whether the planner ran it.
 fn check_case(case: &Value, class: &str, config: Value, int_input: bool, gpu: bool) -> bool {
+    let (keys, layer_config) = check_case_on(case, class, config.clone(), int_input, Device::Cpu);
+    if skip_gpu() {
+        return false;
+    }
+    check_case_on(case, class, config, int_input, Device::Gpu);
+    if !gpu {
+        return false;
+    }
     let name = case["name"].as_str().unwrap();
+    let x_ref = &case["inputs"]["x"];
+    let weights: Vec<Vec<f32>> = keys.iter().map(|k| data_of(&case["params"][k])).collect();
+    let mut config = layer_config;
+    config["name"] = json!("layer");
+    let dy = Tensor::new(data_of(&case["cotangents"]["y"]), &shape_of(&case["outputs"]["y"])).unwrap();
+    let x = Tensor::new(data_of(x_ref), &shape_of(x_ref)).unwrap();
+    let (gy, gdx, ggrads) = layer_on_gpu(class, &config, &x, &weights, &dy);
+    assert_eq!(gy.shape(), dy.shape(), "{name} (planner): output shape");
+    assert_close(
+        &format!("{name} (planner) y"),
+        gy.data(),
+        &data_of(&case["outputs"]["y"]),
+    );
+    assert_close(
+        &format!("{name} (planner) dx"),
+        gdx.unwrap().data(),
+        &data_of(&case["grads"]["x"]),
+    );
+    assert_eq!(ggrads.len(), keys.len(), "{name} (planner): weight gradients");
+    for (key, grad) in keys.iter().zip(&ggrads) {
+        assert_close(
+            &format!("{name} (planner) d{key}"),
+            grad.as_ref().unwrap().data(),
+            &data_of(&case["grads"][key]),
+        );
+    }
+    true
+}
+
+/// The case through the layer code with its weights and input on `device`: checks the output
+/// and the gradients of sum(y * cotangent) for the input (unless `int_input`) and every param.
+/// Returns the weight names and the layer's config.
+fn check_case_on(case: &Value, class: &str, config: Value, int_input: bool, device: Device) -> (Vec<String>, Value) {
+    let name = format!("{} ({})", case["name"].as_str().unwrap(), device.name());
     let x_ref = if int_input {
         &case["int_inputs"]["x"]
     } else {
@@ -39,13 +81,12 @@ fn check_case(case: &Value, class: &str, config: Value, int_input: bool, gpu: bo
         let key = p.name.split('/').next_back().unwrap();
         assert_eq!(p.shape(), shape_of(&case["params"][key]), "{name}: {key} shape");
         p.set(data_of(&case["params"][key])).unwrap();
+        p.to_device(device).unwrap();
     }
-    let x = if int_input {
-        Tensor::new(data_of(x_ref), &x_shape).unwrap()
-    } else {
-        Tensor::variable(data_of(x_ref), &x_shape).unwrap()
-    };
+    let x = Tensor::new(data_of(x_ref), &x_shape).unwrap().to(device).unwrap();
+    let x = if int_input { x } else { x.with_requires_grad(true) };
     let y = forward(l.as_ref(), &x);
+    assert_eq!(y.device(), device, "{name}: the output stays on the device");
     assert_eq!(
         y.shape(),
         shape_of(&case["outputs"]["y"]).as_slice(),
@@ -71,36 +112,11 @@ fn check_case(case: &Value, class: &str, config: Value, int_input: bool, gpu: bo
             &data_of(&case["grads"][key]),
         );
     }
-    if !gpu || skip_gpu() {
-        return false;
-    }
-    // The same case as a one-layer GPU model, from the CPU layer's own config.
-    let keys: Vec<String> = params
+    let keys = params
         .iter()
         .map(|p| p.name.split('/').next_back().unwrap().to_string())
         .collect();
-    let weights: Vec<Vec<f32>> = keys.iter().map(|k| data_of(&case["params"][k])).collect();
-    let mut config = l.config();
-    config["name"] = json!("layer");
-    let dy = Tensor::new(data_of(&case["cotangents"]["y"]), y.shape()).unwrap();
-    let x = Tensor::new(data_of(x_ref), &x_shape).unwrap();
-    let (gy, gdx, ggrads) = layer_on_gpu(class, &config, &x, &weights, &dy);
-    assert_eq!(gy.shape(), y.shape(), "{name} (gpu): output shape");
-    assert_close(&format!("{name} (gpu) y"), gy.data(), &data_of(&case["outputs"]["y"]));
-    assert_close(
-        &format!("{name} (gpu) dx"),
-        gdx.unwrap().data(),
-        &data_of(&case["grads"]["x"]),
-    );
-    assert_eq!(ggrads.len(), keys.len(), "{name} (gpu): weight gradients");
-    for (key, grad) in keys.iter().zip(&ggrads) {
-        assert_close(
-            &format!("{name} (gpu) d{key}"),
-            grad.as_ref().unwrap().data(),
-            &data_of(&case["grads"][key]),
-        );
-    }
-    true
+    (keys, l.config())
 }
 
 /// The expected count of GPU-checked cases: `n`, or 0 when GPU tests are skipped.

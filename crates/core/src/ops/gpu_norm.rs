@@ -32,9 +32,7 @@ pub(crate) fn layer_norm(x: &Tensor, gamma: Option<&Tensor>, beta: Option<&Tenso
         x.shape().to_vec(),
         |_| {
             Op::GpuCustom(Box::new(LayerNormBackward {
-                x: x.clone(),
-                gamma: gamma.cloned(),
-                beta: beta.cloned(),
+                operands: Affine::new(x, gamma, beta),
                 gamma_buf: gg,
                 mean: out.mean,
                 rstd: out.rstd,
@@ -44,10 +42,47 @@ pub(crate) fn layer_norm(x: &Tensor, gamma: Option<&Tensor>, beta: Option<&Tenso
     ))
 }
 
-struct LayerNormBackward {
+/// A normalisation's differentiable operands: the input and the optional scale and offset.
+struct Affine {
     x: Tensor,
     gamma: Option<Tensor>,
     beta: Option<Tensor>,
+}
+
+impl Affine {
+    fn new(x: &Tensor, gamma: Option<&Tensor>, beta: Option<&Tensor>) -> Affine {
+        Affine {
+            x: x.clone(),
+            gamma: gamma.cloned(),
+            beta: beta.cloned(),
+        }
+    }
+
+    fn inputs(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.x];
+        v.extend(self.gamma.iter());
+        v.extend(self.beta.iter());
+        v
+    }
+
+    /// The gradients of the operands that have one.
+    fn grads(&self, dx: Option<GpuTensor>, dgamma: GpuTensor, dbeta: GpuTensor) -> Vec<(Tensor, Tensor)> {
+        let mut v = Vec::with_capacity(3);
+        if let Some(dx) = dx {
+            v.push((self.x.clone(), grad(dx)));
+        }
+        if let Some(t) = &self.gamma {
+            v.push((t.clone(), grad(dgamma)));
+        }
+        if let Some(t) = &self.beta {
+            v.push((t.clone(), grad(dbeta)));
+        }
+        v
+    }
+}
+
+struct LayerNormBackward {
+    operands: Affine,
     gamma_buf: GpuTensor,
     mean: GpuTensor,
     rstd: GpuTensor,
@@ -58,22 +93,12 @@ impl GpuCustomOp for LayerNormBackward {
         "layerNormalization"
     }
     fn inputs(&self) -> Vec<&Tensor> {
-        let mut v = vec![&self.x];
-        v.extend(self.gamma.iter());
-        v.extend(self.beta.iter());
-        v
+        self.operands.inputs()
     }
     fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
-        let gx = buf(&self.x)?;
+        let gx = buf(&self.operands.x)?;
         let g = run(|gpu| gpu.layer_norm_backward(&gx, &self.gamma_buf, &self.mean, &self.rstd, dy))?;
-        let mut v = vec![(self.x.clone(), grad(g.dx))];
-        if let Some(t) = &self.gamma {
-            v.push((t.clone(), grad(g.dgamma)));
-        }
-        if let Some(t) = &self.beta {
-            v.push((t.clone(), grad(g.dbeta)));
-        }
-        Ok(v)
+        Ok(self.operands.grads(Some(g.dx), g.dgamma, g.dbeta))
     }
 }
 
@@ -112,9 +137,7 @@ pub(crate) fn batch_norm(
         x.shape().to_vec(),
         |_| {
             Op::GpuCustom(Box::new(BatchNormBackward {
-                x: x.clone(),
-                gamma: gamma.cloned(),
-                beta: beta.cloned(),
+                operands: Affine::new(x, gamma, beta),
                 mean,
                 var,
                 eps,
@@ -127,9 +150,7 @@ pub(crate) fn batch_norm(
 }
 
 struct BatchNormBackward {
-    x: Tensor,
-    gamma: Option<Tensor>,
-    beta: Option<Tensor>,
+    operands: Affine,
     mean: GpuTensor,
     var: GpuTensor,
     eps: f32,
@@ -141,14 +162,12 @@ impl GpuCustomOp for BatchNormBackward {
         "batchNormalization"
     }
     fn inputs(&self) -> Vec<&Tensor> {
-        let mut v = vec![&self.x];
-        v.extend(self.gamma.iter());
-        v.extend(self.beta.iter());
-        v
+        self.operands.inputs()
     }
     fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
-        let gx = buf(&self.x)?;
-        let gg = self.gamma.as_ref().map(buf).transpose()?;
+        let a = &self.operands;
+        let gx = buf(&a.x)?;
+        let gg = a.gamma.as_ref().map(buf).transpose()?;
         let g = run(|gpu| {
             gpu.batch_norm_backward(
                 &gx,
@@ -158,19 +177,9 @@ impl GpuCustomOp for BatchNormBackward {
                 gg.as_ref(),
                 self.eps,
                 self.batch_stats,
-                self.x.tracks(),
+                a.x.tracks(),
             )
         })?;
-        let mut v = Vec::with_capacity(3);
-        if let Some(dx) = g.dx {
-            v.push((self.x.clone(), grad(dx)));
-        }
-        if let Some(t) = &self.gamma {
-            v.push((t.clone(), grad(g.dgamma)));
-        }
-        if let Some(t) = &self.beta {
-            v.push((t.clone(), grad(g.dbeta)));
-        }
-        Ok(v)
+        Ok(a.grads(g.dx, g.dgamma, g.dbeta))
     }
 }

@@ -130,26 +130,19 @@ impl Model {
     /// Clips (the optimizer's `clipnorm` / `clipvalue`) and applies one gradient per weight, in
     /// `visit_params` order; weights that do not train or got no gradient are left alone.
     pub(crate) fn apply_gradients(&mut self, mut grads: Vec<Option<Vec<f32>>>) -> Result<()> {
-        self.compiled()?;
-        // Take the compile state out so weights can be visited while the optimizer mutates.
-        let mut compiled = self.compiled.take().expect("checked above");
-        compiled.optimizer.clip_gradients(&mut grads);
-        compiled.optimizer.begin_step();
-        let mut result = Ok(());
-        let mut index = 0;
-        self.visit_params(&mut |_, p, _| {
-            let i = index;
-            index += 1;
-            if let (true, Some(g), Ok(())) = (
-                compiled.trainable.contains(&(p as *const Param as usize)),
-                &grads[i],
-                &result,
-            ) {
-                result = p.update(|data| compiled.optimizer.update(i, data, g));
-            }
-        });
-        self.compiled = Some(compiled);
-        result
+        self.compiled_ref()?.optimizer.clip_gradients(&mut grads);
+        // Host gradients as (flat) host tensors: the update runs on the host.
+        let grads = grads
+            .into_iter()
+            .map(|g| {
+                g.map(|g| {
+                    let n = g.len();
+                    Tensor::new(g, &[n])
+                })
+                .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.apply_device_gradients(grads)
     }
 
     /// Applies one gradient tensor per weight (`None`: no gradient) with the optimizer's device
@@ -157,6 +150,7 @@ impl Model {
     /// others.
     pub(crate) fn apply_device_gradients(&mut self, grads: Vec<Option<Tensor>>) -> Result<()> {
         self.compiled()?;
+        // Take the compile state out so weights can be visited while the optimizer mutates.
         let mut compiled = self.compiled.take().expect("checked above");
         compiled.optimizer.begin_step();
         let mut result = Ok(());

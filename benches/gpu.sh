@@ -62,6 +62,10 @@ run)
   done
   # Stage profiles (stderr, see benches/gpu_bench.ts) also go to $OUT/gpu-profile.jsonl.
   timeout 240 node .device/gpu_bench.mjs 2> >(tee -a "${OUT:-.}/gpu-profile.jsonl" >&2) | tee -a "$out"
+  # The same models through the layers' own code on GPU tensors (issue 15's one-tensor path),
+  # in the same session: the figures that decide whether the planner stays.
+  ENGINE=layers GPU_BENCH_PROFILE=0 timeout 240 node .device/gpu_bench.mjs | tee -a "$out" ||
+    echo '{"failed":"gpu_bench.mjs ENGINE=layers"}' | tee -a "$out"
   # The same library bench under wgpu's full run-time checks, and with one queue submission
   # per kernel call: what each of those defaults is worth, measured in the same session.
   # GPU_BENCH_VARIANTS replaces that list (CORTEX_CONV_KERNEL=tile64: the first conv layer

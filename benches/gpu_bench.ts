@@ -10,6 +10,11 @@
  * numbers (GEMM 4096^3 and 8192^3, conv2d) come from `cortex-wgpu`'s `gpu_bench` example;
  * benches/gpu.sh runs both on a bare GPU machine.
  *
+ * ENGINE=layers runs the same models through the layers' own code on GPU tensors
+ * (`model.to('gpu')`, the one-tensor path of issue 15) instead of the planned GPU steps of
+ * `compile({ device: 'gpu!' })`; both also time the custom-form GAN step (MLP generator and
+ * discriminator as in examples/gan.ts, batch 64, Adam), which only the layers' path runs.
+ *
  *   tsx benches/gpu_bench.ts           (SIZES=small for a software adapter such as lavapipe)
  */
 import {
@@ -29,10 +34,23 @@ import {
   multiHeadAttention,
   sequential,
   tensor,
+  valueAndGrads,
 } from "../index.ts";
 import { emit, median, round, sample } from "./peers/common.ts";
 
 const small = process.env.SIZES === "small";
+const engine = process.env.ENGINE === "layers" ? "layers" : "planner";
+
+type Compiled = Parameters<ReturnType<typeof sequential>["compile"]>[0];
+/** Compiles `m` for the GPU through the chosen engine. */
+function onGpu<M extends { compile(args: Compiled): void; to(device: "gpu"): M }>(m: M, args: Compiled): M {
+  if (engine === "layers") {
+    m.to("gpu").compile(args);
+  } else {
+    m.compile({ ...args, device: "gpu!" });
+  }
+  return m;
+}
 const trainBatch = small ? 32 : 1024;
 const inferBatch = small ? 64 : 8192;
 // PyTorch 2.11 (cuDNN, TF32 off) on an NVIDIA H200, from the GPU issue.
@@ -49,7 +67,7 @@ const model = sequential([
   dropout({ rate: 0.5 }),
   dense({ units: 10, activation: "softmax" }),
 ]);
-model.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy", device: "gpu!" });
+onGpu(model, { optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy" });
 
 const random = (n: number) => Float32Array.from({ length: n }, () => Math.random());
 const x = tensor(random(trainBatch * 784), [trainBatch, 28, 28, 1]);
@@ -75,7 +93,7 @@ const rnn = sequential([
   lstm({ units: 128 }),
   dense({ units: 10, activation: "softmax" }),
 ]);
-rnn.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy", device: "gpu!" });
+onGpu(rnn, { optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy" });
 const tokens = tensor(
   Float32Array.from({ length: lstmBatch * lstmSteps }, () => Math.floor(Math.random() * 1000)),
   [lstmBatch, lstmSteps],
@@ -97,7 +115,7 @@ const block = functionalModel({
   inputs: tokensIn,
   outputs: layerNormalization({ epsilon: 1e-5 }).apply(add().apply([tokensIn, attended])),
 });
-block.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "meanSquaredError", device: "gpu!" });
+onGpu(block, { optimizer: adam({ learningRate: 1e-3 }), loss: "meanSquaredError" });
 const attnX = tensor(random(attnBatch * attnSeq * attnDim), [attnBatch, attnSeq, attnDim]);
 const attnY = tensor(new Float32Array(attnBatch * attnSeq * attnDim), [attnBatch, attnSeq, attnDim]);
 const attnTrainMs = median(
@@ -107,10 +125,50 @@ const attnPredictMs = median(
   await sample(() => block.predict(attnX, { batchSize: attnBatch }), { warmup: 2, runs: small ? 3 : 20 }),
 );
 
+// The custom-form GAN step of examples/gan.ts (PyTorch's anchor: 5.2 ms on the H200): both
+// models on the GPU through their layers, valueAndGrads + applyGradients for each.
+const latent = 100;
+const mlp = (layers: ReturnType<typeof dense>[]) => sequential(layers).to("gpu");
+const generator = mlp([
+  dense({ units: 256, activation: "leakyRelu", inputShape: [latent] }),
+  dense({ units: 256, activation: "leakyRelu" }),
+  dense({ units: 256, activation: "leakyRelu" }),
+  dense({ units: 784, activation: "tanh" }),
+]);
+const discriminator = mlp([
+  dense({ units: 256, activation: "leakyRelu", inputShape: [784] }),
+  dense({ units: 256, activation: "leakyRelu" }),
+  dense({ units: 256, activation: "leakyRelu" }),
+  dense({ units: 1 }),
+]);
+const [gOpt, dOpt] = [adam({ learningRate: 2e-4, beta1: 0.5 }), adam({ learningRate: 2e-4, beta1: 0.5 })];
+const bce = { name: "binaryCrossentropy", fromLogits: true } as const;
+const ganBatch = 64;
+const realImages = tensor(random(ganBatch * 784), [ganBatch, 784]);
+const [ones, zeros] = [
+  tensor(new Float32Array(ganBatch).fill(1), [ganBatch, 1]),
+  tensor(new Float32Array(ganBatch), [ganBatch, 1]),
+];
+const ganStep = () => {
+  const z = tensor(random(ganBatch * latent), [ganBatch, latent]);
+  const d = valueAndGrads(
+    () =>
+      discriminator
+        .call(realImages)
+        .loss(ones, bce)
+        .add(discriminator.call(generator.call(z).toTensor()).loss(zeros, bce)),
+    discriminator,
+  );
+  dOpt.applyGradients(d.grads, discriminator);
+  const g = valueAndGrads(() => discriminator.call(generator.call(z)).loss(ones, bce), generator);
+  gOpt.applyGradients(g.grads, generator);
+};
+const ganMs = median(await sample(async () => ganStep(), { warmup: small ? 2 : 20, runs: small ? 3 : 50 }));
+
 // Where the time goes: CORTEX_GPU_PROFILE=1 makes newly compiled GPU models wait for the
 // device after every stage and print ms per stage (one JSON line per 10 steps, on stderr).
 // It runs after the timed loops above, so it does not slow them.
-if (process.env.GPU_BENCH_PROFILE !== "0") {
+if (engine === "planner" && process.env.GPU_BENCH_PROFILE !== "0") {
   process.env.CORTEX_GPU_PROFILE = "1";
   model.compile({ optimizer: adam({ learningRate: 1e-3 }), loss: "sparseCategoricalCrossentropy", device: "gpu!" });
   for (let i = 0; i < 10; i++) await model.trainOnBatch(x, y);
@@ -126,6 +184,7 @@ const train = trainBatch / (trainMs * 1e-3);
 const infer = inferBatch / (inferMs * 1e-3);
 emit({
   peer: "cortex-nn gpu",
+  engine,
   adapter: model.device,
   // Non-default settings of this run (benches/gpu.sh compares them in one session).
   shader_checks: process.env.CORTEX_WGPU_CHECKS ?? "default",
@@ -145,4 +204,6 @@ emit({
   attn_block: [attnBatch, attnSeq, attnDim],
   attn_block_predict_ms: round(attnPredictMs, 2),
   attn_block_train_step_ms: round(attnTrainMs, 2),
+  gan_custom_step_b64_ms: round(ganMs, 2),
+  vs_h200_pytorch_gan_step: round(5.2 / ganMs, 3),
 });

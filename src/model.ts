@@ -324,7 +324,7 @@ export class Model {
     return this.#native.bf16Kernel ?? null;
   }
 
-  /** `'cpu'`, or the name of the GPU adapter the compiled model runs on. */
+  /** `'cpu'`, or the name of the GPU adapter the model runs on (compiled for it, or moved with {@link Model.to}). */
   get device(): string {
     return this.#native.device ?? "cpu";
   }

@@ -363,17 +363,18 @@ impl Model {
         self.set_weights(&saved)
     }
 
-    /// The adapter a compiled model trains on, or `None` for the CPU.
+    /// The GPU adapter the model trains and predicts on (its planned GPU copy's, or the one
+    /// its weights were moved to), or `None` for the CPU.
     pub fn device_name(&self) -> Option<String> {
-        let c = self.compiled.as_ref()?;
-        if c.layers_on_gpu && self.weights_device() == crate::Device::Gpu {
+        if let Some(gpu) = self.compiled.as_ref().and_then(|c| c.gpu.as_ref()) {
+            return Some(gpu.lock().unwrap_or_else(|e| e.into_inner()).adapter_name().to_string());
+        }
+        if self.weights_device() == crate::Device::Gpu {
             return crate::device::shared_gpu()
                 .ok()
                 .map(|g| g.adapter_summary().name.clone());
         }
-        let gpu = c.gpu.as_ref()?;
-        let name = gpu.lock().unwrap_or_else(|e| e.into_inner()).adapter_name().to_string();
-        Some(name)
+        None
     }
 
     /// Copies weights a planned GPU model trained back into the parameters, this model's and

@@ -216,6 +216,15 @@ describe.skipIf(skip)("tape tensors on the GPU", () => {
     for (let i = 0; i < 2; i++) expect(maxRelDiff(gpu.weights[i], cpu.weights[i])).toBeLessThan(1e-4);
   });
 
+  it("put the weights of a model built later where model.to() asked", async () => {
+    const m = sequential([dense({ units: 3, activation: "relu" }), dense({ units: 1 })]).to("gpu");
+    expect(m.weightsDevice).toBe("cpu"); // no weights yet
+    m.compile({ optimizer: "sgd", loss: "meanSquaredError" });
+    await m.fit(randomTensor([8, 4], 40), randomTensor([8, 1], 41), { epochs: 1, verbose: 0 });
+    expect(m.weightsDevice).toBe("gpu");
+    expect(m.device).not.toBe("cpu");
+  });
+
   it("keep values on the device they were put on, and read them back", () => {
     const t = randomTensor([3, 4], 5);
     const g = constant(t).to("gpu");

@@ -168,8 +168,8 @@ export declare class NativeModel {
   /** Where the weights live for `call` and the tape: `'cpu'` or `'gpu'`. */
   get weightsDevice(): string
   /**
-   * Moves the weights to `device` (`'cpu'` or `'gpu'`) for `call`, `valueAndGrads` and
-   * `applyGradients`.
+   * Moves the weights to `device` (`'cpu'` or `'gpu'`), and those of a later build, for
+   * `call`, `fit`, `predict`, `valueAndGrads` and `applyGradients`.
    */
   toDevice(device: string): void
   /** Why a GPU asked for in `compile` is not used (the model runs on the CPU); null otherwise. */

@@ -215,13 +215,13 @@ impl NativeModel {
         model_of(&self.inner.read()).weights_device().name().to_string()
     }
 
-    /// Moves the weights to `device` (`'cpu'` or `'gpu'`) for `call`, `valueAndGrads` and
-    /// `applyGradients`.
+    /// Moves the weights to `device` (`'cpu'` or `'gpu'`), and those of a later build, for
+    /// `call`, `fit`, `predict`, `valueAndGrads` and `applyGradients`.
     #[napi]
     pub fn to_device(&self, device: String) -> napi::Result<()> {
-        let inner = self.inner.read();
+        let mut inner = self.inner.write();
         guarded("to", || {
-            model_of(&inner).to_device(cortex_core::Device::parse(&device)?)
+            model_of_mut(&mut inner).to_device(cortex_core::Device::parse(&device)?)
         })
     }
 

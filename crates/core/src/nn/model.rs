@@ -96,6 +96,8 @@ pub struct Model {
     shapes: HashMap<Source, Vec<usize>>,
     compiled: Option<Compiled>,
     pub(crate) rng: Rng,
+    /// Where `to_device` put the weights: weights made later (a deferred build) go there too.
+    placement: crate::Device,
 }
 
 /// Rows `idx` of a tensor whose first axis is the sample axis.
@@ -201,6 +203,9 @@ impl Model {
         if let Err(e) = self.build_graph() {
             self.inputs.clear();
             return Err(e);
+        }
+        if self.placement != crate::Device::Cpu {
+            self.to_device(self.placement)?;
         }
         Ok(())
     }
@@ -613,7 +618,13 @@ impl Model {
     /// weights as the model runs), for `call` and the tape as for `fit`, `evaluate` and
     /// `predict` of a model compiled for the CPU (`compile({ device: 'gpu' })` is separate: it
     /// plans the model onto the GPU kernels with weights of its own).
-    pub fn to_device(&self, device: crate::Device) -> Result<()> {
+    pub fn to_device(&mut self, device: crate::Device) -> Result<()> {
+        self.placement = device;
+        self.move_weights(device)
+    }
+
+    /// Moves every weight to `device` (without changing where later-built weights go).
+    fn move_weights(&self, device: crate::Device) -> Result<()> {
         self.sync_from_device()?;
         let mut result = Ok(());
         self.visit_params(&mut |_, p, _| {

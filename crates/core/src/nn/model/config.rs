@@ -127,6 +127,7 @@ impl Model {
             shapes: HashMap::new(),
             compiled: None,
             rng,
+            placement: crate::Device::Cpu,
         };
         if functional {
             model.inputs = obj

@@ -6,12 +6,14 @@
 import { describe, expect, it } from "vitest";
 import {
   activation,
+  attacks,
   batchNormalization,
   constant,
   conv2d,
   type Device,
   dense,
   dropout,
+  explain,
   flatten,
   input,
   lstm,
@@ -223,6 +225,31 @@ describe.skipIf(skip)("tape tensors on the GPU", () => {
     await m.fit(randomTensor([8, 4], 40), randomTensor([8, 1], 41), { epochs: 1, verbose: 0 });
     expect(m.weightsDevice).toBe("gpu");
     expect(m.device).not.toBe("cpu");
+  });
+
+  it("explain and attack a model whose weights are on the GPU as on the CPU", async () => {
+    const m = sequential(
+      [
+        conv2d({ filters: 2, kernelSize: 3, activation: "relu", inputShape: [6, 6, 1], name: "features" }),
+        flatten(),
+        dense({ units: 3, activation: "softmax" }),
+      ],
+      { seed: 1 },
+    );
+    m.compile({ optimizer: "adam", loss: "sparseCategoricalCrossentropy" });
+    const x = randomTensor([2, 6, 6, 1], 42);
+    const y = tensor([0, 2], [2]);
+    const run = async () => ({
+      saliency: (await explain.saliency(m, x, { target: [0, 2] })).data,
+      cam: (await explain.gradCam(m, x, { target: [0, 2], layer: "features" })).data,
+      fgsm: (await attacks.fgsm(m, x, y, { epsilon: 0.1, clip: false })).data,
+    });
+    const cpu = await run();
+    m.to("gpu");
+    const gpu = await run();
+    expect(maxRelDiff(gpu.saliency, cpu.saliency)).toBeLessThan(1e-4);
+    expect(maxRelDiff(gpu.cam, cpu.cam)).toBeLessThan(1e-4);
+    expect(maxRelDiff(gpu.fgsm, cpu.fgsm)).toBeLessThan(1e-4);
   });
 
   it("keep values on the device they were put on, and read them back", () => {

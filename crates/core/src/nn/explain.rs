@@ -83,7 +83,7 @@ fn class_score(out: &Tensor, classes: &[usize]) -> Result<(Tensor, Vec<f32>)> {
         mask[i * k + c] = 1.0;
         values.push(out.data()[i * k + c]);
     }
-    let picked = ops::mul(out, &Tensor::new(mask, out.shape())?)?;
+    let picked = ops::mul(out, &Tensor::new(mask, out.shape())?.to(out.device())?)?;
     Ok((ops::sum(&picked)?, values))
 }
 

@@ -582,7 +582,7 @@ impl Model {
                 .enumerate()
             {
                 if tap == Some(n) && o == 0 {
-                    t = Tensor::variable(t.to_vec(), t.shape())?;
+                    t = t.detach().with_requires_grad(true);
                     tapped = Some(t.clone());
                 }
                 values.insert(Source::Node(n, o), (t, m));

@@ -181,13 +181,14 @@ fn split_devices_and_ops_without_gpu_kernels_are_errors_that_name_the_op() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("split has no GPU kernel yet"), "{err}");
-    let loss = cortex_core::nn::loss::Loss::parse(&serde_json::json!("meanSquaredError")).unwrap();
+    let loss = cortex_core::nn::loss::Loss::parse(&serde_json::json!("binaryCrossentropy")).unwrap();
+    let probs = ops::activation(&gpu, Activation::Sigmoid).unwrap();
     let err = loss
-        .compute_weighted(&gpu, &gpu, Some(&[1.0, 2.0]))
+        .compute_weighted(&probs, &probs, Some(&[1.0, 2.0]))
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("a loss with sample or class weights has no GPU kernel yet"),
+        err.contains("from probabilities with sample or class weights has no GPU kernel yet"),
         "{err}"
     );
 }
@@ -551,4 +552,45 @@ fn transposed_convolution_and_noise_layers_train_on_the_gpu_as_on_the_cpu() {
     let x = Tensor::new(values(4 * 5, 100), &[4, 5]).unwrap();
     let y = Tensor::new(values(4 * 8 * 8 * 2, 101), &[4, 8, 8, 2]).unwrap();
     trains_alike(&config, "meanSquaredError", &x, &y);
+}
+
+/// Losses with one weight per sample (class and sample weights) on the GPU, composed from ops,
+/// against the CPU's fused losses: values and gradients.
+#[test]
+fn weighted_losses_give_the_cpu_values_and_gradients_on_the_gpu() {
+    if skip() {
+        return;
+    }
+    use cortex_core::nn::loss::Loss;
+    use serde_json::json;
+    let weights = [0.5, 2.0, 0.0, 1.5];
+    for spec in [
+        json!("meanSquaredError"),
+        json!("meanAbsoluteError"),
+        json!({"name": "binaryCrossentropy", "fromLogits": true}),
+        json!({"name": "categoricalCrossentropy", "fromLogits": true}),
+        json!({"name": "sparseCategoricalCrossentropy", "fromLogits": true}),
+    ] {
+        let loss = Loss::parse(&spec).unwrap();
+        let sparse = spec["name"] == "sparseCategoricalCrossentropy";
+        let target = match (sparse, spec["name"].as_str()) {
+            (true, _) => Tensor::new(vec![2.0, 0.0, 1.0, 2.0], &[4]).unwrap(),
+            (_, Some("categoricalCrossentropy")) => {
+                Tensor::new((0..12).map(|i| (i % 3 == i / 3 % 3) as u8 as f32).collect(), &[4, 3]).unwrap()
+            }
+            _ => Tensor::new(values(12, 120).iter().map(|v| v.abs()).collect(), &[4, 3]).unwrap(),
+        };
+        let run = |device: Device| {
+            let pred = leaf(values(12, 121), &[4, 3], device);
+            let value = loss
+                .compute_weighted(&pred, &target.to(device).unwrap(), Some(&weights))
+                .unwrap();
+            assert_eq!(value.device(), device);
+            let grads = backward(&value).unwrap();
+            (value.to_vec(), grad_of(&grads, &pred))
+        };
+        let ((cv, cg), (gv, gg)) = (run(Device::Cpu), run(Device::Gpu));
+        assert_close(&format!("{spec} loss"), &gv, &cv);
+        assert_close(&format!("{spec} grad"), &gg, &cg);
+    }
 }

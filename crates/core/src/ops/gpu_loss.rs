@@ -49,6 +49,54 @@ pub(crate) fn compute(loss: &Loss, pred: &Tensor, target: &Tensor) -> Result<Ten
     ))
 }
 
+/// `loss(pred, target)` with one weight per sample (`classWeight` / `sampleWeight`), composed
+/// from ops on the device: each element's term times its sample's weight, summed and divided
+/// as Keras' `sum_over_batch_size` does (the CPU's fused losses compute the same). The
+/// cross-entropies from probabilities need a clipped log, which has no GPU op yet.
+pub(crate) fn compute_weighted(loss: &Loss, pred: &Tensor, target: &Tensor, weights: &[f32]) -> Result<Tensor> {
+    use super::{activation, add, log_softmax, mul, scale, sub, sum};
+    use crate::cpu::elementwise::Activation::{Relu, Softplus};
+    let n = pred.len();
+    let per_sample = (n / weights.len().max(1)).max(1);
+    let expanded: Vec<f32> = (0..n).map(|i| weights[i / per_sample]).collect();
+    let w = Tensor::new(expanded, pred.shape())?.to(pred.device())?;
+    let weighted_mean = |terms: &Tensor, count: usize| scale(&sum(&mul(terms, &w)?)?, 1.0 / count.max(1) as f32);
+    match *loss {
+        Loss::MeanSquaredError => {
+            let d = sub(pred, target)?;
+            weighted_mean(&mul(&d, &d)?, n)
+        }
+        Loss::MeanAbsoluteError => {
+            // |d| as relu(d) + relu(-d): no gradient where they are equal, as on the CPU.
+            let d = sub(pred, target)?;
+            weighted_mean(&add(&activation(&d, Relu)?, &activation(&scale(&d, -1.0)?, Relu)?)?, n)
+        }
+        Loss::BinaryCrossentropy { from_logits: true } => {
+            weighted_mean(&sub(&activation(pred, Softplus)?, &mul(pred, target)?)?, n)
+        }
+        Loss::CategoricalCrossentropy { from_logits: true }
+        | Loss::SparseCategoricalCrossentropy { from_logits: true } => {
+            let classes = *pred.shape().last().unwrap_or(&1);
+            let targets = match loss {
+                // Labels as one-hot rows (read back: one value per row).
+                Loss::SparseCategoricalCrossentropy { .. } => {
+                    let mut onehot = vec![0.0; n];
+                    for (r, &label) in target.host_values()?.iter().enumerate() {
+                        onehot[r * classes + label as usize] = 1.0;
+                    }
+                    Tensor::new(onehot, pred.shape())?.to(pred.device())?
+                }
+                _ => target.clone(),
+            };
+            let terms = mul(&log_softmax(pred)?, &targets)?;
+            scale(&weighted_mean(&terms, n / classes.max(1))?, -1.0)
+        }
+        _ => Err(super::gpu::no_gpu_kernel(
+            "a cross-entropy from probabilities with sample or class weights",
+        )),
+    }
+}
+
 /// A fused loss's backward: the saved gradient times the upstream scalar.
 struct LossBackward {
     x: Tensor,

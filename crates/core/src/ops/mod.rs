@@ -16,7 +16,7 @@ mod nn;
 pub use arith::*;
 pub use gpu::gpu_activation;
 pub(crate) use gpu::{no_gpu_kernel, on_gpu};
-pub(crate) use gpu_loss::compute as loss_on_gpu;
+pub(crate) use gpu_loss::{compute as loss_on_gpu, compute_weighted as weighted_loss_on_gpu};
 pub(crate) use gpu_spatial::{
     conv2d as conv2d_on_gpu, conv2d_transpose as conv2d_transpose_on_gpu, pad2d as pad2d_on_gpu,
     upsample2d as upsample2d_on_gpu,

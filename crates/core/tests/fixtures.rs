@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 mod common;
 mod fixture_support;
-use common::{layer_on_gpu, skip_gpu};
+use common::{check_planner_case, skip_gpu};
 use fixture_support::{all_cases, cases, data_of, shape_of};
 
 fn tensor_of(v: &Value) -> Tensor {
@@ -88,7 +88,7 @@ fn check_layer_case(case: &Value) -> Checked {
     }
     if on_gpu_too(op, &case["attrs"]) {
         let (class, config) = layer_config(case);
-        check_layer_on_gpu(case, &class, &config, &keys);
+        check_planner_case(case, &class, &config, &keys);
         checked.planner = 1;
     }
     if through_tape_on_gpu(op) {
@@ -172,29 +172,6 @@ fn on_gpu_too(op: &str, attrs: &Value) -> bool {
         "dense" | "conv2d" | "max_pooling2d" | "avg_pooling2d" | "global_average_pooling2d" => true,
         "activation" => !matches!(attrs["activation"].as_str().unwrap(), "softmax" | "log_softmax"),
         _ => false,
-    }
-}
-
-/// The case's layer as a one-layer model compiled for the GPU: output, input gradient and
-/// weight gradients for the fixture's cotangent.
-fn check_layer_on_gpu(case: &Value, class: &str, config: &Value, keys: &[String]) {
-    let name = format!("{} (gpu)", case["name"].as_str().unwrap());
-    let x = tensor_of(&case["inputs"]["x"]);
-    let weights: Vec<Vec<f32>> = keys.iter().map(|k| data_of(&case["params"][k])).collect();
-    let (y, dx, grads) = layer_on_gpu(class, config, &x, &weights, &tensor_of(&case["cotangents"]["y"]));
-    assert_eq!(
-        y.shape(),
-        shape_of(&case["outputs"]["y"]).as_slice(),
-        "{name}: output shape"
-    );
-    assert_close(&format!("{name} y"), y.data(), &case["outputs"]["y"]);
-    assert_close(&format!("{name} dx"), dx.unwrap().data(), &case["grads"]["x"]);
-    for (key, grad) in keys.iter().zip(&grads) {
-        assert_close(
-            &format!("{name} d{key}"),
-            grad.as_ref().unwrap().data(),
-            &case["grads"][key],
-        );
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 mod common;
 mod fixture_support;
-use common::{layer_on_gpu, skip_gpu};
+use common::{check_planner_case, skip_gpu};
 use fixture_support::{assert_close, cases, data_of, shape_of};
 
 fn class_of(op: &str) -> &'static str {
@@ -36,30 +36,8 @@ fn check_case(case: &Value) {
         return;
     }
     check_case_on(case, Device::Gpu);
-    let name = case["name"].as_str().unwrap();
-    let x = Tensor::new(data_of(&case["inputs"]["x"]), &shape_of(&case["inputs"]["x"])).unwrap();
-    let weights: Vec<Vec<f32>> = keys.iter().map(|k| data_of(&case["params"][k.as_str()])).collect();
-    let dy = Tensor::new(data_of(&case["cotangents"]["y"]), &shape_of(&case["outputs"]["y"])).unwrap();
     let class = class_of(case["op"].as_str().unwrap());
-    let (gy, gdx, ggrads) = layer_on_gpu(class, &config, &x, &weights, &dy);
-    assert_close(
-        &format!("{name} (planner) y"),
-        gy.data(),
-        &data_of(&case["outputs"]["y"]),
-    );
-    assert_close(
-        &format!("{name} (planner) dx"),
-        gdx.unwrap().data(),
-        &data_of(&case["grads"]["x"]),
-    );
-    for (key, grad) in keys.iter().zip(&ggrads) {
-        let want = data_of(&case["grads"][key.as_str()]);
-        assert_close(
-            &format!("{name} (planner) d{key}"),
-            grad.as_ref().unwrap().data(),
-            &want,
-        );
-    }
+    check_planner_case(case, class, &config, &keys);
 }
 
 /// The case through the layer code with its weights and input on `device`; returns the

@@ -14,7 +14,7 @@ use cortex_core::rng::Rng;
 use cortex_core::{Device, Tensor};
 use serde_json::{json, Value};
 
-use common::{layer_on_gpu, skip_gpu};
+use common::{check_planner_case, layer_on_gpu, skip_gpu};
 use spatial_support::*;
 
 /// Runs one fixture case through the layer code on the CPU and, unless GPU tests are skipped,
@@ -29,33 +29,9 @@ fn check_case(case: &Value, class: &str, config: Value, int_input: bool, gpu: bo
     if !gpu {
         return false;
     }
-    let name = case["name"].as_str().unwrap();
-    let x_ref = &case["inputs"]["x"];
-    let weights: Vec<Vec<f32>> = keys.iter().map(|k| data_of(&case["params"][k])).collect();
     let mut config = layer_config;
     config["name"] = json!("layer");
-    let dy = Tensor::new(data_of(&case["cotangents"]["y"]), &shape_of(&case["outputs"]["y"])).unwrap();
-    let x = Tensor::new(data_of(x_ref), &shape_of(x_ref)).unwrap();
-    let (gy, gdx, ggrads) = layer_on_gpu(class, &config, &x, &weights, &dy);
-    assert_eq!(gy.shape(), dy.shape(), "{name} (planner): output shape");
-    assert_close(
-        &format!("{name} (planner) y"),
-        gy.data(),
-        &data_of(&case["outputs"]["y"]),
-    );
-    assert_close(
-        &format!("{name} (planner) dx"),
-        gdx.unwrap().data(),
-        &data_of(&case["grads"]["x"]),
-    );
-    assert_eq!(ggrads.len(), keys.len(), "{name} (planner): weight gradients");
-    for (key, grad) in keys.iter().zip(&ggrads) {
-        assert_close(
-            &format!("{name} (planner) d{key}"),
-            grad.as_ref().unwrap().data(),
-            &data_of(&case["grads"][key]),
-        );
-    }
+    check_planner_case(case, class, &config, &keys);
     true
 }
 

@@ -619,19 +619,28 @@ impl Model {
     /// `predict` of a model compiled for the CPU (`compile({ device: 'gpu' })` is separate: it
     /// plans the model onto the GPU kernels with weights of its own).
     pub fn to_device(&mut self, device: crate::Device) -> Result<()> {
+        self.move_weights(device)?;
         self.placement = device;
-        self.move_weights(device)
+        Ok(())
     }
 
     /// Moves every weight to `device` (without changing where later-built weights go).
     fn move_weights(&self, device: crate::Device) -> Result<()> {
         self.sync_from_device()?;
+        let before = self.weights_device();
         let mut result = Ok(());
         self.visit_params(&mut |_, p, _| {
             if result.is_ok() {
                 result = p.to_device(device);
             }
         });
+        if result.is_err() {
+            // A weight that did not fit (device memory, buffer limits): all go back, so the
+            // model is never split across devices.
+            self.visit_params(&mut |_, p, _| {
+                let _ = p.to_device(before);
+            });
+        }
         result
     }
 

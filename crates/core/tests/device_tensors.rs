@@ -206,7 +206,7 @@ fn convolution_pooling_and_dropout_run_on_the_gpu_as_on_the_cpu() {
         let b = leaf(values(4, 13), &[4], device);
         let w2 = leaf(values(3 * 3 * 4 * 4, 14), &[3, 3, 4, 4], device);
         let y = ops::conv2d(&x, &w, Some(&b), [2, 1], [1, 2], padding).unwrap();
-        let y = ops::conv2d_act(&y, &w2, None, [1, 1], [1, 1], Padding::Same, Activation::Tanh).unwrap();
+        let y = ops::conv2d_act(&y, &w2, None, [1, 1], [1, 1], Padding::Same, Activation::Tanh, None).unwrap();
         let m = ops::max_pool2d(&y, [2, 2], [1, 2], padding).unwrap();
         let a = ops::avg_pool2d(&y, [3, 2], [2, 1], padding).unwrap();
         let g = ops::global_avg_pool(&y).unwrap();

@@ -172,6 +172,41 @@ fn run(
     })
 }
 
+/// `c[rows, o_pad] = a[rows, k] · w[k, o_pad]` on this thread, with the direct kernel's register
+/// tiles (a 1x1 convolution over `rows` pixels): Winograd's 16 per-position products use it.
+/// `zeros` holds `o_pad` zeros (the tiles start their accumulators at a bias).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn gemm_rows(isa: Isa, a: &[f32], k: usize, w: &[f32], zeros: &[f32], c: &mut [f32]) {
+    let o_pad = zeros.len();
+    let rows = c.len() / o_pad.max(1);
+    assert!(
+        a.len() >= rows * k && w.len() == k * o_pad && c.len() == rows * o_pad,
+        "gemm_rows: lengths"
+    );
+    if rows == 0 || k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let plan = Plan {
+        x: a,
+        w,
+        bias: zeros,
+        o_pad,
+        taps: vec![0],
+        px_stride: k,
+        row_stride: 0,
+        img_len: 0,
+    };
+    // SAFETY: `isa` came from `isa()`; pixel `p`'s window is row `p` of `a` (checked above),
+    // and `c` holds `rows * o_pad` floats.
+    unsafe {
+        match isa {
+            Isa::Avx512 => row_avx512(&plan, 0, rows, o_pad, false, c.as_mut_ptr()),
+            Isa::Avx2 => row_avx2(&plan, 0, rows, o_pad, false, c.as_mut_ptr()),
+        }
+    }
+}
+
 /// Copies each image into a zero frame of `hp x wp` at `(pad_top, pad_left)`.
 fn pad_images(x: &[f32], g: &Conv2dGeometry, hp: usize, wp: usize) -> Vec<f32> {
     let c = g.in_c;

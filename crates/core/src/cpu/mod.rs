@@ -8,6 +8,7 @@ pub mod bf16;
 pub mod conv;
 pub mod conv_direct;
 pub mod conv_transpose;
+pub mod conv_winograd;
 pub mod elementwise;
 pub mod gemv;
 pub mod int8;

@@ -18,6 +18,8 @@ pub(crate) trait Lanes: Copy {
     unsafe fn load_first(p: *const f32, n: usize) -> Self;
     unsafe fn splat(p: *const f32) -> Self;
     unsafe fn max(a: Self, b: Self) -> Self;
+    unsafe fn add(a: Self, b: Self) -> Self;
+    unsafe fn sub(a: Self, b: Self) -> Self;
     /// `a * b + c`, fused.
     unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self;
     unsafe fn store(self, p: *mut f32);
@@ -51,6 +53,16 @@ impl Lanes for __m512 {
     unsafe fn max(a: Self, b: Self) -> Self {
         // SAFETY: see the module docs.
         unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: see the module docs.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self, b: Self) -> Self {
+        // SAFETY: see the module docs.
+        unsafe { _mm512_sub_ps(a, b) }
     }
     #[inline(always)]
     unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
@@ -104,6 +116,16 @@ impl Lanes for __m256 {
     unsafe fn max(a: Self, b: Self) -> Self {
         // SAFETY: see the module docs.
         unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: see the module docs.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self, b: Self) -> Self {
+        // SAFETY: see the module docs.
+        unsafe { _mm256_sub_ps(a, b) }
     }
     #[inline(always)]
     unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {

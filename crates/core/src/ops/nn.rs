@@ -5,7 +5,7 @@ use super::gpu_spatial;
 use crate::backprop::Op;
 use crate::cpu::conv::{self, Conv2dGeometry, Padding};
 use crate::cpu::elementwise::{self, Activation};
-use crate::cpu::{conv_direct, pool, softmax};
+use crate::cpu::{conv_direct, conv_winograd, pool, softmax};
 use crate::rng::Rng;
 use crate::{Error, Result, Tensor};
 
@@ -128,7 +128,10 @@ pub fn conv2d(
 }
 
 /// [`conv2d`] followed by a pointwise activation. When nothing records (inference) and the
-/// CPU has a direct kernel, the two run fused in one pass (`cpu::conv_direct`).
+/// CPU has a direct kernel, the two run fused in one pass: Winograd F(2x2, 3x3) for 3x3
+/// windows with stride 1 and enough channels (`cpu::conv_winograd`), else `cpu::conv_direct`.
+/// A layer passes its `winograd` cache with the kernel's parameter version, so the kernel's
+/// transform runs once per weight change rather than once per call.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_act(
     x: &Tensor,
@@ -138,6 +141,7 @@ pub fn conv2d_act(
     dilation: [usize; 2],
     padding: Padding,
     act: Activation,
+    winograd: Option<(&conv_winograd::KernelCache, u64)>,
 ) -> Result<Tensor> {
     let mut inputs = vec![x, w];
     inputs.extend(b);
@@ -148,7 +152,11 @@ pub fn conv2d_act(
                 return Err(Error::shape("conv2d bias", [geom.out_c], b.shape()));
             }
         }
-        if let Some(y) = conv_direct::conv2d_direct(x.data(), w.data(), b.map(|b| b.data()), &geom, act) {
+        let (xd, wd, bd) = (x.data(), w.data(), b.map(|b| b.data()));
+        if let Some(y) = conv_winograd::conv2d_winograd(xd, wd, bd, &geom, act, winograd) {
+            return Tensor::new(y, &geom.output_shape());
+        }
+        if let Some(y) = conv_direct::conv2d_direct(xd, wd, bd, &geom, act) {
             return Tensor::new(y, &geom.output_shape());
         }
     }

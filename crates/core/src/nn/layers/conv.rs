@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use super::dense::init_option;
 use super::{ActivationSpec, Common, ForwardCtx, Layer};
 use crate::cpu::conv::{Conv2dGeometry, Padding};
+use crate::cpu::conv_winograd::KernelCache;
 use crate::cpu::elementwise::Activation;
 use crate::nn::init::Initializer;
 use crate::nn::options::Options;
@@ -28,6 +29,8 @@ pub struct Conv2dLayer {
     kernel: Option<Param>,
     bias: Option<Param>,
     quantized: QuantizedWeights,
+    /// The kernel's Winograd transform for inference (3x3, stride 1), per weight version.
+    winograd: KernelCache,
 }
 
 impl Conv2dLayer {
@@ -57,6 +60,7 @@ impl Conv2dLayer {
             kernel: None,
             bias: None,
             quantized: QuantizedWeights::default(),
+            winograd: KernelCache::default(),
         })
     }
 }
@@ -141,8 +145,11 @@ impl Layer for Conv2dLayer {
             return Ok(y);
         }
         if let Some(act) = self.activation.pointwise() {
+            // The version before the value: a change in between costs a transform, never a stale one.
+            let version = kernel.version();
             let (k, b) = (kernel.get(), bias.as_ref());
-            return ops::conv2d_act(x, &k, b, self.strides, self.dilation, self.padding, act);
+            let cache = Some((&self.winograd, version));
+            return ops::conv2d_act(x, &k, b, self.strides, self.dilation, self.padding, act, cache);
         }
         let y = ops::conv2d(
             x,

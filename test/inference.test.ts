@@ -7,7 +7,7 @@
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { conv2d, dense, flatten, sequential, type Tensor, tensor } from "../index.ts";
+import { conv2d, dense, flatten, optimizers, sequential, type Tensor, tensor, valueAndGrads } from "../index.ts";
 import { randomTensor } from "./helpers.ts";
 
 const root = join(import.meta.dirname, "..");
@@ -63,33 +63,51 @@ describe("inference paths", () => {
     }
   }, 120_000);
 
-  it("a predict after setWeights or fit sees the new weights", async () => {
-    const m = sequential(
-      [
-        conv2d({ filters: 4, kernelSize: 3, activation: "relu", inputShape: [6, 6, 1] }),
-        flatten(),
-        dense({ units: 2 }),
-      ],
-      { seed: 1 },
-    );
-    const x = randomTensor([1, 6, 6, 1]);
+  it("a predict after setWeights, fit or applyGradients sees the new weights", async () => {
+    // 8 channels in and out, a batch of 4: the Winograd path with its cached kernel transform
+    // (on CPUs with AVX2 or AVX-512). Each check compares with a fresh model given the same
+    // weights, which has nothing cached; only the convolution's kernel changes in the first.
+    const build = () =>
+      sequential(
+        [
+          conv2d({ filters: 8, kernelSize: 3, activation: "relu", inputShape: [6, 6, 8] }),
+          flatten(),
+          dense({ units: 2 }),
+        ],
+        { seed: 1 },
+      );
+    const m = build();
+    const x = randomTensor([4, 6, 6, 8]);
+    const fresh = async (weights: Tensor[]) => {
+      const other = build();
+      other.setWeights(weights);
+      return Array.from((await other.predict(x)).data);
+    };
     const before = Array.from((await m.predict(x)).data);
     await m.predict(x);
     const weights = m.getWeights();
-    m.setWeights(
-      weights.map((w: Tensor) =>
-        tensor(
-          w.data.map((v) => v * 2),
-          w.shape,
-        ),
-      ),
+    const changed = weights.map((w: Tensor, i: number) =>
+      i === 0
+        ? tensor(
+            w.data.map((v) => -v),
+            w.shape,
+          )
+        : w,
     );
-    const doubled = Array.from((await m.predict(x)).data);
-    expect(maxDiff(doubled, before)).toBeGreaterThan(1e-3);
+    m.setWeights(changed);
+    const after = Array.from((await m.predict(x)).data);
+    expect(maxDiff(after, before)).toBeGreaterThan(1e-3);
+    expect(after).toEqual(await fresh(changed));
     m.setWeights(weights);
     expect(Array.from((await m.predict(x)).data)).toEqual(before);
     m.compile({ optimizer: "sgd", loss: "meanSquaredError" });
-    await m.fit(randomTensor([8, 6, 6, 1], 3), randomTensor([8, 2], 4), { epochs: 1, verbose: 0 });
-    expect(maxDiff(Array.from((await m.predict(x)).data), before)).toBeGreaterThan(1e-6);
+    await m.fit(randomTensor([8, 6, 6, 8], 3), randomTensor([8, 2], 4), { epochs: 1, verbose: 0 });
+    const fitted = Array.from((await m.predict(x)).data);
+    expect(maxDiff(fitted, before)).toBeGreaterThan(1e-6);
+    expect(fitted).toEqual(await fresh(m.getWeights()));
+    const [xs, ys] = [randomTensor([4, 6, 6, 8], 5), randomTensor([4, 2], 6)];
+    const { grads } = valueAndGrads(() => m.call(xs).loss(ys, "meanSquaredError"), m);
+    optimizers.sgd({ learningRate: 0.1 }).applyGradients(grads, m);
+    expect(Array.from((await m.predict(x)).data)).toEqual(await fresh(m.getWeights()));
   });
 });

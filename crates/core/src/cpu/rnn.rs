@@ -277,10 +277,10 @@ fn recycle(v: Vec<f32>) {
 /// fast tanh / sigmoid for the default pair, so the cell loops vectorise; any other pair goes
 /// through [`Activation`] per element.
 macro_rules! with_activations {
-    ($spec:expr, |$act:ident, $rec:ident, $dact:ident, $drec:ident| $body:expr) => {
+    ($spec:expr, $fma:ident, |$act:ident, $rec:ident, $dact:ident, $drec:ident| $body:expr) => {
         match ($spec.activation, $spec.recurrent_activation) {
             (Activation::Tanh, Activation::Sigmoid) => {
-                let ($act, $rec) = (tanh_fast, sigmoid_fast);
+                let ($act, $rec) = (tanh_fast::<$fma>, sigmoid_fast::<$fma>);
                 let $dact = |_: f32, y: f32| 1.0 - y * y;
                 let $drec = |_: f32, y: f32| y * (1.0 - y);
                 $body
@@ -297,6 +297,7 @@ macro_rules! with_activations {
 
 /// Runs `$imp(args)` compiled for the widest vector unit the CPU has: the cell loops vectorise
 /// to the target's width, while the crate itself is built for the x86-64 baseline (SSE2).
+/// `$imp` takes `const FMA: bool`, true in the builds whose target has fused multiply-add.
 macro_rules! multiversion {
     ($name:ident => $imp:ident ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -304,11 +305,11 @@ macro_rules! multiversion {
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
                 fn v4($($arg: $ty),*) $(-> $ret)? {
-                    $imp($($arg),*)
+                    $imp::<true>($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 fn v3($($arg: $ty),*) $(-> $ret)? {
-                    $imp($($arg),*)
+                    $imp::<true>($($arg),*)
                 }
                 let v3_ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
                 if v3_ok && is_x86_feature_detected!("avx512f") {
@@ -320,7 +321,7 @@ macro_rules! multiversion {
                     return unsafe { v3($($arg),*) };
                 }
             }
-            $imp($($arg),*)
+            $imp::<false>($($arg),*)
         }
     };
 }
@@ -542,15 +543,19 @@ pub fn rnn_forward(spec: &RnnSpec, inp: &RnnInputs) -> RnnForward {
 multiversion!(forward_chunk => forward_chunk_impl(spec: &RnnSpec, inp: &RnnInputs, per_chunk: bool, ch: FwdChunk));
 
 #[inline(always)]
-fn forward_chunk_impl(spec: &RnnSpec, inp: &RnnInputs, per_chunk: bool, mut ch: FwdChunk) {
+fn forward_chunk_impl<const FMA: bool>(spec: &RnnSpec, inp: &RnnInputs, per_chunk: bool, mut ch: FwdChunk) {
     if per_chunk {
         project(spec, ch.x, inp.kernel, inp.bias, ch.gates, false);
     }
-    with_activations!(spec, |act, rec, _dact, _drec| if spec.keep_tape && spec.keeps_pre() {
-        forward_steps::<true>(spec, inp, &mut ch, act, rec)
-    } else {
-        forward_steps::<false>(spec, inp, &mut ch, act, rec)
-    })
+    with_activations!(
+        spec,
+        FMA,
+        |act, rec, _dact, _drec| if spec.keep_tape && spec.keeps_pre() {
+            forward_steps::<true>(spec, inp, &mut ch, act, rec)
+        } else {
+            forward_steps::<false>(spec, inp, &mut ch, act, rec)
+        }
+    )
 }
 
 /// Chunks of at most this many rows multiply by a packed `U` (larger ones go through the

@@ -148,7 +148,7 @@ multiversion!(backward_chunk => backward_chunk_impl(spec: &RnnSpec, inp: &RnnInp
 /// BPTT for one chunk of rows (`rec_t` is the transposed recurrent kernel `[G*u, u]`), then,
 /// when `per_chunk`, the chunk's input gradient and its share of the weight gradients.
 #[inline(always)]
-fn backward_chunk_impl(
+fn backward_chunk_impl<const FMA: bool>(
     spec: &RnnSpec,
     inp: &RnnInputs,
     rec_t: &[f32],
@@ -166,7 +166,7 @@ fn backward_chunk_impl(
     if want.bias {
         out.bias = vec![0.0; spec.cell.bias_len(u)];
     }
-    with_activations!(spec, |_act, _rec, dact, drec| backward_steps(
+    with_activations!(spec, FMA, |_act, _rec, dact, drec| backward_steps(
         spec,
         rec_t,
         &mut ch,

@@ -72,7 +72,8 @@ pub struct GpuStorage {
 }
 
 impl GpuStorage {
-    /// The buffer, leaving this storage without values (the caller replaces it).
+    /// The buffer (still shared with this storage, whose host mirror is dropped): the caller
+    /// writes it and replaces the storage.
     pub(crate) fn take_tensor(&mut self) -> GpuTensor {
         self.host = OnceLock::new();
         self.tensor.clone()

@@ -343,6 +343,44 @@ fn optimizer_device_updates_equal_the_host_updates() {
     }
 }
 
+/// An in-place device update (an optimizer kernel writing the weight's buffer) never changes a
+/// value someone still holds: a shared buffer is copied first. A failed update leaves the
+/// weight readable and as it was, and its version moved (packed copies are dropped).
+#[test]
+fn device_updates_copy_a_shared_value_and_survive_a_failed_update() {
+    if skip() {
+        return;
+    }
+    use cortex_core::nn::optim::Optimizer;
+    use cortex_core::nn::param::Param;
+    let gpu = cortex_core::device::shared_gpu().unwrap();
+    let start = values(24, 70);
+    let p = Param::new("w".into(), start.clone(), &[4, 6], true).unwrap();
+    p.to_device(Device::Gpu).unwrap();
+    let mut sgd = Optimizer::parse(&serde_json::json!({"name": "sgd", "learningRate": 0.5})).unwrap();
+    let grad = gpu.upload(&vec![1.0; 24], &[4, 6]).unwrap();
+    let mut step = |p: &Param| {
+        sgd.begin_step();
+        p.update_on_device(|b| sgd.update_on_device(0, b, &grad))
+    };
+    let held = p.get();
+    step(&p).unwrap();
+    assert_eq!(held.to_vec(), start, "a value held before the update is unchanged");
+    let after = |k: f32| start.iter().map(|v| v - 0.5 * k).collect::<Vec<f32>>();
+    assert_close("one step", &p.get().to_vec(), &after(1.0));
+    drop(held);
+    step(&p).unwrap();
+    assert_close("two steps", &p.get().to_vec(), &after(2.0));
+    let version = p.version();
+    let err = p
+        .update_on_device(|_| Err(cortex_core::Error::Invalid("injected failure".into())))
+        .unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert_close("after a failed update", &p.get().to_vec(), &after(2.0));
+    assert!(p.version() > version, "a failed update still invalidates packed copies");
+    assert_eq!(p.get().device(), Device::Gpu);
+}
+
 /// Embedding (the PyTorch fixture, through the layer code with the table on the GPU; hostile
 /// ids still an Error) and a functional text model with a concatenation, trained with its
 /// weights on the GPU as on the CPU.

@@ -358,7 +358,7 @@ fn device_updates_copy_a_shared_value_and_survive_a_failed_update() {
     let p = Param::new("w".into(), start.clone(), &[4, 6], true).unwrap();
     p.to_device(Device::Gpu).unwrap();
     let mut sgd = Optimizer::parse(&serde_json::json!({"name": "sgd", "learningRate": 0.5})).unwrap();
-    let grad = gpu.upload(&vec![1.0; 24], &[4, 6]).unwrap();
+    let grad = gpu.upload(&[1.0; 24], &[4, 6]).unwrap();
     let mut step = |p: &Param| {
         sgd.begin_step();
         p.update_on_device(|b| sgd.update_on_device(0, b, &grad))

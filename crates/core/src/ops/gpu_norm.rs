@@ -1,7 +1,7 @@
 //! Layer and batch normalisation on the GPU: cortex-wgpu's kernels behind `cpu::norm`'s entry
 //! points, with their backward passes on the device.
 
-use cortex_wgpu::GpuTensor;
+use cortex_wgpu::{BatchNormStats, GpuTensor};
 
 use super::gpu::{buf, grad, run};
 use crate::backprop::{GpuCustomOp, Op};
@@ -111,24 +111,48 @@ pub(crate) fn batch_norm(
     stats: Option<&BatchStats>,
     eps: f32,
 ) -> Result<(Tensor, BatchStats)> {
+    let c = *x.shape().last().expect("checked by the caller");
+    let moving = match stats {
+        Some(s) => Some(run(|gpu| Ok((gpu.upload(&s.mean, &[c])?, gpu.upload(&s.var, &[c])?)))?),
+        None => None,
+    };
+    let (y, batch) = batch_norm_on_device(x, gamma, beta, moving, eps)?;
+    // This entry point's statistics are host values: the batch's come back (2 x c floats).
+    let host = match (stats, batch) {
+        (Some(s), _) => s.clone(),
+        (None, Some(b)) => run(|gpu| {
+            Ok(BatchStats {
+                mean: gpu.download(&b.mean)?,
+                var: gpu.download(&b.var)?,
+            })
+        })?,
+        (None, None) => unreachable!("batch statistics are computed when none are given"),
+    };
+    Ok((y, host))
+}
+
+/// Batch normalization whose statistics stay on the device: normalizes with `moving` (mean,
+/// variance) when given (inference), else with the batch's, which are returned for the
+/// layer to blend into its moving averages on the device.
+pub(crate) fn batch_norm_on_device(
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    moving: Option<(GpuTensor, GpuTensor)>,
+    eps: f32,
+) -> Result<(Tensor, Option<BatchNormStats>)> {
     let gx = buf(x)?;
     let (gg, gb) = (gamma.map(buf).transpose()?, beta.map(buf).transpose()?);
-    let c = *x.shape().last().expect("checked by the caller");
-    let (mean, var) = match stats {
-        Some(s) => run(|gpu| Ok((gpu.upload(&s.mean, &[c])?, gpu.upload(&s.var, &[c])?)))?,
+    let batch_stats = moving.is_none();
+    let (mean, var) = match moving {
+        Some(m) => m,
         None => run(|gpu| gpu.batch_norm_stats(&gx)).map(|s| (s.mean, s.var))?,
     };
     let y = run(|gpu| gpu.batch_norm(&gx, &mean, &var, gg.as_ref(), gb.as_ref(), eps))?;
-    // The moving averages are host values: the batch's statistics come back (2 x c floats).
-    let host = match stats {
-        Some(s) => s.clone(),
-        None => run(|gpu| {
-            Ok(BatchStats {
-                mean: gpu.download(&mean)?,
-                var: gpu.download(&var)?,
-            })
-        })?,
-    };
+    let batch = batch_stats.then(|| BatchNormStats {
+        mean: mean.clone(),
+        var: var.clone(),
+    });
     let mut inputs = vec![x];
     inputs.extend(gamma);
     inputs.extend(beta);
@@ -141,12 +165,18 @@ pub(crate) fn batch_norm(
                 mean,
                 var,
                 eps,
-                batch_stats: stats.is_none(),
+                batch_stats,
             }))
         },
         &inputs,
     );
-    Ok((y, host))
+    Ok((y, batch))
+}
+
+/// `moving = moving * momentum + batch * (1 - momentum)` for a layer's two moving averages,
+/// in place on the device.
+pub(crate) fn update_moving(mean: &GpuTensor, var: &GpuTensor, batch: &BatchNormStats, momentum: f32) -> Result<()> {
+    run(|gpu| gpu.batch_norm_update_moving(mean, var, batch, momentum))
 }
 
 struct BatchNormBackward {

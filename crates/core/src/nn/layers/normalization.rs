@@ -9,6 +9,7 @@ use crate::cpu::norm::{self, BatchStats};
 use crate::nn::init::Initializer;
 use crate::nn::options::Options;
 use crate::nn::param::Param;
+use crate::ops::gpu_norm;
 use crate::rng::Rng;
 use crate::{Error, Result, Tensor};
 
@@ -230,6 +231,35 @@ impl BatchNormalization {
             moving: None,
         })
     }
+
+    /// The forward pass with the input and the moving averages on the GPU: the statistics
+    /// never leave the device (training blends the batch's into the moving averages in place,
+    /// inference reads the moving buffers).
+    fn forward_on_device(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        (mm, mv): (&Param, &Param),
+        training: bool,
+    ) -> Result<Tensor> {
+        let eps = self.opts.epsilon;
+        let moving_buffer = |p: &Param| {
+            p.get()
+                .gpu_buffer()
+                .ok_or_else(|| Error::Invalid(format!("'{}' left the GPU during the call", p.name)))
+        };
+        if !training {
+            let moving = (moving_buffer(mm)?, moving_buffer(mv)?);
+            return Ok(gpu_norm::batch_norm_on_device(x, gamma, beta, Some(moving), eps)?.0);
+        }
+        let (y, batch) = gpu_norm::batch_norm_on_device(x, gamma, beta, None, eps)?;
+        let batch = batch.expect("batch statistics are returned when no moving ones are given");
+        mm.update_on_device(|mean| {
+            mv.update_on_device(|var| gpu_norm::update_moving(mean, var, &batch, self.momentum))
+        })?;
+        Ok(y)
+    }
 }
 
 impl Layer for BatchNormalization {
@@ -265,8 +295,12 @@ impl Layer for BatchNormalization {
         check_features(&format!("BatchNormalization '{}'", self.common.name), x, self.features)?;
         let (g, b) = (self.gamma.as_ref().map(Param::get), self.beta.as_ref().map(Param::get));
         let eps = self.opts.epsilon;
+        let training = ctx.training && self.common.trainable;
+        if x.device() == crate::Device::Gpu && mm.device() == crate::Device::Gpu && mv.device() == crate::Device::Gpu {
+            return self.forward_on_device(x, g.as_ref(), b.as_ref(), (mm, mv), training);
+        }
         // Keras: a frozen BatchNormalization runs in inference mode even while fitting.
-        if ctx.training && self.common.trainable {
+        if training {
             let (y, batch) = norm::batch_norm(x, g.as_ref(), b.as_ref(), None, eps)?;
             let m = self.momentum;
             let blend = |moving: &mut [f32], now: &[f32]| {

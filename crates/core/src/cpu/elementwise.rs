@@ -61,7 +61,7 @@ pub fn erfc(x: f64) -> f64 {
 /// tanh in f32 as a [13/6] rational function on [-7.9, 7.9] (the approximation Eigen and XLA
 /// use; within a few ulp of the exact value, and tanh rounds to +-1 beyond the clamp). Unlike
 /// libm's `tanhf` it has no branches or calls, so loops over it vectorise.
-#[inline]
+#[inline(always)]
 pub fn fast_tanh(x: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
     const A: [f32; 7] = [
@@ -229,13 +229,42 @@ pub fn activation_in_place(act: Activation, x: &mut [f32]) {
 }
 
 /// Applies `f` to every element in place, in parallel when large.
-fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Copy) {
     if x.len() >= PAR_MIN {
-        x.par_chunks_mut(CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+        x.par_chunks_mut(CHUNK).for_each(|c| map_chunk(c, f));
     } else {
-        x.iter_mut().for_each(|v| *v = f(*v));
+        map_chunk(x, f);
     }
+}
+
+/// `f` over a slice, compiled for the widest vector unit the CPU has: the crate is built for
+/// the x86-64 baseline (SSE2, 4 lanes), and the activations above are branch-free, so this
+/// loop vectorises to 8 or 16 lanes (the dense layers' tanh and leakyRelu were 12% of a
+/// batch-256 GAN-generator predict at 4 lanes).
+fn map_chunk<F: Fn(f32) -> f32>(c: &mut [f32], f: F) {
+    #[inline(always)]
+    fn body<F: Fn(f32) -> f32>(c: &mut [f32], f: F) {
+        c.iter_mut().for_each(|v| *v = f(*v));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn v4<F: Fn(f32) -> f32>(c: &mut [f32], f: F) {
+            body(c, f)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn v3<F: Fn(f32) -> f32>(c: &mut [f32], f: F) {
+            body(c, f)
+        }
+        match super::simd::isa() {
+            // SAFETY: `isa()` detected every feature the function is compiled for.
+            Some(super::simd::Isa::Avx512) => return unsafe { v4(c, f) },
+            // SAFETY: as above (AVX2 and FMA).
+            Some(super::simd::Isa::Avx2) => return unsafe { v3(c, f) },
+            None => {}
+        }
+    }
+    body(c, f)
 }
 
 /// dy <- dy * f'(x), reusing the upstream gradient's buffer.

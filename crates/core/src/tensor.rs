@@ -267,6 +267,19 @@ impl Tensor {
         self.data().to_vec()
     }
 
+    /// The values as an owned `Vec`, moved out without a copy when nothing else holds this
+    /// tensor or its buffer (a fresh `predict` output), else copied as [`Tensor::to_vec`].
+    pub fn into_vec(self) -> Vec<f32> {
+        match Arc::try_unwrap(self.0) {
+            Ok(inner) => match Arc::try_unwrap(inner.storage) {
+                Ok(Storage::Cpu(values)) => values,
+                Ok(storage) => storage.as_slice().to_vec(),
+                Err(shared) => shared.as_slice().to_vec(),
+            },
+            Err(shared) => shared.storage.as_slice().to_vec(),
+        }
+    }
+
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         match self.data() {

@@ -155,7 +155,7 @@ impl Task for ExplainTask {
 
     fn resolve(&mut self, _env: Env, (tensors, values): Self::Output) -> napi::Result<ExplainResult> {
         Ok(ExplainResult {
-            tensors: tensors.iter().map(TensorData::from_tensor).collect(),
+            tensors: tensors.into_iter().map(TensorData::from_tensor).collect(),
             values: values.into_iter().map(f64::from).collect(),
         })
     }

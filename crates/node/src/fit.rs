@@ -25,7 +25,7 @@ use napi_derive::napi;
 use serde_json::{json, Map, Value};
 
 use crate::model::{logs_json, model_of, model_of_mut, parse_callback, EventSink, NativeModel};
-use crate::tensor::{to_tensor, TensorData};
+use crate::tensor::{to_tensor, HostTensor, TensorData};
 use crate::{guarded, parse_json};
 
 /// Batches queued ahead of the trainer are refused past this many (JavaScript keeps fewer:
@@ -607,7 +607,7 @@ pub struct PredictManyTask {
 }
 
 impl Task for PredictManyTask {
-    type Output = Vec<cortex_core::Tensor>;
+    type Output = Vec<HostTensor>;
     type JsValue = Vec<TensorData>;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
@@ -620,9 +620,10 @@ impl Task for PredictManyTask {
             let guard = self.model.read();
             threads::run(|| model_of(&guard).predict_many(&self.batch.xs, self.batch_size))
         })
+        .map(|ys| ys.into_iter().map(HostTensor::take).collect())
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
-        Ok(output.iter().map(TensorData::from_tensor).collect())
+        Ok(output.into_iter().map(TensorData::from).collect())
     }
 }

@@ -186,7 +186,7 @@ impl NativeLayer {
             let layer = cell.read();
             cortex_core::threads::run(|| no_grad(|| layer.forward(&x, &mut ForwardCtx::new(training, rng))))
         })?;
-        Ok(TensorData::from_tensor(&y))
+        Ok(TensorData::from_tensor(y))
     }
 
     /// Options that rebuild this layer, as JSON.

@@ -17,7 +17,7 @@ use napi::{Env, Status, Task};
 use napi_derive::napi;
 use serde_json::{json, Map, Value};
 
-use crate::tensor::{to_tensor, TensorData};
+use crate::tensor::{to_tensor, HostTensor, TensorData};
 use crate::{guarded, js_error, parse_json};
 
 /// Receives training events as JSON strings.
@@ -339,7 +339,7 @@ impl NativeModel {
         let start = std::time::Instant::now();
         let y = guarded("predict", || threads::run_serial(|| model.predict(&x, batch_size))).ok()?;
         record_ns_per_row(&self.predict_ns_per_row, start, rows);
-        Some(TensorData::from_tensor(&y))
+        Some(TensorData::from_tensor(y))
     }
 
     /// Saves topology and weights to `path`, atomically per file: format `cortex` (a
@@ -428,10 +428,10 @@ pub struct PredictTask {
 }
 
 impl Task for PredictTask {
-    type Output = Tensor;
+    type Output = HostTensor;
     type JsValue = TensorData;
 
-    fn compute(&mut self) -> napi::Result<Tensor> {
+    fn compute(&mut self) -> napi::Result<HostTensor> {
         if let Some((data, shape)) = self.raw.take() {
             self.x = to_tensor("predict x", &data, &shape)?;
         }
@@ -452,10 +452,11 @@ impl Task for PredictTask {
             record_ns_per_row(&self.ns_per_row, start, rows as u64);
             y
         })
+        .map(HostTensor::take)
     }
 
-    fn resolve(&mut self, _env: Env, output: Tensor) -> napi::Result<TensorData> {
-        Ok(TensorData::from_tensor(&output))
+    fn resolve(&mut self, _env: Env, output: HostTensor) -> napi::Result<TensorData> {
+        Ok(output.into())
     }
 }
 

@@ -14,7 +14,7 @@ pub fn mat_mul(a: Float32Array, a_shape: Vec<u32>, b: Float32Array, b_shape: Vec
     guarded("matMul", || {
         cortex_core::threads::run(|| cortex_core::ops::matmul(&a, &b))
     })
-    .map(|t| TensorData::from_tensor(&t))
+    .map(TensorData::from_tensor)
 }
 
 /// Sets the number of threads kernels use (default: `CORTEX_NUM_THREADS` or all cores).

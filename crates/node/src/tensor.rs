@@ -15,11 +15,32 @@ pub struct TensorData {
 }
 
 impl TensorData {
-    /// Hands a tensor's values to JavaScript.
-    pub fn from_tensor(t: &Tensor) -> TensorData {
+    /// Hands a tensor's values to JavaScript (moved, not copied, when nothing else holds them).
+    pub fn from_tensor(t: Tensor) -> TensorData {
+        HostTensor::take(t).into()
+    }
+}
+
+/// A result's values taken out of the engine on a worker thread, so that an async task's
+/// `resolve` on the JavaScript thread only wraps the buffer: no copy of the output and no
+/// page faults from allocating one on the event loop.
+pub struct HostTensor {
+    data: Vec<f32>,
+    shape: Vec<u32>,
+}
+
+impl HostTensor {
+    pub fn take(t: Tensor) -> HostTensor {
+        let shape = t.shape().iter().map(|&d| d as u32).collect();
+        HostTensor { data: t.into_vec(), shape }
+    }
+}
+
+impl From<HostTensor> for TensorData {
+    fn from(h: HostTensor) -> TensorData {
         TensorData {
-            data: Float32Array::new(t.to_vec()),
-            shape: t.shape().iter().map(|&d| d as u32).collect(),
+            data: Float32Array::new(h.data),
+            shape: h.shape,
         }
     }
 }

@@ -32,7 +32,10 @@ pub struct HostTensor {
 impl HostTensor {
     pub fn take(t: Tensor) -> HostTensor {
         let shape = t.shape().iter().map(|&d| d as u32).collect();
-        HostTensor { data: t.into_vec(), shape }
+        HostTensor {
+            data: t.into_vec(),
+            shape,
+        }
     }
 }
 

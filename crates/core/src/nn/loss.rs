@@ -7,7 +7,7 @@ use super::options::Options;
 use crate::backprop::Op;
 use crate::{Error, Result, Tensor};
 
-const EPSILON: f64 = 1e-7;
+pub(crate) const EPSILON: f64 = 1e-7;
 
 /// A loss function; the reduction is the mean over the batch.
 #[derive(Clone, Debug, PartialEq)]

@@ -2,7 +2,7 @@
 //! gradient in one pass (mean squared error composes from ops), recorded like the CPU's fused
 //! losses so backward scales the saved gradient by the upstream one.
 
-use cortex_wgpu::{CrossEntropyInput, GpuTensor};
+use cortex_wgpu::{Activation as GpuAct, CrossEntropyInput, GpuTensor};
 
 use super::gpu::{buf, fill, grad, run};
 use crate::backprop::{GpuCustomOp, Op};
@@ -51,8 +51,7 @@ pub(crate) fn compute(loss: &Loss, pred: &Tensor, target: &Tensor) -> Result<Ten
 
 /// `loss(pred, target)` with one weight per sample (`classWeight` / `sampleWeight`), composed
 /// from ops on the device: each element's term times its sample's weight, summed and divided
-/// as Keras' `sum_over_batch_size` does (the CPU's fused losses compute the same). The
-/// cross-entropies from probabilities need a clipped log, which has no GPU op yet.
+/// as Keras' `sum_over_batch_size` does (the CPU's fused losses compute the same).
 pub(crate) fn compute_weighted(loss: &Loss, pred: &Tensor, target: &Tensor, weights: &[f32]) -> Result<Tensor> {
     use super::{activation, add, log_softmax, mul, scale, sub, sum};
     use crate::cpu::elementwise::Activation::{Relu, Softplus};
@@ -74,8 +73,15 @@ pub(crate) fn compute_weighted(loss: &Loss, pred: &Tensor, target: &Tensor, weig
         Loss::BinaryCrossentropy { from_logits: true } => {
             weighted_mean(&sub(&activation(pred, Softplus)?, &mul(pred, target)?)?, n)
         }
-        Loss::CategoricalCrossentropy { from_logits: true }
-        | Loss::SparseCategoricalCrossentropy { from_logits: true } => {
+        Loss::BinaryCrossentropy { from_logits: false } => {
+            // -(y ln c + (1 - y) ln(1 - c)) with c the clipped probability; ln(1 - c) is the
+            // clipped log of 1 - p (the same clip, mirrored).
+            let ones = Tensor::new(vec![1.0; n], pred.shape())?.to(pred.device())?;
+            let (log_p, log_q) = (log_clipped(pred)?, log_clipped(&sub(&ones, pred)?)?);
+            let terms = add(&mul(target, &log_p)?, &mul(&sub(&ones, target)?, &log_q)?)?;
+            scale(&weighted_mean(&terms, n)?, -1.0)
+        }
+        Loss::CategoricalCrossentropy { from_logits } | Loss::SparseCategoricalCrossentropy { from_logits } => {
             let classes = *pred.shape().last().unwrap_or(&1);
             let targets = match loss {
                 // Labels as one-hot rows (read back: one value per row).
@@ -88,12 +94,46 @@ pub(crate) fn compute_weighted(loss: &Loss, pred: &Tensor, target: &Tensor, weig
                 }
                 _ => target.clone(),
             };
-            let terms = mul(&log_softmax(pred)?, &targets)?;
+            let log_p = match from_logits {
+                true => log_softmax(pred)?,
+                false => log_clipped(pred)?,
+            };
+            let terms = mul(&log_p, &targets)?;
             scale(&weighted_mean(&terms, n / classes.max(1))?, -1.0)
         }
-        _ => Err(super::gpu::no_gpu_kernel(
-            "a cross-entropy from probabilities with sample or class weights",
-        )),
+    }
+}
+
+/// `ln(clamp(p, eps, 1 - eps))` with Keras' epsilon, differentiable (zero gradient where the
+/// clip bites, as the CPU's cross-entropies).
+fn log_clipped(p: &Tensor) -> Result<Tensor> {
+    let act = GpuAct::LogClipped(crate::nn::loss::EPSILON as f32);
+    let gp = buf(p)?;
+    let out = run(|gpu| gpu.activation(act, &gp))?;
+    Ok(Tensor::from_gpu_op(
+        out,
+        p.shape().to_vec(),
+        |_| Op::GpuCustom(Box::new(LogClippedBackward { p: p.clone(), act })),
+        &[p],
+    ))
+}
+
+struct LogClippedBackward {
+    p: Tensor,
+    act: GpuAct,
+}
+
+impl GpuCustomOp for LogClippedBackward {
+    fn name(&self) -> &'static str {
+        "clipped log"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.p]
+    }
+    fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let gp = buf(&self.p)?;
+        let gx = run(|gpu| gpu.activation_backward(self.act, &gp, dy))?;
+        Ok(vec![(self.p.clone(), grad(gx))])
     }
 }
 

@@ -31,6 +31,9 @@ pub enum Activation {
     Swish,
     /// `ln(1 + e^x)`.
     Softplus,
+    /// `ln(clamp(x, eps, 1 - eps))`, gradient `1 / x` inside the clip and 0 outside: the log of a
+    /// probability in the cross-entropies (Keras clips to its epsilon). Not a layer activation.
+    LogClipped(f32),
 }
 
 impl Activation {
@@ -47,6 +50,7 @@ impl Activation {
             Activation::Selu => (8, 0.0),
             Activation::Swish => (9, 0.0),
             Activation::Softplus => (10, 0.0),
+            Activation::LogClipped(eps) => (11, eps),
         }
     }
 }

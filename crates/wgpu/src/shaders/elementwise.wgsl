@@ -32,6 +32,9 @@ const ELU: u32 = 7u;
 const SELU: u32 = 8u;
 const SWISH: u32 = 9u;
 const SOFTPLUS: u32 = 10u;
+// ln(clamp(v, alpha, 1 - alpha)): the log of a probability in the cross-entropies (Keras'
+// epsilon clip); its gradient is 1 / v inside the clip and 0 outside, as on the CPU.
+const LOG_CLIPPED: u32 = 11u;
 
 // SELU's self-normalising constants (Klambauer et al. 2017, as in Keras).
 const SELU_ALPHA: f32 = 1.6732632423543772;
@@ -110,6 +113,9 @@ fn act(code: u32, v: f32) -> f32 {
         case SOFTPLUS: {
             return softplus_c(v);
         }
+        case LOG_CLIPPED: {
+            return log(clamp(v, p.alpha, 1.0 - p.alpha));
+        }
         default: {
             return v;
         }
@@ -152,6 +158,9 @@ fn act_grad(code: u32, v: f32) -> f32 {
         }
         case SOFTPLUS: {
             return sigmoid(v);
+        }
+        case LOG_CLIPPED: {
+            return select(0.0, 1.0 / v, v >= p.alpha && v <= 1.0 - p.alpha);
         }
         default: {
             return 1.0;

@@ -34,6 +34,7 @@ fn f64_act(act: Activation, x: f64) -> f64 {
         }
         Activation::Swish => x / (1.0 + (-x).exp()),
         Activation::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+        Activation::LogClipped(eps) => x.clamp(eps as f64, 1.0 - eps as f64).ln(),
     }
 }
 
@@ -59,6 +60,14 @@ fn f64_grad(act: Activation, x: f64) -> f64 {
             }
         }
         Activation::Linear => 1.0,
+        // Zero where the clip bites (most of the [-4, 4] inputs), 1/x inside.
+        Activation::LogClipped(eps) => {
+            if (eps as f64..=1.0 - eps as f64).contains(&x) {
+                1.0 / x
+            } else {
+                0.0
+            }
+        }
         // Piecewise at 0: the one-sided derivatives (a central difference straddling 0 is neither).
         Activation::Elu(a) if x <= 0.0 => a as f64 * x.exp(),
         Activation::Selu => 1.0507009873554805 * if x > 0.0 { 1.0 } else { 1.6732632423543772 * x.exp() },
@@ -69,7 +78,7 @@ fn f64_grad(act: Activation, x: f64) -> f64 {
     }
 }
 
-const ACTS: [Activation; 11] = [
+const ACTS: [Activation; 12] = [
     Activation::Linear,
     Activation::Relu,
     Activation::Sigmoid,
@@ -81,6 +90,7 @@ const ACTS: [Activation; 11] = [
     Activation::Selu,
     Activation::Swish,
     Activation::Softplus,
+    Activation::LogClipped(1e-7),
 ];
 
 #[test]

@@ -535,6 +535,34 @@ fn recurrent_layers_with_masks_train_on_the_gpu_as_on_the_cpu() {
     trains_alike(&config, "meanSquaredError", &x, &y);
 }
 
+/// GlobalAveragePooling1D under an embedding's maskZero mask (a mean over the real tokens only;
+/// one sample all padding) with its weights on the GPU, trained as on the CPU.
+#[test]
+fn masked_global_average_pooling_trains_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let config = serde_json::json!({"className": "Sequential", "inputShape": [6], "layers": [
+        {"className": "Embedding", "config": {"inputDim": 9, "outputDim": 5, "maskZero": true}},
+        {"className": "GlobalAveragePooling1D", "config": {}},
+        {"className": "Dense", "config": {"units": 3, "activation": "softmax"}}
+    ]});
+    // Trailing zeros pad; the last sample is all padding.
+    let tokens: Vec<f32> = (0..8 * 6)
+        .map(|i| {
+            let (n, s) = (i / 6, i % 6);
+            if n == 7 || s >= 6 - n % 4 {
+                0.0
+            } else {
+                (1 + (i * 5) % 8) as f32
+            }
+        })
+        .collect();
+    let x = Tensor::new(tokens, &[8, 6]).unwrap();
+    let y = Tensor::new((0..8).map(|i| (i % 3) as f32).collect(), &[8]).unwrap();
+    trains_alike(&config, "sparseCategoricalCrossentropy", &x, &y);
+}
+
 /// Conv1D (causal dilated, strided `same`, `valid` without bias) on the conv2d kernels.
 #[test]
 fn conv1d_trains_on_the_gpu_as_on_the_cpu() {

@@ -683,6 +683,9 @@ impl Layer for GlobalAveragePooling1d {
                 if mask.shape() != [b, t] {
                     return Err(Error::shape(&format!("{OP} mask"), [b, t], mask.shape()));
                 }
+                if ops::on_gpu("globalAveragePooling1d", &[x])? {
+                    return self.finish(masked_mean_on_device(x, mask, [b, t, c])?, [b, c], ctx);
+                }
                 let y = sp::masked_mean_time(x.data(), mask.data(), b, t, c);
                 let op = MaskedMeanOp {
                     x: x.clone(),
@@ -692,6 +695,15 @@ impl Layer for GlobalAveragePooling1d {
                 ops::custom(y, vec![b, c], || Box::new(op), &[x])?
             }
         };
+        self.finish(y, [b, c], ctx)
+    }
+    fn config(&self) -> Value {
+        self.common.write(json!({ "keepdims": self.keepdims }))
+    }
+}
+
+impl GlobalAveragePooling1d {
+    fn finish(&self, y: Tensor, [b, c]: [usize; 2], ctx: &mut ForwardCtx) -> Result<Tensor> {
         // The time axis is gone, so no mask goes on.
         ctx.output_masks = Some(vec![None]);
         if self.keepdims {
@@ -700,7 +712,22 @@ impl Layer for GlobalAveragePooling1d {
             Ok(y)
         }
     }
-    fn config(&self) -> Value {
-        self.common.write(json!({ "keepdims": self.keepdims }))
+}
+
+/// The masked mean over time from device ops: the plain mean over time of `x` times
+/// `t * mask / count` (per sample, expanded over channels; built on the host from the `[b, t]`
+/// mask), so `y[n] = sum_t mask[n, t] x[n, t] / count[n]` with gradients through the mean and
+/// the product. A sample with an all-zero mask gets zeros, as on the CPU.
+fn masked_mean_on_device(x: &Tensor, mask: &Tensor, [b, t, c]: [usize; 3]) -> Result<Tensor> {
+    let m = mask.host_values()?;
+    let mut w = crate::alloc::try_with_capacity("GlobalAveragePooling1D mask weights", b * t * c)?;
+    for row in m.chunks_exact(t.max(1)) {
+        let count: f32 = row.iter().sum();
+        let scale = if count != 0.0 { t as f32 / count } else { 0.0 };
+        for &keep in row {
+            w.extend(std::iter::repeat_n(keep * scale, c));
+        }
     }
+    let w = Tensor::new(w, x.shape())?.to(x.device())?;
+    ops::global_avg_pool(&ops::mul(x, &w)?)
 }

@@ -21,6 +21,7 @@ import {
   globalAveragePooling1d,
   loadMnist,
   loadModel,
+  lstm,
   maxPooling2d,
   reshape,
   sequential,
@@ -122,8 +123,27 @@ describe.skipIf(skip)("GPU device", () => {
     const onWarning = (w: Error) => warnings.push(w);
     process.on("warning", onWarning);
     try {
-      // The GPU applies an embedding's mask in recurrent layers only; pooling over it does not.
-      const model = sequential(
+      // Neither GPU path has recurrent cells with other activations than tanh / sigmoid.
+      const model = sequential([lstm({ units: 2, activation: "relu", inputShape: [5, 1] }), dense({ units: 2 })], {
+        seed: 1,
+      });
+      model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu" });
+      expect(model.device).toBe("cpu");
+      const x = tensor(
+        Float32Array.from({ length: 20 }, (_, i) => ((i * 7) % 9) / 9),
+        [4, 5, 1],
+      );
+      await model.fit(x, tensor(new Float32Array(8), [4, 2]), { epochs: 1, verbose: 0 });
+      await new Promise((resolve) => setImmediate(resolve));
+      const ours = warnings.filter((w) => (w as { code?: string }).code === "CORTEX_GPU_FALLBACK");
+      expect(ours.length).toBe(1);
+      expect(ours[0].message).toMatch(/activations other than tanh \/ sigmoid/);
+      expect(() => model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu!" })).toThrow(
+        /activations other than tanh \/ sigmoid/,
+      );
+      // An embedding's mask reaching GlobalAveragePooling1D: the planner refuses it, the
+      // layers' own GPU ops run it (a masked mean from device ops), so 'gpu!' trains it there.
+      const masked = sequential(
         [
           embedding({ inputDim: 9, outputDim: 4, maskZero: true, inputShape: [5] }),
           globalAveragePooling1d(),
@@ -131,20 +151,13 @@ describe.skipIf(skip)("GPU device", () => {
         ],
         { seed: 1 },
       );
-      model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu" });
-      expect(model.device).toBe("cpu");
-      const x = tensor(
+      masked.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu!" });
+      const ids = tensor(
         Float32Array.from({ length: 20 }, (_, i) => (i * 7) % 9),
         [4, 5],
       );
-      await model.fit(x, tensor(new Float32Array(8), [4, 2]), { epochs: 1, verbose: 0 });
-      await new Promise((resolve) => setImmediate(resolve));
-      const ours = warnings.filter((w) => (w as { code?: string }).code === "CORTEX_GPU_FALLBACK");
-      expect(ours.length).toBe(1);
-      expect(ours[0].message).toMatch(/Embedding maskZero/);
-      expect(() => model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu!" })).toThrow(
-        /does not support an Embedding maskZero mask reaching GlobalAveragePooling1D/,
-      );
+      await masked.fit(ids, tensor(new Float32Array(8), [4, 2]), { epochs: 1, verbose: 0 });
+      expect(masked.device).not.toBe("cpu");
     } finally {
       process.off("warning", onWarning);
     }

@@ -177,52 +177,60 @@ fn the_mask_changes_padded_rows_only() {
 /// A mask the CPU would apply in a layer the GPU path does not mask is refused by name with
 /// "gpu!" (and "gpu" falls back to the CPU); where the CPU drops the mask (a Conv1D that
 /// shortens the time axis) the model runs on the GPU as on the CPU.
+/// A mask reaching GlobalAveragePooling1D (after a recurrent layer's sequences, or a `same`
+/// Conv1D that keeps it): the planner refuses it, so the model trains through the layers' own
+/// GPU ops, whose masked mean is composed from device ops; it matches the CPU.
+#[test]
+fn masked_global_average_pooling_matches_the_cpu() {
+    if skip() {
+        return;
+    }
+    for (middle, what) in [
+        (
+            layer("GRU", json!({"units": 4, "returnSequences": true})),
+            "GRU sequences -> masked GlobalAveragePooling1D",
+        ),
+        (
+            layer("Conv1D", json!({"filters": 4, "kernelSize": 3, "padding": "same"})),
+            "Conv1D same -> masked GlobalAveragePooling1D",
+        ),
+    ] {
+        let config = seq(json!([
+            embedding(),
+            middle,
+            layer("GlobalAveragePooling1D", json!({})),
+            layer("Dense", json!({"units": 2}))
+        ]));
+        check_parity(&config, &data(&[8, 2], 0.3), what);
+    }
+}
+
 #[test]
 fn masks_reaching_unsupported_layers_are_refused_by_name() {
     if skip() {
         return;
     }
-    let cases = [
-        (
-            json!([
+    let cases = [(
+        // Self-attention on [x, x] (a functional graph).
+        json!({"className": "Functional", "inputs": [[TIME]],
+            "layers": [
                 embedding(),
-                layer("GRU", json!({"units": 4, "returnSequences": true})),
-                layer("GlobalAveragePooling1D", json!({})),
+                layer("Dense", json!({"units": 8})),
+                layer("MultiHeadAttention", json!({"numHeads": 2, "keyDim": 4})),
+                layer("Flatten", json!({})),
                 layer("Dense", json!({"units": 2}))
-            ]),
-            "Embedding maskZero mask reaching GlobalAveragePooling1D layer",
-        ),
-        (
-            // Self-attention on [x, x] (a functional graph).
-            json!({"className": "Functional", "inputs": [[TIME]],
-                "layers": [
-                    embedding(),
-                    layer("Dense", json!({"units": 8})),
-                    layer("MultiHeadAttention", json!({"numHeads": 2, "keyDim": 4})),
-                    layer("Flatten", json!({})),
-                    layer("Dense", json!({"units": 2}))
-                ],
-                "nodes": [
-                    {"layer": 0, "inputs": [[-1, 0]]},
-                    {"layer": 1, "inputs": [[0, 0]]},
-                    {"layer": 2, "inputs": [[1, 0], [1, 0]]},
-                    {"layer": 3, "inputs": [[2, 0]]},
-                    {"layer": 4, "inputs": [[3, 0]]}
-                ],
-                "outputs": [[4, 0]]
-            }),
-            "Embedding maskZero mask reaching MultiHeadAttention layer",
-        ),
-        (
-            json!([
-                embedding(),
-                layer("Conv1D", json!({"filters": 4, "kernelSize": 3, "padding": "same"})),
-                layer("GlobalAveragePooling1D", json!({})),
-                layer("Dense", json!({"units": 2}))
-            ]),
-            "Embedding maskZero mask reaching GlobalAveragePooling1D layer",
-        ),
-    ];
+            ],
+            "nodes": [
+                {"layer": 0, "inputs": [[-1, 0]]},
+                {"layer": 1, "inputs": [[0, 0]]},
+                {"layer": 2, "inputs": [[1, 0], [1, 0]]},
+                {"layer": 3, "inputs": [[2, 0]]},
+                {"layer": 4, "inputs": [[3, 0]]}
+            ],
+            "outputs": [[4, 0]]
+        }),
+        "Embedding maskZero mask reaching MultiHeadAttention layer",
+    )];
     for (layers, want) in cases {
         let config = if layers.is_array() { seq(layers) } else { layers };
         let mut model = Model::from_config(&config, 1).unwrap();

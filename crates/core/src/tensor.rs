@@ -356,3 +356,32 @@ impl Tensor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Tensor;
+
+    #[test]
+    fn into_vec_moves_a_sole_buffer_and_copies_a_shared_one() {
+        let sole = Tensor::new(vec![1.0, 2.0, 3.0], &[3]).unwrap();
+        let at = sole.data().as_ptr();
+        let values = sole.into_vec();
+        assert_eq!(values, [1.0, 2.0, 3.0]);
+        assert_eq!(values.as_ptr(), at, "a tensor nobody else holds gives up its buffer");
+
+        let held = Tensor::new(vec![4.0, 5.0], &[2]).unwrap();
+        let copy = held.clone().into_vec();
+        assert_eq!(copy, [4.0, 5.0]);
+        assert_ne!(copy.as_ptr(), held.data().as_ptr(), "a held tensor is copied");
+        assert_eq!(held.data(), [4.0, 5.0]);
+
+        let shared_storage = held.reshape(&[1, 2]).unwrap();
+        let copy = shared_storage.into_vec();
+        assert_ne!(
+            copy.as_ptr(),
+            held.data().as_ptr(),
+            "a buffer shared by a view is copied"
+        );
+        assert_eq!(held.data(), [4.0, 5.0]);
+    }
+}

@@ -12,7 +12,7 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use crate::model::{model_of, NativeModel};
-use crate::tensor::{to_tensor, TensorData};
+use crate::tensor::{to_tensor, HostTensor, TensorData};
 use crate::{guarded, parse_json};
 
 /// Parses `{ epsilon, stepSize?, steps?, randomStart?, clip?, batchSize? }`; without a step
@@ -118,7 +118,7 @@ pub struct ExplainTask {
 }
 
 impl Task for ExplainTask {
-    type Output = (Vec<Tensor>, Vec<f32>);
+    type Output = (Vec<HostTensor>, Vec<f32>);
     type JsValue = ExplainResult;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
@@ -151,11 +151,12 @@ impl Task for ExplainTask {
                 Job::AttentionMaps { xs, layer } => Ok((vec![model.attention_maps(&xs, &layer)?], Vec::new())),
             })
         })
+        .map(|(tensors, values)| (tensors.into_iter().map(HostTensor::take).collect(), values))
     }
 
     fn resolve(&mut self, _env: Env, (tensors, values): Self::Output) -> napi::Result<ExplainResult> {
         Ok(ExplainResult {
-            tensors: tensors.into_iter().map(TensorData::from_tensor).collect(),
+            tensors: tensors.into_iter().map(TensorData::from).collect(),
             values: values.into_iter().map(f64::from).collect(),
         })
     }

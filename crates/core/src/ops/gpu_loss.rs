@@ -76,7 +76,8 @@ pub(crate) fn compute_weighted(loss: &Loss, pred: &Tensor, target: &Tensor, weig
         Loss::BinaryCrossentropy { from_logits: false } => {
             // -(y ln c + (1 - y) ln(1 - c)) with c the clipped probability; ln(1 - c) is the
             // clipped log of 1 - p (the same clip, mirrored).
-            let ones = Tensor::new(vec![1.0; n], pred.shape())?.to(pred.device())?;
+            // Ones made on the device (0 * zeros + 1), not uploaded every step.
+            let ones = Tensor::from_gpu(run(|gpu| gpu.scale(&gpu.zeros(pred.shape())?, 0.0, 1.0))?);
             let (log_p, log_q) = (log_clipped(pred)?, log_clipped(&sub(&ones, pred)?)?);
             let terms = add(&mul(target, &log_p)?, &mul(&sub(&ones, target)?, &log_q)?)?;
             scale(&weighted_mean(&terms, n)?, -1.0)

@@ -21,7 +21,7 @@ use crate::cpu::matmul::sgemm;
 use crate::{ops, Error, Result, Tensor};
 
 /// Query rows per tile.
-const BR: usize = 128;
+pub(super) const BR: usize = 128;
 /// Key columns per tile.
 const BC: usize = 128;
 
@@ -61,13 +61,13 @@ pub struct AttnOptions {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Dims {
-    b: usize,
-    h: usize,
-    tq: usize,
-    tv: usize,
-    kd: usize,
-    vd: usize,
+pub(super) struct Dims {
+    pub(super) b: usize,
+    pub(super) h: usize,
+    pub(super) tq: usize,
+    pub(super) tv: usize,
+    pub(super) kd: usize,
+    pub(super) vd: usize,
 }
 
 impl AttnMask {
@@ -96,6 +96,21 @@ impl AttnMask {
                 row[(i + 1).saturating_sub(j0)..].fill(f32::NEG_INFINITY);
             }
         }
+    }
+
+    /// An Error when a mask's length does not match `[b, tq]`, `[b, tv]` or `[b, tq, tv]`.
+    pub(super) fn check(&self, b: usize, tq: usize, tv: usize) -> Result<()> {
+        let check = |what: &str, mask: &Option<Vec<f32>>, shape: Vec<usize>| match mask {
+            Some(x) if x.len() != shape.iter().product::<usize>() => Err(Error::shape(
+                &format!("attention {what} mask"),
+                &shape,
+                format!("{} values", x.len()),
+            )),
+            _ => Ok(()),
+        };
+        check("query", &self.query, vec![b, tq])?;
+        check("value", &self.value, vec![b, tv])?;
+        check("explicit", &self.explicit, vec![b, tq, tv])
     }
 
     /// Whether causality masks the whole key tile starting at `j0` for query rows `..i1`.
@@ -272,7 +287,7 @@ fn split_heads(x: &[f32], b: usize, t: usize, h: usize, c: usize, scale: f32) ->
 }
 
 /// `[b, h, t, c]` -> `[b, t, h, c]`, times `scale`.
-fn merge_heads(x: &[f32], b: usize, t: usize, h: usize, c: usize, scale: f32) -> Vec<f32> {
+pub(super) fn merge_heads(x: &[f32], b: usize, t: usize, h: usize, c: usize, scale: f32) -> Vec<f32> {
     let mut out = vec![0.0; b * t * h * c];
     merge_heads_into(x, t, h, c, scale, &mut out);
     out
@@ -291,7 +306,7 @@ fn merge_heads_into(x: &[f32], t: usize, h: usize, c: usize, scale: f32, out: &m
 
 /// Per-thread work buffers, reused across heads.
 #[derive(Default)]
-struct Scratch {
+pub(super) struct Scratch {
     s: Vec<f32>,
     dp: Vec<f32>,
     keep: Vec<f32>,
@@ -306,17 +321,17 @@ fn resized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 }
 
 /// One head's inputs, head-major: `qs` already scaled by `1/sqrt(kd)`.
-struct Head<'a> {
-    b: usize,
-    bh: usize,
-    qs: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
+pub(super) struct Head<'a> {
+    pub(super) b: usize,
+    pub(super) bh: usize,
+    pub(super) qs: &'a [f32],
+    pub(super) k: &'a [f32],
+    pub(super) v: &'a [f32],
 }
 
 /// Flash forward of query rows `i0..i0 + o.len() / vd` of one head: writes their output `o` and
 /// log-sum-exp `lse` (+inf for rows that attend to nothing).
-fn forward_flash(
+pub(super) fn forward_flash(
     d: &Dims,
     mask: &AttnMask,
     drop: Option<&AttnDropout>,
@@ -585,18 +600,7 @@ fn dims_of(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttnOptions) -> Result<Dim
             vs,
         );
     }
-    let m = &opts.mask;
-    let check = |what: &str, mask: &Option<Vec<f32>>, shape: Vec<usize>| match mask {
-        Some(x) if x.len() != shape.iter().product::<usize>() => Err(Error::shape(
-            &format!("attention {what} mask"),
-            &shape,
-            format!("{} values", x.len()),
-        )),
-        _ => Ok(()),
-    };
-    check("query", &m.query, vec![b, tq])?;
-    check("value", &m.value, vec![b, tv])?;
-    check("explicit", &m.explicit, vec![b, tq, tv])?;
+    opts.mask.check(b, tq, tv)?;
     if let Some(dr) = &opts.dropout {
         if !(0.0..1.0).contains(&dr.rate) {
             return Err(Error::Invalid(format!(

@@ -4,6 +4,7 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod amx;
 pub mod attention;
+pub mod attention_fused;
 pub mod bf16;
 pub mod conv;
 pub mod conv_direct;

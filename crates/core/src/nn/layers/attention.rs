@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::dense::init_option;
 use super::{Common, ForwardCtx, Layer};
 use crate::cpu::attention::{self, AttnDropout, AttnMask, AttnOptions};
+use crate::cpu::attention_fused::{self, Projection};
 use crate::nn::init::Initializer;
 use crate::nn::options::Options;
 use crate::nn::param::Param;
@@ -40,6 +41,42 @@ impl Dense3 {
         let w = self.kernel.get().reshape(&[din, dout])?;
         let b = self.bias.as_ref().map(|b| b.get().reshape(&[dout])).transpose()?;
         ops::linear(x, &w, b.as_ref())
+    }
+}
+
+impl Built {
+    /// The heads' outputs by [`attention_fused`] (inference), or `None` when a tensor is not on
+    /// the CPU.
+    fn fused_attention(&self, inputs: [&Tensor; 3], [h, kd, vd]: [usize; 3], mask: &AttnMask) -> Result<Option<Tensor>> {
+        let [query, key, value] = inputs;
+        let weights = |d: &Dense3| (d.kernel.get(), d.bias.as_ref().map(Param::get));
+        let (wq, wk, wv) = (weights(&self.query), weights(&self.key), weights(&self.value));
+        let all = [query, key, value, &wq.0, &wk.0, &wv.0];
+        let biases = [&wq.1, &wk.1, &wv.1];
+        let on_cpu = |t: &Tensor| t.device() == crate::Device::Cpu;
+        if !all.into_iter().all(on_cpu) || !biases.into_iter().flatten().all(on_cpu) {
+            return Ok(None);
+        }
+        fn projection<'a>(x: &'a Tensor, (w, b): &'a (Tensor, Option<Tensor>), din: usize) -> Projection<'a> {
+            Projection {
+                x: x.data(),
+                t: x.shape()[1],
+                din,
+                kernel: w.data(),
+                bias: b.as_ref().map(Tensor::data),
+            }
+        }
+        attention_fused::project_and_attend(
+            query.shape()[0],
+            h,
+            kd,
+            vd,
+            &projection(query, &wq, self.dims[0]),
+            &projection(key, &wk, self.dims[2]),
+            &projection(value, &wv, self.dims[1]),
+            mask,
+        )
+        .map(Some)
     }
 }
 
@@ -242,17 +279,28 @@ impl MultiHeadAttention {
         let (h, kd, vd) = (self.num_heads, self.key_dim, self.value_dim);
         // `explain.attentionMaps` may ask for the scores of a layer built without them.
         let capture = crate::nn::attention_maps::capturing(&self.common.name);
+        let mask = AttnMask {
+            query: mask_of("query", &qm, &[b, tq])?,
+            value: value_mask,
+            explicit,
+            causal: self.use_causal_mask,
+        };
+        let fusable = !crate::tensor::grad_enabled()
+            && !ctx.training
+            && !capture
+            && !self.return_attention_scores
+            && attention_fused::worth_fusing(b, h);
+        if fusable {
+            if let Some(o) = built.fused_attention([query, key, value], [h, kd, vd], &mask)? {
+                return Ok(vec![built.output.apply(&o, h * vd, built.out_dim)?]);
+            }
+        }
         let q = built.query.apply(query, built.dims[0], h * kd)?;
         let k = built.key.apply(key, built.dims[2], h * kd)?;
         let v = built.value.apply(value, built.dims[1], h * vd)?;
         let opts = AttnOptions {
             heads: h,
-            mask: AttnMask {
-                query: mask_of("query", &qm, &[b, tq])?,
-                value: value_mask,
-                explicit,
-                causal: self.use_causal_mask,
-            },
+            mask,
             dropout: (ctx.training && self.dropout > 0.0).then(|| AttnDropout {
                 rate: self.dropout,
                 seed: ctx.rng.next_u64(),

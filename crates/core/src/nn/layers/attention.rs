@@ -47,7 +47,12 @@ impl Dense3 {
 impl Built {
     /// The heads' outputs by [`attention_fused`] (inference), or `None` when a tensor is not on
     /// the CPU.
-    fn fused_attention(&self, inputs: [&Tensor; 3], [h, kd, vd]: [usize; 3], mask: &AttnMask) -> Result<Option<Tensor>> {
+    fn fused_attention(
+        &self,
+        inputs: [&Tensor; 3],
+        [h, kd, vd]: [usize; 3],
+        mask: &AttnMask,
+    ) -> Result<Option<Tensor>> {
         let [query, key, value] = inputs;
         let weights = |d: &Dense3| (d.kernel.get(), d.bias.as_ref().map(Param::get));
         let (wq, wk, wv) = (weights(&self.query), weights(&self.key), weights(&self.value));

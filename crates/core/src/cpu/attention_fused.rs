@@ -132,7 +132,7 @@ fn heads_per_task(b: usize, heads: usize, width: usize) -> usize {
     let threads = rayon::current_num_threads();
     (1..=heads)
         .rev()
-        .find(|&g| heads % g == 0 && g * width <= 64 && b * (heads / g) >= threads)
+        .find(|&g| heads.is_multiple_of(g) && g * width <= 64 && b * (heads / g) >= threads)
         .unwrap_or(1)
 }
 

@@ -295,6 +295,7 @@ where
 /// uninitialised, which saves a pass of zeros over an output too large for the cache.
 /// `f` must initialise every element of its chunk (if it panics, the vector is dropped with
 /// length 0 and nothing reads the rest).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 kernels use it
 pub(crate) fn par_new_written<F>(len: usize, chunk: usize, f: F) -> Vec<f32>
 where
     F: Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,

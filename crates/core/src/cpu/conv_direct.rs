@@ -12,6 +12,10 @@
 //!
 //! No gradient flows through this path: `ops::conv2d_act` uses it only when nothing records.
 
+// The kernels are x86-64 only (AVX2/AVX-512); elsewhere `available()` is false and the
+// helpers they share are unused, which is expected rather than dead code.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports, unused_macros))]
+
 use super::conv::{par_new, par_new_written, Conv2dGeometry};
 use super::elementwise::{activation_in_place, Activation};
 #[cfg(target_arch = "x86_64")]

@@ -14,6 +14,10 @@
 //! nothing batch-sized is allocated besides the output. No gradient flows through this path:
 //! `ops::conv2d_act` uses it only when nothing records.
 
+// The kernels are x86-64 only (AVX2/AVX-512); elsewhere `available()` is false and the
+// helpers they share are unused, which is expected rather than dead code.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports, unused_macros))]
+
 use std::sync::{Arc, Mutex};
 
 use super::conv::{par_new_written, with_scratch, Conv2dGeometry};

@@ -79,6 +79,7 @@ pub fn sgemm(
 const SMALL_M: usize = 4;
 
 /// Column vectors per register tile of [`small_m_gemm`]'s rows.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the tiled rows are x86-64 only
 const ROW_TILE: usize = 8;
 
 /// `c[i, :] (+)= a[i, :] · b` row by row, for a handful of rows (batch-1 inference). The

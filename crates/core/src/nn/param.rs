@@ -1,6 +1,8 @@
 //! A trainable weight: a named, swappable tensor.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
@@ -8,6 +10,26 @@ use crate::{Device, Error, Result, Tensor};
 
 thread_local! {
     static FROZEN: Cell<bool> = const { Cell::new(false) };
+    /// Inside [`with_only_trainable`]: the addresses of the parameters that train.
+    static TRAINING: RefCell<Option<Rc<HashSet<usize>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the parameters outside `trainable` (addresses of [`Param`]s, as a compiled
+/// model keeps them) read on this thread as constants, so a training step computes no gradient
+/// for frozen layers (a frozen backbone, the discriminator inside a GAN's combined model):
+/// their weight gradients would be most of the backward pass, then thrown away.
+pub fn with_only_trainable<R>(trainable: &HashSet<usize>, f: impl FnOnce() -> R) -> R {
+    /// Restores the previous set even when `f` unwinds.
+    struct Restore(Option<Rc<HashSet<usize>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            TRAINING.with(|t| *t.borrow_mut() = previous);
+        }
+    }
+    let previous = TRAINING.with(|t| t.borrow_mut().replace(Rc::new(trainable.clone())));
+    let _restore = Restore(previous);
+    f()
 }
 
 /// Runs `f` with every parameter read on this thread as a constant: ops are still recorded
@@ -72,10 +94,13 @@ impl Param {
         self.row_signs.as_deref()
     }
 
-    /// The current value, a gradient leaf (a constant inside [`with_frozen_params`]).
+    /// The current value, a gradient leaf (a constant inside [`with_frozen_params`], and inside
+    /// [`with_only_trainable`] when it is not in the set).
     pub fn get(&self) -> Tensor {
         let t = self.value.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if FROZEN.with(Cell::get) {
+        let address = self as *const Param as usize;
+        let frozen_here = TRAINING.with(|t| t.borrow().as_ref().is_some_and(|set| !set.contains(&address)));
+        if frozen_here || FROZEN.with(Cell::get) {
             t.with_requires_grad(false)
         } else {
             t
@@ -208,5 +233,23 @@ mod tests {
             .unwrap()
             .with_row_signs(vec![1.0])
             .is_err());
+    }
+
+    #[test]
+    fn only_the_trainable_set_tracks_inside_with_only_trainable() {
+        let a = Param::new("a".into(), vec![1.0], &[1], true).unwrap();
+        let b = Param::new("b".into(), vec![2.0], &[1], true).unwrap();
+        let set: HashSet<usize> = [&a as *const Param as usize].into();
+        with_only_trainable(&set, || {
+            assert!(a.get().tracks());
+            assert!(!b.get().tracks());
+            assert_eq!(b.get().to_vec(), [2.0]);
+        });
+        assert!(a.get().tracks() && b.get().tracks());
+        // Restored when the closure unwinds, too.
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            with_only_trainable(&set, || panic!("inside"));
+        }));
+        assert!(unwound.is_err() && b.get().tracks());
     }
 }

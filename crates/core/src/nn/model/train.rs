@@ -4,6 +4,7 @@
 
 use super::*;
 use rayon::prelude::*;
+use crate::nn::param::with_only_trainable;
 
 /// One batch: a tensor per model input, a target per model output, and optionally one weight
 /// per sample (`sampleWeight`, `classWeight`). The first axis of each is the sample axis.
@@ -98,8 +99,13 @@ impl Model {
             return logs;
         }
         self.sync_from_device()?;
-        let preds = self.run(&batch.xs, &[], true, &mut rng)?;
-        let scored = self.score(&preds, batch)?;
+        // Frozen layers' weights are constants for this step: no gradient is computed for them.
+        let trainable = &self.compiled_ref()?.trainable;
+        let (preds, scored) = with_only_trainable(trainable, || -> Result<_> {
+            let preds = self.run(&batch.xs, &[], true, &mut rng)?;
+            let scored = self.score(&preds, batch)?;
+            Ok((preds, scored))
+        })?;
         let logs = scored.logs(self);
         let loss_value = logs[0].1;
         if !loss_value.is_finite() {

@@ -3,8 +3,8 @@
 //! the weighted sum of each output's loss, optionally weighted per sample.
 
 use super::*;
-use rayon::prelude::*;
 use crate::nn::param::with_only_trainable;
+use rayon::prelude::*;
 
 /// One batch: a tensor per model input, a target per model output, and optionally one weight
 /// per sample (`sampleWeight`, `classWeight`). The first axis of each is the sample axis.

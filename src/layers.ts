@@ -3,7 +3,7 @@
  * sends to Rust; it can also be used on its own: `build(inputShape)`, `setWeights`, `apply(x)`.
  */
 import { SymbolicTensor } from "./functional.ts";
-import { type NativeGrads, type NativeLayer, native } from "./native.ts";
+import { type NativeGradScope, type NativeGrads, type NativeLayer, native } from "./native.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
 
 /** Activation names accepted by `activation` options. */
@@ -210,6 +210,11 @@ export class Layer {
   /** @internal Gradients of this layer's weights from a backward pass (for `valueAndGrads`). */
   gradsFrom(grads: NativeGrads): Tensor[] {
     return grads.ofLayer(this.native).map((g) => new Tensor(g.data, g.shape));
+  }
+
+  /** @internal Adds this layer's weights to a `valueAndGrads` scope. */
+  addToGradScope(scope: NativeGradScope): void {
+    scope.addLayer(this.native);
   }
 
   /** `{ className, config }` as given. */

@@ -10,7 +10,7 @@ import { type BatchIterable, type FeedEvent, Feeder, isBatchIterable, type Tenso
 import { describeGraph, SymbolicTensor } from "./functional.ts";
 import { Layer, type LayerConfig, type SymbolicInput } from "./layers.ts";
 import type { LossName, LossSpec } from "./losses.ts";
-import { type NativeGrads, type NativeModel, native } from "./native.ts";
+import { type NativeGradScope, type NativeGrads, type NativeModel, native } from "./native.ts";
 import { type LearningRateSchedule, Optimizer } from "./optimizers.ts";
 import { ProgressReporter } from "./progress.ts";
 import { constant, type Device, TapeTensor } from "./tape.ts";
@@ -274,6 +274,11 @@ export class Model {
   /** @internal Gradients of this model's weights from a backward pass (for `valueAndGrads`). */
   gradsFrom(grads: NativeGrads): Tensor[] {
     return grads.ofModel(this.#native).map((g) => new Tensor(g.data, g.shape));
+  }
+
+  /** @internal Adds this model's weights to a `valueAndGrads` scope. */
+  addToGradScope(scope: NativeGradScope): void {
+    scope.addModel(this.#native);
   }
 
   /** Sets the loss, optimizer and metrics. */

@@ -52,6 +52,7 @@ export type NativeLayer = Binding.NativeLayer;
 export type TensorData = Binding.TensorData;
 export type NativeTensor = Binding.NativeTensor;
 export type NativeGrads = Binding.NativeGrads;
+export type NativeGradScope = Binding.NativeGradScope;
 export type NativeOptimizer = Binding.NativeOptimizer;
 export type DeviceInfo = Binding.DeviceInfo;
 export type BatchQueue = Binding.BatchQueue;

@@ -4,7 +4,7 @@
  * is recorded and differentiated in Rust, and the gradients come back per target.
  */
 import type { LossName, LossSpec } from "./losses.ts";
-import { type NativeTensor, native } from "./native.ts";
+import { type NativeGradScope, type NativeTensor, native } from "./native.ts";
 import { expectTensor, Tensor } from "./tensor.ts";
 
 /**
@@ -141,6 +141,8 @@ function lift(v: TapeTensor | Tensor, device?: Device): TapeTensor {
 export interface GradTarget {
   /** @internal */
   gradsFrom(grads: import("./native.ts").NativeGrads): Tensor | Tensor[];
+  /** @internal Adds the target's weights to the scope of weights that get gradients. */
+  addToGradScope?(scope: import("./native.ts").NativeGradScope): void;
 }
 
 /** What {@link valueAndGrads} returns. */
@@ -174,6 +176,10 @@ function gradsFor(target: unknown, grads: import("./native.ts").NativeGrads): un
 export function valueAndGrads<T>(f: () => TapeTensor, targets: T): ValueAndGrads<GradsOf<T>> {
   const made: NativeTensor[] = [];
   scopes.push(made);
+  // Weights that are not targets are read as constants while f runs: the backward then
+  // computes no gradient for them (the discriminator's weights in a GAN's generator step).
+  const weights = gradScopeFor(targets);
+  weights?.enter();
   try {
     const out = f();
     if (!(out instanceof TapeTensor)) throw new TypeError("valueAndGrads: f must return a TapeTensor (e.g. a loss)");
@@ -187,9 +193,25 @@ export function valueAndGrads<T>(f: () => TapeTensor, targets: T): ValueAndGrads
       g.dispose();
     }
   } finally {
+    weights?.exit();
     scopes.pop();
     for (const t of made) t.dispose();
   }
+}
+
+/** The weights of the models and layers among `targets`, or undefined (no scope: every weight
+ * gets gradients) when a target cannot say which weights it has. */
+function gradScopeFor(targets: unknown): NativeGradScope | undefined {
+  const scope = new native.NativeGradScope();
+  const add = (target: unknown): boolean => {
+    if (Array.isArray(target)) return target.every(add);
+    if (target instanceof TapeTensor) return true;
+    const addToScope = (target as GradTarget | null)?.addToGradScope;
+    if (typeof addToScope !== "function") return false;
+    addToScope.call(target, scope);
+    return true;
+  };
+  return add(targets) ? scope : undefined;
 }
 
 /** Like {@link valueAndGrads}, returning only the gradients. */

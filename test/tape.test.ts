@@ -73,6 +73,36 @@ describe("tape gradients", () => {
     m.setWeights(weights);
   });
 
+  it("weights outside the targets are constants while f runs; the targets' gradients do not change", () => {
+    const g = sequential([dense({ units: 4, activation: "tanh", inputShape: [3] })], { seed: 1 });
+    const d = sequential([dense({ units: 2, activation: "tanh", inputShape: [4] }), dense({ units: 1 })], { seed: 2 });
+    const z = randomTensor([5, 3], 7);
+    const target = randomTensor([5, 1], 8);
+    const probe = randomTensor([5, 4], 9);
+    // D on a constant input records a graph only when D's weights are gradient leaves.
+    const dTracks = () => d.call(constant(probe)).native.tracks;
+    let dTracksInside: boolean | undefined;
+    const loss = () => {
+      dTracksInside = dTracks();
+      return d.call(g.call(z)).loss(target, "meanSquaredError");
+    };
+    const generatorOnly = valueAndGrads(loss, g);
+    expect(dTracksInside).toBe(false);
+    const both = valueAndGrads(loss, [g, d]);
+    expect(dTracksInside).toBe(true);
+    expect(generatorOnly.value).toBe(both.value);
+    expect(generatorOnly.grads.map((t) => Array.from(t.data))).toEqual(both.grads[0].map((t) => Array.from(t.data)));
+    expect(both.grads[1].some((t) => t.data.some((v) => v !== 0))).toBe(true);
+    // The scope ends with valueAndGrads, also when f throws.
+    expect(dTracks()).toBe(true);
+    expect(() =>
+      valueAndGrads(() => {
+        throw new Error("inside f");
+      }, g),
+    ).toThrow("inside f");
+    expect(dTracks()).toBe(true);
+  });
+
   it("a custom training loop with applyGradients learns", async () => {
     const { x, y } = blobs(128);
     const m = sequential([dense({ units: 8, activation: "relu", inputShape: [2] }), dense({ units: 2 })], { seed: 9 });

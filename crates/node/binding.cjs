@@ -781,6 +781,7 @@ module.exports = nativeBinding
 module.exports.BatchQueue = nativeBinding.BatchQueue
 module.exports.NativeEventWriter = nativeBinding.NativeEventWriter
 module.exports.NativeGrads = nativeBinding.NativeGrads
+module.exports.NativeGradScope = nativeBinding.NativeGradScope
 module.exports.NativeLayer = nativeBinding.NativeLayer
 module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer

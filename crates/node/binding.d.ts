@@ -49,6 +49,25 @@ export declare class NativeGrads {
   ofLayer(layer: NativeLayer): Array<GradData>
 }
 
+/**
+ * The weights that gradients are wanted for while a JS `valueAndGrads` runs its function:
+ * every other weight is read as a constant, so the backward computes no gradient for it (the
+ * discriminator's weights in a GAN's generator step). Built from the targets, then
+ * `enter` before the function and `exit` after it, on the same thread.
+ */
+export declare class NativeGradScope {
+  /** An empty scope: only variables would get gradients. */
+  constructor()
+  /** Adds every weight of a model (nested models included). */
+  addModel(model: NativeModel): void
+  /** Adds every weight of a layer (or of a model used as a layer). */
+  addLayer(layer: NativeLayer): void
+  /** Weights outside the scope read as constants on this thread until `exit`. */
+  enter(): void
+  /** Ends the innermost entered scope. */
+  exit(): void
+}
+
 /** A layer (or a model used as a layer). */
 export declare class NativeLayer {
   /**

@@ -3,10 +3,15 @@
 //! `backward` returns the gradients, and `NativeOptimizer` applies them to a model's weights.
 //! Eager ops run on the calling thread: they are meant for custom steps, not for serving.
 
+use std::collections::HashSet;
+
 use cortex_core::backprop::{self, Grads};
 use cortex_core::cpu::elementwise::Activation;
 use cortex_core::nn::loss::Loss;
 use cortex_core::nn::optim::Optimizer;
+use cortex_core::nn::param::{
+    current_trainable_scope, enter_trainable_scope, leave_trainable_scope, param_address, within_scope,
+};
 use cortex_core::nn::Param;
 use cortex_core::rng::{self, Rng};
 use cortex_core::{ops, threads, Device, Error, Tensor};
@@ -311,9 +316,66 @@ pub fn model_call(
         m.check_input(x)?;
         m.check_activation_memory("call", x.shape()[0], if training.unwrap_or(true) { 2 } else { 1 })?;
         m.sync_from_device()?;
-        threads::run(|| m.forward(x, training.unwrap_or(true), &mut rng))
+        // The forward runs on the pool: it must see the valueAndGrads scope of this thread.
+        let scope = current_trainable_scope();
+        threads::run(|| within_scope(scope.as_ref(), || m.forward(x, training.unwrap_or(true), &mut rng)))
     })
     .map(|t| wrap(&env, t))
+}
+
+/// The weights that gradients are wanted for while a JS `valueAndGrads` runs its function:
+/// every other weight is read as a constant, so the backward computes no gradient for it (the
+/// discriminator's weights in a GAN's generator step). Built from the targets, then
+/// `enter` before the function and `exit` after it, on the same thread.
+#[napi]
+#[derive(Default)]
+pub struct NativeGradScope {
+    params: HashSet<usize>,
+}
+
+#[napi]
+impl NativeGradScope {
+    /// An empty scope: only variables would get gradients.
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds every weight of a model (nested models included).
+    #[napi]
+    pub fn add_model(&mut self, model: &NativeModel) {
+        let cell = model.cell();
+        let guard = cell.read();
+        if let Some(m) = guard.as_model() {
+            m.visit_params(&mut |_, p, _| {
+                self.params.insert(param_address(p));
+            });
+        }
+    }
+
+    /// Adds every weight of a layer (or of a model used as a layer).
+    #[napi]
+    pub fn add_layer(&mut self, layer: &NativeLayer) {
+        let guard = layer.cell.read();
+        match guard.as_model() {
+            Some(m) => m.visit_params(&mut |_, p, _| {
+                self.params.insert(param_address(p));
+            }),
+            None => self.params.extend(guard.params().into_iter().map(param_address)),
+        }
+    }
+
+    /// Weights outside the scope read as constants on this thread until `exit`.
+    #[napi]
+    pub fn enter(&self) {
+        enter_trainable_scope(self.params.clone());
+    }
+
+    /// Ends the innermost entered scope.
+    #[napi]
+    pub fn exit(&self) {
+        leave_trainable_scope();
+    }
 }
 
 /// An optimizer with its own state, for custom training steps.

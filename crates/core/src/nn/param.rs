@@ -2,7 +2,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
@@ -10,8 +9,8 @@ use crate::{Device, Error, Result, Tensor};
 
 thread_local! {
     static FROZEN: Cell<bool> = const { Cell::new(false) };
-    /// Inside [`with_only_trainable`]: the addresses of the parameters that train.
-    static TRAINING: RefCell<Option<Rc<HashSet<usize>>>> = const { RefCell::new(None) };
+    /// Inside [`with_only_trainable`] (innermost last): the addresses of the parameters that train.
+    static TRAINING: RefCell<Vec<HashSet<usize>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with the parameters outside `trainable` (addresses of [`Param`]s, as a compiled
@@ -19,17 +18,47 @@ thread_local! {
 /// for frozen layers (a frozen backbone, the discriminator inside a GAN's combined model):
 /// their weight gradients would be most of the backward pass, then thrown away.
 pub fn with_only_trainable<R>(trainable: &HashSet<usize>, f: impl FnOnce() -> R) -> R {
-    /// Restores the previous set even when `f` unwinds.
-    struct Restore(Option<Rc<HashSet<usize>>>);
-    impl Drop for Restore {
+    /// Leaves the scope even when `f` unwinds.
+    struct Leave;
+    impl Drop for Leave {
         fn drop(&mut self) {
-            let previous = self.0.take();
-            TRAINING.with(|t| *t.borrow_mut() = previous);
+            leave_trainable_scope();
         }
     }
-    let previous = TRAINING.with(|t| t.borrow_mut().replace(Rc::new(trainable.clone())));
-    let _restore = Restore(previous);
+    enter_trainable_scope(trainable.clone());
+    let _leave = Leave;
     f()
+}
+
+/// Opens a [`with_only_trainable`] scope on this thread until the matching
+/// [`leave_trainable_scope`]: for callers that cannot wrap the work in a closure (a JS
+/// `valueAndGrads` runs the user's function between two binding calls).
+pub fn enter_trainable_scope(trainable: HashSet<usize>) {
+    TRAINING.with(|t| t.borrow_mut().push(trainable));
+}
+
+/// Closes the innermost scope opened by [`enter_trainable_scope`] (nothing when none is open).
+pub fn leave_trainable_scope() {
+    TRAINING.with(|t| t.borrow_mut().pop());
+}
+
+/// The innermost scope open on this thread, to carry into work run on another thread (a
+/// model call runs on the thread pool) with [`within_scope`].
+pub fn current_trainable_scope() -> Option<HashSet<usize>> {
+    TRAINING.with(|t| t.borrow().last().cloned())
+}
+
+/// Runs `f` inside `scope` (from [`current_trainable_scope`]), or as is for `None`.
+pub fn within_scope<R>(scope: Option<&HashSet<usize>>, f: impl FnOnce() -> R) -> R {
+    match scope {
+        Some(set) => with_only_trainable(set, f),
+        None => f(),
+    }
+}
+
+/// The address under which scopes and compiled models know `p`.
+pub fn param_address(p: &Param) -> usize {
+    p as *const Param as usize
 }
 
 /// Runs `f` with every parameter read on this thread as a constant: ops are still recorded
@@ -98,8 +127,8 @@ impl Param {
     /// [`with_only_trainable`] when it is not in the set).
     pub fn get(&self) -> Tensor {
         let t = self.value.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let address = self as *const Param as usize;
-        let frozen_here = TRAINING.with(|t| t.borrow().as_ref().is_some_and(|set| !set.contains(&address)));
+        let address = param_address(self);
+        let frozen_here = TRAINING.with(|t| t.borrow().last().is_some_and(|set| !set.contains(&address)));
         if frozen_here || FROZEN.with(Cell::get) {
             t.with_requires_grad(false)
         } else {

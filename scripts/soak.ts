@@ -10,7 +10,11 @@
  * memory held, not JS garbage not yet collected. `npm run soak` fixes V8's young generation at
  * 16 MiB semispaces: left to itself, V8 grows it once mid-run under the allocation rate of
  * millions of predicts, a +16 MiB step of JS heap *capacity* (heapUsed flat at 6 MiB) that the
- * RSS check read as a leak.
+ * RSS check read as a leak. It also runs with mimalloc's transparent huge pages off
+ * (MIMALLOC_ALLOW_THP=0): with them, khugepaged (max_ptes_none 511 on the CI host) collapses
+ * sparsely touched 2 MiB ranges of the allocator's arena into whole huge pages minutes into a
+ * run, steps of +5-12 MiB of RSS with no allocation behind them, which failed two of three
+ * 2-minute CI soaks; at 4 KiB pages RSS counts what the process touched.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -5,6 +5,7 @@
 pub(crate) mod amx;
 pub mod attention;
 pub mod attention_fused;
+mod attention_mask;
 pub mod bf16;
 pub mod conv;
 pub mod conv_direct;

@@ -291,7 +291,7 @@ impl Model {
             return Ok(());
         }
         let attached = GpuModel::new(self, &c.losses[0], &c.optimizer, &|p| {
-            c.trainable.contains(&(p as *const Param as usize))
+            c.trainable.contains(&crate::nn::param::param_address(p))
         });
         let c = self.compiled.as_mut().expect("checked above");
         match attached {

@@ -177,7 +177,7 @@ impl Model {
         let mut trainable = HashSet::new();
         self.visit_params(&mut |_, p, layer_trainable| {
             if layer_trainable && p.trainable {
-                trainable.insert(p as *const Param as usize);
+                trainable.insert(crate::nn::param::param_address(p));
             }
         });
         self.compiled = Some(Compiled {

@@ -163,7 +163,11 @@ impl Model {
         let c = self.compiled_ref()?;
         let mut out = Vec::new();
         self.visit_params(&mut |_, p, _| {
-            out.push(c.trainable.contains(&(p as *const Param as usize)).then(|| p.get()));
+            out.push(
+                c.trainable
+                    .contains(&crate::nn::param::param_address(p))
+                    .then(|| p.get()),
+            );
         });
         Ok(out)
     }

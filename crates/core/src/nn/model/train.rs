@@ -165,7 +165,7 @@ impl Model {
             let i = index;
             index += 1;
             let (true, Some(g), Ok(())) = (
-                compiled.trainable.contains(&(p as *const Param as usize)),
+                compiled.trainable.contains(&crate::nn::param::param_address(p)),
                 &grads[i],
                 &result,
             ) else {
@@ -235,7 +235,7 @@ impl Model {
         let mut index = 0;
         self.visit_params(&mut |_, p, _| {
             if let (Some(average), Ok(())) = (compiled.optimizer.ema_of(index), &result) {
-                if compiled.trainable.contains(&(p as *const Param as usize)) {
+                if compiled.trainable.contains(&crate::nn::param::param_address(p)) {
                     result = p.update(|data| {
                         data.copy_from_slice(average);
                         Ok(())

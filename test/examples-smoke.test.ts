@@ -57,7 +57,7 @@ describe("examples on a tiny budget", () => {
       vitEpochs: 1,
       trainLimit: 512,
       testLimit: 128,
-      igSteps: 32,
+      igSteps: 64,
       outDir,
       verbose: 0,
     });

@@ -232,6 +232,15 @@ fn convolution_pooling_and_dropout_run_on_the_gpu_as_on_the_cpu() {
     assert!(y.data().iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
     let grads = backward(&ops::sum(&y).unwrap()).unwrap();
     assert_eq!(grad_of(&grads, &x), y.data().to_vec());
+    // One seed, one mask: the CPU hashes (seed, index) as the GPU kernel does.
+    let x = values(3 * 1000, 15);
+    let on = |device: Device| {
+        let t = Tensor::new(x.clone(), &[3, 1000]).unwrap().to(device).unwrap();
+        ops::dropout(&t, 0.4, &mut cortex_core::rng::Rng::new(9))
+            .unwrap()
+            .to_vec()
+    };
+    assert_eq!(on(Device::Gpu), on(Device::Cpu));
 }
 
 /// BatchNormalization through its layer code with GPU weights: every center/scale option, a

@@ -245,18 +245,8 @@ pub fn dropout(x: &Tensor, rate: f32, rng: &mut Rng) -> Result<Tensor> {
         // One draw from the layer's generator seeds the device mask: seeded runs repeat.
         return gpu_spatial::dropout(x, rate, rng.next_u64());
     }
-    let keep = 1.0 / (1.0 - rate);
-    // Two 32-bit draws per generator step, compared as integers: the mask costs about a
-    // nanosecond per element instead of a float conversion per element.
-    let threshold = (f64::from(rate) * 4_294_967_296.0) as u64;
-    let draw = |bits: u64| if bits < threshold { 0.0 } else { keep };
-    let mut mask = Vec::with_capacity(x.len() + 1);
-    while mask.len() < x.len() {
-        let r = rng.next_u64();
-        mask.push(draw(r & 0xffff_ffff));
-        mask.push(draw(r >> 32));
-    }
-    mask.truncate(x.len());
+    // One draw seeds the mask, as on the GPU: the same seed gives the same mask on both devices.
+    let mask = dropout_mask(x.len(), rate, rng.next_u64());
     let y = elementwise::map_binary(x.data(), &mask, |v, m| v * m);
     Ok(Tensor::from_op(
         y,
@@ -264,4 +254,60 @@ pub fn dropout(x: &Tensor, rate: f32, rng: &mut Rng) -> Result<Tensor> {
         |_| Op::Mask { x: x.clone(), mask },
         &[x],
     ))
+}
+
+/// PCG hash (O'Neill's permuted congruential step), as `pcg_hash` in elementwise.wgsl.
+fn pcg_hash(v: u32) -> u32 {
+    let s = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let w = ((s >> ((s >> 28) + 4)) ^ s).wrapping_mul(277_803_737);
+    (w >> 22) ^ w
+}
+
+/// The inverted-dropout mask of `n` elements: 0 where the hash of (`seed`, index) falls under
+/// `rate * 2^32`, else `1 / (1 - rate)`. The GPU kernel (elementwise.wgsl `dropout`) computes
+/// the same hash, so a seed gives one mask on either device; a counter hash also fills the mask
+/// in parallel, where a generator would be one serial stream.
+pub(crate) fn dropout_mask(n: usize, rate: f32, seed: u64) -> Vec<f32> {
+    let keep = 1.0 / (1.0 - rate);
+    let threshold = (f64::from(rate) * 4_294_967_296.0).min(f64::from(u32::MAX)) as u32;
+    let key = pcg_hash(seed as u32 ^ pcg_hash((seed >> 32) as u32));
+    let fill = |start: usize, chunk: &mut [f32]| {
+        for (i, m) in (start..).zip(chunk.iter_mut()) {
+            // Indices wrap at 2^32 as the GPU kernel's u32 index would.
+            *m = if pcg_hash(i as u32 ^ key) < threshold {
+                0.0
+            } else {
+                keep
+            };
+        }
+    };
+    let mut mask = crate::alloc::zeros_or_unwind("a dropout mask", n);
+    const CHUNK: usize = 1 << 14;
+    if n >= 4 * CHUNK {
+        use rayon::prelude::*;
+        mask.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| fill(c * CHUNK, chunk));
+    } else {
+        fill(0, &mut mask);
+    }
+    mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_masks_drop_about_the_rate_and_repeat_per_seed() {
+        let n = 200_000;
+        let mask = dropout_mask(n, 0.3, 42);
+        let dropped = mask.iter().filter(|&&m| m == 0.0).count() as f64 / n as f64;
+        assert!((dropped - 0.3).abs() < 0.005, "dropped {dropped}");
+        assert!(mask.iter().all(|&m| m == 0.0 || (m - 1.0 / 0.7).abs() < 1e-6));
+        assert_eq!(mask, dropout_mask(n, 0.3, 42));
+        assert_ne!(mask, dropout_mask(n, 0.3, 43));
+        // The serial and parallel fills agree on a shared prefix.
+        assert_eq!(dropout_mask(1000, 0.3, 42), mask[..1000]);
+    }
 }

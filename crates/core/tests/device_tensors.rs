@@ -6,7 +6,7 @@
 
 mod fixture_support;
 
-use cortex_core::backprop::{backward, Grads};
+use cortex_core::backprop::{backward, backward_with_seed, Grads};
 use cortex_core::cpu::elementwise::Activation;
 use cortex_core::{ops, Device, Result, Tensor};
 use fixture_support::{assert_close, cases, data_of, shape_of, values};
@@ -177,10 +177,65 @@ fn split_devices_and_ops_without_gpu_kernels_are_errors_that_name_the_op() {
     let gpu = cpu.to(Device::Gpu).unwrap();
     let err = ops::add(&cpu, &gpu).unwrap_err().to_string();
     assert!(err.contains("add") && err.contains("different devices"), "{err}");
-    let err = ops::split(&gpu, &[vec![2, 4, 4, 1], vec![2, 4, 4, 2]])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("split has no GPU kernel yet"), "{err}");
+    // A fused op with only a CPU backward refuses GPU inputs by name.
+    struct CpuOnly(Tensor);
+    impl cortex_core::backprop::CustomOp for CpuOnly {
+        fn name(&self) -> &'static str {
+            "cpu-only fused op"
+        }
+        fn inputs(&self) -> Vec<&Tensor> {
+            vec![&self.0]
+        }
+        fn vjp(&self, _: &Tensor, g: &[f32]) -> Result<Vec<(Tensor, Vec<f32>)>> {
+            Ok(vec![(self.0.clone(), g.to_vec())])
+        }
+    }
+    let err = ops::custom(
+        vec![0.0; gpu.len()],
+        gpu.shape().to_vec(),
+        || Box::new(CpuOnly(gpu.clone())),
+        &[&gpu],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cpu-only fused op has no GPU kernel yet"), "{err}");
+}
+
+/// Splitting a packed result (how a recurrent layer hands out its returned states) runs on the
+/// GPU: the same pieces as on the CPU, and each piece's gradient lands in its place.
+#[test]
+fn split_runs_on_the_gpu_with_its_gradient() {
+    if skip() {
+        return;
+    }
+    let shapes = [vec![2, 3], vec![4], vec![1, 2]];
+    let run = |device: Device| {
+        let packed = leaf(values(12, 9), &[12], device);
+        let pieces = ops::split(&packed, &shapes).unwrap();
+        let mut total = ops::sum(&ops::scale(&pieces[0], 2.0).unwrap()).unwrap();
+        total = ops::add(&total, &ops::sum(&ops::mul(&pieces[2], &pieces[2]).unwrap()).unwrap()).unwrap();
+        let grads = backward_with_seed(&total, vec![1.0]).unwrap();
+        let values: Vec<Vec<f32>> = pieces.iter().map(|p| p.to_vec()).collect();
+        (values, grads.get(&packed).unwrap().to_vec())
+    };
+    let (cpu_pieces, cpu_grad) = run(Device::Cpu);
+    let (gpu_pieces, gpu_grad) = run(Device::Gpu);
+    assert_eq!(gpu_pieces, cpu_pieces);
+    let x = values(12, 9);
+    // d/dx of 2·sum(piece 0) + sum(piece 2²): 2 on the first 6, 0 on the next 4, 2x on the last 2.
+    let want: Vec<f32> = (0..12)
+        .map(|i| {
+            if i < 6 {
+                2.0
+            } else if i < 10 {
+                0.0
+            } else {
+                2.0 * x[i]
+            }
+        })
+        .collect();
+    assert_close("split gradient (cpu)", &cpu_grad, &want);
+    assert_close("split gradient (gpu)", &gpu_grad, &want);
 }
 
 #[test]

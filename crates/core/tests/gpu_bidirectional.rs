@@ -1,7 +1,7 @@
 //! Recurrent layers with goBackwards and the Bidirectional wrapper on the GPU: predictions,
 //! losses and trained weights match the CPU's layer code (which the fixture suite checks
 //! against Keras semantics: a goBackwards sequence comes out in processing order, the backward
-//! copy inside Bidirectional in input order), and what the GPU still lacks is refused by name.
+//! copy inside Bidirectional in input order), returned and initial states included.
 //!
 //! Like gpu_model.rs these run on any wgpu adapter (Mesa's lavapipe without a GPU);
 //! `CORTEX_SKIP_GPU_TESTS=1` skips them.
@@ -254,33 +254,77 @@ fn bidirectional_text_classifier_trains_on_the_gpu_as_on_the_cpu() {
     assert!(last < 0.8 * first, "training should lower the loss: {losses:?}");
 }
 
-/// returnState is still refused by "gpu!" (a recurrent layer, or one inside Bidirectional),
-/// with a message that names it.
+/// returnState and initial states train on the GPU as on the CPU: an encoder handing its
+/// final states to a decoder (every cell), every output of an LSTM with returnState read by the
+/// loss (its final cell state's gradient included), and a Bidirectional GRU's two final states.
 #[test]
-fn return_state_is_refused_on_the_gpu_by_name() {
+fn returned_and_initial_states_train_on_the_gpu_as_on_the_cpu() {
     if skip() {
         return;
     }
-    let functional = |layer: Value| {
-        json!({"className": "Functional", "inputs": [[5, 3]], "layers": [layer],
-               "nodes": [{"layer": 0, "inputs": [[-1, 0]]}], "outputs": [[0, 0]]})
+    let functional = |layers: Value, nodes: Value, out: usize| {
+        json!({"className": "Functional", "inputs": [[5, 3]], "layers": layers, "nodes": nodes,
+               "outputs": [[out, 0]]})
     };
-    let cases = [
-        (
-            functional(layer("LSTM", json!({"units": 4, "returnState": true}))),
-            "does not support LSTM returnState (layer ",
+    let mut cases = Vec::new();
+    for class in CELLS {
+        let states: Vec<Value> = (1..=if class == "LSTM" { 2 } else { 1 })
+            .map(|k| json!([0, k]))
+            .collect();
+        let mut decoder_inputs = vec![json!([-1, 0])];
+        decoder_inputs.extend(states);
+        cases.push((
+            format!("{class} encoder -> decoder"),
+            functional(
+                json!([
+                    layer(class, json!({"units": 4, "returnState": true})),
+                    layer(class, json!({"units": 4})),
+                    layer("Dense", json!({"units": 2}))
+                ]),
+                json!([{"layer": 0, "inputs": [[-1, 0]]}, {"layer": 1, "inputs": decoder_inputs},
+                       {"layer": 2, "inputs": [[1, 0]]}]),
+                2,
+            ),
+        ));
+    }
+    cases.push((
+        "LSTM output, h and c".into(),
+        functional(
+            json!([
+                layer("LSTM", json!({"units": 4, "returnState": true, "goBackwards": true})),
+                layer("Concatenate", json!({})),
+                layer("Dense", json!({"units": 2}))
+            ]),
+            json!([{"layer": 0, "inputs": [[-1, 0]]}, {"layer": 1, "inputs": [[0, 0], [0, 1], [0, 2]]},
+                   {"layer": 2, "inputs": [[1, 0]]}]),
+            2,
         ),
-        (
-            functional(bidirectional(
-                "GRU",
-                json!({"units": 4, "returnState": true, "returnSequences": true}),
-                "sum",
-            )),
-            "does not support GRU returnState (layer ",
+    ));
+    cases.push((
+        "Bidirectional GRU states".into(),
+        functional(
+            json!([
+                bidirectional(
+                    "GRU",
+                    json!({"units": 4, "returnState": true, "returnSequences": true}),
+                    "sum"
+                ),
+                layer("Concatenate", json!({})),
+                layer("Dense", json!({"units": 2}))
+            ]),
+            json!([{"layer": 0, "inputs": [[-1, 0]]}, {"layer": 1, "inputs": [[0, 1], [0, 2]]},
+                   {"layer": 2, "inputs": [[1, 0]]}]),
+            2,
         ),
-    ];
-    for (config, want) in cases {
-        let mut model = Model::from_config(&config, 1).unwrap();
-        assert_gpu_refuses(&mut model, "adam", want);
+    ));
+    let x = data(&[6, 5, 3], 0.3);
+    let y = data(&[6, 2], 0.9);
+    let compile = json!({"optimizer": {"name": "adam", "learningRate": 0.02}, "loss": "meanSquaredError"});
+    for (what, config) in cases {
+        let (mut cpu, mut gpu) = pair(&config, compile.clone());
+        assert_same_predictions(&mut cpu, &mut gpu, &x, 1e-4, &what);
+        train_alike(&mut cpu, &mut gpu, &x, &y, 4, &what);
+        assert_same_weights(&cpu, &gpu, WEIGHTS_TOL);
+        assert_same_predictions(&mut cpu, &mut gpu, &x, WEIGHTS_TOL, &what);
     }
 }

@@ -1,6 +1,6 @@
 //! Linear algebra, elementwise arithmetic and reductions.
 
-use super::gpu::{self, cpu_only, on_gpu};
+use super::gpu::{self, on_gpu};
 use crate::backprop::Op;
 use crate::cpu::elementwise::{map_binary, map_unary};
 use crate::cpu::matmul::sgemm;
@@ -103,7 +103,9 @@ pub fn split(packed: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
             shapes,
         ));
     }
-    cpu_only("split", &[packed])?;
+    if on_gpu("split", &[packed])? {
+        return super::gpu_layout::split(packed, shapes);
+    }
     let mut start = 0;
     let mut out = Vec::with_capacity(shapes.len());
     for shape in shapes {

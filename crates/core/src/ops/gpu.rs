@@ -30,15 +30,6 @@ pub(crate) fn on_gpu(op: &str, inputs: &[&Tensor]) -> Result<bool> {
     Ok(placement(op, inputs)? == Device::Gpu)
 }
 
-/// An Error for an op with no GPU kernel yet when any input is on the GPU: nothing silently
-/// runs on the CPU.
-pub(crate) fn cpu_only(op: &str, inputs: &[&Tensor]) -> Result<()> {
-    if inputs.iter().any(|t| t.device() == Device::Gpu) {
-        return Err(no_gpu_kernel(op));
-    }
-    Ok(())
-}
-
 /// The Error of an op that met a GPU input and has no GPU kernel yet.
 pub(crate) fn no_gpu_kernel(op: &str) -> Error {
     Error::Invalid(format!(

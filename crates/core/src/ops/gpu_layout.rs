@@ -62,6 +62,51 @@ impl GpuCustomOp for ConcatBackward {
     }
 }
 
+/// Consecutive flat pieces of `packed` (on the GPU) with the given shapes, as
+/// [`super::split`]: how a layer with several outputs hands out one packed result.
+pub(crate) fn split(packed: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
+    let row = buf(packed)?.reshape(&[1, packed.len()]).map_err(gpu_err)?;
+    let mut start = 0;
+    let mut out = Vec::with_capacity(shapes.len());
+    for shape in shapes {
+        let n = crate::tensor::numel(shape);
+        let piece = run(|gpu| gpu.slice_last(&row, start, n)?.reshape(shape))?;
+        let backward = SliceBackward {
+            packed: packed.clone(),
+            start,
+        };
+        out.push(Tensor::from_gpu_op(
+            piece,
+            shape.clone(),
+            |_| Op::GpuCustom(Box::new(backward)),
+            &[packed],
+        ));
+        start += n;
+    }
+    Ok(out)
+}
+
+/// The gradient of one piece of [`split`]: its values in place, zeros elsewhere.
+struct SliceBackward {
+    packed: Tensor,
+    start: usize,
+}
+
+impl GpuCustomOp for SliceBackward {
+    fn name(&self) -> &'static str {
+        "split"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.packed]
+    }
+    fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let row = dy.clone().reshape(&[1, dy.len()]).map_err(gpu_err)?;
+        let total = self.packed.len();
+        let full = run(|gpu| gpu.place_last(&row, total, self.start)?.reshape(self.packed.shape()))?;
+        Ok(vec![(self.packed.clone(), grad(full))])
+    }
+}
+
 /// Rows of `table` (`[vocab, dim]`, on the GPU) for `ids` (validated integers, `ids_shape`):
 /// `[..ids_shape, dim]`.
 pub(crate) fn embedding(table: &Tensor, ids: &[u32], ids_shape: &[usize]) -> Result<Tensor> {

@@ -23,9 +23,15 @@ pub(crate) struct RnnCall<'a> {
     pub go_backwards: bool,
     /// Inside Bidirectional: the sequence comes back in input order, masked steps as zeros.
     pub input_order: bool,
+    /// None, or the initial h and (LSTM) c, each `[batch, u]`.
+    pub states: &'a [Tensor],
+    /// Keras `returnState`: the final h and (LSTM) c follow the output.
+    pub return_state: bool,
 }
 
-/// Runs the layer on `x` `[batch, time, in]` (and its `[batch, time]` mask) on the GPU.
+/// Runs the layer on `x` `[batch, time, in]` (and its `[batch, time]` mask) on the GPU: the
+/// output, then with `return_state` the final states, packed flat into one tensor as on the
+/// CPU (the layer splits it with [`super::split`]); without, the output alone.
 pub(crate) fn run(call: &RnnCall, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let cell = match call.cell {
         Cell::Lstm => GpuCell::Lstm,
@@ -35,6 +41,7 @@ pub(crate) fn run(call: &RnnCall, x: &Tensor, mask: Option<&Tensor>) -> Result<T
     let plan = RnnPlan::for_layer(cell, call.bias.is_some(), call.return_sequences, call.go_backwards);
     let mut weights = vec![buf(call.kernel)?, buf(call.recurrent)?];
     weights.extend(call.bias.map(buf).transpose()?);
+    let initial = call.states.iter().map(buf).collect::<Result<Vec<_>>>()?;
     let mask = match mask {
         Some(m) => Some(buf(&m.to(crate::Device::Gpu)?)?),
         None => None,
@@ -42,9 +49,36 @@ pub(crate) fn run(call: &RnnCall, x: &Tensor, mask: Option<&Tensor>) -> Result<T
     let gpu = shared_gpu()?;
     let mut inputs = vec![x, call.kernel, call.recurrent];
     inputs.extend(call.bias);
+    inputs.extend(call.states);
     let keep = Tensor::records(&inputs);
-    let (y, tape) = plan.forward(&gpu, &weights, buf(x)?, mask.as_ref(), keep, call.input_order)?;
-    let shape = y.shape().to_vec();
+    let out = plan.forward_with_states(
+        &gpu,
+        &weights,
+        buf(x)?,
+        &initial,
+        call.return_state,
+        mask.as_ref(),
+        keep,
+        call.input_order,
+    )?;
+    let pieces: Vec<Vec<usize>> = std::iter::once(&out.y)
+        .chain(&out.states)
+        .map(|t| t.shape().to_vec())
+        .collect();
+    let (y, shape) = if out.states.is_empty() {
+        let shape = out.y.shape().to_vec();
+        (out.y, shape)
+    } else {
+        let flat = std::iter::once(&out.y)
+            .chain(&out.states)
+            .map(|t| t.clone().reshape(&[1, t.len()]))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(gpu_err)?;
+        let refs: Vec<&GpuTensor> = flat.iter().collect();
+        let packed = gpu.concat_last(&refs).map_err(gpu_err)?;
+        let total = packed.len();
+        (packed.reshape(&[total]).map_err(gpu_err)?, vec![total])
+    };
     Ok(Tensor::from_gpu_op(
         y,
         shape,
@@ -52,11 +86,13 @@ pub(crate) fn run(call: &RnnCall, x: &Tensor, mask: Option<&Tensor>) -> Result<T
             Op::GpuCustom(Box::new(RnnBackward {
                 plan,
                 weights,
-                tape: Mutex::new(tape),
+                tape: Mutex::new(out.tape),
+                pieces,
                 x: x.clone(),
                 kernel: call.kernel.clone(),
                 recurrent: call.recurrent.clone(),
                 bias: call.bias.cloned(),
+                states: call.states.to_vec(),
             }))
         },
         &inputs,
@@ -68,10 +104,15 @@ struct RnnBackward {
     weights: Vec<GpuTensor>,
     /// Taken by the one backward pass the sequence kernels' saved state allows.
     tape: Mutex<Option<RnnTape>>,
+    /// Shapes of the output and the returned states, packed flat in that order when more
+    /// than one.
+    pieces: Vec<Vec<usize>>,
     x: Tensor,
     kernel: Tensor,
     recurrent: Tensor,
     bias: Option<Tensor>,
+    /// The initial states, when given.
+    states: Vec<Tensor>,
 }
 
 impl GpuCustomOp for RnnBackward {
@@ -80,7 +121,7 @@ impl GpuCustomOp for RnnBackward {
     }
     fn inputs(&self) -> Vec<&Tensor> {
         let mut v = vec![&self.x, &self.kernel, &self.recurrent];
-        v.extend(self.bias.iter());
+        v.extend(self.bias.iter().chain(&self.states));
         v
     }
     fn vjp(&self, dy: &GpuTensor) -> Result<Vec<(Tensor, Tensor)>> {
@@ -97,13 +138,35 @@ impl GpuCustomOp for RnnBackward {
                 )
             })?;
         let gpu = shared_gpu()?;
+        // The packed gradient, cut back into the output's and each returned state's.
+        let mut parts = Vec::with_capacity(self.pieces.len());
+        if self.pieces.len() == 1 {
+            parts.push(dy.clone());
+        } else {
+            let row = dy.clone().reshape(&[1, dy.len()]).map_err(gpu_err)?;
+            let mut start = 0;
+            for shape in &self.pieces {
+                let n: usize = shape.iter().product();
+                let part = gpu.slice_last(&row, start, n).and_then(|p| p.reshape(shape));
+                parts.push(part.map_err(gpu_err)?);
+                start += n;
+            }
+        }
+        let dy = parts.remove(0);
         let mut grads = vec![None; self.weights.len()];
-        let dx = self.plan.backward(&gpu, &self.weights, tape, dy.clone(), &mut grads)?;
+        let (dx, d_initial) = self
+            .plan
+            .backward_with_states(&gpu, &self.weights, tape, dy, &parts, &mut grads)?;
         let mut v = vec![(self.x.clone(), grad(dx))];
         let params = [Some(&self.kernel), Some(&self.recurrent), self.bias.as_ref()];
         for (t, g) in params.into_iter().flatten().zip(grads) {
             let g = g.ok_or_else(|| Error::Invalid("a recurrent weight got no gradient".into()))?;
             v.push((t.clone(), grad(g.reshape(t.shape()).map_err(gpu_err)?)));
+        }
+        for (t, g) in self.states.iter().zip(d_initial) {
+            if t.tracks() {
+                v.push((t.clone(), grad(g)));
+            }
         }
         Ok(v)
     }

@@ -110,6 +110,24 @@ impl Gpu {
         Ok(out)
     }
 
+    /// `x` `[rows, len]` placed at columns `start .. start + len` of a `[rows, cols]` tensor of
+    /// zeros (the gradient of [`Gpu::slice_last`]).
+    pub fn place_last(&self, x: &GpuTensor, cols: usize, start: usize) -> Result<GpuTensor> {
+        let (rows, len) = rows_cols("place_last", x)?;
+        if start + len > cols {
+            return Err(GpuError::Shape {
+                op: "place_last",
+                expected: format!("columns {start}..{} within {cols}", start + len),
+                got: format!("{:?}", x.shape()),
+            });
+        }
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("rank >= 1") = cols;
+        let out = self.zeros(&shape)?;
+        self.copy_columns((x, len), (&out, cols), (rows, len), (0, start))?;
+        Ok(out)
+    }
+
     /// `x` `[batch, time, features]` with its time axis reversed (its own gradient too).
     pub fn reverse_time(&self, x: &GpuTensor) -> Result<GpuTensor> {
         let [n, time, features] = <[usize; 3]>::try_from(x.shape()).map_err(|_| GpuError::Shape {

@@ -16,8 +16,8 @@
 //! masked step keeps the previous state, outputs the previous hidden state (or zeros), and its
 //! gradient flows straight to the previous state.
 //!
-//! Not supported: `goBackwards` (reverse the input and the mask instead), a gradient wrt the
-//! final cell state, stateful carry of the final cell state.
+//! Not supported: `goBackwards` (reverse the input and the mask instead), stateful carry of the
+//! final cell state.
 
 use super::{matmul::MatmulDesc, u32_of};
 use crate::context::grid;
@@ -42,7 +42,8 @@ struct Params {
     cols: u32,
     has_mask: u32,
     zero_masked: u32,
-    pad: [u32; 2],
+    has_dc_last: u32,
+    pad: u32,
 }
 
 /// A Keras mask for a recurrent kernel: `[batch, time]` f32, nonzero = keep the step. A
@@ -281,7 +282,8 @@ impl Gpu {
             cols: 0,
             has_mask,
             zero_masked,
-            pad: [0; 2],
+            has_dc_last: 0,
+            pad: 0,
         };
         // Element offsets inside the shader are u32.
         u32_of("x_proj elements", batch * steps * 5 * u)?;
@@ -324,6 +326,20 @@ impl Gpu {
         dh_seq: Option<&GpuTensor>,
         dh_last: Option<&GpuTensor>,
     ) -> Result<LstmBackward> {
+        self.lstm_backward_with_cell_grad(saved, recurrent, dh_seq, dh_last, None)
+    }
+
+    /// [`Gpu::lstm_backward`] with a gradient wrt the final cell state as well (`dc_last`,
+    /// `[batch, u]`: a returned state, see [`Gpu::lstm_final_cell`]). At least one of the
+    /// three gradients must be given.
+    pub fn lstm_backward_with_cell_grad(
+        &self,
+        saved: &LstmSaved,
+        recurrent: &GpuTensor,
+        dh_seq: Option<&GpuTensor>,
+        dh_last: Option<&GpuTensor>,
+        dc_last: Option<&GpuTensor>,
+    ) -> Result<LstmBackward> {
         let op = "lstm_backward";
         let u = units_of(op, recurrent, 4)?;
         let &[batch, steps, g5] = saved.gates_c.shape() else {
@@ -343,10 +359,13 @@ impl Gpu {
         if let Some(d) = dh_last {
             expect_shape(op, "dh_last", d, &[batch, u])?;
         }
-        if dh_seq.is_none() && dh_last.is_none() {
+        if let Some(d) = dc_last {
+            expect_shape(op, "dc_last", d, &[batch, u])?;
+        }
+        if dh_seq.is_none() && dh_last.is_none() && dc_last.is_none() {
             return Err(GpuError::Invalid {
                 op,
-                message: "neither dh_seq nor dh_last given".into(),
+                message: "none of dh_seq, dh_last and dc_last given".into(),
             });
         }
         let seqs = lstm_seqs_per_group(u)?;
@@ -368,7 +387,8 @@ impl Gpu {
             cols: 0,
             has_mask,
             zero_masked,
-            pad: [0; 2],
+            has_dc_last: dc_last.is_some() as u32,
+            pad: 0,
         };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
@@ -382,10 +402,33 @@ impl Gpu {
             (12, dh0.buffer()),
             (13, dc0.buffer()),
             (16, saved.mask.as_ref().map_or(&dummy, |m| &m.mask).buffer()),
+            (17, dc_last.unwrap_or(&dummy).buffer()),
         ];
         pass.dispatch("rnn", "lstm_backward", &p, &bufs, (gx, gy, 1))?;
         pass.submit();
         Ok(LstmBackward { d_gates, dh0, dc0 })
+    }
+
+    /// The cell state after the last step, `[batch, u]` (Keras' returned `c`; a masked last
+    /// step carried it over), copied out of the saved state.
+    pub fn lstm_final_cell(&self, saved: &LstmSaved) -> Result<GpuTensor> {
+        let &[batch, steps, g5] = saved.gates_c.shape() else {
+            return Err(shape_err(
+                "lstm_final_cell",
+                "saved gates [batch, time, 5u]".into(),
+                &saved.gates_c,
+            ));
+        };
+        if steps == 0 {
+            return Err(shape_err(
+                "lstm_final_cell",
+                "at least one time step".into(),
+                &saved.gates_c,
+            ));
+        }
+        let u = g5 / 5;
+        let rows = saved.gates_c.clone().reshape(&[batch, steps * g5])?;
+        self.slice_last(&rows, (steps - 1) * g5 + 4 * u, u)
     }
 
     /// Gradients wrt the layer input and parameters from the gate gradients of
@@ -496,7 +539,8 @@ impl Gpu {
                 cols: cols as u32,
                 has_mask: 0,
                 zero_masked: 0,
-                pad: [0; 2],
+                has_dc_last: 0,
+                pad: 0,
             };
             let (gx, gy) = grid(n.div_ceil(WG as u32));
             let mut pass = self.batch();

@@ -34,7 +34,8 @@ struct Params {
     // output zeros instead of the previous state.
     has_mask: u32,
     zero_masked: u32,
-    pad0: u32,
+    // Backward: whether dc_last is bound with real data.
+    has_dc_last: u32,
     pad1: u32,
 }
 
@@ -65,6 +66,8 @@ const HALF: u32 = 1024u;
 @group(0) @binding(15) var<storage, read_write> t_out: array<f32>;
 // Forward and backward: the Keras mask [B, T] (a stand-in, never read, without p.has_mask).
 @group(0) @binding(16) var<storage, read> mask: array<f32>;
+// Backward: the gradient wrt the final cell state [B, u] (returnState), the carry's start.
+@group(0) @binding(17) var<storage, read> dc_last: array<f32>;
 
 var<workgroup> hbuf: array<f32, 2048>;
 // Pre-activation gate gradients of the step just processed, [seqs, 4u] (4 * 1024 max).
@@ -213,6 +216,16 @@ fn lstm_backward(
     for (var i = 0u; i < 4u; i++) {
         dc[i] = 0.0;
         hc[i] = 0.0;
+    }
+    if (p.has_dc_last != 0u) {
+        var i = 0u;
+        for (var q = lid; q < n; q += WG) {
+            let b = first + q / u;
+            if (b < p.batch) {
+                dc[i] = dc_last[b * u + q % u];
+            }
+            i++;
+        }
     }
     for (var tt = 0u; tt < p.steps; tt++) {
         let t = p.steps - 1u - tt;

@@ -156,6 +156,25 @@ impl RnnPlan {
         keep: bool,
         input_order: bool,
     ) -> Result<(GpuTensor, Option<RnnTape>)> {
+        let out = self.forward_with_states(g, w, x, &[], false, mask, keep, input_order)?;
+        Ok((out.y, out.tape))
+    }
+
+    /// [`RnnPlan::forward`] from the initial states `initial` (none, or h0 and for the LSTM
+    /// c0, each `[batch, u]`), returning the final states too with `return_state` (Keras
+    /// `returnState`: h, then the LSTM's c).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_with_states(
+        &self,
+        g: &Gpu,
+        w: &[GpuTensor],
+        x: GpuTensor,
+        initial: &[GpuTensor],
+        return_state: bool,
+        mask: Option<&GpuTensor>,
+        keep: bool,
+        input_order: bool,
+    ) -> Result<RnnOutputs> {
         check_sequence(self.cell, &x)?;
         let flip_input = self.go_backwards;
         let flip_output = flip_input && input_order && self.return_sequences;
@@ -171,18 +190,29 @@ impl RnnPlan {
             }),
             None => None,
         };
-        let (y, tape) = rnn_forward(g, self.cell, x, mask, &self.weights(w), self.return_sequences, keep)?;
-        let y = if flip_output {
-            g.reverse_time(&y).map_err(gpu_err)?
-        } else {
-            y
+        let run = RnnRun {
+            initial,
+            mask,
+            return_sequences: self.return_sequences,
+            return_state,
+            keep,
         };
-        let tape = tape.map(|t| RnnTape {
+        let out = rnn_forward(g, self.cell, x, &self.weights(w), &run)?;
+        let y = if flip_output {
+            g.reverse_time(&out.y).map_err(gpu_err)?
+        } else {
+            out.y
+        };
+        let tape = out.tape.map(|t| RnnTape {
             flip_input,
             flip_output,
             ..t
         });
-        Ok((y, tape))
+        Ok(RnnOutputs {
+            y,
+            states: out.states,
+            tape,
+        })
     }
 
     /// Backward pass: adds the weight gradients into `grads`; returns the input gradient.
@@ -195,23 +225,39 @@ impl RnnPlan {
         dy: GpuTensor,
         grads: &mut [Option<GpuTensor>],
     ) -> Result<GpuTensor> {
+        Ok(self.backward_with_states(g, w, tape, dy, &[], grads)?.0)
+    }
+
+    /// [`RnnPlan::backward`] with the gradients wrt the returned final states (`d_states`: h,
+    /// then the LSTM's c; none without `returnState`). Returns the input gradient and the
+    /// gradients wrt the initial states (h0, then the LSTM's c0).
+    pub(crate) fn backward_with_states(
+        &self,
+        g: &Gpu,
+        w: &[GpuTensor],
+        tape: RnnTape,
+        dy: GpuTensor,
+        d_states: &[GpuTensor],
+        grads: &mut [Option<GpuTensor>],
+    ) -> Result<(GpuTensor, Vec<GpuTensor>)> {
         let (flip_input, flip_output) = (tape.flip_input, tape.flip_output);
         let dy = if flip_output {
             g.reverse_time(&dy).map_err(gpu_err)?
         } else {
             dy
         };
-        let (dx, dw, du, db) = rnn_backward(g, dy, tape, &self.weights(w))?;
-        accumulate(g, &mut grads[self.kernel], dw)?;
-        accumulate(g, &mut grads[self.recurrent], du)?;
+        let back = rnn_backward(g, dy, d_states, tape, &self.weights(w))?;
+        accumulate(g, &mut grads[self.kernel], back.dw)?;
+        accumulate(g, &mut grads[self.recurrent], back.du)?;
         if let Some(b) = self.bias {
-            accumulate(g, &mut grads[b], db)?;
+            accumulate(g, &mut grads[b], back.dbias)?;
         }
-        if flip_input {
-            g.reverse_time(&dx).map_err(gpu_err)
+        let dx = if flip_input {
+            g.reverse_time(&back.dx).map_err(gpu_err)?
         } else {
-            Ok(dx)
-        }
+            back.dx
+        };
+        Ok((dx, back.d_initial))
     }
 }
 
@@ -252,19 +298,33 @@ pub(crate) struct RnnTape {
     flip_output: bool,
 }
 
-/// Forward pass from x `[batch, time, in]`: every hidden state or the last one.
-fn rnn_forward(
-    g: &Gpu,
-    cell: Cell,
-    x: GpuTensor,
+/// A recurrent layer's outputs on the device.
+pub(crate) struct RnnOutputs {
+    /// Every hidden state `[batch, time, u]` (returnSequences) or the last one `[batch, u]`.
+    pub y: GpuTensor,
+    /// With returnState: the final hidden state, then the LSTM's final cell state.
+    pub states: Vec<GpuTensor>,
+    pub tape: Option<RnnTape>,
+}
+
+/// The options of one recurrent pass.
+struct RnnRun<'a> {
+    /// None, or h0 and (LSTM) c0.
+    initial: &'a [GpuTensor],
     mask: Option<RnnMask>,
-    w: &RnnWeights,
     return_sequences: bool,
+    return_state: bool,
+    /// Keep the tape for a backward pass.
     keep: bool,
-) -> Result<(GpuTensor, Option<RnnTape>)> {
+}
+
+/// Forward pass from x `[batch, time, in]`: every hidden state or the last one.
+fn rnn_forward(g: &Gpu, cell: Cell, x: GpuTensor, w: &RnnWeights, run: &RnnRun) -> Result<RnnOutputs> {
     let gate_cols = w.kernel.shape()[1];
     let zeros = |n: usize| g.zeros(&[n]).map_err(gpu_err);
-    let mask = mask.as_ref();
+    let mask = run.mask.as_ref();
+    let (h0, c0) = (run.initial.first(), run.initial.get(1));
+    let mut final_cell = None;
     let (h_seq, h_last, state) = match cell {
         Cell::Lstm | Cell::SimpleRnn => {
             let bias = match w.bias {
@@ -274,12 +334,15 @@ fn rnn_forward(
             let projected = g.rnn_input_projection(&x, w.kernel, &bias).map_err(gpu_err)?;
             if cell == Cell::Lstm {
                 let out = g
-                    .lstm_forward_masked(&projected, w.recurrent, None, None, mask)
+                    .lstm_forward_masked(&projected, w.recurrent, h0, c0, mask)
                     .map_err(gpu_err)?;
+                if run.return_state {
+                    final_cell = Some(g.lstm_final_cell(&out.saved).map_err(gpu_err)?);
+                }
                 (out.h_seq, out.h_last, CellState::Lstm(out.saved))
             } else {
                 let out = g
-                    .simple_rnn_forward_masked(&projected, w.recurrent, None, mask)
+                    .simple_rnn_forward_masked(&projected, w.recurrent, h0, mask)
                     .map_err(gpu_err)?;
                 (out.h_seq, out.h_last, CellState::SimpleRnn(out.saved))
             }
@@ -291,56 +354,89 @@ fn rnn_forward(
             };
             let projected = g.rnn_input_projection(&x, w.kernel, &input_bias).map_err(gpu_err)?;
             let out = g
-                .gru_forward_masked(&projected, w.recurrent, &recurrent_bias, None, mask)
+                .gru_forward_masked(&projected, w.recurrent, &recurrent_bias, h0, mask)
                 .map_err(gpu_err)?;
             (out.h_seq, out.h_last, CellState::Gru(out.saved))
         }
     };
-    let y = if return_sequences { h_seq } else { h_last };
-    let tape = keep.then_some(RnnTape {
+    let mut states = Vec::new();
+    if run.return_state {
+        states.push(h_last.clone());
+        states.extend(final_cell);
+    }
+    let y = if run.return_sequences { h_seq } else { h_last };
+    let tape = run.keep.then_some(RnnTape {
         x,
         state,
-        return_sequences,
+        return_sequences: run.return_sequences,
         flip_input: false,
         flip_output: false,
     });
-    Ok((y, tape))
+    Ok(RnnOutputs { y, states, tape })
 }
 
-/// Gradients of a recurrent step: (dx, dW, dU, dbias).
-fn rnn_backward(
-    g: &Gpu,
-    dy: GpuTensor,
-    tape: RnnTape,
-    w: &RnnWeights,
-) -> Result<(GpuTensor, GpuTensor, GpuTensor, GpuTensor)> {
-    let (dh_seq, dh_last) = if tape.return_sequences {
-        (Some(&dy), None)
-    } else {
-        (None, Some(&dy))
+/// The gradients of a recurrent layer.
+struct RnnGrads {
+    dx: GpuTensor,
+    dw: GpuTensor,
+    du: GpuTensor,
+    dbias: GpuTensor,
+    /// Wrt the initial states: h0, then the LSTM's c0.
+    d_initial: Vec<GpuTensor>,
+}
+
+/// Gradients of a recurrent layer from those of its output (`dy`) and of its returned final
+/// states (`d_states`: h, then the LSTM's c; may be empty).
+fn rnn_backward(g: &Gpu, dy: GpuTensor, d_states: &[GpuTensor], tape: RnnTape, w: &RnnWeights) -> Result<RnnGrads> {
+    // Without returnSequences the output is the final h, so both gradients reach it.
+    let (dh_seq, dh_last) = match (tape.return_sequences, d_states.first()) {
+        (true, dh) => (Some(dy), dh.cloned()),
+        (false, Some(dh)) => (None, Some(g.add(&dy, dh).map_err(gpu_err)?)),
+        (false, None) => (None, Some(dy)),
     };
+    let (dh_seq, dh_last, dc_last) = (dh_seq.as_ref(), dh_last.as_ref(), d_states.get(1));
     let (u, x) = (w.recurrent, &tape.x);
     Ok(match &tape.state {
         CellState::Lstm(state) => {
-            let back = g.lstm_backward(state, u, dh_seq, dh_last).map_err(gpu_err)?;
+            let back = g
+                .lstm_backward_with_cell_grad(state, u, dh_seq, dh_last, dc_last)
+                .map_err(gpu_err)?;
             let d = g
                 .lstm_weight_grads(x, w.kernel, state, &back.d_gates)
                 .map_err(gpu_err)?;
-            (d.dx, d.dw, d.du, d.dbias)
+            RnnGrads {
+                dx: d.dx,
+                dw: d.dw,
+                du: d.du,
+                dbias: d.dbias,
+                d_initial: vec![back.dh0, back.dc0],
+            }
         }
         CellState::Gru(state) => {
             let back = g.gru_backward(state, u, dh_seq, dh_last).map_err(gpu_err)?;
             let d = g
                 .gru_weight_grads(x, w.kernel, state, &back.d_proj, &back.d_rec)
                 .map_err(gpu_err)?;
-            (d.dx, d.dw, d.du, d.dbias)
+            RnnGrads {
+                dx: d.dx,
+                dw: d.dw,
+                du: d.du,
+                dbias: d.dbias,
+                d_initial: vec![back.dh0],
+            }
         }
         CellState::SimpleRnn(state) => {
             let back = g.simple_rnn_backward(state, u, dh_seq, dh_last).map_err(gpu_err)?;
             let d = g
                 .simple_rnn_weight_grads(x, w.kernel, state, &back.d_pre)
                 .map_err(gpu_err)?;
-            (d.dx, d.dw, d.du, d.dbias)
+            RnnGrads {
+                dx: d.dx,
+                dw: d.dw,
+                du: d.du,
+                dbias: d.dbias,
+                d_initial: vec![back.dh0],
+            }
         }
     })
 }

@@ -516,8 +516,8 @@ impl Rnn {
                 return Err(Error::shape(&format!("{what} mask"), [b, t], m.shape()));
             }
         }
-        if let Some(y) = self.run_on_gpu(x, states, mask, bidirectional)? {
-            return Ok(vec![y]);
+        if let Some(outputs) = self.run_on_gpu(x, states, mask, bidirectional)? {
+            return Ok(outputs);
         }
         let spec = RnnSpec {
             cell: self.cell,
@@ -611,16 +611,16 @@ impl Rnn {
         }
     }
 
-    /// The layer on the GPU when its weights and input are there (the sequence kernels have
-    /// tanh/sigmoid cells without initial or returned states; anything else is an Error that
-    /// names it); `None` on the CPU.
+    /// The layer's outputs (the sequence or last state, then any returned states) on the GPU when its weights and input
+    /// are there (the sequence kernels have tanh/sigmoid cells; other activations are an Error
+    /// that names them); `None` on the CPU.
     fn run_on_gpu(
         &self,
         x: &Tensor,
         states: &[Tensor],
         mask: Option<&Tensor>,
         bidirectional: bool,
-    ) -> Result<Option<Tensor>> {
+    ) -> Result<Option<Vec<Tensor>>> {
         let what = self.what();
         let (Some(kernel), Some(recurrent)) = (&self.kernel, &self.recurrent) else {
             return Ok(None);
@@ -638,9 +638,6 @@ impl Rnn {
                 "{what} with activations other than tanh / sigmoid"
             )));
         }
-        if !states.is_empty() || self.return_state {
-            return Err(ops::no_gpu_kernel(&format!("{what} with initial or returned states")));
-        }
         let call = gpu_rnn::RnnCall {
             cell: self.cell,
             kernel: &kernel,
@@ -649,8 +646,22 @@ impl Rnn {
             return_sequences: self.return_sequences,
             go_backwards: self.go_backwards,
             input_order: bidirectional,
+            states,
+            return_state: self.return_state,
         };
-        gpu_rnn::run(&call, x, mask).map(Some)
+        let packed = gpu_rnn::run(&call, x, mask)?;
+        if !self.return_state {
+            return Ok(Some(vec![packed]));
+        }
+        let (b, u) = (x.shape()[0], self.units);
+        let out_shape = if self.return_sequences {
+            vec![b, x.shape()[1], u]
+        } else {
+            vec![b, u]
+        };
+        let mut shapes = vec![out_shape];
+        shapes.extend(std::iter::repeat_n(vec![b, u], n_states(self.cell)));
+        ops::split(&packed, &shapes).map(Some)
     }
 
     fn output_masks(&self, mask: Option<&Tensor>) -> Vec<Option<Tensor>> {

@@ -15,9 +15,9 @@ fn unsupported_models_fall_back_with_a_warning_or_fail_when_strict() {
         return;
     }
     assert!(!gpu_model::devices().is_empty(), "wgpu sees no adapter");
-    // Neither GPU path has recurrent cells with other activations than tanh / sigmoid.
+    // Neither GPU path has gelu recurrent cells (the planner has only tanh / sigmoid ones).
     let config = json!({"className": "Sequential", "inputShape": [5, 1], "layers": [
-        {"className": "LSTM", "config": {"units": 3, "activation": "relu"}},
+        {"className": "LSTM", "config": {"units": 3, "activation": "gelu"}},
         {"className": "Dense", "config": {"units": 2}}
     ]});
     let mut model = Model::from_config(&config, 3).unwrap();
@@ -55,7 +55,7 @@ fn gpu_only_compiles_refuse_what_the_gpu_lacks_by_name() {
     let cases = [(
         seq(
             json!([5, 3]),
-            json!([layer("LSTM", json!({"units": 4, "activation": "relu"}))]),
+            json!([layer("LSTM", json!({"units": 4, "activation": "gelu"}))]),
         ),
         "adam",
         "LSTM activations other than tanh / sigmoid",

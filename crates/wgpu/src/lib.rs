@@ -66,7 +66,7 @@ pub use kernels::losses::LossOutput;
 pub use kernels::matmul::{MatmulDesc, MatmulKernel};
 pub use kernels::optim::{AdamParams, RmsPropParams, SgdParams};
 pub use kernels::pool2d::{MaxPool2dOutput, Pool2dSpec};
-pub use kernels::rnn::{LstmBackward, LstmForward, LstmGrads, LstmSaved, RnnMask};
+pub use kernels::rnn::{LstmBackward, LstmForward, LstmGrads, LstmSaved, RnnActivations, RnnMask};
 pub use kernels::simple_rnn::{SimpleRnnBackward, SimpleRnnForward, SimpleRnnGrads, SimpleRnnSaved};
 pub use kernels::softmax::{CrossEntropyInput, CrossEntropyOutput};
 pub use pipelines::ShaderChecks;

@@ -4,10 +4,11 @@
 
 use std::sync::Mutex;
 
-use cortex_wgpu::GpuTensor;
+use cortex_wgpu::{GpuTensor, RnnActivations};
 
-use super::gpu::{buf, grad};
+use super::gpu::{buf, gpu_activation, grad};
 use crate::backprop::{GpuCustomOp, Op};
+use crate::cpu::elementwise::Activation;
 use crate::cpu::rnn::Cell;
 use crate::device::{gpu_err, shared_gpu};
 use crate::nn::gpu_model::sequence::{Cell as GpuCell, RnnPlan, RnnTape};
@@ -27,6 +28,9 @@ pub(crate) struct RnnCall<'a> {
     pub states: &'a [Tensor],
     /// Keras `returnState`: the final h and (LSTM) c follow the output.
     pub return_state: bool,
+    /// Keras `activation` and `recurrentActivation`.
+    pub activation: Activation,
+    pub recurrent_activation: Activation,
 }
 
 /// Runs the layer on `x` `[batch, time, in]` (and its `[batch, time]` mask) on the GPU: the
@@ -38,7 +42,18 @@ pub(crate) fn run(call: &RnnCall, x: &Tensor, mask: Option<&Tensor>) -> Result<T
         Cell::Gru => GpuCell::Gru,
         Cell::SimpleRnn => GpuCell::SimpleRnn,
     };
-    let plan = RnnPlan::for_layer(cell, call.bias.is_some(), call.return_sequences, call.go_backwards);
+    let activations = RnnActivations::new(
+        gpu_activation(call.activation),
+        gpu_activation(call.recurrent_activation),
+    )
+    .map_err(gpu_err)?;
+    let plan = RnnPlan::for_layer(
+        cell,
+        call.bias.is_some(),
+        call.return_sequences,
+        call.go_backwards,
+        activations,
+    );
     let mut weights = vec![buf(call.kernel)?, buf(call.recurrent)?];
     weights.extend(call.bias.map(buf).transpose()?);
     let initial = call.states.iter().map(buf).collect::<Result<Vec<_>>>()?;

@@ -37,7 +37,8 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn code(self) -> (u32, f32) {
+    /// The shader's activation code (`act` in activation_math.wgsl) and its alpha.
+    pub(crate) fn code(self) -> (u32, f32) {
         match self {
             Activation::Linear => (0, 0.0),
             Activation::Relu => (1, 0.0),

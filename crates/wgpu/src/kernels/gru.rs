@@ -17,7 +17,7 @@
 //! Masking as the LSTM's ([`RnnMask`]). Not supported: `resetAfter: false`, `goBackwards`
 //! (reverse the input and the mask instead).
 
-use super::rnn::{expect_shape, mask_flags, seqs_per_group, shape_err, units_of, RnnMask};
+use super::rnn::{expect_shape, mask_flags, seqs_per_group, shape_err, units_of, RnnActivations, RnnMask};
 use super::u32_of;
 use crate::context::grid;
 use crate::{DType, Gpu, GpuError, GpuTensor, Result};
@@ -33,6 +33,10 @@ struct Params {
     has_dh_last: u32,
     has_mask: u32,
     zero_masked: u32,
+    act: u32,
+    rec_act: u32,
+    act_alpha: f32,
+    rec_alpha: f32,
 }
 
 /// What the GRU backward pass needs from the forward pass.
@@ -45,6 +49,8 @@ pub struct GruSaved {
     pub h_prev: GpuTensor,
     /// The mask the forward pass ran with.
     pub mask: Option<RnnMask>,
+    /// The activations the forward pass ran with.
+    pub activations: RnnActivations,
 }
 
 /// Outputs of [`Gpu::gru_forward`].
@@ -139,6 +145,20 @@ impl Gpu {
         h0: Option<&GpuTensor>,
         mask: Option<&RnnMask>,
     ) -> Result<GruForward> {
+        self.gru_forward_with(x_proj, recurrent, recurrent_bias, h0, mask, RnnActivations::default())
+    }
+
+    /// [`Gpu::gru_forward_masked`] with the cell's activations (tanh / sigmoid by default);
+    /// [`Gpu::gru_backward`] reads them back from the saved state.
+    pub fn gru_forward_with(
+        &self,
+        x_proj: &GpuTensor,
+        recurrent: &GpuTensor,
+        recurrent_bias: &GpuTensor,
+        h0: Option<&GpuTensor>,
+        mask: Option<&RnnMask>,
+        activations: RnnActivations,
+    ) -> Result<GruForward> {
         let op = "gru_forward";
         let u = units_of(op, recurrent, 3)?;
         x_proj.expect_f32(op)?;
@@ -174,6 +194,7 @@ impl Gpu {
         let gates = self.empty(&[batch, steps, 4 * u], DType::F32)?;
         // Element offsets inside the shader are u32.
         u32_of("GRU saved elements", batch * steps * 4 * u)?;
+        let (act, rec_act, act_alpha, rec_alpha) = activations.fields();
         let p = Params {
             batch: u32_of("batch", batch)?,
             steps: u32_of("time steps", steps)?,
@@ -183,6 +204,10 @@ impl Gpu {
             has_dh_last: 0,
             has_mask,
             zero_masked,
+            act,
+            rec_act,
+            act_alpha,
+            rec_alpha,
         };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();
@@ -207,6 +232,7 @@ impl Gpu {
                 gates,
                 h_prev,
                 mask: mask.cloned(),
+                activations,
             },
         })
     }
@@ -256,6 +282,7 @@ impl Gpu {
         let d_proj = self.empty(&[batch, steps, 3 * u], DType::F32)?;
         let d_rec = self.empty(&[batch, steps, 3 * u], DType::F32)?;
         let dh0 = self.empty(&[batch, u], DType::F32)?;
+        let (act, rec_act, act_alpha, rec_alpha) = saved.activations.fields();
         let p = Params {
             batch: u32_of("batch", batch)?,
             steps: u32_of("time steps", steps)?,
@@ -265,6 +292,10 @@ impl Gpu {
             has_dh_last: dh_last.is_some() as u32,
             has_mask,
             zero_masked,
+            act,
+            rec_act,
+            act_alpha,
+            rec_alpha,
         };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();

@@ -2,7 +2,7 @@
 //!
 //! Keras layout and math: input `[batch, time, in]`, kernel W `[in, 4u]`, recurrent kernel
 //! U `[u, 4u]`, bias `[4u]`, gate order i, f, c (candidate), o, recurrent activation sigmoid
-//! and activation tanh (the Keras defaults; other activations are not supported).
+//! and activation tanh by default, others through [`RnnActivations`].
 //!
 //! The work splits into GEMMs with [`Gpu::matmul`] and one recurrence dispatch per pass:
 //! - forward: `x_proj = x·W + b` for all timesteps (one GEMM + bias, done by the caller or
@@ -43,7 +43,65 @@ struct Params {
     has_mask: u32,
     zero_masked: u32,
     has_dc_last: u32,
+    act: u32,
+    rec_act: u32,
+    act_alpha: f32,
+    rec_alpha: f32,
     pad: u32,
+}
+
+use super::elementwise::Activation;
+
+/// The activations of a recurrent cell, shared by the LSTM, GRU and SimpleRNN kernels: Keras
+/// `activation` (the LSTM's candidate and cell output, the GRU's candidate, the SimpleRNN
+/// state) and `recurrentActivation` (the gates). The kernels save activated values and take
+/// each derivative from the output, so only activations whose output determines it are
+/// accepted (not gelu or swish).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RnnActivations {
+    activation: Activation,
+    recurrent: Activation,
+}
+
+impl Default for RnnActivations {
+    /// tanh and sigmoid (the Keras defaults).
+    fn default() -> Self {
+        RnnActivations {
+            activation: Activation::Tanh,
+            recurrent: Activation::Sigmoid,
+        }
+    }
+}
+
+impl RnnActivations {
+    /// `activation` and `recurrent_activation`, or an Error naming one the kernels lack.
+    pub fn new(activation: Activation, recurrent_activation: Activation) -> Result<Self> {
+        for a in [activation, recurrent_activation] {
+            if matches!(
+                a,
+                Activation::Gelu | Activation::GeluErf | Activation::Swish | Activation::LogClipped(_)
+            ) {
+                return Err(GpuError::Invalid {
+                    op: "recurrent activations",
+                    message: format!(
+                        "{a:?}: the recurrent kernels take derivatives from activated values, \
+                         which do not determine this one's"
+                    ),
+                });
+            }
+        }
+        Ok(RnnActivations {
+            activation,
+            recurrent: recurrent_activation,
+        })
+    }
+
+    /// Uniform fields `(act, rec_act, act_alpha, rec_alpha)`.
+    pub(super) fn fields(self) -> (u32, u32, f32, f32) {
+        let (act, act_alpha) = self.activation.code();
+        let (rec_act, rec_alpha) = self.recurrent.code();
+        (act, rec_act, act_alpha, rec_alpha)
+    }
 }
 
 /// A Keras mask for a recurrent kernel: `[batch, time]` f32, nonzero = keep the step. A
@@ -81,6 +139,8 @@ pub struct LstmSaved {
     pub c0: GpuTensor,
     /// The mask the forward pass ran with.
     pub mask: Option<RnnMask>,
+    /// The activations the forward pass ran with.
+    pub activations: RnnActivations,
 }
 
 /// Outputs of [`Gpu::lstm_forward`].
@@ -232,6 +292,20 @@ impl Gpu {
         c0: Option<&GpuTensor>,
         mask: Option<&RnnMask>,
     ) -> Result<LstmForward> {
+        self.lstm_forward_with(x_proj, recurrent, h0, c0, mask, RnnActivations::default())
+    }
+
+    /// [`Gpu::lstm_forward_masked`] with the cell's activations (tanh / sigmoid by default);
+    /// [`Gpu::lstm_backward`] reads them back from the saved state.
+    pub fn lstm_forward_with(
+        &self,
+        x_proj: &GpuTensor,
+        recurrent: &GpuTensor,
+        h0: Option<&GpuTensor>,
+        c0: Option<&GpuTensor>,
+        mask: Option<&RnnMask>,
+        activations: RnnActivations,
+    ) -> Result<LstmForward> {
         let op = "lstm_forward";
         let u = units_of(op, recurrent, 4)?;
         x_proj.expect_f32(op)?;
@@ -271,6 +345,7 @@ impl Gpu {
         let h_prev = self.empty(&[batch, steps, u], DType::F32)?;
         let h_last = self.empty(&[batch, u], DType::F32)?;
         let gates_c = self.empty(&[batch, steps, 5 * u], DType::F32)?;
+        let (act, rec_act, act_alpha, rec_alpha) = activations.fields();
         let p = Params {
             batch: u32_of("batch", batch)?,
             steps: u32_of("time steps", steps)?,
@@ -283,6 +358,10 @@ impl Gpu {
             has_mask,
             zero_masked,
             has_dc_last: 0,
+            act,
+            rec_act,
+            act_alpha,
+            rec_alpha,
             pad: 0,
         };
         // Element offsets inside the shader are u32.
@@ -311,6 +390,7 @@ impl Gpu {
                 h_prev,
                 c0,
                 mask: mask.cloned(),
+                activations,
             },
         })
     }
@@ -376,6 +456,7 @@ impl Gpu {
         let d_gates = self.empty(&[batch, steps, 4 * u], DType::F32)?;
         let dh0 = self.empty(&[batch, u], DType::F32)?;
         let dc0 = self.empty(&[batch, u], DType::F32)?;
+        let (act, rec_act, act_alpha, rec_alpha) = saved.activations.fields();
         let p = Params {
             batch: u32_of("batch", batch)?,
             steps: u32_of("time steps", steps)?,
@@ -388,6 +469,10 @@ impl Gpu {
             has_mask,
             zero_masked,
             has_dc_last: dc_last.is_some() as u32,
+            act,
+            rec_act,
+            act_alpha,
+            rec_alpha,
             pad: 0,
         };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
@@ -540,6 +625,10 @@ impl Gpu {
                 has_mask: 0,
                 zero_masked: 0,
                 has_dc_last: 0,
+                act: 0,
+                rec_act: 0,
+                act_alpha: 0.0,
+                rec_alpha: 0.0,
                 pad: 0,
             };
             let (gx, gy) = grid(n.div_ceil(WG as u32));

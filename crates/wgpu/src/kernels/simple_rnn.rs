@@ -13,7 +13,7 @@
 //! Masking as the LSTM's ([`RnnMask`]). Not supported: `goBackwards` (reverse the input and
 //! the mask instead).
 
-use super::rnn::{expect_shape, mask_flags, seqs_per_group, shape_err, units_of, RnnMask};
+use super::rnn::{expect_shape, mask_flags, seqs_per_group, shape_err, units_of, RnnActivations, RnnMask};
 use super::u32_of;
 use crate::context::grid;
 use crate::{DType, Gpu, GpuError, GpuTensor, Result};
@@ -29,18 +29,24 @@ struct Params {
     has_dh_last: u32,
     has_mask: u32,
     zero_masked: u32,
+    act: u32,
+    rec_act: u32,
+    act_alpha: f32,
+    rec_alpha: f32,
 }
 
 /// What the SimpleRNN backward pass needs from the forward pass.
 #[derive(Debug)]
 pub struct SimpleRnnSaved {
     /// `[batch, time, u]`: the hidden state after each step (shares the buffer of
-    /// [`SimpleRnnForward::h_seq`]; tanh' is `1 - h²`).
+    /// [`SimpleRnnForward::h_seq`]; the activation's derivative is taken from it).
     pub h_seq: GpuTensor,
     /// `[batch, time, u]`: the hidden state entering each step (h0 at step 0).
     pub h_prev: GpuTensor,
     /// The mask the forward pass ran with.
     pub mask: Option<RnnMask>,
+    /// The activations the forward pass ran with.
+    pub activations: RnnActivations,
 }
 
 /// Outputs of [`Gpu::simple_rnn_forward`].
@@ -107,6 +113,19 @@ impl Gpu {
         h0: Option<&GpuTensor>,
         mask: Option<&RnnMask>,
     ) -> Result<SimpleRnnForward> {
+        self.simple_rnn_forward_with(x_proj, recurrent, h0, mask, RnnActivations::default())
+    }
+
+    /// [`Gpu::simple_rnn_forward_masked`] with the cell's activations (tanh / sigmoid by default);
+    /// [`Gpu::simple_rnn_backward`] reads them back from the saved state.
+    pub fn simple_rnn_forward_with(
+        &self,
+        x_proj: &GpuTensor,
+        recurrent: &GpuTensor,
+        h0: Option<&GpuTensor>,
+        mask: Option<&RnnMask>,
+        activations: RnnActivations,
+    ) -> Result<SimpleRnnForward> {
         let op = "simple_rnn_forward";
         let u = units_of(op, recurrent, 1)?;
         x_proj.expect_f32(op)?;
@@ -138,6 +157,7 @@ impl Gpu {
         let h_seq = self.empty(&[batch, steps, u], DType::F32)?;
         let h_prev = self.empty(&[batch, steps, u], DType::F32)?;
         let h_last = self.empty(&[batch, u], DType::F32)?;
+        let (act, rec_act, act_alpha, rec_alpha) = activations.fields();
         let p = Params {
             batch: u32_of("batch", batch)?,
             steps: u32_of("time steps", steps)?,
@@ -147,6 +167,10 @@ impl Gpu {
             has_dh_last: 0,
             has_mask,
             zero_masked,
+            act,
+            rec_act,
+            act_alpha,
+            rec_alpha,
         };
         // Element offsets inside the shader are u32.
         u32_of("SimpleRNN state elements", batch * steps * u)?;
@@ -169,6 +193,7 @@ impl Gpu {
                 h_seq: h_seq.clone(),
                 h_prev,
                 mask: mask.cloned(),
+                activations,
             },
             h_seq,
             h_last,
@@ -214,6 +239,7 @@ impl Gpu {
         let dummy = self.empty(&[1], DType::F32)?;
         let d_pre = self.empty(&[batch, steps, u], DType::F32)?;
         let dh0 = self.empty(&[batch, u], DType::F32)?;
+        let (act, rec_act, act_alpha, rec_alpha) = saved.activations.fields();
         let p = Params {
             batch: u32_of("batch", batch)?,
             steps: u32_of("time steps", steps)?,
@@ -223,6 +249,10 @@ impl Gpu {
             has_dh_last: dh_last.is_some() as u32,
             has_mask,
             zero_masked,
+            act,
+            rec_act,
+            act_alpha,
+            rec_alpha,
         };
         let (gx, gy) = grid(u32_of("workgroups", batch.div_ceil(seqs))?);
         let mut pass = self.batch();

@@ -8,7 +8,8 @@
 // pairs (sequence q / u, unit q % u), q += 256, so consecutive invocations read consecutive
 // columns of U (coalesced). The host guarantees p.seqs * p.units <= 1024.
 //
-// Math per step (gate order z, r, h; sigmoid / tanh):
+// Math per step (gate order z, r, h; σ = recurrentActivation, tanh = activation, by default
+// sigmoid / tanh):
 //   rp = h_prev·U + b_rec                       (recurrent pre-activation, [3u])
 //   z = σ(xp_z + rp_z), r = σ(xp_r + rp_r), hh = tanh(xp_h + r * rp_h)
 //   h = z * h_prev + (1 - z) * hh
@@ -34,6 +35,12 @@ struct Params {
     // Whether `mask` holds a real mask; whether masked steps output zeros.
     has_mask: u32,
     zero_masked: u32,
+    // Keras `activation` and `recurrentActivation`: codes of `act` in activation_math.wgsl,
+    // and their alphas.
+    act: u32,
+    rec_act: u32,
+    act_alpha: f32,
+    rec_alpha: f32,
 }
 
 const WG: u32 = 256u;
@@ -138,10 +145,10 @@ fn gru_forward(
                     rh += hv * wrec[w + 2u * u];
                 }
                 let xb = row * g3 + k;
-                let z = sigmoid(x_proj[xb] + rz);
-                let r = sigmoid(x_proj[xb + u] + rr);
+                let z = act(p.rec_act, p.rec_alpha, x_proj[xb] + rz);
+                let r = act(p.rec_act, p.rec_alpha, x_proj[xb + u] + rr);
                 // reset_after: the reset gate scales the recurrent term including its bias.
-                let hh = tanh_c(x_proj[xb + 2u * u] + r * rh);
+                let hh = act(p.act, p.act_alpha, x_proj[xb + 2u * u] + r * rh);
                 let hp = hbuf[hb + k];
                 let h = z * hp + (1.0 - z) * hh;
                 let sb = row * g4 + k;
@@ -250,9 +257,9 @@ fn gru_backward(
                 let rh = saved[sb + 3u * u];
                 let hp = h_prev[row * u + k];
                 let d = dh[i];
-                let da_h = d * (1.0 - z) * (1.0 - hh * hh);
-                let da_z = d * (hp - hh) * z * (1.0 - z);
-                let da_r = da_h * rh * r * (1.0 - r);
+                let da_h = d * (1.0 - z) * act_grad_from_output(p.act, p.act_alpha, hh);
+                let da_z = d * (hp - hh) * act_grad_from_output(p.rec_act, p.rec_alpha, z);
+                let da_r = da_h * rh * act_grad_from_output(p.rec_act, p.rec_alpha, r);
                 let dr_h = da_h * r;
                 carry[i] = d * z;
                 let gb = row * g3 + k;

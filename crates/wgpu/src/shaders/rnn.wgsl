@@ -36,7 +36,13 @@ struct Params {
     zero_masked: u32,
     // Backward: whether dc_last is bound with real data.
     has_dc_last: u32,
-    pad1: u32,
+    // Keras `activation` (candidate and cell output) and `recurrentActivation` (gates): codes
+    // of `act` in activation_math.wgsl, and their alphas.
+    act: u32,
+    rec_act: u32,
+    act_alpha: f32,
+    rec_alpha: f32,
+    pad0: u32,
 }
 
 const WG: u32 = 256u;
@@ -157,12 +163,12 @@ fn lstm_forward(
                         ac += hv * wrec[w + 2u * u];
                         ao += hv * wrec[w + 3u * u];
                     }
-                    let ig = sigmoid(ai);
-                    let fg = sigmoid(af);
-                    let cg = tanh_c(ac);
-                    let og = sigmoid(ao);
+                    let ig = act(p.rec_act, p.rec_alpha, ai);
+                    let fg = act(p.rec_act, p.rec_alpha, af);
+                    let cg = act(p.act, p.act_alpha, ac);
+                    let og = act(p.rec_act, p.rec_alpha, ao);
                     let cn = fg * cp + ig * cg;
-                    h = og * tanh_c(cn);
+                    h = og * act(p.act, p.act_alpha, cn);
                     out = h;
                     saved[sb] = ig;
                     saved[sb + u] = fg;
@@ -277,7 +283,7 @@ fn lstm_backward(
                 let fg = saved[sb + u];
                 let cg = saved[sb + 2u * u];
                 let og = saved[sb + 3u * u];
-                let tc = tanh_c(saved[sb + 4u * u]);
+                let tc = act(p.act, p.act_alpha, saved[sb + 4u * u]);
                 var cp: f32;
                 if (t == 0u) {
                     cp = c0[b * u + k];
@@ -285,11 +291,11 @@ fn lstm_backward(
                     cp = saved[sb - g5 + 4u * u];
                 }
                 let d = dh[i];
-                let dct = dc[i] + d * og * (1.0 - tc * tc);
-                let di = dct * cg * ig * (1.0 - ig);
-                let df = dct * cp * fg * (1.0 - fg);
-                let dcc = dct * ig * (1.0 - cg * cg);
-                let d_o = d * tc * og * (1.0 - og);
+                let dct = dc[i] + d * og * act_grad_from_output(p.act, p.act_alpha, tc);
+                let di = dct * cg * act_grad_from_output(p.rec_act, p.rec_alpha, ig);
+                let df = dct * cp * act_grad_from_output(p.rec_act, p.rec_alpha, fg);
+                let dcc = dct * ig * act_grad_from_output(p.act, p.act_alpha, cg);
+                let d_o = d * tc * act_grad_from_output(p.rec_act, p.rec_alpha, og);
                 dc[i] = dct * fg;
                 let gb = row * g4 + k;
                 d_gates[gb] = di;

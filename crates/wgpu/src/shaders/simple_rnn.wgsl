@@ -1,4 +1,5 @@
-// SimpleRNN recurrence forward and backward (BPTT): h_t = tanh(x_proj_t + h_{t-1}·U), where
+// SimpleRNN recurrence forward and backward (BPTT): h_t = act(x_proj_t + h_{t-1}·U) (act:
+// Keras `activation`, tanh by default), where
 // x_proj = x·W + b is one GEMM for all timesteps done before these kernels.
 //
 // Same scheme as rnn.wgsl (the LSTM): WGSL has no grid-wide barrier, so one workgroup owns
@@ -27,6 +28,12 @@ struct Params {
     // Whether `mask` holds a real mask; whether masked steps output zeros.
     has_mask: u32,
     zero_masked: u32,
+    // Keras `activation` and `recurrentActivation`: codes of `act` in activation_math.wgsl,
+    // and their alphas. (SimpleRNN has no gates: rec_act is unused.)
+    act: u32,
+    rec_act: u32,
+    act_alpha: f32,
+    rec_alpha: f32,
 }
 
 const WG: u32 = 256u;
@@ -112,7 +119,7 @@ fn simple_rnn_forward(
                 for (; m < u; m++) {
                     a += hbuf[hb + m] * wrec[m * u + k];
                 }
-                let h = tanh_c(a);
+                let h = act(p.act, p.act_alpha, a);
                 h_seq[row * u + k] = h;
                 h_prev[row * u + k] = hbuf[hb + k];
                 hbuf[nxt + s * u + k] = h;
@@ -202,7 +209,7 @@ fn simple_rnn_backward(
                 hc[i] = 0.0;
                 let row = b * p.steps + t;
                 let h = h_seq[row * u + k];
-                let da = dh[i] * (1.0 - h * h);
+                let da = dh[i] * act_grad_from_output(p.act, p.act_alpha, h);
                 d_pre[row * u + k] = da;
                 dgs[s * u + k] = da;
             }

@@ -5,7 +5,7 @@
 //! kernels. An Embedding with maskZero feeds its mask to the recurrent layers that consume it
 //! (see `masking.rs` for which do).
 
-use cortex_wgpu::{Gpu, GpuTensor, GruSaved, LstmSaved, RnnMask, SimpleRnnSaved};
+use cortex_wgpu::{Gpu, GpuTensor, GruSaved, LstmSaved, RnnActivations, RnnMask, SimpleRnnSaved};
 use serde_json::Value;
 
 use super::steps::accumulate;
@@ -81,6 +81,8 @@ pub(crate) struct RnnPlan {
     return_sequences: bool,
     /// Keras `goBackwards`: the time steps are visited last to first.
     pub go_backwards: bool,
+    /// The cell's activations (the planner's layers have the defaults, tanh / sigmoid).
+    activations: RnnActivations,
 }
 
 /// `mask` `[batch, time]` with its time axis reversed.
@@ -113,12 +115,19 @@ impl RnnPlan {
             bias: (count == 3).then_some(first + 2),
             return_sequences,
             go_backwards,
+            activations: RnnActivations::default(),
         })
     }
 
     /// A layer's own plan, for its weights `[kernel, recurrent kernel, bias?]` in that order
     /// (the layer path: `nn/layers/recurrent.rs` with GPU weights).
-    pub(crate) fn for_layer(cell: Cell, has_bias: bool, return_sequences: bool, go_backwards: bool) -> RnnPlan {
+    pub(crate) fn for_layer(
+        cell: Cell,
+        has_bias: bool,
+        return_sequences: bool,
+        go_backwards: bool,
+        activations: RnnActivations,
+    ) -> RnnPlan {
         RnnPlan {
             cell,
             kernel: 0,
@@ -126,6 +135,7 @@ impl RnnPlan {
             bias: has_bias.then_some(2),
             return_sequences,
             go_backwards,
+            activations,
         }
     }
 
@@ -196,6 +206,7 @@ impl RnnPlan {
             return_sequences: self.return_sequences,
             return_state,
             keep,
+            activations: self.activations,
         };
         let out = rnn_forward(g, self.cell, x, &self.weights(w), &run)?;
         let y = if flip_output {
@@ -316,6 +327,7 @@ struct RnnRun<'a> {
     return_state: bool,
     /// Keep the tape for a backward pass.
     keep: bool,
+    activations: RnnActivations,
 }
 
 /// Forward pass from x `[batch, time, in]`: every hidden state or the last one.
@@ -334,7 +346,7 @@ fn rnn_forward(g: &Gpu, cell: Cell, x: GpuTensor, w: &RnnWeights, run: &RnnRun) 
             let projected = g.rnn_input_projection(&x, w.kernel, &bias).map_err(gpu_err)?;
             if cell == Cell::Lstm {
                 let out = g
-                    .lstm_forward_masked(&projected, w.recurrent, h0, c0, mask)
+                    .lstm_forward_with(&projected, w.recurrent, h0, c0, mask, run.activations)
                     .map_err(gpu_err)?;
                 if run.return_state {
                     final_cell = Some(g.lstm_final_cell(&out.saved).map_err(gpu_err)?);
@@ -342,7 +354,7 @@ fn rnn_forward(g: &Gpu, cell: Cell, x: GpuTensor, w: &RnnWeights, run: &RnnRun) 
                 (out.h_seq, out.h_last, CellState::Lstm(out.saved))
             } else {
                 let out = g
-                    .simple_rnn_forward_masked(&projected, w.recurrent, h0, mask)
+                    .simple_rnn_forward_with(&projected, w.recurrent, h0, mask, run.activations)
                     .map_err(gpu_err)?;
                 (out.h_seq, out.h_last, CellState::SimpleRnn(out.saved))
             }
@@ -354,7 +366,7 @@ fn rnn_forward(g: &Gpu, cell: Cell, x: GpuTensor, w: &RnnWeights, run: &RnnRun) 
             };
             let projected = g.rnn_input_projection(&x, w.kernel, &input_bias).map_err(gpu_err)?;
             let out = g
-                .gru_forward_masked(&projected, w.recurrent, &recurrent_bias, h0, mask)
+                .gru_forward_with(&projected, w.recurrent, &recurrent_bias, h0, mask, run.activations)
                 .map_err(gpu_err)?;
             (out.h_seq, out.h_last, CellState::Gru(out.saved))
         }

@@ -611,9 +611,9 @@ impl Rnn {
         }
     }
 
-    /// The layer's outputs (the sequence or last state, then any returned states) on the GPU when its weights and input
-    /// are there (the sequence kernels have tanh/sigmoid cells; other activations are an Error
-    /// that names them); `None` on the CPU.
+    /// The layer's outputs (the sequence or last state, then any returned states) on the GPU
+    /// when its weights and input are there (gelu and swish cells are an Error that names
+    /// them); `None` on the CPU.
     fn run_on_gpu(
         &self,
         x: &Tensor,
@@ -632,10 +632,15 @@ impl Rnn {
         if !ops::on_gpu(&what, &inputs)? {
             return Ok(None);
         }
-        let gates_ok = self.cell == Cell::SimpleRnn || self.recurrent_activation.0 == "sigmoid";
-        if self.activation.0 != "tanh" || !gates_ok {
+        // The sequence kernels save activated values and take each derivative from them.
+        let kernels_lack = |a: Activation| matches!(a, Activation::Gelu | Activation::GeluTanh | Activation::Swish);
+        if kernels_lack(self.activation.1)
+            || (self.cell != Cell::SimpleRnn && kernels_lack(self.recurrent_activation.1))
+        {
             return Err(ops::no_gpu_kernel(&format!(
-                "{what} with activations other than tanh / sigmoid"
+                "{what} with activation '{}' / recurrentActivation '{}' (its derivative does not follow \
+                 from its output, which the GPU sequence kernels take it from)",
+                self.activation.0, self.recurrent_activation.0
             )));
         }
         let call = gpu_rnn::RnnCall {
@@ -648,6 +653,8 @@ impl Rnn {
             input_order: bidirectional,
             states,
             return_state: self.return_state,
+            activation: self.activation.1,
+            recurrent_activation: self.recurrent_activation.1,
         };
         let packed = gpu_rnn::run(&call, x, mask)?;
         if !self.return_state {

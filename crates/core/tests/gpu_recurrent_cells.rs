@@ -1,8 +1,9 @@
-//! Initial and returned states of recurrent layers on the GPU: LSTM, GRU and SimpleRNN with
-//! initial states as inputs and `returnState`, with a mask, forwards and backwards, with and
-//! without `returnSequences`, give the CPU's outputs and final states, and the CPU's gradients
-//! wrt the input, the initial states and every weight for a loss that reads every output (the
-//! final cell state included, as an encoder handing its states to a decoder does).
+//! Recurrent cells on the GPU beyond the defaults: LSTM, GRU and SimpleRNN with initial states
+//! as inputs and `returnState`, and with activations other than tanh / sigmoid, with a mask,
+//! forwards and backwards, with and without `returnSequences`, give the CPU's outputs and final
+//! states, and the CPU's gradients wrt the input, the initial states and every weight for a
+//! loss that reads every output (the final cell state included, as an encoder handing its
+//! states to a decoder does).
 //!
 //! Runs on any wgpu adapter (Mesa's lavapipe without a GPU); `CORTEX_SKIP_GPU_TESTS=1` skips.
 
@@ -114,6 +115,80 @@ fn initial_and_returned_states_match_the_cpu_with_gradients() {
                 }
             }
         }
+    }
+}
+
+/// Other activations (the kernels take each derivative from the activated value): relu,
+/// leaky relu, elu, selu, softplus and linear cells and gates, with states and a mask.
+#[test]
+fn other_activations_match_the_cpu_with_gradients() {
+    if skip_gpu() {
+        return;
+    }
+    let pairs = [
+        ("relu", "sigmoid"),
+        ("elu", "softplus"),
+        ("selu", "leaky_relu"),
+        ("softplus", "relu"),
+        ("linear", "tanh"),
+    ];
+    for class in CELLS {
+        for (activation, recurrent) in pairs {
+            for go_backwards in [false, true] {
+                let mut config = json!({
+                    "name": "rnn", "units": UNITS, "returnState": true, "returnSequences": true,
+                    "goBackwards": go_backwards, "activation": activation,
+                });
+                // SimpleRNN has no gates.
+                if class != "SimpleRNN" {
+                    config["recurrentActivation"] = json!(recurrent);
+                }
+                let what = format!("{class} {activation}/{recurrent} goBackwards={go_backwards}");
+                let (cpu_outs, cpu_grads) = run(class, &config, Device::Cpu);
+                let (gpu_outs, gpu_grads) = run(class, &config, Device::Gpu);
+                for (k, (g, c)) in gpu_outs.iter().zip(&cpu_outs).enumerate() {
+                    assert_near(&format!("{what} output {k}"), g, c);
+                }
+                for (k, (g, c)) in gpu_grads.iter().zip(&cpu_grads).enumerate() {
+                    assert_near(&format!("{what} gradient {k}"), g, c);
+                }
+            }
+        }
+    }
+}
+
+/// gelu and swish cells are refused on the GPU by name (their derivatives need the inputs the
+/// kernels do not keep).
+#[test]
+fn gelu_and_swish_cells_are_refused_by_name() {
+    if skip_gpu() {
+        return;
+    }
+    for (class, config) in [
+        ("LSTM", json!({"name": "rnn", "units": UNITS, "activation": "gelu"})),
+        (
+            "GRU",
+            json!({"name": "rnn", "units": UNITS, "recurrentActivation": "swish"}),
+        ),
+        (
+            "SimpleRNN",
+            json!({"name": "rnn", "units": UNITS, "activation": "swish"}),
+        ),
+    ] {
+        let l = layer(class, &config, Device::Gpu);
+        let x = Tensor::new(values(BATCH * TIME * FEATURES, 7), &[BATCH, TIME, FEATURES])
+            .unwrap()
+            .to(Device::Gpu)
+            .unwrap();
+        let mut rng = Rng::new(0);
+        let err = l
+            .call(&[x], &mut ForwardCtx::new(false, &mut rng))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("has no GPU kernel yet") && err.contains("recurrentActivation"),
+            "{class}: {err}"
+        );
     }
 }
 

@@ -58,15 +58,15 @@ export interface CommonOptimizerArgs {
   emaMomentum?: number;
   /**
    * Scale each weight's gradient down so that its L2 norm is at most this (Keras `clipnorm`).
-   * At most one of `clipnorm`, `clipvalue` and `globalClipnorm` may be set. CPU only: on
-   * device 'gpu' the model trains on the CPU instead (with a warning).
+   * At most one of `clipnorm`, `clipvalue` and `globalClipnorm` may be set. On the GPU the
+   * norms are computed and applied on the device.
    */
   clipnorm?: number;
-  /** Clamp every gradient value to `[-clipvalue, clipvalue]` (Keras `clipvalue`). CPU only. */
+  /** Clamp every gradient value to `[-clipvalue, clipvalue]` (Keras `clipvalue`). */
   clipvalue?: number;
   /**
    * Scale all gradients of a step by one factor so that their joint L2 norm is at most this
-   * (Keras `global_clipnorm`): the direction of the whole step is kept. CPU only.
+   * (Keras `global_clipnorm`): the direction of the whole step is kept.
    */
   globalClipnorm?: number;
 }

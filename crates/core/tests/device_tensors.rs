@@ -348,8 +348,7 @@ fn batch_normalization_layer_trains_and_infers_on_the_gpu_as_on_the_cpu() {
 }
 
 /// The optimizers' device updates (weights moved with `to_device`) against their host updates:
-/// three steps of each rule with a GPU kernel, the slots read back by `state`, and the rules
-/// and options that stay on the host named.
+/// three steps of every rule, the slots read back by `state`, and useEma (a host average) named.
 #[test]
 fn optimizer_device_updates_equal_the_host_updates() {
     if skip() {
@@ -363,6 +362,8 @@ fn optimizer_device_updates_equal_the_host_updates() {
         json!({"name": "adam", "learningRate": 0.01}),
         json!({"name": "adamw", "learningRate": 0.01, "weightDecay": 0.1}),
         json!({"name": "rmsprop", "learningRate": 0.01}),
+        json!({"name": "lion", "learningRate": 0.01}),
+        json!({"name": "lamb", "learningRate": 0.01}),
     ] {
         let (mut host, mut device) = (Optimizer::parse(&spec).unwrap(), Optimizer::parse(&spec).unwrap());
         assert_eq!(device.device_update_blocker(), None, "{spec}");
@@ -387,14 +388,52 @@ fn optimizer_device_updates_equal_the_host_updates() {
             assert_close(&format!("{spec} slot"), d, h);
         }
     }
-    for (spec, why) in [
-        (json!("lion"), "lion"),
-        (json!({"name": "adam", "clipnorm": 1.0}), "gradient clipping"),
-        (json!({"name": "adam", "useEma": true}), "useEma"),
-    ] {
-        let blocker = Optimizer::parse(&spec).unwrap().device_update_blocker().unwrap();
-        assert!(blocker.contains(why), "{spec}: {blocker}");
+    let blocker = Optimizer::parse(&json!({"name": "adam", "useEma": true}))
+        .unwrap()
+        .device_update_blocker()
+        .unwrap();
+    assert!(blocker.contains("useEma"), "{blocker}");
+}
+
+/// Gradient clipping on the device equals the host's: clipvalue, clipnorm (one tensor over its
+/// limit, one under) and globalClipnorm (over and under), with a missing gradient among them.
+#[test]
+fn device_gradient_clipping_equals_the_host_clipping() {
+    if skip() {
+        return;
     }
+    use cortex_core::nn::optim::Optimizer;
+    use serde_json::json;
+    let gpu = cortex_core::device::shared_gpu().unwrap();
+    let big: Vec<f32> = values(30, 80).iter().map(|v| v * 3.0).collect();
+    let small: Vec<f32> = values(7, 81).iter().map(|v| v * 0.05).collect();
+    for spec in [
+        json!({"name": "sgd", "clipvalue": 0.5}),
+        json!({"name": "sgd", "clipnorm": 1.0}),
+        json!({"name": "sgd", "globalClipnorm": 2.0}),
+        json!({"name": "sgd", "globalClipnorm": 100.0}),
+    ] {
+        let optimizer = Optimizer::parse(&spec).unwrap();
+        let mut host = vec![Some(big.clone()), None, Some(small.clone())];
+        optimizer.clip_gradients(&mut host);
+        let mut device: Vec<Option<cortex_wgpu::GpuTensor>> = [Some(&big), None, Some(&small)]
+            .iter()
+            .map(|g| g.map(|g| gpu.upload(g, &[g.len()]).unwrap()))
+            .collect();
+        optimizer.clip_device_gradients(&mut device).unwrap();
+        assert!(device[1].is_none());
+        for (d, h) in device.iter().zip(&host) {
+            if let (Some(d), Some(h)) = (d, h) {
+                assert_close(&format!("{spec}"), &gpu.download(d).unwrap(), h);
+            }
+        }
+    }
+    // The limits bite: clipped values differ from the inputs.
+    let mut clipped = vec![Some(big.clone())];
+    Optimizer::parse(&json!({"name": "sgd", "clipnorm": 1.0}))
+        .unwrap()
+        .clip_gradients(&mut clipped);
+    assert!(clipped[0].as_ref().unwrap() != &big);
 }
 
 /// An in-place device update (an optimizer kernel writing the weight's buffer) never changes a

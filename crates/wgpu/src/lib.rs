@@ -64,7 +64,7 @@ pub use kernels::gru::{GruBackward, GruForward, GruGrads, GruSaved};
 pub use kernels::layernorm::{LayerNormGrads, LayerNormOutput};
 pub use kernels::losses::LossOutput;
 pub use kernels::matmul::{MatmulDesc, MatmulKernel};
-pub use kernels::optim::{AdamParams, RmsPropParams, SgdParams};
+pub use kernels::optim::{AdamParams, LambParams, LionParams, RmsPropParams, SgdParams};
 pub use kernels::pool2d::{MaxPool2dOutput, Pool2dSpec};
 pub use kernels::rnn::{LstmBackward, LstmForward, LstmGrads, LstmSaved, RnnActivations, RnnMask};
 pub use kernels::simple_rnn::{SimpleRnnBackward, SimpleRnnForward, SimpleRnnGrads, SimpleRnnSaved};

@@ -210,6 +210,25 @@ impl Gpu {
         self.elementwise("scale", x, None, 1, 0, alpha, beta)
     }
 
+    /// `x` clamped to `[-limit, limit]` (Keras' `clipvalue`; NaN stays NaN).
+    pub fn clip_value(&self, x: &GpuTensor, limit: f32) -> Result<GpuTensor> {
+        self.elementwise("clip_value", x, None, 1, 0, limit, 0.0)
+    }
+
+    /// `x * limit / norm` when `norm = sqrt(sum_sq[0])` exceeds `limit`, else `x` (Keras'
+    /// `clipnorm`, or with `global` its `globalClipnorm`, `sum_sq` then summed over every
+    /// gradient). The norm stays on the device: nothing waits for the host.
+    pub fn clip_by_norm(&self, x: &GpuTensor, sum_sq: &GpuTensor, limit: f32, global: bool) -> Result<GpuTensor> {
+        expect_len("clip_by_norm", "sum of squares [1]", sum_sq, 1)?;
+        self.elementwise("clip_by_norm", x, Some(sum_sq), 1, global as u32, limit, 0.0)
+    }
+
+    /// The sum of squares of `x`, as a `[1]` tensor.
+    pub fn sum_of_squares(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        let flat = x.clone().reshape(&[x.len()])?;
+        self.sum(&self.mul(&flat, &flat)?)
+    }
+
     /// 1 where `x != 0`, else 0, in `x`'s shape: the Keras mask of `Embedding(maskZero)`
     /// token ids.
     pub fn nonzero_mask(&self, x: &GpuTensor) -> Result<GpuTensor> {
@@ -224,6 +243,8 @@ fn entry_op(entry: &str) -> &'static str {
         "activation_grad" => "activation_backward",
         "binary" => "binary",
         "nonzero" => "nonzero_mask",
+        "clip_value" => "clip_value",
+        "clip_by_norm" => "clip_by_norm",
         _ => "scale",
     }
 }

@@ -1,4 +1,5 @@
-//! In-place optimizer updates on the GPU (shader `optim`): SGD with momentum, Adam, RMSprop.
+//! In-place optimizer updates on the GPU (shader `optim`): SGD with momentum, Adam, RMSprop,
+//! Lion and LAMB.
 
 use super::{expect_len, u32_of};
 use crate::context::grid;
@@ -30,6 +31,33 @@ pub struct AdamParams {
     pub step: u32,
 }
 
+/// Lion hyper-parameters (Keras `Lion`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LionParams {
+    /// Learning rate.
+    pub lr: f32,
+    /// Interpolation of the update direction (Keras default 0.9).
+    pub beta1: f32,
+    /// Decay of the momentum (Keras default 0.99).
+    pub beta2: f32,
+}
+
+/// LAMB hyper-parameters and step (Keras `Lamb`). The decays are f64 as in Keras, whose
+/// `1 - beta` is a Python float: in f32, `1 - 0.999` is 1.3e-5 off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LambParams {
+    /// Learning rate.
+    pub lr: f32,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub epsilon: f32,
+    /// 1-based step number `t` of this update (for the bias corrections).
+    pub step: u32,
+}
+
 /// RMSprop hyper-parameters (Keras `RMSprop` without momentum or centering).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RmsPropParams {
@@ -52,7 +80,8 @@ struct Params {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    pad1: [f32; 3],
+    corr2: f32,
+    pad1: [f32; 2],
 }
 
 impl Gpu {
@@ -76,7 +105,8 @@ impl Gpu {
             beta1: 0.0,
             beta2: 0.0,
             eps: 0.0,
-            pad1: [0.0; 3],
+            corr2: 0.0,
+            pad1: [0.0; 2],
         };
         let (gx, gy) = grid(n.div_ceil(256));
         let mut batch = self.batch();
@@ -135,7 +165,8 @@ impl Gpu {
             beta1: hp.beta1,
             beta2: hp.beta2,
             eps: hp.epsilon,
-            pad1: [0.0; 3],
+            corr2: 0.0,
+            pad1: [0.0; 2],
         };
         if n > 0 {
             let (gx, gy) = grid(n.div_ceil(256));
@@ -169,7 +200,8 @@ impl Gpu {
             beta1: 0.0,
             beta2: hp.rho,
             eps: hp.epsilon,
-            pad1: [0.0; 3],
+            corr2: 0.0,
+            pad1: [0.0; 2],
         };
         if n > 0 {
             let (gx, gy) = grid(n.div_ceil(256));
@@ -178,6 +210,92 @@ impl Gpu {
             batch.dispatch("optim", "rmsprop", &p, &bufs, (gx, gy, 1))?;
             batch.submit();
         }
+        Ok(())
+    }
+
+    /// One Lion step in place on `w` and `m` (the momentum):
+    /// `w -= lr sign(b1 m + (1 - b1) g); m = b2 m + (1 - b2) g`.
+    pub fn lion_update(&self, w: &mut GpuTensor, grad: &GpuTensor, m: &mut GpuTensor, hp: &LionParams) -> Result<()> {
+        w.expect_f32("lion_update")?;
+        expect_len("lion_update", "grad (same size as w)", grad, w.len())?;
+        expect_len("lion_update", "m (same size as w)", m, w.len())?;
+        let n = u32_of("parameters", w.len())?;
+        let p = Params {
+            n,
+            nesterov: 0,
+            pad: [0; 2],
+            lr: hp.lr,
+            momentum: 0.0,
+            beta1: hp.beta1,
+            beta2: hp.beta2,
+            eps: 0.0,
+            corr2: 0.0,
+            pad1: [0.0; 2],
+        };
+        if n > 0 {
+            let (gx, gy) = grid(n.div_ceil(256));
+            let mut batch = self.batch();
+            let bufs = [(1, grad.buffer()), (2, w.buffer()), (3, m.buffer())];
+            batch.dispatch("optim", "lion", &p, &bufs, (gx, gy, 1))?;
+            batch.submit();
+        }
+        Ok(())
+    }
+
+    /// One LAMB step in place on `w`, `m` and `v`, in Keras' arithmetic: Adam's bias-corrected
+    /// direction `r`, scaled by the trust ratio `||w|| / ||r||` (1 when either is zero). The
+    /// norms are reduced on the device, so nothing waits for the host.
+    pub fn lamb_update(
+        &self,
+        w: &mut GpuTensor,
+        grad: &GpuTensor,
+        m: &mut GpuTensor,
+        v: &mut GpuTensor,
+        hp: &LambParams,
+    ) -> Result<()> {
+        w.expect_f32("lamb_update")?;
+        for (what, t) in [
+            ("grad (same size as w)", grad),
+            ("m (same size as w)", &*m),
+            ("v (same size as w)", &*v),
+        ] {
+            expect_len("lamb_update", what, t, w.len())?;
+        }
+        if hp.step == 0 {
+            return Err(crate::GpuError::Invalid {
+                op: "lamb_update",
+                message: "step is 1-based, got 0".into(),
+            });
+        }
+        let n = u32_of("parameters", w.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let t = hp.step.min(i32::MAX as u32) as i32;
+        let moments = Params {
+            n,
+            nesterov: 0,
+            pad: [0; 2],
+            lr: (1.0 - hp.beta2) as f32,
+            momentum: (1.0 - hp.beta1) as f32,
+            beta1: 1.0 - (hp.beta1 as f32).powi(t),
+            beta2: 0.0,
+            eps: hp.epsilon,
+            corr2: 1.0 - (hp.beta2 as f32).powi(t),
+            pad1: [0.0; 2],
+        };
+        let r = self.empty(w.shape(), crate::DType::F32)?;
+        let (gx, gy) = grid(n.div_ceil(256));
+        let mut batch = self.batch();
+        let bufs = [(1, grad.buffer()), (3, m.buffer()), (4, v.buffer()), (5, r.buffer())];
+        batch.dispatch("optim", "lamb_moments", &moments, &bufs, (gx, gy, 1))?;
+        batch.submit();
+        let sums = self.concat_last(&[&self.sum_of_squares(w)?, &self.sum_of_squares(&r)?])?;
+        let apply = Params { lr: hp.lr, ..moments };
+        let mut batch = self.batch();
+        let bufs = [(2, w.buffer()), (5, r.buffer()), (6, sums.buffer())];
+        batch.dispatch("optim", "lamb_apply", &apply, &bufs, (gx, gy, 1))?;
+        batch.submit();
         Ok(())
     }
 }

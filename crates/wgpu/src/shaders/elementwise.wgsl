@@ -78,6 +78,36 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
 }
 
+// Gradient clipping (Keras' clipvalue): out = x clamped to [-alpha, alpha]; NaN stays NaN.
+@compute @workgroup_size(256)
+fn clip_value(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        let v = x[i];
+        out[i] = select(v, sign(v) * p.alpha, abs(v) > p.alpha);
+    }
+}
+
+// Gradient clipping by norm (Keras' clipnorm, code 0, and globalClipnorm, code 1): out = x *
+// alpha / norm when the norm sqrt(y[0]) exceeds alpha, x otherwise. A NaN norm (clipnorm) or
+// a non-finite one (globalClipnorm) makes every value NaN, as Keras' arithmetic does.
+@compute @workgroup_size(256)
+fn clip_by_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i < p.n) {
+        let norm = sqrt(y[0]);
+        let nan = bitcast<f32>(0x7fc00000u);
+        let not_finite = norm != norm || (p.code == 1u && norm > 3.4028235e38);
+        var v = x[i];
+        if (not_finite) {
+            v = nan;
+        } else if (norm > p.alpha) {
+            v = v * p.alpha / norm;
+        }
+        out[i] = v;
+    }
+}
+
 // out = 1 where x != 0, else 0 (a Keras maskZero mask from token ids).
 @compute @workgroup_size(256)
 fn nonzero(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

@@ -51,7 +51,7 @@ use steps::{BackwardCx, Forward, Step};
 use super::loss::Loss;
 use super::metrics::Metric;
 use super::model::{Logs, Model, Source};
-use super::optim::{gpu_unsupported_rule, update_gpu_buffers, Optimizer};
+use super::optim::{update_gpu_buffers, Optimizer};
 use super::param::Param;
 use crate::rng::Rng;
 use crate::{Error, Result, Tensor};
@@ -123,14 +123,6 @@ impl GpuModel {
         }
         if optimizer.ema_momentum.is_some() {
             return Err(unsupported("optimizer useEma"));
-        }
-        // Lion, LAMB and gradient clipping have no GPU kernels yet: refused here, before any
-        // device work, so that compile falls back to the CPU (or fails with 'gpu!').
-        if let Some(rule) = gpu_unsupported_rule(&optimizer.rule) {
-            return Err(unsupported(&format!("the {rule} optimizer")));
-        }
-        if let Some(clip) = optimizer.clip() {
-            return Err(unsupported(&format!("optimizer {}", clip.key())));
         }
         let gpu = shared_gpu()?;
         let guards: Vec<_> = model.layers().iter().map(|cell| cell.read()).collect();
@@ -461,7 +453,14 @@ impl GpuModel {
         if !loss.is_finite() {
             return Ok(logs);
         }
-        let (grads, _) = self.backward(dy, saved, false)?;
+        let (mut grads, _) = self.backward(dy, saved, false)?;
+        // Frozen weights' gradients take no part in clipping, as on the CPU.
+        for (g, &trains) in grads.iter_mut().zip(&self.trainable) {
+            if !trains {
+                *g = None;
+            }
+        }
+        optimizer.clip_device_gradients(&mut grads)?;
         optimizer.begin_step();
         let lr = optimizer.learning_rate;
         let step = optimizer.iterations().min(u32::MAX as u64) as u32;

@@ -120,17 +120,58 @@ impl Model {
         let on_device = self.weights_device() == crate::Device::Gpu
             && self.compiled_ref()?.optimizer.device_update_blocker().is_none();
         if on_device {
-            // GPU gradients stay there: the optimizer's kernels update the weights in place.
+            // GPU gradients stay there: clipped and applied by the optimizer's kernels in place.
             let grads = leaves
                 .iter()
                 .map(|t| grads.tensor(t).transpose())
                 .collect::<Result<Vec<_>>>()?;
             drop(leaves);
+            let grads = self.clip_device_gradients(grads)?;
             return self.apply_device_gradients(grads).map(|_| logs);
         }
         let grads: Vec<Option<Vec<f32>>> = leaves.iter().map(|t| grads.remove(t)).collect();
         drop(leaves);
         self.apply_gradients(grads).map(|_| logs)
+    }
+
+    /// The optimizer's clipping of one step's GPU gradients (one per weight, in `visit_params`
+    /// order), on the device; gradients of weights that do not train take no part, as in
+    /// [`Self::apply_gradients`]. A host gradient among them clips them all on the host.
+    fn clip_device_gradients(&self, grads: Vec<Option<Tensor>>) -> Result<Vec<Option<Tensor>>> {
+        let c = self.compiled_ref()?;
+        if c.optimizer.clip().is_none() {
+            return Ok(grads);
+        }
+        let mut trains = Vec::with_capacity(grads.len());
+        self.visit_params(&mut |_, p, _| trains.push(c.trainable.contains(&crate::nn::param::param_address(p))));
+        let kept: Vec<Option<Tensor>> = grads.into_iter().zip(&trains).map(|(g, &t)| g.filter(|_| t)).collect();
+        if kept.iter().flatten().all(|g| g.gpu_tensor().is_some()) {
+            let mut device: Vec<Option<cortex_wgpu::GpuTensor>> =
+                kept.iter().map(|g| g.as_ref().and_then(Tensor::gpu_tensor)).collect();
+            c.optimizer.clip_device_gradients(&mut device)?;
+            return device
+                .into_iter()
+                .zip(kept)
+                .map(|(d, g)| {
+                    d.zip(g)
+                        .map(|(d, g)| {
+                            d.reshape(g.shape())
+                                .map(Tensor::from_gpu)
+                                .map_err(crate::device::gpu_err)
+                        })
+                        .transpose()
+                })
+                .collect();
+        }
+        let mut host = kept
+            .iter()
+            .map(|g| g.as_ref().map(|g| g.host_values().map(<[f32]>::to_vec)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        c.optimizer.clip_gradients(&mut host);
+        host.into_iter()
+            .zip(kept)
+            .map(|(h, g)| h.zip(g).map(|(h, g)| Tensor::new(h, g.shape())).transpose())
+            .collect()
     }
 
     /// Clips (the optimizer's `clipnorm` / `clipvalue`) and applies one gradient per weight, in

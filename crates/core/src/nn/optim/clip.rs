@@ -110,6 +110,46 @@ impl Clip {
     }
 }
 
+impl Clip {
+    /// [`Clip::apply`] on GPU gradients, on the device (cortex-wgpu's clipping kernels: the
+    /// norms are reduced there and never read back). Sums of squares are f32 there.
+    pub(super) fn apply_device(
+        self,
+        gpu: &cortex_wgpu::Gpu,
+        grads: &mut [Option<cortex_wgpu::GpuTensor>],
+    ) -> cortex_wgpu::Result<()> {
+        match self {
+            Clip::Value(v) => {
+                for g in grads.iter_mut().flatten() {
+                    *g = gpu.clip_value(g, v)?;
+                }
+            }
+            Clip::Norm(c) => {
+                for g in grads.iter_mut().flatten() {
+                    let sum_sq = gpu.sum_of_squares(g)?;
+                    *g = gpu.clip_by_norm(g, &sum_sq, c, false)?;
+                }
+            }
+            Clip::GlobalNorm(c) => {
+                let mut total: Option<cortex_wgpu::GpuTensor> = None;
+                for g in grads.iter().flatten() {
+                    let s = gpu.sum_of_squares(g)?;
+                    total = Some(match total {
+                        None => s,
+                        Some(t) => gpu.add(&t, &s)?,
+                    });
+                }
+                if let Some(total) = total {
+                    for g in grads.iter_mut().flatten() {
+                        *g = gpu.clip_by_norm(g, &total, c, true)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Sum of squares in f64, so a large tensor's norm keeps its digits.
 fn sum_of_squares(g: &[f32]) -> f64 {
     g.iter().map(|&x| f64::from(x) * f64::from(x)).sum()

@@ -1,20 +1,11 @@
 //! Optimizer updates of GPU weights on the device (cortex-wgpu's in-place update kernels),
 //! shared by the GPU model planner (`nn/gpu_model`) and weights moved with `Model::to_device`.
 
-use cortex_wgpu::{AdamParams, Gpu, GpuTensor, RmsPropParams, SgdParams};
+use cortex_wgpu::{AdamParams, Gpu, GpuTensor, LambParams, LionParams, RmsPropParams, SgdParams};
 
 use super::{Optimizer, Rule};
 use crate::device::{gpu_err, shared_gpu};
 use crate::{Error, Result};
-
-/// The name of a rule with no GPU update kernel (`None`: it has one).
-pub fn unsupported_rule(rule: &Rule) -> Option<&'static str> {
-    match rule {
-        Rule::Sgd { .. } | Rule::Adam { .. } | Rule::RmsProp { .. } => None,
-        Rule::Lion { .. } => Some("lion"),
-        Rule::Lamb { .. } => Some("lamb"),
-    }
-}
 
 /// One update of the weight buffer `w` from `grad`, in place; `slots` (the rule's state, made
 /// on first use) live on the device too. `step` is the 1-based step (Adam's bias correction).
@@ -66,23 +57,35 @@ pub(crate) fn update_buffers(
             let hp = RmsPropParams { lr, rho, epsilon };
             gpu.rmsprop_update(w, grad, &mut slots[0], &hp).map_err(gpu_err)
         }
-        Rule::Lion { .. } | Rule::Lamb { .. } => Err(Error::Invalid(format!(
-            "the {} optimizer has no GPU update kernel yet",
-            unsupported_rule(rule).unwrap_or("given")
-        ))),
+        Rule::Lion { beta1, beta2 } => {
+            if slots.is_empty() {
+                slots.push(gpu.zeros(w.shape()).map_err(gpu_err)?);
+            }
+            let hp = LionParams { lr, beta1, beta2 };
+            gpu.lion_update(w, grad, &mut slots[0], &hp).map_err(gpu_err)
+        }
+        Rule::Lamb { beta1, beta2, epsilon } => {
+            if slots.is_empty() {
+                slots.push(gpu.zeros(w.shape()).map_err(gpu_err)?);
+                slots.push(gpu.zeros(w.shape()).map_err(gpu_err)?);
+            }
+            let (m, v) = slots.split_at_mut(1);
+            let hp = LambParams {
+                lr,
+                beta1,
+                beta2,
+                epsilon,
+                step,
+            };
+            gpu.lamb_update(w, grad, &mut m[0], &mut v[0], &hp).map_err(gpu_err)
+        }
     }
 }
 
 impl Optimizer {
-    /// Why this optimizer cannot update GPU weights on the device (`None`: it can): a rule
-    /// without a kernel, gradient clipping or `useEma`, which run on host values.
+    /// Why this optimizer cannot update GPU weights on the device (`None`: it can): `useEma`,
+    /// whose moving average lives on the host. (Every rule and clipping run on the device.)
     pub fn device_update_blocker(&self) -> Option<String> {
-        if let Some(rule) = unsupported_rule(&self.rule) {
-            return Some(format!("the {rule} optimizer"));
-        }
-        if self.clip.is_some() {
-            return Some("gradient clipping (clipnorm, clipvalue, globalClipnorm)".into());
-        }
         if self.ema_momentum.is_some() {
             return Some("useEma".into());
         }

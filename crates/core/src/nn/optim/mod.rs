@@ -11,7 +11,6 @@ mod tests;
 use serde_json::{json, Value};
 
 pub use clip::Clip;
-pub use gpu::unsupported_rule as gpu_unsupported_rule;
 pub(crate) use gpu::update_buffers as update_gpu_buffers;
 
 use super::options::Options;
@@ -290,6 +289,16 @@ impl Optimizer {
         self.slots = state.slots;
         self.ema = state.ema;
         Ok(())
+    }
+
+    /// [`Self::clip_gradients`] for gradients that live on the GPU, clipped there.
+    pub fn clip_device_gradients(&self, grads: &mut [Option<cortex_wgpu::GpuTensor>]) -> Result<()> {
+        match self.clip {
+            Some(clip) => clip
+                .apply_device(crate::device::shared_gpu()?.as_ref(), grads)
+                .map_err(crate::device::gpu_err),
+            None => Ok(()),
+        }
     }
 
     /// Clips the gradients of one step in place (per parameter, in `visit_params` order; `None`

@@ -306,7 +306,7 @@ fn optimizers_match_pytorch() {
         n += 1;
         // The device kernels (weights moved with to_device) follow the same trajectory.
         let mut opt = Optimizer::parse(&spec).unwrap();
-        if skip_gpu() || opt.device_update_blocker().is_some() {
+        if skip_gpu() {
             continue;
         }
         let gpu = cortex_core::device::shared_gpu().unwrap();

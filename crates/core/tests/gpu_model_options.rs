@@ -66,19 +66,19 @@ fn gpu_only_compiles_refuse_what_the_gpu_lacks_by_name() {
         // The layers' own GPU ops were tried too, and the error names what they lack.
         assert!(err.contains("has no GPU kernel yet"), "{err}");
     }
-    // The moving average of useEma has no GPU update, on either path.
+    // useEma: the planner has no average, the layers' own GPU path keeps it on the device.
     let softmax_out = seq(
         json!([5]),
         json!([layer("Dense", json!({"units": 3, "activation": "softmax"}))]),
     );
-    let err = gpu_compile_error_with(
-        &softmax_out,
-        json!({"optimizer": {"name": "rmsprop", "useEma": true}, "loss": "categoricalCrossentropy"}),
-    );
-    assert!(
-        err.contains("optimizer useEma") && err.contains("useEma updates weights on the host"),
-        "{err}"
-    );
+    let mut model = Model::from_config(&softmax_out, 1).unwrap();
+    model
+        .compile(
+            &json!({"optimizer": {"name": "rmsprop", "useEma": true}, "loss": "categoricalCrossentropy",
+                         "device": "gpu!"}),
+        )
+        .unwrap();
+    assert!(model.device_name().is_some());
     // Attention: value size, head size and scores.
     for (options, want) in [
         (json!({"numHeads": 2, "keyDim": 4, "valueDim": 3}), "valueDim != keyDim"),
@@ -278,7 +278,7 @@ fn precision_option_is_checked() {
         .unwrap();
 }
 
-/// Lion, LAMB and the clipping options train on the GPU as on the CPU: a planned model (dense
+/// Lion, LAMB, the clipping options and useEma train on the GPU as on the CPU: a planned model (dense
 /// layers) and one the planner refuses (an LSTM whose returned states feed the loss, through
 /// the layers' own GPU ops), same losses, weights and predictions after four steps.
 #[test]
@@ -308,6 +308,7 @@ fn lion_lamb_and_gradient_clipping_train_on_the_gpu_as_on_the_cpu() {
         json!({"name": "sgd", "learningRate": 0.1, "clipnorm": 0.5}),
         json!({"name": "adam", "learningRate": 0.05, "clipvalue": 0.05}),
         json!({"name": "rmsprop", "learningRate": 0.01, "globalClipnorm": 0.5}),
+        json!({"name": "sgd", "learningRate": 0.1, "useEma": true, "emaMomentum": 0.5}),
     ] {
         for (what, config) in [("planned", &planned), ("layers", &layers_path)] {
             let what = format!("{what} {optimizer}");
@@ -318,6 +319,17 @@ fn lion_lamb_and_gradient_clipping_train_on_the_gpu_as_on_the_cpu() {
             }
             assert_same_weights(&cpu, &gpu, 1e-3);
             assert_same_predictions(&mut cpu, &mut gpu, &x, 1e-3, &what);
+            // useEma: the averages replace the weights, as fit does at its end.
+            let before = gpu.get_weights().unwrap();
+            cpu.finalize_ema().unwrap();
+            gpu.finalize_ema().unwrap();
+            assert_same_weights(&cpu, &gpu, 1e-3);
+            if optimizer.get("useEma").is_some() {
+                assert!(
+                    gpu.get_weights().unwrap() != before,
+                    "{what}: the averages replaced the weights"
+                );
+            }
         }
     }
 }

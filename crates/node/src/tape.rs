@@ -446,7 +446,6 @@ impl NativeOptimizer {
             result?;
             optimizer.clip_gradients(&mut clipped);
             optimizer.begin_step();
-            let on_device = optimizer.device_update_blocker().is_none();
             let mut index = 0;
             let mut result = Ok(());
             m.visit_params(&mut |_, p, _| {
@@ -455,7 +454,7 @@ impl NativeOptimizer {
                 let (Some(g), Ok(())) = (&clipped[i], &result) else {
                     return;
                 };
-                result = if on_device && p.device() == Device::Gpu && p.row_signs().is_none() {
+                result = if p.device() == Device::Gpu && p.row_signs().is_none() {
                     // Weights on the GPU: the gradient goes up and the update runs there.
                     Tensor::new(g.clone(), &p.shape())
                         .and_then(|t| t.to(Device::Gpu))

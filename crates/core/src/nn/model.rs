@@ -321,9 +321,6 @@ impl Model {
     /// CPU otherwise, and the Error names what is missing.
     fn run_layers_on_gpu(&mut self) -> Result<()> {
         let c = self.compiled_ref()?;
-        if let Some(why) = c.optimizer.device_update_blocker() {
-            return Err(invalid(format!("{why} updates weights on the host")));
-        }
         if c.precision != "float32" {
             return Err(invalid("precision 'mixed_float16' runs on the planned GPU models only"));
         }

@@ -117,8 +117,7 @@ impl Model {
         self.visit_params(&mut |_, p, _| leaves.push(p.get()));
         // Drop the graph so the weights are uniquely owned again and update in place.
         drop((loss, preds));
-        let on_device = self.weights_device() == crate::Device::Gpu
-            && self.compiled_ref()?.optimizer.device_update_blocker().is_none();
+        let on_device = self.weights_device() == crate::Device::Gpu;
         if on_device {
             // GPU gradients stay there: clipped and applied by the optimizer's kernels in place.
             let grads = leaves
@@ -193,7 +192,7 @@ impl Model {
     }
 
     /// Applies one gradient tensor per weight (`None`: no gradient) with the optimizer's device
-    /// kernels for GPU weights (see [`Optimizer::device_update_blocker`]), on the host for the
+    /// kernels for GPU weights, on the host for the
     /// others.
     pub(crate) fn apply_device_gradients(&mut self, grads: Vec<Option<Tensor>>) -> Result<()> {
         self.compiled()?;
@@ -275,13 +274,15 @@ impl Model {
         let mut result = Ok(());
         let mut index = 0;
         self.visit_params(&mut |_, p, _| {
-            if let (Some(average), Ok(())) = (compiled.optimizer.ema_of(index), &result) {
-                if compiled.trainable.contains(&crate::nn::param::param_address(p)) {
-                    result = p.update(|data| {
-                        data.copy_from_slice(average);
+            if result.is_ok() && compiled.trainable.contains(&crate::nn::param::param_address(p)) {
+                result = compiled.optimizer.ema_values(index).and_then(|average| match average {
+                    Some(average) if average.len() == p.get().len() => p.update(|data| {
+                        data.copy_from_slice(&average);
                         Ok(())
-                    });
-                }
+                    }),
+                    Some(_) => Err(invalid("useEma: an average does not match its weight's size")),
+                    None => Ok(()),
+                });
             }
             index += 1;
         });

@@ -83,21 +83,9 @@ pub(crate) fn update_buffers(
 }
 
 impl Optimizer {
-    /// Why this optimizer cannot update GPU weights on the device (`None`: it can): `useEma`,
-    /// whose moving average lives on the host. (Every rule and clipping run on the device.)
-    pub fn device_update_blocker(&self) -> Option<String> {
-        if self.ema_momentum.is_some() {
-            return Some("useEma".into());
-        }
-        None
-    }
-
     /// Updates parameter number `index`, a GPU buffer, in place from its GPU gradient; call
     /// after [`Self::begin_step`]. The rule's state for it lives on the device.
     pub fn update_on_device(&mut self, index: usize, w: &mut GpuTensor, grad: &GpuTensor) -> Result<()> {
-        if let Some(why) = self.device_update_blocker() {
-            return Err(Error::Invalid(format!("{why} does not update weights on the GPU yet")));
-        }
         if w.len() != grad.len() {
             return Err(Error::shape("optimizer update", w.len(), grad.len()));
         }
@@ -125,6 +113,33 @@ impl Optimizer {
             w,
             grad,
             &mut self.device_slots[index],
-        )
+        )?;
+        if let Some(momentum) = self.ema_momentum {
+            self.update_device_ema(&gpu, index, w, momentum)?;
+        }
+        Ok(())
+    }
+
+    /// The `useEma` average of a GPU weight, on the device: `a = m a + (1 - m) w` after each
+    /// update, starting at the weights after the first (as Keras and the host update do).
+    fn update_device_ema(&mut self, gpu: &Gpu, index: usize, w: &GpuTensor, momentum: f32) -> Result<()> {
+        if self.device_ema.len() <= index {
+            self.device_ema.resize(index + 1, None);
+        }
+        // A host average (restored, or from host updates) moves to the device once.
+        if let Some(host) = self.ema.get_mut(index).filter(|a| !a.is_empty()) {
+            if self.device_ema[index].is_none() {
+                self.device_ema[index] = Some(gpu.upload(host, w.shape()).map_err(gpu_err)?);
+            }
+            host.clear();
+        }
+        let next = match &self.device_ema[index] {
+            None => gpu.scale(w, 1.0, 0.0),
+            Some(average) => gpu
+                .scale(average, momentum, 0.0)
+                .and_then(|a| gpu.scale(w, 1.0 - momentum, 0.0).and_then(|w| gpu.add(&a, &w))),
+        };
+        self.device_ema[index] = Some(next.map_err(gpu_err)?);
+        Ok(())
     }
 }

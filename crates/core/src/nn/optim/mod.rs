@@ -77,6 +77,8 @@ pub struct Optimizer {
     clip: Option<Clip>,
     /// Per parameter: the rule's slots on the GPU, for weights that live there.
     device_slots: Vec<Vec<cortex_wgpu::GpuTensor>>,
+    /// Per parameter: the `useEma` average on the GPU, for weights that live there.
+    device_ema: Vec<Option<cortex_wgpu::GpuTensor>>,
 }
 
 impl Optimizer {
@@ -203,6 +205,7 @@ impl Optimizer {
             ema: Vec::new(),
             clip,
             device_slots: Vec::new(),
+            device_ema: Vec::new(),
         })
     }
 
@@ -267,11 +270,20 @@ impl Optimizer {
                 .map(|s| crate::device::shared_gpu()?.download(s).map_err(crate::device::gpu_err))
                 .collect::<Result<_>>()?;
         }
+        let mut ema = self.ema.clone();
+        for i in 0..self.device_ema.len() {
+            if let Some(average) = self.ema_values(i)? {
+                if ema.len() <= i {
+                    ema.resize(i + 1, Vec::new());
+                }
+                ema[i] = average;
+            }
+        }
         Ok(OptimizerState {
             iterations: self.iterations,
             learning_rate: self.learning_rate,
             slots,
-            ema: self.ema.clone(),
+            ema,
         })
     }
 
@@ -288,6 +300,10 @@ impl Optimizer {
         self.learning_rate = state.learning_rate;
         self.slots = state.slots;
         self.ema = state.ema;
+        // The restored host state replaces any device copy (moved up again on the next
+        // device update).
+        self.device_slots.clear();
+        self.device_ema.clear();
         Ok(())
     }
 
@@ -359,8 +375,18 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The moving average of parameter `index` (with `useEma`, once it has been updated).
+    /// The host moving average of parameter `index` (with `useEma`, once it has been updated
+    /// on the host; see [`Self::ema_values`] for either device).
     pub fn ema_of(&self, index: usize) -> Option<&[f32]> {
         self.ema.get(index).filter(|a| !a.is_empty()).map(Vec::as_slice)
+    }
+
+    /// The moving average of parameter `index`, read back from the GPU when it lives there.
+    pub fn ema_values(&self, index: usize) -> Result<Option<Vec<f32>>> {
+        if let Some(Some(average)) = self.device_ema.get(index) {
+            let gpu = crate::device::shared_gpu()?;
+            return gpu.download(average).map(Some).map_err(crate::device::gpu_err);
+        }
+        Ok(self.ema_of(index).map(<[f32]>::to_vec))
     }
 }

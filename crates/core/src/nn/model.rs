@@ -644,8 +644,20 @@ impl Model {
     /// Where the weights live (the CPU for a model without weights).
     pub fn weights_device(&self) -> crate::Device {
         let mut device = crate::Device::Cpu;
-        self.visit_params(&mut |_, p, _| device = p.device());
+        self.visit_unnamed_params(&mut |p| device = p.device());
         device
+    }
+
+    /// Visits every weight without building its name: every predict asks [`Self::weights_device`],
+    /// and formatting a name per weight showed in batch-1 profiles.
+    fn visit_unnamed_params(&self, f: &mut dyn FnMut(&Param)) {
+        for cell in &self.layers {
+            let layer = cell.read();
+            match layer.as_model() {
+                Some(inner) => inner.visit_unnamed_params(f),
+                None => layer.params().into_iter().for_each(&mut *f),
+            }
+        }
     }
 
     /// Visits every weight with its file name (`layer/weight`, nested models prefixed by their

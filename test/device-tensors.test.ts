@@ -278,9 +278,7 @@ describe.skipIf(skip)("tape tensors on the GPU", () => {
     const g = variable(randomTensor([4, 3], 6), { device: "gpu" });
     expect(() => g.add(variable(randomTensor([4, 3], 7)))).toThrow(/different devices \(gpu, cpu\)/);
     const rnn = sequential([lstm({ units: 2, activation: "gelu", inputShape: [3, 1] })]).to("gpu");
-    expect(() => rnn.call(g.reshape([4, 3, 1]))).toThrow(
-      /activation 'gelu' .* has no GPU kernel yet/,
-    );
+    expect(() => rnn.call(g.reshape([4, 3, 1]))).toThrow(/activation 'gelu' .* has no GPU kernel yet/);
     // A CPU model moves a GPU input to its weights (a differentiable copy).
     const m = sequential([dense({ units: 2, inputShape: [3] })]);
     const { grads } = valueAndGrads(() => m.call(g).sum(), [g]);

@@ -40,9 +40,10 @@ fn layer(class: &str, config: &Value, device: Device) -> Box<dyn Layer> {
     l
 }
 
-/// Outputs of the layer on `device` for the input and initial states, and the gradients wrt
-/// those inputs and the layer's weights of `sum_k <outputs[k], cotangent_k>`.
-fn run(class: &str, config: &Value, device: Device) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+/// Outputs of the layer on `device` for the input and initial states (with a mask when
+/// `masked`), and the gradients wrt those inputs and the layer's weights of
+/// `sum_k <outputs[k], cotangent_k>`.
+fn run(class: &str, config: &Value, device: Device, masked: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let l = layer(class, config, device);
     let n_states = if class == "LSTM" { 2 } else { 1 };
     let variable = |data: Vec<f32>, shape: &[usize]| {
@@ -59,9 +60,18 @@ fn run(class: &str, config: &Value, device: Device) -> (Vec<Vec<f32>>, Vec<Vec<f
     let mask = [[1., 0., 1., 1., 0.], [0., 1., 1., 1., 1.], [1.; 5]].concat();
     let mut rng = Rng::new(0);
     let mut ctx = ForwardCtx::new(false, &mut rng);
-    ctx.input_masks = vec![Some(Tensor::new(mask, &[BATCH, TIME]).unwrap())];
+    ctx.input_masks = vec![masked.then(|| Tensor::new(mask, &[BATCH, TIME]).unwrap())];
     let outs = l.call(&inputs, &mut ctx).unwrap();
-    assert_eq!(outs.len(), 1 + n_states, "{class} {config}: output and final states");
+    let returned_states = if config["returnState"] == json!(true) {
+        n_states
+    } else {
+        0
+    };
+    assert_eq!(
+        outs.len(),
+        1 + returned_states,
+        "{class} {config}: output and final states"
+    );
     let mut total: Option<Tensor> = None;
     for (k, o) in outs.iter().enumerate() {
         assert_eq!(o.device(), device, "{class} {config}: output {k} stays on the device");
@@ -105,8 +115,8 @@ fn initial_and_returned_states_match_the_cpu_with_gradients() {
                     "returnSequences": return_sequences, "goBackwards": go_backwards,
                 });
                 let what = format!("{class} returnSequences={return_sequences} goBackwards={go_backwards}");
-                let (cpu_outs, cpu_grads) = run(class, &config, Device::Cpu);
-                let (gpu_outs, gpu_grads) = run(class, &config, Device::Gpu);
+                let (cpu_outs, cpu_grads) = run(class, &config, Device::Cpu, true);
+                let (gpu_outs, gpu_grads) = run(class, &config, Device::Gpu, true);
                 for (k, (g, c)) in gpu_outs.iter().zip(&cpu_outs).enumerate() {
                     assert_near(&format!("{what} output {k}"), g, c);
                 }
@@ -144,8 +154,8 @@ fn other_activations_match_the_cpu_with_gradients() {
                     config["recurrentActivation"] = json!(recurrent);
                 }
                 let what = format!("{class} {activation}/{recurrent} goBackwards={go_backwards}");
-                let (cpu_outs, cpu_grads) = run(class, &config, Device::Cpu);
-                let (gpu_outs, gpu_grads) = run(class, &config, Device::Gpu);
+                let (cpu_outs, cpu_grads) = run(class, &config, Device::Cpu, true);
+                let (gpu_outs, gpu_grads) = run(class, &config, Device::Gpu, true);
                 for (k, (g, c)) in gpu_outs.iter().zip(&cpu_outs).enumerate() {
                     assert_near(&format!("{what} output {k}"), g, c);
                 }
@@ -201,40 +211,31 @@ fn initial_states_alone_match_the_cpu() {
     }
     for class in CELLS {
         let config = json!({"name": "rnn", "units": UNITS, "returnSequences": true});
-        let (cpu_outs, cpu_grads) = run_without_states(class, &config, Device::Cpu);
-        let (gpu_outs, gpu_grads) = run_without_states(class, &config, Device::Gpu);
-        assert_near(&format!("{class} output"), &gpu_outs, &cpu_outs);
+        let (cpu_outs, cpu_grads) = run(class, &config, Device::Cpu, false);
+        let (gpu_outs, gpu_grads) = run(class, &config, Device::Gpu, false);
+        assert_near(&format!("{class} output"), &gpu_outs[0], &cpu_outs[0]);
         for (k, (g, c)) in gpu_grads.iter().zip(&cpu_grads).enumerate() {
             assert_near(&format!("{class} gradient {k}"), g, c);
         }
     }
 }
 
-/// [`run`] for a layer returning its sequence alone, from given initial states, unmasked.
-fn run_without_states(class: &str, config: &Value, device: Device) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let l = layer(class, config, device);
-    let n_states = if class == "LSTM" { 2 } else { 1 };
-    let variable = |data: Vec<f32>, shape: &[usize]| {
-        Tensor::new(data, shape)
-            .unwrap()
-            .to(device)
-            .unwrap()
-            .with_requires_grad(true)
-    };
-    let mut inputs = vec![variable(values(BATCH * TIME * FEATURES, 8), &[BATCH, TIME, FEATURES])];
-    inputs.extend((0..n_states).map(|i| variable(values(BATCH * UNITS, 30 + i as u64), &[BATCH, UNITS])));
-    let mut rng = Rng::new(0);
-    let outs = l.call(&inputs, &mut ForwardCtx::new(false, &mut rng)).unwrap();
-    assert_eq!(outs.len(), 1);
-    let cot = Tensor::new(values(outs[0].len(), 50), outs[0].shape())
-        .unwrap()
-        .to(device)
-        .unwrap();
-    let total = ops::sum(&ops::mul(&outs[0], &cot).unwrap()).unwrap();
-    let grads = backward_with_seed(&total, vec![1.0]).unwrap();
-    let grads = inputs
-        .iter()
-        .map(|t| grads.get(t).expect("gradient").to_vec())
-        .collect();
-    (outs[0].to_vec(), grads)
+/// The kernels' own check, below the layer's: activations whose derivative does not follow
+/// from the output are Errors, the others are accepted.
+#[test]
+fn kernel_activations_refuse_gelu_and_swish() {
+    use cortex_wgpu::{Activation as GpuAct, RnnActivations};
+    for bad in [GpuAct::Gelu, GpuAct::GeluErf, GpuAct::Swish] {
+        assert!(RnnActivations::new(bad, GpuAct::Sigmoid).is_err(), "{bad:?}");
+        assert!(RnnActivations::new(GpuAct::Tanh, bad).is_err(), "{bad:?}");
+    }
+    for good in [
+        GpuAct::Relu,
+        GpuAct::Elu(1.0),
+        GpuAct::Selu,
+        GpuAct::Softplus,
+        GpuAct::LeakyRelu(0.2),
+    ] {
+        assert!(RnnActivations::new(good, GpuAct::Sigmoid).is_ok(), "{good:?}");
+    }
 }

@@ -222,15 +222,10 @@ impl Gpu {
         let n = u32_of("parameters", w.len())?;
         let p = Params {
             n,
-            nesterov: 0,
-            pad: [0; 2],
             lr: hp.lr,
-            momentum: 0.0,
             beta1: hp.beta1,
             beta2: hp.beta2,
-            eps: 0.0,
-            corr2: 0.0,
-            pad1: [0.0; 2],
+            ..bytemuck::Zeroable::zeroed()
         };
         if n > 0 {
             let (gx, gy) = grid(n.div_ceil(256));
@@ -274,15 +269,12 @@ impl Gpu {
         let t = hp.step.min(i32::MAX as u32) as i32;
         let moments = Params {
             n,
-            nesterov: 0,
-            pad: [0; 2],
             lr: (1.0 - hp.beta2) as f32,
             momentum: (1.0 - hp.beta1) as f32,
             beta1: 1.0 - (hp.beta1 as f32).powi(t),
-            beta2: 0.0,
             eps: hp.epsilon,
             corr2: 1.0 - (hp.beta2 as f32).powi(t),
-            pad1: [0.0; 2],
+            ..bytemuck::Zeroable::zeroed()
         };
         let r = self.empty(w.shape(), crate::DType::F32)?;
         let (gx, gy) = grid(n.div_ceil(256));

@@ -77,10 +77,7 @@ impl RnnActivations {
     /// `activation` and `recurrent_activation`, or an Error naming one the kernels lack.
     pub fn new(activation: Activation, recurrent_activation: Activation) -> Result<Self> {
         for a in [activation, recurrent_activation] {
-            if matches!(
-                a,
-                Activation::Gelu | Activation::GeluErf | Activation::Swish | Activation::LogClipped(_)
-            ) {
+            if !Self::supports(a) {
                 return Err(GpuError::Invalid {
                     op: "recurrent activations",
                     message: format!(
@@ -94,6 +91,14 @@ impl RnnActivations {
             activation,
             recurrent: recurrent_activation,
         })
+    }
+
+    /// Whether the kernels take `a`'s derivative from its output (not gelu or swish).
+    pub fn supports(a: Activation) -> bool {
+        !matches!(
+            a,
+            Activation::Gelu | Activation::GeluErf | Activation::Swish | Activation::LogClipped(_)
+        )
     }
 
     /// Uniform fields `(act, rec_act, act_alpha, rec_alpha)`.

@@ -408,47 +408,31 @@ fn rnn_backward(g: &Gpu, dy: GpuTensor, d_states: &[GpuTensor], tape: RnnTape, w
     };
     let (dh_seq, dh_last, dc_last) = (dh_seq.as_ref(), dh_last.as_ref(), d_states.get(1));
     let (u, x) = (w.recurrent, &tape.x);
-    Ok(match &tape.state {
+    let (d, d_initial) = match &tape.state {
         CellState::Lstm(state) => {
             let back = g
                 .lstm_backward_with_cell_grad(state, u, dh_seq, dh_last, dc_last)
                 .map_err(gpu_err)?;
-            let d = g
-                .lstm_weight_grads(x, w.kernel, state, &back.d_gates)
-                .map_err(gpu_err)?;
-            RnnGrads {
-                dx: d.dx,
-                dw: d.dw,
-                du: d.du,
-                dbias: d.dbias,
-                d_initial: vec![back.dh0, back.dc0],
-            }
+            let d = g.lstm_weight_grads(x, w.kernel, state, &back.d_gates);
+            (d.map(|d| (d.dx, d.dw, d.du, d.dbias)), vec![back.dh0, back.dc0])
         }
         CellState::Gru(state) => {
             let back = g.gru_backward(state, u, dh_seq, dh_last).map_err(gpu_err)?;
-            let d = g
-                .gru_weight_grads(x, w.kernel, state, &back.d_proj, &back.d_rec)
-                .map_err(gpu_err)?;
-            RnnGrads {
-                dx: d.dx,
-                dw: d.dw,
-                du: d.du,
-                dbias: d.dbias,
-                d_initial: vec![back.dh0],
-            }
+            let d = g.gru_weight_grads(x, w.kernel, state, &back.d_proj, &back.d_rec);
+            (d.map(|d| (d.dx, d.dw, d.du, d.dbias)), vec![back.dh0])
         }
         CellState::SimpleRnn(state) => {
             let back = g.simple_rnn_backward(state, u, dh_seq, dh_last).map_err(gpu_err)?;
-            let d = g
-                .simple_rnn_weight_grads(x, w.kernel, state, &back.d_pre)
-                .map_err(gpu_err)?;
-            RnnGrads {
-                dx: d.dx,
-                dw: d.dw,
-                du: d.du,
-                dbias: d.dbias,
-                d_initial: vec![back.dh0],
-            }
+            let d = g.simple_rnn_weight_grads(x, w.kernel, state, &back.d_pre);
+            (d.map(|d| (d.dx, d.dw, d.du, d.dbias)), vec![back.dh0])
         }
+    };
+    let (dx, dw, du, dbias) = d.map_err(gpu_err)?;
+    Ok(RnnGrads {
+        dx,
+        dw,
+        du,
+        dbias,
+        d_initial,
     })
 }

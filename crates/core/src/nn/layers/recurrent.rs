@@ -547,7 +547,7 @@ impl Rnn {
             return Ok(None);
         }
         // The sequence kernels save activated values and take each derivative from them.
-        let kernels_lack = |a: Activation| matches!(a, Activation::Gelu | Activation::GeluTanh | Activation::Swish);
+        let kernels_lack = |a: Activation| !cortex_wgpu::RnnActivations::supports(ops::gpu_activation(a));
         if kernels_lack(self.activation.1)
             || (self.cell != Cell::SimpleRnn && kernels_lack(self.recurrent_activation.1))
         {

@@ -1,15 +1,16 @@
 //! MultiHeadAttention and LayerNormalization: every fixture case against the PyTorch float64
 //! references in test/fixtures/fixtures.json (forward values and gradients), the flash attention
 //! path against the materialised one (masks, causal, ragged tiles, dropout), finite-difference
-//! checks and bad-input errors. Layer normalisation (forward and gradients) and self-attention
-//! (forward) fixtures also run on the GPU backend; `CORTEX_SKIP_GPU_TESTS=1` skips that.
+//! checks and bad-input errors. The attention and layer-normalisation fixtures (forward and
+//! gradients) also run through the layer code on the GPU, and the self-attention ones (forward)
+//! through the GPU planner; `CORTEX_SKIP_GPU_TESTS=1` skips that.
 //! BatchNormalization is in fixtures_batchnorm.rs.
 
 use cortex_core::backprop::{backward, backward_with_seed};
 use cortex_core::cpu::attention::{attention, AttnDropout, AttnMask, AttnOptions};
 use cortex_core::nn::layers::{self, ForwardCtx};
 use cortex_core::rng::Rng;
-use cortex_core::{ops, Tensor};
+use cortex_core::{ops, Device, Tensor};
 use serde_json::{json, Value};
 
 mod common;
@@ -17,81 +18,85 @@ use common::{layer_on_gpu, layer_on_gpu_with_arity, skip_gpu};
 mod norm_support;
 use norm_support::*;
 
+/// The fixture cases through the layer code, with the attention scores returned (so their
+/// cotangent joins the gradients), on the CPU and, unless GPU tests are skipped, with the
+/// weights and inputs on the GPU (where returned scores take the composed kernels).
 #[test]
 fn multi_head_attention_matches_pytorch() {
     let all = cases("multi_head_attention");
     assert_eq!(all.len(), 3);
-    for case in all {
-        let name = case["name"].as_str().unwrap();
-        let a = &case["attrs"];
-        let mut mha = layer(
-            "MultiHeadAttention",
-            json!({"name": "mha", "numHeads": a["num_heads"], "keyDim": a["key_dim"],
-                   "useCausalMask": a["use_causal_mask"], "returnAttentionScores": true}),
-        );
-        let query = var_of(&case["inputs"]["query"]);
-        let value = if a["self_attention"] == true {
-            query.clone()
-        } else {
-            var_of(&case["inputs"]["value"])
-        };
-        let shapes = vec![query.shape()[1..].to_vec(), value.shape()[1..].to_vec()];
-        let out_shapes = mha.build_many(&shapes, &mut Rng::new(0)).unwrap();
-        let params = mha.params();
-        assert_eq!(params.len(), 8, "{name}: q/k/v/output kernels and biases");
-        for p in &params {
-            let key = p
-                .name
-                .strip_prefix("mha/")
-                .unwrap()
-                .replace("attention_output", "output")
-                .replace('/', "_");
-            let want = &case["params"][&key];
-            assert_eq!(p.shape(), shape_of(want), "{name}: {} shape (Keras layout)", p.name);
-            p.set(data_of(want)).unwrap();
+    for case in &all {
+        check_mha_case(case, Device::Cpu);
+        if !skip_gpu() {
+            check_mha_case(case, Device::Gpu);
         }
-        let mut rng = Rng::new(0);
-        let outs = mha
-            .call(&[query.clone(), value.clone()], &mut ForwardCtx::new(false, &mut rng))
-            .unwrap();
-        assert_eq!(outs.len(), 2);
-        for (i, key) in ["y", "attention_scores"].iter().enumerate() {
-            let want = &case["outputs"][key];
-            assert_eq!(outs[i].shape(), shape_of(want).as_slice(), "{name}: {key} shape");
-            assert_eq!(outs[i].shape()[1..], out_shapes[i][..], "{name}: {key} built shape");
-            assert_close(&format!("{name} {key}"), outs[i].data(), &data_of(want));
-        }
-        let cot: Vec<Vec<f32>> = ["y", "attention_scores"]
-            .iter()
-            .map(|k| data_of(&case["cotangents"][k]))
-            .collect();
-        let leaves: Vec<Tensor> = params.iter().map(|p| p.get()).collect();
-        let grads = backward(&weighted_sum(&outs, &cot)).unwrap();
+    }
+}
+
+fn check_mha_case(case: &serde_json::Value, device: Device) {
+    let name = format!("{} ({})", case["name"].as_str().unwrap(), device.name());
+    let a = &case["attrs"];
+    let mut mha = layer(
+        "MultiHeadAttention",
+        json!({"name": "mha", "numHeads": a["num_heads"], "keyDim": a["key_dim"],
+               "useCausalMask": a["use_causal_mask"], "returnAttentionScores": true}),
+    );
+    let query = var_of(&case["inputs"]["query"]);
+    let value = if a["self_attention"] == true {
+        query.clone()
+    } else {
+        var_of(&case["inputs"]["value"])
+    };
+    let shapes = vec![query.shape()[1..].to_vec(), value.shape()[1..].to_vec()];
+    let out_shapes = mha.build_many(&shapes, &mut Rng::new(0)).unwrap();
+    let params = mha.params();
+    assert_eq!(params.len(), 8, "{name}: q/k/v/output kernels and biases");
+    let key_of = |p: &cortex_core::nn::Param| {
+        p.name
+            .strip_prefix("mha/")
+            .unwrap()
+            .replace("attention_output", "output")
+            .replace('/', "_")
+    };
+    for p in &params {
+        let want = &case["params"][&key_of(p)];
+        assert_eq!(p.shape(), shape_of(want), "{name}: {} shape (Keras layout)", p.name);
+        p.set(data_of(want)).unwrap();
+        p.to_device(device).unwrap();
+    }
+    let inputs = [query.to(device).unwrap(), value.to(device).unwrap()];
+    let mut rng = Rng::new(0);
+    let outs = mha.call(&inputs, &mut ForwardCtx::new(false, &mut rng)).unwrap();
+    assert_eq!(outs.len(), 2);
+    for (i, key) in ["y", "attention_scores"].iter().enumerate() {
+        let want = &case["outputs"][key];
+        assert_eq!(outs[i].device(), device, "{name}: {key} stays on the device");
+        assert_eq!(outs[i].shape(), shape_of(want).as_slice(), "{name}: {key} shape");
+        assert_eq!(outs[i].shape()[1..], out_shapes[i][..], "{name}: {key} built shape");
+        assert_close(&format!("{name} {key}"), &outs[i].to_vec(), &data_of(want));
+    }
+    let cot: Vec<Vec<f32>> = ["y", "attention_scores"]
+        .iter()
+        .map(|k| data_of(&case["cotangents"][k]))
+        .collect();
+    let leaves: Vec<Tensor> = params.iter().map(|p| p.get()).collect();
+    let grads = backward(&weighted_sum(&outs, &cot)).unwrap();
+    let host = |t: &Tensor| grads.get(t).unwrap().to_vec();
+    assert_close(
+        &format!("{name} dquery"),
+        &host(&query),
+        &data_of(&case["grads"]["query"]),
+    );
+    if a["self_attention"] != true {
         assert_close(
-            &format!("{name} dquery"),
-            grads.get(&query).unwrap(),
-            &data_of(&case["grads"]["query"]),
+            &format!("{name} dvalue"),
+            &host(&value),
+            &data_of(&case["grads"]["value"]),
         );
-        if a["self_attention"] != true {
-            assert_close(
-                &format!("{name} dvalue"),
-                grads.get(&value).unwrap(),
-                &data_of(&case["grads"]["value"]),
-            );
-        }
-        for (p, leaf) in params.iter().zip(&leaves) {
-            let key = p
-                .name
-                .strip_prefix("mha/")
-                .unwrap()
-                .replace("attention_output", "output")
-                .replace('/', "_");
-            assert_close(
-                &format!("{name} d{key}"),
-                grads.get(leaf).unwrap(),
-                &data_of(&case["grads"][&key]),
-            );
-        }
+    }
+    for (p, leaf) in params.iter().zip(&leaves) {
+        let key = key_of(p);
+        assert_close(&format!("{name} d{key}"), &host(leaf), &data_of(&case["grads"][&key]));
     }
 }
 

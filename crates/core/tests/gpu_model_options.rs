@@ -79,17 +79,35 @@ fn gpu_only_compiles_refuse_what_the_gpu_lacks_by_name() {
         )
         .unwrap();
     assert!(model.device_name().is_some());
-    // Attention: value size, head size and scores.
-    for (options, want) in [
-        (json!({"numHeads": 2, "keyDim": 4, "valueDim": 3}), "valueDim != keyDim"),
-        (json!({"numHeads": 2, "keyDim": 80}), "keyDim 80"),
-        (json!({"numHeads": 2, "keyDim": 4, "dropout": 0.1}), "attention dropout"),
+}
+
+/// Attention options the planner's flash kernels lack (a value size other than the key size,
+/// heads wider than 64, attention dropout while training): with "gpu!" the layers' own GPU
+/// ops run them, and training matches the CPU step by step (one seed, one dropout mask).
+#[test]
+fn attention_the_planner_refuses_trains_on_the_gpu_through_its_layers() {
+    if skip() {
+        return;
+    }
+    for options in [
+        json!({"numHeads": 2, "keyDim": 4, "valueDim": 3}),
+        json!({"numHeads": 2, "keyDim": 80}),
+        json!({"numHeads": 2, "keyDim": 4, "dropout": 0.3}),
     ] {
         let config = json!({"className": "Functional", "inputs": [[4, 6]],
             "layers": [{"className": "MultiHeadAttention", "config": options}],
             "nodes": [{"layer": 0, "inputs": [[-1, 0], [-1, 0]]}], "outputs": [[0, 0]]});
-        let err = gpu_compile_error(&config, "adam");
-        assert!(err.contains(want), "expected '{want}' in: {err}");
+        // SGD, not Adam: the key bias's gradient is zero in exact arithmetic (the softmax
+        // ignores a shift along a row), and Adam would turn each device's rounding noise in it
+        // into full-size steps of opposite signs.
+        let compile = json!({"optimizer": {"name": "sgd", "learningRate": 0.1}, "loss": "meanSquaredError"});
+        let (mut cpu, mut gpu) = pair(&config, compile);
+        let (x, y) = (data(&[5, 4, 6], 0.3), data(&[5, 4, 6], 0.8));
+        for step in 0..3 {
+            train_step_alike(&mut cpu, &mut gpu, &x, &y, &format!("{options} step {step}"));
+        }
+        let gap = weight_gap(&cpu, &gpu);
+        assert!(gap < 1e-4, "{options}: weights differ by {gap}");
     }
 }
 
@@ -200,13 +218,15 @@ fn output_and_gradients_rejects_a_cotangent_of_the_wrong_shape() {
     assert!(grads.iter().all(Option::is_some), "every weight reached");
 }
 
-/// Largest |a - b| / max|a| over every weight of two models.
+/// Largest |a - b| / max(max|a|, 1e-3) over every weight of two models.
 fn weight_gap(a: &Model, b: &Model) -> f32 {
     let (a, b) = (a.get_weights().unwrap(), b.get_weights().unwrap());
     a.iter()
         .zip(&b)
         .map(|((_, _, x), (_, _, y))| {
-            let scale = x.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            // At least 1e-3: a weight whose gradient is zero in exact arithmetic (attention's
+            // key bias) holds only rounding noise, about 1e-10, on either device.
+            let scale = x.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             x.iter().zip(y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs() / scale))
         })
         .fold(0.0, f32::max)

@@ -40,13 +40,13 @@ pub struct AttnOptions {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Dims {
-    pub(super) b: usize,
-    pub(super) h: usize,
-    pub(super) tq: usize,
-    pub(super) tv: usize,
-    pub(super) kd: usize,
-    pub(super) vd: usize,
+pub(crate) struct Dims {
+    pub(crate) b: usize,
+    pub(crate) h: usize,
+    pub(crate) tq: usize,
+    pub(crate) tv: usize,
+    pub(crate) kd: usize,
+    pub(crate) vd: usize,
 }
 
 /// Runs `body` compiled for AVX-512 or AVX2+FMA when the CPU has them (the crate is built for
@@ -528,7 +528,7 @@ fn dims_of(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttnOptions) -> Result<Dim
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttnOptions) -> Result<(Tensor, Option<Tensor>)> {
     let d = dims_of(q, k, v, opts)?;
     if crate::ops::on_gpu("attention", &[q, k, v])? {
-        return Ok((crate::ops::gpu_attention::attention(q, k, v, opts)?, None));
+        return crate::ops::gpu_attention::attention(q, k, v, opts, &d);
     }
     let Dims { b, h, tq, tv, kd, vd } = d;
     let scale = 1.0 / (kd as f32).sqrt();

@@ -27,7 +27,7 @@ pub struct AttnDropout {
 }
 
 impl AttnMask {
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.query.is_none() && self.value.is_none() && self.explicit.is_none() && !self.causal
     }
 
@@ -52,6 +52,22 @@ impl AttnMask {
                 row[(i + 1).saturating_sub(j0)..].fill(f32::NEG_INFINITY);
             }
         }
+    }
+
+    /// 1 where query `i` may attend to key `j`, 0 where not, as `[b, heads, tq, tv]` (the same
+    /// rule as [`AttnMask::apply`], for kernels that take the mask as a tensor).
+    pub(crate) fn allowed(&self, d: &Dims) -> Vec<f32> {
+        let block = d.tq * d.tv;
+        let mut out = Vec::with_capacity(d.b * d.h * block);
+        let mut scores = vec![0.0; block];
+        for b in 0..d.b {
+            scores.fill(0.0);
+            self.apply(d, b, 0, 0, d.tv, &mut scores);
+            for _ in 0..d.h {
+                out.extend(scores.iter().map(|&s| if s == f32::NEG_INFINITY { 0.0 } else { 1.0 }));
+            }
+        }
+        out
     }
 
     /// An Error when a mask's length does not match `[b, tq]`, `[b, tv]` or `[b, tq, tv]`.
@@ -85,7 +101,7 @@ fn mask_row(row: &mut [f32], keep: &[f32]) {
 
 impl AttnDropout {
     /// Fills `keep` with 0 or `1/(1-rate)` for query rows `i0..` and key columns `j0..j0+cols` of head `bh`.
-    pub(super) fn fill(&self, bh: usize, i0: usize, j0: usize, cols: usize, keep: &mut [f32]) {
+    pub(crate) fn fill(&self, bh: usize, i0: usize, j0: usize, cols: usize, keep: &mut [f32]) {
         let scale = 1.0 / (1.0 - self.rate);
         let base = self.seed ^ (bh as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
         for (r, row) in keep.chunks_exact_mut(cols).enumerate() {

@@ -70,11 +70,12 @@ pub fn layer(class: &str, config: Value) -> Box<dyn Layer> {
     layers::from_config(class, &config).unwrap().0
 }
 
-/// `sum(outputs[i] * cotangents[i])` as one scalar.
+/// `sum(outputs[i] * cotangents[i])` as one scalar, on the outputs' device.
 pub fn weighted_sum(outputs: &[Tensor], cotangents: &[Vec<f32>]) -> Tensor {
     let mut total: Option<Tensor> = None;
     for (y, c) in outputs.iter().zip(cotangents) {
-        let s = ops::sum(&ops::mul(y, &Tensor::new(c.clone(), y.shape()).unwrap()).unwrap()).unwrap();
+        let c = Tensor::new(c.clone(), y.shape()).unwrap().to(y.device()).unwrap();
+        let s = ops::sum(&ops::mul(y, &c).unwrap()).unwrap();
         total = Some(match total {
             None => s,
             Some(t) => ops::add(&t, &s).unwrap(),

@@ -1,5 +1,6 @@
-//! Concatenation and slicing along the last axis, and time reversal of sequences
-//! (shader `layout`): the data movement of Concatenate, Bidirectional and goBackwards.
+//! Concatenation and slicing along the last axis, time reversal of sequences and the swap of
+//! two middle axes (shader `layout`): the data movement of Concatenate, Bidirectional,
+//! goBackwards and attention's head split.
 
 use super::u32_of;
 use crate::context::grid;
@@ -159,6 +160,42 @@ impl Gpu {
             (gx, gy, 1),
         )?;
         batch_rec.submit();
+        Ok(out)
+    }
+
+    /// `x` `[outer, m, n, inner]` as `[outer, n, m, inner]` (its own inverse with m and n
+    /// exchanged): `[batch, steps, heads, size]` to head-major and back.
+    pub fn swap_axes12(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        let [outer, m, n, inner] = <[usize; 4]>::try_from(x.shape()).map_err(|_| GpuError::Shape {
+            op: "swap_axes12",
+            expected: "a rank-4 tensor".into(),
+            got: format!("{:?}", x.shape()),
+        })?;
+        let out = self.empty(&[outer, n, m, inner], DType::F32)?;
+        let total = x.len();
+        if total == 0 {
+            return Ok(out);
+        }
+        // Output `[outer, n, m, inner]`: its axis 2 (`m`) runs fastest after `inner`.
+        let p = Params {
+            src_cols: u32_of("inner size", inner)?,
+            dst_cols: 0,
+            width: u32_of("axis 2", n)?,
+            src_off: 0,
+            dst_off: 0,
+            time: u32_of("axis 1", m)?,
+            total: u32_of("elements", total)?,
+        };
+        let (gx, gy) = grid(p.total.div_ceil(256));
+        let mut batch = self.batch();
+        batch.dispatch(
+            "layout",
+            "swap_axes12",
+            &p,
+            &[(1, x.buffer()), (2, out.buffer())],
+            (gx, gy, 1),
+        )?;
+        batch.submit();
         Ok(out)
     }
 }

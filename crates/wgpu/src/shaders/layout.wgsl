@@ -49,3 +49,20 @@ fn reverse_time(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let b = row / p.time;
     dst[i] = src[(b * p.time + p.time - 1u - t) * p.src_cols + f];
 }
+
+// dst[a, j, i, f] = src[a, i, j, f] for src [outer, time, width, src_cols]: axes 1 and 2 swap
+// (the head split and merge of attention composed from matmuls).
+@compute @workgroup_size(256)
+fn swap_axes12(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.total) {
+        return;
+    }
+    let f = i % p.src_cols;
+    let r = i / p.src_cols;
+    let ti = r % p.time;
+    let r2 = r / p.time;
+    let wj = r2 % p.width;
+    let a = r2 / p.width;
+    dst[i] = src[((a * p.time + ti) * p.width + wj) * p.src_cols + f];
+}

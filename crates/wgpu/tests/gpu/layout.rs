@@ -53,6 +53,31 @@ fn reverse_time_reverses_only_the_time_axis() {
 }
 
 #[test]
+fn swap_axes12_moves_heads_ahead_of_steps_and_back() {
+    let Some(g) = gpu() else { return };
+    let (b, t, h, d) = (2, 5, 3, 4);
+    let x = rand_vec(b * t * h * d, 11);
+    let gx = g.upload(&x, &[b, t, h, d]).unwrap();
+    let swapped = g.swap_axes12(&gx).unwrap();
+    assert_eq!(swapped.shape(), &[b, h, t, d]);
+    let got = g.download(&swapped).unwrap();
+    for bi in 0..b {
+        for ti in 0..t {
+            for hi in 0..h {
+                for di in 0..d {
+                    assert_eq!(
+                        got[((bi * h + hi) * t + ti) * d + di],
+                        x[((bi * t + ti) * h + hi) * d + di]
+                    );
+                }
+            }
+        }
+    }
+    // Swapping back restores the input.
+    assert_eq!(g.download(&g.swap_axes12(&swapped).unwrap()).unwrap(), x);
+}
+
+#[test]
 fn layout_shape_errors_say_what_was_expected() {
     let Some(g) = gpu() else { return };
     let a = g.upload(&[0.0; 6], &[2, 3]).unwrap();
@@ -64,4 +89,6 @@ fn layout_shape_errors_say_what_was_expected() {
     assert!(err.contains("2..4") && err.contains("[2, 3]"), "{err}");
     let err = g.reverse_time(&a).unwrap_err().to_string();
     assert!(err.contains("[batch, time, features]"), "{err}");
+    let err = g.swap_axes12(&a).unwrap_err().to_string();
+    assert!(err.contains("rank-4") && err.contains("[2, 3]"), "{err}");
 }

@@ -107,7 +107,9 @@ export interface FitArgs {
    * deviation `noiseMultiplier * l2NormClip` is added to the sum, which is divided by batchSize.
    * Each epoch's logs carry `epsilon`, the ε spent so far at `delta` (the RDP accountant of
    * {@link privacy.computeEpsilon}). Trainable layers must be Dense or Conv2D (others may be
-   * frozen); x and y must be in-memory tensors; CPU only.
+   * frozen); x and y must be in-memory tensors. On a GPU-compiled model both passes and the
+   * update run on the GPU (the per-sample norms are reduced on the host); a model the GPU
+   * planner compiled leaves its plan for the layers' own GPU ops, and its optimizer restarts.
    */
   dp?: DpArgs;
   /** Fraction of the samples (the last ones, before shuffling) to hold out for validation. */

@@ -7,7 +7,10 @@
  */
 import { describe, expect, it } from "vitest";
 import { batchNormalization, conv2d, dense, flatten, privacy, sequential, sgd } from "../index.ts";
+import { native } from "../src/native.ts";
 import { blobs, randomTensor } from "./helpers.ts";
+
+const noGpu = native.gpuTestSkipReason();
 
 function mlp(seed = 3) {
   const m = sequential([dense({ units: 8, activation: "tanh", inputShape: [2] }), dense({ units: 2 })], { seed });
@@ -100,5 +103,32 @@ describe("fit({ dp })", () => {
     await expect(
       bn.fit(bx, by, { epochs: 1, batchSize: 8, verbose: 0, dp: { l2NormClip: 0, noiseMultiplier: 1 } }),
     ).rejects.toThrow(/l2NormClip/);
+  });
+
+  it.skipIf(noGpu != null)("on a GPU compile takes the CPU's steps (one seed, one noise draw)", async () => {
+    const { x, y } = blobs(60);
+    const dp = { l2NormClip: 0.5, noiseMultiplier: 0.9 };
+    const run = async (device: "cpu" | "gpu!") => {
+      const m = sequential([dense({ units: 8, activation: "tanh", inputShape: [2] }), dense({ units: 2 })], {
+        seed: 4,
+      });
+      m.compile({
+        optimizer: sgd({ learningRate: 0.5 }),
+        loss: { name: "sparseCategoricalCrossentropy", fromLogits: true },
+        device,
+      });
+      const h = await m.fit(x, y, { epochs: 2, batchSize: 15, verbose: 0, dp });
+      return { m, h };
+    };
+    const cpu = await run("cpu");
+    const gpu = await run("gpu!");
+    expect(gpu.m.weightsDevice).toBe("gpu");
+    expect(gpu.h.history.epsilon).toEqual(cpu.h.history.epsilon);
+    const [wc, wg] = [cpu.m.getWeights(), gpu.m.getWeights()];
+    for (let i = 0; i < wc.length; i++) {
+      for (let j = 0; j < wc[i].data.length; j++) {
+        expect(Math.abs(wg[i].data[j] - wc[i].data[j])).toBeLessThan(1e-4 * (1 + Math.abs(wc[i].data[j])));
+      }
+    }
   });
 });

@@ -228,8 +228,28 @@ pub fn backward_with_seed(root: &Tensor, seed: Vec<f32>) -> Result<Grads> {
     run_backward(root, seed, false, None)
 }
 
-/// A function shown each recorded op and its output's gradient during a backward pass.
-pub type Observer<'a> = dyn FnMut(&Op, &[f32]) + 'a;
+/// An op's output gradient as an observer sees it: in host memory, or a GPU tensor it may read
+/// back ([`ObservedGrad::to_vec`]) when it needs the values.
+pub enum ObservedGrad<'a> {
+    /// A host gradient.
+    Host(&'a [f32]),
+    /// A GPU gradient.
+    Device(&'a Tensor),
+}
+
+impl ObservedGrad<'_> {
+    /// The values in host memory (a GPU gradient is read back).
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        match self {
+            ObservedGrad::Host(v) => Ok(v.to_vec()),
+            ObservedGrad::Device(t) => t.host_values().map(<[f32]>::to_vec),
+        }
+    }
+}
+
+/// A function shown each recorded op and its output's gradient during a backward pass; an
+/// Error it returns ends the pass.
+pub type Observer<'a> = dyn FnMut(&Op, ObservedGrad<'_>) -> Result<()> + 'a;
 
 /// Like [`backward`], showing `observe` every recorded op with its output's gradient just
 /// before the op's vector-Jacobian product (DP-SGD reads per-sample gradients there: a layer's
@@ -278,13 +298,13 @@ fn run_backward(
             let Some(op) = node.release_graph() else { continue };
             let Some(g) = grads.0.remove(&node.id()) else { continue };
             if let Some(f) = observe.as_mut() {
-                let Grad::Host(host) = &g else {
-                    return Err(Error::Invalid(format!(
-                        "per-sample gradients (DP-SGD) are not computed on the GPU yet ({} on the GPU)",
-                        op.name()
-                    )));
-                };
-                f(&op, host);
+                f(
+                    &op,
+                    match &g {
+                        Grad::Host(v) => ObservedGrad::Host(v),
+                        Grad::Device(t) => ObservedGrad::Device(t),
+                    },
+                )?;
             }
             propagate(&op, &node, g)?
         };

@@ -319,7 +319,7 @@ impl Model {
     /// layer, the loss and the optimizer have GPU kernels (a probe forward in inference and in
     /// training, with a backward pass, on a two-row batch of zeros); the weights stay on the
     /// CPU otherwise, and the Error names what is missing.
-    fn run_layers_on_gpu(&mut self) -> Result<()> {
+    pub(crate) fn run_layers_on_gpu(&mut self) -> Result<()> {
         let c = self.compiled_ref()?;
         if c.precision != "float32" {
             return Err(invalid("precision 'mixed_float16' runs on the planned GPU models only"));

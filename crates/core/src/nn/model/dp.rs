@@ -70,10 +70,10 @@ enum Tap {
 
 impl Tap {
     /// Each sample's squared gradient norm (of this batch-mean gradient) for this layer's weights.
-    fn squared_norms(&self, batch: usize) -> Vec<f64> {
-        match self {
+    fn squared_norms(&self, batch: usize) -> Result<Vec<f64>> {
+        Ok(match self {
             Tap::Dense { x, g, din, dout, bias } => {
-                let (x, din, dout) = (x.data(), *din, *dout);
+                let (x, din, dout) = (x.host_values()?, *din, *dout);
                 let steps = x.len() / din / batch.max(1);
                 (0..batch)
                     .into_par_iter()
@@ -107,7 +107,7 @@ impl Tap {
                 one.batch = 1;
                 let in_len = geom.in_h * geom.in_w * geom.in_c;
                 let out_len = geom.out_h * geom.out_w * geom.out_c;
-                let x = x.data();
+                let x = x.host_values()?;
                 (0..batch)
                     .into_par_iter()
                     .map(|i| {
@@ -127,7 +127,7 @@ impl Tap {
                     })
                     .collect()
             }
-        }
+        })
     }
 }
 
@@ -181,7 +181,7 @@ impl Model {
         self.check_dp_layers()?;
         if self.compiled.as_ref().is_some_and(|c| c.gpu.is_some()) {
             return Err(invalid(
-                "fit: dp (DP-SGD) trains on the CPU only; compile with device 'cpu'",
+                "fit: dp (DP-SGD) runs through the layers' own ops; a planned GPU model must leave its plan first",
             ));
         }
         let rows = batch.rows();
@@ -197,13 +197,15 @@ impl Model {
         let logs = scored.logs(self);
         let mut taps = Vec::new();
         let mut seen = vec![0usize; leaves.len()];
-        let mut observe = |op: &Op, g: &[f32]| {
+        // On the GPU the taps read the layer's gradient and input back: the norms are computed
+        // on the host, from the same arithmetic as on the CPU.
+        let mut observe = |op: &Op, g: backprop::ObservedGrad<'_>| -> Result<()> {
             let (w, b, tap) = match op {
                 Op::Linear { x, w, b } if watched.contains_key(&w.id()) => {
                     let (din, dout) = (w.shape()[0], w.shape()[1]);
                     let tap = Tap::Dense {
                         x: x.clone(),
-                        g: g.to_vec(),
+                        g: g.to_vec()?,
                         din,
                         dout,
                         bias: b.as_ref().is_some_and(|b| watched.contains_key(&b.id())),
@@ -213,13 +215,13 @@ impl Model {
                 Op::Conv2d { x, w, b, geom } if watched.contains_key(&w.id()) => {
                     let tap = Tap::Conv {
                         x: x.clone(),
-                        g: g.to_vec(),
+                        g: g.to_vec()?,
                         geom: geom.clone(),
                         bias: b.as_ref().is_some_and(|b| watched.contains_key(&b.id())),
                     };
                     (w, b, tap)
                 }
-                _ => return,
+                _ => return Ok(()),
             };
             for t in std::iter::once(w).chain(b.iter()) {
                 if let Some(&i) = watched.get(&t.id()) {
@@ -227,6 +229,7 @@ impl Model {
                 }
             }
             taps.push(tap);
+            Ok(())
         };
         let grads = backprop::backward_observing(&scored.total, &mut observe)?;
         drop((grads, scored, preds));
@@ -243,7 +246,7 @@ impl Model {
         }
         let mut sq = vec![0.0f64; rows];
         for tap in &taps {
-            for (s, v) in sq.iter_mut().zip(tap.squared_norms(rows)) {
+            for (s, v) in sq.iter_mut().zip(tap.squared_norms(rows)?) {
                 *s += v;
             }
         }
@@ -255,18 +258,20 @@ impl Model {
     /// One DP-SGD step on a (Poisson-sampled) batch: clip each sample's gradient to
     /// `l2_norm_clip`, sum, add `N(0, (σC)²)` noise, divide by `expected_batch` and update.
     /// Returns the batch's logs (empty for an empty batch, which still takes a noise step).
+    /// With the weights on the GPU both passes, the noise and the update run there (the noise
+    /// is drawn on the host, from the same generator as on the CPU).
     pub fn dp_train_step(&mut self, batch: &Batch, dp: &DpConfig, expected_batch: f64) -> Result<Logs> {
         dp.validate()?;
+        self.leave_plan_for_dp()?;
         let rng = self.rng.fork();
         let mut noise_rng = self.rng.fork();
         let leaves = self.trainable_leaves()?;
         let rows = batch.rows();
-        let (mut grads, logs): (Vec<Option<Vec<f32>>>, Logs) = if rows == 0 {
+        let zeros = |t: &Tensor| Tensor::new(vec![0.0; t.len()], t.shape()).and_then(|z| z.to(t.device()));
+        let (grads, logs): (Vec<Option<Tensor>>, Logs) = if rows == 0 {
             self.check_dp_layers()?;
-            (
-                leaves.iter().map(|l| l.as_ref().map(|t| vec![0.0; t.len()])).collect(),
-                Vec::new(),
-            )
+            let grads = leaves.iter().map(|l| l.as_ref().map(zeros).transpose());
+            (grads.collect::<Result<_>>()?, Vec::new())
         } else {
             let (norms, logs) = self.per_sample_grad_norms(batch, &mut rng.clone())?;
             if !logs[0].1.is_finite() {
@@ -288,25 +293,54 @@ impl Model {
             };
             let preds = self.run(&weighted.xs, &[], true, &mut rng.clone())?;
             let scored = self.score(&preds, &weighted)?;
-            let mut all = backprop::backward(&scored.total)?;
+            let all = backprop::backward(&scored.total)?;
             drop((scored, preds));
             let grads = leaves
                 .iter()
-                .map(|l| l.as_ref().map(|t| all.remove(t).unwrap_or_else(|| vec![0.0; t.len()])))
-                .collect();
+                .map(|l| {
+                    l.as_ref()
+                        .map(|t| all.tensor(t).unwrap_or_else(|| zeros(t)))
+                        .transpose()
+                })
+                .collect::<Result<_>>()?;
             (grads, logs)
         };
         drop(leaves);
         let std = dp.noise_multiplier as f32 * dp.l2_norm_clip;
         let scale = 1.0 / expected_batch.max(1e-12) as f32;
-        for g in grads.iter_mut().flatten() {
-            for v in g.iter_mut() {
-                let noise = if std > 0.0 { std * noise_rng.normal() } else { 0.0 };
-                *v = (*v + noise) * scale;
-            }
+        let mut noisy = Vec::with_capacity(grads.len());
+        for g in grads {
+            noisy.push(
+                g.map(|g| {
+                    let g = if std > 0.0 {
+                        let noise = (0..g.len()).map(|_| std * noise_rng.normal()).collect();
+                        crate::ops::add(&g, &Tensor::new(noise, g.shape())?.to(g.device())?)?
+                    } else {
+                        g
+                    };
+                    crate::ops::scale(&g, scale)
+                })
+                .transpose()?,
+            );
         }
-        self.apply_gradients(grads)?;
+        let noisy = self.clip_device_gradients(noisy)?;
+        self.apply_device_gradients(noisy)?;
         Ok(logs)
+    }
+
+    /// DP-SGD runs through the layers' own ops: a model planned onto the GPU leaves its plan
+    /// (its trained weights are copied back first) and keeps its weights on the GPU, where
+    /// the layers run them. The planned optimizer's moments stay with the plan: the host
+    /// optimizer, which the plan never stepped, takes over.
+    fn leave_plan_for_dp(&mut self) -> Result<()> {
+        if self.compiled.as_ref().is_none_or(|c| c.gpu.is_none()) {
+            return Ok(());
+        }
+        self.sync_from_device()?;
+        self.compiled()?.gpu = None;
+        self.run_layers_on_gpu()?;
+        self.compiled()?.layers_on_gpu = true;
+        Ok(())
     }
 }
 

@@ -136,7 +136,7 @@ impl Model {
     /// The optimizer's clipping of one step's GPU gradients (one per weight, in `visit_params`
     /// order), on the device; gradients of weights that do not train take no part, as in
     /// [`Self::apply_gradients`]. A host gradient among them clips them all on the host.
-    fn clip_device_gradients(&self, grads: Vec<Option<Tensor>>) -> Result<Vec<Option<Tensor>>> {
+    pub(crate) fn clip_device_gradients(&self, grads: Vec<Option<Tensor>>) -> Result<Vec<Option<Tensor>>> {
         let c = self.compiled_ref()?;
         if c.optimizer.clip().is_none() {
             return Ok(grads);

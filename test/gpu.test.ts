@@ -123,11 +123,12 @@ describe.skipIf(skip)("GPU device", () => {
     const onWarning = (w: Error) => warnings.push(w);
     process.on("warning", onWarning);
     try {
-      // Neither GPU path has gelu recurrent cells (the planner has only tanh / sigmoid ones).
+      // The planner has only tanh / sigmoid cells; the layers' own GPU ops have gelu cells
+      // but not mixed precision: neither path takes this model.
       const model = sequential([lstm({ units: 2, activation: "gelu", inputShape: [5, 1] }), dense({ units: 2 })], {
         seed: 1,
       });
-      model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu" });
+      model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu", precision: "mixed_float16" });
       expect(model.device).toBe("cpu");
       const x = tensor(
         Float32Array.from({ length: 20 }, (_, i) => ((i * 7) % 9) / 9),
@@ -138,9 +139,9 @@ describe.skipIf(skip)("GPU device", () => {
       const ours = warnings.filter((w) => (w as { code?: string }).code === "CORTEX_GPU_FALLBACK");
       expect(ours.length).toBe(1);
       expect(ours[0].message).toMatch(/activations other than tanh \/ sigmoid/);
-      expect(() => model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu!" })).toThrow(
-        /activations other than tanh \/ sigmoid/,
-      );
+      expect(() =>
+        model.compile({ optimizer: "adam", loss: "meanSquaredError", device: "gpu!", precision: "mixed_float16" }),
+      ).toThrow(/activations other than tanh \/ sigmoid.*'mixed_float16' runs on the planned GPU models only/);
       // An embedding's mask reaching GlobalAveragePooling1D: the planner refuses it, the
       // layers' own GPU ops run it (a masked mean from device ops), so 'gpu!' trains it there.
       const masked = sequential(

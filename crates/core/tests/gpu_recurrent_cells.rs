@@ -128,8 +128,9 @@ fn initial_and_returned_states_match_the_cpu_with_gradients() {
     }
 }
 
-/// Other activations (the kernels take each derivative from the activated value): relu,
-/// leaky relu, elu, selu, softplus and linear cells and gates, with states and a mask.
+/// Other activations (the kernels save pre-activations and take each derivative from them):
+/// relu, leaky relu, elu, selu, softplus, linear, gelu (both forms) and swish cells and
+/// gates, with states and a mask.
 #[test]
 fn other_activations_match_the_cpu_with_gradients() {
     if skip_gpu() {
@@ -141,6 +142,8 @@ fn other_activations_match_the_cpu_with_gradients() {
         ("selu", "leaky_relu"),
         ("softplus", "relu"),
         ("linear", "tanh"),
+        ("gelu", "swish"),
+        ("swish", "gelu"),
     ];
     for class in CELLS {
         for (activation, recurrent) in pairs {
@@ -167,41 +170,6 @@ fn other_activations_match_the_cpu_with_gradients() {
     }
 }
 
-/// gelu and swish cells are refused on the GPU by name (their derivatives need the inputs the
-/// kernels do not keep).
-#[test]
-fn gelu_and_swish_cells_are_refused_by_name() {
-    if skip_gpu() {
-        return;
-    }
-    for (class, config) in [
-        ("LSTM", json!({"name": "rnn", "units": UNITS, "activation": "gelu"})),
-        (
-            "GRU",
-            json!({"name": "rnn", "units": UNITS, "recurrentActivation": "swish"}),
-        ),
-        (
-            "SimpleRNN",
-            json!({"name": "rnn", "units": UNITS, "activation": "swish"}),
-        ),
-    ] {
-        let l = layer(class, &config, Device::Gpu);
-        let x = Tensor::new(values(BATCH * TIME * FEATURES, 7), &[BATCH, TIME, FEATURES])
-            .unwrap()
-            .to(Device::Gpu)
-            .unwrap();
-        let mut rng = Rng::new(0);
-        let err = l
-            .call(&[x], &mut ForwardCtx::new(false, &mut rng))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("has no GPU kernel yet") && err.contains("recurrentActivation"),
-            "{class}: {err}"
-        );
-    }
-}
-
 /// Without `returnState` the layer takes initial states on the GPU too (a decoder started from
 /// an encoder's states), and their gradients reach them.
 #[test]
@@ -220,22 +188,23 @@ fn initial_states_alone_match_the_cpu() {
     }
 }
 
-/// The kernels' own check, below the layer's: activations whose derivative does not follow
-/// from the output are Errors, the others are accepted.
+/// The kernels' own check: every cell activation is accepted, the losses' clipped log is not.
 #[test]
-fn kernel_activations_refuse_gelu_and_swish() {
+fn kernel_activations_accept_every_cell_activation() {
     use cortex_wgpu::{Activation as GpuAct, RnnActivations};
-    for bad in [GpuAct::Gelu, GpuAct::GeluErf, GpuAct::Swish] {
-        assert!(RnnActivations::new(bad, GpuAct::Sigmoid).is_err(), "{bad:?}");
-        assert!(RnnActivations::new(GpuAct::Tanh, bad).is_err(), "{bad:?}");
-    }
+    assert!(RnnActivations::new(GpuAct::LogClipped(1e-7), GpuAct::Sigmoid).is_err());
+    assert!(RnnActivations::new(GpuAct::Tanh, GpuAct::LogClipped(1e-7)).is_err());
     for good in [
         GpuAct::Relu,
         GpuAct::Elu(1.0),
         GpuAct::Selu,
         GpuAct::Softplus,
         GpuAct::LeakyRelu(0.2),
+        GpuAct::Gelu,
+        GpuAct::GeluErf,
+        GpuAct::Swish,
     ] {
         assert!(RnnActivations::new(good, GpuAct::Sigmoid).is_ok(), "{good:?}");
+        assert!(RnnActivations::new(GpuAct::Tanh, good).is_ok(), "{good:?}");
     }
 }

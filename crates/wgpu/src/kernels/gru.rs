@@ -42,7 +42,7 @@ struct Params {
 /// What the GRU backward pass needs from the forward pass.
 #[derive(Debug)]
 pub struct GruSaved {
-    /// `[batch, time, 4u]`: activated gates z, r, hh, then the recurrent candidate term
+    /// `[batch, time, 4u]`: pre-activations of z, r, hh, then the recurrent candidate term
     /// `(h·U + b_rec)_h` that the reset gate scaled.
     pub gates: GpuTensor,
     /// `[batch, time, u]`: the hidden state entering each step (h0 at step 0).

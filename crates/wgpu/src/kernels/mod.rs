@@ -58,6 +58,7 @@ pub const ALL_ENTRY_POINTS: &[(&str, &str)] = &[
     ("pool2d", "avg_backward"),
     ("layout", "copy_columns"),
     ("layout", "reverse_time"),
+    ("layout", "swap_axes12"),
     ("spatial", "pad_forward"),
     ("spatial", "pad_backward"),
     ("spatial", "upsample_forward"),

@@ -54,9 +54,9 @@ use super::elementwise::Activation;
 
 /// The activations of a recurrent cell, shared by the LSTM, GRU and SimpleRNN kernels: Keras
 /// `activation` (the LSTM's candidate and cell output, the GRU's candidate, the SimpleRNN
-/// state) and `recurrentActivation` (the gates). The kernels save activated values and take
-/// each derivative from the output, so only activations whose output determines it are
-/// accepted (not gelu or swish).
+/// state) and `recurrentActivation` (the gates). The kernels save pre-activations and take
+/// each derivative from its input, so every Keras activation is accepted (gelu and swish
+/// included, whose output would not determine it).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RnnActivations {
     activation: Activation,
@@ -77,13 +77,11 @@ impl RnnActivations {
     /// `activation` and `recurrent_activation`, or an Error naming one the kernels lack.
     pub fn new(activation: Activation, recurrent_activation: Activation) -> Result<Self> {
         for a in [activation, recurrent_activation] {
-            if !Self::supports(a) {
+            // Every activation but the losses' clipped log.
+            if matches!(a, Activation::LogClipped(_)) {
                 return Err(GpuError::Invalid {
                     op: "recurrent activations",
-                    message: format!(
-                        "{a:?}: the recurrent kernels take derivatives from activated values, \
-                         which do not determine this one's"
-                    ),
+                    message: format!("{a:?} is not a Keras activation"),
                 });
             }
         }
@@ -91,14 +89,6 @@ impl RnnActivations {
             activation,
             recurrent: recurrent_activation,
         })
-    }
-
-    /// Whether the kernels take `a`'s derivative from its output (not gelu or swish).
-    pub fn supports(a: Activation) -> bool {
-        !matches!(
-            a,
-            Activation::Gelu | Activation::GeluErf | Activation::Swish | Activation::LogClipped(_)
-        )
     }
 
     /// Uniform fields `(act, rec_act, act_alpha, rec_alpha)`.
@@ -136,7 +126,7 @@ pub(super) fn mask_flags(op: &'static str, mask: Option<&RnnMask>, batch: usize,
 /// What the LSTM backward pass needs from the forward pass.
 #[derive(Debug)]
 pub struct LstmSaved {
-    /// `[batch, time, 5u]`: activated gates i, f, c, o, then the cell state after the step.
+    /// `[batch, time, 5u]`: gate pre-activations i, f, c, o, then the cell state after the step.
     pub gates_c: GpuTensor,
     /// `[batch, time, u]`: the hidden state entering each step (h0 at step 0).
     pub h_prev: GpuTensor,

@@ -38,9 +38,9 @@ struct Params {
 /// What the SimpleRNN backward pass needs from the forward pass.
 #[derive(Debug)]
 pub struct SimpleRnnSaved {
-    /// `[batch, time, u]`: the hidden state after each step (shares the buffer of
-    /// [`SimpleRnnForward::h_seq`]; the activation's derivative is taken from it).
-    pub h_seq: GpuTensor,
+    /// `[batch, time, u]`: each step's pre-activation `x_proj + h_prev·U` (the activation's
+    /// derivative is taken from it; zeros at masked steps).
+    pub pre: GpuTensor,
     /// `[batch, time, u]`: the hidden state entering each step (h0 at step 0).
     pub h_prev: GpuTensor,
     /// The mask the forward pass ran with.
@@ -155,6 +155,7 @@ impl Gpu {
             }
         };
         let h_seq = self.empty(&[batch, steps, u], DType::F32)?;
+        let pre = self.empty(&[batch, steps, u], DType::F32)?;
         let h_prev = self.empty(&[batch, steps, u], DType::F32)?;
         let h_last = self.empty(&[batch, u], DType::F32)?;
         let (act, rec_act, act_alpha, rec_alpha) = activations.fields();
@@ -180,6 +181,7 @@ impl Gpu {
             (1, x_proj.buffer()),
             (2, recurrent.buffer()),
             (4, h0.buffer()),
+            (5, pre.buffer()),
             (6, h_seq.buffer()),
             (7, h_prev.buffer()),
             (8, h_last.buffer()),
@@ -190,7 +192,7 @@ impl Gpu {
         pass.submit();
         Ok(SimpleRnnForward {
             saved: SimpleRnnSaved {
-                h_seq: h_seq.clone(),
+                pre,
                 h_prev,
                 mask: mask.cloned(),
                 activations,
@@ -213,12 +215,20 @@ impl Gpu {
     ) -> Result<SimpleRnnBackward> {
         let op = "simple_rnn_backward";
         let u = units_of(op, recurrent, 1)?;
-        saved.h_seq.expect_f32(op)?;
-        let &[batch, steps, g] = saved.h_seq.shape() else {
-            return Err(shape_err(op, "saved h_seq [batch, time, u]".into(), &saved.h_seq));
+        saved.pre.expect_f32(op)?;
+        let &[batch, steps, g] = saved.pre.shape() else {
+            return Err(shape_err(
+                op,
+                "saved pre-activations [batch, time, u]".into(),
+                &saved.pre,
+            ));
         };
         if g != u || batch == 0 || steps == 0 {
-            return Err(shape_err(op, format!("saved h_seq [batch, time, {u}]"), &saved.h_seq));
+            return Err(shape_err(
+                op,
+                format!("saved pre-activations [batch, time, {u}]"),
+                &saved.pre,
+            ));
         }
         if let Some(d) = dh_seq {
             expect_shape(op, "dh_seq", d, &[batch, steps, u])?;
@@ -258,7 +268,7 @@ impl Gpu {
         let mut pass = self.batch();
         let bufs = [
             (2, ut.buffer()),
-            (6, saved.h_seq.buffer()),
+            (5, saved.pre.buffer()),
             (9, dh_seq.unwrap_or(&dummy).buffer()),
             (10, dh_last.unwrap_or(&dummy).buffer()),
             (11, d_pre.buffer()),

@@ -167,36 +167,3 @@ fn act_grad(code: u32, alpha: f32, v: f32) -> f32 {
     }
 }
 
-// d act / d v from the output y = act(v) alone, for the activations where it determines the
-// derivative (the recurrent kernels save activated gates, not their inputs): the sign of v is
-// the sign of y for relu, leaky relu, elu and selu. The host refuses the others (gelu, swish).
-fn act_grad_from_output(code: u32, alpha: f32, y: f32) -> f32 {
-    switch code {
-        case RELU: {
-            return select(0.0, 1.0, y > 0.0);
-        }
-        case SIGMOID: {
-            return y * (1.0 - y);
-        }
-        case TANH: {
-            return 1.0 - y * y;
-        }
-        case LEAKY_RELU: {
-            return select(alpha, 1.0, y > 0.0);
-        }
-        case ELU: {
-            // alpha (e^v - 1) + alpha = alpha e^v.
-            return select(y + alpha, 1.0, y > 0.0);
-        }
-        case SELU: {
-            return select(y + SELU_SCALE * SELU_ALPHA, SELU_SCALE, y > 0.0);
-        }
-        case SOFTPLUS: {
-            // sigmoid(v) = 1 - e^-y.
-            return -expm1_c(-y);
-        }
-        default: {
-            return 1.0;
-        }
-    }
-}

@@ -15,7 +15,8 @@
 //   h = z * h_prev + (1 - z) * hh
 //
 // Layouts (row = b * steps + t): x_proj [B, T, 3u], U [u, 3u], b_rec [3u], saved [B, T, 4u] =
-// z, r, hh and rp_h; h_seq / h_prev [B, T, u] (h after / before step t). The backward pass
+// the pre-activations of z, r and hh, and rp_h (the backward pass re-applies the activations:
+// every activation's derivative follows from its input, not every one's from its output); h_seq / h_prev [B, T, u] (h after / before step t). The backward pass
 // writes d_proj (gradient wrt x_proj) and d_rec (wrt rp; equal to d_proj except the h third,
 // which is scaled by r) [B, T, 3u].
 //
@@ -145,16 +146,19 @@ fn gru_forward(
                     rh += hv * wrec[w + 2u * u];
                 }
                 let xb = row * g3 + k;
-                let z = act(p.rec_act, p.rec_alpha, x_proj[xb] + rz);
-                let r = act(p.rec_act, p.rec_alpha, x_proj[xb + u] + rr);
+                let az = x_proj[xb] + rz;
+                let ar = x_proj[xb + u] + rr;
+                let z = act(p.rec_act, p.rec_alpha, az);
+                let r = act(p.rec_act, p.rec_alpha, ar);
                 // reset_after: the reset gate scales the recurrent term including its bias.
-                let hh = act(p.act, p.act_alpha, x_proj[xb + 2u * u] + r * rh);
+                let ah = x_proj[xb + 2u * u] + r * rh;
+                let hh = act(p.act, p.act_alpha, ah);
                 let hp = hbuf[hb + k];
                 let h = z * hp + (1.0 - z) * hh;
                 let sb = row * g4 + k;
-                saved[sb] = z;
-                saved[sb + u] = r;
-                saved[sb + 2u * u] = hh;
+                saved[sb] = az;
+                saved[sb + u] = ar;
+                saved[sb + 2u * u] = ah;
                 saved[sb + 3u * u] = rh;
                 h_seq[row * u + k] = h;
                 h_prev[row * u + k] = hp;
@@ -251,15 +255,18 @@ fn gru_backward(
             } else if (b < p.batch) {
                 let row = b * p.steps + t;
                 let sb = row * g4 + k;
-                let z = saved[sb];
-                let r = saved[sb + u];
-                let hh = saved[sb + 2u * u];
+                let az = saved[sb];
+                let ar = saved[sb + u];
+                let ah = saved[sb + 2u * u];
                 let rh = saved[sb + 3u * u];
+                let z = act(p.rec_act, p.rec_alpha, az);
+                let r = act(p.rec_act, p.rec_alpha, ar);
+                let hh = act(p.act, p.act_alpha, ah);
                 let hp = h_prev[row * u + k];
                 let d = dh[i];
-                let da_h = d * (1.0 - z) * act_grad_from_output(p.act, p.act_alpha, hh);
-                let da_z = d * (hp - hh) * act_grad_from_output(p.rec_act, p.rec_alpha, z);
-                let da_r = da_h * rh * act_grad_from_output(p.rec_act, p.rec_alpha, r);
+                let da_h = d * (1.0 - z) * act_grad(p.act, p.act_alpha, ah);
+                let da_z = d * (hp - hh) * act_grad(p.rec_act, p.rec_alpha, az);
+                let da_r = da_h * rh * act_grad(p.rec_act, p.rec_alpha, ar);
                 let dr_h = da_h * r;
                 carry[i] = d * z;
                 let gb = row * g3 + k;

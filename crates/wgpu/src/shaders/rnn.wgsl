@@ -9,7 +9,9 @@
 // The host guarantees p.seqs * p.units <= 1024.
 //
 // Layouts (row = b * steps + t): x_proj [B, T, 4u] (gate order i, f, c, o), U [u, 4u],
-// saved [B, T, 5u] = activated gates i, f, c, o then the cell state c_t, h_seq / h_prev
+// saved [B, T, 5u] = gate pre-activations i, f, c, o then the cell state c_t (the backward
+// pass re-applies the activations: every activation's derivative follows from its input, not
+// every one's from its output, e.g. gelu and swish), h_seq / h_prev
 // [B, T, u] (h after / before step t).
 //
 // Masking (Keras): with p.has_mask, mask [B, T] (nonzero = keep) is read once per step and
@@ -170,10 +172,10 @@ fn lstm_forward(
                     let cn = fg * cp + ig * cg;
                     h = og * act(p.act, p.act_alpha, cn);
                     out = h;
-                    saved[sb] = ig;
-                    saved[sb + u] = fg;
-                    saved[sb + 2u * u] = cg;
-                    saved[sb + 3u * u] = og;
+                    saved[sb] = ai;
+                    saved[sb + u] = af;
+                    saved[sb + 2u * u] = ac;
+                    saved[sb + 3u * u] = ao;
                     saved[sb + 4u * u] = cn;
                 }
                 h_seq[row * u + k] = out;
@@ -279,11 +281,16 @@ fn lstm_backward(
                 hc[i] = 0.0;
                 let row = b * p.steps + t;
                 let sb = row * g5 + k;
-                let ig = saved[sb];
-                let fg = saved[sb + u];
-                let cg = saved[sb + 2u * u];
-                let og = saved[sb + 3u * u];
-                let tc = act(p.act, p.act_alpha, saved[sb + 4u * u]);
+                let ai = saved[sb];
+                let af = saved[sb + u];
+                let ac = saved[sb + 2u * u];
+                let ao = saved[sb + 3u * u];
+                let cn = saved[sb + 4u * u];
+                let ig = act(p.rec_act, p.rec_alpha, ai);
+                let fg = act(p.rec_act, p.rec_alpha, af);
+                let cg = act(p.act, p.act_alpha, ac);
+                let og = act(p.rec_act, p.rec_alpha, ao);
+                let tc = act(p.act, p.act_alpha, cn);
                 var cp: f32;
                 if (t == 0u) {
                     cp = c0[b * u + k];
@@ -291,11 +298,11 @@ fn lstm_backward(
                     cp = saved[sb - g5 + 4u * u];
                 }
                 let d = dh[i];
-                let dct = dc[i] + d * og * act_grad_from_output(p.act, p.act_alpha, tc);
-                let di = dct * cg * act_grad_from_output(p.rec_act, p.rec_alpha, ig);
-                let df = dct * cp * act_grad_from_output(p.rec_act, p.rec_alpha, fg);
-                let dcc = dct * ig * act_grad_from_output(p.act, p.act_alpha, cg);
-                let d_o = d * tc * act_grad_from_output(p.rec_act, p.rec_alpha, og);
+                let dct = dc[i] + d * og * act_grad(p.act, p.act_alpha, cn);
+                let di = dct * cg * act_grad(p.rec_act, p.rec_alpha, ai);
+                let df = dct * cp * act_grad(p.rec_act, p.rec_alpha, af);
+                let dcc = dct * ig * act_grad(p.act, p.act_alpha, ac);
+                let d_o = d * tc * act_grad(p.rec_act, p.rec_alpha, ao);
                 dc[i] = dct * fg;
                 let gb = row * g4 + k;
                 d_gates[gb] = di;

@@ -9,8 +9,9 @@
 // q += 256, so consecutive invocations read consecutive columns of U (coalesced). The host
 // guarantees p.seqs * p.units <= 1024.
 //
-// Layouts (row = b * steps + t): x_proj, h_seq, h_prev and d_pre [B, T, u] (h_seq / h_prev:
-// h after / before step t; d_pre: gradient wrt the pre-activation x_proj + h·U), U [u, u].
+// Layouts (row = b * steps + t): x_proj, pre, h_seq, h_prev and d_pre [B, T, u] (pre: the
+// pre-activation x_proj + h·U, which the backward pass takes the activation's derivative
+// from; h_seq / h_prev: h after / before step t; d_pre: gradient wrt pre), U [u, u].
 //
 // Masking (Keras) as in rnn.wgsl: with p.has_mask, a step whose mask [B, T] entry is 0 keeps
 // h, outputs the previous h (zeros with p.zero_masked), and passes its gradient straight to
@@ -47,10 +48,12 @@ const HALF: u32 = 1024u;
 // U [u, u] in the forward pass, Uᵀ in the backward pass (coalesced either way).
 @group(0) @binding(2) var<storage, read> wrec: array<f32>;
 @group(0) @binding(4) var<storage, read> h0: array<f32>;
+// Written by the forward pass, read by the backward pass.
+@group(0) @binding(5) var<storage, read_write> pre: array<f32>;
 @group(0) @binding(6) var<storage, read_write> h_seq: array<f32>;
 @group(0) @binding(7) var<storage, read_write> h_prev: array<f32>;
 @group(0) @binding(8) var<storage, read_write> h_last: array<f32>;
-// Backward (also uses wrec and h_seq).
+// Backward (also uses wrec and pre).
 @group(0) @binding(9) var<storage, read> dh_seq: array<f32>;
 @group(0) @binding(10) var<storage, read> dh_last: array<f32>;
 @group(0) @binding(11) var<storage, read_write> d_pre: array<f32>;
@@ -97,6 +100,8 @@ fn simple_rnn_forward(
                 // The state passes through.
                 let row = b * p.steps + t;
                 let hp = hbuf[cur + s * u + k];
+                // Never read (the step's gradient bypasses it): written for determinism.
+                pre[row * u + k] = 0.0;
                 h_seq[row * u + k] = select(hp, 0.0, p.zero_masked != 0u);
                 h_prev[row * u + k] = hp;
                 hbuf[nxt + s * u + k] = hp;
@@ -120,6 +125,7 @@ fn simple_rnn_forward(
                     a += hbuf[hb + m] * wrec[m * u + k];
                 }
                 let h = act(p.act, p.act_alpha, a);
+                pre[row * u + k] = a;
                 h_seq[row * u + k] = h;
                 h_prev[row * u + k] = hbuf[hb + k];
                 hbuf[nxt + s * u + k] = h;
@@ -208,8 +214,7 @@ fn simple_rnn_backward(
             } else if (b < p.batch) {
                 hc[i] = 0.0;
                 let row = b * p.steps + t;
-                let h = h_seq[row * u + k];
-                let da = dh[i] * act_grad_from_output(p.act, p.act_alpha, h);
+                let da = dh[i] * act_grad(p.act, p.act_alpha, pre[row * u + k]);
                 d_pre[row * u + k] = da;
                 dgs[s * u + k] = da;
             }

@@ -526,8 +526,7 @@ impl Rnn {
     }
 
     /// The layer's outputs (the sequence or last state, then any returned states) on the GPU
-    /// when its weights and input are there (gelu and swish cells are an Error that names
-    /// them); `None` on the CPU.
+    /// when its weights and input are there; `None` on the CPU.
     fn run_on_gpu(
         &self,
         x: &Tensor,
@@ -545,17 +544,6 @@ impl Rnn {
         inputs.extend(bias.iter().chain(states));
         if !ops::on_gpu(&what, &inputs)? {
             return Ok(None);
-        }
-        // The sequence kernels save activated values and take each derivative from them.
-        let kernels_lack = |a: Activation| !cortex_wgpu::RnnActivations::supports(ops::gpu_activation(a));
-        if kernels_lack(self.activation.1)
-            || (self.cell != Cell::SimpleRnn && kernels_lack(self.recurrent_activation.1))
-        {
-            return Err(ops::no_gpu_kernel(&format!(
-                "{what} with activation '{}' / recurrentActivation '{}' (its derivative does not follow \
-                 from its output, which the GPU sequence kernels take it from)",
-                self.activation.0, self.recurrent_activation.0
-            )));
         }
         let call = gpu_rnn::RnnCall {
             cell: self.cell,

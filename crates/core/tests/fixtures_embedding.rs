@@ -1,5 +1,5 @@
 //! Embedding masks (maskZero into pooling), bad indices, positional embeddings and a small
-//! embedding model, on the CPU (split from fixtures_spatial.rs).
+//! embedding model, on the CPU (split from fixtures_spatial.rs); PositionalEmbedding on the GPU too.
 
 mod spatial_support;
 
@@ -131,6 +131,41 @@ fn positional_embedding_adds_positions_and_rejects_long_sequences() {
     let (mut l2, _) = layers::from_config("PositionalEmbedding", &json!({"sequenceLength": 3})).unwrap();
     let e = l2.build(&[4, 2], &mut Rng::new(0)).unwrap_err().to_string();
     assert!(e.contains("4 steps") && e.contains("sequenceLength is 3"), "{e}");
+}
+
+/// On the GPU, as ops: full-length and shorter sequences give the CPU's output and gradients
+/// (a shorter one adds a leading slice of the table, whose gradient goes back into place).
+#[test]
+fn positional_embedding_on_the_gpu_equals_the_cpu() {
+    if cortex_wgpu::gpu_test_skip_reason().is_some() {
+        return;
+    }
+    for steps in [5, 3] {
+        let run = |device: cortex_core::Device| {
+            let l = layer("PositionalEmbedding", json!({"sequenceLength": 5}), &[4, 3]);
+            l.params()[0].set(values(15, 3)).unwrap();
+            l.params()[0].to_device(device).unwrap();
+            let x = Tensor::variable(values(2 * steps * 3, 4), &[2, steps, 3]).unwrap();
+            let y = forward(l.as_ref(), &x.to(device).unwrap());
+            let leaf = l.params()[0].get();
+            let grads = backward_with_seed(&y, values(y.len(), 5)).unwrap();
+            [
+                y.to_vec(),
+                grads.get(&x).unwrap().to_vec(),
+                grads.get(&leaf).unwrap().to_vec(),
+            ]
+        };
+        let (cpu, gpu) = (run(cortex_core::Device::Cpu), run(cortex_core::Device::Gpu));
+        for (what, (c, g)) in ["y", "dx", "dtable"].iter().zip(cpu.iter().zip(&gpu)) {
+            assert_eq!(c.len(), g.len());
+            for (a, b) in c.iter().zip(g) {
+                assert!(
+                    (a - b).abs() <= 1e-6 * (1.0 + a.abs()),
+                    "{steps} steps {what}: cpu {a}, gpu {b}"
+                );
+            }
+        }
+    }
 }
 
 /// Embedding -> GlobalAveragePooling1D -> Dense trains end to end in a Sequential model.

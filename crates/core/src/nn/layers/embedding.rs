@@ -254,13 +254,17 @@ impl Layer for PositionalEmbedding {
         };
         self.check_steps(t)?;
         if ops::on_gpu(&what, &[x, &table])? {
-            // As ops: x viewed as [b, t * dim] plus the table's rows as one bias vector.
-            if table.shape()[0] != t {
-                return Err(ops::no_gpu_kernel(&format!(
-                    "{what} on sequences shorter than sequenceLength"
-                )));
-            }
-            let y = ops::add_last_axis(&x.reshape(&[b, t * dim])?, &table.reshape(&[t * dim])?)?;
+            // As ops: x viewed as [b, t * dim] plus the table's first t rows as one bias vector
+            // (a shorter sequence takes a leading slice; its gradient goes back into place).
+            let rows = table.shape()[0];
+            let flat = table.reshape(&[rows * dim])?;
+            let positions = if rows == t {
+                flat
+            } else {
+                let mut pieces = ops::split(&flat, &[vec![t * dim], vec![(rows - t) * dim]])?;
+                pieces.swap_remove(0)
+            };
+            let y = ops::add_last_axis(&x.reshape(&[b, t * dim])?, &positions)?;
             return y.reshape(&[b, t, dim]);
         }
         let y = sp::add_positions(x.data(), table.data(), b, t, dim);

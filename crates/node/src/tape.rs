@@ -465,7 +465,7 @@ impl NativeOptimizer {
                             p.update_on_device(|w| optimizer.update_on_device(i, w, &buffer))
                         })
                 } else {
-                    p.update(|data| optimizer.update(i, data, g))
+                    p.update(|data| optimizer.update(i, data, g)).and_then(|r| r)
                 };
             });
             result

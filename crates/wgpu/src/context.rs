@@ -278,6 +278,17 @@ impl Gpu {
             .store(limit.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Test hook: records one dispatch of `shader::entry` (a 128-byte zeroed uniform, the
+    /// given bindings, one workgroup) and submits it, so a test can show that a binding the
+    /// shader lacks is an Error rather than a panic in wgpu's default error handler.
+    #[doc(hidden)]
+    pub fn dispatch_for_test(&self, shader: &str, entry: &str, buffers: &[(u32, &GpuTensor)]) -> Result<()> {
+        let bufs: Vec<(u32, &wgpu::Buffer)> = buffers.iter().map(|(b, t)| (*b, t.buffer())).collect();
+        let mut batch = self.batch();
+        batch.dispatch(shader, entry, &[0u32; 32], &bufs, (1, 1, 1))?;
+        batch.submit()
+    }
+
     /// Starts a batch of dispatches recorded into one command encoder.
     pub(crate) fn batch(&self) -> Batch<'_> {
         Batch {
@@ -361,11 +372,20 @@ impl Batch<'_> {
             binding: *binding,
             resource: b.as_entire_binding(),
         }));
+        // A bad binding is a validation error, which without a scope reaches wgpu's default
+        // handler and panics: caught here, it is an Error of this call.
+        gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(entry),
             layout: &pipe.layout,
             entries: &entries,
         });
+        if let Some(err) = pollster::block_on(gpu.device.pop_error_scope()) {
+            return Err(GpuError::Invalid {
+                op: "dispatch",
+                message: format!("binding the buffers of {shader}::{entry}: {err}"),
+            });
+        }
         {
             let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(entry),
@@ -412,7 +432,19 @@ impl Batch<'_> {
 
     /// Submits everything recorded, or adds it to an open [`Gpu::record`] scope (uniform
     /// buffers and held scratch tensors go back to the pool after the submission).
-    pub fn submit(self) {
-        self.gpu.submit_commands(self.encoder.finish(), self.keep, self.held);
+    /// An encoding error (a validation error wgpu reports when the encoder finishes) is an
+    /// Error, and nothing is submitted.
+    pub fn submit(self) -> Result<()> {
+        let device = &self.gpu.device;
+        device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let commands = self.encoder.finish();
+        if let Some(err) = pollster::block_on(device.pop_error_scope()) {
+            return Err(GpuError::Invalid {
+                op: "submit",
+                message: format!("recording the dispatches failed: {err}"),
+            });
+        }
+        self.gpu.submit_commands(commands, self.keep, self.held);
+        Ok(())
     }
 }

@@ -114,7 +114,7 @@ impl Param {
             ));
         }
         self.row_signs = Some(signs);
-        self.update(|_| ());
+        self.update(|_| ())?;
         Ok(self)
     }
 
@@ -150,24 +150,20 @@ impl Param {
     /// projects it onto the sign constraint, if any (`w = s * max(s * w, 0)` per row): the
     /// optimizer steps of `fit` and of `applyGradients` both come through here.
     ///
-    /// A GPU value is updated on the host and uploaded again (the optimizers' tape path has
-    /// no device kernels yet); a failed read-back or upload unwinds, as an Error at the binding.
-    pub fn update<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    /// A GPU value is updated on the host and uploaded again (for updates with no device
+    /// kernel); a failed read-back or upload is an Error, and the value is left as it was.
+    pub fn update<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> Result<R> {
         self.version.fetch_add(1, Ordering::AcqRel);
         let mut guard = self.value.write().unwrap_or_else(|e| e.into_inner());
         if guard.device() != Device::Cpu {
             let device = guard.device();
-            let mut host = guard.to_vec();
+            let mut host = guard.host_values()?.to_vec();
             let result = f(&mut host);
             if let Some(signs) = &self.row_signs {
                 project_rows(&mut host, signs);
             }
-            let moved = Tensor::new(host, guard.shape()).and_then(|t| t.to(device));
-            *guard = match moved {
-                Ok(t) => t.with_requires_grad(true),
-                Err(e) => panic!("updating the GPU weight '{}' failed: {e}", self.name),
-            };
-            return result;
+            *guard = Tensor::new(host, guard.shape())?.to(device)?.with_requires_grad(true);
+            return Ok(result);
         }
         if guard.data_mut().is_none() {
             let copy = Tensor::variable(guard.to_vec(), guard.shape()).expect("same shape");
@@ -178,7 +174,7 @@ impl Param {
         if let Some(signs) = &self.row_signs {
             project_rows(data, signs);
         }
-        result
+        Ok(result)
     }
 
     /// Replaces the value; the length must match.
@@ -256,7 +252,7 @@ mod tests {
             .with_row_signs(vec![1.0, -1.0])
             .unwrap();
         assert_eq!(p.get().to_vec(), [1.0, 0.0, 0.0, -4.0]);
-        p.update(|d| d.iter_mut().for_each(|w| *w -= 2.0));
+        p.update(|d| d.iter_mut().for_each(|w| *w -= 2.0)).unwrap();
         assert_eq!(p.get().to_vec(), [0.0, 0.0, -2.0, -6.0]);
         assert!(Param::new("w".into(), vec![0.0; 4], &[2, 2], true)
             .unwrap()

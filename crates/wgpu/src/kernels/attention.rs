@@ -198,7 +198,7 @@ impl Gpu {
             ],
             dims.groups(dims.seq_q)?,
         )?;
-        batch.submit();
+        batch.submit()?;
         Ok(AttentionOutput { out, lse })
     }
 
@@ -268,7 +268,7 @@ impl Gpu {
             ],
             dims.groups(dims.seq_k)?,
         )?;
-        batch.submit();
+        batch.submit()?;
         drop(delta);
         Ok(AttentionGrads { dq, dk, dv })
     }

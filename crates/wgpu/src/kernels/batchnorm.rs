@@ -165,7 +165,7 @@ impl Gpu {
             p.column_grid(),
         )?;
         batch.hold(part);
-        batch.submit();
+        batch.submit()?;
         Ok(BatchNormStats { mean, var })
     }
 
@@ -208,7 +208,7 @@ impl Gpu {
             ],
             p.column_grid(),
         )?;
-        batch.submit();
+        batch.submit()?;
         Ok(())
     }
 
@@ -259,7 +259,7 @@ impl Gpu {
             ],
             p.element_grid(),
         )?;
-        batch.submit();
+        batch.submit()?;
         Ok(y)
     }
 
@@ -349,7 +349,7 @@ impl Gpu {
         };
         batch.hold(part_g);
         batch.hold(part_b);
-        batch.submit();
+        batch.submit()?;
         Ok(BatchNormGrads { dx, dgamma, dbeta })
     }
 

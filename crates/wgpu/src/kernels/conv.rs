@@ -258,7 +258,7 @@ impl Gpu {
                 &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())],
                 groups,
             )?;
-            batch.submit();
+            batch.submit()?;
             return Ok(out);
         }
         // Split-K: per-split partial products, then a column sum over the splits.
@@ -272,7 +272,7 @@ impl Gpu {
         )?;
         self.record_sum_rows(&mut batch, partial.buffer(), splits, gm * gn, out.buffer())?;
         batch.hold(partial);
-        batch.submit();
+        batch.submit()?;
         Ok(out)
     }
 
@@ -355,7 +355,7 @@ impl Gpu {
             ],
             (threads.div_ceil(256), 1, 1),
         )?;
-        batch.submit();
+        batch.submit()?;
         Ok(out)
     }
 
@@ -441,7 +441,7 @@ impl Gpu {
         )?;
         self.record_sum_rows(&mut batch, partial.buffer(), chunks, gm * gn, out.buffer())?;
         batch.hold(partial);
-        batch.submit();
+        batch.submit()?;
         Ok(out)
     }
 }

@@ -112,7 +112,7 @@ impl Gpu {
         if n > 0 {
             let mut batch = self.batch();
             batch.dispatch("elementwise", entry, &p, &bufs, (gx, gy, 1))?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(out)
     }
@@ -166,7 +166,7 @@ impl Gpu {
                 &[(1, x.buffer()), (3, out.buffer())],
                 (gx, gy, 1),
             )?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(out)
     }

@@ -90,7 +90,7 @@ impl Gpu {
         let (gx, gy) = grid(n.div_ceil(256));
         let mut pass = self.batch();
         pass.dispatch("embedding", entry, &p, &all, (gx, gy, 1))?;
-        pass.submit();
+        pass.submit()?;
         Ok(())
     }
 }

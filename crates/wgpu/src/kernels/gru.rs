@@ -224,7 +224,7 @@ impl Gpu {
             (14, mask.map_or(recurrent, |m| &m.mask).buffer()),
         ];
         pass.dispatch("gru", "gru_forward", &p, &bufs, (gx, gy, 1))?;
-        pass.submit();
+        pass.submit()?;
         Ok(GruForward {
             h_seq,
             h_last,
@@ -311,7 +311,7 @@ impl Gpu {
             (14, saved.mask.as_ref().map_or(&dummy, |m| &m.mask).buffer()),
         ];
         pass.dispatch("gru", "gru_backward", &p, &bufs, (gx, gy, 1))?;
-        pass.submit();
+        pass.submit()?;
         Ok(GruBackward { d_proj, d_rec, dh0 })
     }
 

@@ -100,7 +100,7 @@ impl Gpu {
                 ],
                 (gx, gy, 1),
             )?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(LayerNormOutput { y, mean, rstd })
     }
@@ -190,7 +190,7 @@ impl Gpu {
         self.record_sum_rows(&mut batch, part_b.buffer(), chunks, cols, dbeta.buffer())?;
         batch.hold(part_g);
         batch.hold(part_b);
-        batch.submit();
+        batch.submit()?;
         Ok(LayerNormGrads { dx, dgamma, dbeta })
     }
 
@@ -205,7 +205,7 @@ impl Gpu {
         let out = self.empty(&[cols], DType::F32)?;
         let mut batch = self.batch();
         self.record_sum_rows_split(&mut batch, x.buffer(), rows, cols, out.buffer())?;
-        batch.submit();
+        batch.submit()?;
         Ok(out)
     }
 

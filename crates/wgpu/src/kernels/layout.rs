@@ -56,7 +56,7 @@ impl Gpu {
         let mut batch = self.batch();
         let bufs = [(1, src.0.buffer()), (2, dst.0.buffer())];
         batch.dispatch("layout", "copy_columns", &p, &bufs, (gx, gy, 1))?;
-        batch.submit();
+        batch.submit()?;
         Ok(())
     }
 
@@ -159,7 +159,7 @@ impl Gpu {
             &[(1, x.buffer()), (2, out.buffer())],
             (gx, gy, 1),
         )?;
-        batch_rec.submit();
+        batch_rec.submit()?;
         Ok(out)
     }
 
@@ -195,7 +195,7 @@ impl Gpu {
             &[(1, x.buffer()), (2, out.buffer())],
             (gx, gy, 1),
         )?;
-        batch.submit();
+        batch.submit()?;
         Ok(out)
     }
 }

@@ -132,7 +132,7 @@ impl Gpu {
         batch.dispatch("losses", entry, &p, &bufs, (gx, gy, 1))?;
         self.record_sum(&mut batch, term.buffer(), terms, 1.0 / divisor as f32, loss.buffer())?;
         batch.hold(term);
-        batch.submit();
+        batch.submit()?;
         Ok(LossOutput { loss, grad })
     }
 }

@@ -326,7 +326,7 @@ impl Gpu {
             let bufs = [(1, a.buffer()), (2, b.buffer()), (3, out.buffer())];
             batch.dispatch_tiled(shader, "main", |off| Params { off, ..p }, &bufs, groups)?;
         }
-        batch.submit();
+        batch.submit()?;
         Ok(out)
     }
 }

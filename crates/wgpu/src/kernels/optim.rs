@@ -125,7 +125,7 @@ impl Gpu {
             _ => batch.dispatch("optim", "sgd", &p, &[(1, grad.buffer()), (2, w.buffer())], (gx, gy, 1))?,
         }
         if n > 0 {
-            batch.submit();
+            batch.submit()?;
         }
         Ok(())
     }
@@ -173,7 +173,7 @@ impl Gpu {
             let mut batch = self.batch();
             let bufs = [(1, grad.buffer()), (2, w.buffer()), (3, m.buffer()), (4, v.buffer())];
             batch.dispatch("optim", "adam", &p, &bufs, (gx, gy, 1))?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(())
     }
@@ -208,7 +208,7 @@ impl Gpu {
             let mut batch = self.batch();
             let bufs = [(1, grad.buffer()), (2, w.buffer()), (4, v.buffer())];
             batch.dispatch("optim", "rmsprop", &p, &bufs, (gx, gy, 1))?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(())
     }
@@ -232,7 +232,7 @@ impl Gpu {
             let mut batch = self.batch();
             let bufs = [(1, grad.buffer()), (2, w.buffer()), (3, m.buffer())];
             batch.dispatch("optim", "lion", &p, &bufs, (gx, gy, 1))?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(())
     }
@@ -281,13 +281,13 @@ impl Gpu {
         let mut batch = self.batch();
         let bufs = [(1, grad.buffer()), (3, m.buffer()), (4, v.buffer()), (5, r.buffer())];
         batch.dispatch("optim", "lamb_moments", &moments, &bufs, (gx, gy, 1))?;
-        batch.submit();
+        batch.submit()?;
         let sums = self.concat_last(&[&self.sum_of_squares(w)?, &self.sum_of_squares(&r)?])?;
         let apply = Params { lr: hp.lr, ..moments };
         let mut batch = self.batch();
         let bufs = [(2, w.buffer()), (5, r.buffer()), (6, sums.buffer())];
         batch.dispatch("optim", "lamb_apply", &apply, &bufs, (gx, gy, 1))?;
-        batch.submit();
+        batch.submit()?;
         Ok(())
     }
 }

@@ -97,7 +97,7 @@ impl Gpu {
             let mut batch = self.batch();
             let bufs = [(1, x.buffer()), (2, output.buffer()), (3, argmax.buffer())];
             batch.dispatch("pool2d", "max_forward", &p, &bufs, (gx, gy, 1))?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(MaxPool2dOutput { output, argmax })
     }
@@ -129,7 +129,7 @@ impl Gpu {
             let mut batch = self.batch();
             let bufs = [(4, dy.buffer()), (5, argmax.buffer()), (6, dx.buffer())];
             batch.dispatch("pool2d", "max_backward", &p, &bufs, (gx, gy, 1))?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(dx)
     }
@@ -149,7 +149,7 @@ impl Gpu {
             let mut batch = self.batch();
             let bufs = [(1, x.buffer()), (2, output.buffer())];
             batch.dispatch("pool2d", "avg_forward", &p, &bufs, (gx, gy, 1))?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(output)
     }
@@ -168,7 +168,7 @@ impl Gpu {
             let mut batch = self.batch();
             let bufs = [(4, dy.buffer()), (6, dx.buffer())];
             batch.dispatch("pool2d", "avg_backward", &p, &bufs, (gx, gy, 1))?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(dx)
     }

@@ -41,7 +41,7 @@ impl Gpu {
         if cols > 0 {
             let mut batch = self.batch();
             self.record_sum_rows(&mut batch, x.buffer(), rows, cols, out.buffer())?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(out)
     }
@@ -61,7 +61,7 @@ impl Gpu {
         let out = self.empty(&[1], DType::F32)?;
         let mut batch = self.batch();
         self.record_sum(&mut batch, x.buffer(), x.len(), scale, out.buffer())?;
-        batch.submit();
+        batch.submit()?;
         Ok(out)
     }
 

@@ -376,7 +376,7 @@ impl Gpu {
             (16, mask.map_or(recurrent, |m| &m.mask).buffer()),
         ];
         pass.dispatch("rnn", "lstm_forward", &p, &bufs, (gx, gy, 1))?;
-        pass.submit();
+        pass.submit()?;
         Ok(LstmForward {
             h_seq,
             h_last,
@@ -485,7 +485,7 @@ impl Gpu {
             (17, dc_last.unwrap_or(&dummy).buffer()),
         ];
         pass.dispatch("rnn", "lstm_backward", &p, &bufs, (gx, gy, 1))?;
-        pass.submit();
+        pass.submit()?;
         Ok(LstmBackward { d_gates, dh0, dc0 })
     }
 
@@ -635,7 +635,7 @@ impl Gpu {
                 &[(14, x.buffer()), (15, out.buffer())],
                 (gx, gy, 1),
             )?;
-            pass.submit();
+            pass.submit()?;
         }
         Ok(out)
     }

@@ -189,7 +189,7 @@ impl Gpu {
             (14, mask.map_or(recurrent, |m| &m.mask).buffer()),
         ];
         pass.dispatch("simple_rnn", "simple_rnn_forward", &p, &bufs, (gx, gy, 1))?;
-        pass.submit();
+        pass.submit()?;
         Ok(SimpleRnnForward {
             saved: SimpleRnnSaved {
                 pre,
@@ -276,7 +276,7 @@ impl Gpu {
             (14, saved.mask.as_ref().map_or(&dummy, |m| &m.mask).buffer()),
         ];
         pass.dispatch("simple_rnn", "simple_rnn_backward", &p, &bufs, (gx, gy, 1))?;
-        pass.submit();
+        pass.submit()?;
         Ok(SimpleRnnBackward { d_pre, dh0 })
     }
 

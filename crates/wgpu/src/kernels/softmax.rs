@@ -89,7 +89,7 @@ impl Gpu {
             let (gx, gy) = grid(p.rows);
             let mut batch = self.batch();
             batch.dispatch("softmax", entry, &p, &bufs, (gx, gy, 1))?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(out)
     }
@@ -145,7 +145,7 @@ impl Gpu {
         ];
         batch.dispatch("softmax", entry, &p, &bufs, (gx, gy, 1))?;
         self.record_sum(&mut batch, row_loss.buffer(), rows, 1.0 / rows as f32, loss.buffer())?;
-        batch.submit();
+        batch.submit()?;
         Ok(CrossEntropyOutput { loss, grad })
     }
 }

@@ -56,7 +56,7 @@ impl Gpu {
             let mut batch = self.batch();
             let bufs = [(1, src.buffer()), (2, out.buffer())];
             batch.dispatch("spatial", entry, &p, &bufs, (gx, gy, 1))?;
-            batch.submit();
+            batch.submit()?;
         }
         Ok(out)
     }

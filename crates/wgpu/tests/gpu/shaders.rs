@@ -69,3 +69,20 @@ fn no_adapter_is_an_error_not_a_panic() {
     let msg = err.to_string();
     assert!(msg.contains("no GPU adapter"), "{msg}");
 }
+
+/// A dispatch with a binding its shader does not declare is an Error naming the kernel (wgpu's
+/// default handler would panic); the same dispatch with the right bindings runs.
+#[test]
+fn a_bad_binding_is_an_error_not_a_panic() {
+    let Some(g) = super::common::gpu() else { return };
+    let (src, dst) = (g.upload(&[1.0; 4], &[4]).unwrap(), g.zeros(&[4]).unwrap());
+    g.dispatch_for_test("layout", "copy_columns", &[(1, &src), (2, &dst)])
+        .unwrap();
+    let err = g
+        .dispatch_for_test("layout", "copy_columns", &[(1, &src), (2, &dst), (9, &src)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("layout::copy_columns"), "{err}");
+    // The device is still usable.
+    assert_eq!(g.download(&src).unwrap(), vec![1.0; 4]);
+}

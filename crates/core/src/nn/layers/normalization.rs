@@ -309,8 +309,8 @@ impl Layer for BatchNormalization {
                     .zip(now)
                     .for_each(|(a, &v)| *a = *a * m + v * (1.0 - m))
             };
-            mm.update(|d| blend(d, &batch.mean));
-            mv.update(|d| blend(d, &batch.var));
+            mm.update(|d| blend(d, &batch.mean))?;
+            mv.update(|d| blend(d, &batch.var))?;
             Ok(y)
         } else {
             let stats = BatchStats {

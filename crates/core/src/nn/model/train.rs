@@ -216,7 +216,7 @@ impl Model {
                 (crate::Device::Gpu, Some(gb), None) => p.update_on_device(|w| optimizer.update_on_device(i, w, &gb)),
                 _ => g
                     .host_values()
-                    .and_then(|gh| p.update(|data| optimizer.update(i, data, gh))),
+                    .and_then(|gh| p.update(|data| optimizer.update(i, data, gh)).and_then(|r| r)),
             };
         });
         self.compiled = Some(compiled);
@@ -276,10 +276,7 @@ impl Model {
         self.visit_params(&mut |_, p, _| {
             if result.is_ok() && compiled.trainable.contains(&crate::nn::param::param_address(p)) {
                 result = compiled.optimizer.ema_values(index).and_then(|average| match average {
-                    Some(average) if average.len() == p.get().len() => p.update(|data| {
-                        data.copy_from_slice(&average);
-                        Ok(())
-                    }),
+                    Some(average) if average.len() == p.get().len() => p.update(|data| data.copy_from_slice(&average)),
                     Some(_) => Err(invalid("useEma: an average does not match its weight's size")),
                     None => Ok(()),
                 });

@@ -410,3 +410,42 @@ fn pool2d_geometry_errors_are_clear() {
     assert_eq!(g.output_shape(), vec![2, 4, 3, 2]);
     assert_eq!((g.pad_top, g.pad_left), (1, 1));
 }
+
+/// A model's predict fuses each Conv2D into the plain max pooling after it; the result is the
+/// layers' own, run one at a time (bit for bit: the same convolution kernel), for a pooling
+/// fused and one that is not (strides unlike its window), and int8 inference still runs.
+#[test]
+fn fused_conv_pool_predict_equals_the_layers_one_by_one() {
+    use cortex_core::nn::layers::ForwardCtx;
+    use cortex_core::nn::model::Model;
+    use cortex_core::rng::Rng;
+    use cortex_core::Tensor;
+    let config = serde_json::json!({"className": "Sequential", "inputShape": [14, 13, 3], "layers": [
+        {"className": "Conv2D", "config": {"filters": 8, "kernelSize": 3, "activation": "relu"}},
+        {"className": "MaxPooling2D", "config": {"poolSize": 2}},
+        {"className": "Conv2D", "config": {"filters": 20, "kernelSize": 3, "activation": "tanh", "padding": "same"}},
+        {"className": "MaxPooling2D", "config": {"poolSize": 2, "strides": 1}},
+        {"className": "Flatten", "config": {}},
+        {"className": "Dense", "config": {"units": 4}}
+    ]});
+    let model = Model::from_config(&config, 5).unwrap();
+    let x = Tensor::new(rand_vec(3 * 14 * 13 * 3, 9), &[3, 14, 13, 3]).unwrap();
+    let fused = model.predict(&x, 3).unwrap();
+    let mut y = x.clone();
+    let mut rng = Rng::new(0);
+    cortex_core::tensor::no_grad(|| {
+        for cell in model.layers() {
+            y = cell.read().forward(&y, &mut ForwardCtx::new(false, &mut rng)).unwrap();
+        }
+    });
+    assert_eq!(fused.shape(), y.shape());
+    assert_eq!(fused.data(), y.data());
+    model.quantize(cortex_core::nn::quantize::Precision::Int8).unwrap();
+    let int8 = model.predict(&x, 3).unwrap();
+    let gap = int8
+        .data()
+        .iter()
+        .zip(fused.data())
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(gap < 0.05, "int8 vs f32: {gap}");
+}

@@ -540,7 +540,12 @@ impl Model {
         {
             *uses.entry(*s).or_default() += 1;
         }
+        // A node whose value a fused kernel of the node before it already produced.
+        let mut fused_into = None;
         for (n, node) in self.nodes.iter().enumerate() {
+            if fused_into == Some(n) {
+                continue;
+            }
             let mut xs = Vec::with_capacity(node.inputs.len());
             let mut ms = Vec::with_capacity(node.inputs.len());
             for s in &node.inputs {
@@ -562,6 +567,13 @@ impl Model {
                 input_masks: ms.clone(),
                 output_masks: None,
             };
+            if !training && tap.is_none_or(|t| t != n && t != n + 1) {
+                if let Some(y) = self.fused_with_next(n, &xs, &ms, &uses, &mut ctx)? {
+                    values.insert(Source::Node(n + 1, 0), (y, None));
+                    fused_into = Some(n + 1);
+                    continue;
+                }
+            }
             let outs = self.layers[node.layer].read().call(&xs, &mut ctx)?;
             let out_masks = ctx.output_masks.take().unwrap_or_else(|| {
                 let carried = ms.first().cloned().flatten();
@@ -596,6 +608,31 @@ impl Model {
             })
             .collect::<Result<_>>()?;
         Ok((outs, tapped))
+    }
+
+    /// Inference peephole: when node `n` (one unmasked input) feeds only node `n + 1`, a plain
+    /// max pooling, the pooled value from `n`'s fused kernel if it has one for this call.
+    fn fused_with_next(
+        &self,
+        n: usize,
+        xs: &[Tensor],
+        masks: &[Option<Tensor>],
+        uses: &HashMap<Source, usize>,
+        ctx: &mut ForwardCtx,
+    ) -> Result<Option<Tensor>> {
+        let Some(next) = self.nodes.get(n + 1) else {
+            return Ok(None);
+        };
+        let only_consumer = next.inputs == [Source::Node(n, 0)] && uses.get(&Source::Node(n, 0)) == Some(&1);
+        if !only_consumer || xs.len() != 1 || masks.iter().any(Option::is_some) {
+            return Ok(None);
+        }
+        let Some(pool) = self.layers[next.layer].read().plain_max_pool() else {
+            return Ok(None);
+        };
+        self.layers[self.nodes[n].layer]
+            .read()
+            .forward_max_pooled(&xs[0], pool, ctx)
     }
 
     /// Runs a single-input, single-output model (`rng` feeds dropout in training mode).

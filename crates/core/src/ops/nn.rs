@@ -163,6 +163,39 @@ pub fn conv2d_act(
     activation_owned(conv2d(x, w, b, strides, dilation, padding)?, act)
 }
 
+/// [`conv2d_act`] followed by max pooling over non-overlapping `pool` windows ('valid'), fused
+/// into one pass (`cpu::conv_direct::conv2d_direct_max_pool`) when nothing records, the input
+/// is on the CPU and the convolution takes the direct kernel (Winograd's layers keep their own
+/// kernel and a separate pooling); `None` otherwise, and the caller runs the two ops.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_act_max_pool(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    strides: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+    act: Activation,
+    pool: [usize; 2],
+) -> Result<Option<Tensor>> {
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    if on_gpu("conv2d", &inputs)? || Tensor::records(&inputs) || !conv_direct::available() {
+        return Ok(None);
+    }
+    let geom = Conv2dGeometry::new(x.shape(), w.shape(), strides, dilation, padding)?;
+    let fits = pool.iter().all(|&p| p > 0) && geom.out_h >= pool[0] && geom.out_w >= pool[1];
+    if !fits || conv_winograd::applies(&geom) || b.is_some_and(|b| b.shape() != [geom.out_c]) {
+        return Ok(None);
+    }
+    let (xd, wd, bd) = (x.data(), w.data(), b.map(|b| b.data()));
+    let Some(y) = conv_direct::conv2d_direct_max_pool(xd, wd, bd, &geom, act, pool) else {
+        return Ok(None);
+    };
+    let shape = [geom.batch, geom.out_h / pool[0], geom.out_w / pool[1], geom.out_c];
+    Tensor::new(y, &shape).map(Some)
+}
+
 /// Max pooling over NHWC windows.
 pub fn max_pool2d(x: &Tensor, pool_size: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
     let geom = pool::Pool2dGeometry::new(x.shape(), pool_size, strides, padding)?;

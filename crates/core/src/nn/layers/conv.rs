@@ -161,6 +161,31 @@ impl Layer for Conv2dLayer {
         )?;
         self.activation.apply_owned(y)
     }
+    fn forward_max_pooled(&self, x: &Tensor, pool: [usize; 2], ctx: &mut ForwardCtx) -> Result<Option<Tensor>> {
+        let (Some(kernel), Some(act)) = (self.kernel.as_ref(), self.activation.pointwise()) else {
+            return Ok(None);
+        };
+        let (k, bias) = (kernel.get(), self.bias.as_ref().map(Param::get));
+        let geom = Conv2dGeometry::new(x.shape(), k.shape(), self.strides, self.dilation, self.padding)?;
+        // A quantized layer keeps its own kernel (and its packing stays cached for the call).
+        if self
+            .quantized
+            .for_call(kernel, &k, x, ctx, geom.patch_len(), geom.out_c)?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        ops::conv2d_act_max_pool(
+            x,
+            &k,
+            bias.as_ref(),
+            self.strides,
+            self.dilation,
+            self.padding,
+            act,
+            pool,
+        )
+    }
     fn set_precision(&self, precision: Precision) -> bool {
         self.quantized.set(precision);
         true

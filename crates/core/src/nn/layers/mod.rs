@@ -115,6 +115,17 @@ pub trait Layer: Send + Sync {
     fn set_precision(&self, _precision: crate::nn::quantize::Precision) -> bool {
         false
     }
+    /// Inference fusion: this layer's output max-pooled over non-overlapping `pool` windows
+    /// ('valid') in one pass, when the layer has such a kernel for this call; `None` (the
+    /// default) and the model runs the pooling layer itself.
+    fn forward_max_pooled(&self, _x: &Tensor, _pool: [usize; 2], _ctx: &mut ForwardCtx) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    /// The window of a max pooling layer whose strides equal its window and whose padding is
+    /// 'valid' (what [`Layer::forward_max_pooled`] fuses); `None` for other layers.
+    fn plain_max_pool(&self) -> Option<[usize; 2]> {
+        None
+    }
 }
 
 /// Options every layer accepts.

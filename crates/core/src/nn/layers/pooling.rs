@@ -39,6 +39,9 @@ impl Layer for Pooling2d {
             "AveragePooling2D"
         }
     }
+    fn plain_max_pool(&self) -> Option<[usize; 2]> {
+        (self.max && self.strides == self.pool_size && self.padding == Padding::Valid).then_some(self.pool_size)
+    }
     fn name(&self) -> &str {
         &self.common.name
     }

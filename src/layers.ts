@@ -286,8 +286,9 @@ export interface EIDenseArgs extends LayerArgs {
  * After every optimizer step (`fit` and `applyGradients`) a weight whose sign flipped is set to
  * 0. The paper's corrected SGD (scaled interneuron gradients) is not applied: under adam and
  * the other per-weight-normalising optimizers a constant gradient scale has no effect. Trains
- * on the CPU only (a 'gpu' compile falls back); the Keras, TensorFlow.js and ONNX writers
- * refuse it.
+ * on the GPU too (through the layers' own GPU ops; the sign projection after each step reads
+ * the constrained weights back to the host); the Keras, TensorFlow.js and ONNX writers refuse
+ * it.
  */
 export function eiDense(args: EIDenseArgs): Layer {
   return new Layer("EIDense", args);

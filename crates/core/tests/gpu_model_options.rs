@@ -311,3 +311,44 @@ fn lion_lamb_and_gradient_clipping_train_on_the_gpu_as_on_the_cpu() {
         }
     }
 }
+
+/// Dale's-law layers (eiDense with interneurons, an eiRNN into the row-sign eiDense readout)
+/// train on the GPU as on the CPU: their sign-constrained weights take the host projection
+/// after each device step, and no weight changes sign.
+#[test]
+fn dale_layers_train_on_the_gpu_as_on_the_cpu() {
+    if skip() {
+        return;
+    }
+    let dense = json!({"className": "Sequential", "inputShape": [5], "layers": [
+        {"className": "EIDense", "config": {"units": 6, "activation": "relu"}},
+        {"className": "Dense", "config": {"units": 3}}
+    ]});
+    let rnn = json!({"className": "Sequential", "inputShape": [4, 5], "layers": [
+        {"className": "EIRNN", "config": {"units": 10}},
+        {"className": "EIDense", "config": {"units": 3, "inhibitoryUnits": 0}}
+    ]});
+    for (what, config, x) in [
+        ("eiDense", &dense, data(&[6, 5], 0.2)),
+        ("eiRNN", &rnn, data(&[6, 4, 5], 0.2)),
+    ] {
+        let compile = json!({"optimizer": {"name": "adam", "learningRate": 0.05}, "loss": "meanSquaredError"});
+        let (mut cpu, mut gpu) = pair(config, compile);
+        let y = data(&[6, 3], 0.9);
+        let before = cpu.get_weights().unwrap();
+        for step in 0..4 {
+            train_step_alike(&mut cpu, &mut gpu, &x, &y, &format!("{what} step {step}"));
+        }
+        let gap = weight_gap(&cpu, &gpu);
+        assert!(gap < 1e-4, "{what}: weights differ by {gap}");
+        let signed = |name: &str| name.starts_with("ei_") && !name.ends_with("bias");
+        let mut checked = 0;
+        for ((name, _, w0), (_, _, w1)) in before.iter().zip(&gpu.get_weights().unwrap()) {
+            for (a, b) in w0.iter().zip(w1).filter(|_| signed(name)) {
+                assert!(a * b >= 0.0, "{what}: '{name}' changed sign ({a} -> {b})");
+                checked += 1;
+            }
+        }
+        assert!(checked > 0, "{what}: no sign-constrained weight found");
+    }
+}

@@ -283,7 +283,8 @@ fn pooled(
 
 /// `out[q, c]` = the maximum of channel `c` over pooling window `q` of `scratch`: `rows` rows
 /// of `row` floats, window `q` covering pixels `q * pw .. (q + 1) * pw` of `o` channels each
-/// (`out` has `qw * o` floats). First the rows' elementwise maximum (into the first row),
+/// (`out` has `qw * o` floats), NaN where the window holds one (as the pooling layer). First
+/// the rows' elementwise maximum (into the first row),
 /// then each window's maximum over its pixels: every vector is independent of the others, so
 /// the max latency overlaps (walking one window at a time was latency-bound and cost half as
 /// much as the convolution).
@@ -304,7 +305,7 @@ unsafe fn pool_windows<V: Lanes>(scratch: &mut [f32], row: usize, rows: usize, p
         while i + V::L <= row {
             let mut acc = V::load(s.add(i));
             for dy in 1..rows {
-                acc = V::max(acc, V::load(s.add(dy * row + i)));
+                acc = V::max_nan(acc, V::load(s.add(dy * row + i)));
             }
             acc.store(s.add(i));
             i += V::L;
@@ -313,7 +314,7 @@ unsafe fn pool_windows<V: Lanes>(scratch: &mut [f32], row: usize, rows: usize, p
             let n = (row - i).min(V::L);
             let mut acc = V::load_first(s.add(i), n);
             for dy in 1..rows {
-                acc = V::max(acc, V::load_first(s.add(dy * row + i), n));
+                acc = V::max_nan(acc, V::load_first(s.add(dy * row + i), n));
             }
             acc.store_first(s.add(i), n);
             i += V::L;
@@ -323,7 +324,7 @@ unsafe fn pool_windows<V: Lanes>(scratch: &mut [f32], row: usize, rows: usize, p
             while c + V::L <= o {
                 let mut acc = V::load(s.add(q * pw * o + c));
                 for dx in 1..pw {
-                    acc = V::max(acc, V::load(s.add((q * pw + dx) * o + c)));
+                    acc = V::max_nan(acc, V::load(s.add((q * pw + dx) * o + c)));
                 }
                 acc.store(y.add(q * o + c));
                 c += V::L;
@@ -332,7 +333,7 @@ unsafe fn pool_windows<V: Lanes>(scratch: &mut [f32], row: usize, rows: usize, p
                 let n = (o - c).min(V::L);
                 let mut acc = V::load_first(s.add(q * pw * o + c), n);
                 for dx in 1..pw {
-                    acc = V::max(acc, V::load_first(s.add((q * pw + dx) * o + c), n));
+                    acc = V::max_nan(acc, V::load_first(s.add((q * pw + dx) * o + c), n));
                 }
                 acc.store_first(y.add(q * o + c), n);
                 c += V::L;
@@ -616,9 +617,12 @@ mod tests {
         ];
         for (x_shape, k, strides, padding, [ph, pw], act) in cases {
             let g = Conv2dGeometry::new(&x_shape, &k, strides, [1, 1], padding).unwrap();
-            let x: Vec<f32> = (0..x_shape.iter().product::<usize>())
+            let mut x: Vec<f32> = (0..x_shape.iter().product::<usize>())
                 .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
                 .collect();
+            // One NaN input: the windows its outputs reach must come out NaN, as pooled alone.
+            let third = x.len() / 3;
+            x[third] = f32::NAN;
             let w: Vec<f32> = (0..k.iter().product::<usize>())
                 .map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0)
                 .collect();
@@ -629,6 +633,7 @@ mod tests {
             };
             let fused = conv2d_direct_max_pool(&x, &w, Some(&b), &g, act, [ph, pw]).unwrap();
             let (o, qh, qw) = (g.out_c, g.out_h / ph, g.out_w / pw);
+            let mut nans = 0;
             assert_eq!(fused.len(), g.batch * qh * qw * o, "{x_shape:?} {k:?}");
             for n in 0..g.batch {
                 for (qy, qx, c) in (0..qh).flat_map(|a| (0..qw).flat_map(move |b| (0..o).map(move |c| (a, b, c)))) {
@@ -636,12 +641,25 @@ mod tests {
                     for dy in 0..ph {
                         for dx in 0..pw {
                             let at = ((n * g.out_h + qy * ph + dy) * g.out_w + qx * pw + dx) * o + c;
-                            want = want.max(conv[at]);
+                            want = if want.is_nan() || conv[at].is_nan() {
+                                f32::NAN
+                            } else {
+                                want.max(conv[at])
+                            };
                         }
                     }
                     let got = fused[((n * qh + qy) * qw + qx) * o + c];
-                    assert_eq!(got, want, "{x_shape:?} {k:?} {act:?} at ({n}, {qy}, {qx}, {c})");
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{x_shape:?} {k:?} {act:?} at ({n}, {qy}, {qx}, {c})"
+                    );
+                    nans += usize::from(got.is_nan());
                 }
+            }
+            // The direct kernel's fused relu is max(v, 0), which maps NaN to 0 in both paths.
+            if act != Activation::Relu {
+                assert!(nans > 0, "{x_shape:?}: the NaN reached no window");
             }
         }
     }

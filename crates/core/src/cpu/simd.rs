@@ -18,6 +18,9 @@ pub(crate) trait Lanes: Copy {
     unsafe fn load_first(p: *const f32, n: usize) -> Self;
     unsafe fn splat(p: *const f32) -> Self;
     unsafe fn max(a: Self, b: Self) -> Self;
+    /// Lane-wise maximum that is NaN wherever either input is (max pooling's rule; `max`
+    /// returns `b` then).
+    unsafe fn max_nan(a: Self, b: Self) -> Self;
     unsafe fn add(a: Self, b: Self) -> Self;
     unsafe fn sub(a: Self, b: Self) -> Self;
     /// `a * b + c`, fused.
@@ -53,6 +56,14 @@ impl Lanes for __m512 {
     unsafe fn max(a: Self, b: Self) -> Self {
         // SAFETY: see the module docs.
         unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn max_nan(a: Self, b: Self) -> Self {
+        // SAFETY: see the module docs.
+        unsafe {
+            let unordered = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b);
+            _mm512_mask_mov_ps(_mm512_max_ps(a, b), unordered, _mm512_set1_ps(f32::NAN))
+        }
     }
     #[inline(always)]
     unsafe fn add(a: Self, b: Self) -> Self {
@@ -116,6 +127,14 @@ impl Lanes for __m256 {
     unsafe fn max(a: Self, b: Self) -> Self {
         // SAFETY: see the module docs.
         unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn max_nan(a: Self, b: Self) -> Self {
+        // SAFETY: see the module docs.
+        unsafe {
+            let unordered = _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b);
+            _mm256_blendv_ps(_mm256_max_ps(a, b), _mm256_set1_ps(f32::NAN), unordered)
+        }
     }
     #[inline(always)]
     unsafe fn add(a: Self, b: Self) -> Self {

@@ -529,15 +529,21 @@ mod tests {
     use super::*;
     use crate::cpu::conv::{conv2d_forward, Padding};
 
-    fn check(x_shape: [usize; 4], k: [usize; 4], strides: [usize; 2], dil: [usize; 2], padding: Padding, bias: bool) {
-        let g = Conv2dGeometry::new(&x_shape, &k, strides, dil, padding).unwrap();
-        let x: Vec<f32> = (0..x_shape.iter().product::<usize>())
+    /// Deterministic input, kernel and bias values for a layer of these shapes.
+    fn operands(x_shape: [usize; 4], k: [usize; 4]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = (0..x_shape.iter().product::<usize>())
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();
-        let w: Vec<f32> = (0..k.iter().product::<usize>())
+        let w = (0..k.iter().product::<usize>())
             .map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0)
             .collect();
-        let b: Vec<f32> = (0..k[3]).map(|i| i as f32 * 0.1 - 0.3).collect();
+        let b = (0..k[3]).map(|i| i as f32 * 0.1 - 0.3).collect();
+        (x, w, b)
+    }
+
+    fn check(x_shape: [usize; 4], k: [usize; 4], strides: [usize; 2], dil: [usize; 2], padding: Padding, bias: bool) {
+        let g = Conv2dGeometry::new(&x_shape, &k, strides, dil, padding).unwrap();
+        let (x, w, b) = operands(x_shape, k);
         let bias = bias.then_some(&b[..]);
         let Some(direct) = conv2d_direct(&x, &w, bias, &g, Activation::Relu) else {
             eprintln!("skipped: this CPU has no direct convolution kernel (needs AVX2+FMA or AVX-512F)");
@@ -617,16 +623,10 @@ mod tests {
         ];
         for (x_shape, k, strides, padding, [ph, pw], act) in cases {
             let g = Conv2dGeometry::new(&x_shape, &k, strides, [1, 1], padding).unwrap();
-            let mut x: Vec<f32> = (0..x_shape.iter().product::<usize>())
-                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-                .collect();
+            let (mut x, w, b) = operands(x_shape, k);
             // One NaN input: the windows its outputs reach must come out NaN, as pooled alone.
             let third = x.len() / 3;
             x[third] = f32::NAN;
-            let w: Vec<f32> = (0..k.iter().product::<usize>())
-                .map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0)
-                .collect();
-            let b: Vec<f32> = (0..k[3]).map(|i| i as f32 * 0.1 - 0.3).collect();
             let Some(conv) = conv2d_direct(&x, &w, Some(&b), &g, act) else {
                 eprintln!("skipped: this CPU has no direct convolution kernel");
                 return;

@@ -127,6 +127,31 @@ pub fn conv2d(
     ))
 }
 
+/// The geometry of a convolution the CPU's fused inference kernels may take: inputs on the
+/// CPU, nothing recording, a direct kernel for this CPU; `None` otherwise. A bias of the wrong
+/// length is an Error.
+fn fused_conv_geometry(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    strides: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+) -> Result<Option<Conv2dGeometry>> {
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    if on_gpu("conv2d", &inputs)? || Tensor::records(&inputs) || !conv_direct::available() {
+        return Ok(None);
+    }
+    let geom = Conv2dGeometry::new(x.shape(), w.shape(), strides, dilation, padding)?;
+    if let Some(b) = b {
+        if b.shape() != [geom.out_c] {
+            return Err(Error::shape("conv2d bias", [geom.out_c], b.shape()));
+        }
+    }
+    Ok(Some(geom))
+}
+
 /// [`conv2d`] followed by a pointwise activation. When nothing records (inference) and the
 /// CPU has a direct kernel, the two run fused in one pass: Winograd F(2x2, 3x3) for 3x3
 /// windows with stride 1 and enough channels (`cpu::conv_winograd`), else `cpu::conv_direct`.
@@ -143,15 +168,7 @@ pub fn conv2d_act(
     act: Activation,
     winograd: Option<(&conv_winograd::KernelCache, u64)>,
 ) -> Result<Tensor> {
-    let mut inputs = vec![x, w];
-    inputs.extend(b);
-    if !on_gpu("conv2d", &inputs)? && !Tensor::records(&inputs) && conv_direct::available() {
-        let geom = Conv2dGeometry::new(x.shape(), w.shape(), strides, dilation, padding)?;
-        if let Some(b) = b {
-            if b.shape() != [geom.out_c] {
-                return Err(Error::shape("conv2d bias", [geom.out_c], b.shape()));
-            }
-        }
+    if let Some(geom) = fused_conv_geometry(x, w, b, strides, dilation, padding)? {
         let (xd, wd, bd) = (x.data(), w.data(), b.map(|b| b.data()));
         if let Some(y) = conv_winograd::conv2d_winograd(xd, wd, bd, &geom, act, winograd) {
             return Tensor::new(y, &geom.output_shape());
@@ -178,14 +195,11 @@ pub fn conv2d_act_max_pool(
     act: Activation,
     pool: [usize; 2],
 ) -> Result<Option<Tensor>> {
-    let mut inputs = vec![x, w];
-    inputs.extend(b);
-    if on_gpu("conv2d", &inputs)? || Tensor::records(&inputs) || !conv_direct::available() {
+    let Some(geom) = fused_conv_geometry(x, w, b, strides, dilation, padding)? else {
         return Ok(None);
-    }
-    let geom = Conv2dGeometry::new(x.shape(), w.shape(), strides, dilation, padding)?;
+    };
     let fits = pool.iter().all(|&p| p > 0) && geom.out_h >= pool[0] && geom.out_w >= pool[1];
-    if !fits || conv_winograd::applies(&geom) || b.is_some_and(|b| b.shape() != [geom.out_c]) {
+    if !fits || conv_winograd::applies(&geom) {
         return Ok(None);
     }
     let (xd, wd, bd) = (x.data(), w.data(), b.map(|b| b.data()));

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
+  activation,
   bidirectional,
   conv2d,
   dense,
@@ -119,6 +120,34 @@ describe("int8 inference", () => {
       const one = await m.predict(tensor(x.data.slice(i * 144, (i + 1) * 144), [1, 12, 12, 1]));
       const row = tensor(whole.data.slice(i * 10, (i + 1) * 10), [1, 10]);
       expect(maxDiff(one, row)).toBeLessThan(1e-6);
+    }
+  });
+
+  it("a quantized convolution fused with the max pooling after it equals the two layers run apart", async () => {
+    // An identity activation layer between the two keeps them apart (the fusion needs the
+    // pooling to be the convolution's only consumer); the same weights, so the same numbers.
+    const build = (apart: boolean) =>
+      sequential(
+        [
+          conv2d({ filters: 24, kernelSize: 3, activation: "relu", inputShape: [11, 9, 6] }),
+          ...(apart ? [activation({ activation: "linear" })] : []),
+          maxPooling2d({ poolSize: [2, 3] }),
+          flatten(),
+        ],
+        { seed: 5 },
+      );
+    const [fused, apart] = [build(false), build(true)];
+    fused.setWeights(fused.getWeights().map((w, i) => randomTensor([...w.shape], 50 + i))); // a non-zero bias
+    apart.setWeights(fused.getWeights());
+    const x = randomTensor([9, 11, 9, 6], 21);
+    for (const mode of ["int8", ...(fused.bf16Kernel === null ? [] : ["bf16"])] as const) {
+      expect(fused.quantize({ mode })).toBe(1);
+      apart.quantize({ mode });
+      const [a, b] = [await fused.predict(x), await apart.predict(x)];
+      expect(a.shape).toEqual([9, 4 * 2 * 24]); // conv 9x7; the last row and column pool into nothing
+      expect(Array.from(a.data)).toEqual(Array.from(b.data));
+      fused.quantize({ mode: "float32" });
+      expect(maxDiff(a, await fused.predict(x))).toBeGreaterThan(0); // the reduced precision ran
     }
   });
 

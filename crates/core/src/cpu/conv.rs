@@ -485,16 +485,40 @@ fn col2im(cols: &[f32], g: &Conv2dGeometry, r0: usize, nrows: usize, dx: &mut [f
     }
 }
 
-/// `dst.copy_from_slice(src)` without a `memcpy` call for the tiny rows of few-channel
-/// inputs (a 3x3 kernel on a 1-channel image copies 3 floats at a time).
+/// `dst.copy_from_slice(src)` without a `memcpy` call for the short rows of im2col (a 3x3
+/// kernel on a 1-channel image copies 3 floats at a time; on 32 channels of int8 activations,
+/// 96 bytes): the call and its size dispatch cost more than the copy, and im2col makes three
+/// per output pixel.
 #[inline(always)]
 fn copy_small<T: Copy>(dst: &mut [T], src: &[T]) {
-    if dst.len() <= 8 {
+    const CHUNK: usize = 16;
+    assert_eq!(dst.len(), src.len(), "copy_small: lengths");
+    let bytes = std::mem::size_of_val(dst);
+    if bytes > 256 {
+        dst.copy_from_slice(src);
+    } else if bytes < CHUNK {
         for (d, s) in dst.iter_mut().zip(src) {
             *d = *s;
         }
     } else {
-        dst.copy_from_slice(src);
+        let (d, s) = (dst.as_mut_ptr().cast::<u8>(), src.as_ptr().cast::<u8>());
+        // SAFETY: both slices span `bytes` bytes (asserted) and cannot overlap (one is borrowed
+        // mutably); every access is a CHUNK-byte unaligned read or write inside them (the last
+        // one ends at `bytes`, overlapping the one before); `T: Copy` copies as bytes.
+        unsafe {
+            let copy = |at: usize| {
+                let v = s.add(at).cast::<[u8; CHUNK]>().read_unaligned();
+                d.add(at).cast::<[u8; CHUNK]>().write_unaligned(v);
+            };
+            let mut at = 0;
+            while at + CHUNK <= bytes {
+                copy(at);
+                at += CHUNK;
+            }
+            if at < bytes {
+                copy(bytes - CHUNK);
+            }
+        }
     }
 }
 

@@ -356,6 +356,34 @@ unsafe fn pool_windows_avx2(scratch: &mut [f32], row: usize, rows: usize, pw: us
     unsafe { pool_windows::<std::arch::x86_64::__m256>(scratch, row, rows, pw, o, out) }
 }
 
+/// The window maxima of [`pool_windows`] on any CPU (the quantized convolutions pool their
+/// rows with it): `rows` rows of `row` floats in `scratch` (its first row is overwritten),
+/// windows of `pw` pixels of `o` channels, `out` holding `qw * o` floats. NaN propagates.
+pub(crate) fn max_pool_rows(scratch: &mut [f32], row: usize, rows: usize, pw: usize, o: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(isa) = isa() {
+        // SAFETY: `isa()` checked the features; `pool_windows` checks the lengths.
+        return unsafe {
+            match isa {
+                Isa::Avx512 => pool_windows_avx512(scratch, row, rows, pw, o, out),
+                Isa::Avx2 => pool_windows_avx2(scratch, row, rows, pw, o, out),
+            }
+        };
+    }
+    let qw = out.len() / o.max(1);
+    assert!(
+        scratch.len() >= rows * row && row >= qw * pw * o,
+        "max_pool_rows: lengths"
+    );
+    let max_nan = |a: f32, b: f32| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) };
+    for (q, maxima) in out.chunks_exact_mut(o.max(1)).enumerate() {
+        for (c, m) in maxima.iter_mut().enumerate() {
+            let window = (0..rows).flat_map(|dy| (0..pw).map(move |dx| dy * row + (q * pw + dx) * o + c));
+            *m = window.map(|i| scratch[i]).fold(f32::NEG_INFINITY, max_nan);
+        }
+    }
+}
+
 /// `c[rows, o_pad] = a[rows, k] · w[k, o_pad]` on this thread, with the direct kernel's register
 /// tiles (a 1x1 convolution over `rows` pixels): Winograd's 16 per-position products use it.
 /// `zeros` holds `o_pad` zeros (the tiles start their accumulators at a bias).

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use super::layers::ForwardCtx;
 use super::param::Param;
-use crate::cpu::bf16::{conv2d_bf16, linear_bf16, Bf16Kernel, PackedBf16};
+use crate::cpu::bf16::{conv2d_bf16, conv2d_bf16_max_pool, linear_bf16, Bf16Kernel, PackedBf16};
 use crate::cpu::conv::Conv2dGeometry;
 use crate::cpu::elementwise::Activation;
-use crate::cpu::int8::{conv2d_int8, linear_int8, Int8Kernel, PackedInt8};
+use crate::cpu::int8::{conv2d_int8, conv2d_int8_max_pool, linear_int8, Int8Kernel, PackedInt8};
 use crate::{Error, Result, Tensor};
 
 /// The arithmetic of inference forward passes.
@@ -91,6 +91,22 @@ impl Packed {
         match self {
             Packed::Int8(w) => conv2d_int8(x, g, w, bias, act, Int8Kernel::detect()),
             Packed::Bf16(w) => conv2d_bf16(x, g, w, bias, act, Bf16Kernel::require()?),
+        }
+    }
+
+    /// `act(conv2d(x, W) + bias)` max-pooled over non-overlapping `pool` windows ('valid'), in
+    /// one pass.
+    pub fn conv2d_max_pool(
+        &self,
+        x: &[f32],
+        g: &Conv2dGeometry,
+        bias: Option<&[f32]>,
+        act: Activation,
+        pool: [usize; 2],
+    ) -> Result<Vec<f32>> {
+        match self {
+            Packed::Int8(w) => conv2d_int8_max_pool(x, g, w, bias, act, pool, Int8Kernel::detect()),
+            Packed::Bf16(w) => conv2d_bf16_max_pool(x, g, w, bias, act, pool, Bf16Kernel::require()?),
         }
     }
 }

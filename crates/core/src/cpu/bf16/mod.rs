@@ -16,7 +16,7 @@ mod forward;
 #[cfg(test)]
 mod tests;
 
-pub use forward::{conv2d_bf16, linear_bf16};
+pub use forward::{conv2d_bf16, conv2d_bf16_max_pool, linear_bf16};
 
 use std::sync::OnceLock;
 

@@ -131,3 +131,14 @@ fn forward_passes_match_f32_within_bf16_precision() {
         assert!(worst > 0.0, "the bf16 path ran");
     }
 }
+
+#[test]
+fn fused_max_pool_equals_conv_then_pool() {
+    for kernel in kernels() {
+        let pack = |w: &[f32], g: &Conv2dGeometry| PackedBf16::new(w, g.patch_len(), g.out_c).unwrap();
+        crate::cpu::int8::tests::check_pooled_equals_conv_then_pool(
+            &|x, g, w, b, act| conv2d_bf16(x, g, &pack(w, g), Some(b), act, kernel).unwrap(),
+            &|x, g, w, b, act, pool| conv2d_bf16_max_pool(x, g, &pack(w, g), Some(b), act, pool, kernel).unwrap(),
+        );
+    }
+}

@@ -19,8 +19,8 @@ mod forward;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub(crate) use forward::{block_rows, blocks, with_scratch, Scratch, PARALLEL_MACS};
-pub use forward::{conv2d_int8, linear_int8, matmul_int8_serial};
+pub(crate) use forward::{block_rows, blocks, conv_max_pooled, with_scratch, Scratch, PARALLEL_MACS};
+pub use forward::{conv2d_int8, conv2d_int8_max_pool, linear_int8, matmul_int8_serial};
 
 use std::sync::OnceLock;
 
@@ -185,6 +185,11 @@ impl AffineU8 {
 /// do not: they must skip NaN one value at a time).
 fn range(x: &[f32]) -> (f32, f32, bool) {
     #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { range_avx512(x) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
         return unsafe { range_avx2(x) };
@@ -198,9 +203,17 @@ unsafe fn range_avx2(x: &[f32]) -> (f32, f32, bool) {
     range_plain(x)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn range_avx512(x: &[f32]) -> (f32, f32, bool) {
+    range_plain(x)
+}
+
 #[inline(always)]
 fn range_plain(x: &[f32]) -> (f32, f32, bool) {
-    const L: usize = 16;
+    // Four AVX-512 vectors (eight AVX2 ones) per accumulator: independent min/max/add chains
+    // hide their latency (one vector each was latency-bound).
+    const L: usize = 64;
     let (mut lo, mut hi, mut bad) = ([0f32; L], [0f32; L], [0f32; L]);
     let chunks = x.chunks_exact(L);
     let rest = chunks.remainder();

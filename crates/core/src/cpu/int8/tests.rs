@@ -187,6 +187,54 @@ fn conv_matches_an_f64_reference_of_the_quantized_arithmetic() {
     }
 }
 
+/// A convolution then a max pooling in two passes.
+type Conv<'a> = &'a dyn Fn(&[f32], &Conv2dGeometry, &[f32], &[f32], Activation) -> Vec<f32>;
+/// The same in one pass, with the pool size last.
+type Pooled<'a> = &'a dyn Fn(&[f32], &Conv2dGeometry, &[f32], &[f32], Activation, [usize; 2]) -> Vec<f32>;
+
+/// `pooled` equals `conv` followed by the pooling layer's max pool, bit for bit: geometries
+/// whose last rows and columns no window covers, 'same' padding, enough images for several
+/// blocks, activations fused and not, and a NaN bias channel (NaN must reach the output).
+pub(crate) fn check_pooled_equals_conv_then_pool(conv: Conv, pooled: Pooled) {
+    use crate::cpu::pool::{max_pool2d_values, Pool2dGeometry};
+    let (c, o) = (5, 19);
+    for (batch, h, wd, padding, pool) in [
+        (7, 11, 9, Padding::Valid, [2, 2]),
+        (3, 8, 10, Padding::Same, [3, 2]),
+        (1, 6, 6, Padding::Valid, [1, 4]),
+    ] {
+        let x: Vec<f32> = values(batch * h * wd * c, 3).iter().map(|v| v - 0.2).collect();
+        let w = values(3 * 3 * c * o, 4);
+        let mut bias = values(o, 5);
+        bias[7] = f32::NAN;
+        let g = Conv2dGeometry::new(&[batch, h, wd, c], &[3, 3, c, o], [1, 1], [1, 1], padding).unwrap();
+        for act in [Activation::Relu, Activation::Linear, Activation::Tanh] {
+            let y = conv(&x, &g, &w, &bias, act);
+            let pg = Pool2dGeometry::new(&[batch, g.out_h, g.out_w, o], pool, pool, Padding::Valid).unwrap();
+            let want = max_pool2d_values(&y, &pg);
+            let got = pooled(&x, &g, &w, &bias, act, pool);
+            assert_eq!(got.len(), want.len(), "{pool:?}");
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{pool:?} {act:?} element {i}: {a} vs {b}");
+            }
+            // (The fused ReLU maps NaN to 0, as `f32::max` does, in both passes.)
+            let nan_reached = act == Activation::Relu || got.iter().any(|v| v.is_nan());
+            assert!(nan_reached && got.iter().any(|v| !v.is_nan()), "{act:?}");
+        }
+    }
+}
+
+#[test]
+fn fused_max_pool_equals_conv_then_pool() {
+    for kernel in kernels() {
+        let pack = |w: &[f32], g: &Conv2dGeometry| PackedInt8::new(w, g.patch_len(), g.out_c).unwrap();
+        check_pooled_equals_conv_then_pool(
+            &|x, g, w, b, act| conv2d_int8(x, g, &pack(w, g), Some(b), act, kernel).unwrap(),
+            &|x, g, w, b, act, pool| conv2d_int8_max_pool(x, g, &pack(w, g), Some(b), act, pool, kernel).unwrap(),
+        );
+    }
+}
+
 #[test]
 fn a_non_finite_row_is_an_error_and_callers_keep_f32() {
     // The RNN step falls back to its f32 product on this Error (cpu/rnn.rs).

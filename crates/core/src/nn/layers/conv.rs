@@ -167,13 +167,16 @@ impl Layer for Conv2dLayer {
         };
         let (k, bias) = (kernel.get(), self.bias.as_ref().map(Param::get));
         let geom = Conv2dGeometry::new(x.shape(), k.shape(), self.strides, self.dilation, self.padding)?;
-        // A quantized layer keeps its own kernel (and its packing stays cached for the call).
-        if self
+        if let Some(packed) = self
             .quantized
             .for_call(kernel, &k, x, ctx, geom.patch_len(), geom.out_c)?
-            .is_some()
         {
-            return Ok(None);
+            if pool.contains(&0) || geom.out_h < pool[0] || geom.out_w < pool[1] {
+                return Ok(None);
+            }
+            let y = packed.conv2d_max_pool(x.data(), &geom, bias.as_ref().map(Tensor::data), act, pool)?;
+            let shape = [geom.batch, geom.out_h / pool[0], geom.out_w / pool[1], geom.out_c];
+            return Tensor::new(y, &shape).map(Some);
         }
         ops::conv2d_act_max_pool(
             x,

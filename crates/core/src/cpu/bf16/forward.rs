@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::{convert_into, finish, gemm_bf16, Bf16Kernel, PackedBf16};
 use crate::cpu::conv::{im2col, Conv2dGeometry};
 use crate::cpu::elementwise::Activation;
-use crate::cpu::int8::{block_rows, blocks, conv_max_pooled, with_scratch, Scratch, PARALLEL_MACS};
+use crate::cpu::int8::{block_rows, blocks, conv_max_pooled, pool_rows, with_scratch, Scratch, PARALLEL_MACS};
 use crate::{Error, Result};
 
 thread_local! {
@@ -80,17 +80,18 @@ pub fn conv2d_bf16_max_pool(
     let xb = convert_images(x, g, w)?;
     let (k, n, kp, ldc) = (w.k, w.n, w.padded_depth(), w.padded_width());
     let pixels = g.out_h * g.out_w;
-    let conv = |img0: usize, used: usize, y: &mut [f32]| {
-        let rows = y.len() / n;
+    let pooled = (g.out_h / pool[0].max(1)) * (g.out_w / pool[1].max(1));
+    let block = |img0: usize, used: usize, yb: &mut [f32]| {
+        let rows = yb.len() / (pooled * n) * used;
         with_scratch(&SCRATCH, rows * kp, rows * ldc, |a, c| {
             for (i, a_img) in a.chunks_exact_mut(used * kp).enumerate() {
                 patches(&xb, g, (img0 + i) * pixels, used, kp, k, a_img);
             }
             gemm_bf16(kernel, a, rows, w, c);
-            finish(c, ldc, n, bias, act, y);
+            pool_rows(g, pool, used, yb, |y| finish(c, ldc, n, bias, act, y));
         });
     };
-    conv_max_pooled(g, pool, 2 * kp + 4 * ldc, "bf16 conv2d output", conv)
+    conv_max_pooled(g, pool, 2 * kp + 4 * ldc, "bf16 conv2d output", block)
 }
 
 /// `x` rounded to bf16, after checking it against the geometry and the kernel.

@@ -154,7 +154,11 @@ pub fn conv2d_int8(
 }
 
 /// [`conv2d_int8`] followed by max pooling over non-overlapping `pool` windows ('valid'), in
-/// one pass ([`conv_max_pooled`]): bit for bit the two separate passes.
+/// one pass ([`conv_max_pooled`]): bit for bit the two separate passes. With a ReLU or no
+/// activation the windows pool the integer sums and only their maxima are dequantized:
+/// within a window every value shares its image's quantization and its channel's scale, and
+/// dequantizing (a positive scale, a bias, rounding) then ReLU never reverses an order, so
+/// the maximum of the outputs is the output of the maximum.
 pub fn conv2d_int8_max_pool(
     x: &[f32],
     g: &Conv2dGeometry,
@@ -166,18 +170,87 @@ pub fn conv2d_int8_max_pool(
 ) -> Result<Vec<f32>> {
     let (xq, quant) = quantize_images(x, g, w)?;
     let (pixels, kp, ldc) = (g.out_h * g.out_w, w.padded_depth(), w.padded_width());
-    let conv = |img0: usize, used: usize, y: &mut [f32]| {
-        let rows = y.len() / w.n;
-        with_scratch(&SCRATCH, rows * kp, rows * ldc, |a, c| {
+    let pooled = (g.out_h / pool[0].max(1)) * (g.out_w / pool[1].max(1));
+    let block = |img0: usize, used: usize, yb: &mut [f32]| {
+        let images = yb.len() / (pooled * w.n);
+        let rows = images * used;
+        let sums = |a: &mut [u8], c: &mut [i32]| {
             for (i, a_img) in a.chunks_exact_mut(used * kp).enumerate() {
                 let img = img0 + i;
                 im2col(&xq, g, img * pixels, used, kp, a_img, 0, |_| quant[img].zero_point);
             }
             gemm_u8i8(kernel, a, rows, w, c);
-            dequantize(c, w, |r| quant[img0 + r / used], bias, act, y);
+        };
+        with_scratch(&SCRATCH, rows * kp, rows * ldc, |a, c| {
+            sums(a, c);
+            if matches!(act, Activation::Relu | Activation::Linear) {
+                max_pool_sums(c, ldc, g, pool, images);
+                dequantize(c, w, |r| quant[img0 + r / pooled], bias, act, yb);
+            } else {
+                pool_rows(g, pool, used, yb, |rows| {
+                    dequantize(c, w, |r| quant[img0 + r / used], bias, act, rows)
+                });
+            }
         });
     };
-    conv_max_pooled(g, pool, kp + 4 * ldc, "int8 conv2d output", conv)
+    conv_max_pooled(g, pool, kp + 4 * ldc, "int8 conv2d output", block)
+}
+
+/// Max pools the `i32` sums of `images` images in place (rows of `ldc`, each image's first
+/// `(out_h / ph) * ph * out_w` convolution pixels): window `p` of the batch lands in row `p`,
+/// which is never after the first row it reads, nor after any row a later window reads.
+fn max_pool_sums(c: &mut [i32], ldc: usize, g: &Conv2dGeometry, pool: [usize; 2], images: usize) {
+    // The baseline x86-64 target has no packed 32-bit max (SSE4.1): compile the loop for the
+    // vector units the CPU has.
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { max_pool_sums_avx512(c, ldc, g, pool, images) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { max_pool_sums_avx2(c, ldc, g, pool, images) };
+    }
+    max_pool_sums_plain(c, ldc, g, pool, images);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_pool_sums_avx512(c: &mut [i32], ldc: usize, g: &Conv2dGeometry, pool: [usize; 2], images: usize) {
+    max_pool_sums_plain(c, ldc, g, pool, images);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_pool_sums_avx2(c: &mut [i32], ldc: usize, g: &Conv2dGeometry, pool: [usize; 2], images: usize) {
+    max_pool_sums_plain(c, ldc, g, pool, images);
+}
+
+#[inline(always)]
+fn max_pool_sums_plain(c: &mut [i32], ldc: usize, g: &Conv2dGeometry, [ph, pw]: [usize; 2], images: usize) {
+    let (qh, qw) = (g.out_h / ph, g.out_w / pw);
+    let used = qh * ph * g.out_w;
+    let mut acc = vec![0i32; ldc];
+    let mut p = 0;
+    for img in 0..images {
+        for qy in 0..qh {
+            for qx in 0..qw {
+                let first = img * used + qy * ph * g.out_w + qx * pw;
+                acc.copy_from_slice(&c[first * ldc..(first + 1) * ldc]);
+                for dy in 0..ph {
+                    for dx in 0..pw {
+                        let r = first + dy * g.out_w + dx;
+                        for (m, &v) in acc.iter_mut().zip(&c[r * ldc..(r + 1) * ldc]) {
+                            *m = (*m).max(v);
+                        }
+                    }
+                }
+                c[p * ldc..(p + 1) * ldc].copy_from_slice(&acc);
+                p += 1;
+            }
+        }
+    }
 }
 
 /// Each image of `x` quantized on its own: the `u8` values and each image's parameters.
@@ -209,48 +282,63 @@ fn quantize_images(x: &[f32], g: &Conv2dGeometry, w: &PackedInt8) -> Result<(Vec
 }
 
 thread_local! {
-    /// Per-thread f32 convolution rows of a pooled block ([`conv_max_pooled`]).
+    /// Per-thread f32 convolution rows of a pooled block ([`pool_rows`]).
     static POOL_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A GEMM convolution followed by a plain max pooling (windows and strides `pool`, 'valid'),
-/// in one pass over blocks of whole images. `conv(img0, used, rows)` writes, for the images
-/// from `img0` on (as many as `rows` holds), the first `used` output pixels of each image
-/// (`out_c` floats a pixel): the rows the pooling windows cover, so the rows and columns past
-/// the last whole window are never computed. Each block pools its rows while they are in cache.
-/// The separate passes allocated and zeroed the whole convolution output, wrote it and read it
-/// back: on the MNIST convnet's int8 predict, about 10% of the time.
+/// in one pass over blocks of whole images. `block(img0, used, y)` writes the pooled outputs
+/// `y` of the images from `img0` on (as many as `y` holds), computing only the first `used`
+/// output pixels of each image: the rows the pooling windows cover, so the rows and columns
+/// past the last whole window are never computed. Each block pools while its rows are in
+/// cache ([`pool_rows`] or its own way). The separate passes allocated and zeroed the whole
+/// convolution output, wrote it and read it back.
 /// `pixel_bytes` is the scratch one convolution output pixel takes (for the block size).
 pub(crate) fn conv_max_pooled(
     g: &Conv2dGeometry,
     [ph, pw]: [usize; 2],
     pixel_bytes: usize,
     what: &str,
-    conv: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
+    block: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
 ) -> Result<Vec<f32>> {
     let o = g.out_c;
     let (qh, qw) = (g.out_h / ph.max(1), g.out_w / pw.max(1));
     if qh == 0 || qw == 0 || o == 0 || g.batch == 0 {
         return Ok(Vec::new());
     }
-    let (row, used) = (g.out_w * o, qh * ph * g.out_w);
+    let used = qh * ph * g.out_w;
     let per_image = qh * qw * o;
     let macs = g.batch * used * g.patch_len() * o;
-    let block = block_rows(g.batch, used * (pixel_bytes + 4 * o), macs);
-    blocks(g.batch, per_image, block, what, |bi, yb| {
-        let images = yb.len() / per_image;
-        POOL_ROWS.with(|rows| {
-            let mut rows = rows.borrow_mut();
-            if rows.len() < images * used * o {
-                rows.resize(images * used * o, 0.0);
+    let images = block_rows(g.batch, used * (pixel_bytes + 4 * o), macs);
+    blocks(g.batch, per_image, images, what, |bi, yb| block(bi * images, used, yb))
+}
+
+/// The pooled outputs `y` of the images whose `used` convolution pixels each `fill(rows)`
+/// writes as f32 (`out_c` floats a pixel, into this thread's scratch).
+pub(crate) fn pool_rows(
+    g: &Conv2dGeometry,
+    [ph, pw]: [usize; 2],
+    used: usize,
+    y: &mut [f32],
+    fill: impl FnOnce(&mut [f32]),
+) {
+    let (o, row) = (g.out_c, g.out_w * g.out_c);
+    let per_image = (g.out_h / ph) * (g.out_w / pw) * o;
+    let len = y.len() / per_image * used * o;
+    POOL_ROWS.with(|rows| {
+        let mut rows = rows.borrow_mut();
+        if rows.len() < len {
+            rows.resize(len, 0.0);
+        }
+        let rows = &mut rows[..len];
+        fill(rows);
+        for (image, y) in rows.chunks_exact_mut(used * o).zip(y.chunks_exact_mut(per_image)) {
+            for (band, y) in image
+                .chunks_exact_mut(ph * row)
+                .zip(y.chunks_exact_mut((g.out_w / pw) * o))
+            {
+                max_pool_rows(band, row, ph, pw, o, y);
             }
-            let rows = &mut rows[..images * used * o];
-            conv(bi * block, used, rows);
-            for (image, y) in rows.chunks_exact_mut(used * o).zip(yb.chunks_exact_mut(per_image)) {
-                for (band, y) in image.chunks_exact_mut(ph * row).zip(y.chunks_exact_mut(qw * o)) {
-                    max_pool_rows(band, row, ph, pw, o, y);
-                }
-            }
-        });
-    })
+        }
+    });
 }

@@ -19,7 +19,7 @@ mod forward;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub(crate) use forward::{block_rows, blocks, conv_max_pooled, with_scratch, Scratch, PARALLEL_MACS};
+pub(crate) use forward::{block_rows, blocks, conv_max_pooled, pool_rows, with_scratch, Scratch, PARALLEL_MACS};
 pub use forward::{conv2d_int8, conv2d_int8_max_pool, linear_int8, matmul_int8_serial};
 
 use std::sync::OnceLock;

@@ -168,32 +168,46 @@ pub fn conv2d_int8_max_pool(
     pool: [usize; 2],
     kernel: Int8Kernel,
 ) -> Result<Vec<f32>> {
-    let (xq, quant) = quantize_images(x, g, w)?;
+    check_operands(x, g, w)?;
+    let image = g.in_h * g.in_w * g.in_c;
     let (pixels, kp, ldc) = (g.out_h * g.out_w, w.padded_depth(), w.padded_width());
     let pooled = (g.out_h / pool[0].max(1)) * (g.out_w / pool[1].max(1));
+    let failed = std::sync::OnceLock::new();
     let block = |img0: usize, used: usize, yb: &mut [f32]| {
         let images = yb.len() / (pooled * w.n);
         let rows = images * used;
-        let sums = |a: &mut [u8], c: &mut [i32]| {
+        // The block quantizes its own images, into the end of its patch scratch: no pass over
+        // the batch first, no batch-sized buffer to fault in, one thread hand-off fewer.
+        with_scratch(&SCRATCH, rows * kp + images * image, rows * ldc, |a, c| {
+            let (a, xq) = a.split_at_mut(rows * kp);
+            let mut quant = Vec::with_capacity(images);
+            for (i, q) in xq.chunks_exact_mut(image.max(1)).enumerate() {
+                let img = &x[(img0 + i) * image..(img0 + i + 1) * image];
+                match AffineU8::of(img) {
+                    Ok(params) => quant.push(params),
+                    Err(e) => {
+                        let _ = failed.set(e);
+                        return;
+                    }
+                }
+                quant[i].quantize_into(img, q);
+            }
             for (i, a_img) in a.chunks_exact_mut(used * kp).enumerate() {
-                let img = img0 + i;
-                im2col(&xq, g, img * pixels, used, kp, a_img, 0, |_| quant[img].zero_point);
+                im2col(xq, g, i * pixels, used, kp, a_img, 0, |_| quant[i].zero_point);
             }
             gemm_u8i8(kernel, a, rows, w, c);
-        };
-        with_scratch(&SCRATCH, rows * kp, rows * ldc, |a, c| {
-            sums(a, c);
             if matches!(act, Activation::Relu | Activation::Linear) {
                 max_pool_sums(c, ldc, g, pool, images);
-                dequantize(c, w, |r| quant[img0 + r / pooled], bias, act, yb);
+                dequantize(c, w, |r| quant[r / pooled], bias, act, yb);
             } else {
                 pool_rows(g, pool, used, yb, |rows| {
-                    dequantize(c, w, |r| quant[img0 + r / used], bias, act, rows)
+                    dequantize(c, w, |r| quant[r / used], bias, act, rows)
                 });
             }
         });
     };
-    conv_max_pooled(g, pool, kp + 4 * ldc, "int8 conv2d output", block)
+    let y = conv_max_pooled(g, pool, kp + 4 * ldc, "int8 conv2d output", block)?;
+    failed.into_inner().map_or(Ok(y), Err)
 }
 
 /// Max pools the `i32` sums of `images` images in place (rows of `ldc`, each image's first
@@ -253,12 +267,18 @@ fn max_pool_sums_plain(c: &mut [i32], ldc: usize, g: &Conv2dGeometry, [ph, pw]: 
     }
 }
 
-/// Each image of `x` quantized on its own: the `u8` values and each image's parameters.
-fn quantize_images(x: &[f32], g: &Conv2dGeometry, w: &PackedInt8) -> Result<(Vec<u8>, Vec<AffineU8>)> {
-    let image = g.in_h * g.in_w * g.in_c;
-    if x.len() != g.batch * image || w.k != g.k_h * g.k_w * g.in_c || w.n != g.out_c {
+/// `x` and `w` agree with the geometry.
+fn check_operands(x: &[f32], g: &Conv2dGeometry, w: &PackedInt8) -> Result<()> {
+    if x.len() != g.batch * g.in_h * g.in_w * g.in_c || w.k != g.patch_len() || w.n != g.out_c {
         return Err(Error::shape("int8 conv2d input", g.input_shape(), x.len()));
     }
+    Ok(())
+}
+
+/// Each image of `x` quantized on its own: the `u8` values and each image's parameters.
+fn quantize_images(x: &[f32], g: &Conv2dGeometry, w: &PackedInt8) -> Result<(Vec<u8>, Vec<AffineU8>)> {
+    check_operands(x, g, w)?;
+    let image = g.in_h * g.in_w * g.in_c;
     let mut xq = crate::alloc::try_with_capacity::<u8>("int8 conv2d input", x.len())?;
     xq.resize(x.len(), 0);
     let quantize = |(img, q): (&[f32], &mut [u8])| -> Result<AffineU8> {

@@ -250,4 +250,11 @@ fn a_non_finite_row_is_an_error_and_callers_keep_f32() {
     matmul_int8_serial(&x, 2, &w, Int8Kernel::detect(), &mut y).unwrap();
     let want = linear_int8(&x, 2, &w, None, Activation::Linear, Int8Kernel::detect()).unwrap();
     assert_eq!(y, want, "the serial product equals the blocked one");
+    // The pooled convolution quantizes inside its blocks and still reports a bad image.
+    let g = Conv2dGeometry::new(&[6, 5, 5, 8], &[3, 3, 8, 4], [1, 1], [1, 1], Padding::Valid).unwrap();
+    let w = PackedInt8::new(&values(72 * 4, 3), 72, 4).unwrap();
+    let mut x = values(6 * 200, 4);
+    x[5 * 200 + 17] = f32::INFINITY;
+    let err = conv2d_int8_max_pool(&x, &g, &w, None, Activation::Relu, [2, 2], Int8Kernel::detect()).unwrap_err();
+    assert!(err.to_string().contains("finite"), "{err}");
 }

@@ -20,6 +20,7 @@ import {
   lstm,
   type Model,
   maxPooling2d,
+  type QuantizeMode,
   sequential,
   serve,
   simpleRNN,
@@ -140,7 +141,8 @@ describe("int8 inference", () => {
     fused.setWeights(fused.getWeights().map((w, i) => randomTensor([...w.shape], 50 + i))); // a non-zero bias
     apart.setWeights(fused.getWeights());
     const x = randomTensor([9, 11, 9, 6], 21);
-    for (const mode of ["int8", ...(fused.bf16Kernel === null ? [] : ["bf16"])] as const) {
+    const modes: QuantizeMode[] = fused.bf16Kernel === null ? ["int8"] : ["int8", "bf16"];
+    for (const mode of modes) {
       expect(fused.quantize({ mode })).toBe(1);
       apart.quantize({ mode });
       const [a, b] = [await fused.predict(x), await apart.predict(x)];

@@ -213,6 +213,13 @@ impl Conv2dGeometry {
         vec![self.batch, self.out_h, self.out_w, self.out_c]
     }
 
+    /// `[batch, out_h / ph, out_w / pw, out_c]`: the output after a max pooling over
+    /// non-overlapping `[ph, pw]` windows ('valid'), when at least one window fits.
+    pub fn pooled_shape(&self, [ph, pw]: [usize; 2]) -> Option<[usize; 4]> {
+        let fits = ph > 0 && pw > 0 && self.out_h >= ph && self.out_w >= pw;
+        fits.then(|| [self.batch, self.out_h / ph, self.out_w / pw, self.out_c])
+    }
+
     /// `[batch, in_h, in_w, in_c]`.
     pub fn input_shape(&self) -> Vec<usize> {
         vec![self.batch, self.in_h, self.in_w, self.in_c]

@@ -370,6 +370,11 @@ pub(crate) fn max_pool_rows(scratch: &mut [f32], row: usize, rows: usize, pw: us
             }
         };
     }
+    max_pool_rows_plain(scratch, row, rows, pw, o, out);
+}
+
+/// [`max_pool_rows`] without vector units (scalar, window by window; `scratch` is not written).
+fn max_pool_rows_plain(scratch: &[f32], row: usize, rows: usize, pw: usize, o: usize, out: &mut [f32]) {
     let qw = out.len() / o.max(1);
     assert!(
         scratch.len() >= rows * row && row >= qw * pw * o,
@@ -604,6 +609,26 @@ mod tests {
     /// The fused pooling against the unfused convolution followed by a naive max pooling, for
     /// several activations, windows that do not divide the output (the last row or column
     /// dropped), 'same' padding, strides and channel counts with masked tails.
+    #[test]
+    fn max_pool_rows_matches_its_scalar_form() {
+        // 3 rows of 7 pixels x 20 channels (a partial vector), windows of 2 pixels: the last
+        // pixel is outside every window. NaNs in the first and the last row must come out.
+        let (rows, px, o, pw) = (3, 7, 20, 2);
+        let row = px * o;
+        let mut scratch: Vec<f32> = (0..rows * row).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        scratch[3] = f32::NAN;
+        scratch[2 * row + 2 * o + 5] = f32::NAN;
+        let mut want = vec![0.0; (px / pw) * o];
+        max_pool_rows_plain(&scratch, row, rows, pw, o, &mut want);
+        let mut got = vec![0.0; want.len()];
+        max_pool_rows(&mut scratch.clone(), row, rows, pw, o, &mut got);
+        assert_eq!(want.iter().filter(|v| v.is_nan()).count(), 2);
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn fused_max_pool_equals_conv_then_pool() {
         type Case = ([usize; 4], [usize; 4], [usize; 2], Padding, [usize; 2], Activation);

@@ -198,15 +198,16 @@ pub fn conv2d_act_max_pool(
     let Some(geom) = fused_conv_geometry(x, w, b, strides, dilation, padding)? else {
         return Ok(None);
     };
-    let fits = pool.iter().all(|&p| p > 0) && geom.out_h >= pool[0] && geom.out_w >= pool[1];
-    if !fits || conv_winograd::applies(&geom) {
+    let Some(shape) = geom.pooled_shape(pool) else {
+        return Ok(None);
+    };
+    if conv_winograd::applies(&geom) {
         return Ok(None);
     }
     let (xd, wd, bd) = (x.data(), w.data(), b.map(|b| b.data()));
     let Some(y) = conv_direct::conv2d_direct_max_pool(xd, wd, bd, &geom, act, pool) else {
         return Ok(None);
     };
-    let shape = [geom.batch, geom.out_h / pool[0], geom.out_w / pool[1], geom.out_c];
     Tensor::new(y, &shape).map(Some)
 }
 

@@ -80,9 +80,8 @@ pub fn conv2d_bf16_max_pool(
     let xb = convert_images(x, g, w)?;
     let (k, n, kp, ldc) = (w.k, w.n, w.padded_depth(), w.padded_width());
     let pixels = g.out_h * g.out_w;
-    let pooled = (g.out_h / pool[0].max(1)) * (g.out_w / pool[1].max(1));
-    let block = |img0: usize, used: usize, yb: &mut [f32]| {
-        let rows = yb.len() / (pooled * n) * used;
+    let block = |img0: usize, images: usize, used: usize, yb: &mut [f32]| {
+        let rows = images * used;
         with_scratch(&SCRATCH, rows * kp, rows * ldc, |a, c| {
             for (i, a_img) in a.chunks_exact_mut(used * kp).enumerate() {
                 patches(&xb, g, (img0 + i) * pixels, used, kp, k, a_img);

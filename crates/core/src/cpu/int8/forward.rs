@@ -171,11 +171,9 @@ pub fn conv2d_int8_max_pool(
     check_operands(x, g, w)?;
     let image = g.in_h * g.in_w * g.in_c;
     let (pixels, kp, ldc) = (g.out_h * g.out_w, w.padded_depth(), w.padded_width());
-    let pooled = (g.out_h / pool[0].max(1)) * (g.out_w / pool[1].max(1));
     let failed = std::sync::OnceLock::new();
-    let block = |img0: usize, used: usize, yb: &mut [f32]| {
-        let images = yb.len() / (pooled * w.n);
-        let rows = images * used;
+    let block = |img0: usize, images: usize, used: usize, yb: &mut [f32]| {
+        let (rows, pooled) = (images * used, yb.len() / (images * w.n));
         // The block quantizes its own images, into the end of its patch scratch: no pass over
         // the batch first, no batch-sized buffer to fault in, one thread hand-off fewer.
         with_scratch(&SCRATCH, rows * kp + images * image, rows * ldc, |a, c| {
@@ -307,8 +305,8 @@ thread_local! {
 }
 
 /// A GEMM convolution followed by a plain max pooling (windows and strides `pool`, 'valid'),
-/// in one pass over blocks of whole images. `block(img0, used, y)` writes the pooled outputs
-/// `y` of the images from `img0` on (as many as `y` holds), computing only the first `used`
+/// in one pass over blocks of whole images. `block(img0, images, used, y)` writes the pooled
+/// outputs `y` of `images` images from `img0` on, computing only the first `used`
 /// output pixels of each image: the rows the pooling windows cover, so the rows and columns
 /// past the last whole window are never computed. Each block pools while its rows are in
 /// cache ([`pool_rows`] or its own way). The separate passes allocated and zeroed the whole
@@ -319,18 +317,25 @@ pub(crate) fn conv_max_pooled(
     [ph, pw]: [usize; 2],
     pixel_bytes: usize,
     what: &str,
-    block: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
+    block: impl Fn(usize, usize, usize, &mut [f32]) + Sync + Send,
 ) -> Result<Vec<f32>> {
     let o = g.out_c;
-    let (qh, qw) = (g.out_h / ph.max(1), g.out_w / pw.max(1));
-    if qh == 0 || qw == 0 || o == 0 || g.batch == 0 {
+    let Some([_, qh, qw, _]) = g.pooled_shape([ph, pw]) else {
+        return Err(Error::Invalid(format!(
+            "a {ph}x{pw} pooling does not fit a {}x{} convolution output",
+            g.out_h, g.out_w
+        )));
+    };
+    if o == 0 || g.batch == 0 {
         return Ok(Vec::new());
     }
     let used = qh * ph * g.out_w;
     let per_image = qh * qw * o;
     let macs = g.batch * used * g.patch_len() * o;
-    let images = block_rows(g.batch, used * (pixel_bytes + 4 * o), macs);
-    blocks(g.batch, per_image, images, what, |bi, yb| block(bi * images, used, yb))
+    let per_block = block_rows(g.batch, used * (pixel_bytes + 4 * o), macs);
+    blocks(g.batch, per_image, per_block, what, |bi, yb| {
+        block(bi * per_block, yb.len() / per_image, used, yb)
+    })
 }
 
 /// The pooled outputs `y` of the images whose `used` convolution pixels each `fill(rows)`

@@ -257,4 +257,12 @@ fn a_non_finite_row_is_an_error_and_callers_keep_f32() {
     x[5 * 200 + 17] = f32::INFINITY;
     let err = conv2d_int8_max_pool(&x, &g, &w, None, Activation::Relu, [2, 2], Int8Kernel::detect()).unwrap_err();
     assert!(err.to_string().contains("finite"), "{err}");
+    // Operands that disagree with the geometry, and a pooling no window of which fits.
+    let short = &x[..x.len() - 1];
+    assert!(conv2d_int8_max_pool(short, &g, &w, None, Activation::Relu, [2, 2], Int8Kernel::detect()).is_err());
+    x[5 * 200 + 17] = 0.5;
+    for pool in [[4, 2], [0, 1]] {
+        let err = conv2d_int8_max_pool(&x, &g, &w, None, Activation::Relu, pool, Int8Kernel::detect()).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+    }
 }

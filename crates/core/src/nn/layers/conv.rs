@@ -171,11 +171,10 @@ impl Layer for Conv2dLayer {
             .quantized
             .for_call(kernel, &k, x, ctx, geom.patch_len(), geom.out_c)?
         {
-            if pool.contains(&0) || geom.out_h < pool[0] || geom.out_w < pool[1] {
+            let Some(shape) = geom.pooled_shape(pool) else {
                 return Ok(None);
-            }
+            };
             let y = packed.conv2d_max_pool(x.data(), &geom, bias.as_ref().map(Tensor::data), act, pool)?;
-            let shape = [geom.batch, geom.out_h / pool[0], geom.out_w / pool[1], geom.out_c];
             return Tensor::new(y, &shape).map(Some);
         }
         ops::conv2d_act_max_pool(

@@ -206,7 +206,25 @@ fn run_with(
         }
     };
     if let Some(pool) = pool {
-        return pooled(isa, g, pool, act, plan.img_len, plan.row_stride, &conv_row);
+        // 2x2 windows pool in registers; after other activations (not monotone, or not
+        // fused into the tile) or other windows, the rows go through a scratch buffer.
+        // SAFETY: as for `conv_row`, for the row below as well: `pooled` asks only for rows
+        // whose window the geometry covers.
+        let pool_2x2 = |x_row: usize, pixels: usize, y: *mut f32| unsafe {
+            match isa {
+                Isa::Avx512 => pooled_rows_avx512(&plan, x_row, pixels, o, relu, y),
+                Isa::Avx2 => pooled_rows_avx2(&plan, x_row, pixels, o, relu, y),
+            }
+        };
+        let in_registers = pool == [2, 2] && matches!(act, Activation::Relu | Activation::Linear);
+        let pool_2x2: &(dyn Fn(usize, usize, *mut f32) + Sync) = &pool_2x2;
+        let rows = Rows {
+            img_len: plan.img_len,
+            row_stride: plan.row_stride,
+            conv: &conv_row,
+            pool_2x2: in_registers.then_some(pool_2x2),
+        };
+        return pooled(isa, g, pool, act, &rows);
     }
     let rows = g.batch * g.out_h;
     let row_floats = g.out_w * o;
@@ -232,18 +250,22 @@ fn run_with(
     })
 }
 
-/// The pooled pass of [`conv2d_direct_max_pool`]: `conv_row(x_row, pixels, y)` writes the
-/// first `pixels` outputs of the convolution row whose windows start at `x_row`.
+/// The row kernels of [`pooled`], which place a row by the float offset of its first window.
 #[cfg(target_arch = "x86_64")]
-fn pooled(
-    isa: Isa,
-    g: &Conv2dGeometry,
-    [ph, pw]: [usize; 2],
-    act: Activation,
+struct Rows<'a> {
     img_len: usize,
     row_stride: usize,
-    conv_row: &(dyn Fn(usize, usize, *mut f32) + Sync),
-) -> Vec<f32> {
+    /// `conv(x_row, pixels, y)` writes the first `pixels` outputs of the convolution row.
+    conv: &'a (dyn Fn(usize, usize, *mut f32) + Sync),
+    /// `pool_2x2(x_row, pixels, y)` writes the `pixels / 2` maxima of 2x2 windows over that
+    /// row and the next, where the kernel can pool in registers.
+    pool_2x2: Option<&'a (dyn Fn(usize, usize, *mut f32) + Sync)>,
+}
+
+/// The pooled pass of [`conv2d_direct_max_pool`].
+#[cfg(target_arch = "x86_64")]
+fn pooled(isa: Isa, g: &Conv2dGeometry, [ph, pw]: [usize; 2], act: Activation, kernels: &Rows) -> Vec<f32> {
+    let (img_len, row_stride) = (kernels.img_len, kernels.row_stride);
     let o = g.out_c;
     let (qh, qw) = (g.out_h / ph.max(1), g.out_w / pw.max(1));
     let q_rows = g.batch * qh;
@@ -255,6 +277,16 @@ fn pooled(
     let scratch_len = ph * used_w * o;
     let share = q_rows.div_ceil(2 * rayon::current_num_threads().max(1));
     let block_rows = (BLOCK_FLOATS / scratch_len.max(1)).clamp(1, share.max(1));
+    if let Some(pool_2x2) = kernels.pool_2x2 {
+        return par_new_written(q_rows * q_row_floats, block_rows * q_row_floats, |bi, yb| {
+            for (i, y_row) in yb.chunks_exact_mut(q_row_floats).enumerate() {
+                let r = bi * block_rows + i;
+                let (n, qy) = (r / qh, r % qh);
+                // Writes every channel of the row's `qw` pooled pixels.
+                pool_2x2(n * img_len + 2 * qy * row_stride, used_w, y_row.as_mut_ptr().cast());
+            }
+        });
+    }
     par_new_written(q_rows * q_row_floats, block_rows * q_row_floats, |bi, yb| {
         let mut scratch = vec![0.0f32; scratch_len];
         let mut maxima = vec![0.0f32; q_row_floats];
@@ -262,7 +294,7 @@ fn pooled(
             let r = bi * block_rows + i;
             let (n, qy) = (r / qh, r % qh);
             for (dy, rows) in scratch.chunks_exact_mut(used_w * o).enumerate() {
-                conv_row(n * img_len + (qy * ph + dy) * row_stride, used_w, rows.as_mut_ptr());
+                (kernels.conv)(n * img_len + (qy * ph + dy) * row_stride, used_w, rows.as_mut_ptr());
             }
             if act != Activation::Relu {
                 activation_in_place(act, &mut scratch);
@@ -501,6 +533,82 @@ unsafe fn tile<V: Lanes, const PX: usize, const NV: usize>(
     }
 }
 
+/// [`tile`] for two adjacent output rows pooled 2x2 in registers: `PX` (even) pixels of the
+/// row whose windows start at `x0` and of the row below, then the maximum of each 2x2 window,
+/// NaN where one holds a NaN (`relu` maps NaN to 0 first, as [`tile`] does), taken in
+/// [`pool_windows`]' order (rows, then pixels) so the ties between -0 and +0 come out the same.
+/// Stores `PX / 2` pooled pixels (pixel `q` at `y + q * o`). The convolution outputs never
+/// leave the registers: the scratch rows of [`pooled`] cost a store and two reloads each.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_pooled<V: Lanes, const PX: usize, const NV: usize>(
+    plan: &Plan,
+    x0: usize,
+    co: usize,
+    o: usize,
+    relu: bool,
+    y: *mut f32,
+) {
+    // SAFETY: the caller checked the CPU features and that the plan keeps every window of
+    // these pixels of both rows inside `plan.x` and `PX / 2` pixels x `o - co` channels
+    // inside `y`.
+    unsafe {
+        let c = plan.w.len() / plan.taps.len() / plan.o_pad;
+        let xp = plan.x.as_ptr().add(x0);
+        let wp = plan.w.as_ptr().add(co);
+        let mut bias = [V::zero(); NV];
+        for (v, b) in bias.iter_mut().enumerate() {
+            *b = V::load(plan.bias.as_ptr().add(co + v * V::L));
+        }
+        let mut acc = [[bias; PX]; 2];
+        for (t, &off) in plan.taps.iter().enumerate() {
+            let xt = xp.add(off);
+            let wt = wp.add(t * c * plan.o_pad);
+            for ci in 0..c {
+                let mut wv = [V::zero(); NV];
+                for (v, w) in wv.iter_mut().enumerate() {
+                    *w = V::load(wt.add(ci * plan.o_pad + v * V::L));
+                }
+                // Index loops: iterators over the nested array made the compiler keep the
+                // accumulators on the stack.
+                for r in 0..2 {
+                    for p in 0..PX {
+                        let xv = V::splat(xt.add(r * plan.row_stride + p * plan.px_stride + ci));
+                        for v in 0..NV {
+                            acc[r][p][v] = V::mul_add(xv, wv[v], acc[r][p][v]);
+                        }
+                    }
+                }
+            }
+        }
+        if relu {
+            let zero = V::zero();
+            for r in 0..2 {
+                for p in 0..PX {
+                    for v in 0..NV {
+                        acc[r][p][v] = V::max(acc[r][p][v], zero);
+                    }
+                }
+            }
+        }
+        let valid = o - co;
+        for q in 0..PX / 2 {
+            let yq = y.add(q * o);
+            for v in 0..NV {
+                let left = V::max_nan(acc[0][2 * q][v], acc[1][2 * q][v]);
+                let right = V::max_nan(acc[0][2 * q + 1][v], acc[1][2 * q + 1][v]);
+                let m = V::max_nan(left, right);
+                let first = v * V::L;
+                if first + V::L <= valid {
+                    m.store(yq.add(first));
+                } else if first < valid {
+                    m.store_first(yq.add(first), valid - first);
+                }
+            }
+        }
+    }
+}
+
 /// One output row: channel blocks of up to `NVMAX` vectors, pixel tiles of up to `PXMAX`
 /// (the last tile of the row takes the remainder).
 macro_rules! row_kernel {
@@ -522,6 +630,45 @@ macro_rules! row_kernel {
                                 let x0 = x_row + ow * plan.px_stride;
                                 let yo = y.add(ow * o + co);
                                 seq_macro_px!($v, $nv, px, plan, x0, co, o, relu, yo);
+                                ow += px;
+                            }
+                        })*
+                        _ => unreachable!("nv is in 1..=NVMAX"),
+                    }
+                    co += nv * lanes;
+                }
+            }
+        }
+    };
+}
+
+/// Two output rows pooled 2x2 ([`tile_pooled`]): `out_w` (even) pixels of the row whose
+/// windows start at `x_row` and of the row below, `out_w / 2` pooled pixels written to `y`;
+/// channel blocks of up to `NVMAX` vectors, pixel tiles of up to `PXMAX` (even).
+macro_rules! pooled_row_kernel {
+    ($name:ident, $feat:literal, $v:ty, $nvmax:literal, [$($nv:literal => $pxmax:literal),*]) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(plan: &Plan, x_row: usize, out_w: usize, o: usize, relu: bool, y: *mut f32) {
+            // SAFETY: as for `tile_pooled`; the caller checked the features.
+            unsafe {
+                let lanes = <$v as Lanes>::L;
+                let mut co = 0;
+                while co < o {
+                    let nv = ((o - co).div_ceil(lanes)).min($nvmax);
+                    match nv {
+                        $($nv => {
+                            let mut ow = 0;
+                            while ow + 1 < out_w {
+                                let px = (out_w - ow).min($pxmax) & !1;
+                                let x0 = x_row + ow * plan.px_stride;
+                                let yo = y.add(ow / 2 * o + co);
+                                match px {
+                                    2 => tile_pooled::<$v, 2, $nv>(plan, x0, co, o, relu, yo),
+                                    4 => tile_pooled::<$v, 4, $nv>(plan, x0, co, o, relu, yo),
+                                    6 => tile_pooled::<$v, 6, $nv>(plan, x0, co, o, relu, yo),
+                                    _ => tile_pooled::<$v, 8, $nv>(plan, x0, co, o, relu, yo),
+                                }
                                 ow += px;
                             }
                         })*
@@ -556,6 +703,9 @@ macro_rules! seq_macro_px {
 use std::arch::x86_64::{__m256, __m512};
 row_kernel!(row_avx512, "avx512f", __m512, 4, [4 => 6, 3 => 7, 2 => 8, 1 => 8]);
 row_kernel!(row_avx2, "avx2,fma", __m256, 2, [2 => 6, 1 => 8]);
+// Two rows: 2 x PX x NV accumulators + NV kernel vectors + 1 broadcast.
+pooled_row_kernel!(pooled_rows_avx512, "avx512f", __m512, 4, [4 => 2, 3 => 4, 2 => 6, 1 => 8]);
+pooled_row_kernel!(pooled_rows_avx2, "avx2,fma", __m256, 2, [2 => 2, 1 => 4]);
 
 #[cfg(test)]
 mod tests {
@@ -630,9 +780,45 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn fused_max_pool_equals_conv_then_pool() {
         type Case = ([usize; 4], [usize; 4], [usize; 2], Padding, [usize; 2], Activation);
-        let cases: [Case; 5] = [
+        let cases: [Case; 9] = [
+            // 2x2 windows after relu or no activation pool in registers: every channel-block
+            // width (70 = 4 + partial vectors, 48 = 3, 32 = 2, 16 = 1), pixel tiles of every
+            // even width, a last row / column outside every window, strides and padding.
+            (
+                [2, 11, 14, 3],
+                [3, 3, 3, 70],
+                [1, 1],
+                Padding::Valid,
+                [2, 2],
+                Activation::Linear,
+            ),
+            (
+                [2, 10, 21, 2],
+                [3, 3, 2, 48],
+                [1, 2],
+                Padding::Same,
+                [2, 2],
+                Activation::Relu,
+            ),
+            (
+                [2, 28, 28, 1],
+                [3, 3, 1, 32],
+                [1, 1],
+                Padding::Valid,
+                [2, 2],
+                Activation::Linear,
+            ),
+            (
+                [1, 9, 30, 1],
+                [2, 2, 1, 16],
+                [1, 1],
+                Padding::Valid,
+                [2, 2],
+                Activation::Linear,
+            ),
             (
                 [3, 28, 28, 1],
                 [3, 3, 1, 32],
@@ -674,17 +860,26 @@ mod tests {
                 Activation::Relu,
             ),
         ];
-        for (x_shape, k, strides, padding, [ph, pw], act) in cases {
+        // Every kernel this CPU runs: an AVX-512 CPU tests the AVX2 kernels too.
+        let isas: Vec<(Isa, usize)> = [(Isa::Avx512, 16), (Isa::Avx2, 8)]
+            .into_iter()
+            .filter(|&(isa, _)| match isa {
+                Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+                Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            })
+            .collect();
+        if isas.is_empty() {
+            eprintln!("skipped: this CPU has no direct convolution kernel");
+        }
+        let all = cases.iter().flat_map(|case| isas.iter().map(move |isa| (case, isa)));
+        for (&(x_shape, k, strides, padding, [ph, pw], act), &(isa, lanes)) in all {
             let g = Conv2dGeometry::new(&x_shape, &k, strides, [1, 1], padding).unwrap();
             let (mut x, w, b) = operands(x_shape, k);
             // One NaN input: the windows its outputs reach must come out NaN, as pooled alone.
             let third = x.len() / 3;
             x[third] = f32::NAN;
-            let Some(conv) = conv2d_direct(&x, &w, Some(&b), &g, act) else {
-                eprintln!("skipped: this CPU has no direct convolution kernel");
-                return;
-            };
-            let fused = conv2d_direct_max_pool(&x, &w, Some(&b), &g, act, [ph, pw]).unwrap();
+            let conv = run_with(&x, &w, Some(&b), &g, act, isa, lanes, None);
+            let fused = run_with(&x, &w, Some(&b), &g, act, isa, lanes, Some([ph, pw]));
             let (o, qh, qw) = (g.out_c, g.out_h / ph, g.out_w / pw);
             let mut nans = 0;
             assert_eq!(fused.len(), g.batch * qh * qw * o, "{x_shape:?} {k:?}");
@@ -705,7 +900,7 @@ mod tests {
                     assert_eq!(
                         got.to_bits(),
                         want.to_bits(),
-                        "{x_shape:?} {k:?} {act:?} at ({n}, {qy}, {qx}, {c})"
+                        "{isa:?} {x_shape:?} {k:?} {act:?} at ({n}, {qy}, {qx}, {c})"
                     );
                     nans += usize::from(got.is_nan());
                 }

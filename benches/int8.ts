@@ -56,7 +56,7 @@ function argmaxes(y: Tensor): Int32Array {
 }
 const accuracy = (pred: Int32Array) => pred.reduce((n, p, i) => n + (p === labels[i] ? 1 : 0), 0) / pred.length;
 
-/** The reduced precisions this CPU runs (bf16 needs AMX-BF16). */
+/** The reduced precisions this CPU runs (bf16 needs AMX-BF16 or AVX512-BF16). */
 const modes = model.bf16Kernel === null ? (["int8"] as const) : (["int8", "bf16"] as const);
 type Mode = "float32" | (typeof modes)[number];
 
@@ -142,7 +142,7 @@ product \`h·U\` of every step (the 28-value input projection stays f32):
 `;
 
 const cpu = cpus()[0]?.model ?? "unknown CPU";
-const kernels = `int8 kernel \`${model.int8Kernel}\`${model.bf16Kernel ? `, bf16 kernel \`${model.bf16Kernel}\`` : " (bf16: this CPU has no AMX-BF16)"}`;
+const kernels = `int8 kernel \`${model.int8Kernel}\`${model.bf16Kernel ? `, bf16 kernel \`${model.bf16Kernel}\`` : " (bf16: this CPU has neither AMX-BF16 nor AVX512-BF16)"}`;
 const body = `## int8 and bf16 inference (\`npm run bench:int8\`)
 
 The demo's MNIST convnet trained ${epochs} epoch(s) on the 60,000 training images, then evaluated

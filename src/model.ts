@@ -310,7 +310,7 @@ export class Model {
    * per output channel (packed once, repacked after training or `setWeights` changes them),
    * activations per sample, AMX, AVX-512 VNNI or AVX2 kernels chosen at run time (see
    * `int8Kernel`). `{ mode: 'bf16' }` rounds weights and activations to bfloat16 and sums in
-   * f32 on Intel AMX (see `bf16Kernel`; an Error on CPUs without AMX-BF16). Training, attacks
+   * f32 on Intel AMX or AVX512-BF16 (see `bf16Kernel`; an Error on CPUs with neither). Training, attacks
    * and explanations keep f32. `{ mode: 'float32' }` switches back. The mode is not saved with
    * the model. Returns how many layers switched.
    */
@@ -326,7 +326,10 @@ export class Model {
     return this.#native.int8Kernel;
   }
 
-  /** The bf16 kernel this CPU runs (`'amx'`), or null where `quantize({ mode: 'bf16' })` is refused. */
+  /**
+   * The bf16 kernel this CPU runs (`'amx'` or `'avx512bf16'`), or null where
+   * `quantize({ mode: 'bf16' })` is refused.
+   */
   get bf16Kernel(): string | null {
     return this.#native.bf16Kernel ?? null;
   }

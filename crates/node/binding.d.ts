@@ -171,14 +171,14 @@ export declare class NativeModel {
    * Switches inference (predict, evaluate, call without gradients) of the Dense and Conv2D
    * layers to `mode`: `'int8'` (dynamic int8, per-channel weight scales, AMX, AVX-512 VNNI or
    * AVX2 kernels chosen at run time), `'bf16'` (bf16 weights and activations, f32 sums, on
-   * AMX-BF16 CPUs; elsewhere an Error) or `'float32'`. Training keeps f32 and the next predict
+   * AMX-BF16 or AVX512-BF16 CPUs; elsewhere an Error) or `'float32'`. Training keeps f32 and the next predict
    * sees the new weights. Returns how many layers switched.
    */
   quantize(mode: string): number
   /** The int8 kernel this CPU runs (`'amx'`, `'vnni'`, `'avx2'` or `'portable'`). */
   get int8Kernel(): string
   /**
-   * The bf16 kernel this CPU runs (`'amx'`), or null where `quantize({ mode: 'bf16' })` is
+   * The bf16 kernel this CPU runs (`'amx'` or `'avx512bf16'`), or null where `quantize({ mode: 'bf16' })` is
    * refused.
    */
   get bf16Kernel(): string | null

@@ -7,11 +7,14 @@
 //! f32 denormals flushed to zero as the hardware conversion does.
 //!
 //! The fast kernel is Intel AMX (`tdpbf16ps`, [`crate::cpu::amx`]): 8,192 multiply-adds per
-//! instruction. AVX-512 BF16 alone (`vdpbf16ps`) is not used: on the Sapphire Rapids measured it
-//! ran at a quarter of the f32 FMA rate in instructions, half in multiply-adds, so f32 is faster
-//! there. Without AMX, bf16 inference is refused unless `CORTEX_BF16_KERNEL=portable` asks for
-//! the plain loop (to test the arithmetic on any CPU; it is slow).
+//! instruction. Without AMX, CPUs with AVX512-BF16 (AMD Zen 4 and later) run `vdpbf16ps`
+//! ([`avx512`]); on the Sapphire Rapids measured it ran at a quarter of the f32 FMA rate in
+//! instructions, but AMX always wins there. With neither, bf16 inference is refused unless
+//! `CORTEX_BF16_KERNEL=portable` asks for the plain loop (to test the arithmetic on any CPU; it
+//! is slow).
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod forward;
 #[cfg(test)]
 mod tests;
@@ -32,6 +35,8 @@ const K_STEP: usize = 32;
 pub enum Bf16Kernel {
     /// Intel AMX-BF16 tiles.
     Amx,
+    /// AVX512-BF16 `vdpbf16ps` (CPUs without AMX: AMD Zen 4 and later, Intel Cooper Lake).
+    Avx512,
     /// Plain Rust (only when `CORTEX_BF16_KERNEL=portable` asks for it).
     Portable,
 }
@@ -48,6 +53,10 @@ impl Bf16Kernel {
             if crate::cpu::amx::bf16_available() {
                 return Some(Bf16Kernel::Amx);
             }
+            #[cfg(target_arch = "x86_64")]
+            if avx512_available() {
+                return Some(Bf16Kernel::Avx512);
+            }
             None
         })
     }
@@ -56,8 +65,9 @@ impl Bf16Kernel {
     pub fn require() -> Result<Bf16Kernel> {
         Bf16Kernel::detect().ok_or_else(|| {
             Error::Invalid(
-                "quantize: bf16 inference needs a CPU with AMX-BF16 (Intel Sapphire Rapids or later), \
-                 and this one has none or the OS refused the tile state; 'int8' runs on every CPU"
+                "quantize: bf16 inference needs a CPU with AMX-BF16 (Intel Sapphire Rapids or later) \
+                 or AVX512-BF16 (AMD Zen 4 or later), and this one has neither (or the OS refused the \
+                 AMX tile state); 'int8' runs on every CPU"
                     .into(),
             )
         })
@@ -67,9 +77,16 @@ impl Bf16Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Avx512 => "avx512bf16",
             Bf16Kernel::Portable => "portable",
         }
     }
+}
+
+/// Whether this CPU has the AVX512-BF16 kernel's features.
+#[cfg(target_arch = "x86_64")]
+fn avx512_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
 }
 
 /// `x` rounded to the nearest bf16 (ties to even); denormals become a signed zero, NaN stays NaN.
@@ -182,6 +199,9 @@ pub fn gemm_bf16(kernel: Bf16Kernel, a: &[u16], m: usize, w: &PackedBf16, c: &mu
     match kernel {
         #[cfg(target_arch = "x86_64")]
         Bf16Kernel::Amx if crate::cpu::amx::bf16_available() => gemm_amx(a, m, w, c),
+        // SAFETY: the features are checked; the asserts above bound `a` and `c`.
+        #[cfg(target_arch = "x86_64")]
+        Bf16Kernel::Avx512 if avx512_available() => unsafe { avx512::gemm(a, m, w, c) },
         _ => gemm_portable(a, m, w, c),
     }
 }

@@ -3,12 +3,17 @@ use crate::cpu::conv::{Conv2dGeometry, Padding};
 use crate::cpu::elementwise::Activation;
 use crate::cpu::int8::tests::values;
 
-/// The kernels this CPU runs: always the portable loop, AMX where granted.
+/// The kernels this CPU runs: always the portable loop, AMX where granted, AVX512-BF16 where
+/// the CPU has it.
 fn kernels() -> Vec<Bf16Kernel> {
     let mut k = vec![Bf16Kernel::Portable];
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::amx::bf16_available() {
         k.push(Bf16Kernel::Amx);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512_available() {
+        k.push(Bf16Kernel::Avx512);
     }
     k
 }

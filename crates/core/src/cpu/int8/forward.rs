@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{dequantize, gemm_u8i8, AffineU8, Int8Kernel, PackedInt8};
+use super::{dequantize, gemm_u8i8, gemm_u8i8_image, AffineU8, ImageRows, Int8Kernel, PackedInt8};
 use crate::cpu::conv::{im2col, par_new, Conv2dGeometry};
 use crate::cpu::conv_direct::max_pool_rows;
 use crate::cpu::elementwise::Activation;
@@ -172,6 +172,15 @@ pub fn conv2d_int8_max_pool(
     let image = g.in_h * g.in_w * g.in_c;
     let (pixels, kp, ldc) = (g.out_h * g.out_w, w.padded_depth(), w.padded_width());
     let failed = std::sync::OnceLock::new();
+    // No padding and every window inside the image: the GEMM can read the image's rows.
+    let fits = |out: usize, stride: usize, k: usize, dil: usize, len: usize| (out - 1) * stride + (k - 1) * dil < len;
+    let windows_inside = g.pad_top == 0
+        && g.pad_left == 0
+        && g.dil_w == 1
+        && g.out_h > 0
+        && g.out_w > 0
+        && fits(g.out_h, g.stride_h, g.k_h, g.dil_h, g.in_h)
+        && fits(g.out_w, g.stride_w, g.k_w, g.dil_w, g.in_w);
     let block = |img0: usize, images: usize, used: usize, yb: &mut [f32]| {
         let (rows, pooled) = (images * used, yb.len() / (images * w.n));
         // The block quantizes its own images, into the end of its patch scratch: no pass over
@@ -190,10 +199,12 @@ pub fn conv2d_int8_max_pool(
                 }
                 quant[i].quantize_into(img, q);
             }
-            for (i, a_img) in a.chunks_exact_mut(used * kp).enumerate() {
-                im2col(xq, g, i * pixels, used, kp, a_img, 0, |_| quant[i].zero_point);
+            if !(windows_inside && gemm_on_images(kernel, xq, g, images, used, w, c)) {
+                for (i, a_img) in a.chunks_exact_mut(used * kp).enumerate() {
+                    im2col(xq, g, i * pixels, used, kp, a_img, 0, |_| quant[i].zero_point);
+                }
+                gemm_u8i8(kernel, a, rows, w, c);
             }
-            gemm_u8i8(kernel, a, rows, w, c);
             if matches!(act, Activation::Relu | Activation::Linear) {
                 max_pool_sums(c, ldc, g, pool, images);
                 dequantize(c, w, |r| quant[r / pooled], bias, act, yb);
@@ -206,6 +217,37 @@ pub fn conv2d_int8_max_pool(
     };
     let y = conv_max_pooled(g, pool, kp + 4 * ldc, "int8 conv2d output", block)?;
     failed.into_inner().map_or(Ok(y), Err)
+}
+
+/// The sums of the first `used` output pixels (whole output rows) of each of `images`
+/// quantized images `xq` into `c`, the GEMM reading the kernel's rows from the images
+/// ([`gemm_u8i8_image`], one call per output row); `false`, with nothing written, where the
+/// kernel cannot. The caller checked that every window lies inside its image, unpadded.
+fn gemm_on_images(
+    kernel: Int8Kernel,
+    xq: &[u8],
+    g: &Conv2dGeometry,
+    images: usize,
+    used: usize,
+    w: &PackedInt8,
+    c: &mut [i32],
+) -> bool {
+    let (image, row_bytes, ldc) = (g.in_h * g.in_w * g.in_c, g.in_w * g.in_c, w.padded_width());
+    for i in 0..images {
+        for oy in 0..used / g.out_w {
+            let rows = ImageRows {
+                start: i * image + oy * g.stride_h * row_bytes,
+                pixel_stride: g.stride_w * g.in_c,
+                row_stride: g.dil_h * row_bytes,
+                kh: g.k_h,
+            };
+            let first = (i * used + oy * g.out_w) * ldc;
+            if !gemm_u8i8_image(kernel, xq, &rows, g.out_w, w, &mut c[first..]) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Max pools the `i32` sums of `images` images in place (rows of `ldc`, each image's first

@@ -160,6 +160,11 @@ impl AffineU8 {
     /// Quantizes `x` into the first `x.len()` bytes of `out`.
     pub fn quantize_into(&self, x: &[f32], out: &mut [u8]) {
         #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { x86::quantize_avx512(x, self.inverse, self.zero_point as f32 + 0.5, out) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
             return unsafe { self.quantize_into_avx2(x, out) };
@@ -333,13 +338,16 @@ pub fn gemm_u8i8(kernel: Int8Kernel, a: &[u8], m: usize, w: &PackedInt8, c: &mut
                 let done =
                     crate::cpu::amx::gemm_tiles(crate::cpu::amx::TileOp::U8I8, a.as_ptr(), m, lda, wp, steps, cp, ldc);
                 let (a, c) = (a.as_ptr().add(done * lda), c.as_mut_ptr().add(done * ldc));
-                x86::gemm_vnni(a, m - done, lda, w.data.as_ptr(), groups, c, ldc);
+                x86::gemm_vnni(x86::Lhs::matrix(a, lda), m - done, w.data.as_ptr(), groups, c, ldc);
             }
         }
         #[cfg(target_arch = "x86_64")]
         Int8Kernel::Vnni | Int8Kernel::Amx if Int8Kernel::Vnni.supported() => {
             // SAFETY: the CPU has the features (checked); the asserts bound every access.
-            unsafe { x86::gemm_vnni(a.as_ptr(), m, lda, w.data.as_ptr(), groups, c.as_mut_ptr(), ldc) }
+            unsafe {
+                let lhs = x86::Lhs::matrix(a.as_ptr(), lda);
+                x86::gemm_vnni(lhs, m, w.data.as_ptr(), groups, c.as_mut_ptr(), ldc)
+            }
         }
         #[cfg(target_arch = "x86_64")]
         Int8Kernel::Avx2 if kernel.supported() => {
@@ -347,6 +355,59 @@ pub fn gemm_u8i8(kernel: Int8Kernel, a: &[u8], m: usize, w: &PackedInt8, c: &mut
             unsafe { x86::gemm_avx2(a.as_ptr(), m, lda, w.data.as_ptr(), groups, c.as_mut_ptr(), ldc) }
         }
         _ => gemm_portable(a, m, lda, &w.data, groups, c, ldc),
+    }
+}
+
+/// Rows of a convolution's patch matrix read straight from a quantized NHWC image, for
+/// [`gemm_u8i8_image`]: row `i` (output pixel `i` of a run along an output row) holds the
+/// kernel's `kh` rows of `kw * in_c` bytes, the first at `start + i * pixel_stride`, the
+/// others `row_stride` apart.
+pub struct ImageRows {
+    pub start: usize,
+    pub pixel_stride: usize,
+    pub row_stride: usize,
+    pub kh: usize,
+}
+
+/// [`gemm_u8i8`] over `m` rows of `rows` (no patch matrix), or `false` without touching `c` where
+/// the kernel has no such path (only VNNI reads images: AMX tiles load whole rows) or the
+/// kernel rows are not whole groups of [`KG`] bytes.
+pub fn gemm_u8i8_image(
+    kernel: Int8Kernel,
+    image: &[u8],
+    rows: &ImageRows,
+    m: usize,
+    w: &PackedInt8,
+    c: &mut [i32],
+) -> bool {
+    let (groups, ldc) = (w.padded_depth() / KG, w.padded_width());
+    if kernel != Int8Kernel::Vnni || !kernel.supported() || m == 0 || rows.kh == 0 {
+        return false;
+    }
+    let run = w.k / rows.kh;
+    if w.padded_depth() != w.k || !w.k.is_multiple_of(rows.kh) || !run.is_multiple_of(KG) {
+        return false;
+    }
+    let last = rows.start + (m - 1) * rows.pixel_stride + (rows.kh - 1) * rows.row_stride + run;
+    assert!(last <= image.len(), "gemm_u8i8_image: rows outside the image");
+    assert!(c.len() >= m * ldc, "gemm_u8i8_image: dst too short");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has VNNI (checked); the asserts bound every byte read and every row
+    // written, and `groups` (= kh * run / KG) is a multiple of `kh`.
+    unsafe {
+        let lhs = x86::Lhs {
+            a: image.as_ptr().add(rows.start),
+            lda: rows.pixel_stride,
+            segs: rows.kh,
+            seg_stride: rows.row_stride,
+        };
+        x86::gemm_vnni(lhs, m, w.data.as_ptr(), groups, c.as_mut_ptr(), ldc);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (groups, image, c);
+        false
     }
 }
 

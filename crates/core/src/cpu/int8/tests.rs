@@ -62,6 +62,40 @@ fn activations_keep_zero_exact() {
     assert!(AffineU8::of(&[f32::INFINITY]).is_err());
 }
 
+/// The vector quantizers give the scalar `quantize` byte for byte: values past both ends of the
+/// range (clamped), on .5 boundaries, and lengths that leave every tail size.
+#[test]
+fn vector_quantizers_match_the_scalar_one() {
+    let q = AffineU8::of(&[-1.5, 2.5]).unwrap();
+    let mut x = values(300, 11);
+    x.iter_mut().step_by(7).for_each(|v| *v *= 4.0);
+    // Values that land exactly on .5 after the affine map.
+    x.extend((0..40).map(|i| (i as f32 - q.zero_point as f32) / q.inverse));
+    let want: Vec<u8> = x.iter().map(|&v| q.quantize(v)).collect();
+    assert!(want.contains(&0) && want.contains(&255));
+    let offset = q.zero_point as f32 + 0.5;
+    for n in [0, 1, 15, 16, 17, 63, 64, 65, 130, x.len()] {
+        let mut got = vec![7u8; n];
+        q.quantize_into(&x[..n], &mut got);
+        assert_eq!(got, want[..n], "quantize_into, {n} values");
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                let mut got = vec![7u8; n];
+                // SAFETY: the features are checked just above.
+                unsafe { super::x86::quantize_avx2(&x[..n], q.inverse, offset, &mut got) };
+                assert_eq!(got, want[..n], "avx2, {n} values");
+            }
+            if is_x86_feature_detected!("avx512f") {
+                let mut got = vec![7u8; n];
+                // SAFETY: the features are checked just above.
+                unsafe { super::x86::quantize_avx512(&x[..n], q.inverse, offset, &mut got) };
+                assert_eq!(got, want[..n], "avx512, {n} values");
+            }
+        }
+    }
+}
+
 #[test]
 fn every_kernel_computes_the_exact_integer_product() {
     for &(m, k, n) in &[
@@ -197,17 +231,23 @@ type Pooled<'a> = &'a dyn Fn(&[f32], &Conv2dGeometry, &[f32], &[f32], Activation
 /// blocks, activations fused and not, and a NaN bias channel (NaN must reach the output).
 pub(crate) fn check_pooled_equals_conv_then_pool(conv: Conv, pooled: Pooled) {
     use crate::cpu::pool::{max_pool2d_values, Pool2dGeometry};
-    let (c, o) = (5, 19);
-    for (batch, h, wd, padding, pool) in [
-        (7, 11, 9, Padding::Valid, [2, 2]),
-        (3, 8, 10, Padding::Same, [3, 2]),
-        (1, 6, 6, Padding::Valid, [1, 4]),
+    let o = 19;
+    for (batch, h, wd, c, strides, dil, padding, pool) in [
+        (7, 11, 9, 5, [1, 1], [1, 1], Padding::Valid, [2, 2]),
+        (3, 8, 10, 5, [1, 1], [1, 1], Padding::Same, [3, 2]),
+        (1, 6, 6, 5, [1, 1], [1, 1], Padding::Valid, [1, 4]),
+        // Kernel rows of whole 4-byte groups, unpadded: int8 VNNI reads the images directly,
+        // with strides and a row dilation (a column dilation takes the patch matrix).
+        (5, 13, 12, 8, [1, 1], [1, 1], Padding::Valid, [2, 2]),
+        (3, 15, 14, 4, [2, 1], [2, 1], Padding::Valid, [2, 3]),
+        (2, 12, 17, 32, [1, 2], [1, 1], Padding::Valid, [2, 2]),
+        (2, 12, 17, 4, [1, 1], [1, 2], Padding::Valid, [2, 2]),
     ] {
         let x: Vec<f32> = values(batch * h * wd * c, 3).iter().map(|v| v - 0.2).collect();
         let w = values(3 * 3 * c * o, 4);
         let mut bias = values(o, 5);
         bias[7] = f32::NAN;
-        let g = Conv2dGeometry::new(&[batch, h, wd, c], &[3, 3, c, o], [1, 1], [1, 1], padding).unwrap();
+        let g = Conv2dGeometry::new(&[batch, h, wd, c], &[3, 3, c, o], strides, dil, padding).unwrap();
         for act in [Activation::Relu, Activation::Linear, Activation::Tanh] {
             let y = conv(&x, &g, &w, &bias, act);
             let pg = Pool2dGeometry::new(&[batch, g.out_h, g.out_w, o], pool, pool, Padding::Valid).unwrap();

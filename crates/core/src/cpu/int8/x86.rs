@@ -3,8 +3,9 @@
 //! registers across the whole reduction.
 //!
 //! Safety contract of the `gemm_*` entry points: the CPU has the named features; `a` holds `m`
-//! rows of `lda` bytes; `w` holds `ldc / NR` panels of `groups` groups (`lda == groups * KG`);
-//! `c` holds `m` rows of `ldc` values.
+//! rows of `lda` bytes (for [`gemm_vnni`]: of `groups * KG` reduction values where its [`Lhs`]
+//! places them); `w` holds `ldc / NR` panels of `groups` groups (`lda == groups * KG`); `c`
+//! holds `m` rows of `ldc` values.
 
 use std::arch::x86_64::*;
 
@@ -18,18 +19,36 @@ const NP_VNNI: usize = 4;
 /// Rows per AVX2 tile: 4 rows x 2 half-panel registers = 8 of the 16 registers.
 const MR_AVX2: usize = 4;
 
+/// Where the rows of the activations are. Row `i`'s reduction values are `segs` runs of
+/// `groups / segs * KG` contiguous bytes, run `s` at `a + i * lda + s * seg_stride`: a plain
+/// matrix is one run (`segs = 1`), and a convolution reads its quantized image directly as one
+/// run per kernel row (each `kw * in_c` bytes long, `lda` = the pixel stride), with no patch
+/// matrix.
+#[derive(Clone, Copy)]
+pub(super) struct Lhs {
+    pub a: *const u8,
+    pub lda: usize,
+    pub segs: usize,
+    pub seg_stride: usize,
+}
+
+impl Lhs {
+    /// A plain row-major matrix with rows `lda` bytes apart.
+    pub fn matrix(a: *const u8, lda: usize) -> Lhs {
+        Lhs {
+            a,
+            lda,
+            segs: 1,
+            seg_stride: 0,
+        }
+    }
+}
+
 /// AVX-512 VNNI: `vpdpbusd` multiplies 4 `u8` activations (broadcast) by 4 `i8` weights of
-/// each of 16 columns and adds the four products into the column's lane.
+/// each of 16 columns and adds the four products into the column's lane. `groups` must be a
+/// multiple of `a.segs`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn gemm_vnni(
-    a: *const u8,
-    m: usize,
-    lda: usize,
-    w: *const i8,
-    groups: usize,
-    c: *mut i32,
-    ldc: usize,
-) {
+pub(super) unsafe fn gemm_vnni(a: Lhs, m: usize, w: *const i8, groups: usize, c: *mut i32, ldc: usize) {
     // SAFETY: the module contract; every offset below stays inside the operands.
     unsafe {
         let panels = ldc / NR;
@@ -41,14 +60,20 @@ pub(super) unsafe fn gemm_vnni(
             let mut i = 0;
             while i < m {
                 let mr = (m - i).min(MR_VNNI);
-                let (ap, cp) = (a.add(i * lda), c.add(i * ldc + p * NR));
+                let (ap, cp) = (
+                    Lhs {
+                        a: a.a.add(i * a.lda),
+                        ..a
+                    },
+                    c.add(i * ldc + p * NR),
+                );
                 macro_rules! tile {
                     ($($r:literal),*) => {
                         match (mr, np) {
-                            $(($r, 4) => vnni_tile::<$r, 4>(ap, lda, wp, panel_bytes, groups, cp, ldc),
-                              ($r, 3) => vnni_tile::<$r, 3>(ap, lda, wp, panel_bytes, groups, cp, ldc),
-                              ($r, 2) => vnni_tile::<$r, 2>(ap, lda, wp, panel_bytes, groups, cp, ldc),
-                              ($r, _) => vnni_tile::<$r, 1>(ap, lda, wp, panel_bytes, groups, cp, ldc),)*
+                            $(($r, 4) => vnni_tile::<$r, 4>(ap, wp, panel_bytes, groups, cp, ldc),
+                              ($r, 3) => vnni_tile::<$r, 3>(ap, wp, panel_bytes, groups, cp, ldc),
+                              ($r, 2) => vnni_tile::<$r, 2>(ap, wp, panel_bytes, groups, cp, ldc),
+                              ($r, _) => vnni_tile::<$r, 1>(ap, wp, panel_bytes, groups, cp, ldc),)*
                             _ => unreachable!("mr <= MR_VNNI"),
                         }
                     };
@@ -63,8 +88,7 @@ pub(super) unsafe fn gemm_vnni(
 
 #[inline(always)]
 unsafe fn vnni_tile<const MR: usize, const NP: usize>(
-    a: *const u8,
-    lda: usize,
+    a: Lhs,
     w: *const i8,
     panel_bytes: usize,
     groups: usize,
@@ -74,15 +98,19 @@ unsafe fn vnni_tile<const MR: usize, const NP: usize>(
     // SAFETY: the module contract; every offset below stays inside the operands.
     unsafe {
         let mut acc = [[_mm512_setzero_si512(); NP]; MR];
-        for g in 0..groups {
-            let mut wv = [_mm512_setzero_si512(); NP];
-            for (p, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_si512(w.add(p * panel_bytes + g * NR * KG) as *const __m512i);
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_epi32((a.add(r * lda + g * KG) as *const i32).read_unaligned());
-                for (s, v) in row.iter_mut().zip(&wv) {
-                    *s = _mm512_dpbusd_epi32(*s, av, *v);
+        let run = groups / a.segs.max(1);
+        for s in 0..a.segs {
+            let (a_run, w_run) = (a.a.add(s * a.seg_stride), w.add(s * run * NR * KG));
+            for g in 0..run {
+                let mut wv = [_mm512_setzero_si512(); NP];
+                for (p, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(w_run.add(p * panel_bytes + g * NR * KG) as *const __m512i);
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_epi32((a_run.add(r * a.lda + g * KG) as *const i32).read_unaligned());
+                    for (s, v) in row.iter_mut().zip(&wv) {
+                        *s = _mm512_dpbusd_epi32(*s, av, *v);
+                    }
                 }
             }
         }
@@ -158,6 +186,39 @@ unsafe fn avx2_tile<const MR: usize>(a: *const i16, lda: usize, w: *const i8, gr
             let sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(row[0], row[1]), 0b11_01_10_00);
             _mm256_storeu_si256(c.add(r * ldc) as *mut __m256i, sums);
         }
+    }
+}
+
+/// [`quantize_avx2`] on AVX-512: 64 values a step, each vector of `i32` narrowed to bytes by one
+/// `vpmovdb` (the values are already in 0..=255), with no pack and permute.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn quantize_avx512(x: &[f32], inverse: f32, offset: f32, out: &mut [u8]) {
+    let n = x.len().min(out.len());
+    let (inv, off) = (_mm512_set1_ps(inverse), _mm512_set1_ps(offset));
+    let (lo, hi) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
+    let mut i = 0;
+    // SAFETY: every load reads x[i..i + 16 * (j + 1)] and every store writes the same range of
+    // `out`, within the first n values.
+    unsafe {
+        let q = |p: *const f32, o: *mut u8| {
+            // Multiply then add, rounded twice as the scalar form is.
+            let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p), inv), off);
+            let ints = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+            _mm_storeu_si128(o as *mut __m128i, _mm512_cvtepi32_epi8(ints));
+        };
+        while i + 64 <= n {
+            for j in 0..4 {
+                q(x.as_ptr().add(i + 16 * j), out.as_mut_ptr().add(i + 16 * j));
+            }
+            i += 64;
+        }
+        while i + 16 <= n {
+            q(x.as_ptr().add(i), out.as_mut_ptr().add(i));
+            i += 16;
+        }
+    }
+    for j in i..n {
+        out[j] = (x[j] * inverse + offset).clamp(0.0, 255.0) as u8;
     }
 }
 

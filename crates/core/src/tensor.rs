@@ -347,6 +347,13 @@ impl Tensor {
 
     /// Errors if any value is NaN or infinite (`what` names the tensor in the message).
     pub fn check_finite(&self, what: &str) -> Result<()> {
+        // A branch-free OR over blocks vectorises; `position` stops per element and does not
+        // (it was 2% of an int8 convnet predict, on the serial part before the parallel work).
+        let non_finite = |v: &f32| u32::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000);
+        let clean = |block: &[f32]| block.iter().fold(0, |any, v| any | non_finite(v)) == 0;
+        if self.data().chunks(1024).all(clean) {
+            return Ok(());
+        }
         if let Some(i) = self.data().iter().position(|v| !v.is_finite()) {
             return Err(Error::Invalid(format!(
                 "{what} contains a non-finite value ({}) at flat index {i}; expected only finite numbers",
@@ -360,6 +367,24 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::Tensor;
+
+    #[test]
+    fn check_finite_finds_every_non_finite_value_and_passes_extremes() {
+        let n = 3000;
+        let mut data: Vec<f32> = (0..n).map(|i| i as f32 - 1500.0).collect();
+        data[5] = f32::MAX;
+        data[6] = -f32::MAX;
+        data[7] = f32::MIN_POSITIVE / 4.0; // a denormal
+        Tensor::new(data.clone(), &[n]).unwrap().check_finite("x").unwrap();
+        for at in [0, 1023, 1024, 2500, n - 1] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut d = data.clone();
+                d[at] = bad;
+                let err = Tensor::new(d, &[n]).unwrap().check_finite("x").unwrap_err();
+                assert!(err.to_string().contains(&format!("flat index {at}")), "{err}");
+            }
+        }
+    }
 
     #[test]
     fn into_vec_moves_a_sole_buffer_and_copies_a_shared_one() {

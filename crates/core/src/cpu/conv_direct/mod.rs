@@ -609,14 +609,18 @@ unsafe fn tile_pooled<V: Lanes, const PX: usize, const NV: usize>(
     }
 }
 
-/// One output row: channel blocks of up to `NVMAX` vectors, pixel tiles of up to `PXMAX`
-/// (the last tile of the row takes the remainder).
+/// Row kernels: channel blocks of up to `NVMAX` vectors, pixel tiles of up to `PXMAX` pixels,
+/// each tile a whole number of `GROUP`-pixel groups, run by `$tiles!` (the last tile of the row
+/// takes what is left). `GROUP` is 1 for one convolution row ([`tile`]; pixel `p` written at
+/// `y + p * o`) and 2 for two rows pooled 2x2 ([`tile_pooled`]; `out_w / 2` pooled pixels,
+/// `out_w` even).
 macro_rules! row_kernel {
-    ($name:ident, $feat:literal, $v:ty, $nvmax:literal, [$($nv:literal => $pxmax:literal),*]) => {
+    ($name:ident, $feat:literal, $v:ty, $tiles:ident, group $group:literal, $nvmax:literal,
+     [$($nv:literal => $pxmax:literal),*]) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feat)]
         unsafe fn $name(plan: &Plan, x_row: usize, out_w: usize, o: usize, relu: bool, y: *mut f32) {
-            // SAFETY: as for `tile`; the caller checked the features.
+            // SAFETY: as for `tile` / `tile_pooled`; the caller checked the features.
             unsafe {
                 let lanes = <$v as Lanes>::L;
                 let mut co = 0;
@@ -625,11 +629,11 @@ macro_rules! row_kernel {
                     match nv {
                         $($nv => {
                             let mut ow = 0;
-                            while ow < out_w {
-                                let px = (out_w - ow).min($pxmax);
+                            while (out_w - ow) / $group > 0 {
+                                let px = (out_w - ow).min($pxmax) / $group * $group;
                                 let x0 = x_row + ow * plan.px_stride;
-                                let yo = y.add(ow * o + co);
-                                seq_macro_px!($v, $nv, px, plan, x0, co, o, relu, yo);
+                                let yo = y.add(ow / $group * o + co);
+                                $tiles!($v, $nv, px, plan, x0, co, o, relu, yo);
                                 ow += px;
                             }
                         })*
@@ -642,47 +646,20 @@ macro_rules! row_kernel {
     };
 }
 
-/// Two output rows pooled 2x2 ([`tile_pooled`]): `out_w` (even) pixels of the row whose
-/// windows start at `x_row` and of the row below, `out_w / 2` pooled pixels written to `y`;
-/// channel blocks of up to `NVMAX` vectors, pixel tiles of up to `PXMAX` (even).
-macro_rules! pooled_row_kernel {
-    ($name:ident, $feat:literal, $v:ty, $nvmax:literal, [$($nv:literal => $pxmax:literal),*]) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $feat)]
-        unsafe fn $name(plan: &Plan, x_row: usize, out_w: usize, o: usize, relu: bool, y: *mut f32) {
-            // SAFETY: as for `tile_pooled`; the caller checked the features.
-            unsafe {
-                let lanes = <$v as Lanes>::L;
-                let mut co = 0;
-                while co < o {
-                    let nv = ((o - co).div_ceil(lanes)).min($nvmax);
-                    match nv {
-                        $($nv => {
-                            let mut ow = 0;
-                            while ow + 1 < out_w {
-                                let px = (out_w - ow).min($pxmax) & !1;
-                                let x0 = x_row + ow * plan.px_stride;
-                                let yo = y.add(ow / 2 * o + co);
-                                match px {
-                                    2 => tile_pooled::<$v, 2, $nv>(plan, x0, co, o, relu, yo),
-                                    4 => tile_pooled::<$v, 4, $nv>(plan, x0, co, o, relu, yo),
-                                    6 => tile_pooled::<$v, 6, $nv>(plan, x0, co, o, relu, yo),
-                                    _ => tile_pooled::<$v, 8, $nv>(plan, x0, co, o, relu, yo),
-                                }
-                                ow += px;
-                            }
-                        })*
-                        _ => unreachable!("nv is in 1..=NVMAX"),
-                    }
-                    co += nv * lanes;
-                }
-            }
+/// Calls `tile_pooled::<V, px, NV>` for a run-time even `px` in 2..=8.
+macro_rules! pooled_tiles {
+    ($v:ty, $nv:literal, $px:expr, $($arg:expr),*) => {
+        match $px {
+            2 => tile_pooled::<$v, 2, $nv>($($arg),*),
+            4 => tile_pooled::<$v, 4, $nv>($($arg),*),
+            6 => tile_pooled::<$v, 6, $nv>($($arg),*),
+            _ => tile_pooled::<$v, 8, $nv>($($arg),*),
         }
     };
 }
 
 /// Calls `tile::<V, px, NV>` for a run-time `px` in 1..=8.
-macro_rules! seq_macro_px {
+macro_rules! tiles {
     ($v:ty, $nv:literal, $px:expr, $($arg:expr),*) => {
         match $px {
             1 => tile::<$v, 1, $nv>($($arg),*),
@@ -701,11 +678,11 @@ macro_rules! seq_macro_px {
 // 8 pixels when fewer channel vectors are live. AVX2 has 16: 2 x 6 + 2 + 1.
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{__m256, __m512};
-row_kernel!(row_avx512, "avx512f", __m512, 4, [4 => 6, 3 => 7, 2 => 8, 1 => 8]);
-row_kernel!(row_avx2, "avx2,fma", __m256, 2, [2 => 6, 1 => 8]);
+row_kernel!(row_avx512, "avx512f", __m512, tiles, group 1, 4, [4 => 6, 3 => 7, 2 => 8, 1 => 8]);
+row_kernel!(row_avx2, "avx2,fma", __m256, tiles, group 1, 2, [2 => 6, 1 => 8]);
 // Two rows: 2 x PX x NV accumulators + NV kernel vectors + 1 broadcast.
-pooled_row_kernel!(pooled_rows_avx512, "avx512f", __m512, 4, [4 => 2, 3 => 4, 2 => 6, 1 => 8]);
-pooled_row_kernel!(pooled_rows_avx2, "avx2,fma", __m256, 2, [2 => 2, 1 => 4]);
+row_kernel!(pooled_rows_avx512, "avx512f", __m512, pooled_tiles, group 2, 4, [4 => 2, 3 => 4, 2 => 6, 1 => 8]);
+row_kernel!(pooled_rows_avx2, "avx2,fma", __m256, pooled_tiles, group 2, 2, [2 => 2, 1 => 4]);
 
 #[cfg(test)]
 mod tests;

@@ -95,7 +95,7 @@ pub struct RnnSpec {
 }
 
 impl RnnSpec {
-    fn g(&self) -> usize {
+    pub(crate) fn g(&self) -> usize {
         self.cell.gates() * self.units
     }
     fn input_time(&self, step: usize) -> usize {
@@ -146,6 +146,18 @@ pub struct RnnInputs<'a> {
     pub mask: Option<&'a [f32]>,
     /// `recurrent` quantized for int8 inference (`model.quantize`): `h·U` per step in int8.
     pub recurrent_int8: Option<&'a crate::cpu::int8::PackedInt8>,
+    /// The input projection as a lookup (an Embedding feeding the layer, in inference): each
+    /// step reads its `x·W + b` as a table row, and `x` is not read.
+    pub embedded: Option<Embedded<'a>>,
+}
+
+/// Token ids and the input projection of every token, for [`RnnInputs::embedded`].
+#[derive(Clone, Copy)]
+pub struct Embedded<'a> {
+    /// `[batch, time]` row indices of `table`.
+    pub ids: &'a [u32],
+    /// `[vocabulary, G*u]`: `embeddings · W + b`.
+    pub table: &'a [f32],
 }
 
 /// What the backward pass needs from the forward pass (all indexed by input time).
@@ -452,6 +464,14 @@ fn project(spec: &RnnSpec, x: &[f32], kernel: &[f32], bias: Option<&[f32]>, gate
     );
 }
 
+/// `embeddings · W + b` for every row of an embedding table `[vocabulary, input]`: the input
+/// projection of every token, for [`Embedded`].
+pub fn projection_table(spec: &RnnSpec, embeddings: &[f32], kernel: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let mut table = vec![0.0; embeddings.len() / spec.input.max(1) * spec.g()];
+    project(spec, embeddings, kernel, bias, &mut table, true);
+    table
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward
 
@@ -469,6 +489,8 @@ struct FwdChunk<'a> {
     h: &'a mut [f32],
     c: &'a mut [f32],
     mask: Option<&'a [f32]>,
+    /// With [`RnnInputs::embedded`]: the chunk's token ids `[rows, time]`.
+    ids: &'a [u32],
 }
 
 /// Runs the recurrence over the whole sequence.
@@ -477,8 +499,14 @@ pub fn rnn_forward(spec: &RnnSpec, inp: &RnnInputs) -> RnnForward {
     let (lstm, gru, keep) = (spec.cell == Cell::Lstm, spec.cell == Cell::Gru, spec.keep_tape);
     let keep_pre = keep && spec.keeps_pre();
     let buf = |len: usize, on: bool| if on { take(len, false) } else { Vec::new() };
+    // Looked-up projections are for inference, whose gate buffer only carries the projection.
+    let embedded = inp.embedded;
+    assert!(
+        embedded.is_none() || !keep,
+        "rnn: a looked-up input projection keeps no tape"
+    );
     let mut tape = RnnTape {
-        gates: buf(b * t * g, true),
+        gates: buf(b * t * g, embedded.is_none()),
         pre: buf(b * t * g, keep_pre),
         hprev: buf(b * t * u, keep),
         cprev: buf(b * t * u, lstm && keep),
@@ -499,7 +527,7 @@ pub fn rnn_forward(spec: &RnnSpec, inp: &RnnInputs) -> RnnForward {
         Vec::new()
     };
     let (rows, n, per_chunk) = chunking(b);
-    if !per_chunk {
+    if !per_chunk && embedded.is_none() {
         project(spec, inp.x, inp.kernel, inp.bias, &mut tape.gates, true);
     }
     let mut chunks: Vec<FwdChunk> = Vec::with_capacity(n);
@@ -516,6 +544,10 @@ pub fn rnn_forward(spec: &RnnSpec, inp: &RnnInputs) -> RnnForward {
         let mut hs = split_mut(&mut h, u, rows, n);
         let mut cs = split_mut(&mut c, u, rows, n);
         let mut masks = split(inp.mask, t, rows, n);
+        let mut ids: std::vec::IntoIter<&[u32]> = match embedded {
+            Some(e) => e.ids.chunks(t * rows).collect::<Vec<_>>().into_iter(),
+            None => vec![&[][..]; n].into_iter(),
+        };
         let e = "every buffer splits into n chunks";
         for _ in 0..n {
             chunks.push(FwdChunk {
@@ -531,6 +563,7 @@ pub fn rnn_forward(spec: &RnnSpec, inp: &RnnInputs) -> RnnForward {
                 h: hs.next().expect(e),
                 c: cs.next().expect(e),
                 mask: masks.next().expect(e),
+                ids: ids.next().expect(e),
             });
         }
     }
@@ -544,7 +577,7 @@ multiversion!(forward_chunk => forward_chunk_impl(spec: &RnnSpec, inp: &RnnInput
 
 #[inline(always)]
 fn forward_chunk_impl<const FMA: bool>(spec: &RnnSpec, inp: &RnnInputs, per_chunk: bool, mut ch: FwdChunk) {
-    if per_chunk {
+    if per_chunk && inp.embedded.is_none() {
         project(spec, ch.x, inp.kernel, inp.bias, ch.gates, false);
     }
     with_activations!(
@@ -579,6 +612,12 @@ fn forward_steps<const KEEP: bool>(
     let rows = ch.h.len() / u;
     // Scratch for h·U, and GRU's recurrent bias (zeros without bias), allocated once per chunk.
     let mut r = vec![0.0; rows * g];
+    // A looked-up projection is copied here (the cell step overwrites its gates).
+    let mut looked_up = if inp.embedded.is_some() {
+        vec![0.0; g]
+    } else {
+        Vec::new()
+    };
     let b_rec = match bias {
         Some(b) if spec.cell == Cell::Gru => b[g..].to_vec(),
         _ => vec![0.0; g],
@@ -605,7 +644,10 @@ fn forward_steps<const KEEP: bool>(
         }
         if s + 1 < t {
             let next = spec.input_time(s + 1);
-            prefetch(ch.gates, (0..rows).map(|j| (j * t + next) * g), g);
+            match inp.embedded {
+                Some(e) => prefetch(e.table, (0..rows).map(|j| ch.ids[j * t + next] as usize * g), g),
+                None => prefetch(ch.gates, (0..rows).map(|j| (j * t + next) * g), g),
+            }
         }
         // For a few rows, `U` streams through registers from the panels packed above; else
         // `sgemm` (not `gemm_strided`: its small-row path also skips the `gemm` crate's
@@ -624,7 +666,14 @@ fn forward_steps<const KEEP: bool>(
             let h = &mut ch.h[j * u..(j + 1) * u];
             if keep {
                 let at = (j * t + ti) * g;
-                let gates = &mut ch.gates[at..at + g];
+                let gates = match inp.embedded {
+                    Some(e) => {
+                        let id = ch.ids[j * t + ti] as usize * g;
+                        looked_up.copy_from_slice(&e.table[id..id + g]);
+                        &mut looked_up[..]
+                    }
+                    None => &mut ch.gates[at..at + g],
+                };
                 let pre = if KEEP { &mut ch.pre[at..at + g] } else { &mut [][..] };
                 let rj = &r[j * g..(j + 1) * g];
                 let su = (j * t + ti) * u..(j * t + ti + 1) * u;

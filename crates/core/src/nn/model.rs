@@ -526,8 +526,10 @@ impl Model {
         Ok((outs, tapped))
     }
 
-    /// Inference peephole: when node `n` (one unmasked input) feeds only node `n + 1`, a plain
-    /// max pooling, the pooled value from `n`'s fused kernel if it has one for this call.
+    /// Inference peephole: when node `n` (one unmasked input) feeds only node `n + 1`, the value
+    /// of `n + 1` from one fused kernel if there is one for this call: `n`'s kernel max-pooled
+    /// when `n + 1` is a plain max pooling, or `n + 1` folding the lookup of `n`, an Embedding,
+    /// into its input projection.
     fn fused_with_next(
         &self,
         n: usize,
@@ -543,12 +545,17 @@ impl Model {
         if !only_consumer || xs.len() != 1 || masks.iter().any(Option::is_some) {
             return Ok(None);
         }
-        let Some(pool) = self.layers[next.layer].read().plain_max_pool() else {
+        let (this, next) = (self.nodes[n].layer, next.layer);
+        if let Some(pool) = self.layers[next].read().plain_max_pool() {
+            return self.layers[this].read().forward_max_pooled(&xs[0], pool, ctx);
+        }
+        // Both layers are read at once: not when they are one layer (a second read of one
+        // lock can wait on a queued writer forever).
+        if this == next {
             return Ok(None);
-        };
-        self.layers[self.nodes[n].layer]
-            .read()
-            .forward_max_pooled(&xs[0], pool, ctx)
+        }
+        let embedding = self.layers[this].read();
+        self.layers[next].read().forward_embedded(&**embedding, &xs[0], ctx)
     }
 
     /// Runs a single-input, single-output model (`rng` feeds dropout in training mode).

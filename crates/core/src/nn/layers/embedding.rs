@@ -60,6 +60,19 @@ impl CustomOp for GatherOp {
     }
 }
 
+/// An Embedding's lookup, handed to the layer it feeds ([`Layer::embedding_lookup`]).
+pub struct EmbeddingLookup {
+    /// Row of the table for each id, in the ids' order.
+    pub ids: Vec<u32>,
+    /// Shape of the ids.
+    pub shape: Vec<usize>,
+    /// The table `[inputDim, outputDim]`.
+    pub table: Tensor,
+    /// Names the table's current value (its parameter's address and version), for caches of
+    /// values derived from it.
+    pub key: (usize, u64),
+}
+
 /// `Embedding`: float indices of any shape `[b, ...]` -> `[b, ..., outputDim]`.
 pub struct Embedding {
     common: Common,
@@ -142,6 +155,18 @@ impl Layer for Embedding {
             },
             &[&table],
         )
+    }
+    fn embedding_lookup(&self, x: &Tensor) -> Result<Option<EmbeddingLookup>> {
+        let Some(param) = self.embeddings.as_ref().filter(|_| !self.mask_zero && x.rank() > 0) else {
+            return Ok(None);
+        };
+        let what = format!("Embedding '{}'", self.common.name);
+        Ok(Some(EmbeddingLookup {
+            ids: sp::indices(&what, x.host_values()?, self.input_dim)?,
+            shape: x.shape().to_vec(),
+            table: param.get(),
+            key: (std::ptr::from_ref(param) as usize, param.version()),
+        }))
     }
     fn params(&self) -> Vec<&Param> {
         self.embeddings.iter().collect()

@@ -21,6 +21,7 @@ pub use activation::{ActivationLayer, ActivationSpec};
 pub use conv::Conv2dLayer;
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use embedding::EmbeddingLookup;
 pub use pooling::{GlobalAveragePooling2d, Pooling2d};
 pub(crate) use recurrent::BidirectionalMerge;
 pub use reshape::{Flatten, Reshape};
@@ -125,6 +126,19 @@ pub trait Layer: Send + Sync {
     /// 'valid' (what [`Layer::forward_max_pooled`] fuses); `None` for other layers.
     fn plain_max_pool(&self) -> Option<[usize; 2]> {
         None
+    }
+    /// Inference fusion: an Embedding's lookup of `x` (ids checked as `forward` checks them),
+    /// for a following layer that folds the table into its input projection
+    /// ([`Layer::forward_embedded`]). `None` (the default): not an embedding, or one whose
+    /// output carries a mask.
+    fn embedding_lookup(&self, _x: &Tensor) -> Result<Option<EmbeddingLookup>> {
+        Ok(None)
+    }
+    /// Inference fusion: this layer's output for `x` fed through `embedding` (the layer before
+    /// it, its only input), when this layer folds the embedding's lookup into its own input
+    /// for this call; `None` (the default) and the model runs the embedding.
+    fn forward_embedded(&self, _embedding: &dyn Layer, _x: &Tensor, _ctx: &mut ForwardCtx) -> Result<Option<Tensor>> {
+        Ok(None)
     }
 }
 

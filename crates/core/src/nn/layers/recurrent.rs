@@ -11,6 +11,8 @@
 //! forward layer's states then the backward layer's), `x` being `[batch, time, features]`. An
 //! input mask `[batch, time]` makes masked steps keep the previous state (Keras semantics).
 
+use std::sync::{Arc, Mutex};
+
 use serde_json::{json, Value};
 
 use super::dale::{self, Dale};
@@ -28,6 +30,7 @@ use crate::rng::Rng;
 use crate::{ops, Error, Result, Tensor};
 
 mod bidirectional;
+mod embedded;
 mod init;
 use bidirectional::Bidirectional;
 pub(crate) use bidirectional::Merge as BidirectionalMerge;
@@ -109,6 +112,7 @@ impl RnnOp {
             c0: self.c0.as_ref().map(Tensor::data),
             mask: self.mask.as_ref().map(Tensor::data),
             recurrent_int8: None,
+            embedded: None,
         }
     }
 }
@@ -250,6 +254,9 @@ pub struct Rnn {
     bias: Option<Param>,
     /// The recurrent kernel's int8 form (`model.quantize({ mode: 'int8' })`).
     quantized: QuantizedWeights,
+    /// `embeddings·W + b` of the Embedding feeding this layer ([`Rnn::run_embedded`]), with
+    /// the table's key and the kernel and bias versions it was computed from.
+    projection_table: Mutex<Option<(embedded::TableKey, Arc<Vec<f32>>)>>,
 }
 
 fn read_activation(o: &mut Options, key: &'static str, default: &str) -> Result<(String, Activation)> {
@@ -310,6 +317,7 @@ impl Rnn {
             recurrent: None,
             bias: None,
             quantized: QuantizedWeights::default(),
+            projection_table: Mutex::new(None),
         })
     }
 
@@ -433,22 +441,7 @@ impl Rnn {
         if let Some(outputs) = self.run_on_gpu(x, states, mask, bidirectional)? {
             return Ok(outputs);
         }
-        let spec = RnnSpec {
-            cell: self.cell,
-            batch: b,
-            time: t,
-            input: features,
-            units: u,
-            activation: self.activation.1,
-            recurrent_activation: self.recurrent_activation.1,
-            go_backwards: self.go_backwards,
-            return_sequences: self.return_sequences,
-            // Bidirectional reads the backward layer's sequence in input order, and (as Keras
-            // does inside Bidirectional) wants zeros at masked steps.
-            output_in_input_order: bidirectional,
-            zero_masked_outputs: bidirectional && self.return_sequences,
-            keep_tape: true,
-        };
+        let spec = self.spec(b, t, features, bidirectional);
         let recurrent_param = recurrent;
         let (kernel, recurrent) = (kernel.get(), recurrent.get());
         let bias = self.bias.as_ref().map(Param::get);
@@ -483,6 +476,7 @@ impl Rnn {
                 c0: c0.as_ref().map(Tensor::data),
                 mask: mask.map(Tensor::data),
                 recurrent_int8: int8.as_deref(),
+                embedded: None,
             },
         );
         let out_shape = if self.return_sequences {
@@ -522,6 +516,26 @@ impl Rnn {
             Ok(vec![packed])
         } else {
             ops::split(&packed, &shapes)
+        }
+    }
+
+    /// The kernel's sizes and options for a `[b, t, features]` input (with a tape).
+    fn spec(&self, b: usize, t: usize, features: usize, bidirectional: bool) -> RnnSpec {
+        RnnSpec {
+            cell: self.cell,
+            batch: b,
+            time: t,
+            input: features,
+            units: self.units,
+            activation: self.activation.1,
+            recurrent_activation: self.recurrent_activation.1,
+            go_backwards: self.go_backwards,
+            return_sequences: self.return_sequences,
+            // Bidirectional reads the backward layer's sequence in input order, and (as Keras
+            // does inside Bidirectional) wants zeros at masked steps.
+            output_in_input_order: bidirectional,
+            zero_masked_outputs: bidirectional && self.return_sequences,
+            keep_tape: true,
         }
     }
 
@@ -669,6 +683,15 @@ impl Layer for Rnn {
         let outs = self.run(x, states, mask.as_ref(), false, ctx)?;
         ctx.output_masks = Some(self.output_masks(mask.as_ref()));
         Ok(outs)
+    }
+    fn forward_embedded(&self, embedding: &dyn Layer, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Option<Tensor>> {
+        if ctx.training || self.return_state || ctx.mask(0).is_some() {
+            return Ok(None);
+        }
+        match embedding.embedding_lookup(x)? {
+            Some(lookup) => self.run_embedded(&lookup, ctx),
+            None => Ok(None),
+        }
     }
     fn set_precision(&self, precision: Precision) -> bool {
         // int8 only: bf16 has no recurrent kernel (the layer stays f32 and is not counted).

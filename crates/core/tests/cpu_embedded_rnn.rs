@@ -85,6 +85,27 @@ fn folded_embedding_equals_the_layers_one_by_one() {
     assert_eq!(cases, 36);
 }
 
+#[test]
+fn folded_embedding_equals_the_layers_one_by_one_in_bidirectional() {
+    for (cell, merge) in [
+        ("LSTM", "concat"),
+        ("GRU", "sum"),
+        ("SimpleRNN", "mul"),
+        ("LSTM", "ave"),
+    ] {
+        for return_sequences in [false, true] {
+            for (batch, time) in [(1, 6), (5, 19)] {
+                let recurrent = json!({"className": "Bidirectional", "config": {"mergeMode": merge, "layer": {
+                    "className": cell, "config": {"units": 4, "returnSequences": return_sequences}}}});
+                let m = model(time, recurrent);
+                let x = ids(batch, time, (batch + time) as u64);
+                let what = format!("Bidirectional({cell}) {merge} returnSequences={return_sequences} {batch}x{time}");
+                assert_close(&what, &m.predict(&x, batch).unwrap(), &one_by_one(&m, &x));
+            }
+        }
+    }
+}
+
 /// The projection table is cached; a change of the embeddings, the kernel or the bias is seen
 /// by the next predict.
 #[test]

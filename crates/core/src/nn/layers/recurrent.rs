@@ -685,11 +685,8 @@ impl Layer for Rnn {
         Ok(outs)
     }
     fn forward_embedded(&self, embedding: &dyn Layer, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Option<Tensor>> {
-        if ctx.training || self.return_state || ctx.mask(0).is_some() {
-            return Ok(None);
-        }
-        match embedding.embedding_lookup(x)? {
-            Some(lookup) => self.run_embedded(&lookup, ctx),
+        match embedded::foldable_lookup(embedding, x, self.return_state, ctx)? {
+            Some(lookup) => self.run_embedded(&lookup, false, ctx),
             None => Ok(None),
         }
     }

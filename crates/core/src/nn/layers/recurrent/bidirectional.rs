@@ -102,6 +102,16 @@ impl Bidirectional {
         }
     }
 
+    /// The two directions' outputs merged by `mergeMode`.
+    fn merged(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        match self.merge {
+            Merge::Concat => concat_last(a, b),
+            Merge::Sum => ops::add(a, b),
+            Merge::Mul => ops::mul(a, b),
+            Merge::Ave => ops::scale(&ops::add(a, b)?, 0.5),
+        }
+    }
+
     fn run(&self, inputs: &[Tensor], ctx: &mut ForwardCtx) -> Result<Vec<Tensor>> {
         let what = self.what();
         let Some((x, states)) = inputs.split_first() else {
@@ -119,13 +129,7 @@ impl Bidirectional {
         let mask = ctx.mask(0).cloned();
         let mut yf = self.forward.run(x, fs, mask.as_ref(), true, ctx)?;
         let mut yb = self.backward.run(x, bs, mask.as_ref(), true, ctx)?;
-        let (a, b) = (yf.remove(0), yb.remove(0));
-        let y = match self.merge {
-            Merge::Concat => concat_last(&a, &b)?,
-            Merge::Sum => ops::add(&a, &b)?,
-            Merge::Mul => ops::mul(&a, &b)?,
-            Merge::Ave => ops::scale(&ops::add(&a, &b)?, 0.5)?,
-        };
+        let y = self.merged(&yf.remove(0), &yb.remove(0))?;
         let mut outs = vec![y];
         outs.extend(yf);
         outs.extend(yb);
@@ -177,6 +181,18 @@ impl Layer for Bidirectional {
     }
     fn call(&self, inputs: &[Tensor], ctx: &mut ForwardCtx) -> Result<Vec<Tensor>> {
         self.run(inputs, ctx)
+    }
+    fn forward_embedded(&self, embedding: &dyn Layer, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Option<Tensor>> {
+        let Some(lookup) = super::embedded::foldable_lookup(embedding, x, self.forward.return_state, ctx)? else {
+            return Ok(None);
+        };
+        let Some(a) = self.forward.run_embedded(&lookup, true, ctx)? else {
+            return Ok(None);
+        };
+        let Some(b) = self.backward.run_embedded(&lookup, true, ctx)? else {
+            return Ok(None);
+        };
+        self.merged(&a, &b).map(Some)
     }
     fn set_precision(&self, precision: crate::nn::quantize::Precision) -> bool {
         let f = self.forward.set_precision(precision);

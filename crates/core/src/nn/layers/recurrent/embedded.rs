@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{QuantizedPack, Rnn};
 use crate::cpu::rnn::{self, Embedded, RnnInputs, RnnSpec};
-use crate::nn::layers::{EmbeddingLookup, ForwardCtx};
+use crate::nn::layers::{EmbeddingLookup, ForwardCtx, Layer};
 use crate::nn::param::Param;
 use crate::{Result, Tensor};
 
@@ -23,7 +23,13 @@ impl Rnn {
     /// GEMM of every call (a fifth of an embedding -> LSTM(128) predict) and its `[b, t, 4u]`
     /// buffer. `None` when the call records gradients, runs off the CPU, returns states or the
     /// table would be too large.
-    pub(super) fn run_embedded(&self, lookup: &EmbeddingLookup, ctx: &ForwardCtx) -> Result<Option<Tensor>> {
+    /// `bidirectional`: this layer is a direction of a `Bidirectional` (see [`Rnn::spec`]).
+    pub(super) fn run_embedded(
+        &self,
+        lookup: &EmbeddingLookup,
+        bidirectional: bool,
+        ctx: &ForwardCtx,
+    ) -> Result<Option<Tensor>> {
         let (Some(kernel), Some(recurrent), Some(features)) = (&self.kernel, &self.recurrent, self.features) else {
             return Ok(None);
         };
@@ -32,7 +38,7 @@ impl Rnn {
         };
         let spec = RnnSpec {
             keep_tape: false,
-            ..self.spec(b, t, features, false)
+            ..self.spec(b, t, features, bidirectional)
         };
         let (kernel_value, recurrent_value) = (kernel.get(), recurrent.get());
         let bias = self.bias.as_ref().map(Param::get);
@@ -106,4 +112,18 @@ impl Rnn {
             Tensor::new(fwd.h, &[b, self.units])?
         }))
     }
+}
+
+/// The lookup of `embedding` (the layer before, fed `x`) when a recurrent layer may fold it
+/// into this call: inference, no input mask, no returned states.
+pub(super) fn foldable_lookup(
+    embedding: &dyn Layer,
+    x: &Tensor,
+    return_state: bool,
+    ctx: &ForwardCtx,
+) -> Result<Option<EmbeddingLookup>> {
+    if ctx.training || return_state || ctx.mask(0).is_some() {
+        return Ok(None);
+    }
+    embedding.embedding_lookup(x)
 }

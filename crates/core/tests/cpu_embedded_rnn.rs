@@ -129,8 +129,8 @@ fn folded_embedding_sees_weight_changes() {
     }
 }
 
-/// Out-of-range ids are refused with the Embedding's error, as without the fold; masks
-/// (`maskZero`) and int8 recurrent kernels keep working.
+/// Out-of-range ids are refused with the Embedding's error, as without the fold; `maskZero`
+/// masks apply to the folded layer; int8 recurrent kernels keep working.
 #[test]
 fn folded_embedding_keeps_errors_masks_and_int8() {
     let m = model(16, json!({"className": "GRU", "config": {"units": 5}}));
@@ -138,23 +138,33 @@ fn folded_embedding_keeps_errors_masks_and_int8() {
     let err = m.predict(&bad, 1).unwrap_err().to_string();
     assert!(err.contains("Embedding"), "{err}");
 
-    let config = json!({"className": "Sequential", "inputShape": [16], "layers": [
-        {"className": "Embedding", "config": {"inputDim": VOCABULARY, "outputDim": 12, "maskZero": true}},
-        {"className": "LSTM", "config": {"units": 6}}
-    ]});
-    let masked = Model::from_config(&config, 4).unwrap();
-    let mut x = ids(2, 16, 8).data().to_vec();
-    x[10..16].fill(0.0);
-    let x = Tensor::new(x, &[2, 16]).unwrap();
-    let unmasked_tail = {
-        let mut y = x.data().to_vec();
-        y[10..16].fill(1.0);
-        masked.predict(&Tensor::new(y, &[2, 16]).unwrap(), 2).unwrap()
-    };
-    let with_mask = masked.predict(&x, 2).unwrap();
-    // Masked steps keep the state: the last state of row 0 is its state after step 9, which
-    // differs from running steps 10..16 on token 1.
-    assert_ne!(with_mask.data()[..6], unmasked_tail.data()[..6]);
+    // maskZero: masked steps keep the state. The reference is the same model run with its
+    // weights on the tape (a pass that records gradients is never folded).
+    for (cell, bidirectional) in [("LSTM", false), ("GRU", false), ("LSTM", true)] {
+        let inner = json!({"className": cell, "config": {"units": 6}});
+        let recurrent = if bidirectional {
+            json!({"className": "Bidirectional", "config": {"layer": inner}})
+        } else {
+            inner
+        };
+        let config = json!({"className": "Sequential", "inputShape": [16], "layers": [
+            {"className": "Embedding", "config": {"inputDim": VOCABULARY, "outputDim": 12, "maskZero": true}},
+            recurrent
+        ]});
+        let masked = Model::from_config(&config, 4).unwrap();
+        let mut x = ids(3, 16, 8).data().to_vec();
+        x[10..16].fill(0.0);
+        x[16..20].fill(0.0);
+        let x = Tensor::new(x, &[3, 16]).unwrap();
+        let folded = masked.predict(&x, 3).unwrap();
+        let taped = masked.forward(&x, false, &mut Rng::new(0)).unwrap();
+        let what = format!("maskZero {cell} bidirectional={bidirectional}");
+        assert_close(&what, &folded, &taped.detach());
+        let mut unmasked = x.data().to_vec();
+        unmasked.iter_mut().for_each(|v| *v = v.max(1.0));
+        let unmasked = masked.predict(&Tensor::new(unmasked, &[3, 16]).unwrap(), 3).unwrap();
+        assert_ne!(folded.data(), unmasked.data(), "{what}: the mask changed nothing");
+    }
 
     let x = ids(4, 16, 5);
     let f32_prediction = m.predict(&x, 4).unwrap();

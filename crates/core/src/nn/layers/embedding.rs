@@ -64,6 +64,8 @@ impl CustomOp for GatherOp {
 pub struct EmbeddingLookup {
     /// Row of the table for each id, in the ids' order.
     pub ids: Vec<u32>,
+    /// With `maskZero`: the output mask (1 where the id is not 0), in the ids' shape.
+    pub mask: Option<Vec<f32>>,
     /// Shape of the ids.
     pub shape: Vec<usize>,
     /// The table `[inputDim, outputDim]`.
@@ -157,12 +159,17 @@ impl Layer for Embedding {
         )
     }
     fn embedding_lookup(&self, x: &Tensor) -> Result<Option<EmbeddingLookup>> {
-        let Some(param) = self.embeddings.as_ref().filter(|_| !self.mask_zero && x.rank() > 0) else {
+        let Some(param) = self.embeddings.as_ref().filter(|_| x.rank() > 0) else {
             return Ok(None);
         };
         let what = format!("Embedding '{}'", self.common.name);
+        let ids = sp::indices(&what, x.host_values()?, self.input_dim)?;
+        let mask = self
+            .mask_zero
+            .then(|| ids.iter().map(|&i| if i != 0 { 1.0 } else { 0.0 }).collect());
         Ok(Some(EmbeddingLookup {
-            ids: sp::indices(&what, x.host_values()?, self.input_dim)?,
+            ids,
+            mask,
             shape: x.shape().to_vec(),
             table: param.get(),
             key: (std::ptr::from_ref(param) as usize, param.version()),

@@ -129,8 +129,7 @@ pub trait Layer: Send + Sync {
     }
     /// Inference fusion: an Embedding's lookup of `x` (ids checked as `forward` checks them),
     /// for a following layer that folds the table into its input projection
-    /// ([`Layer::forward_embedded`]). `None` (the default): not an embedding, or one whose
-    /// output carries a mask.
+    /// ([`Layer::forward_embedded`]). `None` (the default): not an embedding.
     fn embedding_lookup(&self, _x: &Tensor) -> Result<Option<EmbeddingLookup>> {
         Ok(None)
     }

@@ -21,9 +21,10 @@ impl Rnn {
     /// sequence: the input projection `x·W + b` of a token is a row of `embeddings·W + b`,
     /// computed once per weight version and looked up at each step. That skips the projection
     /// GEMM of every call (a fifth of an embedding -> LSTM(128) predict) and its `[b, t, 4u]`
-    /// buffer. `None` when the call records gradients, runs off the CPU, returns states or the
-    /// table would be too large.
-    /// `bidirectional`: this layer is a direction of a `Bidirectional` (see [`Rnn::spec`]).
+    /// buffer. A `maskZero` mask applies as on the embedded sequence. `None` when the call
+    /// records gradients, runs off the CPU, returns states or a masked sequence, or the table
+    /// would be too large. `bidirectional`: this layer is a direction of a `Bidirectional`
+    /// (see [`Rnn::spec`]).
     pub(super) fn run_embedded(
         &self,
         lookup: &EmbeddingLookup,
@@ -44,8 +45,11 @@ impl Rnn {
         let bias = self.bias.as_ref().map(Param::get);
         let mut operands = vec![&lookup.table, &kernel_value, &recurrent_value];
         operands.extend(bias.iter());
+        // A masked sequence output carries its mask to the next layer, which the fold (one
+        // value for the pair of layers) does not hand on.
         if ctx.training
             || self.return_state
+            || (lookup.mask.is_some() && self.return_sequences)
             || t == 0
             || dim != features
             || vocabulary.saturating_mul(spec.g()) > MAX_PROJECTION_TABLE_FLOATS
@@ -98,7 +102,7 @@ impl Rnn {
                 bias: bias.as_ref().map(Tensor::data),
                 h0: None,
                 c0: None,
-                mask: None,
+                mask: lookup.mask.as_deref(),
                 recurrent_int8: int8.as_deref(),
                 embedded: Some(Embedded {
                     ids: &lookup.ids,
@@ -115,7 +119,8 @@ impl Rnn {
 }
 
 /// The lookup of `embedding` (the layer before, fed `x`) when a recurrent layer may fold it
-/// into this call: inference, no input mask, no returned states.
+/// into this call: inference, no input mask (the embedding's own `maskZero` mask is fine), no
+/// returned states.
 pub(super) fn foldable_lookup(
     embedding: &dyn Layer,
     x: &Tensor,

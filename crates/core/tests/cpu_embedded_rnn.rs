@@ -11,26 +11,13 @@ use serde_json::{json, Value};
 const VOCABULARY: usize = 50;
 
 fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect()
 }
 
 fn ids(batch: usize, time: usize, seed: u64) -> Tensor {
-    let v = rand_vec(batch * time, seed)
-        .iter()
-        .map(|r| {
-            ((r + 1.0) * 0.5 * VOCABULARY as f32)
-                .floor()
-                .min(VOCABULARY as f32 - 1.0)
-        })
-        .collect();
+    let mut rng = Rng::new(seed);
+    let v = (0..batch * time).map(|_| rng.below(VOCABULARY) as f32).collect();
     Tensor::new(v, &[batch, time]).unwrap()
 }
 

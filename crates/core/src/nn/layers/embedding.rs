@@ -103,6 +103,22 @@ impl Embedding {
     }
 }
 
+impl Embedding {
+    /// The table rows of the ids `x` and, with `maskZero`, the output mask (1 where the id is
+    /// not 0). Ids are checked on the host (a GPU input is read back): hostile ids are an Error.
+    fn checked_ids(&self, x: &Tensor) -> Result<(Vec<u32>, Option<Vec<f32>>)> {
+        let what = format!("Embedding '{}'", self.common.name);
+        if x.rank() == 0 {
+            return Err(Error::shape(&what, "indices of rank >= 1 [batch, ...]", x.shape()));
+        }
+        let ids = sp::indices(&what, x.host_values()?, self.input_dim)?;
+        let mask = self
+            .mask_zero
+            .then(|| ids.iter().map(|&i| if i != 0 { 1.0 } else { 0.0 }).collect());
+        Ok((ids, mask))
+    }
+}
+
 impl Layer for Embedding {
     fn class_name(&self) -> &'static str {
         "Embedding"
@@ -130,14 +146,8 @@ impl Layer for Embedding {
             .as_ref()
             .ok_or_else(|| not_built(&self.common.name))?
             .get();
-        let what = format!("Embedding '{}'", self.common.name);
-        if x.rank() == 0 {
-            return Err(Error::shape(&what, "indices of rank >= 1 [batch, ...]", x.shape()));
-        }
-        // Ids are checked on the host (a GPU input is read back): hostile ids are an Error.
-        let idx = sp::indices(&what, x.host_values()?, self.input_dim)?;
-        if self.mask_zero {
-            let mask = idx.iter().map(|&i| if i != 0 { 1.0 } else { 0.0 }).collect();
+        let (idx, mask) = self.checked_ids(x)?;
+        if let Some(mask) = mask {
             ctx.output_masks = Some(vec![Some(Tensor::new(mask, x.shape())?.to(table.device())?)]);
         }
         if crate::ops::gpu::on_gpu("embedding", &[&table])? {
@@ -159,14 +169,10 @@ impl Layer for Embedding {
         )
     }
     fn embedding_lookup(&self, x: &Tensor) -> Result<Option<EmbeddingLookup>> {
-        let Some(param) = self.embeddings.as_ref().filter(|_| x.rank() > 0) else {
+        let Some(param) = self.embeddings.as_ref() else {
             return Ok(None);
         };
-        let what = format!("Embedding '{}'", self.common.name);
-        let ids = sp::indices(&what, x.host_values()?, self.input_dim)?;
-        let mask = self
-            .mask_zero
-            .then(|| ids.iter().map(|&i| if i != 0 { 1.0 } else { 0.0 }).collect());
+        let (ids, mask) = self.checked_ids(x)?;
         Ok(Some(EmbeddingLookup {
             ids,
             mask,
